@@ -1,0 +1,286 @@
+"""Shell command builders for the droplet (pure: they only return strings).
+
+Like Kamal's ``lib/kamal/commands``: nothing here talks to a server, so every
+command is unit-tested as a plain string. The runner modules (sync, compose,
+lock, collect) send these over one Fabric connection.
+
+Secrets never appear here: they travel only in the env file uploaded by sftp,
+and compose reads them from that file (``--env-file``).
+"""
+from __future__ import annotations
+
+import posixpath
+import shlex
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+LOCK_DIR = "lock"
+LOCK_HOLDER = "holder.json"
+RELEASE_META = ".release.json"
+
+
+def q(value: str) -> str:
+    """Quote one argument for a POSIX shell."""
+    return shlex.quote(str(value))
+
+
+def join(argv: Iterable[str]) -> str:
+    return " ".join(q(a) for a in argv)
+
+
+@dataclass(frozen=True)
+class ComposeTarget:
+    """What pins every compose call to one project: a fixed name, files and env file.
+
+    A fixed ``-p`` keeps the project name independent of the release folder, and a
+    fixed ``--project-directory`` (the ``current`` symlink, not the release path)
+    keeps the config hash stable across releases, so unchanged services are not
+    recreated by a new release.
+    """
+
+    project: str
+    compose_files: tuple[str, ...]
+    env_file: str | None = None
+    project_directory: str | None = None
+
+
+def compose(project: str, compose_files: Sequence[str], env_file: str | None, *args: str,
+            project_directory: str | None = None) -> str:
+    """``docker compose -p PROJECT -f F... [--env-file E] ARGS``."""
+    if not project:
+        raise ValueError("compose project name is empty")
+    if not compose_files:
+        raise ValueError("at least one compose file is required")
+    argv = ["docker", "compose", "-p", project]
+    if project_directory:
+        argv += ["--project-directory", project_directory]
+    for path in compose_files:
+        argv += ["-f", path]
+    if env_file:
+        argv += ["--env-file", env_file]
+    return join([*argv, *args])
+
+
+def _c(t: ComposeTarget, *args: str) -> str:
+    return compose(t.project, t.compose_files, t.env_file, *args,
+                   project_directory=t.project_directory)
+
+
+def build(t: ComposeTarget, services: Iterable[str] | None = None, pull: bool = False) -> str:
+    """Build all services, or only ``services`` (sorted for a stable command)."""
+    args = ["build"]
+    if pull:
+        args.append("--pull")
+    return _c(t, *args, *sorted(services or ()))
+
+
+def pull(t: ComposeTarget) -> str:
+    """Pull the images of services that are not built here."""
+    return _c(t, "pull", "--quiet", "--ignore-buildable")
+
+
+def up(t: ComposeTarget, wait_timeout: int, services: Iterable[str] | None = None,
+       no_deps: bool = False, remove_orphans: bool = True) -> str:
+    """``up -d --wait``: returns only when every service is running/healthy or on timeout.
+
+    Never ``--build`` (build is its own step so its failure is reported apart) and
+    never anything that removes volumes.
+    """
+    if wait_timeout <= 0:
+        raise ValueError("wait_timeout must be a positive number of seconds")
+    args = ["up", "-d", "--wait", "--wait-timeout", str(int(wait_timeout)), "--no-build"]
+    if remove_orphans:
+        args.append("--remove-orphans")
+    if no_deps:
+        args.append("--no-deps")
+    return _c(t, *args, *sorted(services or ()))
+
+
+def ps(t: ComposeTarget, json: bool = False, all: bool = True) -> str:
+    args = ["ps"]
+    if all:
+        args.append("--all")
+    if json:
+        args += ["--format", "json"]
+    return _c(t, *args)
+
+
+def logs(t: ComposeTarget, service: str, tail: int = 200, timestamps: bool = True) -> str:
+    args = ["logs", "--no-color", "--tail", str(int(tail))]
+    if timestamps:
+        args.append("--timestamps")
+    return _c(t, *args, service)
+
+
+def config(t: ComposeTarget) -> str:
+    """The resolved compose config. Interpolated values may be secret: redact before saving."""
+    return _c(t, "config")
+
+
+def images(t: ComposeTarget) -> str:
+    """Images used by the project's containers, as JSON (service -> image id)."""
+    return _c(t, "images", "--format", "json")
+
+
+def exec_cat(t: ComposeTarget, service: str, path: str) -> str:
+    """Print a file from inside a running service (e.g. Traefik's dynamic config)."""
+    return _c(t, "exec", "-T", service, "cat", path)
+
+
+def inspect_containers(container_ids: Iterable[str]) -> str:
+    """One line per container: id, image id, compose service name."""
+    ids = list(container_ids)
+    if not ids:
+        raise ValueError("no container ids to inspect")
+    fmt = '{{.Id}} {{.Image}} {{index .Config.Labels "com.docker.compose.service"}}'
+    return join(["docker", "inspect", "--format", fmt, *ids])
+
+
+def health(container: str) -> str:
+    """The healthcheck state and recent probe outputs of a container, as JSON."""
+    return join(["docker", "inspect", "--format", "{{json .State.Health}}", container])
+
+
+def container_ip(container: str, network: str) -> str:
+    fmt = "{{(index .NetworkSettings.Networks %s).IPAddress}}" % _go_string(network)
+    return join(["docker", "inspect", "--format", fmt, container])
+
+
+def container_env(container: str) -> str:
+    """A container's environment as a JSON list. It holds secrets: redact before saving."""
+    return join(["docker", "inspect", "--format", "{{json .Config.Env}}", container])
+
+
+def curl_headers(host: str, path: str = "/", timeout: float = 10) -> str:
+    """Response headers of https://HOST/path fetched on the droplet itself via Traefik on :443."""
+    if not path.startswith("/"):
+        path = "/" + path
+    return join(["curl", "-sS", "-k", "-D", "-", "-o", "/dev/null",
+                 "--max-time", _num(timeout),
+                 "--resolve", f"{host}:443:127.0.0.1", f"https://{host}{path}"])
+
+
+def docker_system_df() -> str:
+    return "docker system df"
+
+
+def free_m() -> str:
+    return "free -m"
+
+
+def readlink_current(base: str) -> str:
+    """Prints the release the ``current`` symlink points to (empty output if none)."""
+    return f"readlink {q(posixpath.join(base, 'current'))} || true"
+
+
+# --- releases -------------------------------------------------------------------
+
+def releases_dir(base: str) -> str:
+    return posixpath.join(base, "releases")
+
+
+def release_dir(base: str, release_id: str) -> str:
+    return posixpath.join(base, "releases", release_id)
+
+
+def prepare_layout(base: str) -> str:
+    return join(["mkdir", "-p", releases_dir(base), posixpath.join(base, "shared")])
+
+
+def list_release_dirs(base: str) -> str:
+    """Release folder names, one per line (hidden staging folders excluded)."""
+    return f"ls -1 {q(releases_dir(base))} 2>/dev/null || true"
+
+
+def cat_release_meta(base: str, release_id: str) -> str:
+    return f"cat {q(posixpath.join(release_dir(base, release_id), RELEASE_META))}"
+
+
+def read_all_release_meta(base: str) -> str:
+    """Every release's metadata, each preceded by a marker line naming the release."""
+    d = q(releases_dir(base))
+    return (f"cd {d} 2>/dev/null && for r in *; do [ -d \"$r\" ] || continue; "
+            f"echo \"=== $r\"; cat \"$r/{RELEASE_META}\" 2>/dev/null; echo; done; true")
+
+
+def hardlink_copy(src: str, dest: str) -> str:
+    """``cp -al``: the new release shares unchanged files' inodes with the old one."""
+    return join(["cp", "-al", src, dest])
+
+
+def make_dir(path: str) -> str:
+    return join(["mkdir", "-p", path])
+
+
+def remove_paths(root: str, relpaths: Sequence[str]) -> str:
+    """Unlink files under ``root``. Changed files are unlinked before extraction so the
+    hard-linked previous release is never modified through a shared inode."""
+    if not relpaths:
+        return "true"
+    return join(["rm", "-f", "--", *[posixpath.join(root, p) for p in relpaths]])
+
+
+def prune_empty_dirs(root: str) -> str:
+    return f"find {q(root)} -mindepth 1 -type d -empty -delete"
+
+
+def extract_archive(archive: str, dest: str) -> str:
+    """Unpack a tar.gz upload, keeping modes but not the uploader's uid/gid; then drop it."""
+    return (join(["tar", "--no-same-owner", "-xpzf", archive, "-C", dest])
+            + " && " + join(["rm", "-f", archive]))
+
+
+def rename(src: str, dest: str) -> str:
+    return join(["mv", "-T", src, dest])
+
+
+def switch_current(base: str, release_id: str) -> str:
+    """Atomically repoint ``current``: a symlink under a temp name, then rename over it."""
+    current = posixpath.join(base, "current")
+    tmp = posixpath.join(base, ".current.tmp")
+    target = posixpath.join("releases", release_id)
+    return (join(["ln", "-sfn", target, tmp]) + " && " + join(["mv", "-T", tmp, current]))
+
+
+def remove_releases(base: str, release_ids: Sequence[str]) -> str:
+    if not release_ids:
+        return "true"
+    return join(["rm", "-rf", "--", *[release_dir(base, r) for r in release_ids]])
+
+
+def install_private_file(tmp: str, dest: str) -> str:
+    """Make an uploaded temp file 0600 then move it into place (atomic for readers)."""
+    return join(["chmod", "600", tmp]) + " && " + join(["mv", "-f", tmp, dest])
+
+
+# --- lock -----------------------------------------------------------------------
+
+def lock_dir(base: str) -> str:
+    return posixpath.join(base, LOCK_DIR)
+
+
+def lock_acquire(base: str) -> str:
+    """Atomic ``mkdir``: prints ``acquired`` or ``held``; any other failure is an error."""
+    d = q(lock_dir(base))
+    return (f"mkdir -p {q(base)} && if mkdir {d} 2>/dev/null; then echo acquired; "
+            f"elif [ -d {d} ]; then echo held; else mkdir {d}; fi")
+
+
+def lock_status(base: str) -> str:
+    """Prints ``free``, or ``held`` followed by the holder JSON (may be empty while written)."""
+    d = q(lock_dir(base))
+    h = q(posixpath.join(lock_dir(base), LOCK_HOLDER))
+    return f"if [ -d {d} ]; then echo held; cat {h} 2>/dev/null; else echo free; fi"
+
+
+def lock_release(base: str) -> str:
+    return join(["rm", "-rf", "--", lock_dir(base)])
+
+
+def _go_string(value: str) -> str:
+    """A Go template string literal (docker --format), escaping quotes and backslashes."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)

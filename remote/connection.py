@@ -1,0 +1,188 @@
+"""Fabric connections to the droplet: one configured key, our own pinned known_hosts.
+
+Why our own known_hosts: droplets are created and rebuilt by this tool, so the
+user's ~/.ssh/known_hosts is the wrong trust store. We record the host key at
+first contact (trust on first use) and refuse a changed key afterwards.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import fabric
+import paramiko
+from paramiko.hostkeys import HostKeys
+
+# Errors that mean "nothing is listening yet / network not ready": worth retrying
+# (a freshly booted droplet refuses SSH for a while). Auth and host-key errors are not.
+_RETRYABLE = (paramiko.ssh_exception.NoValidConnectionsError, socket.timeout, TimeoutError,
+              ConnectionError, EOFError)
+
+
+class SshError(Exception):
+    """A connection problem with a message that says what failed and a ``hint`` to fix it."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(f"{message}\n  fix: {hint}" if hint else message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    host: str
+    user: str
+    key_path: Path
+    port: int = 22
+    known_hosts_path: Path = Path("~/.config/stackdeploy/known_hosts")
+    connect_timeout: float = 10.0
+    retries: int = 5          # extra attempts after the first, on connection failures only
+    backoff: float = 2.0      # seconds before the first retry; doubles each time (capped)
+    max_backoff: float = 30.0
+
+    @property
+    def where(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+def load_key(target: SshTarget) -> paramiko.PKey:
+    """Load the private key, turning every failure into an SshError naming the setting."""
+    path = Path(os.path.expanduser(str(target.key_path)))
+    if not path.exists():
+        raise SshError(f"SSH key {path} does not exist (needed to log in as {target.where})",
+                       "check SSH_KEY_PATH: it must point to the private key whose .pub "
+                       "is registered on the droplet")
+    if not path.is_file():
+        raise SshError(f"SSH key {path} is not a file", "check SSH_KEY_PATH")
+    try:
+        return paramiko.PKey.from_path(path)
+    except PermissionError:
+        raise SshError(f"SSH key {path} is not readable by this user",
+                       f"fix the file permissions (chmod 600 {path}) or check SSH_KEY_PATH") from None
+    except paramiko.PasswordRequiredException:
+        raise SshError(f"SSH key {path} is protected by a passphrase",
+                       "use an unencrypted deploy key (ssh-keygen -t ed25519 -N '' -f KEY) "
+                       "and point SSH_KEY_PATH to it") from None
+    except (paramiko.SSHException, ValueError, UnicodeDecodeError) as exc:
+        # Message from paramiko names the format problem, never the key bytes.
+        raise SshError(f"SSH key {path} could not be read as a private key "
+                       f"({type(exc).__name__})",
+                       "check SSH_KEY_PATH points to a private key (not the .pub file)") from None
+
+
+def host_entry(host: str, port: int) -> str:
+    """known_hosts name for host:port, as OpenSSH writes it."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+class _PinOnFirstUse(paramiko.MissingHostKeyPolicy):
+    """Unknown host: append its key to our known_hosts file and accept it.
+
+    A *known* host presenting another key never reaches this policy: paramiko
+    raises BadHostKeyException, which connect() turns into guidance.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="ascii") as fh:
+            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def _known_hosts_for(target: SshTarget, path: Path) -> HostKeys:
+    keys = HostKeys()
+    if path.exists():
+        try:
+            keys.load(str(path))
+        except (OSError, paramiko.SSHException) as exc:
+            raise SshError(f"known_hosts file {path} could not be read ({exc})",
+                           f"fix or delete {path}; host keys are re-recorded at next contact") from None
+    return keys
+
+
+def _new_connection(target: SshTarget, pkey: paramiko.PKey, known_hosts: Path) -> fabric.Connection:
+    # load_ssh_configs=False: the user's ~/.ssh/config must not redirect our connection.
+    config = fabric.Config(overrides={"load_ssh_configs": False, "run": {"hide": True}})
+    conn = fabric.Connection(
+        host=target.host, user=target.user, port=target.port, config=config,
+        connect_timeout=int(max(1, round(target.connect_timeout))),
+        forward_agent=False,
+        connect_kwargs={"pkey": pkey, "allow_agent": False, "look_for_keys": False,
+                        "banner_timeout": target.connect_timeout,
+                        "auth_timeout": target.connect_timeout},
+    )
+    client = conn.client
+    keys = _known_hosts_for(target, known_hosts)
+    for name, entry in keys.items():
+        for keytype, key in entry.items():
+            client.get_host_keys().add(name, keytype, key)
+    client.set_missing_host_key_policy(_PinOnFirstUse(known_hosts))
+    return conn
+
+
+def connect(target: SshTarget, sleep: Callable[[float], None] = time.sleep) -> fabric.Connection:
+    """Open and verify a connection (runs ``true``). Reuse it for the whole run; close it after."""
+    pkey = load_key(target)
+    known_hosts = Path(os.path.expanduser(str(target.known_hosts_path)))
+    attempts = max(0, target.retries) + 1
+    delay = target.backoff
+    last: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        conn = _new_connection(target, pkey, known_hosts)
+        try:
+            conn.open()
+            conn.run("true", hide=True, in_stream=False)
+            return conn
+        except paramiko.BadHostKeyException:
+            conn.close()
+            entry = host_entry(target.host, target.port)
+            raise SshError(
+                f"host key of {target.host}:{target.port} changed since it was recorded in "
+                f"{known_hosts}; refusing to connect (possible man-in-the-middle)",
+                f"if the droplet was rebuilt, remove the stale entry with "
+                f"`ssh-keygen -R '{entry}' -f {known_hosts}` and run again") from None
+        except paramiko.AuthenticationException:
+            conn.close()
+            raise SshError(
+                f"the server refused key {target.key_path} for user {target.user} "
+                f"on {target.host}:{target.port}",
+                f"register the public key {target.key_path}.pub for user {target.user} on the "
+                f"droplet (~{target.user}/.ssh/authorized_keys), or check SSH_KEY_PATH and "
+                f"SSH_USER") from None
+        except _RETRYABLE as exc:
+            conn.close()
+            last = exc
+        except paramiko.SSHException as exc:
+            # Banner/handshake failures while sshd is starting: retry as well.
+            conn.close()
+            last = exc
+        except OSError as exc:  # no route to host, network unreachable
+            conn.close()
+            last = exc
+        if attempt < attempts:
+            sleep(delay)
+            delay = min(delay * 2, target.max_backoff)
+    raise SshError(
+        f"could not reach SSH on {target.host}:{target.port} after {attempts} attempt(s): "
+        f"{_describe(last)}",
+        "check the droplet is running, its IP is right and the firewall allows SSH "
+        "from this machine's address; raise the SSH retries/timeout if it is still booting")
+
+
+def _describe(exc: Exception | None) -> str:
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        return "connection refused"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

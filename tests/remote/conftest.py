@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import fabric
+import pytest
+
+from remote.connection import SshTarget, connect
+from tests.remote.sshd import SSHD, Sshd, make_sshd
+
+
+def need(ok: bool, reason: str) -> None:
+    """Skip only on a developer machine; in CI (env CI set) a missing tool is a failure."""
+    if ok:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI installs it: see scripts/apt/remote.txt)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory) -> Sshd:
+    need(os.path.exists(SSHD) and shutil.which("ssh-keygen") is not None,
+         "openssh-server is not installed")
+    server = make_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def target(sshd: Sshd, tmp_path: Path) -> SshTarget:
+    """A target with a fresh known_hosts per test (first contact happens in the test)."""
+    return SshTarget(host="127.0.0.1", user=sshd.user, key_path=sshd.user_key, port=sshd.port,
+                     known_hosts_path=tmp_path / "state" / "known_hosts",
+                     connect_timeout=5, retries=2, backoff=0.1)
+
+
+@pytest.fixture
+def commands_run(monkeypatch) -> list[str]:
+    """Every command line sent over Fabric during the test."""
+    seen: list[str] = []
+    original = fabric.Connection.run
+
+    def recording(self, command, **kwargs):
+        seen.append(command)
+        return original(self, command, **kwargs)
+
+    monkeypatch.setattr(fabric.Connection, "run", recording)
+    return seen
+
+
+@pytest.fixture
+def conn(target: SshTarget, commands_run):
+    c = connect(target)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> str:
+    """The droplet's deploy base (/opt/<project> on a real droplet)."""
+    d = tmp_path / "droplet" / "opt" / "sdtest"
+    return str(d)
