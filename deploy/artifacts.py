@@ -1,0 +1,56 @@
+"""The artifact writer: the only code that writes into a run folder, every byte redacted."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from deploy.redact import REGISTRY, SecretRegistry, redact
+
+
+class ArtifactWriter:
+    def __init__(self, root: Path, registry: SecretRegistry | None = None) -> None:
+        self.root = root
+        self.registry = registry or REGISTRY
+        self._lock = threading.Lock()
+
+    def _target(self, relpath: str) -> Path:
+        rel = PurePosixPath(relpath)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise ValueError(f"artifact path must stay inside the run folder: {relpath!r}")
+        path = self.root.joinpath(*rel.parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def write_text(self, relpath: str, text: str) -> Path:
+        """Write ``text`` redacted; atomically, so a crash never leaves half a file."""
+        path = self._target(relpath)
+        clean = redact(text, self.registry)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(clean, encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    def write_json(self, relpath: str, data: Any) -> Path:
+        return self.write_text(relpath, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+    def append_text(self, relpath: str, text: str) -> None:
+        path = self._target(relpath)
+        with self._lock, path.open("a", encoding="utf-8") as fh:
+            fh.write(redact(text, self.registry))
+
+    def inventory(self, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Every file in the folder with its size and sha256, for run.json."""
+        files = []
+        for path in sorted(self.root.rglob("*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            rel = path.relative_to(self.root).as_posix()
+            if rel in exclude:
+                continue
+            data = path.read_bytes()
+            files.append({"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        return files

@@ -1,0 +1,176 @@
+"""Data in and out of the outside-in checks: what to check, how, and what was found."""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+from deploy.checks.headers import parse_policy
+
+Status = Literal["pass", "warn", "fail", "skipped"]
+STATUSES: tuple[Status, ...] = ("pass", "warn", "fail", "skipped")
+# How bad a status is when several are folded into one verdict.
+_SEVERITY = {"pass": 0, "skipped": 1, "warn": 2, "fail": 3}
+
+PRODUCTION_ENVS = frozenset({"production", "prod"})
+
+DEFAULT_HEADER_POLICY: dict[str, str] = {
+    # 180 days: the minimum most scanners accept; preload lists want a year.
+    "Strict-Transport-Security": "max-age>=15552000",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "SAMEORIGIN",
+    # Conservative = never sends the full URL cross-origin.
+    "Referrer-Policy": "one-of:no-referrer,same-origin,strict-origin,strict-origin-when-cross-origin",
+}
+DEFAULT_RATE_LIMIT_PATH = "/api/notes"
+DEFAULT_RATE_LIMIT_REQUESTS = 130
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+class ChecksConfigError(ValueError):
+    """A checks setting is unusable; the message names the setting and how to fix it."""
+
+
+def _valid_hostname(name: str) -> bool:
+    return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
+
+
+def rate_limit_burst_size(rpm: int, margin: int = 10) -> int:
+    """How many requests the burst sends: enough to cross RATE_LIMIT_API_RPM in one go."""
+    if rpm < 1:
+        raise ChecksConfigError(f"RATE_LIMIT_API_RPM must be a whole number >= 1, got {rpm}")
+    return rpm + max(margin, rpm // 10)
+
+
+@dataclass(frozen=True)
+class CheckTarget:
+    """Where to send the checks: the droplet's IP, reached with the domain as SNI and Host."""
+
+    ip: str
+    domain: str
+    deploy_env: str
+    https_port: int = 443
+    http_port: int = 80
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.ip)
+        except ValueError:
+            raise ChecksConfigError(
+                f"droplet IP {self.ip!r} is not an IP address; pass the droplet's public "
+                "address (e.g. 203.0.113.10), not a hostname"
+            ) from None
+        domain = (self.domain or "").strip().lower().rstrip(".")
+        if not _valid_hostname(domain):
+            raise ChecksConfigError(
+                f"DOMAIN {self.domain!r} is not a valid host name; set DOMAIN to the site's "
+                "name without scheme or path (e.g. app.example.com)"
+            )
+        object.__setattr__(self, "domain", domain)
+        if not (self.deploy_env or "").strip():
+            raise ChecksConfigError("DEPLOY_ENV is empty; set it to production, staging or development")
+        for name in ("https_port", "http_port"):
+            port = getattr(self, name)
+            if not isinstance(port, int) or not 0 < port < 65536:
+                raise ChecksConfigError(f"{name} must be a port number 1-65535, got {port!r}")
+
+    @property
+    def is_production(self) -> bool:
+        return self.deploy_env.strip().lower() in PRODUCTION_ENVS
+
+    def host(self, subdomain: str | None = None) -> str:
+        return f"{subdomain}.{self.domain}" if subdomain else self.domain
+
+
+@dataclass(frozen=True)
+class ChecksConfig:
+    """How the checks run. Field names follow invoke.yaml's deploy.checks section."""
+
+    samples: int = 5
+    timeout: float = 10
+    p95_budget_s: float = 5.0
+    rate_limit_burst: bool = True
+    rate_limit_requests: int = DEFAULT_RATE_LIMIT_REQUESTS
+    rate_limit_path: str = DEFAULT_RATE_LIMIT_PATH
+    header_policy: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_HEADER_POLICY))
+    flower_host: str = "flower"
+    admin_host: str = "admin"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise ChecksConfigError(f"checks.samples must be a whole number >= 1, got {self.samples!r}")
+        for name in ("timeout", "p95_budget_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ChecksConfigError(f"checks.{name} must be a number of seconds > 0, got {value!r}")
+        if not isinstance(self.rate_limit_requests, int) or self.rate_limit_requests < 1:
+            raise ChecksConfigError(
+                "checks.rate_limit_requests must be a whole number >= 1 (RATE_LIMIT_API_RPM plus "
+                f"a margin), got {self.rate_limit_requests!r}"
+            )
+        if not self.rate_limit_path.startswith("/"):
+            raise ChecksConfigError(
+                f"checks.rate_limit_path must be an absolute path like /api/notes, got {self.rate_limit_path!r}"
+            )
+        for name in ("flower_host", "admin_host"):
+            if not _LABEL.match(getattr(self, name)):
+                raise ChecksConfigError(
+                    f"checks.{name} must be a single DNS label such as 'flower', got {getattr(self, name)!r}"
+                )
+        try:
+            parse_policy(self.header_policy)
+        except ValueError as exc:
+            raise ChecksConfigError(f"checks.header_policy: {exc}") from None
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: Status
+    observed: Any
+    expected: Any
+    message: str
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "observed": self.observed,
+            "expected": self.expected,
+            "message": self.message,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+def worst(statuses: list[Status] | tuple[Status, ...]) -> Status:
+    return max(statuses, key=_SEVERITY.__getitem__, default="pass")
+
+
+@dataclass
+class ChecksReport:
+    results: list[CheckResult]
+    files: dict[str, str]
+
+    @property
+    def status(self) -> Status:
+        """The worst status of the results that ran (a skipped check neither passes nor fails)."""
+        return worst([r.status for r in self.results if r.status != "skipped"])
+
+    def by_status(self, status: Status) -> list[CheckResult]:
+        return [r for r in self.results if r.status == status]
+
+    def get(self, name: str) -> CheckResult:
+        for result in self.results:
+            if result.name == name:
+                return result
+        raise KeyError(f"no check named {name!r}; have {[r.name for r in self.results]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "results": [r.to_dict() for r in self.results]}

@@ -1,0 +1,77 @@
+"""summary.md and the console summary: the same facts, for a file and for a terminal."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import io
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from deploy.redact import redact
+
+if TYPE_CHECKING:
+    from deploy.run import Run
+
+_MARK = {"ok": "ok", "pass": "pass", "warning": "WARN", "warn": "WARN", "failed": "FAIL", "fail": "FAIL", "skipped": "skip"}
+_STYLE = {"ok": "green", "pass": "green", "warning": "yellow", "warn": "yellow", "failed": "red", "fail": "red", "skipped": "dim"}
+
+
+def _md_cell(value: Any) -> str:
+    return str(value if value is not None else "").replace("|", "\\|").replace("\n", " ")
+
+
+def summary_markdown(run: "Run") -> str:
+    t = run.target or {}
+    lines = [
+        f"# Run {run.id}",
+        "",
+        f"- outcome: **{run.outcome}** (exit {run.exit_code})",
+        f"- task: {run.task} ({run.mode})",
+        f"- command: `{run.command}`",
+        f"- started: {run.started_at.isoformat(timespec='seconds')}; duration: {getattr(run, 'duration', 0):.1f} s",
+        f"- target: {t.get('name') or '-'} in {t.get('region') or '-'} at {t.get('ip') or 'unknown IP'}",
+    ]
+    if run.error:
+        lines += ["", "## Error", "", "```", run.error, "```"]
+    lines += ["", "## Steps", "", "| step | status | seconds | message |", "|---|---|---|---|"]
+    for s in run.steps:
+        lines.append(f"| {s.name} | {_MARK.get(s.status, s.status)} | {s.seconds:.1f} | {_md_cell(s.message)} |")
+    if run.checks:
+        lines += ["", "## Checks", "", "| check | result | observed | expected | message |", "|---|---|---|---|---|"]
+        for c in run.checks:
+            lines.append(f"| {c.get('name')} | {_MARK.get(c.get('status'), c.get('status'))} | {_md_cell(c.get('observed'))} "
+                         f"| {_md_cell(c.get('expected'))} | {_md_cell(c.get('message'))} |")
+    if run.skipped:
+        lines += ["", "## Skipped", ""] + [f"- {s['what']}: {s['why']}" for s in run.skipped]
+    if run.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in run.warnings]
+    files = run.artifacts.inventory(exclude=("run.json", "summary.md"))
+    lines += ["", "## Files", ""] + [f"- {f['path']} ({f['bytes']} bytes)" for f in files]
+    lines += ["- run.json", "- summary.md", ""]
+    return "\n".join(lines)
+
+
+def print_console_summary(run: "Run") -> None:
+    """The compact table on the console; the same text goes to run.log. Cells are redacted."""
+    def clean(value: Any) -> str:
+        return redact(str(value), run.registry)
+
+    table = Table(title=f"{run.task} ({run.mode}): {run.outcome}", show_lines=False)
+    table.add_column("step / check")
+    table.add_column("result")
+    table.add_column("time / observed", overflow="fold")
+    for s in run.steps:
+        table.add_row(clean(s.name), f"[{_STYLE.get(s.status, '')}]{_MARK.get(s.status, s.status)}[/]", f"{s.seconds:.1f}s")
+    for c in run.checks:
+        status = c.get("status", "")
+        table.add_row(f"  {clean(c.get('name'))}", f"[{_STYLE.get(status, '')}]{_MARK.get(status, status)}[/]",
+                      clean(c.get("observed", ""))[:60])
+    tail = [f"skipped: {s['what']}: {s['why']}" for s in run.skipped] + [f"run folder: {run.folder}"]
+    run.console.print(table)
+    for line in tail:
+        run.console.print(escape(clean(line)))
+    plain = Console(file=io.StringIO(), width=110, color_system=None)
+    plain.print(table)
+    run.artifacts.append_text("run.log", plain.file.getvalue() + "\n".join(tail) + "\n")

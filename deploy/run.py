@@ -1,0 +1,255 @@
+"""Run: one execution of a task. Its folder, its log, its steps, and a manifest that is always
+finished, on success, error, Ctrl-C or SIGTERM (Kamal's status footer, as data)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from rich.console import Console
+
+from deploy.artifacts import ArtifactWriter
+from deploy.errors import DeployError, Terminated
+from deploy.redact import REGISTRY, SecretRegistry, redact
+
+OUTCOMES = ("success", "failed", "partial", "config-error", "interrupted")
+FIXED_FOLDER = "latest"
+
+
+@dataclass
+class Step:
+    name: str
+    status: str = "ok"  # ok | failed | skipped | warning
+    started: str = ""
+    seconds: float = 0.0
+    message: str = ""
+
+
+@dataclass
+class StepHandle:
+    """What a step body may set: a message, or a warning status."""
+
+    step: Step
+
+    def note(self, message: str) -> None:
+        self.step.message = message
+
+    def warn(self, message: str) -> None:
+        self.step.status = "warning"
+        self.step.message = message
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def new_run_folder(logs_dir: Path, task: str, mode: str, timestamp: bool, now: datetime | None = None) -> Path:
+    """local_run_logs/<UTC timestamp>_<task>-<mode>/, unique via exclusive mkdir; or the fixed
+    folder (emptied first, so no stale file from an older run is mistaken for this one's)."""
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    if not timestamp:
+        folder = logs_dir / FIXED_FOLDER
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir()
+        return folder
+    stamp = (now or _utc_now()).strftime("%Y%m%dT%H%M%SZ")
+    base = f"{stamp}_{task}-{mode}"
+    for n in range(1, 1000):
+        folder = logs_dir / (base if n == 1 else f"{base}.{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a unique run folder under {logs_dir}")
+
+
+class Run:
+    def __init__(self, logs_dir: Path, task: str, mode: str, argv: list[str], timestamp: bool = True,
+                 console: Console | None = None, registry: SecretRegistry | None = None) -> None:
+        self.registry = registry or REGISTRY
+        self.started_at = _utc_now()
+        self._t0 = time.monotonic()
+        self.task = task
+        self.mode = mode
+        self.folder = new_run_folder(logs_dir, task, mode, timestamp, self.started_at)
+        self.id = self.folder.name if timestamp else f"{self.started_at.strftime('%Y%m%dT%H%M%SZ')}_{task}-{mode}"
+        self.artifacts = ArtifactWriter(self.folder, self.registry)
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.command = redact(" ".join(argv), self.registry)
+        self.steps: list[Step] = []
+        self.warnings: list[str] = []
+        self.skipped: list[dict[str, str]] = []
+        self.checks: list[dict[str, Any]] = []
+        self.target: dict[str, Any] = {}
+        self.details: dict[str, Any] = {}
+        self.outcome: str | None = None
+        self.error: str | None = None
+        self.exit_code = 0
+        self._partial_reasons: list[str] = []
+        self._finished = False
+        self._previous_sigterm: Any = None
+        self.log(f"run {self.id}: {self.command}")
+
+    # -- console and run.log -------------------------------------------------------------------
+    def log(self, message: str, style: str = "") -> None:
+        clean = redact(message, self.registry)
+        stamp = _utc_now().strftime("%H:%M:%S")
+        self.console.print(f"[dim]{stamp}[/dim] {_escape(clean)}", style=style or None)
+        self.artifacts.append_text("run.log", f"{stamp} {clean}\n")
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(redact(message, self.registry))
+        self.log(f"WARNING: {message}", style="yellow")
+
+    def mark_partial(self, what: str, why: str) -> None:
+        """Something the full artifact set needs was skipped: the outcome becomes partial."""
+        self.skipped.append({"what": what, "why": redact(why, self.registry)})
+        self._partial_reasons.append(what)
+        self.warn(f"{what} skipped: {why}")
+
+    @property
+    def is_partial(self) -> bool:
+        return bool(self._partial_reasons)
+
+    # -- steps -----------------------------------------------------------------------------------
+    @contextmanager
+    def step(self, name: str) -> Iterator[StepHandle]:
+        step = Step(name=name, started=_iso(_utc_now()))
+        self.steps.append(step)
+        self.log(f"[{name}] start")
+        t0 = time.monotonic()
+        try:
+            yield StepHandle(step)
+        except BaseException as exc:
+            step.status = "failed"
+            step.message = redact(_describe(exc), self.registry)
+            raise
+        finally:
+            step.seconds = round(time.monotonic() - t0, 3)
+            self.log(f"[{name}] {step.status} in {step.seconds:.1f}s" + (f": {step.message}" if step.message else ""))
+
+    def skip_step(self, name: str, reason: str) -> None:
+        self.steps.append(Step(name=name, status="skipped", started=_iso(_utc_now()), message=redact(reason, self.registry)))
+        self.log(f"[{name}] skipped: {reason}")
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> "Run":
+        if threading_is_main():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        self.finish(exc)
+        return False
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        """Write run.json and summary.md. Idempotent; never raises over the original error."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        self.outcome, self.exit_code = _outcome_for(exc, self.is_partial)
+        if exc is not None and not isinstance(exc, (KeyboardInterrupt, Terminated)):
+            self.error = redact(_describe(exc), self.registry)
+            if not isinstance(exc, DeployError):
+                # Unexpected: keep the traceback for diagnosis, in the run folder only, redacted.
+                self.artifacts.write_text("error-traceback.txt", "".join(traceback.format_exception(exc)))
+        elif isinstance(exc, (KeyboardInterrupt, Terminated)):
+            self.error = "interrupted by " + ("SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C")
+        self.ended_at = _utc_now()
+        self.duration = round(time.monotonic() - self._t0, 3)
+        if self.error:
+            self.log(f"ERROR: {self.error}", style="bold red")
+        self.log(f"outcome: {self.outcome} (exit {self.exit_code}) in {self.duration:.1f}s; artifacts: {self.folder}")
+        from deploy import report  # late import: report reads a finished Run
+
+        try:
+            self.artifacts.write_text("summary.md", report.summary_markdown(self))
+        finally:
+            self.artifacts.write_json("run.json", self.manifest())
+        report.print_console_summary(self)
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "run_id": self.id,
+            "task": self.task,
+            "mode": self.mode,
+            "command": self.command,
+            "operator": f"{_user()}@{socket.gethostname()}",
+            "start": _iso(self.started_at),
+            "end": _iso(getattr(self, "ended_at", _utc_now())),
+            "duration_seconds": getattr(self, "duration", None),
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "target": self.target,
+            "steps": [asdict(s) for s in self.steps],
+            "checks": self.checks,
+            "warnings": self.warnings,
+            "skipped": self.skipped,
+            "details": self.details,
+            "files": self.artifacts.inventory(exclude=("run.json",)),
+        }
+
+
+def _outcome_for(exc: BaseException | None, partial: bool) -> tuple[str, int]:
+    from deploy import errors
+
+    if exc is None:
+        return ("partial", errors.EXIT_PARTIAL) if partial else ("success", errors.EXIT_OK)
+    if isinstance(exc, Terminated):
+        return "interrupted", errors.EXIT_TERMINATED
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", errors.EXIT_INTERRUPTED
+    if isinstance(exc, DeployError):
+        return exc.outcome, exc.exit_code
+    return "failed", errors.EXIT_FAILED
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DeployError):
+        return str(exc)
+    if isinstance(exc, (KeyboardInterrupt, Terminated)):
+        return "interrupted"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,342 @@
+"""invoke.yaml defaults + env file + environment + task flags -> one frozen, validated Settings.
+
+Precedence, highest first: task flags, real environment variables, the env file, invoke.yaml,
+built-in defaults. Real environment variables win over the env file (python-dotenv's
+``override=False`` convention), so a CI secret store can override a checked-out file.
+Every key is declared once in KEYS: the README's configuration reference lists the same table.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from dotenv import dotenv_values
+
+from deploy.errors import ConfigError
+from deploy.redact import REGISTRY, Secret, SecretRegistry, is_secret_name
+
+DEPLOY_ENVS = ("production", "staging", "development")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
+_PLACEHOLDER = re.compile(r"(?i)change[-_ ]?me|replace[-_ ]?me|^<.*>$|^x{4,}$")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: its environment name, where invoke.yaml keeps its default, and its type."""
+
+    env: str
+    path: str | None
+    kind: str  # str | int | float | bool | list
+    doc: str
+    secret: bool = False
+    aliases: tuple[str, ...] = ()
+    default: Any = None
+
+
+KEYS: tuple[Key, ...] = (
+    Key("DIGITALOCEAN_TOKEN", None, "str", "DigitalOcean API token (read+write). Required for deploy and provision.",
+        secret=True, aliases=("DIGITALOCEAN_ACCESS_TOKEN",)),
+    Key("DIGITALOCEAN_END_POINT", None, "str", "API endpoint, ending in /v2/ (python-digitalocean's own variable); the lab sets it."),
+    Key("DOMAIN", None, "str", "Public host name of the stack, e.g. app.example.com. Required."),
+    Key("DEPLOY_ENV", "deploy_env", "str", "production, staging or development; the admin router exists only outside production."),
+    Key("PROJECT_NAME", "project", "str", "Compose project name and /opt/<project> on the droplet."),
+    Key("SUBDOMAINS", "subdomains", "list", "Comma-separated subdomains given A records beside the apex."),
+    Key("DROPLET_NAME", "droplet.name", "str", "Droplet to find or create."),
+    Key("DROPLET_REGION", "droplet.region", "str", "Region slug for a new droplet."),
+    Key("DROPLET_SIZE", "droplet.size", "str", "Size slug for a new droplet."),
+    Key("DROPLET_IMAGE", "droplet.image", "str", "Image slug for a new droplet (an Ubuntu LTS)."),
+    Key("DROPLET_TAGS", "droplet.tags", "list", "Comma-separated tags put on the droplet and used to find it."),
+    Key("DROPLET_IP", None, "str", "Skip IP discovery and use this address (verify without API access)."),
+    Key("DEPLOY_USER", "ssh.user", "str", "SSH user on the droplet (created by cloud-init, in the docker group)."),
+    Key("SSH_KEY_PATH", "ssh.key_path", "str", "Private key for SSH; its .pub is registered with DigitalOcean."),
+    Key("SSH_PORT", "ssh.port", "int", "SSH port on the droplet."),
+    Key("SSH_KNOWN_HOSTS", "ssh.known_hosts", "str", "Where droplet host keys are pinned at first contact."),
+    Key("SSH_CONNECT_TIMEOUT", "ssh.connect_timeout", "float", "Seconds to wait for an SSH connection."),
+    Key("SSH_RETRIES", "ssh.retries", "int", "Connection attempts before SSH is declared unreachable."),
+    Key("DO_REQUEST_TIMEOUT", "cloud.request_timeout", "float", "Seconds per DigitalOcean API request."),
+    Key("DO_ACTIVE_TIMEOUT", "cloud.active_timeout", "float", "Seconds to wait for a new droplet to become active."),
+    Key("DO_SSH_WAIT_TIMEOUT", "cloud.ssh_wait_timeout", "float", "Seconds to wait for SSH on a new droplet."),
+    Key("DO_MAX_RETRIES", "cloud.max_retries", "int", "Attempts for transient API errors (429, 5xx, timeouts)."),
+    Key("SKIP_ALLOWLIST", "allowlist.skip", "bool", "Do not touch the Cloud Firewall (same as --skip-allowlist)."),
+    Key("OPERATOR_IP_URL", "allowlist.operator_ip_url", "str", "URL answering with the operator's public IP, for the SSH allowlist."),
+    Key("OPERATOR_IP_TIMEOUT", "allowlist.operator_ip_timeout", "float", "Seconds to wait for OPERATOR_IP_URL."),
+    Key("ALLOWLIST_EXTRA_CIDRS", "allowlist.extra_ssh_cidrs", "list", "More CIDRs allowed to reach SSH."),
+    Key("REMOTE_BASE_DIR", "remote.base_dir", "str", "Release root on the droplet (default /opt/<project>)."),
+    Key("RELEASES_KEEP", "remote.releases_keep", "int", "Releases kept on the droplet."),
+    Key("HEALTH_TIMEOUT", "remote.health_timeout", "float", "Seconds for every service to become healthy."),
+    Key("LOCK_WAIT", "remote.lock_wait", "float", "Seconds to wait for another deploy's lock before failing."),
+    Key("CHECK_SAMPLES", "checks.samples", "int", "Latency samples per public route."),
+    Key("CHECK_TIMEOUT", "checks.timeout", "float", "Seconds per check request."),
+    Key("CHECK_P95_BUDGET", "checks.p95_budget", "float", "p95 latency budget in seconds (NFR-007)."),
+    Key("CHECK_RATE_LIMIT", "checks.rate_limit_burst", "bool", "Run the rate-limit burst check (NFR-002)."),
+    Key("LOGS_DIR", "logs.dir", "str", "Where run folders are written."),
+    Key("LOGS_TIMESTAMP", "logs.timestamp", "bool", "One new timestamped folder per run; false reuses local_run_logs/latest."),
+    Key("STACK_DIR", "stack.dir", "str", "The stack shipped to the droplet."),
+)
+KEYS_BY_ENV = {k.env: k for k in KEYS}
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False, "": False}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs. Secrets are Secret objects; repr never shows them."""
+
+    values: Mapping[str, Any]
+    stack_env: Mapping[str, str | Secret]
+    secret_keys: frozenset[str]
+    env_file: Path | None
+    sources: Mapping[str, str] = field(repr=False)
+
+    def __getitem__(self, env_name: str) -> Any:
+        return self.values[env_name]
+
+    @property
+    def token(self) -> Secret | None:
+        return self.values.get("DIGITALOCEAN_TOKEN")
+
+    @property
+    def project(self) -> str:
+        return self.values["PROJECT_NAME"]
+
+    @property
+    def remote_base(self) -> str:
+        return self.values["REMOTE_BASE_DIR"] or f"/opt/{self.project}"
+
+    @property
+    def ssh_key_path(self) -> Path:
+        return Path(os.path.expanduser(self.values["SSH_KEY_PATH"]))
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return Path(os.path.expanduser(self.values["SSH_KNOWN_HOSTS"]))
+
+    @property
+    def stack_dir(self) -> Path:
+        return Path(self.values["STACK_DIR"])
+
+    def snapshot(self) -> dict[str, Any]:
+        """The effective settings with their source; secrets masked by type, not by guess."""
+        out: dict[str, Any] = {}
+        for name, value in self.values.items():
+            shown: Any = str(value) if isinstance(value, Secret) else value
+            out[name] = {"value": shown if value is not None else None, "source": self.sources.get(name, "default")}
+        return out
+
+    def stack_env_file(self) -> str:
+        """The env file the stack gets on the droplet: only the keys stack/.env.example names."""
+        lines = ["# Written by stackdeploy; only the keys named in stack/.env.example."]
+        for key, value in self.stack_env.items():
+            raw = value.reveal() if isinstance(value, Secret) else value
+            lines.append(f"{key}={_quote_env_value(raw)}")
+        return "\n".join(lines) + "\n"
+
+    def require(self, *names: str) -> None:
+        """Fail with a ConfigError naming the first missing setting and how to set it."""
+        for name in names:
+            if not self.values.get(name):
+                key = KEYS_BY_ENV[name]
+                also = f" (or {', '.join(key.aliases)})" if key.aliases else ""
+                where = f"in {self.env_file}" if self.env_file else "in the env file (--env-file)"
+                raise ConfigError(name, "is not set", f"set {name}{also} {where} or in the environment. {key.doc}")
+
+
+def _quote_env_value(value: str) -> str:
+    # Compose reads double-quoted values with escapes; quote only when needed, and escape "$" so
+    # compose does not interpolate htpasswd hashes.
+    value = value.replace("$", "$$")
+    if re.fullmatch(r"[A-Za-z0-9_./:@,+-]*", value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse an env file with python-dotenv; an unparseable line is a ConfigError naming it."""
+    problems: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            problems.append(record.getMessage())
+
+    logger = logging.getLogger("dotenv.main")
+    handler = _Collect(level=logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        raw = dotenv_values(path, interpolate=False)
+    finally:
+        logger.removeHandler(handler)
+    if problems:
+        # dotenv says "could not parse statement starting at line N": name the file and the line,
+        # never the content (it may be a secret).
+        line = re.search(r"line (\d+)", problems[0])
+        where = f"{path}:{line.group(1)}" if line else str(path)
+        raise ConfigError("--env-file", f"has a line that cannot be parsed ({where})",
+                          "write it as KEY=value, KEY=\"quoted value\" or export KEY=value; comments start with #")
+    return {k: (v if v is not None else "") for k, v in raw.items()}
+
+
+def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _convert(key: Key, raw: Any, source: str) -> Any:
+    if raw is None:
+        return None
+    try:
+        if key.kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            return _BOOL_WORDS[str(raw).strip().lower()]
+        if key.kind == "int":
+            return int(raw)
+        if key.kind == "float":
+            return float(raw)
+        if key.kind == "list":
+            if isinstance(raw, (list, tuple)):
+                return tuple(str(x) for x in raw)
+            return tuple(p.strip() for p in str(raw).split(",") if p.strip())
+    except (KeyError, ValueError):
+        expected = {"bool": "true or false", "int": "a whole number", "float": "a number"}[key.kind]
+        raise ConfigError(key.env, f"from {source} is not {expected}", f"set {key.env} to {expected}") from None
+    return str(raw)
+
+
+def parse_stack_example(path: Path) -> dict[str, str]:
+    """Keys (and example values) named in stack/.env.example: the contract with the stack."""
+    if not path.is_file():
+        return {}
+    return read_env_file(path)
+
+
+def load_settings(
+    config: Mapping[str, Any],
+    env_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    registry: SecretRegistry | None = None,
+    base_dir: Path | None = None,
+) -> Settings:
+    """Build Settings. ``config`` is the ``deploy`` section of invoke.yaml; ``flags`` uses env names.
+
+    Every secret value seen (from any source) is registered with the redactor before anything
+    can be logged, including values of stack keys.
+    """
+    registry = registry or REGISTRY
+    environ = dict(os.environ if environ is None else environ)
+    flags = dict(flags or {})
+    base = base_dir or Path.cwd()
+
+    explicit_file = env_file is not None
+    env_path = Path(env_file) if env_file is not None else base / ".env"
+    if not env_path.is_absolute():
+        env_path = base / env_path
+    file_values: dict[str, str] = {}
+    if env_path.is_file():
+        file_values = read_env_file(env_path)
+    elif explicit_file:
+        raise ConfigError("--env-file", f"points to {env_path}, which does not exist",
+                          "pass the path of your env file (copy .env.example to .env to start)")
+
+    # Register secrets first, so even a validation error below cannot print one.
+    for source_values in (file_values, environ, flags):
+        registry.add_mapping({k: v for k, v in source_values.items() if isinstance(v, (str, Secret))})
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key in KEYS:
+        raw, source = None, "default"
+        default = _lookup(config, key.path) if key.path else key.default
+        if default is not None:
+            raw, source = default, "invoke.yaml"
+        for name in (key.env, *key.aliases):
+            if name in file_values and file_values[name] != "":
+                raw, source = file_values[name], f"env file ({name})"
+                break
+        for name in (key.env, *key.aliases):
+            if environ.get(name):
+                raw, source = environ[name], f"environment ({name})"
+                break
+        if flags.get(key.env) is not None:
+            raw, source = flags[key.env], "flag"
+        value = _convert(key, raw, source)
+        if key.secret and value:
+            value = Secret(value)
+            registry.add_name(key.env)
+            registry.add_value(value)
+        values[key.env] = value
+        sources[key.env] = source
+
+    _validate(values)
+
+    stack_dir = Path(values["STACK_DIR"] or "stack")
+    if not stack_dir.is_absolute():
+        stack_dir = base / stack_dir
+        values["STACK_DIR"] = str(stack_dir)
+    example = parse_stack_example(stack_dir / ".env.example")
+    stack_env: dict[str, str | Secret] = {}
+    secret_keys = {k.env for k in KEYS if k.secret}
+    for name, example_value in example.items():
+        if name in values and values[name] is not None:
+            raw_value: Any = values[name]
+            raw_value = raw_value.reveal() if isinstance(raw_value, Secret) else raw_value
+            raw_value = ",".join(raw_value) if isinstance(raw_value, tuple) else str(raw_value)
+        else:
+            raw_value = environ.get(name) or file_values.get(name) or ""
+        if not raw_value and example_value and not _PLACEHOLDER.search(example_value):
+            raw_value = example_value
+        if is_secret_name(name):
+            secret_keys.add(name)
+            registry.add_name(name)
+            registry.add_value(raw_value)
+            stack_env[name] = Secret(raw_value)
+        else:
+            stack_env[name] = raw_value
+
+    return Settings(values=values, stack_env=stack_env, secret_keys=frozenset(secret_keys),
+                    env_file=env_path if env_path.is_file() else None, sources=sources)
+
+
+def missing_stack_keys(settings: Settings) -> list[str]:
+    """Stack keys that are empty or still hold a placeholder: push refuses to ship them."""
+    missing = []
+    for name, value in settings.stack_env.items():
+        raw = value.reveal() if isinstance(value, Secret) else value
+        if not raw or _PLACEHOLDER.search(raw):
+            missing.append(name)
+    return missing
+
+
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "DEPLOY_ENV": lambda v: None if v in DEPLOY_ENVS else f"must be one of {', '.join(DEPLOY_ENVS)}",
+    "DOMAIN": lambda v: None if v is None or _HOSTNAME.match(v) else "is not a valid host name (lower case, dots, no scheme or path)",
+    "DIGITALOCEAN_END_POINT": lambda v: None if v is None or (re.match(r"^https?://", v) and v.endswith("/v2/")) else "must be an http(s) URL ending in /v2/",
+    "SSH_PORT": lambda v: None if 0 < v < 65536 else "must be a port number",
+    "RELEASES_KEEP": lambda v: None if v >= 2 else "must be at least 2 (the current release and one to roll back to)",
+    "CHECK_SAMPLES": lambda v: None if v >= 1 else "must be at least 1",
+}
+_FIXES = {
+    "DEPLOY_ENV": "set DEPLOY_ENV=production (default), staging or development",
+    "DOMAIN": "set DOMAIN to the bare host name, e.g. DOMAIN=app.example.com",
+    "DIGITALOCEAN_END_POINT": "unset it for the real API, or use e.g. http://127.0.0.1:8765/v2/ (inv lab.env prints it)",
+    "SSH_PORT": "set SSH_PORT to 22 or the droplet's SSH port",
+    "RELEASES_KEEP": "set RELEASES_KEEP=5",
+    "CHECK_SAMPLES": "set CHECK_SAMPLES=5",
+}
+
+
+def _validate(values: Mapping[str, Any]) -> None:
+    for name, check in _CHECKS.items():
+        value = values.get(name)
+        if value is None and name not in ("DOMAIN", "DIGITALOCEAN_END_POINT"):
+            continue
+        problem = check(value)
+        if problem:
+            raise ConfigError(name, problem, _FIXES[name])

@@ -1,0 +1,94 @@
+"""Glue between an Invoke task and a Run: settings, the local artifact set, exit codes."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from invoke.exceptions import Exit
+from rich.console import Console
+from rich.markup import escape
+
+from deploy.errors import DeployError
+from deploy.redact import REGISTRY, redact, redact_mapping
+from deploy.run import Run
+from deploy.settings import KEYS, Settings, load_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def deploy_config(c: Any) -> dict[str, Any]:
+    """The ``deploy`` section of the Invoke config (invoke.yaml) as plain dicts."""
+    section = c.config.get("deploy", {}) if c is not None else {}
+    return _plain(section)
+
+
+def _plain(node: Any) -> Any:
+    if hasattr(node, "items"):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _logs_location(config: Mapping[str, Any], flags: Mapping[str, Any]) -> tuple[Path, bool]:
+    # Known before the env file is parsed, so even a broken env file gets a run folder.
+    logs = config.get("logs", {}) if isinstance(config.get("logs"), Mapping) else {}
+    folder = Path(os.environ.get("LOGS_DIR") or logs.get("dir") or "local_run_logs")
+    if not folder.is_absolute():
+        folder = PROJECT_ROOT / folder
+    timestamp = bool(logs.get("timestamp", True))
+    if os.environ.get("LOGS_TIMESTAMP", "").lower() in ("0", "false", "no", "off"):
+        timestamp = False
+    if flags.get("LOGS_TIMESTAMP") is False:
+        timestamp = False
+    return folder, timestamp
+
+
+def write_local_snapshot(run: Run, settings: Settings) -> None:
+    """The local part of the artifact set: effective settings and a redacted env snapshot."""
+    run.artifacts.write_json("local/settings.json", settings.snapshot())
+    known = {k.env for k in KEYS} | {alias for k in KEYS for alias in k.aliases} | set(settings.stack_env)
+    env_now = {k: v for k, v in sorted(os.environ.items()) if k in known}
+    lines = [f"{k}={v}" for k, v in redact_mapping(env_now).items()]
+    run.artifacts.write_text("local/environment.txt", "# process environment (setting names only)\n" + "\n".join(lines) + "\n")
+    stack_lines = [f"{k}={v}" for k, v in redact_mapping(dict(settings.stack_env)).items()]
+    run.artifacts.write_text("local/stack-env.txt", "# env file shipped to the droplet, redacted\n" + "\n".join(stack_lines) + "\n")
+    run.artifacts.write_json("local/tooling.json", {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "env_file": str(settings.env_file) if settings.env_file else None,
+    })
+
+
+def run_task(c: Any, task: str, mode: str, flags: Mapping[str, Any], env_file: str | None,
+             body: Callable[[Run, Settings], None], console: Console | None = None) -> Run:
+    """Open a Run, load settings inside it, run ``body``; exit non-zero with a clean message.
+
+    Tracebacks never reach the console: unexpected errors are summarised there and the
+    redacted traceback is kept in the run folder (error-traceback.txt).
+    """
+    config = deploy_config(c)
+    logs_dir, timestamp = _logs_location(config, flags)
+    run = Run(logs_dir, task, mode, sys.argv, timestamp=timestamp, console=console)
+    try:
+        with run:
+            with run.step("settings"):
+                settings = load_settings(config, env_file=env_file, flags=flags, base_dir=PROJECT_ROOT)
+            write_local_snapshot(run, settings)
+            body(run, settings)
+    except (DeployError, KeyboardInterrupt, Exception, BaseException) as exc:  # noqa: B014 - mapped below
+        if isinstance(exc, SystemExit):
+            raise
+        # The error itself was already shown and logged by the Run; end with one clean line.
+        raise Exit(message=f"{task}: {run.outcome} (exit {run.exit_code}); run folder: {run.folder}",
+                   code=run.exit_code) from None
+    if run.exit_code:
+        raise Exit(code=run.exit_code)
+    return run
+
+
+def print_error(console: Console, message: str) -> None:
+    console.print(f"[bold red]{escape(redact(message, REGISTRY))}[/]")

@@ -1,0 +1,67 @@
+"""Invoke tasks: parse flags, then hand over to deploy.pipeline inside a Run. Nothing else."""
+from __future__ import annotations
+
+from invoke import Collection, task
+
+from deploy import pipeline
+from deploy.taskrun import run_task
+
+COMMON_HELP = {
+    "env_file": "Env file with secrets and settings (default ./.env).",
+    "no_timestamp": "Write into local_run_logs/latest/ instead of a new timestamped folder.",
+}
+
+
+def _flags(no_timestamp: bool = False, skip_allowlist: bool = False, deploy_env: str | None = None) -> dict:
+    flags: dict = {}
+    if no_timestamp:
+        flags["LOGS_TIMESTAMP"] = False
+    if skip_allowlist:
+        flags["SKIP_ALLOWLIST"] = True
+    if deploy_env:
+        flags["DEPLOY_ENV"] = deploy_env
+    return flags
+
+
+@task(help={**COMMON_HELP,
+            "update_only": "Roll forward in place: no provisioning, delta push, rebuild only what changed, data kept.",
+            "skip_allowlist": "Do not create or update the Cloud Firewall SSH allowlist.",
+            "deploy_env": "Override DEPLOY_ENV (production, staging, development)."})
+def deploy(c, update_only=False, env_file=None, skip_allowlist=False, no_timestamp=False, deploy_env=None):
+    """Provision (or find) the droplet, ship the stack, start it, wait until healthy, verify, collect."""
+    mode = "update" if update_only else "full"
+    run_task(c, "deploy", mode, _flags(no_timestamp, skip_allowlist, deploy_env), env_file,
+             lambda run, s: pipeline.deploy(run, s, update_only=update_only))
+
+
+@task(help={**COMMON_HELP, "skip_allowlist": "Do not create or update the Cloud Firewall SSH allowlist."})
+def provision(c, env_file=None, skip_allowlist=False, no_timestamp=False):
+    """Check the token, find or create the droplet, ensure firewall allowlist and DNS records."""
+    run_task(c, "provision", "full", _flags(no_timestamp, skip_allowlist), env_file, pipeline.provision_only)
+
+
+@task(help=COMMON_HELP)
+def push(c, env_file=None, no_timestamp=False):
+    """Upload the stack as a new release (delta) and the env file (0600); switch `current`."""
+    run_task(c, "push", "update", _flags(no_timestamp), env_file, pipeline.push_only)
+
+
+@task(help=COMMON_HELP)
+def up(c, env_file=None, no_timestamp=False):
+    """Build and start the current release with Docker Compose; wait until every service is healthy."""
+    run_task(c, "up", "update", _flags(no_timestamp), env_file, pipeline.up_only)
+
+
+@task(help=COMMON_HELP)
+def verify(c, env_file=None, no_timestamp=False):
+    """Run the outside-in checks and collect remote state into a new artifact set."""
+    run_task(c, "verify", "verify", _flags(no_timestamp), env_file, pipeline.verify_only)
+
+
+@task(help=COMMON_HELP)
+def collect(c, env_file=None, no_timestamp=False):
+    """Collect remote state (containers, Traefik config, env snapshots, logs) without the HTTP checks."""
+    run_task(c, "collect", "collect", _flags(no_timestamp), env_file, pipeline.collect_only)
+
+
+ns = Collection(deploy, provision, push, up, verify, collect)
