@@ -1,0 +1,55 @@
+"""Run the fake API as a process: python -m lab.fake_do --port P --token T ...
+
+The lab starts it in the background with its container backend; --state-file lets a
+restarted API remember droplets, firewalls and DNS.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import threading
+
+from .backend import DropletBackend
+from .server import FakeDigitalOcean
+
+
+def load_factory(spec: str) -> DropletBackend:
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise SystemExit(f"--backend-factory must look like module:callable, got {spec!r}")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"--backend-factory {spec!r} cannot be loaded: {exc}") from None
+    return factory()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.fake_do", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", required=True, help="the Bearer token clients must send")
+    parser.add_argument("--operator-ip", default="127.0.0.1",
+                        help="answer of GET /lab/my-ip (the operator's public IP)")
+    parser.add_argument("--backend-factory", help="module:callable returning a DropletBackend")
+    parser.add_argument("--state-file", help="JSON file that keeps the state across restarts")
+    parser.add_argument("--max-per-page", type=int, default=200)
+    args = parser.parse_args(argv)
+
+    backend = load_factory(args.backend_factory) if args.backend_factory else None
+    fake = FakeDigitalOcean(args.token, backend=backend, operator_ip=args.operator_ip,
+                            max_per_page=args.max_per_page, state_file=args.state_file)
+    url = fake.start(args.host, args.port)
+    print(url, flush=True)  # the caller reads the bound URL from the first line
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
