@@ -165,10 +165,9 @@ def redact(text: str, registry: SecretRegistry | None = None) -> str:
         quote_char = value[0] if value[:1] in ('"', "'") else ""
         return f"{match.group('pre')}{quote_char}{MASK}{quote_char}"
 
-    text = _KEY_VALUE.sub(_by_key, text)
     for shape, replacement in _SHAPES:
         text = shape.sub(replacement, text)
-    return text
+    return _KEY_VALUE.sub(_by_key, text)
 
 
 def redact_mapping(values: Mapping[str, object], registry: SecretRegistry | None = None) -> dict[str, str]:

@@ -1,0 +1,117 @@
+"""Run folders and run.json: always finished, unique, redacted."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from deploy.errors import ConfigError
+from deploy.redact import SecretRegistry
+from deploy.run import Run, new_run_folder
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def quiet() -> Console:
+    return Console(file=open(os.devnull, "w"))
+
+
+def test_folders_are_sortable_and_unique_within_one_second(tmp_path):
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    a = new_run_folder(tmp_path, "deploy", "full", True, now)
+    b = new_run_folder(tmp_path, "deploy", "full", True, now)
+    assert a.name == "20260102T030405Z_deploy-full" and a != b
+    assert sorted([b.name, a.name]) == [a.name, b.name]
+
+
+def test_fixed_folder_is_reused_and_emptied(tmp_path):
+    first = new_run_folder(tmp_path, "verify", "verify", False)
+    (first / "stale.txt").write_text("old")
+    second = new_run_folder(tmp_path, "verify", "verify", False)
+    assert first == second == tmp_path / "latest"
+    assert not (second / "stale.txt").exists()
+
+
+def test_manifest_records_steps_outcome_and_files(tmp_path):
+    reg = SecretRegistry()
+    with Run(tmp_path, "verify", "verify", ["inv", "verify"], console=quiet(), registry=reg) as run:
+        with run.step("one") as step:
+            step.note("did one")
+        run.skip_step("two", "not needed")
+        run.artifacts.write_text("a/b.txt", "hello")
+    data = json.loads((run.folder / "run.json").read_text())
+    assert data["outcome"] == "success" and data["exit_code"] == 0
+    assert [(s["name"], s["status"]) for s in data["steps"]] == [("one", "ok"), ("two", "skipped")]
+    paths = {f["path"] for f in data["files"]}
+    assert {"a/b.txt", "run.log", "summary.md"} <= paths
+    assert all(len(f["sha256"]) == 64 for f in data["files"])
+    for key in ("run_id", "command", "mode", "start", "end", "duration_seconds", "warnings", "target"):
+        assert key in data
+
+
+@pytest.mark.parametrize("exc, outcome, code", [
+    (ConfigError("DOMAIN", "is not set", "set it"), "config-error", 2),
+    (RuntimeError("boom"), "failed", 1),
+    (KeyboardInterrupt(), "interrupted", 130),
+])
+def test_run_is_finished_on_every_error(tmp_path, exc, outcome, code):
+    with pytest.raises(type(exc)):
+        with Run(tmp_path, "deploy", "full", ["inv"], console=quiet(), registry=SecretRegistry()) as run:
+            raise exc
+    data = json.loads((run.folder / "run.json").read_text())
+    assert (data["outcome"], data["exit_code"]) == (outcome, code)
+    assert "outcome" in (run.folder / "summary.md").read_text()
+
+
+def test_partial_outcome_when_something_was_skipped(tmp_path):
+    with Run(tmp_path, "verify", "verify", ["inv"], console=quiet(), registry=SecretRegistry()) as run:
+        run.mark_partial("remote collection", "no droplet IP")
+    data = json.loads((run.folder / "run.json").read_text())
+    assert data["outcome"] == "partial" and data["exit_code"] == 4
+    assert data["skipped"] == [{"what": "remote collection", "why": "no droplet IP"}]
+
+
+def test_sigterm_still_finishes_the_run(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from deploy.run import Run
+        with Run(__import__('pathlib').Path({str(tmp_path)!r}), "deploy", "full", ["inv"]) as run:
+            print("FOLDER=" + str(run.folder), flush=True)
+            with run.step("long"):
+                time.sleep(30)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    line = ""
+    while not line.startswith("FOLDER="):
+        line = proc.stdout.readline()
+        assert line, "the child ended before opening its run"
+    folder = Path(line.strip().split("=", 1)[1])
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) != 0
+    data = json.loads((folder / "run.json").read_text())
+    assert data["outcome"] == "interrupted" and data["exit_code"] == 143
+    assert data["steps"][0]["status"] == "failed"
+
+
+def test_no_canary_reaches_any_file(tmp_path):
+    reg = SecretRegistry()
+    canary = "canary-7c1e-SECRETVALUE"
+    reg.add_value(canary)
+    with pytest.raises(RuntimeError):
+        with Run(tmp_path, "deploy", "full", ["inv", f"--token={canary}"], console=quiet(), registry=reg) as run:
+            run.log(f"remote said {canary}")
+            run.warn(f"env POSTGRES_PASSWORD={canary}")
+            run.artifacts.write_text("remote/out.txt", f"output {canary}")
+            raise RuntimeError(f"failed with {canary}")
+    for path in run.folder.rglob("*"):
+        if path.is_file():
+            assert canary not in path.read_text(), path
