@@ -136,7 +136,7 @@ def check_security_headers(ctx: Context) -> list[CheckResult]:
         problems, unreachable = [], []
         for path, answer in answers.items():
             if not isinstance(answer, requests.Response):
-                unreachable.append(f"{path} ({answer})")
+                unreachable.append(path)
                 continue
             value = answer.headers.get(rule.header)
             observed[path] = value
@@ -146,9 +146,9 @@ def check_security_headers(ctx: Context) -> list[CheckResult]:
         name = f"header:{rule.header}"
         if not observed:
             results.append(CheckResult(name, "skipped", observed, rule.spec,
-                                       f"no response to compare: {'; '.join(unreachable)}"))
+                                       f"no response from {', '.join(unreachable)}: see the home and api-health checks"))
             continue
-        note = f" (not checked: {'; '.join(unreachable)})" if unreachable else ""
+        note = f" (no response from {', '.join(unreachable)})" if unreachable else ""
         if problems:
             results.append(CheckResult(name, "fail", observed, rule.spec, "; ".join(problems) + note))
         else:

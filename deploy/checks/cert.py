@@ -1,0 +1,27 @@
+"""The certificate the droplet serves for the domain: issuer recorded and judged (NFR-003)."""
+from __future__ import annotations
+
+import json
+
+from deploy.checks.context import Context
+from deploy.checks.model import CheckResult, worst
+from deploy.tls import classify_issuer, fetch_certificate
+
+
+def check_tls(ctx: Context) -> CheckResult:
+    target = ctx.target
+    info = fetch_certificate(target.ip, target.https_port, target.domain, ctx.config.timeout)
+    status, message = classify_issuer(info)
+    observed = {**info.to_dict(), "covers_domain": info.covers(target.domain), "expired": info.expired()}
+    ctx.files["http/tls.json"] = json.dumps(
+        {"ip": target.ip, "port": target.https_port, "sni": target.domain, "verdict": status,
+         "chain_verified": False, **observed}, indent=2) + "\n"
+    notes = []
+    if observed["expired"]:
+        notes.append(f"certificate expired on {info.not_after}")
+    if not observed["covers_domain"]:
+        notes.append(f"certificate names {', '.join(info.san) or info.subject} but not {target.domain}")
+    if notes:
+        status = worst([status, "warn"])
+        message = f"{message}; " + "; ".join(notes)
+    return CheckResult("tls", status, observed, "Let's Encrypt staging issuer", message)
