@@ -340,3 +340,22 @@ def _validate(values: Mapping[str, Any]) -> None:
         problem = check(value)
         if problem:
             raise ConfigError(name, problem, _FIXES[name])
+
+
+def reference_markdown(config: Mapping[str, Any]) -> str:
+    """The configuration reference table for the README (python -m deploy.settings)."""
+    rows = ["| key | default (invoke.yaml key) | secret | meaning |", "|---|---|---|---|"]
+    for k in KEYS:
+        names = " / ".join(f"`{n}`" for n in (k.env, *k.aliases))
+        default = _lookup(config, k.path) if k.path else None
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        where = f"`{shown}` (deploy.{k.path})" if k.path else "-"
+        rows.append(f"| {names} | {where} | {'yes' if k.secret else 'no'} | {k.doc} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    import yaml
+
+    invoke_yaml = Path(__file__).resolve().parent.parent / "invoke.yaml"
+    print(reference_markdown(yaml.safe_load(invoke_yaml.read_text())["deploy"]))
