@@ -2,19 +2,36 @@
 value; the Run records it. Full deploy and update-only differ only in which steps run."""
 from __future__ import annotations
 
-import os
+import getpass
+import posixpath
+import socket
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from deploy.errors import NotBuilt
+from deploy.errors import ConfigError, DeployError, EXIT_LOCKED, TokenRejected
 from deploy.run import Run
-from deploy.settings import Settings
+from deploy.settings import Settings, missing_stack_keys
+
+NONPROD_OVERRIDE = "compose.nonprod.yml"
+
+
+class LockHeldError(DeployError):
+    exit_code = EXIT_LOCKED
+
+
+# -- small pure helpers ----------------------------------------------------------------------
+
+def _data(value: Any) -> Any:
+    if is_dataclass(value):
+        return asdict(value)
+    if isinstance(value, set):
+        return sorted(value)
+    return value
 
 
 def _public_key(settings: Settings) -> str:
-    from deploy.errors import ConfigError
-
     key = settings.ssh_key_path
     pub = Path(str(key) + ".pub")
     if not key.is_file():
@@ -26,7 +43,7 @@ def _public_key(settings: Settings) -> str:
     return pub.read_text(encoding="utf-8").strip()
 
 
-def cloud_spec(settings: Settings, need_key: bool = True):
+def cloud_spec(settings: Settings, need_key: bool = True) -> Any:
     from deploy import cloud
 
     s = settings
@@ -54,54 +71,371 @@ def cloud_spec(settings: Settings, need_key: bool = True):
     )
 
 
-def _data(value: Any) -> Any:
-    return asdict(value) if is_dataclass(value) else value
+def ssh_target(settings: Settings, ip: str) -> Any:
+    from remote.connection import SshTarget
+
+    return SshTarget(host=ip, user=settings["DEPLOY_USER"], key_path=settings.ssh_key_path,
+                     port=settings["SSH_PORT"], known_hosts_path=settings.known_hosts_path,
+                     connect_timeout=settings["SSH_CONNECT_TIMEOUT"], retries=settings["SSH_RETRIES"])
+
+
+def compose_files(settings: Settings) -> tuple[str, ...]:
+    """Paths on the droplet; the non-production override only outside production."""
+    current = posixpath.join(settings.remote_base, "current")
+    files = [posixpath.join(current, "compose.yml")]
+    if settings["DEPLOY_ENV"] != "production" and (settings.stack_dir / NONPROD_OVERRIDE).is_file():
+        files.append(posixpath.join(current, NONPROD_OVERRIDE))
+    return tuple(files)
+
+
+def compose_target(settings: Settings) -> Any:
+    from remote.commands import ComposeTarget
+
+    return ComposeTarget(project=settings.project, compose_files=compose_files(settings),
+                         env_file=posixpath.join(settings.remote_base, "shared", ".env"),
+                         project_directory=posixpath.join(settings.remote_base, "current"))
+
+
+def _wrap_remote(exc: Exception) -> DeployError:
+    """SshError / ReleaseError / ComposeError -> a DeployError the Run reports cleanly."""
+    return DeployError(getattr(exc, "message", str(exc)), getattr(exc, "hint", ""))
+
+
+# -- steps -----------------------------------------------------------------------------------
+
+def check_token(run: Run, settings: Settings) -> Any:
+    """Fail fast: a missing or rejected token stops the run before anything else happens."""
+    from deploy import cloud
+
+    settings.require("DIGITALOCEAN_TOKEN")
+    spec = cloud_spec(settings, need_key=False)
+    with run.step("token-check") as step:
+        try:
+            account = cloud.check_token(spec)
+        except cloud.TokenRejected as exc:
+            raise TokenRejected(exc.message if hasattr(exc, "message") else str(exc),
+                                getattr(exc, "hint", "create a new token with read and write scope")) from None
+        except cloud.CloudError as exc:
+            raise DeployError(getattr(exc, "message", str(exc)), getattr(exc, "hint", "")) from None
+        step.note(f"account {account.email}")
+    return account
 
 
 def provision(run: Run, settings: Settings) -> Any:
-    """Token check first (fail fast), then droplet, firewall allowlist and DNS."""
+    """Droplet, firewall allowlist and DNS (token already checked)."""
     from deploy import cloud
 
-    settings.require("DIGITALOCEAN_TOKEN", "DOMAIN")
     spec = cloud_spec(settings)
-    with run.step("token-check") as step:
-        account = cloud.check_token(spec)
-        step.note(f"account {account.email}")
     with run.step("provision") as step:
-        result = cloud.provision(spec, on_event=lambda level, msg: run.warn(msg) if level == "warning" else run.log(msg))
+        try:
+            result = cloud.provision(spec, on_event=lambda level, msg: run.warn(msg) if level == "warning" else run.log(msg))
+        except cloud.CloudError as exc:
+            raise DeployError(getattr(exc, "message", str(exc)), getattr(exc, "hint", "")) from None
         d = result.droplet
         run.target = {"name": d.name, "region": d.region, "ip": d.public_ipv4, "droplet_id": d.id}
         run.details["provision"] = _data(result)
-        for warning in result.warnings:
-            run.warn(warning)
         step.note(("created" if d.created else "found") + f" droplet {d.name} ({d.public_ipv4 or 'no public IPv4'});"
                   f" firewall {result.firewall.status}; dns {result.dns.status}")
         if result.warnings:
-            step.warn(step.step.message)
+            step.warn(step.step.message + "; " + "; ".join(result.warnings))
     run.artifacts.write_json("provision.json", _data(result))
     return result
 
 
+def discover(run: Run, settings: Settings, required: bool) -> str | None:
+    """The droplet's public IPv4: DROPLET_IP, else found by name through the API (read-only).
+
+    ``required`` (deploy): every failure is an error. Otherwise (verify/collect): the run goes
+    on without remote steps and is marked partial, with the reason and the fix.
+    """
+    from deploy import cloud
+
+    if settings["DROPLET_IP"]:
+        run.target = {"name": settings["DROPLET_NAME"], "region": None, "ip": settings["DROPLET_IP"]}
+        run.skip_step("discover", f"DROPLET_IP={settings['DROPLET_IP']} given")
+        return settings["DROPLET_IP"]
+    try:
+        check_token(run, settings)
+    except (ConfigError, TokenRejected, DeployError) as exc:
+        if required:
+            raise
+        run.mark_partial("remote verification", f"{exc.message}; set DROPLET_IP or fix the token ({exc.hint})")
+        return None
+    with run.step("discover") as step:
+        try:
+            droplet = cloud.find_droplet(cloud_spec(settings, need_key=False))
+        except cloud.CloudError as exc:
+            if required:
+                raise DeployError(getattr(exc, "message", str(exc)), getattr(exc, "hint", "")) from None
+            step.warn(str(exc))
+            droplet = None
+        if droplet is None:
+            why = f"no droplet named {settings['DROPLET_NAME']} in the account"
+            if required:
+                raise DeployError(why, "run a full `inv deploy` first (update-only never creates a droplet)")
+            step.warn(why)
+            run.mark_partial("remote verification", f"{why}; check DROPLET_NAME or deploy first")
+            return None
+        run.target = {"name": droplet.name, "region": droplet.region, "ip": droplet.public_ipv4, "droplet_id": droplet.id}
+        if not droplet.public_ipv4:
+            step.warn("the droplet has no public IPv4")
+            if required:
+                raise DeployError(f"droplet {droplet.name} has no public IPv4 address",
+                                  "check the droplet in the DigitalOcean console")
+            run.mark_partial("remote verification", "the droplet has no public IPv4; set DROPLET_IP")
+            return None
+        step.note(f"{droplet.name} at {droplet.public_ipv4}")
+        return droplet.public_ipv4
+
+
+def connect(run: Run, settings: Settings, ip: str) -> Any:
+    from remote.connection import SshError, connect as ssh_connect
+
+    with run.step("connect") as step:
+        try:
+            conn = ssh_connect(ssh_target(settings, ip))
+        except SshError as exc:
+            raise _wrap_remote(exc) from None
+        step.note(f"{settings['DEPLOY_USER']}@{ip}")
+    return conn
+
+
+@contextmanager
+def deploy_lock(run: Run, settings: Settings, conn: Any, release: str) -> Iterator[None]:
+    from remote import lock
+
+    holder = {"who": f"{getpass.getuser()}@{socket.gethostname()}", "run": run.id,
+              "release": release, "command": run.command}
+    with run.step("lock") as step:
+        try:
+            handle = lock.acquire(conn, settings.remote_base, holder, wait=settings["LOCK_WAIT"])
+        except lock.LockHeld as exc:
+            raise LockHeldError(getattr(exc, "message", str(exc)), getattr(exc, "hint", "inv lock.release")) from None
+        step.note(f"held by {holder['who']}")
+    try:
+        yield
+    finally:
+        lock.release(conn, settings.remote_base)
+        run.log("lock released")
+        del handle
+
+
+def push(run: Run, settings: Settings, conn: Any) -> Any:
+    from remote import sync
+
+    missing = missing_stack_keys(settings)
+    if missing:
+        raise ConfigError(missing[0], "is empty or still a placeholder (stack/.env.example names it)",
+                          f"set {', '.join(missing)} in {settings.env_file or 'the env file'}")
+    with run.step("push") as step:
+        try:
+            env_path = sync.write_env(conn, settings.remote_base, settings.stack_env_file())
+            result = sync.push(conn, settings.remote_base, settings.stack_dir)
+        except sync.ReleaseError as exc:
+            raise _wrap_remote(exc) from None
+        run.details["push"] = {k: _data(v) for k, v in asdict(result).items() if k not in ("changed", "removed")}
+        run.details["push"]["changed_count"] = len(result.changed)
+        run.details["push"]["removed_count"] = len(result.removed)
+        run.artifacts.write_json("push.json", {**run.details["push"], "changed": result.changed, "removed": result.removed,
+                                               "env_file": env_path})
+        step.note(f"release {result.release_id}: {len(result.changed)} changed, {len(result.removed)} removed,"
+                  f" {result.bytes_sent} bytes sent")
+    return result
+
+
+def switch_and_up(run: Run, settings: Settings, conn: Any, release_id: str, services_to_build: set[str] | None) -> Any:
+    from remote import compose, sync
+
+    with run.step("switch"):
+        sync.switch(conn, settings.remote_base, release_id)
+    spec = compose.ComposeSpec(project=settings.project, base=settings.remote_base,
+                               compose_files=compose_files(settings),
+                               env_file=posixpath.join(settings.remote_base, "shared", ".env"),
+                               wait_timeout=int(settings["HEALTH_TIMEOUT"]))
+    with run.step("up") as step:
+        try:
+            result = compose.up(conn, spec, services_to_build=services_to_build)
+        except compose.ComposeError as exc:
+            for name, text in (exc.diagnostics or {}).items():
+                run.artifacts.write_text(f"remote/diagnostics/{name}", text)
+            sync.record_outcome(conn, settings.remote_base, release_id, "failed")
+            raise DeployError(f"service {exc.service} did not become healthy: {exc.reason}",
+                              "see remote/diagnostics/ in the run folder for its logs and health output") from None
+        run.details["up"] = _data(result)
+        step.note(f"built {sorted(result.rebuilt) if result.rebuilt else 'nothing'};"
+                  f" recreated {sorted(result.recreated) if result.recreated else 'nothing'}")
+    sync.record_outcome(conn, settings.remote_base, release_id, "success")
+    kept = sync.prune(conn, settings.remote_base, settings["RELEASES_KEEP"])
+    if kept:
+        run.log(f"pruned old releases: {', '.join(kept)}")
+    return result
+
+
+def run_checks(run: Run, settings: Settings, ip: str) -> Any:
+    from deploy import checks
+
+    rpm = int(str(settings.stack_env.get("RATE_LIMIT_API_RPM") or 60))
+    with run.step("checks") as step:
+        report = checks.run_checks(
+            checks.CheckTarget(ip=ip, domain=settings["DOMAIN"], deploy_env=settings["DEPLOY_ENV"]),
+            checks.ChecksConfig(samples=settings["CHECK_SAMPLES"], timeout=settings["CHECK_TIMEOUT"],
+                                p95_budget_s=settings["CHECK_P95_BUDGET"], rate_limit_burst=settings["CHECK_RATE_LIMIT"],
+                                rate_limit_requests=checks.rate_limit_burst_size(rpm)))
+        for rel, text in report.files.items():
+            run.artifacts.write_text(rel, text)
+        run.checks = [r.to_dict() for r in report.results]
+        failed = report.by_status("fail")
+        warned = report.by_status("warn")
+        summary = f"{len(report.results) - len(failed) - len(warned)} pass, {len(warned)} warn, {len(failed)} fail"
+        if failed:
+            step.step.status = "failed"
+            step.note(summary + ": " + ", ".join(r.name for r in failed))
+        elif warned:
+            step.warn(summary + ": " + ", ".join(r.name for r in warned))
+        else:
+            step.note(summary)
+    return report
+
+
+def collect(run: Run, settings: Settings, conn: Any) -> Any:
+    from remote.collect import CollectSpec, collect as collect_remote
+
+    with run.step("collect") as step:
+        result = collect_remote(conn, CollectSpec(target=compose_target(settings), domain=settings["DOMAIN"],
+                                                  base=settings.remote_base, edge_network=f"{settings.project}_edge"),
+                                run.artifacts.write_text)
+        run.details["services"] = result.services
+        run.details["current_release"] = result.current_release
+        if result.failed:
+            step.warn(f"{len(result.failed)} item(s) could not be collected: " + ", ".join(sorted(result.failed)))
+        else:
+            step.note(f"{len(result.written)} files")
+    return result
+
+
+def verify_and_collect(run: Run, settings: Settings, ip: str | None, conn: Any = None) -> None:
+    """Checks from here, then remote state over SSH. Missing pieces make the set partial."""
+    from remote.collect import ssh_reachable
+
+    if ip is None:
+        run.skip_step("checks", "no droplet IP")
+        run.skip_step("collect", "no droplet IP")
+        return
+    settings.require("DOMAIN")
+    report = run_checks(run, settings, ip)
+    if conn is None:
+        why = ssh_reachable(ip, settings["SSH_PORT"], timeout=settings["SSH_CONNECT_TIMEOUT"])
+        if why is None:
+            try:
+                conn = connect(run, settings, ip)
+            except DeployError as exc:
+                why = str(exc)
+        if conn is None:
+            run.skip_step("collect", why)
+            run.mark_partial("remote collection", f"{why}. Check that SSH_KEY_PATH's public key is on the droplet "
+                                                  f"for {settings['DEPLOY_USER']} and that port {settings['SSH_PORT']} "
+                                                  "is allowed from this machine (inv provision updates the allowlist)")
+    if conn is not None:
+        collect(run, settings, conn)
+    failed = report.by_status("fail")
+    if failed:
+        raise DeployError(f"{len(failed)} check(s) failed: " + "; ".join(f"{r.name}: {r.message}" for r in failed),
+                          "see summary.md and http/ in the run folder")
+
+
+# -- tasks -----------------------------------------------------------------------------------
+
 def provision_only(run: Run, settings: Settings) -> None:
+    settings.require("DIGITALOCEAN_TOKEN", "DOMAIN")
+    check_token(run, settings)
     provision(run, settings)
 
 
 def deploy(run: Run, settings: Settings, update_only: bool = False) -> None:
-    raise NotBuilt("deploy is not built yet: provisioning works (inv provision); push/up/verify land next",
-                   "use `inv provision` for now")
+    settings.require("DIGITALOCEAN_TOKEN", "DOMAIN")
+    missing = missing_stack_keys(settings)
+    if missing:  # before touching the cloud: nothing is created for a deploy that cannot start
+        raise ConfigError(missing[0], "is empty or still a placeholder (stack/.env.example names it)",
+                          f"set {', '.join(missing)} in {settings.env_file or 'the env file'}")
+    if update_only:
+        ip = discover(run, settings, required=True)
+    else:
+        check_token(run, settings)
+        ip = provision(run, settings).droplet.public_ipv4
+        if not ip:
+            raise DeployError("the droplet has no public IPv4 address, so nothing can be shipped",
+                              "check the droplet's networking in the DigitalOcean console, then rerun")
+    conn = connect(run, settings, ip)
+    try:
+        try:
+            with deploy_lock(run, settings, conn, release=_next_release_id(settings)):
+                pushed = push(run, settings, conn)
+                # Update-only rebuilds just the services whose build inputs changed (None: all).
+                services = pushed.changed_services if update_only else None
+                switch_and_up(run, settings, conn, pushed.release_id, services)
+        except DeployError:
+            # The stack may be half up: its state is what the operator needs to diagnose it.
+            _collect_best_effort(run, settings, conn)
+            raise
+        verify_and_collect(run, settings, ip, conn)
+    finally:
+        conn.close()
+
+
+def _next_release_id(settings: Settings) -> str:
+    from remote import sync
+
+    return sync.new_release_id(sync.local_manifest(settings.stack_dir))
+
+
+def _collect_best_effort(run: Run, settings: Settings, conn: Any) -> None:
+    try:
+        collect(run, settings, conn)
+    except Exception as exc:  # noqa: BLE001 - the original failure is what gets reported
+        run.warn(f"could not collect remote state after the failure: {exc}")
 
 
 def push_only(run: Run, settings: Settings) -> None:
-    raise NotBuilt("push is not built yet", "use `inv provision` for now")
+    ip = discover(run, settings, required=True)
+    conn = connect(run, settings, ip)
+    try:
+        with deploy_lock(run, settings, conn, release="(push)"):
+            pushed = push(run, settings, conn)
+            with run.step("switch"):
+                from remote import sync
+
+                sync.switch(conn, settings.remote_base, pushed.release_id)
+    finally:
+        conn.close()
 
 
 def up_only(run: Run, settings: Settings) -> None:
-    raise NotBuilt("up is not built yet", "use `inv provision` for now")
+    from remote import sync
+
+    ip = discover(run, settings, required=True)
+    conn = connect(run, settings, ip)
+    try:
+        with deploy_lock(run, settings, conn, release="(up)"):
+            current = sync.current_release(conn, settings.remote_base)
+            if current is None:
+                raise DeployError("no release on the droplet yet", "run `inv deploy` (or `inv push`) first")
+            switch_and_up(run, settings, conn, current, None)
+    finally:
+        conn.close()
 
 
 def verify_only(run: Run, settings: Settings) -> None:
-    raise NotBuilt("verify is not built yet", "use `inv provision` for now")
+    ip = discover(run, settings, required=False)
+    verify_and_collect(run, settings, ip)
 
 
 def collect_only(run: Run, settings: Settings) -> None:
-    raise NotBuilt("collect is not built yet", "use `inv provision` for now")
+    ip = discover(run, settings, required=False)
+    if ip is None:
+        run.skip_step("collect", "no droplet IP")
+        return
+    conn = connect(run, settings, ip)
+    try:
+        collect(run, settings, conn)
+    finally:
+        conn.close()

@@ -1,0 +1,142 @@
+"""Remote state -> artifacts (FR-008). Each item stands alone: when one fails, the attempted
+command and its error are written in its place and the others still run. Every byte goes
+through the artifact writer, so through the redactor."""
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from remote import commands as cmd
+
+TRAEFIK_SERVICE = "traefik"
+TRAEFIK_STATIC = "/etc/traefik/traefik.yml"
+TRAEFIK_DYNAMIC = "/etc/traefik/dynamic.yml"
+TRAEFIK_API_PORT = 8080
+LOG_TAIL = 500
+DIR = "remote"
+
+
+@dataclass(frozen=True)
+class CollectSpec:
+    target: cmd.ComposeTarget
+    domain: str
+    base: str
+    edge_network: str
+    command_timeout: float = 60
+
+
+@dataclass
+class CollectResult:
+    written: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    services: list[dict[str, Any]] = field(default_factory=list)
+    current_release: str | None = None
+
+
+def parse_compose_ps(output: str) -> list[dict[str, Any]]:
+    """``compose ps --format json`` prints either one JSON array or one object per line."""
+    text = output.strip()
+    if not text:
+        return []
+    rows: list[Any]
+    if text.startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [
+        {
+            "service": r.get("Service"),
+            "container": r.get("Name"),
+            "state": r.get("State"),
+            "health": r.get("Health") or "",
+            "status": r.get("Status"),
+            "image": r.get("Image"),
+        }
+        for r in rows
+    ]
+
+
+def env_lines(docker_env_json: str) -> str:
+    """A container's env as KEY=value lines (the writer's redactor masks secret keys)."""
+    values = json.loads(docker_env_json or "[]") or []
+    return "\n".join(sorted(values)) + "\n"
+
+
+def collect(conn: Any, spec: CollectSpec, write: Callable[[str, str], Any]) -> CollectResult:
+    """Run every collection item over ``conn``; ``write(relpath, text)`` is the artifact writer."""
+    result = CollectResult()
+    t = spec.target
+
+    def run(command: str) -> str:
+        res = conn.run(command, hide=True, warn=True, in_stream=False, timeout=spec.command_timeout)
+        if res.exited != 0:
+            raise RuntimeError(f"exit {res.exited}: {(res.stderr or res.stdout).strip()[-2000:]}")
+        return res.stdout
+
+    def item(name: str, command: str, transform: Callable[[str], str] = lambda s: s) -> str | None:
+        path = f"{DIR}/{name}"
+        try:
+            text = transform(run(command))
+        except Exception as exc:  # noqa: BLE001 - each item stands alone, its error is its artifact
+            result.failed[name] = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            write(path, f"# collection failed\n# command: {command}\n# error: {exc}\n")
+            return None
+        write(path, text)
+        result.written.append(path)
+        return text
+
+    item("compose-ps.txt", cmd.ps(t))
+    ps_json = item("compose-ps.json", cmd.ps(t, json=True),
+                   lambda out: json.dumps(parse_compose_ps(out), indent=2) + "\n")
+    if ps_json:
+        result.services = json.loads(ps_json)
+
+    item("traefik-static.yml", cmd.exec_cat(t, TRAEFIK_SERVICE, TRAEFIK_STATIC))
+    item("dynamic.yml", cmd.exec_cat(t, TRAEFIK_SERVICE, TRAEFIK_DYNAMIC))
+    traefik_id = _container_of(result.services, TRAEFIK_SERVICE)
+    if traefik_id:
+        ip_cmd = cmd.container_ip(traefik_id, spec.edge_network)
+        api = f"http://$({ip_cmd}):{TRAEFIK_API_PORT}/api/rawdata"
+        item("traefik-rawdata.json", f"curl -sS --fail --max-time 10 \"{api}\"", _pretty_json)
+        item("traefik-env.txt", cmd.container_env(traefik_id), env_lines)
+    else:
+        for name in ("traefik-rawdata.json", "traefik-env.txt"):
+            result.failed[name] = "the traefik container is not running"
+            write(f"{DIR}/{name}", "# collection failed\n# error: the traefik container is not running "
+                                    "(see compose-ps.txt)\n")
+    item("traefik-logs.txt", cmd.logs(t, TRAEFIK_SERVICE, tail=LOG_TAIL))
+    for svc in result.services:
+        if svc["service"] and svc["service"] != TRAEFIK_SERVICE and svc["container"]:
+            item(f"env/{svc['service']}.txt", cmd.container_env(svc["container"]), env_lines)
+    item("curl-root.txt", cmd.curl_headers(spec.domain, "/"))
+    item("curl-api-health.txt", cmd.curl_headers(spec.domain, "/api/health"))
+    current = item("current-release.txt", cmd.readlink_current(spec.base))
+    result.current_release = (current or "").strip().rsplit("/", 1)[-1] or None
+    item("docker-df.txt", cmd.docker_system_df())
+    item("memory.txt", cmd.free_m())
+    item("host.txt", "uname -a; uptime; df -h /")
+    return result
+
+
+def _container_of(services: list[dict[str, Any]], name: str) -> str | None:
+    for svc in services:
+        if svc.get("service") == name and svc.get("state") == "running":
+            return svc.get("container")
+    return None
+
+
+def _pretty_json(text: str) -> str:
+    return json.dumps(json.loads(text), indent=2) + "\n"
+
+
+def ssh_reachable(host: str, port: int, timeout: float = 5) -> str | None:
+    """None when the SSH port answers with a banner; otherwise why not (for the warning)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            banner = sock.recv(64)
+            return None if banner.startswith(b"SSH-") else f"port {port} answered without an SSH banner"
+    except OSError as exc:
+        return f"cannot reach {host}:{port}: {exc}"
