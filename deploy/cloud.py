@@ -1,0 +1,641 @@
+"""DigitalOcean adapter: the only module that imports `digitalocean`.
+
+Pure data in (CloudSpec), pure data out (ProvisionResult); typed errors (CloudError and
+subclasses) carry a message and an actionable hint and never the token. Every API call
+goes through `_call`, which retries transient failures (429, 5xx, timeouts, connection
+errors) with exponential backoff + jitter, bounded by attempts and total time, honouring
+Retry-After / ratelimit-reset.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import os
+import random
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, TypeVar
+
+import digitalocean
+import requests
+from digitalocean.baseapi import (DataReadError, EndPointError, JSONReadError, NotFoundError,
+                                  TokenError)
+
+from .cloud_init import CloudInitError, build_user_data
+
+DEFAULT_IMAGE = "ubuntu-24-04-x64"
+DEFAULT_OPERATOR_IP_URL = "https://api.ipify.org"
+ENDPOINT_VAR = "DIGITALOCEAN_END_POINT"
+TIMEOUT_VAR = "PYTHON_DIGITALOCEAN_REQUEST_TIMEOUT_SEC"
+ANYWHERE = ("0.0.0.0/0", "::/0")
+DNS_TTL = 300
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+TOKEN_HINT = ("create a read+write token at https://cloud.digitalocean.com/account/api/tokens "
+              "and set DIGITALOCEAN_TOKEN in your .env")
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+OnEvent = Callable[[str, str], None]
+
+
+def _log_event(level: str, message: str) -> None:
+    log.log(logging.WARNING if level == "warning" else logging.INFO, message)
+
+
+# --- data in / out ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class CloudSpec:
+    token: str = field(repr=False)
+    droplet_name: str
+    region: str = "fra1"
+    size: str = "s-2vcpu-4gb"
+    image: str = DEFAULT_IMAGE
+    tags: tuple[str, ...] = ()
+    ssh_public_key: str = ""
+    ssh_key_name: str = "stackdeploy"
+    deploy_user: str = "deploy"
+    domain: str | None = None
+    subdomains: tuple[str, ...] = ()
+    firewall_enabled: bool = True
+    operator_ip_url: str = DEFAULT_OPERATOR_IP_URL
+    operator_ip_timeout: float = 5.0
+    extra_ssh_cidrs: tuple[str, ...] = ()
+    request_timeout: float = 15.0
+    active_timeout: float = 300.0       # seconds for a new droplet to report "active"
+    ssh_wait_timeout: float = 300.0     # seconds for its sshd to send a banner (<=0: don't wait)
+    max_retries: int = 5                # retries after the first attempt, per API call
+    endpoint: str | None = None         # e.g. the lab's fake API; must end in /v2/
+    ssh_port: int = 22
+    retry_base_delay: float = 0.5       # first backoff step; doubles per retry, with jitter
+    retry_max_total: float = 120.0      # no API call keeps retrying longer than this
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    email: str
+    uuid: str
+    droplet_limit: int
+
+
+@dataclass(frozen=True)
+class DropletInfo:
+    id: int
+    name: str
+    region: str
+    size: str
+    status: str
+    public_ipv4: str | None
+    created: bool
+
+
+@dataclass(frozen=True)
+class FirewallResult:
+    status: str                 # created | updated | unchanged | skipped
+    operator_ip: str | None
+    rules: list[dict]           # the inbound rules now in force ([] when skipped)
+
+
+@dataclass(frozen=True)
+class DnsResult:
+    status: str                 # managed | unmanaged | skipped
+    records_changed: list[dict]  # {"name", "action": created|updated, "from", "to"}
+    warning: str | None
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    droplet: DropletInfo
+    firewall: FirewallResult
+    dns: DnsResult
+    warnings: list[str]
+    changed: bool
+    ssh_ready: bool = False
+    ssh_key_registered: bool = False
+
+
+class CloudError(Exception):
+    """A provisioning failure the operator can act on. Never carries the token."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(f"{message}. Fix: {hint}" if hint else message)
+        self.message = message
+        self.hint = hint
+
+
+class TokenMissing(CloudError):
+    pass
+
+
+class TokenRejected(CloudError):
+    pass
+
+
+class CloudUnavailable(CloudError):
+    """Transient failures (429, 5xx, timeouts) outlasted the retry budget."""
+
+
+class _Transient(Exception):
+    def __init__(self, summary: str, retry_after: float | None) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.retry_after = retry_after
+
+
+# --- library plumbing -------------------------------------------------------------------
+_ENV_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _library_env(spec: CloudSpec) -> Iterator[None]:
+    """Point python-digitalocean at spec.endpoint and spec.request_timeout.
+
+    The library reads DIGITALOCEAN_END_POINT in every BaseAPI.__init__, including objects
+    it builds internally (Droplet rows of a list, SSHKey during Droplet.create), and the
+    timeout variable on every request, so an env var is the only setting that reaches all
+    of them. Set for the duration of one adapter call, restored afterwards, re-entrant.
+    """
+    if spec.endpoint is not None and not re.match(r"^https?://[^/]+/(.*/)?v2/$", spec.endpoint):
+        raise CloudError(f"API endpoint {spec.endpoint!r} is not a DigitalOcean API base URL",
+                         "set DIGITALOCEAN_END_POINT to a URL ending in /v2/, or unset it")
+    with _ENV_LOCK:
+        saved = {k: os.environ.get(k) for k in (ENDPOINT_VAR, TIMEOUT_VAR)}
+        if spec.endpoint:
+            os.environ[ENDPOINT_VAR] = spec.endpoint
+        os.environ[TIMEOUT_VAR] = str(spec.request_timeout)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def _scrub(text: str, spec: CloudSpec) -> str:
+    return text.replace(spec.token, "***") if spec.token else text
+
+
+def _response_of(exc: BaseException) -> requests.Response | None:
+    """The HTTP response behind a library error.
+
+    python-digitalocean raises DataReadError with only the body's message; the status
+    and headers (Retry-After) are still in the `req` local of the frame that raised.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        candidate = tb.tb_frame.f_locals.get("req")
+        if isinstance(candidate, requests.Response):
+            return candidate
+        tb = tb.tb_next
+    return None
+
+
+def _retry_after(resp: requests.Response | None) -> float | None:
+    if resp is None:
+        return None
+    value = resp.headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+    reset = resp.headers.get("ratelimit-reset")
+    if resp.status_code == 429 and reset:
+        try:
+            return max(0.0, float(reset) - time.time())
+        except ValueError:
+            pass
+    return None
+
+
+def _classify(exc: BaseException, what: str, spec: CloudSpec) -> Exception:
+    """Turn a library/transport error into CloudError (final) or _Transient (retry)."""
+    if isinstance(exc, TokenError):
+        return TokenMissing("DigitalOcean API token is missing", TOKEN_HINT)
+    if isinstance(exc, EndPointError):
+        return CloudError("the DigitalOcean API endpoint is not a valid URL",
+                          "set DIGITALOCEAN_END_POINT to a URL ending in /v2/, or unset it")
+    if isinstance(exc, (requests.Timeout, requests.ConnectionError)):
+        return _Transient(f"{type(exc).__name__} (no answer within {spec.request_timeout:g} s "
+                          "or connection refused)", None)
+    resp = _response_of(exc)
+    status = resp.status_code if resp is not None else None
+    message = _scrub(str(exc), spec) or type(exc).__name__
+    if isinstance(exc, JSONReadError):
+        if status is None or status >= 500 or status == 429:
+            return _Transient(f"HTTP {status}: unreadable answer", _retry_after(resp))
+        return CloudError(f"DigitalOcean answered {what} with an unreadable HTTP {status}",
+                          "check DIGITALOCEAN_END_POINT points at the API")
+    if isinstance(exc, NotFoundError):
+        return CloudError(f"DigitalOcean has no such resource while {what}",
+                          "it was probably deleted meanwhile; run the command again")
+    if isinstance(exc, DataReadError):
+        if status == 401 or (status is None and "authenticate" in message.lower()):
+            return TokenRejected("DigitalOcean rejected the API token (401 Unauthorized)",
+                                 "the token is wrong, expired or revoked; " + TOKEN_HINT)
+        if status == 403:
+            return TokenRejected(f"the API token may not do this while {what} (403: {message})",
+                                 "use a token with read+write scope; " + TOKEN_HINT)
+        if status is not None and (status == 429 or status >= 500):
+            return _Transient(f"HTTP {status}: {message}", _retry_after(resp))
+        return CloudError(f"DigitalOcean refused {what}"
+                          + (f" (HTTP {status})" if status else "") + f": {message}",
+                          "check the droplet/region/size/image/domain settings named in the message")
+    if isinstance(exc, (KeyError, IndexError, TypeError)):
+        return CloudError(f"unexpected answer from the DigitalOcean API while {what}",
+                          "check DIGITALOCEAN_END_POINT points at the real API (or the lab's)")
+    return exc if isinstance(exc, Exception) else CloudError(str(exc))
+
+
+def _call(spec: CloudSpec, what: str, fn: Callable[[], T], on_event: OnEvent = _log_event,
+          missing_ok: bool = False, before_retry: Callable[[], T | None] | None = None
+          ) -> T | None:
+    """Run one library call with bounded retries of transient failures.
+
+    missing_ok: a 404 returns None. before_retry: asked before each retry; a non-None
+    answer ends the call with that value (lets a non-idempotent POST check its effect).
+    """
+    deadline = time.monotonic() + spec.retry_max_total
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except NotFoundError:
+            if missing_ok:
+                return None
+            raise _classify(NotFoundError(), what, spec) from None
+        except CloudError:
+            raise
+        except Exception as exc:  # classified below; unknown types are re-raised as is
+            failure = _classify(exc, what, spec)
+            if not isinstance(failure, _Transient):
+                raise failure from None  # `from None`: the chained error may hold request data
+        attempt += 1
+        wait = failure.retry_after
+        if wait is None:
+            wait = spec.retry_base_delay * (2 ** (attempt - 1)) * (0.5 + random.random())
+        if attempt > spec.max_retries or time.monotonic() + wait > deadline:
+            raise CloudUnavailable(
+                f"the DigitalOcean API kept failing while {what}: {failure.summary} "
+                f"({attempt} attempt{'s' if attempt > 1 else ''})",
+                "DigitalOcean may be degraded (https://status.digitalocean.com) or rate "
+                "limiting this token; wait a few minutes and run again") from None
+        on_event("warning", f"{what}: {failure.summary}; retry {attempt}/{spec.max_retries} "
+                            f"in {wait:.1f} s")
+        time.sleep(wait)
+        if before_retry is not None:
+            done = before_retry()
+            if done is not None:
+                return done
+
+
+def _manager(spec: CloudSpec) -> Any:
+    return digitalocean.Manager(token=spec.token)
+
+
+# --- token, lookup ----------------------------------------------------------------------
+def check_token(spec: CloudSpec) -> AccountInfo:
+    """Fail fast (TokenMissing / TokenRejected) before anything else touches the API."""
+    if not spec.token or not spec.token.strip():
+        raise TokenMissing("DigitalOcean API token is missing", TOKEN_HINT)
+    with _library_env(spec):
+        acct = _call(spec, "checking the API token",
+                     lambda: digitalocean.Account.get_object(api_token=spec.token))
+    return AccountInfo(email=acct.email or "", uuid=acct.uuid or "",
+                       droplet_limit=int(acct.droplet_limit or 0))
+
+
+def public_ipv4(networks: dict | None) -> str | None:
+    """The droplet's public IPv4: type == "public", wherever it is listed."""
+    for net in (networks or {}).get("v4") or []:
+        if net.get("type") == "public" and net.get("ip_address"):
+            return net["ip_address"]
+    return None
+
+
+def _info(droplet: Any, created: bool) -> DropletInfo:
+    region = droplet.region.get("slug") if isinstance(droplet.region, dict) else droplet.region
+    return DropletInfo(id=int(droplet.id), name=droplet.name, region=str(region),
+                       size=str(getattr(droplet, "size_slug", "") or ""), status=droplet.status,
+                       public_ipv4=public_ipv4(droplet.networks), created=created)
+
+
+def _find(spec: CloudSpec, on_event: OnEvent) -> Any | None:
+    tag = spec.tags[0] if spec.tags else None
+    listed = _call(spec, "listing droplets",
+                   lambda: _manager(spec).get_all_droplets(tag_name=tag), on_event)
+    matches = [d for d in listed if d.name == spec.droplet_name]
+    if not matches and tag:
+        # A same-name droplet without our tag is somebody else's: never adopt or duplicate it.
+        every = _call(spec, "listing droplets", lambda: _manager(spec).get_all_droplets(), on_event)
+        if any(d.name == spec.droplet_name for d in every):
+            raise CloudError(f"a droplet named {spec.droplet_name!r} exists without tag {tag!r}",
+                             f"add the tag {tag!r} to it in the control panel to adopt it, "
+                             "or set DROPLET_NAME to another name")
+    if len(matches) > 1:
+        ids = ", ".join(str(d.id) for d in matches)
+        raise CloudError(f"{len(matches)} droplets are named {spec.droplet_name!r} (ids {ids})",
+                         "delete or rename the extra droplets, or set DROPLET_NAME to a unique name")
+    return matches[0] if matches else None
+
+
+def find_droplet(spec: CloudSpec) -> DropletInfo | None:
+    """Read-only lookup by name (and first tag); None when absent."""
+    with _library_env(spec):
+        droplet = _find(spec, _log_event)
+    return _info(droplet, created=False) if droplet else None
+
+
+# --- ssh key and droplet ---------------------------------------------------------------
+def ssh_fingerprint(public_key: str) -> str:
+    """DigitalOcean's key fingerprint (MD5 of the key blob, colon hex)."""
+    try:
+        blob = base64.b64decode(public_key.split()[1], validate=True)
+    except (IndexError, ValueError):
+        raise CloudError("the SSH public key is not an OpenSSH public key line",
+                         "point SSH_KEY_PATH at a key pair whose .pub file reads "
+                         "'ssh-ed25519 AAAA... comment'") from None
+    digest = hashlib.md5(blob).hexdigest()  # noqa: S324 - DO's identifier, not security
+    return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
+
+
+def _ensure_ssh_key(spec: CloudSpec, on_event: OnEvent) -> tuple[int, bool]:
+    fingerprint = ssh_fingerprint(spec.ssh_public_key)
+    key = digitalocean.SSHKey(token=spec.token, fingerprint=fingerprint)
+
+    def load() -> Any:
+        key.load()
+        return key
+    if _call(spec, "looking up the SSH key", load, on_event, missing_ok=True) is not None:
+        return int(key.id), False
+    new = digitalocean.SSHKey(token=spec.token, name=spec.ssh_key_name,
+                              public_key=spec.ssh_public_key.strip())
+    _call(spec, "registering the SSH key", new.create, on_event)
+    on_event("info", f"registered SSH key {spec.ssh_key_name!r} ({fingerprint})")
+    return int(new.id), True
+
+
+def _create_droplet(spec: CloudSpec, key_id: int, user_data: str, on_event: OnEvent) -> Any:
+    droplet = digitalocean.Droplet(token=spec.token, name=spec.droplet_name, region=spec.region,
+                                   size_slug=spec.size, image=spec.image, ssh_keys=[key_id],
+                                   tags=list(spec.tags), user_data=user_data, ipv6=True,
+                                   monitoring=True)
+
+    def create() -> Any:
+        droplet.create()
+        return droplet
+    # A POST that failed with 5xx/timeout may still have created the droplet: look first.
+    made = _call(spec, "creating the droplet", create, on_event,
+                 before_retry=lambda: _find(spec, on_event))
+    on_event("info", f"created droplet {spec.droplet_name} (id {made.id}) in {spec.region}")
+    return made
+
+
+def _wait_active(spec: CloudSpec, droplet: Any, on_event: OnEvent) -> Any:
+    deadline = time.monotonic() + spec.active_timeout
+    interval = 0.5
+    while droplet.status != "active":
+        if time.monotonic() >= deadline:
+            raise CloudError(
+                f"droplet {spec.droplet_name} (id {droplet.id}) is still {droplet.status!r} "
+                f"after {spec.active_timeout:g} s",
+                "check it in the DigitalOcean control panel; raise DO_ACTIVE_TIMEOUT if the "
+                "region is slow, or delete the droplet and run again")
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        interval = min(interval * 1.5, 5.0)
+        _call(spec, "waiting for the droplet", droplet.load, on_event)
+    return droplet
+
+
+def ssh_banner(host: str, port: int, timeout: float) -> str | None:
+    """The SSH server's identification line, or None when nothing SSH-like answers."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            data = b""
+            while b"\n" not in data and len(data) < 512:
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return None
+    line = data.split(b"\n", 1)[0].strip().decode("ascii", "replace")
+    return line if line.startswith("SSH-") else None
+
+
+def wait_for_ssh(host: str, port: int, timeout: float) -> bool:
+    """Poll with backoff until sshd sends its banner; False after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    interval = 0.25
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if ssh_banner(host, port, min(5.0, remaining)):
+            return True
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        interval = min(interval * 1.5, 5.0)
+
+
+# --- firewall ----------------------------------------------------------------------------
+def discover_operator_ip(url: str, timeout: float) -> str:
+    """The operator's public IP as seen by `url` (plain-text answer)."""
+    try:
+        resp = requests.get(url, timeout=timeout)
+        resp.raise_for_status()
+        return str(ipaddress.ip_address(resp.text.strip()))
+    except (requests.RequestException, ValueError) as exc:
+        reason = type(exc).__name__ if not isinstance(exc, ValueError) else "answer is not an IP"
+        raise CloudError(f"could not discover your public IP from {url} ({reason})",
+                         "check your network, set OPERATOR_IP_URL to a service answering with "
+                         "your IP, or use --skip-allowlist and manage the firewall yourself"
+                         ) from None
+
+
+def _as_cidr(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{32 if ip.version == 4 else 128}"
+
+
+def firewall_rules(operator_ip: str, extra_cidrs: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """(inbound, outbound): web open to all, SSH only from the operator + extra CIDRs."""
+    ssh_sources = [_as_cidr(operator_ip)]
+    for cidr in extra_cidrs:
+        try:
+            net = str(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            raise CloudError(f"extra SSH CIDR {cidr!r} is not an IP network",
+                             "fix allowlist.extra_ssh_cidrs, e.g. 203.0.113.0/24") from None
+        if net not in ssh_sources:
+            ssh_sources.append(net)
+    inbound = [{"protocol": "tcp", "ports": "22", "sources": {"addresses": ssh_sources}},
+               {"protocol": "tcp", "ports": "80", "sources": {"addresses": list(ANYWHERE)}},
+               {"protocol": "tcp", "ports": "443", "sources": {"addresses": list(ANYWHERE)}}]
+    # DigitalOcean drops all egress a firewall does not allow: the droplet must still pull
+    # packages and images and resolve names.
+    outbound = [{"protocol": p, "ports": "all", "destinations": {"addresses": list(ANYWHERE)}}
+                for p in ("tcp", "udp", "icmp")]
+    return inbound, outbound
+
+
+def _rule_key(rules: list[dict], side: str) -> frozenset:
+    def ports(rule: dict) -> str:
+        value = str(rule.get("ports") or "all")
+        return "all" if rule.get("protocol") == "icmp" or value in ("0", "all", "1-65535") else value
+    return frozenset((r.get("protocol"), ports(r),
+                      frozenset((r.get(side) or {}).get("addresses") or []),
+                      frozenset((r.get(side) or {}).get("droplet_ids") or []),
+                      frozenset((r.get(side) or {}).get("tags") or [])) for r in rules)
+
+
+def _ensure_firewall(spec: CloudSpec, droplet_id: int, on_event: OnEvent) -> FirewallResult:
+    operator_ip = discover_operator_ip(spec.operator_ip_url, spec.operator_ip_timeout)
+    inbound, outbound = firewall_rules(operator_ip, spec.extra_ssh_cidrs)
+    mgr = _manager(spec)
+    listed = _call(spec, "listing firewalls", lambda: mgr.get_data("firewalls")["firewalls"],
+                   on_event)
+    mine = [fw for fw in listed if fw.get("name") == spec.droplet_name]
+    if not mine:
+        fw = digitalocean.Firewall(
+            token=spec.token, name=spec.droplet_name, droplet_ids=[droplet_id], tags=[],
+            inbound_rules=[digitalocean.InboundRule(r["protocol"], r["ports"],
+                                                    digitalocean.Sources(**r["sources"]))
+                           for r in inbound],
+            outbound_rules=[digitalocean.OutboundRule(r["protocol"], r["ports"],
+                                                      digitalocean.Destinations(**r["destinations"]))
+                            for r in outbound])
+        _call(spec, "creating the firewall", fw.create, on_event)
+        on_event("info", f"created firewall {spec.droplet_name}: SSH only from {operator_ip}")
+        return FirewallResult("created", operator_ip, inbound)
+    current = mine[0]
+    same_rules = (_rule_key(current.get("inbound_rules") or [], "sources") == _rule_key(inbound, "sources")
+                  and _rule_key(current.get("outbound_rules") or [], "destinations")
+                  == _rule_key(outbound, "destinations"))
+    attached = droplet_id in (current.get("droplet_ids") or [])
+    if same_rules and attached:
+        return FirewallResult("unchanged", operator_ip, inbound)
+    api = digitalocean.Firewall(token=spec.token, id=current["id"])
+    if not same_rules:
+        body = {"name": spec.droplet_name, "inbound_rules": inbound, "outbound_rules": outbound,
+                "droplet_ids": sorted(set(current.get("droplet_ids") or []) | {droplet_id}),
+                "tags": current.get("tags") or []}
+        _call(spec, "updating the firewall",
+              lambda: api.get_data(f"firewalls/{current['id']}", type="PUT", params=body), on_event)
+        on_event("info", f"updated firewall {spec.droplet_name}: SSH only from {operator_ip}")
+    else:
+        _call(spec, "attaching the firewall", lambda: api.add_droplets([droplet_id]), on_event)
+        on_event("info", f"attached firewall {spec.droplet_name} to droplet {droplet_id}")
+    return FirewallResult("updated", operator_ip, inbound)
+
+
+# --- DNS ---------------------------------------------------------------------------------
+def dns_hosts(domain: str, subdomains: tuple[str, ...]) -> list[str]:
+    host = domain.strip().lower().rstrip(".")
+    out = [host]
+    for sub in subdomains:
+        label = sub.strip().lower()
+        if not _LABEL.match(label):
+            raise CloudError(f"subdomain {sub!r} is not a valid DNS label",
+                             "set SUBDOMAINS to labels like flower,admin (letters, digits, '-')")
+        out.append(f"{label}.{host}")
+    return out
+
+
+def managed_zone(host: str, zones: list[str]) -> str | None:
+    """The longest managed zone that `host` lies in (host itself or a parent)."""
+    candidates = [z.lower().rstrip(".") for z in zones]
+    inside = [z for z in candidates if host == z or host.endswith("." + z)]
+    return max(inside, key=len) if inside else None
+
+
+def _ensure_dns(spec: CloudSpec, ip: str, on_event: OnEvent) -> DnsResult:
+    hosts = dns_hosts(spec.domain or "", spec.subdomains)
+    mgr = _manager(spec)
+    zones = [d.name for d in _call(spec, "listing DNS domains", mgr.get_all_domains, on_event)]
+    zone = managed_zone(hosts[0], zones)
+    if zone is None:
+        warning = (f"DNS for {hosts[0]} is not managed in this DigitalOcean account; point A "
+                   f"records for {', '.join(hosts)} at {ip} at your DNS provider")
+        on_event("warning", warning)
+        return DnsResult("unmanaged", [], warning)
+    domain = digitalocean.Domain(token=spec.token, name=zone)
+    records = _call(spec, f"listing DNS records of {zone}", domain.get_records, on_event)
+    changed: list[dict] = []
+    for host in hosts:
+        rel = "@" if host == zone else host[: -(len(zone) + 1)]
+        a_records = [r for r in records if r.type == "A" and r.name == rel]
+        if not a_records:
+            _call(spec, f"creating the A record {host}",
+                  lambda rel=rel: domain.create_new_domain_record(type="A", name=rel, data=ip,
+                                                                  ttl=DNS_TTL), on_event)
+            changed.append({"name": host, "action": "created", "from": None, "to": ip})
+        for rec in a_records:
+            if rec.data != ip:
+                old, rec.data = rec.data, ip
+                _call(spec, f"updating the A record {host}", rec.save, on_event)
+                changed.append({"name": host, "action": "updated", "from": old, "to": ip})
+    for change in changed:
+        on_event("info", f"DNS {change['name']} A -> {ip} ({change['action']})")
+    return DnsResult("managed", changed, None)
+
+
+# --- the whole step ---------------------------------------------------------------------
+def provision(spec: CloudSpec, on_event: OnEvent = _log_event) -> ProvisionResult:
+    """Find or create the droplet, lock SSH to the operator, point DNS at it."""
+    try:
+        user_data = build_user_data(spec.deploy_user, spec.ssh_public_key)
+    except CloudInitError as exc:
+        raise CloudError(str(exc), "fix DEPLOY_USER / SSH_KEY_PATH (its .pub file)") from None
+    if spec.domain:
+        dns_hosts(spec.domain, spec.subdomains)  # bad input fails before anything is created
+    account = check_token(spec)
+    on_event("info", f"DigitalOcean token accepted ({account.email})")
+    warnings: list[str] = []
+    with _library_env(spec):
+        droplet = _find(spec, on_event)
+        created = key_registered = False
+        if droplet is None:
+            key_id, key_registered = _ensure_ssh_key(spec, on_event)
+            droplet = _create_droplet(spec, key_id, user_data, on_event)
+            created = True
+        else:
+            on_event("info", f"found droplet {droplet.name} (id {droplet.id}, {droplet.status})")
+        if spec.firewall_enabled:  # before the droplet is reachable, so SSH is never open to all
+            firewall = _ensure_firewall(spec, int(droplet.id), on_event)
+        else:
+            firewall = FirewallResult("skipped", None, [])
+            on_event("info", "allowlist skipped: the Cloud Firewall was not touched")
+        droplet = _wait_active(spec, droplet, on_event)
+        info = _info(droplet, created)
+        if info.public_ipv4 is None:
+            warnings.append(f"droplet {info.name} has no public IPv4 address yet; remote steps "
+                            "need one (check the droplet's networking in the control panel)")
+            on_event("warning", warnings[-1])
+        ssh_ready = False
+        if info.public_ipv4 and spec.ssh_wait_timeout > 0:
+            ssh_ready = wait_for_ssh(info.public_ipv4, spec.ssh_port, spec.ssh_wait_timeout)
+            if not ssh_ready:
+                warnings.append(f"SSH on {info.public_ipv4}:{spec.ssh_port} did not answer within "
+                                f"{spec.ssh_wait_timeout:g} s; check the firewall allowlist "
+                                "(your IP) or raise DO_SSH_WAIT_TIMEOUT")
+                on_event("warning", warnings[-1])
+        if not spec.domain:
+            dns = DnsResult("skipped", [], "no DOMAIN configured: DNS records were not managed")
+        elif info.public_ipv4 is None:
+            dns = DnsResult("skipped", [], "DNS not updated: the droplet has no public IPv4")
+        else:
+            dns = _ensure_dns(spec, info.public_ipv4, on_event)
+    if dns.warning and dns.warning not in warnings:
+        warnings.append(dns.warning)
+    changed = (created or key_registered or firewall.status in ("created", "updated")
+               or bool(dns.records_changed))
+    return ProvisionResult(droplet=info, firewall=firewall, dns=dns, warnings=warnings,
+                           changed=changed, ssh_ready=ssh_ready, ssh_key_registered=key_registered)
