@@ -64,4 +64,62 @@ def collect(c, env_file=None, no_timestamp=False):
     run_task(c, "collect", "collect", _flags(no_timestamp), env_file, pipeline.collect_only)
 
 
-ns = Collection(deploy, provision, push, up, verify, collect)
+@task(help={**COMMON_HELP, "release": "Release id to return to (default: the one before the current release)."})
+def rollback(c, release=None, env_file=None, no_timestamp=False):
+    """Switch `current` to the previous (or a named) release, bring it up, verify and collect."""
+    run_task(c, "rollback", "rollback", _flags(no_timestamp), env_file,
+             lambda run, s: pipeline.rollback(run, s, release))
+
+
+@task(help=COMMON_HELP)
+def releases(c, env_file=None, no_timestamp=False):
+    """List the releases on the droplet with their dates and outcomes (* = current)."""
+    run_task(c, "releases", "list", _flags(no_timestamp), env_file, pipeline.releases)
+
+
+@task(name="status", help=COMMON_HELP)
+def lock_status(c, env_file=None, no_timestamp=False):
+    """Show who holds the deploy lock on the droplet, if anyone."""
+    run_task(c, "lock-status", "lock", _flags(no_timestamp), env_file, pipeline.lock_status)
+
+
+@task(name="release", help=COMMON_HELP)
+def lock_release(c, env_file=None, no_timestamp=False):
+    """Force-release the deploy lock (only when its holder is known to be gone)."""
+    run_task(c, "lock-release", "lock", _flags(no_timestamp), env_file, pipeline.lock_release)
+
+
+@task(name="list", default=True)
+def runs_list(c):
+    """List past runs: time, task, mode, outcome, duration."""
+    from deploy.runs import list_runs
+    from deploy.taskrun import logs_dir
+
+    for r in list_runs(logs_dir(c)):
+        duration = f"{r.duration:.1f}s" if r.duration is not None else "-"
+        print(f"{r.folder.name:45} {r.outcome:13} {duration:>9}")
+
+
+@task(name="diff", help={"a": "Older run: folder name, unique prefix, path or -2", "b": "Newer run (default: newest, -1)"})
+def runs_diff(c, a, b="-1"):
+    """Show what changed between two runs' artifacts (Traefik config, containers, headers, checks)."""
+    from invoke.exceptions import Exit
+
+    from deploy.runs import diff_runs, resolve_run
+    from deploy.taskrun import logs_dir
+
+    try:
+        print(diff_runs(resolve_run(logs_dir(c), a), resolve_run(logs_dir(c), b)), end="")
+    except LookupError as exc:
+        raise Exit(message=str(exc), code=2) from None
+
+
+lock = Collection("lock", lock_status, lock_release)
+runs = Collection("runs", runs_list, runs_diff)
+ns = Collection(deploy, provision, push, up, verify, collect, rollback, releases, lock, runs)
+try:
+    from lab.tasks import ns as lab_ns
+except ImportError:  # the lab is optional for a cloud-only install
+    lab_ns = None
+if lab_ns is not None:
+    ns.add_collection(lab_ns, "lab")

@@ -439,3 +439,81 @@ def collect_only(run: Run, settings: Settings) -> None:
         collect(run, settings, conn)
     finally:
         conn.close()
+
+
+def rollback(run: Run, settings: Settings, release: str | None) -> None:
+    """Switch `current` back (previous release, or a named one) and bring it up."""
+    from remote import sync
+
+    ip = discover(run, settings, required=True)
+    conn = connect(run, settings, ip)
+    try:
+        with deploy_lock(run, settings, conn, release=release or "(previous)"):
+            current = sync.current_release(conn, settings.remote_base)
+            with run.step("choose-release") as step:
+                try:
+                    target = release or _previous_release(conn, settings, current)
+                except sync.ReleaseError as exc:
+                    raise _wrap_remote(exc) from None
+                step.note(f"{current} -> {target}")
+            # Images are rebuilt from the old release's sources (layer cache makes it quick).
+            switch_and_up(run, settings, conn, target, None)
+            if current and current != target:
+                sync.record_outcome(conn, settings.remote_base, current, "rolled-back")
+        verify_and_collect(run, settings, ip, conn)
+    finally:
+        conn.close()
+
+
+def _previous_release(conn: Any, settings: Settings, current: str | None) -> str:
+    from remote import sync
+
+    ids = [r.id for r in sync.list_releases(conn, settings.remote_base)]
+    older = [r for r in ids if current is None or r < current]
+    if not older:
+        raise sync.ReleaseError(f"no release older than {current} to roll back to", "see `inv releases`")
+    return older[-1]
+
+
+def releases(run: Run, settings: Settings) -> list[Any]:
+    from remote import sync
+
+    ip = discover(run, settings, required=True)
+    conn = connect(run, settings, ip)
+    try:
+        with run.step("releases") as step:
+            found = sync.list_releases(conn, settings.remote_base)
+            step.note(f"{len(found)} releases")
+    finally:
+        conn.close()
+    lines = [f"{'*' if r.current else ' '} {r.id}  created {r.created or '?'}  outcome {r.outcome or '-'}" for r in found]
+    run.artifacts.write_text("releases.txt", "\n".join(lines) + "\n")
+    for line in lines:
+        run.console.print(line)
+    return found
+
+
+def lock_status(run: Run, settings: Settings) -> None:
+    from remote import lock
+
+    ip = discover(run, settings, required=True)
+    conn = connect(run, settings, ip)
+    try:
+        holder = lock.status(conn, settings.remote_base)
+    finally:
+        conn.close()
+    run.details["lock"] = holder
+    run.log(f"deploy lock: held by {holder}" if holder else "deploy lock: free")
+
+
+def lock_release(run: Run, settings: Settings) -> None:
+    from remote import lock
+
+    ip = discover(run, settings, required=True)
+    conn = connect(run, settings, ip)
+    try:
+        holder = lock.status(conn, settings.remote_base)
+        lock.release(conn, settings.remote_base)
+    finally:
+        conn.close()
+    run.log(f"deploy lock released (was held by {holder})" if holder else "deploy lock was already free")

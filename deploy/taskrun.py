@@ -47,6 +47,11 @@ def _logs_location(config: Mapping[str, Any], flags: Mapping[str, Any]) -> tuple
     return folder, timestamp
 
 
+def logs_dir(c: Any) -> Path:
+    """Where run folders live (for tasks that only read them)."""
+    return _logs_location(deploy_config(c), {})[0]
+
+
 def write_local_snapshot(run: Run, settings: Settings) -> None:
     """The local part of the artifact set: effective settings and a redacted env snapshot."""
     run.artifacts.write_json("local/settings.json", settings.snapshot())
