@@ -270,7 +270,7 @@ def lock_status(base: str) -> str:
     """Prints ``free``, or ``held`` followed by the holder JSON (may be empty while written)."""
     d = q(lock_dir(base))
     h = q(posixpath.join(lock_dir(base), LOCK_HOLDER))
-    return f"if [ -d {d} ]; then echo held; cat {h} 2>/dev/null; else echo free; fi"
+    return f"if [ -d {d} ]; then echo held; cat {h} 2>/dev/null || true; else echo free; fi"
 
 
 def lock_release(base: str) -> str:

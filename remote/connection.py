@@ -63,7 +63,8 @@ def load_key(target: SshTarget) -> paramiko.PKey:
     except PermissionError:
         raise SshError(f"SSH key {path} is not readable by this user",
                        f"fix the file permissions (chmod 600 {path}) or check SSH_KEY_PATH") from None
-    except paramiko.PasswordRequiredException:
+    except (paramiko.PasswordRequiredException, TypeError):
+        # TypeError: cryptography's "password-protected, but password was not provided"
         raise SshError(f"SSH key {path} is protected by a passphrase",
                        "use an unencrypted deploy key (ssh-keygen -t ed25519 -N '' -f KEY) "
                        "and point SSH_KEY_PATH to it") from None
@@ -110,7 +111,9 @@ def _known_hosts_for(target: SshTarget, path: Path) -> HostKeys:
 
 def _new_connection(target: SshTarget, pkey: paramiko.PKey, known_hosts: Path) -> fabric.Connection:
     # load_ssh_configs=False: the user's ~/.ssh/config must not redirect our connection.
-    config = fabric.Config(overrides={"load_ssh_configs": False, "run": {"hide": True}})
+    # in_stream=False: remote commands never read our terminal (no prompts, no stdin leaks).
+    config = fabric.Config(overrides={"load_ssh_configs": False,
+                                      "run": {"hide": True, "in_stream": False}})
     conn = fabric.Connection(
         host=target.host, user=target.user, port=target.port, config=config,
         connect_timeout=int(max(1, round(target.connect_timeout))),
