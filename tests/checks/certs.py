@@ -19,6 +19,7 @@ TRAEFIK_DEFAULT = ("TRAEFIK DEFAULT CERT", None)
 class CertFiles:
     cert: Path
     key: Path
+    ca: Path  # the issuing CA's certificate (the leaf itself when self-signed)
 
 
 def _name(cn: str, org: str | None) -> x509.Name:
@@ -48,7 +49,20 @@ def make_cert(folder: Path, issuer: tuple[str, str | None], domain: str) -> Cert
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    files = CertFiles(folder / f"{abs(hash(issuer))}.crt", folder / f"{abs(hash(issuer))}.key")
+    stem = folder / f"{abs(hash((issuer, domain)))}"
+    files = CertFiles(stem.with_suffix(".crt"), stem.with_suffix(".key"), stem.with_suffix(".ca.crt"))
+    ca_cert = cert if self_signed else (
+        x509.CertificateBuilder()
+        .subject_name(_name(*issuer))
+        .issuer_name(_name(*issuer))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.key.write_bytes(leaf_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))

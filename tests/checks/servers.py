@@ -125,6 +125,7 @@ class FakeEdge:
     """HTTPS + HTTP servers on `address`, ephemeral ports. Use as a context manager."""
 
     def __init__(self, cert: CertFiles, behaviour: Behaviour | None = None, address: str = "127.0.0.1"):
+        self.cert = cert
         self.behaviour = behaviour or Behaviour()
         self.seen = Seen()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
