@@ -1,0 +1,98 @@
+"""Lab settings: invoke.yaml `lab:` section, then LAB_* environment variables, validated once."""
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lab.errors import LabError
+from lab.images.recipes import STANDINS
+
+# setting -> (environment variable, default)
+DEFAULTS: dict[str, tuple[str, Any]] = {
+    "name": ("LAB_NAME", "stackdeploy-lab"),
+    "subnet": ("LAB_SUBNET", "10.77.0.0/24"),
+    "api_port": ("LAB_API_PORT", 8777),
+    "state_dir": ("LAB_STATE_DIR", ".lab"),
+    "images": ("LAB_IMAGES", "standin"),
+    "debian_mirror": ("LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian"),
+    "domain": ("LAB_DOMAIN", "app.lab.test"),
+    "preload": ("LAB_PRELOAD", ",".join(STANDINS)),
+}
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    name: str = DEFAULTS["name"][1]
+    subnet: str = DEFAULTS["subnet"][1]
+    api_port: int = DEFAULTS["api_port"][1]
+    state_dir: Path = Path(DEFAULTS["state_dir"][1])
+    images: str = DEFAULTS["images"][1]
+    debian_mirror: str = DEFAULTS["debian_mirror"][1]
+    domain: str = DEFAULTS["domain"][1]
+    # images loaded into every droplet's engine at creation (empty: none)
+    preload: tuple[str, ...] = field(default_factory=lambda: tuple(STANDINS))
+
+    @property
+    def network(self) -> str:
+        return f"{self.name}-net"
+
+    @property
+    def gateway(self) -> str:
+        """The address droplets see the host's connections come from."""
+        return str(next(ipaddress.ip_network(self.subnet).hosts()))
+
+    @property
+    def label(self) -> str:
+        """Label every lab object carries; `lab.down` removes exactly these."""
+        return f"stackdeploy.lab={self.name}"
+
+    def to_env(self) -> dict[str, str]:
+        """The same settings as LAB_* variables, for the background API process."""
+        return {DEFAULTS[k][0]: (",".join(v) if isinstance(v, tuple) else str(v))
+                for k, v in ((k, getattr(self, k)) for k in DEFAULTS)}
+
+
+def _fail(key: str, value: Any, why: str) -> LabError:
+    env = DEFAULTS[key][0]
+    return LabError(f"lab setting `{key}` ({env}) = {value!r} {why}; set lab.{key} in invoke.yaml "
+                    f"or {env} in the environment")
+
+
+def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> LabConfig:
+    """Defaults < invoke.yaml `lab:` section (overrides) < LAB_* environment."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {k: d for k, (_, d) in DEFAULTS.items()}
+    raw.update({k: v for k, v in (overrides or {}).items() if k in DEFAULTS and v is not None})
+    raw.update({k: environ[env] for k, (env, _) in DEFAULTS.items() if env in environ})
+
+    name = str(raw["name"])
+    if not name.replace("-", "").isalnum() or not name[0].isalpha():
+        raise _fail("name", name, "must be letters, digits and dashes, starting with a letter")
+    try:
+        net = ipaddress.ip_network(str(raw["subnet"]), strict=True)
+    except ValueError as exc:
+        raise _fail("subnet", raw["subnet"], f"is not a network in CIDR form ({exc})") from None
+    if net.version != 4 or net.prefixlen > 28:
+        raise _fail("subnet", raw["subnet"], "must be an IPv4 network of /28 or larger")
+    try:
+        port = int(raw["api_port"])
+        if not 1 <= port <= 65535:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise _fail("api_port", raw["api_port"], "must be a TCP port number 1-65535") from None
+    if raw["images"] not in ("standin", "pull"):
+        raise _fail("images", raw["images"], "must be `standin` (build from Debian packages) "
+                                             "or `pull` (Docker Hub reachable)")
+    preload = raw["preload"]
+    if isinstance(preload, str):
+        preload = [p.strip() for p in preload.split(",") if p.strip()]
+    return LabConfig(name=name, subnet=str(net), api_port=port, state_dir=Path(str(raw["state_dir"])),
+                     images=str(raw["images"]), debian_mirror=str(raw["debian_mirror"]),
+                     domain=str(raw["domain"]), preload=tuple(preload))
+
+
+__all__ = ["LabConfig", "load", "replace"]

