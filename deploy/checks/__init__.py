@@ -10,6 +10,7 @@ from deploy.checks.model import (
     CheckResult,
     ChecksReport,
     CheckTarget,
+    config_from_settings,
     rate_limit_burst_size,
 )
 from deploy.checks.runner import run_checks
@@ -21,6 +22,7 @@ __all__ = [
     "CheckResult",
     "ChecksReport",
     "CheckTarget",
+    "config_from_settings",
     "rate_limit_burst_size",
     "run_checks",
 ]

@@ -125,6 +125,30 @@ class ChecksConfig:
             raise ChecksConfigError(f"checks.header_policy: {exc}") from None
 
 
+# invoke.yaml's deploy.checks keys -> ChecksConfig fields (the yaml keeps the shorter name).
+_YAML_KEYS = {"p95_budget": "p95_budget_s"}
+
+
+def config_from_settings(section: Mapping[str, Any], rate_limit_rpm: int | None = None) -> ChecksConfig:
+    """Build ChecksConfig from invoke.yaml's deploy.checks section (plus RATE_LIMIT_API_RPM).
+
+    Unknown keys are an error rather than silently ignored: a typo would otherwise turn a check off.
+    """
+    known = {f for f in ChecksConfig.__dataclass_fields__}
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        name = _YAML_KEYS.get(key, key)
+        if name not in known:
+            raise ChecksConfigError(
+                f"unknown setting deploy.checks.{key} in invoke.yaml; known: "
+                f"{', '.join(sorted(set(known) - set(_YAML_KEYS.values()) | set(_YAML_KEYS)))}"
+            )
+        values[name] = value
+    if rate_limit_rpm is not None and "rate_limit_requests" not in values:
+        values["rate_limit_requests"] = rate_limit_burst_size(rate_limit_rpm)
+    return ChecksConfig(**values)
+
+
 @dataclass
 class CheckResult:
     name: str

@@ -98,3 +98,17 @@ def test_burst_size_exceeds_the_configured_rpm():
     assert rate_limit_burst_size(600) == 660
     with pytest.raises(ChecksConfigError, match="RATE_LIMIT_API_RPM"):
         rate_limit_burst_size(0)
+
+
+def test_config_from_invoke_yaml_section():
+    import yaml
+    from pathlib import Path
+
+    from deploy.checks import config_from_settings
+
+    section = yaml.safe_load((Path(__file__).parents[2] / "invoke.yaml").read_text())["deploy"]["checks"]
+    config = config_from_settings(section, rate_limit_rpm=60)
+    assert config.p95_budget_s == section["p95_budget"] and config.samples == section["samples"]
+    assert config.rate_limit_requests == 70
+    with pytest.raises(ChecksConfigError, match="deploy.checks.sampels"):
+        config_from_settings({"sampels": 3})
