@@ -68,6 +68,7 @@ def cloud_spec(settings: Settings, need_key: bool = True) -> Any:
         ssh_wait_timeout=s["DO_SSH_WAIT_TIMEOUT"],
         max_retries=s["DO_MAX_RETRIES"],
         endpoint=s["DIGITALOCEAN_END_POINT"],
+        ssh_port=s["SSH_PORT"],
     )
 
 

@@ -160,9 +160,11 @@ def redact(text: str, registry: SecretRegistry | None = None) -> str:
         if not reg.is_secret_key(match.group("key")):
             return match.group(0)
         value = match.group("val")
-        if MASK in value or value in ('""', "''", "null", "None", "[]", "{}"):
+        if MASK in value or value in ('""', "''", "null", "None", "[]", "{}", "true", "false", "True", "False"):
             return match.group(0)
         quote_char = value[0] if value[:1] in ('"', "'") else ""
+        if not quote_char and match.group("q") == '"':
+            quote_char = '"'  # a JSON number stays valid JSON once masked
         return f"{match.group('pre')}{quote_char}{MASK}{quote_char}"
 
     for shape, replacement in _SHAPES:

@@ -69,3 +69,10 @@ def test_secret_type_never_prints_itself():
 def test_redact_mapping_masks_secret_keys_whole():
     out = redact_mapping({"RATE_LIMIT_API_RPM": "60", "INTERNAL_API_TOKEN": "x", "NAME": Secret("abcdefgh")}, SecretRegistry())
     assert out == {"RATE_LIMIT_API_RPM": "60", "INTERNAL_API_TOKEN": MASK, "NAME": MASK}
+
+
+def test_json_stays_valid_json_after_redaction():
+    doc = json.dumps({"ssh_key_registered": True, "api_key": 123456789, "auth": None, "secret_key": "abcdefgh"})
+    out = json.loads(redact(doc, SecretRegistry()))
+    assert out["ssh_key_registered"] is True and out["auth"] is None
+    assert out["api_key"] == MASK and out["secret_key"] == MASK

@@ -1,0 +1,96 @@
+"""Run the real `inv` command line against the fake DigitalOcean API and a real sshd."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lab.fake_do import FakeDigitalOcean
+from tests.fake_do.helpers import RecordingBackend
+from tests.remote.sshd import SSHD, make_sshd
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "dop_v1_" + "c4a7" * 16  # shaped like a real token, so shape-based redaction is exercised too
+CANARIES = {
+    "POSTGRES_PASSWORD": "pg-canary-Qm81Zt",
+    "DJANGO_SECRET_KEY": "dj-canary-Lk29Xw",
+    "INTERNAL_API_TOKEN": "it-canary-Rb44Pe",
+}
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    if not os.path.exists(SSHD):
+        if os.environ.get("CI"):
+            pytest.fail("openssh-server is not installed (CI installs it: scripts/apt/remote.txt)")
+        pytest.skip("openssh-server is not installed")
+    server = make_sshd(tmp_path_factory.mktemp("cli-sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake():
+    api = FakeDigitalOcean(TOKEN, backend=RecordingBackend(ip="127.0.0.1"), operator_ip="198.51.100.7")
+    api.start()
+    yield api
+    api.stop()
+
+
+@dataclass
+class Cli:
+    tmp: Path
+    env_file: Path
+    logs: Path
+
+    def run(self, *args: str, env_extra: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGITALOCEAN", "DOMAIN", "DEPLOY_"))}
+        env.update({"LOGS_DIR": str(self.logs), "COLUMNS": "120"}, **(env_extra or {}))
+        return subprocess.run([sys.executable, "-m", "invoke", *args, "--env-file", str(self.env_file)],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+    def runs(self) -> list[Path]:
+        return sorted(p for p in self.logs.iterdir() if p.is_dir())
+
+    def manifest(self, folder: Path | None = None) -> dict:
+        folder = folder or self.runs()[-1]
+        return json.loads((folder / "run.json").read_text())
+
+
+def write_env(path: Path, values: dict[str, str]) -> None:
+    path.write_text("".join(f"{k}='{v}'\n" for k, v in values.items()))
+
+
+@pytest.fixture
+def cli(tmp_path, fake, sshd) -> Cli:
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    env_file = tmp_path / "test.env"
+    write_env(env_file, {
+        "DIGITALOCEAN_TOKEN": TOKEN,
+        "DIGITALOCEAN_END_POINT": fake.base_url,
+        "DOMAIN": "app.example.test",
+        "SSH_KEY_PATH": str(key),
+        "SSH_PORT": str(sshd.port),
+        "SSH_KNOWN_HOSTS": str(tmp_path / "known_hosts"),
+        "OPERATOR_IP_URL": fake.root_url + "/lab/my-ip",
+        "DO_ACTIVE_TIMEOUT": "10",
+        "DO_SSH_WAIT_TIMEOUT": "10",
+        "DO_REQUEST_TIMEOUT": "3",
+        **CANARIES,
+    })
+    return Cli(tmp=tmp_path, env_file=env_file, logs=tmp_path / "runs")
+
+
+def assert_no_secret_in(folder: Path, secrets: list[str]) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            for secret in secrets:
+                assert secret not in text, f"{secret[:6]}... leaked into {path.relative_to(folder)}"
