@@ -340,8 +340,8 @@ def verify_and_collect(run: Run, settings: Settings, ip: str | None, conn: Any =
         collect(run, settings, conn)
     failed = report.by_status("fail")
     if failed:
-        raise DeployError(f"{len(failed)} check(s) failed: " + "; ".join(f"{r.name}: {r.message}" for r in failed),
-                          "see summary.md and http/ in the run folder")
+        raise DeployError(f"{len(failed)} check(s) failed: " + ", ".join(r.name for r in failed),
+                          "each check's observed value and message are in summary.md and http/ in the run folder")
 
 
 # -- tasks -----------------------------------------------------------------------------------
