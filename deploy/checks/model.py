@@ -13,7 +13,8 @@ STATUSES: tuple[Status, ...] = ("pass", "warn", "fail", "skipped")
 # How bad a status is when several are folded into one verdict.
 _SEVERITY = {"pass": 0, "skipped": 1, "warn": 2, "fail": 3}
 
-PRODUCTION_ENVS = frozenset({"production", "prod"})
+# Mirrors the stack's Traefik template, which fails closed: only these two render the admin router.
+NON_PRODUCTION_ENVS = frozenset({"staging", "development"})
 
 DEFAULT_HEADER_POLICY: dict[str, str] = {
     # 180 days: the minimum most scanners accept; preload lists want a year.
@@ -78,7 +79,7 @@ class CheckTarget:
 
     @property
     def is_production(self) -> bool:
-        return self.deploy_env.strip().lower() in PRODUCTION_ENVS
+        return self.deploy_env.strip().lower() not in NON_PRODUCTION_ENVS
 
     def host(self, subdomain: str | None = None) -> str:
         return f"{subdomain}.{self.domain}" if subdomain else self.domain

@@ -69,6 +69,8 @@ def test_target_normalises_domain_and_knows_production():
     target = CheckTarget("2001:db8::1", "App.Example.COM.", "Production")
     assert target.domain == "app.example.com" and target.is_production
     assert not CheckTarget("203.0.113.10", "app.example.com", "staging").is_production
+    # Like the stack's Traefik template: anything but staging/development is production (fail closed).
+    assert CheckTarget("203.0.113.10", "app.example.com", "prod-typo").is_production
 
 
 @pytest.mark.parametrize("issuer, verdict", [(STAGING, "pass"), (PRODUCTION, "fail"), (TRAEFIK_DEFAULT, "warn"),
