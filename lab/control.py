@@ -1,0 +1,208 @@
+"""What the lab tasks do, as functions of a LabConfig (tasks.py only parses flags)."""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from lab import state, stackenv
+from lab.config import LabConfig
+from lab.docker import docker, engine_problem, inspect, list_labelled
+from lab.droplets.backend import DROPLET_LABEL
+from lab.droplets.network import ensure_network
+from lab.errors import LabError
+from lab.images import builder, recipes
+
+Log = Callable[[str], None]
+FACTORY = "lab.droplets.factory:from_env"
+
+
+def api_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/v2/"
+
+
+def _api_alive(st: dict[str, Any]) -> bool:
+    try:
+        r = requests.get(f"http://127.0.0.1:{st['port']}/lab/my-ip", timeout=2)
+        return r.status_code == 200
+    except (requests.RequestException, KeyError):
+        return False
+
+
+def _pid_is_api(pid: int) -> bool:
+    """Only ever signal our own API process, never a recycled pid."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"lab.fake_do" in cmdline
+
+
+def build_images(cfg: LabConfig, log: Log = print) -> list[str]:
+    """The droplet image (always built here) and the stack's images (stand-ins or pulled)."""
+    builder.ensure_droplet_image(log, cfg.debian_mirror)
+    if cfg.images == "pull":
+        return builder.pull_images(recipes.STANDINS, log)
+    return builder.ensure_standins(None, log, cfg.debian_mirror)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
+    """Images, network, keypair, the fake API in the background, the lab domain. Idempotent."""
+    problem = engine_problem()
+    if problem:
+        raise LabError(problem)
+    build_images(cfg, log)
+    gateway = ensure_network(cfg)
+    st = state.read(cfg.state_dir) or {}
+    if st and _api_alive(st):
+        log(f"lab API already running at {st['api_url']} (pid {st['pid']})")
+        return st
+    if not _port_free(cfg.api_port):
+        raise LabError(f"lab setting `api_port` (LAB_API_PORT) = {cfg.api_port}: 127.0.0.1:"
+                       f"{cfg.api_port} is already in use; choose another port")
+    key = state.ensure_keypair(cfg.state_dir)
+    token = st.get("token") or secrets.token_hex(32)
+    log_path = cfg.state_dir / "api.log"
+    cmd = [sys.executable, "-m", "lab.fake_do", "--port", str(cfg.api_port), "--token", token,
+           "--backend-factory", FACTORY, "--operator-ip", gateway,
+           "--state-file", str((cfg.state_dir / "api-state.json").resolve())]
+    with open(log_path, "ab") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **cfg.to_env()}, start_new_session=True,
+                                cwd=Path(__file__).resolve().parent.parent)
+    st = {"name": cfg.name, "pid": proc.pid, "port": cfg.api_port, "api_url": api_url(cfg.api_port),
+          "token": token, "ssh_key": str(key), "operator_ip": gateway, "domain": cfg.domain,
+          "subnet": cfg.subnet, "network": cfg.network, "started_at": time.time()}
+    state.write(cfg.state_dir, st)
+    deadline = time.monotonic() + 30
+    while not _api_alive(st):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
+            raise LabError("the lab API did not start; its log " f"({log_path}):\n" + "\n".join(tail))
+        time.sleep(0.2)
+    _register_domain(st)
+    log(f"lab is up: API {st['api_url']} (pid {proc.pid}), network {cfg.network} {cfg.subnet}, "
+        f"domain {cfg.domain}; next: `inv lab.env > .env.lab` then `inv deploy --env-file .env.lab`")
+    return st
+
+
+def _register_domain(st: dict[str, Any]) -> None:
+    """Make the lab domain "managed" so deploy's DNS step finds it, like a real DO account."""
+    r = requests.post(st["api_url"] + "domains", json={"name": st["domain"]},
+                      headers={"Authorization": f"Bearer {st['token']}"}, timeout=10)
+    if r.status_code not in (201, 422):
+        raise LabError(f"registering the lab domain {st['domain']} failed: HTTP {r.status_code}")
+
+
+def droplets(cfg: LabConfig) -> list[dict[str, Any]]:
+    out = []
+    for cid in list_labelled("container", cfg.label):
+        info = inspect("container", cid) or {}
+        labels = info.get("Config", {}).get("Labels") or {}
+        if DROPLET_LABEL not in labels:
+            continue
+        net = info.get("NetworkSettings", {}).get("Networks", {}).get(cfg.network) or {}
+        out.append({"id": int(labels[DROPLET_LABEL]), "container": info.get("Name", "").lstrip("/"),
+                    "hostname": info.get("Config", {}).get("Hostname"), "ip": net.get("IPAddress"),
+                    "state": info.get("State", {}).get("Status")})
+    return sorted(out, key=lambda d: d["id"])
+
+
+def status(cfg: LabConfig) -> dict[str, Any]:
+    st = state.read(cfg.state_dir)
+    images = {t: (inspect("image", t) is not None) for t in [recipes.DROPLET_TAG, *recipes.STANDINS]}
+    return {"api_running": bool(st and _api_alive(st)), "api_url": (st or {}).get("api_url"),
+            "pid": (st or {}).get("pid"), "network": cfg.network,
+            "network_exists": inspect("network", cfg.network) is not None,
+            "droplets": droplets(cfg), "images": images}
+
+
+def stop_api(cfg: LabConfig, timeout: float = 10.0) -> bool:
+    st = state.read(cfg.state_dir) or {}
+    pid = st.get("pid")
+    if not pid or not _pid_is_api(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_is_api(pid) and time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                break
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    if _pid_is_api(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def down(cfg: LabConfig, purge_images: bool = False, log: Log = print) -> dict[str, list[str]]:
+    """Remove what this lab made, found by its label (and its state files); nothing else."""
+    removed: dict[str, list[str]] = {"api": [], "containers": [], "volumes": [], "networks": [],
+                                     "images": [], "files": []}
+    if stop_api(cfg):
+        removed["api"].append(str((state.read(cfg.state_dir) or {}).get("pid")))
+    for kind, key in (("container", "containers"), ("volume", "volumes"), ("network", "networks")):
+        for obj in list_labelled(kind, cfg.label):
+            if kind == "container":
+                docker("rm", "-f", "-v", obj)
+            else:
+                docker(kind, "rm", obj)
+            removed[key].append(obj[:12])
+    if purge_images:
+        removed["images"] = builder.remove_standins(log)
+    for name in ("state.json", "api-state.json", "api.log", "id_ed25519", "id_ed25519.pub",
+                 "stack.env", "known_hosts", "dashboard-password"):
+        p = cfg.state_dir / name
+        if p.exists():
+            p.unlink()
+            removed["files"].append(str(p))
+    if cfg.state_dir.is_dir() and not any(cfg.state_dir.iterdir()):
+        cfg.state_dir.rmdir()
+    log("lab is down: " + ", ".join(f"{len(v)} {k}" for k, v in removed.items()))
+    return removed
+
+
+def env_values(cfg: LabConfig, stack_example: Path = Path(__file__).resolve().parent.parent / "stack" / ".env.example") -> dict[str, str]:
+    """The variables `inv deploy --env-file` needs to deploy into this lab."""
+    st = state.read(cfg.state_dir)
+    if not st:
+        raise LabError("the lab is not up (no state in "
+                       f"{cfg.state_dir}/): run `inv lab.up` first")
+    values = {"DIGITALOCEAN_TOKEN": st["token"], "DIGITALOCEAN_END_POINT": st["api_url"],
+              "DOMAIN": st["domain"], "SSH_KEY_PATH": st["ssh_key"],
+              "SSH_KNOWN_HOSTS": str((cfg.state_dir / "known_hosts").resolve()),
+              "OPERATOR_IP_URL": f"http://127.0.0.1:{st['port']}/lab/my-ip"}
+    if stack_example.exists():
+        kept_path = cfg.state_dir / "stack.env"
+        kept = stackenv.parse_example(kept_path.read_text()) if kept_path.exists() else {}
+        pw_path = cfg.state_dir / "dashboard-password"
+        if not pw_path.exists():
+            state.write_private(pw_path, secrets.token_urlsafe(18) + "\n")
+        example = stackenv.parse_example(stack_example.read_text())
+        stack = stackenv.lab_values(example, st["domain"], st["operator_ip"], kept,
+                                    pw_path.read_text().strip())
+        state.write_private(kept_path, stackenv.format_env(stack))
+        values.update({k: v for k, v in stack.items() if k != "DOMAIN"})
+    return values
+
+
+__all__ = ["up", "down", "status", "env_values", "build_images", "droplets", "stop_api"]
