@@ -112,9 +112,9 @@ def logs(t: ComposeTarget, service: str, tail: int = 200, timestamps: bool = Tru
     return _c(t, *args, service)
 
 
-def config(t: ComposeTarget) -> str:
+def config(t: ComposeTarget, json: bool = False) -> str:
     """The resolved compose config. Interpolated values may be secret: redact before saving."""
-    return _c(t, "config")
+    return _c(t, "config", *(["--format", "json"] if json else []))
 
 
 def images(t: ComposeTarget) -> str:

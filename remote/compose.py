@@ -1,0 +1,261 @@
+"""Bring the stack up on the droplet with docker compose, and explain failures.
+
+build (all / only changed services / nothing) -> ``up -d --wait`` -> ``ps --format json``.
+Recreated containers and rebuilt images are found by comparing ids before and
+after, so the caller can report what an update really touched. Volumes are never
+removed here (no ``down -v``): update-only deploys keep their data.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import fabric
+from invoke.exceptions import CommandTimedOut
+
+from remote import commands as cmd
+
+
+@dataclass(frozen=True)
+class ComposeSpec:
+    project: str
+    base: str                                   # /opt/<project>; compose runs in <base>/current
+    compose_files: tuple[str, ...] = ("compose.yml",)   # relative to the release folder
+    env_file: str | None = None                 # absolute path on the droplet (shared/.env)
+    wait_timeout: int = 180
+    build_timeout: int | None = 1800
+    log_tail: int = 200
+
+    def target(self) -> cmd.ComposeTarget:
+        current = posixpath.join(self.base, "current")
+        return cmd.ComposeTarget(
+            project=self.project,
+            compose_files=tuple(posixpath.join(current, f) for f in self.compose_files),
+            env_file=self.env_file, project_directory=current)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    name: str
+    state: str          # running, exited, created, ...
+    health: str         # healthy, unhealthy, starting, or "" without a healthcheck
+    status: str         # docker's human text, e.g. "Up 3 minutes (healthy)"
+    container_id: str
+    image_id: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "running" and self.health in ("", "healthy")
+
+
+@dataclass(frozen=True)
+class UpResult:
+    services: dict[str, ServiceState]
+    recreated: list[str]        # services whose container id changed (or is new)
+    rebuilt: list[str]          # services whose image id changed (or is new)
+    built: list[str] | None     # what we asked to build; None = everything
+    output: str = field(default="", repr=False)
+
+
+class ComposeError(Exception):
+    """A service failed to build or become healthy; ``diagnostics`` maps file name -> text.
+
+    Diagnostics may contain secrets printed by the services: the caller passes them
+    through the redactor when writing the run folder.
+    """
+
+    def __init__(self, service: str, reason: str, diagnostics: dict[str, str],
+                 hint: str = "") -> None:
+        self.service = service
+        self.reason = reason
+        self.diagnostics = diagnostics
+        self.hint = hint or (f"read logs-{service}.txt and health-{service}.json in the run "
+                             f"folder; fix the service and run `inv deploy --update-only`")
+        super().__init__(f"service {service}: {reason}\n  fix: {self.hint}")
+
+
+# --- parsing (pure) ---------------------------------------------------------------------
+
+def parse_ps_json(text: str) -> list[dict]:
+    """``compose ps --format json``: a JSON array (older compose) or one object per line."""
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+
+
+def states_from_ps(rows: Iterable[dict]) -> dict[str, ServiceState]:
+    out: dict[str, ServiceState] = {}
+    for row in rows:
+        name = row.get("Service") or row.get("Name", "")
+        out[name] = ServiceState(name=name, state=str(row.get("State", "")).lower(),
+                                 health=str(row.get("Health", "") or "").lower(),
+                                 status=str(row.get("Status", "")), container_id=str(row.get("ID", "")))
+    return out
+
+
+def failing_services(states: dict[str, ServiceState]) -> list[tuple[str, str]]:
+    """(service, reason) for every service that is not ok, root causes first.
+
+    A service stuck in "created" usually waits on an unhealthy dependency, so it
+    is listed after the unhealthy/exited ones.
+    """
+    rank = {"unhealthy": 0, "exited": 1, "dead": 1, "restarting": 2, "starting": 3}
+    found = []
+    for s in states.values():
+        if s.ok:
+            continue
+        if s.health == "unhealthy":
+            key, why = "unhealthy", f"unhealthy ({s.status})"
+        elif s.state in ("exited", "dead"):
+            key, why = "exited", f"exited ({s.status})"
+        elif s.state == "restarting":
+            key, why = "restarting", f"keeps restarting ({s.status})"
+        elif s.health == "starting":
+            key, why = "starting", f"not healthy before the wait timeout ({s.status})"
+        else:
+            key, why = "created", f"not started: {s.state or 'unknown state'} ({s.status})"
+        found.append((rank.get(key, 4), s.name, why))
+    return [(name, why) for _, name, why in sorted(found)]
+
+
+_BUILD_EVENT = re.compile(r"^\s*Image (\S+) (Building|Built)\s*$", re.M)
+
+
+def failed_build_image(output: str) -> str | None:
+    """The image whose build started but never finished, from compose's progress lines."""
+    started: list[str] = []
+    done: set[str] = set()
+    for image, event in _BUILD_EVENT.findall(output):
+        if event == "Building" and image not in started:
+            started.append(image)
+        elif event == "Built":
+            done.add(image)
+    pending = [i for i in started if i not in done]
+    return pending[0] if len(pending) == 1 else None
+
+
+def build_images(config: dict, project: str) -> dict[str, str]:
+    """image name -> service, for services that have a build section."""
+    out = {}
+    for name, svc in (config.get("services") or {}).items():
+        if svc and svc.get("build") is not None:
+            out[svc.get("image") or f"{project}-{name}"] = name
+    return out
+
+
+# --- remote ---------------------------------------------------------------------------
+
+def _run(conn: fabric.Connection, command: str, timeout: float | None = None):
+    try:
+        return conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+    except CommandTimedOut as exc:
+        return exc.result
+
+
+def _output(res) -> str:
+    return (res.stdout or "") + (res.stderr or "")
+
+
+def snapshot(conn: fabric.Connection, spec: ComposeSpec) -> dict[str, ServiceState]:
+    """Current service states with full container and image ids."""
+    t = spec.target()
+    res = _run(conn, cmd.ps(t, json=True))
+    if res.exited != 0:
+        return {}
+    states = states_from_ps(parse_ps_json(res.stdout))
+    if not states:
+        return states
+    res = _run(conn, cmd.inspect_containers(s.container_id for s in states.values()))
+    ids = {}
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            ids[parts[2]] = (parts[0], parts[1])
+    return {name: ServiceState(s.name, s.state, s.health, s.status,
+                               ids.get(name, (s.container_id, ""))[0], ids.get(name, ("", ""))[1])
+            for name, s in states.items()}
+
+
+def diagnostics(conn: fabric.Connection, spec: ComposeSpec, services: Iterable[str],
+                extra: dict[str, str] | None = None) -> dict[str, str]:
+    """compose ps, plus logs (bounded tail) and healthcheck output of the given services."""
+    t = spec.target()
+    out = dict(extra or {})
+    out["compose-ps.txt"] = _output(_run(conn, cmd.ps(t)))
+    states = snapshot(conn, spec)
+    for name in services:
+        out[f"logs-{name}.txt"] = _output(_run(conn, cmd.logs(t, name, tail=spec.log_tail)))
+        if name in states and states[name].container_id:
+            out[f"health-{name}.json"] = _output(_run(conn, cmd.health(states[name].container_id)))
+    return out
+
+
+def _build_config(conn: fabric.Connection, spec: ComposeSpec) -> dict:
+    # Parsed in memory only: the resolved config may contain interpolated secrets.
+    res = _run(conn, cmd.config(spec.target(), json=True))
+    try:
+        return json.loads(res.stdout) if res.exited == 0 else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _build(conn: fabric.Connection, spec: ComposeSpec, services: set[str] | None, pull: bool) -> str:
+    res = _run(conn, cmd.build(spec.target(), services, pull=pull), timeout=spec.build_timeout)
+    text = _output(res)
+    if res.exited == 0:
+        return text
+    images = build_images(_build_config(conn, spec), spec.project)
+    image = failed_build_image(text)
+    service = images.get(image) if image else None
+    if service is None:
+        candidates = sorted(services) if services else sorted(images.values())
+        service = candidates[0] if len(candidates) == 1 else ", ".join(candidates) or "build"
+    timed_out = res.exited is None or (spec.build_timeout and "timed out" in text.lower())
+    reason = (f"image build did not finish within {spec.build_timeout} s" if timed_out
+              else "image build failed")
+    raise ComposeError(service, reason, diagnostics(conn, spec, [], {"compose-build.txt": text}),
+                       hint="read compose-build.txt in the run folder (the failing Dockerfile "
+                            "step is near its end); fix it and deploy again")
+
+
+def up(conn: fabric.Connection, spec: ComposeSpec, services_to_build: set[str] | None = None,
+       pull: bool = False) -> UpResult:
+    """Build (all if None, nothing if empty), start and wait until every service is healthy."""
+    t = spec.target()
+    before = snapshot(conn, spec)
+    log = []
+    if pull:
+        res = _run(conn, cmd.pull(t), timeout=spec.build_timeout)
+        log.append(_output(res))
+        if res.exited != 0:
+            raise ComposeError("pull", "pulling images failed",
+                               diagnostics(conn, spec, [], {"compose-pull.txt": _output(res)}),
+                               hint="check the droplet can reach the image registry")
+    if services_to_build is None or services_to_build:
+        log.append(_build(conn, spec, services_to_build, pull))
+    res = _run(conn, cmd.up(t, spec.wait_timeout), timeout=spec.wait_timeout + 300)
+    log.append(_output(res))
+    after = snapshot(conn, spec)
+    failing = failing_services(after)
+    if res.exited != 0 or failing:
+        if not failing:
+            last = _output(res).strip().splitlines()
+            raise ComposeError("compose", f"up failed: {last[-1] if last else 'exit status ' + str(res.exited)}",
+                               diagnostics(conn, spec, [], {"compose-up.txt": _output(res)}),
+                               hint="read compose-up.txt in the run folder")
+        names = [n for n, _ in failing]
+        raise ComposeError(names[0], failing[0][1],
+                           diagnostics(conn, spec, names, {"compose-up.txt": _output(res)}))
+    recreated = sorted(n for n, s in after.items()
+                       if n not in before or before[n].container_id != s.container_id)
+    rebuilt = sorted(n for n, s in after.items()
+                     if n not in before or (s.image_id and before[n].image_id != s.image_id))
+    built = None if services_to_build is None else sorted(services_to_build)
+    return UpResult(services=after, recreated=recreated, rebuilt=rebuilt, built=built,
+                    output="".join(log))
