@@ -227,7 +227,7 @@ def _classify(exc: BaseException, what: str, spec: CloudSpec) -> Exception:
                           "or connection refused)", None)
     resp = _response_of(exc)
     status = resp.status_code if resp is not None else None
-    message = _scrub(str(exc), spec) or type(exc).__name__
+    message = _scrub(str(exc), spec).rstrip(".") or type(exc).__name__
     if isinstance(exc, JSONReadError):
         if status is None or status >= 500 or status == 429:
             return _Transient(f"HTTP {status}: unreadable answer", _retry_after(resp))
@@ -301,13 +301,13 @@ def _manager(spec: CloudSpec) -> Any:
 
 
 # --- token, lookup ----------------------------------------------------------------------
-def check_token(spec: CloudSpec) -> AccountInfo:
+def check_token(spec: CloudSpec, on_event: OnEvent = _log_event) -> AccountInfo:
     """Fail fast (TokenMissing / TokenRejected) before anything else touches the API."""
     if not spec.token or not spec.token.strip():
         raise TokenMissing("DigitalOcean API token is missing", TOKEN_HINT)
     with _library_env(spec):
         acct = _call(spec, "checking the API token",
-                     lambda: digitalocean.Account.get_object(api_token=spec.token))
+                     lambda: digitalocean.Account.get_object(api_token=spec.token), on_event)
     return AccountInfo(email=acct.email or "", uuid=acct.uuid or "",
                        droplet_limit=int(acct.droplet_limit or 0))
 
@@ -596,7 +596,7 @@ def provision(spec: CloudSpec, on_event: OnEvent = _log_event) -> ProvisionResul
         raise CloudError(str(exc), "fix DEPLOY_USER / SSH_KEY_PATH (its .pub file)") from None
     if spec.domain:
         dns_hosts(spec.domain, spec.subdomains)  # bad input fails before anything is created
-    account = check_token(spec)
+    account = check_token(spec, on_event)
     on_event("info", f"DigitalOcean token accepted ({account.email})")
     warnings: list[str] = []
     with _library_env(spec):

@@ -20,6 +20,8 @@ class Fault:
     """Answer `times` matching requests (-1: every one) with `status` after `delay` s.
 
     status None means "only slow": wait `delay`, then answer normally.
+    process True means "done but the answer was lost": handle the request, then answer
+    with `status` anyway (what a client sees when a gateway fails after the write).
     """
     method: str
     path_regex: str
@@ -27,6 +29,7 @@ class Fault:
     times: int
     delay: float = 0.0
     retry_after: float | None = None
+    process: bool = False
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:

@@ -7,6 +7,7 @@ DropletBackend, called from worker threads so a droplet stays "new" while it is 
 """
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import math
@@ -86,11 +87,13 @@ class FakeDigitalOcean:
 
     # --- test-facing -----------------------------------------------------------------
     def inject(self, method: str, path_regex: str, status: int | None, times: int = 1,
-               delay: float = 0.0, retry_after: float | None = None) -> Fault:
+               delay: float = 0.0, retry_after: float | None = None,
+               process: bool = False) -> Fault:
         """Make the next `times` requests matching METHOD + regex (searched in the path,
-        e.g. "/v2/droplets") fail with `status` (None: only delayed). times=-1: forever."""
+        e.g. "/v2/droplets") fail with `status` (None: only delayed). times=-1: forever.
+        process=True handles the request first and then fails (a lost answer)."""
         return self.faults.add(Fault(method.upper(), path_regex, status, times, delay,
-                                     retry_after))
+                                     retry_after, process))
 
     @property
     def requests(self) -> list[RequestRecord]:
@@ -317,6 +320,10 @@ class FakeDigitalOcean:
         try:
             if not authorized:
                 raise ApiError(401, "Unauthorized", "Unable to authenticate you.")
+            if fault and fault.status and fault.process and path.startswith("/v2/"):
+                self._tls.path = path[len("/v2/"):]
+                with contextlib.suppress(ApiError):
+                    self.dispatch(method, "/" + self._tls.path, query, body)
             if fault and fault.status:
                 error_id, message = ERROR_IDS.get(fault.status, ("error", "Injected failure."))
                 if fault.retry_after is not None:

@@ -10,6 +10,7 @@ import base64
 import copy
 import hashlib
 import ipaddress
+import re
 import threading
 import time
 import uuid
@@ -17,6 +18,7 @@ from typing import Any
 
 RECORD_TYPES = {"A", "AAAA", "CNAME", "TXT", "MX", "NS", "SRV", "CAA", "SOA"}
 FIREWALL_PROTOCOLS = {"tcp", "udp", "icmp"}
+HOSTNAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]{0,252}$")
 
 
 class ApiError(Exception):
@@ -211,6 +213,8 @@ class FakeStore:
         for field in ("name", "region", "size", "image"):
             if not body.get(field):
                 raise unprocessable(f"{field} is required")
+        if not HOSTNAME.match(str(body["name"])):
+            raise unprocessable("Only valid hostname characters are allowed. (a-z, A-Z, 0-9, . and -)")
         tags = body.get("tags") or []
         if not isinstance(tags, list):
             raise unprocessable("tags must be a list")
@@ -260,6 +264,8 @@ class FakeStore:
                 droplet["_build_error"] = error
                 return True
             droplet["status"] = "active"
+            if not public_ip:  # a backend may build a private-only machine
+                return True
             droplet["networks"]["v4"].append({"ip_address": public_ip, "netmask": "255.255.255.0",
                                               "gateway": public_ip.rsplit(".", 1)[0] + ".1",
                                               "type": "public"})
