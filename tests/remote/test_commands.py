@@ -1,0 +1,107 @@
+"""remote/commands.py as plain strings: quoting, fixed project, no secrets, shell safety."""
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+
+from remote import commands as cmd
+
+T = cmd.ComposeTarget(project="myapp", compose_files=("/opt/my app/current/compose.yml",),
+                      env_file="/opt/my app/shared/.env", project_directory="/opt/my app/current")
+
+
+def test_compose_prefix_pins_project_dir_files_and_env_file():
+    assert cmd.compose("myapp", ["/a/compose.yml", "/a/override.yml"], "/a/.env", "ps") == \
+        "docker compose -p myapp -f /a/compose.yml -f /a/override.yml --env-file /a/.env ps"
+    assert cmd.ps(T, json=True) == (
+        "docker compose -p myapp --project-directory '/opt/my app/current' "
+        "-f '/opt/my app/current/compose.yml' --env-file '/opt/my app/shared/.env' "
+        "ps --all --format json")
+
+
+@pytest.mark.parametrize("bad", [dict(project=""), dict(compose_files=[])])
+def test_compose_requires_project_and_files(bad):
+    args = dict(project="p", compose_files=["c.yml"], env_file=None) | bad
+    with pytest.raises(ValueError):
+        cmd.compose(args["project"], args["compose_files"], args["env_file"])
+
+
+def test_build_up_logs_and_friends():
+    pre = shlex.join(["docker", "compose", "-p", "myapp", "--project-directory", "/opt/my app/current",
+                      "-f", "/opt/my app/current/compose.yml", "--env-file", "/opt/my app/shared/.env"])
+    assert cmd.build(T) == pre + " build"
+    assert cmd.build(T, {"web", "api"}, pull=True) == pre + " build --pull api web"
+    assert cmd.up(T, 120) == pre + " up -d --wait --wait-timeout 120 --no-build --remove-orphans"
+    assert cmd.up(T, 60, services={"api"}, no_deps=True) == \
+        pre + " up -d --wait --wait-timeout 60 --no-build --remove-orphans --no-deps api"
+    assert cmd.logs(T, "traefik", tail=50) == pre + " logs --no-color --tail 50 --timestamps traefik"
+    assert cmd.logs(T, "api", timestamps=False).endswith(" logs --no-color --tail 200 api")
+    assert cmd.config(T) == pre + " config"
+    assert cmd.config(T, json=True) == pre + " config --format json"
+    assert cmd.images(T) == pre + " images --format json"
+    assert cmd.exec_cat(T, "traefik", "/etc/traefik/dynamic.yml") == \
+        pre + " exec -T traefik cat /etc/traefik/dynamic.yml"
+    assert cmd.pull(T) == pre + " pull --quiet --ignore-buildable"
+    with pytest.raises(ValueError):
+        cmd.up(T, 0)
+    assert "down" not in cmd.up(T, 10) and "-v" not in cmd.up(T, 10).split()
+
+
+def test_docker_and_host_probes():
+    assert cmd.container_ip("myapp-api-1", "my net") == \
+        "docker inspect --format '{{(index .NetworkSettings.Networks \"my net\").IPAddress}}' myapp-api-1"
+    assert cmd.container_env("c1") == "docker inspect --format '{{json .Config.Env}}' c1"
+    assert cmd.health("c1") == "docker inspect --format '{{json .State.Health}}' c1"
+    assert cmd.inspect_containers(["a", "b"]).startswith("docker inspect --format '{{.Id}} {{.Image}} ")
+    with pytest.raises(ValueError):
+        cmd.inspect_containers([])
+    assert cmd.curl_headers("example.com", "api/health", timeout=5) == (
+        "curl -sS -k -D - -o /dev/null --max-time 5 --resolve example.com:443:127.0.0.1 "
+        "https://example.com/api/health")
+    assert cmd.curl_headers("example.com", timeout=2.5).endswith("--max-time 2.5 --resolve "
+                                                                 "example.com:443:127.0.0.1 https://example.com/")
+    assert cmd.docker_system_df() == "docker system df" and cmd.free_m() == "free -m"
+    assert cmd.readlink_current("/opt/app") == "readlink /opt/app/current || true"
+
+
+def test_hostile_values_stay_single_arguments():
+    evil = "x'; rm -rf / #"
+    line = cmd.logs(cmd.ComposeTarget("p", ("c.yml",)), evil)
+    assert shlex.split(line)[-1] == evil
+    assert shlex.split(cmd.remove_paths("/r", [evil]))[-1] == f"/r/{evil}"
+    assert shlex.split(cmd.container_env(evil))[-1] == evil
+
+
+def test_release_and_lock_commands_do_what_they_say(tmp_path):
+    """Run the shell snippets for real in a temp dir: switch is atomic, lock mkdir is exclusive."""
+    base = str(tmp_path / "opt app")
+
+    def sh(line: str) -> str:
+        return subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=True).stdout
+
+    sh(cmd.prepare_layout(base))
+    sh(cmd.make_dir(cmd.release_dir(base, "r1")))
+    sh(cmd.make_dir(cmd.release_dir(base, "r2")))
+    assert sh(cmd.readlink_current(base)) == ""
+    sh(cmd.switch_current(base, "r1"))
+    sh(cmd.switch_current(base, "r2"))
+    assert sh(cmd.readlink_current(base)).strip() == "releases/r2"
+    assert sh(cmd.list_release_dirs(base)).split() == ["r1", "r2"]
+    assert sh(cmd.lock_status(base)) == "free\n"
+    assert sh(cmd.lock_acquire(base)).strip() == "acquired"
+    assert sh(cmd.lock_acquire(base)).strip() == "held"
+    assert sh(cmd.lock_status(base)) == "held\n"
+    sh(cmd.lock_release(base))
+    assert sh(cmd.lock_status(base)) == "free\n"
+    assert cmd.remove_paths(base, []) == "true" and cmd.remove_releases(base, []) == "true"
+
+
+def test_no_builder_accepts_or_emits_secret_values():
+    """Secrets reach compose through --env-file only: no builder takes an env mapping."""
+    import inspect
+
+    for name, fn in inspect.getmembers(cmd, inspect.isfunction):
+        params = inspect.signature(fn).parameters
+        assert not ({"env", "environment", "secrets", "password", "token"} & set(params)), name
