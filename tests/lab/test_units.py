@@ -1,0 +1,71 @@
+"""Pure parts of the lab: settings validation, firewall rule translation, lab env values."""
+from __future__ import annotations
+
+import pytest
+
+from lab import config as labconfig
+from lab import stackenv
+from lab.droplets import firewall
+from lab.errors import LabError
+from lab.images import recipes
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"LAB_SUBNET": "10.77.0.300/24"}, "LAB_SUBNET"),
+    ({"LAB_SUBNET": "10.77.0.5/24"}, "LAB_SUBNET"),
+    ({"LAB_API_PORT": "http"}, "LAB_API_PORT"),
+    ({"LAB_IMAGES": "hub"}, "LAB_IMAGES"),
+    ({"LAB_NAME": "lab_1!"}, "LAB_NAME"),
+])
+def test_bad_settings_name_the_variable_and_the_fix(env, needle):
+    with pytest.raises(LabError) as err:
+        labconfig.load({}, environ=env)
+    assert needle in str(err.value) and "invoke.yaml" in str(err.value)
+
+
+def test_settings_precedence_yaml_then_environment():
+    cfg = labconfig.load({"subnet": "10.90.0.0/24", "api_port": 9000}, environ={"LAB_API_PORT": "9001"})
+    assert (cfg.subnet, cfg.api_port, cfg.gateway) == ("10.90.0.0/24", 9001, "10.90.0.1")
+    assert labconfig.load({}, environ=cfg.to_env()) == cfg
+
+
+def test_firewall_rules_allow_listed_sources_then_drop():
+    rules = [{"protocol": "tcp", "ports": "22", "sources": {"addresses": ["198.51.100.7", "::/0"]}},
+             {"protocol": "tcp", "ports": "8000-8010", "sources": {"droplet_ids": [5]}},
+             {"protocol": "icmp", "sources": {"addresses": ["0.0.0.0/0"]}}]
+    lines = firewall.rule_lines(rules, {5: "10.77.0.9"})
+    assert lines[0][-3:] == ["ESTABLISHED,RELATED", "-j", "RETURN"]
+    assert ["-A", "LAB-FW", "-p", "tcp", "-s", "198.51.100.7/32", "--dport", "22", "-j", "RETURN"] in lines
+    assert ["-A", "LAB-FW", "-p", "tcp", "-s", "10.77.0.9/32", "--dport", "8000:8010", "-j", "RETURN"] in lines
+    assert ["-A", "LAB-FW", "-p", "icmp", "-s", "0.0.0.0/0", "-j", "RETURN"] in lines
+    assert lines[-1] == ["-A", "LAB-FW", "-j", "DROP"]
+    assert not any("::/0" in " ".join(line) for line in lines)   # IPv4-only lab network
+
+
+def test_no_rules_means_an_open_droplet_but_the_chain_is_still_reset():
+    assert firewall.rule_lines([]) == []
+    script = firewall.script([])
+    assert "-F LAB-FW" in script and "DROP" not in script
+
+
+def test_recipe_digest_follows_its_content():
+    base = recipes.REDIS.digest("b1")
+    assert base == recipes.REDIS.digest("b1")
+    assert base != recipes.REDIS.digest("b2")                      # new base -> rebuild
+    changed = recipes.Recipe(**{**recipes.REDIS.__dict__, "packages": ("redis-server",)})
+    assert changed.digest("b1") != base
+
+
+def test_lab_env_generates_secrets_once_and_keeps_the_rest():
+    example = stackenv.parse_example(
+        "# c\nDOMAIN=example.com\nPOSTGRES_PASSWORD=change-me-pw\nPOSTGRES_DB=app\n"
+        "FLOWER_BASIC_AUTH='admin:$apr1$examples$x'\nDASHBOARD_ALLOWLIST=203.0.113.10/32\n")
+    first = stackenv.lab_values(example, "app.lab.test", "10.77.0.1", {}, "pw")
+    assert first["DOMAIN"] == "app.lab.test" and first["POSTGRES_DB"] == "app"
+    assert first["POSTGRES_PASSWORD"] != "change-me-pw" and len(first["POSTGRES_PASSWORD"]) >= 32
+    assert first["DASHBOARD_ALLOWLIST"] == "10.77.0.1/32"
+    assert first["FLOWER_BASIC_AUTH"] == stackenv.htpasswd_sha("admin", "pw")
+    kept = stackenv.parse_example(stackenv.format_env(first))
+    assert kept == first                                         # round-trips through the file
+    again = stackenv.lab_values(example, "app.lab.test", "10.77.0.1", kept, "pw")
+    assert again["POSTGRES_PASSWORD"] == first["POSTGRES_PASSWORD"]
