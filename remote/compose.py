@@ -17,6 +17,7 @@ import fabric
 from invoke.exceptions import CommandTimedOut
 
 from remote import commands as cmd
+from remote.errors import RemoteError
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class UpResult:
     output: str = field(default="", repr=False)
 
 
-class ComposeError(Exception):
+class ComposeError(RemoteError):
     """A service failed to build or become healthy; ``diagnostics`` maps file name -> text.
 
     Diagnostics may contain secrets printed by the services: the caller passes them
@@ -72,9 +73,9 @@ class ComposeError(Exception):
         self.service = service
         self.reason = reason
         self.diagnostics = diagnostics
-        self.hint = hint or (f"read logs-{service}.txt and health-{service}.json in the run "
-                             f"folder; fix the service and run `inv deploy --update-only`")
-        super().__init__(f"service {service}: {reason}\n  fix: {self.hint}")
+        super().__init__(f"service {service}: {reason}",
+                         hint or (f"read logs-{service}.txt and health-{service}.json in the run "
+                                  f"folder; fix the service and run `inv deploy --update-only`"))
 
 
 # --- parsing (pure) ---------------------------------------------------------------------

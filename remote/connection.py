@@ -17,19 +17,16 @@ import fabric
 import paramiko
 from paramiko.hostkeys import HostKeys
 
+from remote.errors import RemoteError
+
 # Errors that mean "nothing is listening yet / network not ready": worth retrying
 # (a freshly booted droplet refuses SSH for a while). Auth and host-key errors are not.
 _RETRYABLE = (paramiko.ssh_exception.NoValidConnectionsError, socket.timeout, TimeoutError,
               ConnectionError, EOFError)
 
 
-class SshError(Exception):
-    """A connection problem with a message that says what failed and a ``hint`` to fix it."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(f"{message}\n  fix: {hint}" if hint else message)
-        self.message = message
-        self.hint = hint
+class SshError(RemoteError):
+    """A connection problem: what failed, and a ``hint`` to fix it."""
 
 
 @dataclass(frozen=True)

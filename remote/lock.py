@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import fabric
 
 from remote import commands as cmd
+from remote.errors import RemoteError
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,8 @@ class LockHolder:
         return f"{self.who} since {self.when}{what} ({self.command})"
 
 
-class LockError(Exception):
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(f"{message}\n  fix: {hint}" if hint else message)
-        self.message = message
-        self.hint = hint
+class LockError(RemoteError):
+    """The lock could not be read, taken or released."""
 
 
 class LockHeld(LockError):

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping
 import fabric
 
 from remote import commands as cmd
+from remote.errors import RemoteError
 
 IGNORED_DIRS = frozenset({"node_modules", "__pycache__", ".git", "dist", ".pytest_cache",
                           ".venv"})
@@ -37,13 +38,8 @@ RM_BATCH = 400  # paths per rm command: keeps each SSH exec request well under s
 Manifest = dict[str, dict[str, Any]]
 
 
-class ReleaseError(Exception):
+class ReleaseError(RemoteError):
     """A release operation failed; ``hint`` says what to do."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(f"{message}\n  fix: {hint}" if hint else message)
-        self.message = message
-        self.hint = hint
 
 
 @dataclass(frozen=True)
