@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import ipaddress
 import logging
@@ -35,6 +36,7 @@ ENDPOINT_VAR = "DIGITALOCEAN_END_POINT"
 TIMEOUT_VAR = "PYTHON_DIGITALOCEAN_REQUEST_TIMEOUT_SEC"
 ANYWHERE = ("0.0.0.0/0", "::/0")
 DNS_TTL = 300
+TOKEN_CHECK_BUDGET = 5.0  # seconds of retrying allowed while checking the token
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 TOKEN_HINT = ("create a read+write token at https://cloud.digitalocean.com/account/api/tokens "
               "and set DIGITALOCEAN_TOKEN in your .env")
@@ -305,8 +307,10 @@ def check_token(spec: CloudSpec, on_event: OnEvent = _log_event) -> AccountInfo:
     """Fail fast (TokenMissing / TokenRejected) before anything else touches the API."""
     if not spec.token or not spec.token.strip():
         raise TokenMissing("DigitalOcean API token is missing", TOKEN_HINT)
+    # Bounded tighter than other calls: an unusable API must not stall the start of a run.
+    quick = dataclasses.replace(spec, retry_max_total=min(spec.retry_max_total, TOKEN_CHECK_BUDGET))
     with _library_env(spec):
-        acct = _call(spec, "checking the API token",
+        acct = _call(quick, "checking the API token",
                      lambda: digitalocean.Account.get_object(api_token=spec.token), on_event)
     return AccountInfo(email=acct.email or "", uuid=acct.uuid or "",
                        droplet_limit=int(acct.droplet_limit or 0))
@@ -402,6 +406,10 @@ def _wait_active(spec: CloudSpec, droplet: Any, on_event: OnEvent) -> Any:
     deadline = time.monotonic() + spec.active_timeout
     interval = 0.5
     while droplet.status != "active":
+        if droplet.status in ("off", "archive"):
+            raise CloudError(f"droplet {spec.droplet_name} (id {droplet.id}) is {droplet.status!r}",
+                             "power it on in the DigitalOcean control panel, or delete it so a "
+                             "new one is created")
         if time.monotonic() >= deadline:
             raise CloudError(
                 f"droplet {spec.droplet_name} (id {droplet.id}) is still {droplet.status!r} "

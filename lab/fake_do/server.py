@@ -328,8 +328,10 @@ class FakeDigitalOcean:
                 error_id, message = ERROR_IDS.get(fault.status, ("error", "Injected failure."))
                 if fault.retry_after is not None:
                     extra["Retry-After"] = str(fault.retry_after)
-                if fault.status == 429:
+                if fault.status == 429:  # the window reopens when the fault says so
                     extra["ratelimit-remaining"] = "0"
+                    extra["ratelimit-reset"] = str(math.ceil(time.time() + (
+                        fault.retry_after if fault.retry_after is not None else 1)))
                 raise ApiError(fault.status, error_id, message)
             if not path.startswith("/v2/") and path != "/v2":
                 raise not_found()

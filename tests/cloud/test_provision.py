@@ -205,6 +205,34 @@ def test_persistent_server_error_gives_up_after_bounded_attempts(fake, spec):
     assert TOKEN not in str(err.value)
 
 
+def test_ratelimit_reset_is_honoured_without_retry_after(fake, spec):
+    fake.inject("GET", r"^/v2/account$", 429, times=1)  # only ratelimit-reset, about 1 s ahead
+    started = time.monotonic()
+    cloud.check_token(spec)
+    assert time.monotonic() - started >= 0.9
+
+
+def test_unreachable_api_fails_the_token_check_quickly(spec):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v2/"
+    started = time.monotonic()
+    with pytest.raises(CloudUnavailable) as err:
+        cloud.check_token(with_(spec, endpoint=dead, retry_base_delay=0.5, max_retries=10,
+                                retry_max_total=600))
+    assert time.monotonic() - started < 6
+    assert "ConnectionError" in str(err.value)
+
+
+def test_powered_off_droplet_is_reported_at_once(fake, spec):
+    made = cloud.provision(spec).droplet
+    fake.store.droplet(made.id)["status"] = "off"
+    started = time.monotonic()
+    with pytest.raises(CloudError, match="'off'.*power it on"):
+        cloud.provision(spec)
+    assert time.monotonic() - started < 2
+
+
 def test_retry_budget_bounds_total_time(fake, spec):
     fake.inject("*", r"^/v2/account$", 429, times=-1, retry_after=30)
     started = time.monotonic()
