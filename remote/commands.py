@@ -187,6 +187,24 @@ def prepare_layout(base: str) -> str:
     return join(["mkdir", "-p", releases_dir(base), posixpath.join(base, "shared")])
 
 
+STATE_RELEASES = "--- releases"
+STATE_META = "--- current meta"
+
+
+def release_state(base: str) -> str:
+    """One round trip before a push: create the layout, then print the current release,
+    the release folders and the current release's metadata, separated by marker lines."""
+    cur = posixpath.join(base, "current")
+    return (f"{prepare_layout(base)} && echo \"current:$(readlink {q(cur)} || true)\" && "
+            f"echo {q(STATE_RELEASES)} && ls -1 {q(releases_dir(base))} && "
+            f"echo {q(STATE_META)} && (cat {q(posixpath.join(cur, RELEASE_META))} 2>/dev/null || true)")
+
+
+def chain(*commands: str) -> str:
+    """Run commands in order, stopping at the first failure."""
+    return " && ".join(c for c in commands if c and c != "true") or "true"
+
+
 def list_release_dirs(base: str) -> str:
     """Release folder names, one per line (hidden staging folders excluded)."""
     return f"ls -1 {q(releases_dir(base))} 2>/dev/null || true"

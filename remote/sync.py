@@ -203,6 +203,20 @@ def release_ids(conn: fabric.Connection, base: str) -> list[str]:
     return sorted(line.strip() for line in out.splitlines() if line.strip())
 
 
+def release_state(conn: fabric.Connection, base: str) -> tuple[str | None, list[str], dict | None]:
+    """(current release id, all release ids, current release metadata) in one round trip."""
+    out = _run(conn, cmd.release_state(base), "reading the release state")
+    head, _, rest = out.partition(cmd.STATE_RELEASES + "\n")
+    listing, _, meta_text = rest.partition(cmd.STATE_META + "\n")
+    link = head.strip().removeprefix("current:").strip()
+    ids = sorted(line.strip() for line in listing.splitlines() if line.strip())
+    try:
+        meta = json.loads(meta_text) if meta_text.strip() else None
+    except json.JSONDecodeError:
+        meta = None
+    return (posixpath.basename(link) if link else None), ids, meta
+
+
 def read_release_meta(conn: fabric.Connection, base: str, release_id: str) -> dict | None:
     res = conn.run(cmd.cat_release_meta(base, release_id), hide=True, warn=True, in_stream=False)
     if res.exited != 0:
@@ -242,12 +256,10 @@ def push(conn: fabric.Connection, base: str, source: Path, now: datetime | None 
     """Create a new release from ``source`` and return what was sent. Does not switch ``current``."""
     _check_base(base)
     manifest = local_manifest(source)
-    _run(conn, cmd.prepare_layout(base), "creating the release layout")
-    previous = current_release(conn, base)
-    existing = release_ids(conn, base)
+    previous, existing, current_meta = release_state(conn, base)
     if previous is not None and previous not in existing:
         previous = None  # dangling symlink: treat as a first push
-    old_manifest = (read_release_meta(conn, base, previous) or {}).get("manifest", {}) if previous else {}
+    old_manifest = (current_meta or {}).get("manifest", {}) if previous else {}
     changed, removed = diff_manifests(old_manifest, manifest)
 
     release_id = new_release_id(manifest, now)
@@ -256,26 +268,29 @@ def push(conn: fabric.Connection, base: str, source: Path, now: datetime | None 
         release_id = f"{new_release_id(manifest, now)}-{n}"
         n += 1
     staging = posixpath.join(cmd.releases_dir(base), f".staging-{release_id}")
-    _run(conn, cmd.remove_releases(base, [f".staging-{release_id}"]), "clearing stale staging")
+    clear_stale = cmd.remove_releases(base, [f".staging-{release_id}"])
     if previous and old_manifest:
-        _run(conn, cmd.hardlink_copy(cmd.release_dir(base, previous), staging), "hard-link copy")
         to_unlink = changed + removed
-        for i in range(0, len(to_unlink), RM_BATCH):
-            _run(conn, cmd.remove_paths(staging, to_unlink[i:i + RM_BATCH]), "removing old files")
-        if removed:
-            _run(conn, cmd.prune_empty_dirs(staging), "removing empty folders")
+        batches = [to_unlink[i:i + RM_BATCH] for i in range(0, len(to_unlink), RM_BATCH)] or [[]]
+        _run(conn, cmd.chain(clear_stale, cmd.hardlink_copy(cmd.release_dir(base, previous), staging),
+                             cmd.remove_paths(staging, batches[0]),
+                             cmd.prune_empty_dirs(staging) if removed else ""),
+             "preparing the release from the previous one")
+        for batch in batches[1:]:
+            _run(conn, cmd.remove_paths(staging, batch), "removing old files")
     else:
         changed, removed = sorted(manifest), []
-        _run(conn, cmd.make_dir(staging), "creating the release folder")
+        _run(conn, cmd.chain(clear_stale, cmd.make_dir(staging)), "creating the release folder")
 
     sftp = conn.sftp()
     bytes_sent = 0
+    unpack = ""
     if changed:
         archive = build_archive(source, changed)
         remote_archive = posixpath.join(cmd.releases_dir(base), f".upload-{release_id}.tar.gz")
         _put_replace(sftp, remote_archive, archive)
         bytes_sent += len(archive)
-        _run(conn, cmd.extract_archive(remote_archive, staging), "unpacking the upload", timeout=600)
+        unpack = cmd.extract_archive(remote_archive, staging)
 
     meta = {"id": release_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "previous": previous, "outcome": None, "files_total": len(manifest),
@@ -283,7 +298,8 @@ def push(conn: fabric.Connection, base: str, source: Path, now: datetime | None 
     meta_bytes = json.dumps(meta, indent=1, sort_keys=True).encode()
     _put_replace(sftp, posixpath.join(staging, cmd.RELEASE_META), meta_bytes)
     bytes_sent += len(meta_bytes)
-    _run(conn, cmd.rename(staging, cmd.release_dir(base, release_id)), "publishing the release")
+    _run(conn, cmd.chain(unpack, cmd.rename(staging, cmd.release_dir(base, release_id))),
+         "unpacking and publishing the release", timeout=600)
 
     services = None
     if compose_file and (Path(source) / compose_file).is_file():
