@@ -72,8 +72,10 @@ def keypair(tmp_path) -> Path:
 
 
 def ssh(ip: str, key: Path, user: str = "deploy"):
-    from fabric import Connection
+    from fabric import Config, Connection
+    # in_stream=False: commands never read the test runner's stdin
     return Connection(ip, user=user, connect_timeout=10,
+                      config=Config(overrides={"run": {"in_stream": False}}),
                       connect_kwargs={"key_filename": str(key), "look_for_keys": False,
                                       "allow_agent": False})
 
