@@ -1,0 +1,195 @@
+"""The Python services for real: FastAPI + Django (gunicorn) + Celery on real Redis/PostgreSQL."""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import psycopg
+import pytest
+import redis
+import requests
+
+from .conftest import API_RPM, api_env, start_api
+from .helpers import STACK, VENV_BIN, free_port, start, stop, wait_until
+
+
+def client(ip: str | None = None) -> dict[str, str]:
+    """A fresh client identity (what Traefik puts in X-Real-Ip) so tests don't share a bucket."""
+    return {"X-Real-Ip": ip or f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250)}"}
+
+
+def test_health_reports_ok_and_real_versions(api_server, redis_server):
+    started = time.monotonic()
+    resp = requests.get(f"{api_server.url}/api/health", timeout=5)
+    assert time.monotonic() - started < 2
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["status"] == "ok"
+    import django
+    assert body["checks"]["django"] == {"ok": True, "version": django.get_version(), "database": "ok"}
+    assert body["checks"]["redis"]["version"] == redis.Redis.from_url(redis_server).info("server")["redis_version"]
+    assert body["versions"]["api"] == "1.0.0"
+    assert body["versions"]["python"] == f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+
+
+def test_health_is_fast_and_degraded_when_django_hangs(workdir, stack_env, api_server):
+    # A socket that accepts connections and never answers: the worst kind of "down".
+    with socket.socket() as hang:
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(16)
+        url = f"http://127.0.0.1:{hang.getsockname()[1]}"
+        proc, service = start_api(workdir, api_env(stack_env, url, API_RPM), "api-hanging-django", workers=1)
+        try:
+            started = time.monotonic()
+            resp = requests.get(f"{service.url}/api/health", timeout=10)
+            elapsed = time.monotonic() - started
+        finally:
+            stop(proc)
+    assert resp.status_code == 503
+    body = resp.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["django"]["ok"] is False and body["checks"]["redis"]["ok"] is True
+    assert elapsed < 3, f"health took {elapsed:.1f}s with Django hanging"
+
+
+def test_notes_round_trip_through_django_into_postgres(api_server, postgres_server):
+    text = f"note {uuid.uuid4()}"
+    created = requests.post(f"{api_server.url}/api/notes", json={"text": text}, headers=client(), timeout=5)
+    assert created.status_code == 201, created.text
+    assert created.json()["text"] == text
+    listed = requests.get(f"{api_server.url}/api/notes", headers=client(), timeout=5).json()["notes"]
+    assert listed[0]["text"] == text and listed[0]["id"] == created.json()["id"]
+    pg = postgres_server
+    with psycopg.connect(host="127.0.0.1", port=pg.port, dbname=pg.db, user=pg.user, password=pg.password) as conn:
+        row = conn.execute("SELECT text FROM notes_note WHERE id = %s", (created.json()["id"],)).fetchone()
+    assert row == (text,)
+
+
+def test_note_validation_is_the_callers_error(api_server):
+    for bad in ({"text": ""}, {"text": "x" * 501}, {}):
+        assert requests.post(f"{api_server.url}/api/notes", json=bad, headers=client(), timeout=5).status_code == 422
+
+
+def test_django_internal_api_requires_the_shared_token(django_server, stack_env):
+    url = f"{django_server.url}/internal/notes"
+    assert requests.get(url, timeout=5).status_code == 403
+    assert requests.get(url, headers={"X-Internal-Token": "wrong"}, timeout=5).status_code == 403
+    ok = requests.get(url, headers={"X-Internal-Token": stack_env["INTERNAL_API_TOKEN"]}, timeout=5)
+    assert ok.status_code == 200 and "notes" in ok.json()
+
+
+def test_celery_job_round_trip_through_a_real_worker(api_server):
+    headers = client()
+    started = requests.post(f"{api_server.url}/api/jobs", json={"text": "hello background world"},
+                            headers=headers, timeout=5)
+    assert started.status_code == 202
+    job_id = started.json()["id"]
+    deadline = time.monotonic() + 30
+    while True:
+        job = requests.get(f"{api_server.url}/api/jobs/{job_id}", headers=headers, timeout=5).json()
+        if job["state"] in {"SUCCESS", "FAILURE"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert job["state"] == "SUCCESS", job
+    assert job["result"]["upper"] == "HELLO BACKGROUND WORLD"
+    assert job["result"]["words"] == 3
+    assert job["result"]["notes_in_db"] >= 0
+
+
+def test_unknown_jobs_are_404(api_server):
+    for job_id in (str(uuid.uuid4()), "not-a-uuid"):
+        resp = requests.get(f"{api_server.url}/api/jobs/{job_id}", headers=client(), timeout=5)
+        assert resp.status_code == 404 and resp.json()["detail"] == "no such job"
+
+
+def _burst(url: str, headers: dict, n: int) -> list[requests.Response]:
+    with requests.Session() as s:
+        return [s.get(url, headers=headers, timeout=5) for _ in range(n)]
+
+
+def test_burst_beyond_the_limit_gets_429_with_headers(api_server):
+    headers = client()
+    first = requests.get(f"{api_server.url}/api/notes", headers=headers, timeout=5)
+    if int(first.headers["X-RateLimit-Reset"]) < 8:  # don't straddle the window boundary
+        time.sleep(int(first.headers["X-RateLimit-Reset"]) + 0.5)
+        headers = client()
+        first = requests.get(f"{api_server.url}/api/notes", headers=headers, timeout=5)
+    assert first.status_code == 200
+    assert first.headers["X-RateLimit-Limit"] == str(API_RPM)
+    assert first.headers["X-RateLimit-Remaining"] == str(API_RPM - 1)
+    rest = _burst(f"{api_server.url}/api/notes", headers, API_RPM + 2)
+    codes = [r.status_code for r in rest]
+    assert codes[: API_RPM - 1] == [200] * (API_RPM - 1)
+    assert codes[API_RPM - 1:] == [429, 429, 429]
+    limited = rest[-1]
+    assert limited.headers["X-RateLimit-Limit"] == str(API_RPM)
+    assert limited.headers["X-RateLimit-Remaining"] == "0"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert limited.headers["X-RateLimit-Reset"] == limited.headers["Retry-After"]
+    assert "rate limit exceeded" in limited.json()["detail"]
+    # Another client is unaffected; health stays exempt for the limited one.
+    assert requests.get(f"{api_server.url}/api/notes", headers=client(), timeout=5).status_code == 200
+    assert [r.status_code for r in _burst(f"{api_server.url}/api/health", headers, 5)] == [200] * 5
+
+
+def test_admin_is_not_reachable_through_the_api(api_server):
+    for path in ("/admin/", "/api/admin/", "/api/../admin/login/", "/internal/notes", "/api/internal/notes", "/static/admin/css/base.css"):
+        resp = requests.get(f"{api_server.url}{path}", headers=client(), timeout=5)
+        assert resp.status_code == 404, path
+        assert "Django administration" not in resp.text and "notes" not in resp.text.lower().replace("no such", "")
+
+
+def test_django_serves_the_admin_with_static_files(django_server):
+    login = requests.get(f"{django_server.url}/admin/login/", headers={"Host": "admin.stack.test"}, timeout=5)
+    assert login.status_code == 200 and "Django administration" in login.text
+    css = requests.get(f"{django_server.url}/static/admin/css/base.css", timeout=5)
+    assert css.status_code == 200 and "text/css" in css.headers["Content-Type"]
+    assert requests.get(f"{django_server.url}/admin/login/", headers={"Host": "evil.example"}, timeout=5).status_code == 400
+
+
+def test_beat_ticks_its_heartbeat_file(workdir, stack_env, worker):
+    heartbeat = workdir / "beat.heartbeat"
+    log = workdir / "beat.log"
+    proc = start(["celery", "-A", "config", "beat", "--loglevel=INFO", "--scheduler=config.celery:HeartbeatScheduler",
+                  f"--schedule={workdir / 'celerybeat-schedule'}"], log,
+                 env={**stack_env, "BEAT_HEARTBEAT_FILE": str(heartbeat)}, cwd=STACK / "django")
+    try:
+        wait_until(heartbeat.exists, 30, "beat heartbeat", proc=proc, log=log)
+        first = heartbeat.stat().st_mtime
+        # Beat wakes at least every CELERY_BEAT_MAX_LOOP_INTERVAL (10 s) and touches it again.
+        wait_until(lambda: heartbeat.stat().st_mtime > first, 15, "second beat tick", proc=proc, log=log)
+    finally:
+        stop(proc)
+    assert "Traceback" not in log.read_text()
+
+
+def test_flower_answers_its_healthcheck(workdir, stack_env, worker):
+    port = free_port()
+    log = workdir / "flower.log"
+    proc = start(["celery", "-A", "config", "flower", f"--port={port}", "--address=127.0.0.1"], log,
+                 env=stack_env, cwd=STACK / "django")
+    try:
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthcheck", timeout=2).text == "OK",
+                   40, "flower", proc=proc, log=log)
+    finally:
+        stop(proc)
+
+
+def test_bad_settings_fail_with_a_clear_line_not_a_traceback(stack_env):
+    api = subprocess.run([str(VENV_BIN / "python"), "-m", "app"], cwd=STACK / "api", capture_output=True, text=True,
+                         env={**os.environ, "INTERNAL_API_TOKEN": "x", "RATE_LIMIT_API_RPM": "lots"}, timeout=60)
+    assert api.returncode == 2
+    assert "RATE_LIMIT_API_RPM='lots' is not a positive whole number" in api.stderr
+    assert "Traceback" not in api.stderr
+    env = {k: v for k, v in {**os.environ, **stack_env}.items() if k != "DJANGO_SECRET_KEY"}
+    dj = subprocess.run([str(STACK / "django" / "entrypoint.sh"), "gunicorn"], cwd=STACK / "django",
+                        capture_output=True, text=True, env=env, timeout=60)
+    assert dj.returncode == 2
+    assert "DJANGO_SECRET_KEY is not set" in dj.stderr and "Traceback" not in dj.stderr
+    for secret in ("POSTGRES_PASSWORD", "INTERNAL_API_TOKEN"):
+        assert stack_env[secret] not in dj.stderr + dj.stdout
