@@ -125,10 +125,15 @@ def diff_manifests(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list
     return changed, removed
 
 
-def build_archive(root: Path, paths: Iterable[str]) -> bytes:
-    """tar.gz of the given relative paths (modes kept, owner names dropped)."""
+def build_archive(root: Path, paths: Iterable[str], extra: Mapping[str, bytes] | None = None) -> bytes:
+    """tar.gz of the given relative paths (modes kept, owner names dropped) plus ``extra``
+    in-memory files (the release metadata travels compressed in the same upload)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+        for name, data in (extra or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
         for rel in paths:
             info = tar.gettarinfo(str(Path(root) / rel), arcname=rel)
             info.uid = info.gid = 0
@@ -270,7 +275,7 @@ def push(conn: fabric.Connection, base: str, source: Path, now: datetime | None 
     staging = posixpath.join(cmd.releases_dir(base), f".staging-{release_id}")
     clear_stale = cmd.remove_releases(base, [f".staging-{release_id}"])
     if previous and old_manifest:
-        to_unlink = changed + removed
+        to_unlink = [cmd.RELEASE_META] + changed + removed  # the copied metadata is replaced too
         batches = [to_unlink[i:i + RM_BATCH] for i in range(0, len(to_unlink), RM_BATCH)] or [[]]
         _run(conn, cmd.chain(clear_stale, cmd.hardlink_copy(cmd.release_dir(base, previous), staging),
                              cmd.remove_paths(staging, batches[0]),
@@ -282,24 +287,17 @@ def push(conn: fabric.Connection, base: str, source: Path, now: datetime | None 
         changed, removed = sorted(manifest), []
         _run(conn, cmd.chain(clear_stale, cmd.make_dir(staging)), "creating the release folder")
 
-    sftp = conn.sftp()
-    bytes_sent = 0
-    unpack = ""
-    if changed:
-        archive = build_archive(source, changed)
-        remote_archive = posixpath.join(cmd.releases_dir(base), f".upload-{release_id}.tar.gz")
-        _put_replace(sftp, remote_archive, archive)
-        bytes_sent += len(archive)
-        unpack = cmd.extract_archive(remote_archive, staging)
-
     meta = {"id": release_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "previous": previous, "outcome": None, "files_total": len(manifest),
             "changed": changed, "removed": removed, "manifest": manifest}
-    meta_bytes = json.dumps(meta, indent=1, sort_keys=True).encode()
-    _put_replace(sftp, posixpath.join(staging, cmd.RELEASE_META), meta_bytes)
-    bytes_sent += len(meta_bytes)
-    _run(conn, cmd.chain(unpack, cmd.rename(staging, cmd.release_dir(base, release_id))),
+    archive = build_archive(source, changed,
+                            {cmd.RELEASE_META: json.dumps(meta, indent=1, sort_keys=True).encode()})
+    remote_archive = posixpath.join(cmd.releases_dir(base), f".upload-{release_id}.tar.gz")
+    _put_replace(conn.sftp(), remote_archive, archive)
+    _run(conn, cmd.chain(cmd.extract_archive(remote_archive, staging),
+                         cmd.rename(staging, cmd.release_dir(base, release_id))),
          "unpacking and publishing the release", timeout=600)
+    bytes_sent = len(archive)
 
     services = None
     if compose_file and (Path(source) / compose_file).is_file():

@@ -53,8 +53,9 @@ class Sshd:
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation dir
         cfg = self.workdir / "sshd_config"
         cfg.write_text(self.config_text())
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.workdir / "sshd.log", "ab"))
+        with open(self.workdir / "sshd.log", "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)],
+                                         stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
