@@ -1,0 +1,85 @@
+"""Front end: Vitest unit tests, the production build, and one headless-Chromium run."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .helpers import STACK, unavailable
+from .servers import serving, spa_server
+
+FRONTEND = STACK / "frontend"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+def _npm(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(["npm", *args], cwd=FRONTEND, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "CI": "1", "NO_COLOR": "1"})
+
+
+@pytest.fixture(scope="session")
+def frontend_deps():
+    """npm ci from the committed lockfile (this fixture is the only install step CI needs)."""
+    if not shutil.which("npm"):
+        unavailable("npm is not installed (Node 20+ with npm)")
+    lock = FRONTEND / "package-lock.json"
+    marker = FRONTEND / "node_modules" / ".package-lock.json"
+    if not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:
+        result = _npm("ci", "--no-audit", "--no-fund")
+        assert result.returncode == 0, f"npm ci failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="session")
+def frontend_dist(frontend_deps):
+    result = _npm("run", "build")
+    assert result.returncode == 0, f"npm run build failed (tsc or vite):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    dist = FRONTEND / "dist"
+    assert (dist / "index.html").is_file()
+    return dist
+
+
+def test_vitest_unit_tests_pass(frontend_deps):
+    result = _npm("test")
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert re.search(r"Tests\s+\d+ passed", result.stdout), result.stdout[-2000:]
+    assert "failed" not in result.stdout
+
+
+@pytest.mark.browser
+def test_page_shows_health_and_a_finished_job(frontend_dist, api_server):
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        unavailable("chromium and chromium-driver are not installed (scripts/apt/stack.txt)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    with serving(spa_server(frontend_dist, api_server.url)) as server:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+        try:
+            # A deep link proves the SPA fallback as well.
+            driver.get(f"{base}/some/deep/link")
+            wait = WebDriverWait(driver, 30)
+            wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "[data-testid=health-status]"), "ok"))
+            assert driver.find_element(By.CSS_SELECTOR, "[data-testid=health-status]").text == "ok"
+            assert "django" in driver.find_element(By.CSS_SELECTOR, "[data-testid=versions]").text
+            box = driver.find_element(By.CSS_SELECTOR, "input[aria-label='job text']")
+            box.clear()
+            box.send_keys("browser made this")
+            driver.find_element(By.XPATH, "//button[text()='Start demo job']").click()
+            wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "[data-testid=job-state]"), "SUCCESS"))
+            assert "BROWSER MADE THIS" in driver.find_element(By.CSS_SELECTOR, "[data-testid=job-result]").text
+        finally:
+            driver.quit()
