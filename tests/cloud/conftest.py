@@ -2,29 +2,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 
 import pytest
 
 from deploy.cloud import CloudSpec
 from lab.fake_do import FakeDigitalOcean
 from tests.fake_do.helpers import RecordingBackend
-from tests.remote.sshd import SSHD, make_sshd
 
 TOKEN = "dop_v1_cloudtest_secret_token_abcdef0123456789"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC4jrRa0yZJ6g+UZ+MjK3caPGp7kdFgadfOjU5smSsEk op@laptop"
-
-
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory):
-    """A real sshd on 127.0.0.1 plays the droplet's SSH server."""
-    if not (os.path.exists(SSHD) and shutil.which("ssh-keygen")):
-        if os.environ.get("CI"):
-            pytest.fail("openssh-server is not installed (CI installs it: scripts/apt/remote.txt)")
-        pytest.skip("openssh-server is not installed")
-    server = make_sshd(tmp_path_factory.mktemp("cloud-sshd"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -13,7 +12,6 @@ import pytest
 
 from lab.fake_do import FakeDigitalOcean
 from tests.fake_do.helpers import RecordingBackend
-from tests.remote.sshd import SSHD, make_sshd
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "dop_v1_" + "c4a7" * 16  # shaped like a real token, so shape-based redaction is exercised too
@@ -22,17 +20,6 @@ CANARIES = {
     "DJANGO_SECRET_KEY": "dj-canary-Lk29Xw",
     "INTERNAL_API_TOKEN": "it-canary-Rb44Pe",
 }
-
-
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory):
-    if not os.path.exists(SSHD):
-        if os.environ.get("CI"):
-            pytest.fail("openssh-server is not installed (CI installs it: scripts/apt/remote.txt)")
-        pytest.skip("openssh-server is not installed")
-    server = make_sshd(tmp_path_factory.mktemp("cli-sshd"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture
