@@ -145,12 +145,13 @@ class Settings:
 
 
 def _quote_env_value(value: str) -> str:
-    # Compose reads double-quoted values with escapes; quote only when needed, and escape "$" so
-    # compose does not interpolate htpasswd hashes.
-    value = value.replace("$", "$$")
-    if re.fullmatch(r"[A-Za-z0-9_./:@,+-]*", value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # Compose (and python-dotenv) take single-quoted values literally: no "$" interpolation of
+    # htpasswd hashes, no escapes. Only a value holding a single quote needs double quotes,
+    # where "$$" is Compose's escape for a literal "$".
+    if "'" not in value:
+        return f"'{value}'"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$")
+    return f'"{escaped}"'
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -290,7 +291,8 @@ def load_settings(
             raw_value = ",".join(raw_value) if isinstance(raw_value, tuple) else str(raw_value)
         else:
             raw_value = environ.get(name) or file_values.get(name) or ""
-        if not raw_value and example_value and not _PLACEHOLDER.search(example_value):
+        # Non-secret example values are sensible defaults; a secret's example value never is.
+        if not raw_value and example_value and not is_secret_name(name) and not _PLACEHOLDER.search(example_value):
             raw_value = example_value
         if is_secret_name(name):
             secret_keys.add(name)

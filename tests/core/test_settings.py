@@ -106,7 +106,7 @@ def test_stack_env_takes_only_example_keys_and_registers_their_secrets(tmp_path)
     assert missing_stack_keys(s) == ["FLOWER_BASIC_AUTH"]
     assert "pg-canary-123" not in redact("dsn postgres://u:pg-canary-123@db", reg)
     shipped = s.stack_env_file()
-    assert "POSTGRES_PASSWORD=pg-canary-123" in shipped and "UNRELATED" not in shipped
+    assert "POSTGRES_PASSWORD='pg-canary-123'" in shipped and "UNRELATED" not in shipped
 
 
 def test_dollar_signs_survive_compose_interpolation(tmp_path):
@@ -115,4 +115,12 @@ def test_dollar_signs_survive_compose_interpolation(tmp_path):
     env = tmp_path / ".env"
     env.write_text("FLOWER_BASIC_AUTH='admin:$apr1$abc$def'\n")
     s = load_settings(CONFIG, env_file=env, environ={}, registry=SecretRegistry(), base_dir=tmp_path)
-    assert "FLOWER_BASIC_AUTH=\"admin:$$apr1$$abc$$def\"" in s.stack_env_file()
+    assert "FLOWER_BASIC_AUTH='admin:$apr1$abc$def'" in s.stack_env_file()
+
+
+def test_secret_example_values_are_never_used_as_defaults(tmp_path):
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "stack" / ".env.example").write_text("FLOWER_BASIC_AUTH='admin:$apr1$examples$xyz'\nPOSTGRES_DB=app\n")
+    s = load_settings(CONFIG, env_file=None, environ={}, registry=SecretRegistry(), base_dir=tmp_path)
+    assert missing_stack_keys(s) == ["FLOWER_BASIC_AUTH"]
+    assert s.stack_env["POSTGRES_DB"] == "app"
