@@ -306,12 +306,25 @@ def load_settings(
                     env_file=env_path if env_path.is_file() else None, sources=sources)
 
 
+_REQUIRED_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?")
+
+
+def required_stack_keys(stack_dir: Path) -> set[str]:
+    """Keys the compose files demand with ${KEY:?message}: Compose would refuse to start without them."""
+    found: set[str] = set()
+    for path in sorted(stack_dir.glob("compose*.yml")):
+        found.update(_REQUIRED_REF.findall(path.read_text(encoding="utf-8")))
+    return found
+
+
 def missing_stack_keys(settings: Settings) -> list[str]:
-    """Stack keys that are empty or still hold a placeholder: push refuses to ship them."""
+    """Stack keys that are empty or still a placeholder while the stack needs them (a required
+    key, or any secret that is set to an example placeholder): push refuses to ship them."""
+    required = required_stack_keys(settings.stack_dir)
     missing = []
     for name, value in settings.stack_env.items():
         raw = value.reveal() if isinstance(value, Secret) else value
-        if not raw or _PLACEHOLDER.search(raw):
+        if (name in required and not raw) or (raw and _PLACEHOLDER.search(raw)):
             missing.append(name)
     return missing
 

@@ -96,11 +96,12 @@ def test_stack_env_takes_only_example_keys_and_registers_their_secrets(tmp_path)
     reg = SecretRegistry()
     (tmp_path / "stack").mkdir()
     (tmp_path / "stack" / ".env.example").write_text(
-        "DOMAIN=example.com\nPOSTGRES_PASSWORD=change-me\nRATE_LIMIT_API_RPM=60\nFLOWER_BASIC_AUTH=\n")
+        "DOMAIN=example.com\nPOSTGRES_PASSWORD=change-me\nRATE_LIMIT_API_RPM=60\nFLOWER_BASIC_AUTH=\nADMIN_BASIC_AUTH=\n")
+    (tmp_path / "stack" / "compose.yml").write_text("x: ${FLOWER_BASIC_AUTH:?set it} ${ADMIN_BASIC_AUTH:-}\n")
     env = tmp_path / ".env"
     env.write_text("DOMAIN=app.example.com\nPOSTGRES_PASSWORD=pg-canary-123\nUNRELATED=x\n")
     s = load_settings(CONFIG, env_file=env, environ={}, registry=reg, base_dir=tmp_path)
-    assert list(s.stack_env) == ["DOMAIN", "POSTGRES_PASSWORD", "RATE_LIMIT_API_RPM", "FLOWER_BASIC_AUTH"]
+    assert list(s.stack_env) == ["DOMAIN", "POSTGRES_PASSWORD", "RATE_LIMIT_API_RPM", "FLOWER_BASIC_AUTH", "ADMIN_BASIC_AUTH"]
     assert s.stack_env["DOMAIN"] == "app.example.com"
     assert s.stack_env["RATE_LIMIT_API_RPM"] == "60"  # example default used
     assert missing_stack_keys(s) == ["FLOWER_BASIC_AUTH"]
@@ -121,6 +122,7 @@ def test_dollar_signs_survive_compose_interpolation(tmp_path):
 def test_secret_example_values_are_never_used_as_defaults(tmp_path):
     (tmp_path / "stack").mkdir()
     (tmp_path / "stack" / ".env.example").write_text("FLOWER_BASIC_AUTH='admin:$apr1$examples$xyz'\nPOSTGRES_DB=app\n")
+    (tmp_path / "stack" / "compose.yml").write_text("x: ${FLOWER_BASIC_AUTH:?set it}\n")
     s = load_settings(CONFIG, env_file=None, environ={}, registry=SecretRegistry(), base_dir=tmp_path)
     assert missing_stack_keys(s) == ["FLOWER_BASIC_AUTH"]
     assert s.stack_env["POSTGRES_DB"] == "app"
