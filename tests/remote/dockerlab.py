@@ -56,7 +56,7 @@ def import_busybox() -> str:
 def compose_down(project: str) -> None:
     """Remove one test project (containers, networks, volumes, locally built images)."""
     assert project.startswith("sdtest-"), project
-    subprocess.run(["docker", "compose", "-p", project, "down", "-v", "--remove-orphans"],
+    subprocess.run(["docker", "compose", "-p", project, "down", "-v", "--remove-orphans", "--timeout", "1"],
                    capture_output=True, timeout=120)
     # without the compose file `down --rmi` cannot know the images: remove them by name
     names = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
