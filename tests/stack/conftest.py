@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .helpers import STACK, VENV_BIN, free_port, port_open, start, stop, unavailable, wait_until
+from .helpers import STACK, VENV_BIN, compose, free_port, port_open, start, stop, unavailable, wait_until
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -39,8 +39,10 @@ def redis_server(workdir):
         unavailable("redis-server is not installed (apt: redis-server)")
     port = free_port()
     log = workdir / "redis.log"
-    proc = start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-                  "--save", "", "--appendonly", "no"], log)
+    # compose's own redis command (Debian's redis-server is what the lab image runs too),
+    # with the data dir and a private port adapted.
+    command = [str(workdir) if arg == "/data" else arg for arg in compose()["services"]["redis"]["command"]]
+    proc = start(command + ["--port", str(port), "--bind", "127.0.0.1", "--save", ""], log)
     wait_until(lambda: port_open(port), 15, "redis", proc=proc, log=log)
     yield f"redis://127.0.0.1:{port}"
     stop(proc)
@@ -137,8 +139,6 @@ def worker(workdir, stack_env, django_server):
 
 
 def worker_healthcheck_command() -> str:
-    from .helpers import compose
-
     test = compose()["services"]["worker"]["healthcheck"]["test"]
     assert test[0] == "CMD-SHELL"
     return test[1].replace("$$", "$")  # compose's escape for a literal $

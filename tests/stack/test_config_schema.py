@@ -80,3 +80,13 @@ def test_missing_required_variable_names_it_and_the_fix(tmp_path):
     result = _compose_config(env_file)
     assert result.returncode != 0
     assert "set DJANGO_SECRET_KEY in .env" in result.stderr
+
+
+def test_production_needs_no_admin_credentials(tmp_path):
+    lines = [l for l in (STACK / ".env.example").read_text().splitlines()
+             if not l.startswith(("ADMIN_BASIC_AUTH=", "DEPLOY_ENV="))]
+    env_file = tmp_path / ".env"
+    env_file.write_text("\n".join(lines + ["DEPLOY_ENV=production"]) + "\n")
+    result = _compose_config(env_file)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["services"]["traefik"]["environment"]["ADMIN_BASIC_AUTH"] == ""
