@@ -2,9 +2,7 @@
 value; the Run records it. Full deploy and update-only differ only in which steps run."""
 from __future__ import annotations
 
-import getpass
 import posixpath
-import socket
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -81,20 +79,23 @@ def ssh_target(settings: Settings, ip: str) -> Any:
 
 
 def compose_files(settings: Settings) -> tuple[str, ...]:
-    """Paths on the droplet; the non-production override only outside production."""
-    current = posixpath.join(settings.remote_base, "current")
-    files = [posixpath.join(current, "compose.yml")]
+    """Relative to the release folder; the non-production override only outside production."""
+    files = ["compose.yml"]
     if settings["DEPLOY_ENV"] != "production" and (settings.stack_dir / NONPROD_OVERRIDE).is_file():
-        files.append(posixpath.join(current, NONPROD_OVERRIDE))
+        files.append(NONPROD_OVERRIDE)
     return tuple(files)
 
 
-def compose_target(settings: Settings) -> Any:
-    from remote.commands import ComposeTarget
+def compose_spec(settings: Settings) -> Any:
+    from remote.compose import ComposeSpec
 
-    return ComposeTarget(project=settings.project, compose_files=compose_files(settings),
-                         env_file=posixpath.join(settings.remote_base, "shared", ".env"),
-                         project_directory=posixpath.join(settings.remote_base, "current"))
+    return ComposeSpec(project=settings.project, base=settings.remote_base, compose_files=compose_files(settings),
+                       env_file=posixpath.join(settings.remote_base, "shared", ".env"),
+                       wait_timeout=int(settings["HEALTH_TIMEOUT"]))
+
+
+def compose_target(settings: Settings) -> Any:
+    return compose_spec(settings).target()
 
 
 def _wrap_remote(exc: Exception) -> DeployError:
@@ -205,20 +206,18 @@ def connect(run: Run, settings: Settings, ip: str) -> Any:
 def deploy_lock(run: Run, settings: Settings, conn: Any, release: str) -> Iterator[None]:
     from remote import lock
 
-    holder = {"who": f"{getpass.getuser()}@{socket.gethostname()}", "run": run.id,
-              "release": release, "command": run.command}
+    holder = lock.LockHolder.here(release, run.command)
     with run.step("lock") as step:
         try:
-            handle = lock.acquire(conn, settings.remote_base, holder, wait=settings["LOCK_WAIT"])
+            lock.acquire(conn, settings.remote_base, holder, wait=settings["LOCK_WAIT"])
         except lock.LockHeld as exc:
-            raise LockHeldError(getattr(exc, "message", str(exc)), getattr(exc, "hint", "inv lock.release")) from None
-        step.note(f"held by {holder['who']}")
+            raise LockHeldError(exc.message, exc.hint) from None
+        step.note(f"taken by {holder.who}")
     try:
         yield
     finally:
         lock.release(conn, settings.remote_base)
-        run.log("lock released")
-        del handle
+        run.log("deploy lock released")
 
 
 def push(run: Run, settings: Settings, conn: Any) -> Any:
@@ -249,10 +248,7 @@ def switch_and_up(run: Run, settings: Settings, conn: Any, release_id: str, serv
 
     with run.step("switch"):
         sync.switch(conn, settings.remote_base, release_id)
-    spec = compose.ComposeSpec(project=settings.project, base=settings.remote_base,
-                               compose_files=compose_files(settings),
-                               env_file=posixpath.join(settings.remote_base, "shared", ".env"),
-                               wait_timeout=int(settings["HEALTH_TIMEOUT"]))
+    spec = compose_spec(settings)
     with run.step("up") as step:
         try:
             result = compose.up(conn, spec, services_to_build=services_to_build)

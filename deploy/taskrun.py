@@ -68,6 +68,17 @@ def write_local_snapshot(run: Run, settings: Settings) -> None:
     })
 
 
+def expected_error(exc: Exception) -> DeployError | None:
+    """Adapter errors (remote.errors.RemoteError, deploy.cloud.CloudError) carry a message and a
+    hint for the operator: report them as such, without a traceback."""
+    from deploy.cloud import CloudError
+    from remote.errors import RemoteError
+
+    if isinstance(exc, (RemoteError, CloudError)):
+        return DeployError(getattr(exc, "message", str(exc)), getattr(exc, "hint", ""))
+    return None
+
+
 def run_task(c: Any, task: str, mode: str, flags: Mapping[str, Any], env_file: str | None,
              body: Callable[[Run, Settings], None], console: Console | None = None) -> Run:
     """Open a Run, load settings inside it, run ``body``; exit non-zero with a clean message.
@@ -83,7 +94,13 @@ def run_task(c: Any, task: str, mode: str, flags: Mapping[str, Any], env_file: s
             with run.step("settings"):
                 settings = load_settings(config, env_file=env_file, flags=flags, base_dir=PROJECT_ROOT)
             write_local_snapshot(run, settings)
-            body(run, settings)
+            try:
+                body(run, settings)
+            except Exception as exc:
+                converted = expected_error(exc)
+                if converted is None:
+                    raise
+                raise converted from None
     except (DeployError, KeyboardInterrupt, Exception, BaseException) as exc:  # noqa: B014 - mapped below
         if isinstance(exc, SystemExit):
             raise
