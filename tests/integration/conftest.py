@@ -19,6 +19,8 @@ CANARIES = {
     "POSTGRES_PASSWORD": "pg-canary-Qm81Zt",
     "DJANGO_SECRET_KEY": "dj-canary-Lk29Xw",
     "INTERNAL_API_TOKEN": "it-canary-Rb44Pe",
+    "FLOWER_BASIC_AUTH": "admin:$apr1$canary01$Vx8yHq0eJm1uF2kLz3Qp4/",
+    "ADMIN_BASIC_AUTH": "admin:$apr1$canary02$Wb7xGr9dIl0tE1jKy2Po3/",
 }
 
 
