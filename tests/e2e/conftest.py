@@ -1,0 +1,67 @@
+"""End to end on the local lab: `inv lab.up`, then the real `inv deploy` of the real stack.
+
+One lab (own name, port and subnet, so a developer's lab is left alone) and one full deploy
+per session; the tests then build on that deployment in file order.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = {"LAB_NAME": "sdtest-e2e", "LAB_API_PORT": "8787", "LAB_SUBNET": "10.78.0.0/24"}
+
+
+@dataclass
+class Lab:
+    tmp: Path
+    env_file: Path
+    stack: Path
+    logs: Path
+    values: dict[str, str] = field(default_factory=dict)
+
+    def env(self, extra: dict | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGITALOCEAN", "DOMAIN", "DEPLOY_", "SSH_"))}
+        env.update(LAB, LAB_STATE_DIR=str(self.tmp / "lab-state"), LOGS_DIR=str(self.logs), STACK_DIR=str(self.stack),
+                   SSH_KNOWN_HOSTS=str(self.tmp / "known_hosts"), COLUMNS="120")
+        env.update(extra or {})
+        return env
+
+    def inv(self, *args: str, extra: dict | None = None, timeout: float = 1800, env_file: bool = True) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "invoke", *args] + (["--env-file", str(self.env_file)] if env_file else [])
+        res = subprocess.run(argv, cwd=REPO, env=self.env(extra), capture_output=True, text=True, timeout=timeout)
+        (self.tmp / "inv.log").open("a").write(f"$ {' '.join(args)} -> {res.returncode}\n{res.stdout}\n{res.stderr}\n")
+        return res
+
+    def last_run(self) -> Path:
+        return sorted(p for p in self.logs.iterdir() if p.is_dir())[-1]
+
+    def manifest(self, folder: Path | None = None) -> dict:
+        return json.loads(((folder or self.last_run()) / "run.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    need(shutil.which("docker") is not None and os.path.exists("/var/run/docker.sock"), "a running Docker engine")
+    tmp = tmp_path_factory.mktemp("e2e")
+    stack = tmp / "stack"
+    shutil.copytree(REPO / "stack", stack, ignore=shutil.ignore_patterns("node_modules", "dist", "__pycache__", ".env"))
+    lab = Lab(tmp=tmp, env_file=tmp / "lab.env", stack=stack, logs=tmp / "runs")
+    up = lab.inv("lab.up", env_file=False, timeout=3600)
+    assert up.returncode == 0, up.stdout + up.stderr
+    env = lab.inv("lab.env", env_file=False, timeout=120)
+    assert env.returncode == 0, env.stderr
+    lab.env_file.write_text(env.stdout)
+    lab.values = dict(line.split("=", 1) for line in env.stdout.splitlines() if "=" in line and not line.startswith("#"))
+    yield lab
+    down = lab.inv("lab.down", env_file=False, timeout=600)
+    assert down.returncode == 0, down.stdout + down.stderr

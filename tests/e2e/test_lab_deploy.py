@@ -1,0 +1,197 @@
+"""The whole product on the lab: full deploy, data kept across update-only and rollback,
+only what changed rebuilt, lock contention, verify's complete and partial artifact sets.
+Tests run in file order and build on the deployment the first one makes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from deploy.checks import CheckTarget
+from deploy.checks.pinned import pinned_session
+
+pytestmark = [pytest.mark.lab, pytest.mark.docker]
+
+# The burst check would spend the API's per-minute budget that the data tests need; it gets
+# its own verify at the end.
+QUIET = {"CHECK_RATE_LIMIT": "false", "CHECK_SAMPLES": "3"}
+REMOTE_FILES = ("compose-ps.txt", "compose-ps.json", "traefik-static.yml", "dynamic.yml", "traefik-rawdata.json",
+                "traefik-env.txt", "traefik-logs.txt", "curl-root.txt", "curl-api-health.txt", "current-release.txt",
+                "docker-df.txt", "memory.txt")
+STATE: dict = {}
+
+
+def api(lab, ip: str):
+    session = pinned_session(CheckTarget(ip=ip, domain=lab.values["DOMAIN"], deploy_env="production"))
+    return session, f"https://{lab.values['DOMAIN']}/api"
+
+
+def ssh(lab, ip: str, command: str) -> str:
+    key = lab.values["SSH_KEY_PATH"]
+    res = subprocess.run(["ssh", "-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                          "-o", "BatchMode=yes", f"deploy@{ip}", command], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def steps(data: dict) -> dict:
+    return {s["name"]: s for s in data["steps"]}
+
+
+def test_full_deploy_brings_every_service_up_healthy(lab):
+    t0 = time.monotonic()
+    res = lab.inv("deploy", extra=QUIET)
+    STATE["full_seconds"] = time.monotonic() - t0
+    data = lab.manifest()
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert data["outcome"] == "success"
+    ip = data["target"]["ip"]
+    STATE["ip"] = ip
+    services = {s["service"]: s for s in data["details"]["services"]}
+    expected = {"traefik", "frontend", "api", "django", "worker", "beat", "flower", "redis", "postgres"}
+    assert expected <= set(services), services.keys()
+    for name in expected:
+        assert services[name]["state"] == "running", services[name]
+        assert services[name]["health"] == "healthy", services[name]
+    checks = {c["name"]: c["status"] for c in data["checks"]}
+    assert checks["home"] == "pass" and checks["api-health"] == "pass"
+    assert checks["tls"] == "warn"  # Traefik's default certificate: ACME cannot finish on the lab
+    assert all(checks[f"header:{h}"] == "pass" for h in ("Strict-Transport-Security", "X-Content-Type-Options",
+                                                          "X-Frame-Options", "Referrer-Policy"))
+    assert checks["flower"] == "pass" and checks["admin-main-host"] == "pass"
+
+
+def test_artifact_set_is_complete_and_redacted(lab):
+    folder = lab.last_run()
+    for name in REMOTE_FILES:
+        text = (folder / "remote" / name).read_text()
+        assert not text.startswith("# collection failed"), f"{name}: {text[:300]}"
+    assert "acme-staging-v02.api.letsencrypt.org" in (folder / "remote" / "traefik-static.yml").read_text()
+    raw = json.loads((folder / "remote" / "traefik-rawdata.json").read_text())
+    assert raw["routers"] and all(r.get("status") == "enabled" for r in raw["routers"].values())
+    assert "strict-transport-security" in (folder / "remote" / "curl-root.txt").read_text().lower()
+    secrets = [v for k, v in lab.values.items() if any(w in k for w in ("PASSWORD", "SECRET", "TOKEN", "AUTH")) and len(v) > 5]
+    assert secrets
+    for path in folder.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            for secret in secrets:
+                assert secret not in text, f"a secret leaked into {path.relative_to(folder)}"
+
+
+def test_data_written_through_the_api(lab):
+    session, base = api(lab, STATE["ip"])
+    note = f"kept-{time.time_ns()}"
+    r = session.post(f"{base}/notes", json={"text": note}, timeout=15)
+    assert r.status_code == 201, r.text
+    STATE["note"] = note
+    job = session.post(f"{base}/jobs", json={"text": "e2e"}, timeout=15).json()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = session.get(f"{base}/jobs/{job['id']}", timeout=15).json()
+        if state.get("state") == "SUCCESS":
+            break
+        time.sleep(1)
+    assert state.get("state") == "SUCCESS", state
+
+
+def _notes(lab) -> list[str]:
+    session, base = api(lab, STATE["ip"])
+    r = session.get(f"{base}/notes", timeout=15)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    items = body if isinstance(body, list) else body.get("notes", body.get("results", []))
+    return [n["text"] for n in items]
+
+
+def test_update_only_without_change_rebuilds_nothing_and_is_faster(lab):
+    t0 = time.monotonic()
+    res = lab.inv("deploy", "--update-only", extra=QUIET)
+    STATE["update_seconds"] = time.monotonic() - t0
+    data = lab.manifest()
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert data["mode"] == "update" and "provision" not in steps(data)
+    assert data["details"]["up"]["rebuilt"] == [] and data["details"]["up"]["recreated"] == []
+    assert STATE["update_seconds"] < 0.7 * STATE["full_seconds"], (STATE["update_seconds"], STATE["full_seconds"])
+    assert STATE["note"] in _notes(lab)
+
+
+def test_update_only_after_one_api_change_rebuilds_only_the_api(lab):
+    main = lab.stack / "api" / "app" / "__init__.py"
+    main.write_text(main.read_text() + "\n# e2e change\n")
+    res = lab.inv("deploy", "--update-only", extra=QUIET)
+    data = lab.manifest()
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert data["details"]["up"]["rebuilt"] == ["api"]
+    assert data["details"]["up"]["recreated"] == ["api"]
+    assert data["details"]["push"]["changed_count"] == 1
+    assert STATE["note"] in _notes(lab)
+
+
+def test_second_deploy_while_locked_fails_fast_naming_the_holder(lab):
+    ip = STATE["ip"]
+    ssh(lab, ip, "mkdir /opt/stackdeploy/lock && echo '{\"who\": \"alice@laptop\", \"when\": \"2026-01-01T00:00:00+00:00\", "
+                 "\"release\": \"r1\", \"command\": \"inv deploy\"}' > /opt/stackdeploy/lock/holder.json")
+    try:
+        t0 = time.monotonic()
+        res = lab.inv("deploy", "--update-only", extra=QUIET)
+        assert time.monotonic() - t0 < 15  # settings + token check + SSH connect + lock attempt
+        assert res.returncode == 5, res.stdout + res.stderr
+        assert "alice@laptop" in res.stdout + res.stderr
+        assert steps(lab.manifest())["lock"]["status"] == "failed"
+    finally:
+        released = lab.inv("lock.release")
+        assert released.returncode == 0, released.stderr
+    assert "lock: free" in lab.inv("lock.status").stdout
+
+
+def test_rollback_returns_to_the_previous_release_with_data_kept(lab):
+    before = lab.manifest()["details"]["current_release"] if "current_release" in lab.manifest()["details"] else None
+    res = lab.inv("rollback", extra=QUIET)
+    data = lab.manifest()
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert data["details"]["current_release"] != before
+    listing = lab.inv("releases")
+    assert listing.returncode == 0
+    assert "rolled-back" in listing.stdout
+    assert STATE["note"] in _notes(lab)
+
+
+def test_verify_alone_with_rate_limit_burst(lab):
+    res = lab.inv("verify", extra={"CHECK_SAMPLES": "5"})
+    data = lab.manifest()
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    checks = {c["name"]: c for c in data["checks"]}
+    assert checks["rate-limit"]["status"] == "pass", checks["rate-limit"]
+    assert checks["latency-home"]["status"] == "pass"
+    folder = lab.last_run()
+    for name in REMOTE_FILES:
+        assert (folder / "remote" / name).is_file(), name
+
+
+def test_verify_with_proxy_stopped_still_writes_every_file(lab):
+    ip = STATE["ip"]
+    ssh(lab, ip, "cd /opt/stackdeploy/current && docker compose -p stackdeploy stop traefik")
+    try:
+        res = lab.inv("verify", extra=QUIET)
+        assert res.returncode != 0
+        folder = lab.last_run()
+        assert "collection failed" in (folder / "remote" / "traefik-rawdata.json").read_text()
+        assert (folder / "remote" / "compose-ps.txt").read_text().strip()
+        ps = json.loads((folder / "remote" / "compose-ps.json").read_text())
+        assert {s["service"]: s["state"] for s in ps}["traefik"] == "exited"
+    finally:
+        up = lab.inv("up")
+        assert up.returncode == 0, up.stdout[-3000:]
+
+
+def test_deploy_with_a_refused_key_fails_clearly_and_keeps_the_run_folder(lab, tmp_path):
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    res = lab.inv("deploy", "--update-only", extra={**QUIET, "SSH_KEY_PATH": str(other), "SSH_RETRIES": "0"})
+    assert res.returncode == 1
+    data = lab.manifest()
+    assert data["outcome"] == "failed" and str(other) in data["error"]
+    assert (lab.last_run() / "summary.md").is_file()
