@@ -243,7 +243,14 @@ def push(run: Run, settings: Settings, conn: Any) -> Any:
     return result
 
 
-def switch_and_up(run: Run, settings: Settings, conn: Any, release_id: str, services_to_build: set[str] | None) -> Any:
+def local_compose(settings: Settings) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load((settings.stack_dir / "compose.yml").read_text(encoding="utf-8")) or {}
+
+
+def switch_and_up(run: Run, settings: Settings, conn: Any, release_id: str, services_to_build: set[str] | None,
+                  services_to_recreate: set[str] = frozenset()) -> Any:
     from remote import compose, sync
 
     with run.step("switch"):
@@ -251,7 +258,8 @@ def switch_and_up(run: Run, settings: Settings, conn: Any, release_id: str, serv
     spec = compose_spec(settings)
     with run.step("up") as step:
         try:
-            result = compose.up(conn, spec, services_to_build=services_to_build)
+            result = compose.up(conn, spec, services_to_build=services_to_build,
+                                services_to_recreate=services_to_recreate)
         except compose.ComposeError as exc:
             for name, text in (exc.diagnostics or {}).items():
                 run.artifacts.write_text(f"remote/diagnostics/{name}", text)
@@ -369,7 +377,7 @@ def deploy(run: Run, settings: Settings, update_only: bool = False) -> None:
                 pushed = push(run, settings, conn)
                 # Update-only rebuilds just the services whose build inputs changed (None: all).
                 services = pushed.changed_services if update_only else None
-                switch_and_up(run, settings, conn, pushed.release_id, services)
+                switch_and_up(run, settings, conn, pushed.release_id, services, _mount_changes(settings, pushed))
         except DeployError:
             # The stack may be half up: its state is what the operator needs to diagnose it.
             _collect_best_effort(run, settings, conn)
@@ -377,6 +385,15 @@ def deploy(run: Run, settings: Settings, update_only: bool = False) -> None:
         verify_and_collect(run, settings, ip, conn)
     finally:
         conn.close()
+
+
+def _mount_changes(settings: Settings, pushed: Any) -> set[str]:
+    """Services reading a changed bind-mounted file (Traefik's config): they must be recreated."""
+    from remote import sync
+
+    if not pushed.previous_release:
+        return set()  # first release: every container is new anyway
+    return sync.services_for_mounts(local_compose(settings), pushed.changed + pushed.removed)
 
 
 def _next_release_id(settings: Settings) -> str:
@@ -454,7 +471,7 @@ def rollback(run: Run, settings: Settings, release: str | None) -> None:
                     raise _wrap_remote(exc) from None
                 step.note(f"{current} -> {target}")
             # Images are rebuilt from the old release's sources (layer cache makes it quick).
-            switch_and_up(run, settings, conn, target, None)
+            switch_and_up(run, settings, conn, target, None, sync.services_for_mounts(local_compose(settings), None))
             if current and current != target:
                 sync.record_outcome(conn, settings.remote_base, current, "rolled-back")
         verify_and_collect(run, settings, ip, conn)

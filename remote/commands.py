@@ -80,7 +80,7 @@ def pull(t: ComposeTarget) -> str:
 
 
 def up(t: ComposeTarget, wait_timeout: int, services: Iterable[str] | None = None,
-       no_deps: bool = False, remove_orphans: bool = True) -> str:
+       no_deps: bool = False, remove_orphans: bool = True, force_recreate: bool = False) -> str:
     """``up -d --wait``: returns only when every service is running/healthy or on timeout.
 
     Never ``--build`` (build is its own step so its failure is reported apart) and
@@ -93,6 +93,8 @@ def up(t: ComposeTarget, wait_timeout: int, services: Iterable[str] | None = Non
         args.append("--remove-orphans")
     if no_deps:
         args.append("--no-deps")
+    if force_recreate:
+        args.append("--force-recreate")
     return _c(t, *args, *sorted(services or ()))
 
 

@@ -226,8 +226,11 @@ def _build(conn: fabric.Connection, spec: ComposeSpec, services: set[str] | None
 
 
 def up(conn: fabric.Connection, spec: ComposeSpec, services_to_build: set[str] | None = None,
-       pull: bool = False) -> UpResult:
-    """Build (all if None, nothing if empty), start and wait until every service is healthy."""
+       pull: bool = False, services_to_recreate: Iterable[str] = ()) -> UpResult:
+    """Build (all if None, nothing if empty), start and wait until every service is healthy.
+
+    ``services_to_recreate`` are recreated even when compose sees no change (their bind-mounted
+    files changed in the new release; see sync.services_for_mounts)."""
     t = spec.target()
     before = snapshot(conn, spec)
     log = []
@@ -242,6 +245,10 @@ def up(conn: fabric.Connection, spec: ComposeSpec, services_to_build: set[str] |
         log.append(_build(conn, spec, services_to_build, pull))
     res = _run(conn, cmd.up(t, spec.wait_timeout), timeout=spec.wait_timeout + 300)
     log.append(_output(res))
+    if res.exited == 0 and services_to_recreate:
+        res = _run(conn, cmd.up(t, spec.wait_timeout, services=services_to_recreate, no_deps=True,
+                                force_recreate=True), timeout=spec.wait_timeout + 300)
+        log.append(_output(res))
     after = snapshot(conn, spec)
     failing = failing_services(after)
     if res.exited != 0 or failing:

@@ -176,6 +176,36 @@ def services_for_changes(compose_dict: Mapping[str, Any], changed_paths: Iterabl
     return hit
 
 
+def services_for_mounts(compose_dict: Mapping[str, Any], changed_paths: Iterable[str] | None,
+                        compose_dir: str = "") -> set[str]:
+    """Services that bind-mount a changed file or folder from the release (``./traefik/x.yml``).
+
+    Docker resolves the ``current`` symlink when a container is created, so such a container
+    keeps reading the old release's copy until it is recreated; compose sees no config change.
+    ``changed_paths=None`` means "any": every service with a relative bind mount.
+    """
+    mounts: dict[str, list[str]] = {}
+    for name, svc in (compose_dict.get("services") or {}).items():
+        for vol in (svc or {}).get("volumes") or []:
+            if isinstance(vol, str):
+                source = vol.split(":", 1)[0]
+            elif isinstance(vol, Mapping) and vol.get("type", "bind") == "bind":
+                source = str(vol.get("source", ""))
+            else:
+                continue
+            if source.startswith("."):
+                mounts.setdefault(name, []).append(_norm(posixpath.join(compose_dir, source)))
+    if changed_paths is None:
+        return set(mounts)
+    hit: set[str] = set()
+    for path in changed_paths:
+        p = _norm(path)
+        for name, sources in mounts.items():
+            if any(p == src or p.startswith(src + "/") for src in sources):
+                hit.add(name)
+    return hit
+
+
 def _norm(path: str) -> str:
     n = posixpath.normpath(path)
     return "" if n == "." else n
