@@ -202,6 +202,28 @@ def connect(run: Run, settings: Settings, ip: str) -> Any:
     return conn
 
 
+def bootstrap(run: Run, settings: Settings, conn: Any) -> None:
+    """Full deploy only: the release root exists and is ours, Docker and Compose answer."""
+    from remote import commands as cmd
+
+    with run.step("bootstrap") as step:
+        res = conn.run(cmd.ensure_base_dir(settings.remote_base), hide=True, warn=True, in_stream=False)
+        if res.exited != 0:
+            raise DeployError(f"cannot create {settings.remote_base} on the droplet as {settings['DEPLOY_USER']}: "
+                              f"{(res.stderr or res.stdout).strip()[-300:]}",
+                              f"give {settings['DEPLOY_USER']} passwordless sudo (cloud-init does) or create the folder "
+                              f"owned by that user; REMOTE_BASE_DIR chooses another place")
+        docker = conn.run(cmd.docker_ready(), hide=True, warn=True, in_stream=False)
+        if docker.exited != 0:
+            raise DeployError(f"Docker is not usable by {settings['DEPLOY_USER']} on the droplet: "
+                              f"{(docker.stderr or docker.stdout).strip()[-300:]}",
+                              "cloud-init installs Docker Engine and the Compose plugin and adds the user to the docker "
+                              "group; wait for it to finish (cloud-init status --wait) and rerun")
+        versions = docker.stdout.split()
+        step.note(f"{settings.remote_base} {res.stdout.strip()}; docker {versions[0] if versions else '?'}, "
+                  f"compose {versions[1] if len(versions) > 1 else '?'}")
+
+
 @contextmanager
 def deploy_lock(run: Run, settings: Settings, conn: Any, release: str) -> Iterator[None]:
     from remote import lock
@@ -372,6 +394,8 @@ def deploy(run: Run, settings: Settings, update_only: bool = False) -> None:
                               "check the droplet's networking in the DigitalOcean console, then rerun")
     conn = connect(run, settings, ip)
     try:
+        if not update_only:
+            bootstrap(run, settings, conn)
         try:
             with deploy_lock(run, settings, conn, release=_next_release_id(settings)):
                 pushed = push(run, settings, conn)

@@ -304,3 +304,18 @@ def _go_string(value: str) -> str:
 
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
+
+
+# --- bootstrap ------------------------------------------------------------------
+
+def ensure_base_dir(base: str) -> str:
+    """Make the release root exist and belong to the SSH user; sudo only when it must
+    (cloud-init gives the deploy user passwordless sudo; -n never waits for a password)."""
+    b = q(base)
+    return (f"if [ -d {b} ] && [ -w {b} ]; then echo ready; else "
+            f"sudo -n install -d -m 0755 -o \"$(id -un)\" -g \"$(id -gn)\" {b} && echo created; fi")
+
+
+def docker_ready() -> str:
+    """Fails unless the SSH user can talk to the Docker engine and has the Compose plugin."""
+    return "docker info --format '{{.ServerVersion}}' && docker compose version --short"
