@@ -8,7 +8,7 @@ import threading
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from deploy.redact import REGISTRY, SecretRegistry, redact
+from deploy.redact import REGISTRY, SecretRegistry, redact, redact_data
 
 
 class ArtifactWriter:
@@ -27,15 +27,19 @@ class ArtifactWriter:
 
     def write_text(self, relpath: str, text: str) -> Path:
         """Write ``text`` redacted; atomically, so a crash never leaves half a file."""
+        return self._write(relpath, redact(text, self.registry))
+
+    def write_json(self, relpath: str, data: Any) -> Path:
+        """Redacted value by value (redact_data), so the file is always valid JSON."""
+        plain = json.loads(json.dumps(data, default=str))
+        return self._write(relpath, json.dumps(redact_data(plain, self.registry), indent=2) + "\n")
+
+    def _write(self, relpath: str, clean: str) -> Path:
         path = self._target(relpath)
-        clean = redact(text, self.registry)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(clean, encoding="utf-8")
         os.replace(tmp, path)
         return path
-
-    def write_json(self, relpath: str, data: Any) -> Path:
-        return self.write_text(relpath, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
     def append_text(self, relpath: str, text: str) -> None:
         path = self._target(relpath)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 from urllib.parse import quote, quote_plus
 
 MASK = "***REDACTED***"
@@ -92,7 +92,7 @@ _SHAPES: list[tuple[re.Pattern[str], str]] = [
 # KEY=value / KEY: value / "KEY": "value" where KEY is secret-named (checked by is_secret_name).
 _KEY_VALUE = re.compile(
     r"""(?P<pre>(?P<q>["']?)(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)(?P=q)\s*(?:=|:)[ \t]*)"""
-    r"""(?P<val>"[^"\n]*"|'[^'\n]*'|[^\s,}\]"']+)"""
+    r"""(?P<val>"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s,}\]"']+)"""
 )
 
 
@@ -182,6 +182,28 @@ def redact_mapping(values: Mapping[str, object], registry: SecretRegistry | None
         else:
             out[key] = redact("" if value is None else str(value), reg)
     return out
+
+
+def redact_data(data: Any, registry: SecretRegistry | None = None) -> Any:
+    """Redact a JSON-like structure value by value, so the result always stays valid JSON:
+    secret-named keys are masked whole, every other string goes through redact()."""
+    reg = registry or REGISTRY
+    if isinstance(data, Secret):
+        return MASK
+    if isinstance(data, str):
+        return redact(data, reg)
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            secret_key = isinstance(key, str) and reg.is_secret_key(key)
+            if secret_key and value not in (None, "", True, False) and not isinstance(value, (dict, list)):
+                out[redact(str(key), reg)] = MASK
+            else:
+                out[redact(str(key), reg)] = redact_data(value, reg)
+        return out
+    if isinstance(data, (list, tuple, set)):
+        return [redact_data(v, reg) for v in data]
+    return data
 
 
 def register_secrets(values: Iterable[str | Secret], registry: SecretRegistry | None = None) -> None:

@@ -76,3 +76,9 @@ def test_json_stays_valid_json_after_redaction():
     out = json.loads(redact(doc, SecretRegistry()))
     assert out["ssh_key_registered"] is True and out["auth"] is None
     assert out["api_key"] == MASK and out["secret_key"] == MASK
+
+
+def test_json_strings_with_escaped_quotes_are_masked_whole():
+    doc = json.dumps({"www_authenticate": 'Basic realm="traefik"', "next": 1}, indent=2)
+    out = json.loads(redact(doc, SecretRegistry()))
+    assert out == {"www_authenticate": MASK, "next": 1}

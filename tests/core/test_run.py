@@ -115,3 +115,17 @@ def test_no_canary_reaches_any_file(tmp_path):
     for path in run.folder.rglob("*"):
         if path.is_file():
             assert canary not in path.read_text(), path
+
+
+def test_json_artifacts_are_redacted_and_stay_valid(tmp_path):
+    reg = SecretRegistry()
+    reg.add_value("json-canary-123")
+    from deploy.artifacts import ArtifactWriter
+
+    w = ArtifactWriter(tmp_path, reg)
+    w.write_json("x.json", {"note": 'has "json-canary-123" inside', "db_password": "anything", "ok": True,
+                            "nested": [{"token": 5}, "plain"]})
+    data = json.loads((tmp_path / "x.json").read_text())
+    assert "json-canary-123" not in (tmp_path / "x.json").read_text()
+    assert data["db_password"] == "***REDACTED***" and data["ok"] is True
+    assert data["nested"] == [{"token": "***REDACTED***"}, "plain"]
