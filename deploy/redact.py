@@ -92,7 +92,7 @@ _SHAPES: list[tuple[re.Pattern[str], str]] = [
 # KEY=value / KEY: value / "KEY": "value" where KEY is secret-named (checked by is_secret_name).
 _KEY_VALUE = re.compile(
     r"""(?P<pre>(?P<q>["']?)(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)(?P=q)\s*(?:=|:)[ \t]*)"""
-    r"""(?P<val>"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s,}\]"']+)"""
+    r"""(?P<val>"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s,{}\[\]"']+)"""
 )
 
 

@@ -82,3 +82,10 @@ def test_json_strings_with_escaped_quotes_are_masked_whole():
     doc = json.dumps({"www_authenticate": 'Basic realm="traefik"', "next": 1}, indent=2)
     out = json.loads(redact(doc, SecretRegistry()))
     assert out == {"www_authenticate": MASK, "next": 1}
+
+
+def test_secret_named_objects_keep_their_structure():
+    doc = json.dumps({"basicAuth": {"users": ["admin:$apr1$abcdefgh$0123456789abcdefghijkl"], "removeHeader": True}}, indent=2)
+    out = json.loads(redact(doc, SecretRegistry()))
+    assert out["basicAuth"]["removeHeader"] is True
+    assert "$apr1$abcdefgh" not in out["basicAuth"]["users"][0]
