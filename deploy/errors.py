@@ -7,7 +7,6 @@ EXIT_CONFIG = 2
 EXIT_TOKEN_REJECTED = 3
 EXIT_PARTIAL = 4
 EXIT_LOCKED = 5
-EXIT_NOT_BUILT = 6
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
@@ -41,12 +40,6 @@ class ConfigError(DeployError):
 class TokenRejected(DeployError):
     exit_code = EXIT_TOKEN_REJECTED
     outcome = "config-error"
-
-
-class NotBuilt(DeployError):
-    """A task whose part is not built yet says so plainly instead of pretending."""
-
-    exit_code = EXIT_NOT_BUILT
 
 
 class Terminated(BaseException):
