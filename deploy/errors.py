@@ -42,5 +42,11 @@ class TokenRejected(DeployError):
     outcome = "config-error"
 
 
+class LockHeldError(DeployError):
+    """Another deploy holds the droplet's deploy lock."""
+
+    exit_code = EXIT_LOCKED
+
+
 class Terminated(BaseException):
     """Raised from the SIGTERM handler so every finally-block (Run.finish, lock release) runs."""

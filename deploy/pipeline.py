@@ -8,15 +8,11 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from deploy.errors import ConfigError, DeployError, EXIT_LOCKED, TokenRejected
+from deploy.errors import ConfigError, DeployError, LockHeldError, TokenRejected
 from deploy.run import Run
 from deploy.settings import Settings, missing_stack_keys
 
 NONPROD_OVERRIDE = "compose.nonprod.yml"
-
-
-class LockHeldError(DeployError):
-    exit_code = EXIT_LOCKED
 
 
 # -- small pure helpers ----------------------------------------------------------------------
