@@ -100,8 +100,9 @@ def runs_list(c):
         print(f"{r.folder.name:45} {r.outcome:13} {duration:>9}")
 
 
-@task(name="diff", help={"a": "Older run: folder name, unique prefix, path or -2", "b": "Newer run (default: newest, -1)"})
-def runs_diff(c, a, b="-1"):
+@task(name="diff", help={"a": "Older run: folder name, unique prefix, path, 'previous' or 'latest'",
+                         "b": "Newer run, same forms (default: latest)"})
+def runs_diff(c, a, b="latest"):
     """Show what changed between two runs' artifacts (Traefik config, containers, headers, checks)."""
     from invoke.exceptions import Exit
 

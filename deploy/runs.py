@@ -51,7 +51,9 @@ def list_runs(logs_dir: Path) -> list[RunInfo]:
 
 
 def resolve_run(logs_dir: Path, ref: str) -> Path:
-    """A run by folder name, unique prefix, path, or negative index (-1 = newest)."""
+    """A run by folder name, unique prefix, path, ``latest``/``previous``, or a negative index
+    (-1 = newest; on the command line write it as --a=-2, since a bare -2 reads as a flag)."""
+    ref = {"latest": "-1", "previous": "-2"}.get(ref, ref)
     candidate = Path(ref)
     if candidate.is_dir() and (candidate / "run.json").is_file():
         return candidate

@@ -44,6 +44,7 @@ def test_list_and_resolve(tmp_path):
     (tmp_path / "not-a-run").mkdir()
     assert [r.outcome for r in list_runs(tmp_path)] == ["success", "partial"]
     assert resolve_run(tmp_path, "-1") == b and resolve_run(tmp_path, "20260101T00") == a
+    assert resolve_run(tmp_path, "latest") == b and resolve_run(tmp_path, "previous") == a
     with pytest.raises(LookupError, match="inv runs"):
         resolve_run(tmp_path, "1999")
 
@@ -53,5 +54,9 @@ def test_cli_lists_runs_and_reports_unknown_run_clearly(tmp_path):
     env = {**os.environ, "LOGS_DIR": str(tmp_path)}
     listed = subprocess.run([sys.executable, "-m", "invoke", "runs"], cwd=REPO, env=env, capture_output=True, text=True)
     assert listed.returncode == 0 and "20260101T000000Z_deploy-full" in listed.stdout and "success" in listed.stdout
+    make_run(tmp_path, "20260101T010000Z_deploy-update", "failed", "exited", "x", "fail")
+    diff = subprocess.run([sys.executable, "-m", "invoke", "runs.diff", "previous"], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    assert diff.returncode == 0 and "+traefik: exited" in diff.stdout, diff.stderr
     bad = subprocess.run([sys.executable, "-m", "invoke", "runs.diff", "nope"], cwd=REPO, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "no run folder" in bad.stderr and "Traceback" not in bad.stderr
