@@ -101,7 +101,7 @@ def runs_list(c):
 
 
 @task(name="diff", help={"a": "Older run: folder name, unique prefix, path, 'previous' or 'latest'",
-                         "b": "Newer run, same forms (default: latest)"})
+                         "b": "Newer run, same forms, as --b=REF (default: latest)"})
 def runs_diff(c, a, b="latest"):
     """Show what changed between two runs' artifacts (Traefik config, containers, headers, checks)."""
     from invoke.exceptions import Exit
