@@ -50,3 +50,20 @@ class LockHeldError(DeployError):
 
 class Terminated(BaseException):
     """Raised from the SIGTERM handler so every finally-block (Run.finish, lock release) runs."""
+
+
+def operator_error(exc: BaseException) -> DeployError | None:
+    """The adapters' errors (deploy.cloud.CloudError, remote.errors.RemoteError) carry a message
+    and a hint for the operator: report them as a DeployError, without a traceback. None for
+    anything else (an unexpected error keeps its traceback in the run folder)."""
+    from deploy.cloud import CloudError, TokenRejected as CloudTokenRejected
+    from remote.errors import RemoteError
+
+    if isinstance(exc, DeployError):
+        return exc
+    if isinstance(exc, CloudTokenRejected):
+        return TokenRejected(exc.message, exc.hint or "create a new token with read and write scope")
+    if isinstance(exc, (CloudError, RemoteError)):
+        return DeployError(exc.message, exc.hint)
+    return None
+

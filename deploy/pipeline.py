@@ -8,9 +8,9 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from deploy.errors import ConfigError, DeployError, LockHeldError, TokenRejected
+from deploy.errors import ConfigError, DeployError, LockHeldError, operator_error
 from deploy.run import Run
-from deploy.settings import Settings, missing_stack_keys
+from deploy.settings import Settings, require_stack_keys
 
 NONPROD_OVERRIDE = "compose.nonprod.yml"
 
@@ -94,11 +94,6 @@ def compose_target(settings: Settings) -> Any:
     return compose_spec(settings).target()
 
 
-def _wrap_remote(exc: Exception) -> DeployError:
-    """SshError / ReleaseError / ComposeError -> a DeployError the Run reports cleanly."""
-    return DeployError(getattr(exc, "message", str(exc)), getattr(exc, "hint", ""))
-
-
 # -- steps -----------------------------------------------------------------------------------
 
 def check_token(run: Run, settings: Settings) -> Any:
@@ -110,11 +105,8 @@ def check_token(run: Run, settings: Settings) -> Any:
     with run.step("token-check") as step:
         try:
             account = cloud.check_token(spec)
-        except cloud.TokenRejected as exc:
-            raise TokenRejected(exc.message if hasattr(exc, "message") else str(exc),
-                                getattr(exc, "hint", "create a new token with read and write scope")) from None
         except cloud.CloudError as exc:
-            raise DeployError(getattr(exc, "message", str(exc)), getattr(exc, "hint", "")) from None
+            raise operator_error(exc) from None  # TokenRejected keeps its own exit code
         step.note(f"account {account.email}")
     return account
 
@@ -125,10 +117,7 @@ def provision(run: Run, settings: Settings) -> Any:
 
     spec = cloud_spec(settings)
     with run.step("provision") as step:
-        try:
-            result = cloud.provision(spec, on_event=lambda level, msg: run.warn(msg) if level == "warning" else run.log(msg))
-        except cloud.CloudError as exc:
-            raise DeployError(getattr(exc, "message", str(exc)), getattr(exc, "hint", "")) from None
+        result = cloud.provision(spec, on_event=lambda level, msg: run.warn(msg) if level == "warning" else run.log(msg))
         d = result.droplet
         run.target = {"name": d.name, "region": d.region, "ip": d.public_ipv4, "droplet_id": d.id}
         run.details["provision"] = _data(result)
@@ -154,7 +143,7 @@ def discover(run: Run, settings: Settings, required: bool) -> str | None:
         return settings["DROPLET_IP"]
     try:
         check_token(run, settings)
-    except (ConfigError, TokenRejected, DeployError) as exc:
+    except DeployError as exc:
         if required:
             raise
         run.mark_partial("remote verification", f"{exc.message}; set DROPLET_IP or fix the token ({exc.hint})")
@@ -164,7 +153,7 @@ def discover(run: Run, settings: Settings, required: bool) -> str | None:
             droplet = cloud.find_droplet(cloud_spec(settings, need_key=False))
         except cloud.CloudError as exc:
             if required:
-                raise DeployError(getattr(exc, "message", str(exc)), getattr(exc, "hint", "")) from None
+                raise
             step.warn(str(exc))
             droplet = None
         if droplet is None:
@@ -187,13 +176,10 @@ def discover(run: Run, settings: Settings, required: bool) -> str | None:
 
 
 def connect(run: Run, settings: Settings, ip: str) -> Any:
-    from remote.connection import SshError, connect as ssh_connect
+    from remote.connection import connect as ssh_connect
 
     with run.step("connect") as step:
-        try:
-            conn = ssh_connect(ssh_target(settings, ip))
-        except SshError as exc:
-            raise _wrap_remote(exc) from None
+        conn = ssh_connect(ssh_target(settings, ip))
         step.note(f"{settings['DEPLOY_USER']}@{ip}")
     return conn
 
@@ -241,16 +227,10 @@ def deploy_lock(run: Run, settings: Settings, conn: Any, release: str) -> Iterat
 def push(run: Run, settings: Settings, conn: Any) -> Any:
     from remote import sync
 
-    missing = missing_stack_keys(settings)
-    if missing:
-        raise ConfigError(missing[0], "is empty or still a placeholder (stack/.env.example names it)",
-                          f"set {', '.join(missing)} in {settings.env_file or 'the env file'}")
+    require_stack_keys(settings)
     with run.step("push") as step:
-        try:
-            env_path = sync.write_env(conn, settings.remote_base, settings.stack_env_file())
-            result = sync.push(conn, settings.remote_base, settings.stack_dir)
-        except sync.ReleaseError as exc:
-            raise _wrap_remote(exc) from None
+        env_path = sync.write_env(conn, settings.remote_base, settings.stack_env_file())
+        result = sync.push(conn, settings.remote_base, settings.stack_dir)
         run.details["push"] = {k: _data(v) for k, v in asdict(result).items() if k not in ("changed", "removed")}
         run.details["push"]["changed_count"] = len(result.changed)
         run.details["push"]["removed_count"] = len(result.removed)
@@ -376,10 +356,7 @@ def provision_only(run: Run, settings: Settings) -> None:
 
 def deploy(run: Run, settings: Settings, update_only: bool = False) -> None:
     settings.require("DIGITALOCEAN_TOKEN", "DOMAIN")
-    missing = missing_stack_keys(settings)
-    if missing:  # before touching the cloud: nothing is created for a deploy that cannot start
-        raise ConfigError(missing[0], "is empty or still a placeholder (stack/.env.example names it)",
-                          f"set {', '.join(missing)} in {settings.env_file or 'the env file'}")
+    require_stack_keys(settings)  # before touching the cloud: nothing is created for a deploy that cannot start
     if update_only:
         ip = discover(run, settings, required=True)
     else:
@@ -485,10 +462,7 @@ def rollback(run: Run, settings: Settings, release: str | None) -> None:
         with deploy_lock(run, settings, conn, release=release or "(previous)"):
             current = sync.current_release(conn, settings.remote_base)
             with run.step("choose-release") as step:
-                try:
-                    target = release or _previous_release(conn, settings, current)
-                except sync.ReleaseError as exc:
-                    raise _wrap_remote(exc) from None
+                target = release or sync.previous_release(conn, settings.remote_base)
                 step.note(f"{current} -> {target}")
             # Images are rebuilt from the old release's sources (layer cache makes it quick).
             switch_and_up(run, settings, conn, target, None, sync.services_for_mounts(local_compose(settings), None))
@@ -497,16 +471,6 @@ def rollback(run: Run, settings: Settings, release: str | None) -> None:
         verify_and_collect(run, settings, ip, conn)
     finally:
         conn.close()
-
-
-def _previous_release(conn: Any, settings: Settings, current: str | None) -> str:
-    from remote import sync
-
-    ids = [r.id for r in sync.list_releases(conn, settings.remote_base)]
-    older = [r for r in ids if current is None or r < current]
-    if not older:
-        raise sync.ReleaseError(f"no release older than {current} to roll back to", "see `inv releases`")
-    return older[-1]
 
 
 def releases(run: Run, settings: Settings) -> list[Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 from urllib.parse import quote, quote_plus
 
 MASK = "***REDACTED***"
@@ -136,9 +136,6 @@ class SecretRegistry:
                 self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
             return self._pattern
 
-    def values_for_test(self) -> frozenset[str]:
-        return frozenset(self._values)
-
 
 # The process-wide registry: Settings registers what it loads, tests may make their own.
 REGISTRY = SecretRegistry()
@@ -204,9 +201,3 @@ def redact_data(data: Any, registry: SecretRegistry | None = None) -> Any:
     if isinstance(data, (list, tuple, set)):
         return [redact_data(v, reg) for v in data]
     return data
-
-
-def register_secrets(values: Iterable[str | Secret], registry: SecretRegistry | None = None) -> None:
-    reg = registry or REGISTRY
-    for value in values:
-        reg.add_value(value)

@@ -2,15 +2,14 @@
 finished, on success, error, Ctrl-C or SIGTERM (Kamal's status footer, as data)."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
-import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,7 +17,7 @@ from typing import Any, Iterator
 from rich.console import Console
 
 from deploy.artifacts import ArtifactWriter
-from deploy.errors import DeployError, Terminated
+from deploy.errors import DeployError, Terminated, operator_error
 from deploy.redact import REGISTRY, SecretRegistry, redact
 
 OUTCOMES = ("success", "failed", "partial", "config-error", "interrupted")
@@ -137,7 +136,12 @@ class Run:
             yield StepHandle(step)
         except BaseException as exc:
             step.status = "failed"
-            step.message = redact(_describe(exc), self.registry)
+            # Adapter errors (cloud, SSH, releases, compose) leave a step as operator errors, so
+            # callers catch one type and the operator sees message and fix, not a traceback.
+            converted = operator_error(exc) if isinstance(exc, Exception) else None
+            step.message = redact(_describe(converted or exc), self.registry)
+            if converted is not None and converted is not exc:
+                raise converted from None
             raise
         finally:
             step.seconds = round(time.monotonic() - t0, 3)
@@ -149,7 +153,7 @@ class Run:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> "Run":
-        if threading_is_main():
+        if threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
         return self
 
@@ -247,9 +251,3 @@ def _user() -> str:
 
 def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated()
-
-
-def threading_is_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

@@ -329,6 +329,14 @@ def missing_stack_keys(settings: Settings) -> list[str]:
     return missing
 
 
+def require_stack_keys(settings: Settings) -> None:
+    """ConfigError naming every stack key that is missing or still a placeholder."""
+    missing = missing_stack_keys(settings)
+    if missing:
+        raise ConfigError(missing[0], "is empty or still a placeholder (stack/.env.example names it)",
+                          f"set {', '.join(missing)} in {settings.env_file or 'the env file'}")
+
+
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "DEPLOY_ENV": lambda v: None if v in DEPLOY_ENVS else f"must be one of {', '.join(DEPLOY_ENVS)}",
     "DOMAIN": lambda v: None if v is None or _HOSTNAME.match(v) else "is not a valid host name (lower case, dots, no scheme or path)",

@@ -9,10 +9,9 @@ from typing import Any, Callable, Mapping
 
 from invoke.exceptions import Exit
 from rich.console import Console
-from rich.markup import escape
 
-from deploy.errors import DeployError
-from deploy.redact import REGISTRY, redact, redact_mapping
+from deploy.errors import operator_error
+from deploy.redact import redact_mapping
 from deploy.run import Run
 from deploy.settings import KEYS, Settings, load_settings
 
@@ -68,17 +67,6 @@ def write_local_snapshot(run: Run, settings: Settings) -> None:
     })
 
 
-def expected_error(exc: Exception) -> DeployError | None:
-    """Adapter errors (remote.errors.RemoteError, deploy.cloud.CloudError) carry a message and a
-    hint for the operator: report them as such, without a traceback."""
-    from deploy.cloud import CloudError
-    from remote.errors import RemoteError
-
-    if isinstance(exc, (RemoteError, CloudError)):
-        return DeployError(getattr(exc, "message", str(exc)), getattr(exc, "hint", ""))
-    return None
-
-
 def run_task(c: Any, task: str, mode: str, flags: Mapping[str, Any], env_file: str | None,
              body: Callable[[Run, Settings], None], console: Console | None = None) -> Run:
     """Open a Run, load settings inside it, run ``body``; exit non-zero with a clean message.
@@ -97,20 +85,16 @@ def run_task(c: Any, task: str, mode: str, flags: Mapping[str, Any], env_file: s
             try:
                 body(run, settings)
             except Exception as exc:
-                converted = expected_error(exc)
+                converted = operator_error(exc)
                 if converted is None:
                     raise
                 raise converted from None
-    except (DeployError, KeyboardInterrupt, Exception, BaseException) as exc:  # noqa: B014 - mapped below
-        if isinstance(exc, SystemExit):
-            raise
+    except SystemExit:
+        raise
+    except BaseException:  # the Run has recorded and shown it; map it to the exit code
         # The error itself was already shown and logged by the Run; end with one clean line.
         raise Exit(message=f"{task}: {run.outcome} (exit {run.exit_code}); run folder: {run.folder}",
                    code=run.exit_code) from None
     if run.exit_code:
         raise Exit(code=run.exit_code)
     return run
-
-
-def print_error(console: Console, message: str) -> None:
-    console.print(f"[bold red]{escape(redact(message, REGISTRY))}[/]")

@@ -341,18 +341,24 @@ def push(conn: fabric.Connection, base: str, source: Path, now: datetime | None 
                       previous_release=previous, changed_services=services)
 
 
+def previous_release(conn: fabric.Connection, base: str, ids: list[str] | None = None) -> str:
+    """The newest release older than ``current``: what a rollback returns to."""
+    ids = release_ids(conn, base) if ids is None else ids
+    cur = current_release(conn, base)
+    older = [r for r in ids if cur is None or r < cur]
+    if not older:
+        raise ReleaseError(f"no release older than {cur or '(none)'} to roll back to in "
+                           f"{cmd.releases_dir(base)}",
+                           "list releases with `inv releases` and name one explicitly")
+    return older[-1]
+
+
 def switch(conn: fabric.Connection, base: str, release_id: str | None = None) -> str:
     """Point ``current`` at ``release_id`` (default: the release before the current one)."""
     _check_base(base)
     ids = release_ids(conn, base)
     if release_id is None:
-        cur = current_release(conn, base)
-        older = [r for r in ids if cur is None or r < cur]
-        if not older:
-            raise ReleaseError(f"no release older than {cur or '(none)'} to roll back to in "
-                               f"{cmd.releases_dir(base)}",
-                               "list releases with `inv releases` and name one explicitly")
-        release_id = older[-1]
+        release_id = previous_release(conn, base, ids)
     elif release_id not in ids:
         known = ", ".join(ids[-5:]) or "none"
         raise ReleaseError(f"release {release_id} does not exist in {cmd.releases_dir(base)} "

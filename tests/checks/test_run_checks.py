@@ -8,7 +8,7 @@ import pytest
 from deploy.checks import ChecksReport, run_checks
 from tests.checks.certs import PRODUCTION, TRAEFIK_DEFAULT
 from tests.checks.conftest import fast_config, target_for
-from tests.checks.servers import LIMIT_HEADERS, health_json
+from tests.checks.servers import health_json
 
 
 def statuses(report: ChecksReport) -> dict[str, str]:

@@ -129,3 +129,18 @@ def test_json_artifacts_are_redacted_and_stay_valid(tmp_path):
     assert "json-canary-123" not in (tmp_path / "x.json").read_text()
     assert data["db_password"] == "***REDACTED***" and data["ok"] is True
     assert data["nested"] == [{"token": "***REDACTED***"}, "plain"]
+
+
+def test_adapter_errors_leave_a_step_as_operator_errors(tmp_path):
+    from deploy.errors import DeployError
+    from remote.errors import RemoteError
+
+    with pytest.raises(DeployError) as err:
+        with Run(tmp_path, "deploy", "full", ["inv"], console=quiet(), registry=SecretRegistry()) as run:
+            with run.step("connect"):
+                raise RemoteError("SSH key /k refused for deploy@10.0.0.2", "register /k.pub for deploy")
+    assert err.value.hint == "register /k.pub for deploy"
+    data = json.loads((run.folder / "run.json").read_text())
+    assert data["outcome"] == "failed" and "fix: register /k.pub" in data["error"]
+    assert data["steps"][0]["message"].startswith("SSH key /k refused")
+    assert not (run.folder / "error-traceback.txt").exists()

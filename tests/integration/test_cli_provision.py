@@ -1,7 +1,7 @@
 """`inv provision` end to end through the real python-digitalocean library (issue 2's done-when)."""
 import time
 
-from tests.integration.conftest import CANARIES, TOKEN, assert_no_secret_in, write_env
+from tests.integration.conftest import CANARIES, TOKEN, assert_no_secret_in
 
 
 def test_provision_creates_then_changes_nothing(cli, fake):

@@ -10,7 +10,6 @@ import time
 import uuid
 
 import psycopg
-import pytest
 import redis
 import requests
 
