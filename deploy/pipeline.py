@@ -220,8 +220,11 @@ def deploy_lock(run: Run, settings: Settings, conn: Any, release: str) -> Iterat
     try:
         yield
     finally:
-        lock.release(conn, settings.remote_base)
-        run.log("deploy lock released")
+        if lock.release_if_ours(conn, settings.remote_base, holder):
+            run.log("deploy lock released")
+        else:
+            run.warn("the deploy lock was no longer ours (force-released?); left it to its current holder "
+                     f"({lock.status(conn, settings.remote_base)})")
 
 
 def push(run: Run, settings: Settings, conn: Any) -> Any:

@@ -110,6 +110,15 @@ def release(conn: fabric.Connection, base: str) -> None:
     _run(conn, cmd.lock_release(base), "releasing the deploy lock")
 
 
+def release_if_ours(conn: fabric.Connection, base: str, holder: LockHolder) -> bool:
+    """Release the lock only if ``holder`` still has it. After a force release another deploy may
+    hold it now: removing theirs would let a third deploy run beside it. False when not ours."""
+    if status(conn, base) != holder:
+        return False
+    release(conn, base)
+    return True
+
+
 @contextmanager
 def deploy_lock(conn: fabric.Connection, base: str, release_id: str | None, command: str,
                 wait: float = 0) -> Iterator[LockHolder]:
@@ -118,4 +127,4 @@ def deploy_lock(conn: fabric.Connection, base: str, release_id: str | None, comm
     try:
         yield holder
     finally:
-        release(conn, base)
+        release_if_ours(conn, base, holder)

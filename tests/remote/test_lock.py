@@ -63,3 +63,14 @@ def test_force_release_and_a_lock_without_details(conn, base):
     lock.release(conn, base)
     lock.release(conn, base)  # releasing a free lock is fine
     assert lock.status(conn, base) is None
+
+
+def test_a_force_released_deploy_does_not_remove_the_next_holders_lock(conn, base):
+    with lock.deploy_lock(conn, base, "r1", "inv deploy") as first:
+        lock.release(conn, base)                      # an operator runs `inv lock.release`
+        second = lock.acquire(conn, base, LockHolder.here("r2", "inv deploy --update-only"))
+        assert lock.release_if_ours(conn, base, first) is False
+    # the first deploy's block ended; the second deploy's lock must still be there
+    assert lock.status(conn, base) == second
+    assert lock.release_if_ours(conn, base, second) is True
+    assert lock.status(conn, base) is None
