@@ -81,12 +81,13 @@ def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
     key = state.ensure_keypair(cfg.state_dir)
     token = st.get("token") or secrets.token_hex(32)
     log_path = cfg.state_dir / "api.log"
-    cmd = [sys.executable, "-m", "lab.fake_do", "--port", str(cfg.api_port), "--token", token,
+    # The token travels in the environment: a command line is readable by every local user.
+    cmd = [sys.executable, "-m", "lab.fake_do", "--port", str(cfg.api_port),
            "--backend-factory", FACTORY, "--operator-ip", gateway,
            "--state-file", str((cfg.state_dir / "api-state.json").resolve())]
     with open(log_path, "ab") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **cfg.to_env()}, start_new_session=True,
+                                env={**os.environ, **cfg.to_env(), "FAKE_DO_TOKEN": token}, start_new_session=True,
                                 cwd=Path(__file__).resolve().parent.parent)
     st = {"name": cfg.name, "pid": proc.pid, "port": cfg.api_port, "api_url": api_url(cfg.api_port),
           "token": token, "ssh_key": str(key), "operator_ip": gateway, "domain": cfg.domain,

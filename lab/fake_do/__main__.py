@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -26,20 +27,27 @@ def load_factory(spec: str) -> DropletBackend:
     return factory()
 
 
+TOKEN_ENV = "FAKE_DO_TOKEN"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.fake_do", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--token", required=True, help="the Bearer token clients must send")
+    parser.add_argument("--token", help="the Bearer token clients must send; prefer the environment "
+                                         f"variable {TOKEN_ENV}, which other local users cannot read in `ps`")
     parser.add_argument("--operator-ip", default="127.0.0.1",
                         help="answer of GET /lab/my-ip (the operator's public IP)")
     parser.add_argument("--backend-factory", help="module:callable returning a DropletBackend")
     parser.add_argument("--state-file", help="JSON file that keeps the state across restarts")
     parser.add_argument("--max-per-page", type=int, default=200)
     args = parser.parse_args(argv)
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if not token:
+        parser.error(f"give the API token in the environment variable {TOKEN_ENV} (or --token)")
 
     backend = load_factory(args.backend_factory) if args.backend_factory else None
-    fake = FakeDigitalOcean(args.token, backend=backend, operator_ip=args.operator_ip,
+    fake = FakeDigitalOcean(token, backend=backend, operator_ip=args.operator_ip,
                             max_per_page=args.max_per_page, state_file=args.state_file)
     url = fake.start(args.host, args.port)
     print(url, flush=True)  # the caller reads the bound URL from the first line

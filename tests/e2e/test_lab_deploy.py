@@ -147,15 +147,28 @@ def test_second_deploy_while_locked_fails_fast_naming_the_holder(lab):
     assert "lock: free" in lab.inv("lock.status").stdout
 
 
+def _releases(lab) -> list[tuple[str, bool, str]]:
+    """(id, current, outcome) from `inv releases` (its releases.txt artifact), oldest first."""
+    res = lab.inv("releases")
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = []
+    for line in (lab.last_run() / "releases.txt").read_text().splitlines():
+        release_id, _, _created, _, outcome = line[2:].split()
+        rows.append((release_id, line.startswith("*"), outcome))
+    return rows
+
+
 def test_rollback_returns_to_the_previous_release_with_data_kept(lab):
-    before = lab.manifest()["details"]["current_release"] if "current_release" in lab.manifest()["details"] else None
+    before = _releases(lab)
+    current = next(r for r, cur, _ in before if cur)
+    previous = [r for r, _, _ in before if r < current][-1]
     res = lab.inv("rollback", extra=QUIET)
     data = lab.manifest()
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
-    assert data["details"]["current_release"] != before
-    listing = lab.inv("releases")
-    assert listing.returncode == 0
-    assert "rolled-back" in listing.stdout
+    assert data["details"]["current_release"] == previous
+    after = {r: (cur, outcome) for r, cur, outcome in _releases(lab)}
+    assert after[previous][0] is True
+    assert after[current] == (False, "rolled-back")
     assert STATE["note"] in _notes(lab)
 
 

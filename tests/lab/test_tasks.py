@@ -76,6 +76,8 @@ def test_up_env_droplet_down_removes_only_the_lab(project, tmp_path, images, key
         assert "API: running" in status and f"droplet {did}: web-1" in status
 
         pid = int(__import__("json").loads((cfg.state_dir / "state.json").read_text())["pid"])
+        # The API token is not on the API process's command line (readable by every local user).
+        assert env["DIGITALOCEAN_TOKEN"].encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
         inv(project, cfg, "lab.down")
         for kind in ("container", "volume", "network"):
             assert list_labelled(kind, cfg.label) == [], kind
