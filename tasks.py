@@ -1,9 +1,9 @@
-"""Invoke tasks: parse flags, then hand over to deploy.pipeline inside a Run. Nothing else."""
+"""Invoke tasks: parse flags, then hand over to deploy.flows inside a Run. Nothing else."""
 from __future__ import annotations
 
 from invoke import Collection, task
 
-from deploy import pipeline
+from deploy import flows
 from deploy.taskrun import run_task
 
 COMMON_HELP = {
@@ -31,62 +31,62 @@ def deploy(c, update_only=False, env_file=None, skip_allowlist=False, no_timesta
     """Provision (or find) the droplet, ship the stack, start it, wait until healthy, verify, collect."""
     mode = "update" if update_only else "full"
     run_task(c, "deploy", mode, _flags(no_timestamp, skip_allowlist, deploy_env), env_file,
-             lambda run, s: pipeline.deploy(run, s, update_only=update_only))
+             lambda run, s: flows.deploy(run, s, update_only=update_only))
 
 
 @task(help={**COMMON_HELP, "skip_allowlist": "Do not create or update the Cloud Firewall SSH allowlist."})
 def provision(c, env_file=None, skip_allowlist=False, no_timestamp=False):
     """Check the token, find or create the droplet, ensure firewall allowlist and DNS records."""
-    run_task(c, "provision", "full", _flags(no_timestamp, skip_allowlist), env_file, pipeline.provision_only)
+    run_task(c, "provision", "full", _flags(no_timestamp, skip_allowlist), env_file, flows.provision_only)
 
 
 @task(help=COMMON_HELP)
 def push(c, env_file=None, no_timestamp=False):
     """Upload the stack as a new release (delta) and the env file (0600); switch `current`."""
-    run_task(c, "push", "update", _flags(no_timestamp), env_file, pipeline.push_only)
+    run_task(c, "push", "update", _flags(no_timestamp), env_file, flows.push_only)
 
 
 @task(help=COMMON_HELP)
 def up(c, env_file=None, no_timestamp=False):
     """Build and start the current release with Docker Compose; wait until every service is healthy."""
-    run_task(c, "up", "update", _flags(no_timestamp), env_file, pipeline.up_only)
+    run_task(c, "up", "update", _flags(no_timestamp), env_file, flows.up_only)
 
 
 @task(help=COMMON_HELP)
 def verify(c, env_file=None, no_timestamp=False):
     """Run the outside-in checks and collect remote state into a new artifact set."""
-    run_task(c, "verify", "verify", _flags(no_timestamp), env_file, pipeline.verify_only)
+    run_task(c, "verify", "verify", _flags(no_timestamp), env_file, flows.verify_only)
 
 
 @task(help=COMMON_HELP)
 def collect(c, env_file=None, no_timestamp=False):
     """Collect remote state (containers, Traefik config, env snapshots, logs) without the HTTP checks."""
-    run_task(c, "collect", "collect", _flags(no_timestamp), env_file, pipeline.collect_only)
+    run_task(c, "collect", "collect", _flags(no_timestamp), env_file, flows.collect_only)
 
 
 @task(help={**COMMON_HELP, "release": "Release id to return to (default: the one before the current release)."})
 def rollback(c, release=None, env_file=None, no_timestamp=False):
     """Switch `current` to the previous (or a named) release, bring it up, verify and collect."""
     run_task(c, "rollback", "rollback", _flags(no_timestamp), env_file,
-             lambda run, s: pipeline.rollback(run, s, release))
+             lambda run, s: flows.rollback(run, s, release))
 
 
 @task(help=COMMON_HELP)
 def releases(c, env_file=None, no_timestamp=False):
     """List the releases on the droplet with their dates and outcomes (* = current)."""
-    run_task(c, "releases", "list", _flags(no_timestamp), env_file, pipeline.releases)
+    run_task(c, "releases", "list", _flags(no_timestamp), env_file, flows.releases)
 
 
 @task(name="status", help=COMMON_HELP)
 def lock_status(c, env_file=None, no_timestamp=False):
     """Show who holds the deploy lock on the droplet, if anyone."""
-    run_task(c, "lock-status", "lock", _flags(no_timestamp), env_file, pipeline.lock_status)
+    run_task(c, "lock-status", "lock", _flags(no_timestamp), env_file, flows.lock_status)
 
 
 @task(name="release", help=COMMON_HELP)
 def lock_release(c, env_file=None, no_timestamp=False):
     """Force-release the deploy lock (only when its holder is known to be gone)."""
-    run_task(c, "lock-release", "lock", _flags(no_timestamp), env_file, pipeline.lock_release)
+    run_task(c, "lock-release", "lock", _flags(no_timestamp), env_file, flows.lock_release)
 
 
 @task(name="list", default=True)

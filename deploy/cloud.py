@@ -29,6 +29,7 @@ from digitalocean.baseapi import (DataReadError, EndPointError, JSONReadError, N
                                   TokenError)
 
 from .cloud_init import CloudInitError, build_user_data
+from deploy.errors import EXIT_CONFIG, OperatorError, TokenRejected
 
 DEFAULT_IMAGE = "ubuntu-24-04-x64"
 DEFAULT_OPERATOR_IP_URL = "https://api.ipify.org"
@@ -121,21 +122,13 @@ class ProvisionResult:
     ssh_key_registered: bool = False
 
 
-class CloudError(Exception):
+class CloudError(OperatorError):
     """A provisioning failure the operator can act on. Never carries the token."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(f"{message}. Fix: {hint}" if hint else message)
-        self.message = message
-        self.hint = hint
 
 
 class TokenMissing(CloudError):
-    pass
-
-
-class TokenRejected(CloudError):
-    pass
+    exit_code = EXIT_CONFIG
+    outcome = "config-error"
 
 
 class CloudUnavailable(CloudError):
@@ -306,7 +299,7 @@ def _manager(spec: CloudSpec) -> Any:
 def check_token(spec: CloudSpec, on_event: OnEvent = _log_event) -> AccountInfo:
     """Fail fast (TokenMissing / TokenRejected) before anything else touches the API."""
     if not spec.token or not spec.token.strip():
-        raise TokenMissing("DigitalOcean API token is missing", TOKEN_HINT)
+        raise TokenMissing("DIGITALOCEAN_TOKEN is not set: the DigitalOcean API token is missing", TOKEN_HINT)
     # Bounded tighter than other calls: an unusable API must not stall the start of a run.
     quick = dataclasses.replace(spec, retry_max_total=min(spec.retry_max_total, TOKEN_CHECK_BUDGET))
     with _library_env(spec):
@@ -596,16 +589,19 @@ def _ensure_dns(spec: CloudSpec, ip: str, on_event: OnEvent) -> DnsResult:
 
 
 # --- the whole step ---------------------------------------------------------------------
-def provision(spec: CloudSpec, on_event: OnEvent = _log_event) -> ProvisionResult:
-    """Find or create the droplet, lock SSH to the operator, point DNS at it."""
+def provision(spec: CloudSpec, on_event: OnEvent = _log_event,
+              account: AccountInfo | None = None) -> ProvisionResult:
+    """Find or create the droplet, lock SSH to the operator, point DNS at it. ``account``: the
+    token was already checked this run (the check is not repeated)."""
     try:
         user_data = build_user_data(spec.deploy_user, spec.ssh_public_key)
     except CloudInitError as exc:
         raise CloudError(str(exc), "fix DEPLOY_USER / SSH_KEY_PATH (its .pub file)") from None
     if spec.domain:
         dns_hosts(spec.domain, spec.subdomains)  # bad input fails before anything is created
-    account = check_token(spec, on_event)
-    on_event("info", f"DigitalOcean token accepted ({account.email})")
+    if account is None:
+        account = check_token(spec, on_event)
+        on_event("info", f"DigitalOcean token accepted ({account.email})")
     warnings: list[str] = []
     with _library_env(spec):
         droplet = _find(spec, on_event)

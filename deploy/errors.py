@@ -1,4 +1,8 @@
-"""Errors an operator sees, and the exit codes they map to (documented in the README)."""
+"""The one error type an operator sees, and the exit codes it maps to (documented in the README).
+
+A leaf module: the cloud adapter, the droplet side and the checks all raise subclasses of
+OperatorError with their hint where the fault is known, so nothing translates errors later.
+"""
 from __future__ import annotations
 
 EXIT_OK = 0
@@ -11,22 +15,35 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 
-class DeployError(Exception):
-    """An expected failure: a message for the operator and a hint that says what to do."""
+class OperatorError(Exception):
+    """An expected failure: what happened (``message``) and what to do (``hint``).
+
+    ``exit_code`` and ``outcome`` say how the run ends; subclasses set class defaults.
+    """
 
     exit_code = EXIT_FAILED
     outcome = "failed"
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", *, exit_code: int | None = None,
+                 outcome: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+        if outcome is not None:
+            self.outcome = outcome
 
     def __str__(self) -> str:
-        return f"{self.message}\n  fix: {self.hint}" if self.hint else self.message
+        return format_error(self.message, self.hint)
 
 
-class ConfigError(DeployError):
+def format_error(message: str, hint: str) -> str:
+    """The one message format: the problem, then an indented fix line."""
+    return f"{message}\n  fix: {hint}" if hint else message
+
+
+class ConfigError(OperatorError):
     """A setting is missing or invalid. Names the setting and the fix."""
 
     exit_code = EXIT_CONFIG
@@ -37,33 +54,12 @@ class ConfigError(DeployError):
         self.key = key
 
 
-class TokenRejected(DeployError):
+class TokenRejected(OperatorError):
+    """DigitalOcean refused the API token (401/403)."""
+
     exit_code = EXIT_TOKEN_REJECTED
     outcome = "config-error"
 
 
-class LockHeldError(DeployError):
-    """Another deploy holds the droplet's deploy lock."""
-
-    exit_code = EXIT_LOCKED
-
-
 class Terminated(BaseException):
     """Raised from the SIGTERM handler so every finally-block (Run.finish, lock release) runs."""
-
-
-def operator_error(exc: BaseException) -> DeployError | None:
-    """The adapters' errors (deploy.cloud.CloudError, remote.errors.RemoteError) carry a message
-    and a hint for the operator: report them as a DeployError, without a traceback. None for
-    anything else (an unexpected error keeps its traceback in the run folder)."""
-    from deploy.cloud import CloudError, TokenRejected as CloudTokenRejected
-    from remote.errors import RemoteError
-
-    if isinstance(exc, DeployError):
-        return exc
-    if isinstance(exc, CloudTokenRejected):
-        return TokenRejected(exc.message, exc.hint or "create a new token with read and write scope")
-    if isinstance(exc, (CloudError, RemoteError)):
-        return DeployError(exc.message, exc.hint)
-    return None
-

@@ -9,7 +9,7 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from rich.console import Console
 
 from deploy.artifacts import ArtifactWriter
-from deploy.errors import DeployError, Terminated, operator_error
+from deploy.errors import OperatorError, Terminated
 from deploy.redact import REGISTRY, SecretRegistry, redact
 
 OUTCOMES = ("success", "failed", "partial", "config-error", "interrupted")
@@ -127,25 +127,26 @@ class Run:
 
     # -- steps -----------------------------------------------------------------------------------
     @contextmanager
-    def step(self, name: str) -> Iterator[StepHandle]:
+    def step(self, name: str, since: float | None = None) -> Iterator[StepHandle]:
+        """Time a step and record how it ended. ``since``: a time.monotonic() at which the step
+        really began (work done before the Run existed, such as loading the settings)."""
         step = Step(name=name, started=_iso(_utc_now()))
         self.steps.append(step)
         self.log(f"[{name}] start")
-        t0 = time.monotonic()
+        t0 = time.monotonic() if since is None else since
         try:
             yield StepHandle(step)
         except BaseException as exc:
             step.status = "failed"
-            # Adapter errors (cloud, SSH, releases, compose) leave a step as operator errors, so
-            # callers catch one type and the operator sees message and fix, not a traceback.
-            converted = operator_error(exc) if isinstance(exc, Exception) else None
-            step.message = redact(_describe(converted or exc), self.registry)
-            if converted is not None and converted is not exc:
-                raise converted from None
+            step.message = redact(_describe(exc), self.registry)
             raise
         finally:
             step.seconds = round(time.monotonic() - t0, 3)
             self.log(f"[{name}] {step.status} in {step.seconds:.1f}s" + (f": {step.message}" if step.message else ""))
+
+    def record(self, key: str, value: Any) -> None:
+        """Keep a step's typed result in run.json's details (dataclasses become plain data)."""
+        self.details[key] = _plain(value)
 
     def skip_step(self, name: str, reason: str) -> None:
         self.steps.append(Step(name=name, status="skipped", started=_iso(_utc_now()), message=redact(reason, self.registry)))
@@ -171,7 +172,7 @@ class Run:
         self.outcome, self.exit_code = _outcome_for(exc, self.is_partial)
         if exc is not None and not isinstance(exc, (KeyboardInterrupt, Terminated)):
             self.error = redact(_describe(exc), self.registry)
-            if not isinstance(exc, DeployError):
+            if not isinstance(exc, OperatorError):
                 # Unexpected: keep the traceback for diagnosis, in the run folder only, redacted.
                 self.artifacts.write_text("error-traceback.txt", "".join(traceback.format_exception(exc)))
         elif isinstance(exc, (KeyboardInterrupt, Terminated)):
@@ -221,13 +222,25 @@ def _outcome_for(exc: BaseException | None, partial: bool) -> tuple[str, int]:
         return "interrupted", errors.EXIT_TERMINATED
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", errors.EXIT_INTERRUPTED
-    if isinstance(exc, DeployError):
+    if isinstance(exc, OperatorError):
         return exc.outcome, exc.exit_code
     return "failed", errors.EXIT_FAILED
 
 
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _plain(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_plain(v) for v in value)
+    return value
+
+
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, DeployError):
+    if isinstance(exc, OperatorError):
         return str(exc)
     if isinstance(exc, (KeyboardInterrupt, Terminated)):
         return "interrupted"

@@ -7,6 +7,7 @@ Every key is declared once in KEYS: the README's configuration reference lists t
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -117,6 +118,14 @@ class Settings:
     @property
     def stack_dir(self) -> Path:
         return Path(self.values["STACK_DIR"])
+
+    @property
+    def logs_dir(self) -> Path:
+        return Path(self.values["LOGS_DIR"])
+
+    @property
+    def logs_timestamp(self) -> bool:
+        return bool(self.values["LOGS_TIMESTAMP"])
 
     def snapshot(self) -> dict[str, Any]:
         """The effective settings with their source; secrets masked by type, not by guess."""
@@ -277,6 +286,8 @@ def load_settings(
 
     _validate(values)
 
+    logs_dir = Path(values["LOGS_DIR"] or "local_run_logs")
+    values["LOGS_DIR"] = str(logs_dir if logs_dir.is_absolute() else base / logs_dir)
     stack_dir = Path(values["STACK_DIR"] or "stack")
     if not stack_dir.is_absolute():
         stack_dir = base / stack_dir
@@ -344,6 +355,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "SSH_PORT": lambda v: None if 0 < v < 65536 else "must be a port number",
     "RELEASES_KEEP": lambda v: None if v >= 2 else "must be at least 2 (the current release and one to roll back to)",
     "CHECK_SAMPLES": lambda v: None if v >= 1 else "must be at least 1",
+    "DROPLET_IP": lambda v: None if not v or _is_ip(v) else f"is {v!r}, which is not an IP address",
 }
 _FIXES = {
     "DEPLOY_ENV": "set DEPLOY_ENV=production (default), staging or development",
@@ -352,7 +364,16 @@ _FIXES = {
     "SSH_PORT": "set SSH_PORT to 22 or the droplet's SSH port",
     "RELEASES_KEEP": "set RELEASES_KEEP=5",
     "CHECK_SAMPLES": "set CHECK_SAMPLES=5",
+    "DROPLET_IP": "set DROPLET_IP to the droplet's public IPv4 (e.g. 203.0.113.10), or unset it to find the droplet by name",
 }
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _validate(values: Mapping[str, Any]) -> None:

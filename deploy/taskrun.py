@@ -4,13 +4,14 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from deploy.errors import operator_error
+from deploy.errors import OperatorError
 from deploy.redact import redact_mapping
 from deploy.run import Run
 from deploy.settings import KEYS, Settings, load_settings
@@ -32,23 +33,26 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _logs_location(config: Mapping[str, Any], flags: Mapping[str, Any]) -> tuple[Path, bool]:
-    # Known before the env file is parsed, so even a broken env file gets a run folder.
+def _fallback_logs(config: Mapping[str, Any], flags: Mapping[str, Any]) -> tuple[Path, bool]:
+    """Where the run folder goes when the settings themselves cannot be loaded (a broken env
+    file still gets a run folder): invoke.yaml and the process environment only."""
     logs = config.get("logs", {}) if isinstance(config.get("logs"), Mapping) else {}
     folder = Path(os.environ.get("LOGS_DIR") or logs.get("dir") or "local_run_logs")
     if not folder.is_absolute():
         folder = PROJECT_ROOT / folder
     timestamp = bool(logs.get("timestamp", True))
-    if os.environ.get("LOGS_TIMESTAMP", "").lower() in ("0", "false", "no", "off"):
-        timestamp = False
-    if flags.get("LOGS_TIMESTAMP") is False:
+    if os.environ.get("LOGS_TIMESTAMP", "").lower() in ("0", "false", "no", "off") or flags.get("LOGS_TIMESTAMP") is False:
         timestamp = False
     return folder, timestamp
 
 
-def logs_dir(c: Any) -> Path:
-    """Where run folders live (for tasks that only read them)."""
-    return _logs_location(deploy_config(c), {})[0]
+def logs_dir(c: Any, env_file: str | None = None) -> Path:
+    """Where run folders live (for tasks that only read them): the settings decide."""
+    config = deploy_config(c)
+    try:
+        return load_settings(config, env_file=env_file, base_dir=PROJECT_ROOT).logs_dir
+    except OperatorError:
+        return _fallback_logs(config, {})[0]
 
 
 def write_local_snapshot(run: Run, settings: Settings) -> None:
@@ -69,26 +73,29 @@ def write_local_snapshot(run: Run, settings: Settings) -> None:
 
 def run_task(c: Any, task: str, mode: str, flags: Mapping[str, Any], env_file: str | None,
              body: Callable[[Run, Settings], None], console: Console | None = None) -> Run:
-    """Open a Run, load settings inside it, run ``body``; exit non-zero with a clean message.
-
-    Tracebacks never reach the console: unexpected errors are summarised there and the
+    """Load the settings, open a Run where they say, run ``body``; exit non-zero with a clean
+    message. Tracebacks never reach the console: unexpected errors are summarised there and the
     redacted traceback is kept in the run folder (error-traceback.txt).
     """
     config = deploy_config(c)
-    logs_dir, timestamp = _logs_location(config, flags)
-    run = Run(logs_dir, task, mode, sys.argv, timestamp=timestamp, console=console)
+    started = time.monotonic()
+    settings: Settings | None = None
+    settings_error: OperatorError | None = None
+    try:
+        settings = load_settings(config, env_file=env_file, flags=flags, base_dir=PROJECT_ROOT)
+        folder, timestamp = settings.logs_dir, settings.logs_timestamp
+    except OperatorError as exc:
+        settings_error = exc
+        folder, timestamp = _fallback_logs(config, flags)
+    run = Run(folder, task, mode, sys.argv, timestamp=timestamp, console=console)
     try:
         with run:
-            with run.step("settings"):
-                settings = load_settings(config, env_file=env_file, flags=flags, base_dir=PROJECT_ROOT)
+            with run.step("settings", since=started):
+                if settings_error is not None:
+                    raise settings_error
+            assert settings is not None
             write_local_snapshot(run, settings)
-            try:
-                body(run, settings)
-            except Exception as exc:
-                converted = operator_error(exc)
-                if converted is None:
-                    raise
-                raise converted from None
+            body(run, settings)
     except SystemExit:
         raise
     except BaseException:  # the Run has recorded and shown it; map it to the exit code

@@ -4,25 +4,24 @@ through the artifact writer, so through the redactor."""
 from __future__ import annotations
 
 import json
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from remote import commands as cmd
+from remote.compose import ComposeSpec
+from remote.target import Target
 
 TRAEFIK_SERVICE = "traefik"
 TRAEFIK_STATIC = "/etc/traefik/traefik.yml"
 TRAEFIK_DYNAMIC = "/etc/traefik/dynamic.yml"
 TRAEFIK_API_PORT = 8080
 LOG_TAIL = 500
-DIR = "remote"
 
 
 @dataclass(frozen=True)
 class CollectSpec:
-    target: cmd.ComposeTarget
+    compose: ComposeSpec
     domain: str
-    base: str
     edge_network: str
     command_timeout: float = 60
 
@@ -64,19 +63,20 @@ def env_lines(docker_env_json: str) -> str:
     return "\n".join(sorted(values)) + "\n"
 
 
-def collect(conn: Any, spec: CollectSpec, write: Callable[[str, str], Any]) -> CollectResult:
-    """Run every collection item over ``conn``; ``write(relpath, text)`` is the artifact writer."""
+def collect(target: Target, spec: CollectSpec, write: Callable[[str, str], Any]) -> CollectResult:
+    """Run every collection item on ``target``; ``write(relpath, text)`` is the artifact writer.
+    Files land under the target's artifact prefix (remote/, or remote/<host>/ for several)."""
     result = CollectResult()
-    t = spec.target
+    t = spec.compose.on(target.layout)
 
     def run(command: str) -> str:
-        res = conn.run(command, hide=True, warn=True, in_stream=False, timeout=spec.command_timeout)
-        if res.exited != 0:
+        res = target.run(command, check=False, timeout=spec.command_timeout)
+        if not res.ok:
             raise RuntimeError(f"exit {res.exited}: {(res.stderr or res.stdout).strip()[-2000:]}")
         return res.stdout
 
     def item(name: str, command: str, transform: Callable[[str], str] = lambda s: s) -> str | None:
-        path = f"{DIR}/{name}"
+        path = f"{target.artifact_prefix}{name}"
         try:
             text = transform(run(command))
         except Exception as exc:  # noqa: BLE001 - each item stands alone, its error is its artifact
@@ -104,7 +104,7 @@ def collect(conn: Any, spec: CollectSpec, write: Callable[[str, str], Any]) -> C
     else:
         for name in ("traefik-rawdata.json", "traefik-env.txt"):
             result.failed[name] = "the traefik container is not running"
-            write(f"{DIR}/{name}", "# collection failed\n# error: the traefik container is not running "
+            write(f"{target.artifact_prefix}{name}", "# collection failed\n# error: the traefik container is not running "
                                     "(see compose-ps.txt)\n")
     item("traefik-logs.txt", cmd.logs(t, TRAEFIK_SERVICE, tail=LOG_TAIL))
     for svc in result.services:
@@ -112,7 +112,7 @@ def collect(conn: Any, spec: CollectSpec, write: Callable[[str, str], Any]) -> C
             item(f"env/{svc['service']}.txt", cmd.container_env(svc["container"]), env_lines)
     item("curl-root.txt", cmd.curl_headers(spec.domain, "/"))
     item("curl-api-health.txt", cmd.curl_headers(spec.domain, "/api/health"))
-    current = item("current-release.txt", cmd.readlink_current(spec.base))
+    current = item("current-release.txt", cmd.readlink_current(target.layout))
     result.current_release = (current or "").strip().rsplit("/", 1)[-1] or None
     item("docker-df.txt", cmd.docker_system_df())
     item("memory.txt", cmd.free_m())
@@ -129,14 +129,3 @@ def _container_of(services: list[dict[str, Any]], name: str) -> str | None:
 
 def _pretty_json(text: str) -> str:
     return json.dumps(json.loads(text), indent=2) + "\n"
-
-
-def ssh_reachable(host: str, port: int, timeout: float = 5) -> str | None:
-    """None when the SSH port answers with a banner; otherwise why not (for the warning)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            banner = sock.recv(64)
-            return None if banner.startswith(b"SSH-") else f"port {port} answered without an SSH banner"
-    except OSError as exc:
-        return f"cannot reach {host}:{port}: {exc}"

@@ -14,9 +14,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-LOCK_DIR = "lock"
-LOCK_HOLDER = "holder.json"
-RELEASE_META = ".release.json"
+from remote.layout import RELEASE_META, ReleaseLayout
+
 
 
 def q(value: str) -> str:
@@ -170,36 +169,27 @@ def free_m() -> str:
     return "free -m"
 
 
-def readlink_current(base: str) -> str:
+def readlink_current(layout: ReleaseLayout) -> str:
     """Prints the release the ``current`` symlink points to (empty output if none)."""
-    return f"readlink {q(posixpath.join(base, 'current'))} || true"
+    return f"readlink {q(layout.current)} || true"
 
 
 # --- releases -------------------------------------------------------------------
 
-def releases_dir(base: str) -> str:
-    return posixpath.join(base, "releases")
-
-
-def release_dir(base: str, release_id: str) -> str:
-    return posixpath.join(base, "releases", release_id)
-
-
-def prepare_layout(base: str) -> str:
-    return join(["mkdir", "-p", releases_dir(base), posixpath.join(base, "shared")])
+def prepare_layout(layout: ReleaseLayout) -> str:
+    return join(["mkdir", "-p", layout.releases, layout.shared])
 
 
 STATE_RELEASES = "--- releases"
 STATE_META = "--- current meta"
 
 
-def release_state(base: str) -> str:
+def release_state(layout: ReleaseLayout) -> str:
     """One round trip before a push: create the layout, then print the current release,
     the release folders and the current release's metadata, separated by marker lines."""
-    cur = posixpath.join(base, "current")
-    return (f"{prepare_layout(base)} && echo \"current:$(readlink {q(cur)} || true)\" && "
-            f"echo {q(STATE_RELEASES)} && ls -1 {q(releases_dir(base))} && "
-            f"echo {q(STATE_META)} && (cat {q(posixpath.join(cur, RELEASE_META))} 2>/dev/null || true)")
+    return (f"{prepare_layout(layout)} && echo \"current:$(readlink {q(layout.current)} || true)\" && "
+            f"echo {q(STATE_RELEASES)} && ls -1 {q(layout.releases)} && "
+            f"echo {q(STATE_META)} && (cat {q(layout.current_meta)} 2>/dev/null || true)")
 
 
 def chain(*commands: str) -> str:
@@ -207,19 +197,18 @@ def chain(*commands: str) -> str:
     return " && ".join(c for c in commands if c and c != "true") or "true"
 
 
-def list_release_dirs(base: str) -> str:
+def list_release_dirs(layout: ReleaseLayout) -> str:
     """Release folder names, one per line (hidden staging folders excluded)."""
-    return f"ls -1 {q(releases_dir(base))} 2>/dev/null || true"
+    return f"ls -1 {q(layout.releases)} 2>/dev/null || true"
 
 
-def cat_release_meta(base: str, release_id: str) -> str:
-    return f"cat {q(posixpath.join(release_dir(base, release_id), RELEASE_META))}"
+def cat_release_meta(layout: ReleaseLayout, release_id: str) -> str:
+    return f"cat {q(layout.meta(release_id))}"
 
 
-def read_all_release_meta(base: str) -> str:
+def read_all_release_meta(layout: ReleaseLayout) -> str:
     """Every release's metadata, each preceded by a marker line naming the release."""
-    d = q(releases_dir(base))
-    return (f"cd {d} 2>/dev/null && for r in *; do [ -d \"$r\" ] || continue; "
+    return (f"cd {q(layout.releases)} 2>/dev/null && for r in *; do [ -d \"$r\" ] || continue; "
             f"echo \"=== $r\"; cat \"$r/{RELEASE_META}\" 2>/dev/null; echo; done; true")
 
 
@@ -254,47 +243,36 @@ def rename(src: str, dest: str) -> str:
     return join(["mv", "-T", src, dest])
 
 
-def switch_current(base: str, release_id: str) -> str:
+def switch_current(layout: ReleaseLayout, release_id: str) -> str:
     """Atomically repoint ``current``: a symlink under a temp name, then rename over it."""
-    current = posixpath.join(base, "current")
-    tmp = posixpath.join(base, ".current.tmp")
     target = posixpath.join("releases", release_id)
-    return (join(["ln", "-sfn", target, tmp]) + " && " + join(["mv", "-T", tmp, current]))
+    return (join(["ln", "-sfn", target, layout.current_tmp]) + " && "
+            + join(["mv", "-T", layout.current_tmp, layout.current]))
 
 
-def remove_releases(base: str, release_ids: Sequence[str]) -> str:
+def remove_releases(layout: ReleaseLayout, release_ids: Sequence[str]) -> str:
     if not release_ids:
         return "true"
-    return join(["rm", "-rf", "--", *[release_dir(base, r) for r in release_ids]])
-
-
-def install_private_file(tmp: str, dest: str) -> str:
-    """Make an uploaded temp file 0600 then move it into place (atomic for readers)."""
-    return join(["chmod", "600", tmp]) + " && " + join(["mv", "-f", tmp, dest])
+    return join(["rm", "-rf", "--", *[layout.release(r) for r in release_ids]])
 
 
 # --- lock -----------------------------------------------------------------------
 
-def lock_dir(base: str) -> str:
-    return posixpath.join(base, LOCK_DIR)
-
-
-def lock_acquire(base: str) -> str:
+def lock_acquire(layout: ReleaseLayout) -> str:
     """Atomic ``mkdir``: prints ``acquired`` or ``held``; any other failure is an error."""
-    d = q(lock_dir(base))
-    return (f"mkdir -p {q(base)} && if mkdir {d} 2>/dev/null; then echo acquired; "
+    d = q(layout.lock_dir)
+    return (f"mkdir -p {q(layout.base)} && if mkdir {d} 2>/dev/null; then echo acquired; "
             f"elif [ -d {d} ]; then echo held; else mkdir {d}; fi")
 
 
-def lock_status(base: str) -> str:
+def lock_status(layout: ReleaseLayout) -> str:
     """Prints ``free``, or ``held`` followed by the holder JSON (may be empty while written)."""
-    d = q(lock_dir(base))
-    h = q(posixpath.join(lock_dir(base), LOCK_HOLDER))
-    return f"if [ -d {d} ]; then echo held; cat {h} 2>/dev/null || true; else echo free; fi"
+    d = q(layout.lock_dir)
+    return f"if [ -d {d} ]; then echo held; cat {q(layout.lock_holder)} 2>/dev/null || true; else echo free; fi"
 
 
-def lock_release(base: str) -> str:
-    return join(["rm", "-rf", "--", lock_dir(base)])
+def lock_release(layout: ReleaseLayout) -> str:
+    return join(["rm", "-rf", "--", layout.lock_dir])
 
 
 def _go_string(value: str) -> str:
@@ -308,10 +286,10 @@ def _num(value: float) -> str:
 
 # --- bootstrap ------------------------------------------------------------------
 
-def ensure_base_dir(base: str) -> str:
+def ensure_base_dir(layout: ReleaseLayout) -> str:
     """Make the release root exist and belong to the SSH user; sudo only when it must
     (cloud-init gives the deploy user passwordless sudo; -n never waits for a password)."""
-    b = q(base)
+    b = q(layout.base)
     return (f"if [ -d {b} ] && [ -w {b} ]; then echo ready; else "
             f"sudo -n install -d -m 0755 -o \"$(id -un)\" -g \"$(id -gn)\" {b} && echo created; fi")
 

@@ -13,29 +13,27 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-import fabric
-from invoke.exceptions import CommandTimedOut
-
 from remote import commands as cmd
 from remote.errors import RemoteError
+from remote.layout import ReleaseLayout
+from remote.target import Result, Target
 
 
 @dataclass(frozen=True)
 class ComposeSpec:
+    """How the stack runs on a target: compose runs in <base>/current with <base>/shared/.env."""
+
     project: str
-    base: str                                   # /opt/<project>; compose runs in <base>/current
     compose_files: tuple[str, ...] = ("compose.yml",)   # relative to the release folder
-    env_file: str | None = None                 # absolute path on the droplet (shared/.env)
     wait_timeout: int = 180
     build_timeout: int | None = 1800
     log_tail: int = 200
 
-    def target(self) -> cmd.ComposeTarget:
-        current = posixpath.join(self.base, "current")
+    def on(self, layout: ReleaseLayout) -> cmd.ComposeTarget:
         return cmd.ComposeTarget(
             project=self.project,
-            compose_files=tuple(posixpath.join(current, f) for f in self.compose_files),
-            env_file=self.env_file, project_directory=current)
+            compose_files=tuple(posixpath.join(layout.current, f) for f in self.compose_files),
+            env_file=layout.env_file, project_directory=layout.current)
 
 
 @dataclass(frozen=True)
@@ -152,27 +150,20 @@ def build_images(config: dict, project: str) -> dict[str, str]:
 
 # --- remote ---------------------------------------------------------------------------
 
-def _run(conn: fabric.Connection, command: str, timeout: float | None = None):
-    try:
-        return conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
-    except CommandTimedOut as exc:
-        return exc.result
+def _run(target: Target, command: str, timeout: float | None = None) -> Result:
+    return target.run(command, check=False, timeout=timeout)
 
 
-def _output(res) -> str:
-    return (res.stdout or "") + (res.stderr or "")
-
-
-def snapshot(conn: fabric.Connection, spec: ComposeSpec) -> dict[str, ServiceState]:
+def snapshot(target: Target, spec: ComposeSpec) -> dict[str, ServiceState]:
     """Current service states with full container and image ids."""
-    t = spec.target()
-    res = _run(conn, cmd.ps(t, json=True))
+    t = spec.on(target.layout)
+    res = _run(target, cmd.ps(t, json=True))
     if res.exited != 0:
         return {}
     states = states_from_ps(parse_ps_json(res.stdout))
     if not states:
         return states
-    res = _run(conn, cmd.inspect_containers(s.container_id for s in states.values()))
+    res = _run(target, cmd.inspect_containers(s.container_id for s in states.values()))
     ids = {}
     for line in res.stdout.splitlines():
         parts = line.split()
@@ -183,35 +174,35 @@ def snapshot(conn: fabric.Connection, spec: ComposeSpec) -> dict[str, ServiceSta
             for name, s in states.items()}
 
 
-def diagnostics(conn: fabric.Connection, spec: ComposeSpec, services: Iterable[str],
+def diagnostics(target: Target, spec: ComposeSpec, services: Iterable[str],
                 extra: dict[str, str] | None = None) -> dict[str, str]:
     """compose ps, plus logs (bounded tail) and healthcheck output of the given services."""
-    t = spec.target()
+    t = spec.on(target.layout)
     out = dict(extra or {})
-    out["compose-ps.txt"] = _output(_run(conn, cmd.ps(t)))
-    states = snapshot(conn, spec)
+    out["compose-ps.txt"] = _run(target, cmd.ps(t)).output
+    states = snapshot(target, spec)
     for name in services:
-        out[f"logs-{name}.txt"] = _output(_run(conn, cmd.logs(t, name, tail=spec.log_tail)))
+        out[f"logs-{name}.txt"] = _run(target, cmd.logs(t, name, tail=spec.log_tail)).output
         if name in states and states[name].container_id:
-            out[f"health-{name}.json"] = _output(_run(conn, cmd.health(states[name].container_id)))
+            out[f"health-{name}.json"] = _run(target, cmd.health(states[name].container_id)).output
     return out
 
 
-def _build_config(conn: fabric.Connection, spec: ComposeSpec) -> dict:
+def _build_config(target: Target, spec: ComposeSpec) -> dict:
     # Parsed in memory only: the resolved config may contain interpolated secrets.
-    res = _run(conn, cmd.config(spec.target(), json=True))
+    res = _run(target, cmd.config(spec.on(target.layout), json=True))
     try:
         return json.loads(res.stdout) if res.exited == 0 else {}
     except json.JSONDecodeError:
         return {}
 
 
-def _build(conn: fabric.Connection, spec: ComposeSpec, services: set[str] | None, pull: bool) -> str:
-    res = _run(conn, cmd.build(spec.target(), services, pull=pull), timeout=spec.build_timeout)
-    text = _output(res)
+def _build(target: Target, spec: ComposeSpec, services: set[str] | None, pull: bool) -> str:
+    res = _run(target, cmd.build(spec.on(target.layout), services, pull=pull), timeout=spec.build_timeout)
+    text = res.output
     if res.exited == 0:
         return text
-    images = build_images(_build_config(conn, spec), spec.project)
+    images = build_images(_build_config(target, spec), spec.project)
     image = failed_build_image(text)
     service = images.get(image) if image else None
     if service is None:
@@ -220,46 +211,46 @@ def _build(conn: fabric.Connection, spec: ComposeSpec, services: set[str] | None
     timed_out = res.exited is None or (spec.build_timeout and "timed out" in text.lower())
     reason = (f"image build did not finish within {spec.build_timeout} s" if timed_out
               else "image build failed")
-    raise ComposeError(service, reason, diagnostics(conn, spec, [], {"compose-build.txt": text}),
+    raise ComposeError(service, reason, diagnostics(target, spec, [], {"compose-build.txt": text}),
                        hint="read compose-build.txt in the run folder (the failing Dockerfile "
                             "step is near its end); fix it and deploy again")
 
 
-def up(conn: fabric.Connection, spec: ComposeSpec, services_to_build: set[str] | None = None,
+def up(target: Target, spec: ComposeSpec, services_to_build: set[str] | None = None,
        pull: bool = False, services_to_recreate: Iterable[str] = ()) -> UpResult:
     """Build (all if None, nothing if empty), start and wait until every service is healthy.
 
     ``services_to_recreate`` are recreated even when compose sees no change (their bind-mounted
     files changed in the new release; see sync.services_for_mounts)."""
-    t = spec.target()
-    before = snapshot(conn, spec)
+    t = spec.on(target.layout)
+    before = snapshot(target, spec)
     log = []
     if pull:
-        res = _run(conn, cmd.pull(t), timeout=spec.build_timeout)
-        log.append(_output(res))
+        res = _run(target, cmd.pull(t), timeout=spec.build_timeout)
+        log.append(res.output)
         if res.exited != 0:
             raise ComposeError("pull", "pulling images failed",
-                               diagnostics(conn, spec, [], {"compose-pull.txt": _output(res)}),
+                               diagnostics(target, spec, [], {"compose-pull.txt": res.output}),
                                hint="check the droplet can reach the image registry")
     if services_to_build is None or services_to_build:
-        log.append(_build(conn, spec, services_to_build, pull))
-    res = _run(conn, cmd.up(t, spec.wait_timeout), timeout=spec.wait_timeout + 300)
-    log.append(_output(res))
+        log.append(_build(target, spec, services_to_build, pull))
+    res = _run(target, cmd.up(t, spec.wait_timeout), timeout=spec.wait_timeout + 300)
+    log.append(res.output)
     if res.exited == 0 and services_to_recreate:
-        res = _run(conn, cmd.up(t, spec.wait_timeout, services=services_to_recreate, no_deps=True,
+        res = _run(target, cmd.up(t, spec.wait_timeout, services=services_to_recreate, no_deps=True,
                                 force_recreate=True), timeout=spec.wait_timeout + 300)
-        log.append(_output(res))
-    after = snapshot(conn, spec)
+        log.append(res.output)
+    after = snapshot(target, spec)
     failing = failing_services(after)
     if res.exited != 0 or failing:
         if not failing:
-            last = _output(res).strip().splitlines()
+            last = res.output.strip().splitlines()
             raise ComposeError("compose", f"up failed: {last[-1] if last else 'exit status ' + str(res.exited)}",
-                               diagnostics(conn, spec, [], {"compose-up.txt": _output(res)}),
+                               diagnostics(target, spec, [], {"compose-up.txt": res.output}),
                                hint="read compose-up.txt in the run folder")
         names = [n for n, _ in failing]
         raise ComposeError(names[0], failing[0][1],
-                           diagnostics(conn, spec, names, {"compose-up.txt": _output(res)}))
+                           diagnostics(target, spec, names, {"compose-up.txt": res.output}))
     recreated = sorted(n for n, s in after.items()
                        if n not in before or before[n].container_id != s.container_id)
     rebuilt = sorted(n for n, s in after.items()

@@ -18,6 +18,7 @@ import paramiko
 from paramiko.hostkeys import HostKeys
 
 from remote.errors import RemoteError
+from remote.target import SshExecutor
 
 # Errors that mean "nothing is listening yet / network not ready": worth retrying
 # (a freshly booted droplet refuses SSH for a while). Auth and host-key errors are not.
@@ -186,3 +187,27 @@ def _describe(exc: Exception | None) -> str:
         return "timed out"
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
+
+
+def ssh_reachable(host: str, port: int, timeout: float = 5) -> str | None:
+    """None when the SSH port answers with a banner; otherwise why not (for the warning)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            banner = sock.recv(64)
+            return None if banner.startswith(b"SSH-") else f"port {port} answered without an SSH banner"
+    except OSError as exc:
+        return f"cannot reach {host}:{port}: {exc}"
+
+
+def connector(target: SshTarget) -> Callable[[bool], SshExecutor]:
+    """What a remote.target.Target calls to open its connection. ``quick``: fail at once,
+    without retries, when the SSH port does not answer (verify must not wait on a dead host)."""
+    def open_connection(quick: bool) -> SshExecutor:
+        if quick:
+            why = ssh_reachable(target.host, target.port, timeout=target.connect_timeout)
+            if why is not None:
+                raise SshError(why, "check the droplet is running, its IP is right and the firewall allows "
+                                    "SSH from this machine's address (inv provision updates the allowlist)")
+        return SshExecutor(connect(target))
+    return open_connection

@@ -1,11 +1,8 @@
-"""The one error shape of the droplet side: what failed (``message``) and how to fix it (``hint``)."""
+"""The droplet side's error base: an OperatorError, so a message and a fix reach the operator as is."""
 from __future__ import annotations
 
+from deploy.errors import OperatorError
 
-class RemoteError(Exception):
-    """Base of SshError, ReleaseError, LockError and ComposeError: catch this in the pipeline."""
 
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(f"{message}\n  fix: {hint}" if hint else message)
-        self.message = message
-        self.hint = hint
+class RemoteError(OperatorError):
+    """Base of SshError, RemoteCommandError, ReleaseError, LockError and ComposeError."""

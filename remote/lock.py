@@ -1,26 +1,26 @@
 """Deploy lock on the droplet (Kamal style): an atomic ``mkdir <base>/lock``.
 
-The holder's details live inside the lock folder as JSON so a second operator
-sees who is deploying, since when and what. The lock is released when the
-``deploy_lock`` block ends, also on error; ``inv lock.release`` forces it.
+The holder's details live inside the lock folder as JSON so a second operator sees who is
+deploying, since when and what. The deploy flow releases the lock when it ends, also on error,
+and only while it is still its own (``release_if_ours``); ``inv lock.release`` forces it.
 """
 from __future__ import annotations
 
 import getpass
 import json
 import os
-import posixpath
 import socket
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterator
+from typing import Callable
 
-import fabric
-
+from deploy.errors import EXIT_LOCKED
 from remote import commands as cmd
 from remote.errors import RemoteError
+from remote.target import Target
+
+LOCK_HINT = "check the deploy user can write the remote base folder"
 
 
 @dataclass(frozen=True)
@@ -49,22 +49,14 @@ class LockError(RemoteError):
 class LockHeld(LockError):
     """Another deploy holds the lock; ``holder`` is None while its details are being written."""
 
-    def __init__(self, host: str, base: str, holder: LockHolder | None) -> None:
+    exit_code = EXIT_LOCKED
+
+    def __init__(self, target: Target, holder: LockHolder | None) -> None:
         who = holder.describe() if holder else "an unknown holder (no details recorded)"
         super().__init__(
-            f"deploy lock {cmd.lock_dir(base)} on {host} is held by {who}",
-            "wait for that deploy to finish; if it died, release the lock with "
-            "`inv lock.release`")
+            f"deploy lock {target.layout.lock_dir} on {target.host} is held by {who}",
+            "wait for that deploy to finish; if it died, release the lock with `inv lock.release`")
         self.holder = holder
-
-
-def _run(conn: fabric.Connection, command: str, what: str) -> str:
-    res = conn.run(command, hide=True, warn=True, in_stream=False)
-    if res.exited != 0:
-        err = (res.stderr or res.stdout).strip().splitlines()
-        raise LockError(f"{what} failed on {conn.host}: {err[-1] if err else f'exit {res.exited}'}",
-                        "check the deploy user can write the remote base folder")
-    return res.stdout
 
 
 def _parse_holder(text: str) -> LockHolder | None:
@@ -75,13 +67,13 @@ def _parse_holder(text: str) -> LockHolder | None:
         return None
 
 
-def status(conn: fabric.Connection, base: str) -> LockHolder | None:
+def status(target: Target) -> LockHolder | None:
     """The current holder, or None when the lock is free.
 
     A lock that exists but has no readable details is reported as a holder with
     who="unknown" so it is never mistaken for a free lock.
     """
-    out = _run(conn, cmd.lock_status(base), "reading the deploy lock")
+    out = target.run(cmd.lock_status(target.layout), "reading the deploy lock", hint=LOCK_HINT).stdout
     first, _, rest = out.partition("\n")
     if first.strip() == "free":
         return None
@@ -89,42 +81,29 @@ def status(conn: fabric.Connection, base: str) -> LockHolder | None:
                                              command="(no holder details)")
 
 
-def acquire(conn: fabric.Connection, base: str, holder: LockHolder, wait: float = 0,
-            poll: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> LockHolder:
+def acquire(target: Target, holder: LockHolder, wait: float = 0, poll: float = 1.0,
+            sleep: Callable[[float], None] = time.sleep) -> LockHolder:
     """Take the lock or raise LockHeld after ``wait`` seconds (default: fail at once)."""
     deadline = time.monotonic() + max(0.0, wait)
     while True:
-        out = _run(conn, cmd.lock_acquire(base), "taking the deploy lock").strip()
-        if out == "acquired":
-            data = json.dumps(asdict(holder), indent=1).encode()
-            with conn.sftp().open(posixpath.join(cmd.lock_dir(base), cmd.LOCK_HOLDER), "wb") as fh:
-                fh.write(data)
+        out = target.run(cmd.lock_acquire(target.layout), "taking the deploy lock", hint=LOCK_HINT).stdout
+        if out.strip() == "acquired":
+            target.put(target.layout.lock_holder, json.dumps(asdict(holder), indent=1).encode())
             return holder
         if time.monotonic() >= deadline:
-            raise LockHeld(conn.host, base, status(conn, base))
+            raise LockHeld(target, status(target))
         sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
 
-def release(conn: fabric.Connection, base: str) -> None:
+def release(target: Target) -> None:
     """Remove the lock whoever holds it (``inv lock.release``)."""
-    _run(conn, cmd.lock_release(base), "releasing the deploy lock")
+    target.run(cmd.lock_release(target.layout), "releasing the deploy lock", hint=LOCK_HINT)
 
 
-def release_if_ours(conn: fabric.Connection, base: str, holder: LockHolder) -> bool:
+def release_if_ours(target: Target, holder: LockHolder) -> bool:
     """Release the lock only if ``holder`` still has it. After a force release another deploy may
     hold it now: removing theirs would let a third deploy run beside it. False when not ours."""
-    if status(conn, base) != holder:
+    if status(target) != holder:
         return False
-    release(conn, base)
+    release(target)
     return True
-
-
-@contextmanager
-def deploy_lock(conn: fabric.Connection, base: str, release_id: str | None, command: str,
-                wait: float = 0) -> Iterator[LockHolder]:
-    """Hold the lock for the block; released on success, error and Ctrl-C alike."""
-    holder = acquire(conn, base, LockHolder.here(release_id, command), wait=wait)
-    try:
-        yield holder
-    finally:
-        release_if_ours(conn, base, holder)

@@ -1,10 +1,6 @@
 """Releases on the droplet: delta push by content hash, atomic switch, retention, .env.
 
-Layout (base is /opt/<project> by default, chosen by the caller)::
-
-    <base>/releases/<release-id>/        one folder per push, with .release.json
-    <base>/current -> releases/<id>      switched atomically (ln -sfn tmp + mv -T)
-    <base>/shared/.env                   0600, uploaded by sftp only
+The paths are remote.layout.ReleaseLayout's; every command goes through a Target.
 
 A new release starts as a hard-link copy of the current one (``cp -al``) and then
 receives only the files whose sha256/mode changed, as one tar.gz. Every file we
@@ -18,7 +14,6 @@ import io
 import json
 import os
 import posixpath
-import secrets
 import stat
 import tarfile
 from dataclasses import dataclass, field
@@ -26,10 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
-import fabric
+import yaml
 
 from remote import commands as cmd
 from remote.errors import RemoteError
+from remote.layout import RELEASE_META
+from remote.target import Target
 
 IGNORED_DIRS = frozenset({"node_modules", "__pycache__", ".git", "dist", ".pytest_cache",
                           ".venv"})
@@ -54,6 +51,28 @@ class PushResult:
 
 
 @dataclass(frozen=True)
+class LocalRelease:
+    """The stack as it is here, read once per run: what is pushed, its id, its compose file."""
+
+    root: Path
+    manifest: Manifest
+    release_id: str
+    compose: Mapping[str, Any]
+    compose_dir: str = ""
+
+    @classmethod
+    def read(cls, root: Path, compose_file: str = "compose.yml", now: datetime | None = None) -> "LocalRelease":
+        manifest = local_manifest(root)
+        return cls(root=Path(root), manifest=manifest, release_id=new_release_id(manifest, now),
+                   compose=read_compose(Path(root) / compose_file), compose_dir=posixpath.dirname(compose_file))
+
+
+def read_compose(path: Path) -> dict[str, Any]:
+    """The parsed compose file ({} when there is none)."""
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+
+
+@dataclass(frozen=True)
 class ReleaseInfo:
     id: str
     created: str | None
@@ -70,7 +89,7 @@ def is_ignored(name: str, is_dir: bool) -> bool:
         return name in IGNORED_DIRS
     if name == ".env" or (name.startswith(".env.") and not name.endswith(".example")):
         return True
-    return name.endswith((".pyc", ".pyo")) or name == cmd.RELEASE_META
+    return name.endswith((".pyc", ".pyo")) or name == RELEASE_META
 
 
 def local_manifest(root: Path) -> Manifest:
@@ -213,34 +232,19 @@ def _norm(path: str) -> str:
 
 # --- remote ---------------------------------------------------------------------------
 
-def _run(conn: fabric.Connection, command: str, what: str, timeout: float | None = None) -> str:
-    res = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
-    if res.exited != 0:
-        err = (res.stderr or res.stdout).strip().splitlines()
-        raise ReleaseError(f"{what} failed on {conn.host}: {err[-1] if err else f'exit {res.exited}'}",
-                           "check the deploy user can write the base folder and the disk is not full")
-    return res.stdout
-
-
-def _check_base(base: str) -> None:
-    if not PurePosixPath(base).is_absolute():
-        raise ReleaseError(f"remote base folder {base!r} is not an absolute path",
-                           "set the remote base to an absolute path such as /opt/<project>")
-
-
-def current_release(conn: fabric.Connection, base: str) -> str | None:
-    out = _run(conn, cmd.readlink_current(base), "reading the current release").strip()
+def current_release(target: Target) -> str | None:
+    out = target.run(cmd.readlink_current(target.layout), "reading the current release").stdout.strip()
     return posixpath.basename(out) if out else None
 
 
-def release_ids(conn: fabric.Connection, base: str) -> list[str]:
-    out = _run(conn, cmd.list_release_dirs(base), "listing releases")
+def release_ids(target: Target) -> list[str]:
+    out = target.run(cmd.list_release_dirs(target.layout), "listing releases").stdout
     return sorted(line.strip() for line in out.splitlines() if line.strip())
 
 
-def release_state(conn: fabric.Connection, base: str) -> tuple[str | None, list[str], dict | None]:
+def release_state(target: Target) -> tuple[str | None, list[str], dict | None]:
     """(current release id, all release ids, current release metadata) in one round trip."""
-    out = _run(conn, cmd.release_state(base), "reading the release state")
+    out = target.run(cmd.release_state(target.layout), "reading the release state").stdout
     head, _, rest = out.partition(cmd.STATE_RELEASES + "\n")
     listing, _, meta_text = rest.partition(cmd.STATE_META + "\n")
     link = head.strip().removeprefix("current:").strip()
@@ -252,9 +256,9 @@ def release_state(conn: fabric.Connection, base: str) -> tuple[str | None, list[
     return (posixpath.basename(link) if link else None), ids, meta
 
 
-def read_release_meta(conn: fabric.Connection, base: str, release_id: str) -> dict | None:
-    res = conn.run(cmd.cat_release_meta(base, release_id), hide=True, warn=True, in_stream=False)
-    if res.exited != 0:
+def read_release_meta(target: Target, release_id: str) -> dict | None:
+    res = target.run(cmd.cat_release_meta(target.layout, release_id), check=False)
+    if not res.ok:
         return None
     try:
         return json.loads(res.stdout)
@@ -262,138 +266,115 @@ def read_release_meta(conn: fabric.Connection, base: str, release_id: str) -> di
         return None
 
 
-def _put_replace(sftp, path: str, data: bytes, mode: int | None = None) -> None:
-    """Write via a temp name + rename: never through a (possibly hard-linked) inode."""
-    tmp = f"{path}.tmp-{secrets.token_hex(4)}"
-    with sftp.open(tmp, "wb") as fh:
-        if mode is not None:
-            fh.chmod(mode)  # before any byte is written
-        fh.set_pipelined(True)
-        fh.write(data)
-    sftp.posix_rename(tmp, path)
-
-
-def write_env(conn: fabric.Connection, base: str, content: str) -> str:
+def write_env(target: Target, content: str) -> str:
     """Install <base>/shared/.env (0600, owned by the SSH user) atomically; returns its path.
 
     The content holds secrets: it goes over sftp only, never on a command line or in a log.
     """
-    _check_base(base)
-    _run(conn, cmd.prepare_layout(base), "creating the release layout")
-    dest = posixpath.join(base, "shared", ".env")
-    sftp = conn.sftp()
-    _put_replace(sftp, dest, content.encode("utf-8"), mode=0o600)
-    return dest
+    target.run(cmd.prepare_layout(target.layout), "creating the release layout")
+    target.put(target.layout.env_file, content.encode("utf-8"), mode=0o600)
+    return target.layout.env_file
 
 
-def push(conn: fabric.Connection, base: str, source: Path, now: datetime | None = None,
-         compose_file: str | None = "compose.yml") -> PushResult:
-    """Create a new release from ``source`` and return what was sent. Does not switch ``current``."""
-    _check_base(base)
-    manifest = local_manifest(source)
-    previous, existing, current_meta = release_state(conn, base)
+def push(target: Target, local: LocalRelease) -> PushResult:
+    """Create release ``local.release_id`` on the droplet and return what was sent. Does not
+    switch ``current``."""
+    layout = target.layout
+    manifest = local.manifest
+    previous, existing, current_meta = release_state(target)
     if previous is not None and previous not in existing:
         previous = None  # dangling symlink: treat as a first push
     old_manifest = (current_meta or {}).get("manifest", {}) if previous else {}
     changed, removed = diff_manifests(old_manifest, manifest)
 
-    release_id = new_release_id(manifest, now)
+    release_id = local.release_id
     n = 2
     while release_id in existing:  # same content pushed twice within one second
-        release_id = f"{new_release_id(manifest, now)}-{n}"
+        release_id = f"{local.release_id}-{n}"
         n += 1
-    staging = posixpath.join(cmd.releases_dir(base), f".staging-{release_id}")
-    clear_stale = cmd.remove_releases(base, [f".staging-{release_id}"])
+    staging = layout.staging(release_id)
+    clear_stale = cmd.remove_releases(layout, [posixpath.basename(staging)])
     if previous and old_manifest:
-        to_unlink = [cmd.RELEASE_META] + changed + removed  # the copied metadata is replaced too
+        to_unlink = [RELEASE_META] + changed + removed  # the copied metadata is replaced too
         batches = [to_unlink[i:i + RM_BATCH] for i in range(0, len(to_unlink), RM_BATCH)] or [[]]
-        _run(conn, cmd.chain(clear_stale, cmd.hardlink_copy(cmd.release_dir(base, previous), staging),
+        target.run(cmd.chain(clear_stale,
+                             cmd.hardlink_copy(layout.release(previous), staging),
                              cmd.remove_paths(staging, batches[0]),
                              cmd.prune_empty_dirs(staging) if removed else ""),
-             "preparing the release from the previous one")
+                   "preparing the release from the previous one")
         for batch in batches[1:]:
-            _run(conn, cmd.remove_paths(staging, batch), "removing old files")
+            target.run(cmd.remove_paths(staging, batch), "removing old files")
     else:
         changed, removed = sorted(manifest), []
-        _run(conn, cmd.chain(clear_stale, cmd.make_dir(staging)), "creating the release folder")
+        target.run(cmd.chain(clear_stale, cmd.make_dir(staging)),
+                   "creating the release folder")
 
     meta = {"id": release_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "previous": previous, "outcome": None, "files_total": len(manifest),
             "changed": changed, "removed": removed, "manifest": manifest}
-    archive = build_archive(source, changed,
-                            {cmd.RELEASE_META: json.dumps(meta, indent=1, sort_keys=True).encode()})
-    remote_archive = posixpath.join(cmd.releases_dir(base), f".upload-{release_id}.tar.gz")
-    _put_replace(conn.sftp(), remote_archive, archive)
-    _run(conn, cmd.chain(cmd.extract_archive(remote_archive, staging),
-                         cmd.rename(staging, cmd.release_dir(base, release_id))),
-         "unpacking and publishing the release", timeout=600)
-    bytes_sent = len(archive)
-
-    services = None
-    if compose_file and (Path(source) / compose_file).is_file():
-        import yaml  # local import: only needed when mapping changes to services
-
-        compose_dict = yaml.safe_load((Path(source) / compose_file).read_text()) or {}
-        services = services_for_changes(compose_dict, changed + removed,
-                                        posixpath.dirname(compose_file))
+    archive = build_archive(local.root, changed,
+                            {RELEASE_META: json.dumps(meta, indent=1, sort_keys=True).encode()})
+    target.put(layout.upload(release_id), archive)
+    target.run(cmd.chain(cmd.extract_archive(layout.upload(release_id), staging),
+                         cmd.rename(staging, layout.release(release_id))),
+               "unpacking and publishing the release", timeout=600)
+    services = services_for_changes(local.compose, changed + removed, local.compose_dir) if local.compose else None
     return PushResult(release_id=release_id, changed=changed, removed=removed,
-                      bytes_sent=bytes_sent, files_total=len(manifest),
+                      bytes_sent=len(archive), files_total=len(manifest),
                       previous_release=previous, changed_services=services)
 
 
-def previous_release(conn: fabric.Connection, base: str, ids: list[str] | None = None) -> str:
+def previous_release(target: Target, ids: list[str] | None = None) -> str:
     """The newest release older than ``current``: what a rollback returns to."""
-    ids = release_ids(conn, base) if ids is None else ids
-    cur = current_release(conn, base)
+    ids = release_ids(target) if ids is None else ids
+    cur = current_release(target)
     older = [r for r in ids if cur is None or r < cur]
     if not older:
         raise ReleaseError(f"no release older than {cur or '(none)'} to roll back to in "
-                           f"{cmd.releases_dir(base)}",
+                           f"{target.layout.releases}",
                            "list releases with `inv releases` and name one explicitly")
     return older[-1]
 
 
-def switch(conn: fabric.Connection, base: str, release_id: str | None = None) -> str:
+def switch(target: Target, release_id: str | None = None) -> str:
     """Point ``current`` at ``release_id`` (default: the release before the current one)."""
-    _check_base(base)
-    ids = release_ids(conn, base)
+    ids = release_ids(target)
     if release_id is None:
-        release_id = previous_release(conn, base, ids)
+        release_id = previous_release(target, ids)
     elif release_id not in ids:
         known = ", ".join(ids[-5:]) or "none"
-        raise ReleaseError(f"release {release_id} does not exist in {cmd.releases_dir(base)} "
+        raise ReleaseError(f"release {release_id} does not exist in {target.layout.releases} "
                            f"(latest: {known})", "pick an id from `inv releases`")
-    _run(conn, cmd.switch_current(base, release_id), "switching the current release")
+    target.run(cmd.switch_current(target.layout, release_id), "switching the current release")
     return release_id
 
 
-def record_outcome(conn: fabric.Connection, base: str, release_id: str, outcome: str) -> None:
-    """Store the deploy outcome (e.g. success/failed/rolled_back) in the release metadata."""
+def record_outcome(target: Target, release_id: str, outcome: str) -> None:
+    """Store the deploy outcome (e.g. success/failed/rolled-back) in the release metadata."""
     if not outcome or "\n" in outcome:
         raise ValueError("outcome must be a short single-line word such as 'success'")
-    meta = read_release_meta(conn, base, release_id)
+    meta = read_release_meta(target, release_id)
     if meta is None:
-        raise ReleaseError(f"release {release_id} has no metadata in {cmd.releases_dir(base)}",
+        raise ReleaseError(f"release {release_id} has no metadata in {target.layout.releases}",
                            "pick an id from `inv releases`")
     meta["outcome"] = outcome
     meta["outcome_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _put_replace(conn.sftp(), posixpath.join(cmd.release_dir(base, release_id), cmd.RELEASE_META),
-                 json.dumps(meta, indent=1, sort_keys=True).encode())
+    target.put(target.layout.meta(release_id), json.dumps(meta, indent=1, sort_keys=True).encode())
 
 
-def list_releases(conn: fabric.Connection, base: str) -> list[ReleaseInfo]:
+def list_releases(target: Target) -> list[ReleaseInfo]:
     """Releases oldest first, with creation time, recorded outcome and which one is current."""
-    cur = current_release(conn, base)
-    out = _run(conn, cmd.read_all_release_meta(base), "reading release metadata")
-    metas: dict[str, dict] = {}
-    name = None
+    cur = current_release(target)
+    out = target.run(cmd.read_all_release_meta(target.layout), "reading release metadata").stdout
     chunks: dict[str, list[str]] = {}
+    name = None
     for line in out.splitlines():
         if line.startswith("=== "):
             name = line[4:].strip()
             chunks[name] = []
         elif name is not None:
             chunks[name].append(line)
+    metas: dict[str, dict] = {}
     for rid, lines in chunks.items():
         try:
             metas[rid] = json.loads("\n".join(lines)) if "".join(lines).strip() else {}
@@ -404,12 +385,12 @@ def list_releases(conn: fabric.Connection, base: str) -> list[ReleaseInfo]:
             for rid in sorted(metas)]
 
 
-def prune(conn: fabric.Connection, base: str, keep: int) -> list[str]:
+def prune(target: Target, keep: int) -> list[str]:
     """Delete all but the newest ``keep`` releases; never ``current`` nor the one before it."""
     if keep < 1:
         raise ValueError("keep must be at least 1 (the current release)")
-    ids = release_ids(conn, base)
-    cur = current_release(conn, base)
+    ids = release_ids(target)
+    cur = current_release(target)
     protected = set(ids[-keep:])
     if cur in ids:
         protected.add(cur)
@@ -418,5 +399,5 @@ def prune(conn: fabric.Connection, base: str, keep: int) -> list[str]:
             protected.add(older[-1])
     doomed = [r for r in ids if r not in protected]
     if doomed:
-        _run(conn, cmd.remove_releases(base, doomed), "removing old releases", timeout=600)
+        target.run(cmd.remove_releases(target.layout, doomed), "removing old releases", timeout=600)
     return doomed

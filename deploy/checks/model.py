@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 from deploy.checks.headers import parse_policy
+from deploy.errors import EXIT_CONFIG, OperatorError
 
 Status = Literal["pass", "warn", "fail", "skipped"]
 STATUSES: tuple[Status, ...] = ("pass", "warn", "fail", "skipped")
@@ -30,8 +31,11 @@ DEFAULT_RATE_LIMIT_REQUESTS = 130
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
-class ChecksConfigError(ValueError):
+class ChecksConfigError(OperatorError, ValueError):
     """A checks setting is unusable; the message names the setting and how to fix it."""
+
+    exit_code = EXIT_CONFIG
+    outcome = "config-error"
 
 
 def _valid_hostname(name: str) -> bool:

@@ -228,7 +228,7 @@ def test_powered_off_droplet_is_reported_at_once(fake, spec):
     made = cloud.provision(spec).droplet
     fake.store.droplet(made.id)["status"] = "off"
     started = time.monotonic()
-    with pytest.raises(CloudError, match="'off'.*power it on"):
+    with pytest.raises(CloudError, match="(?s)'off'.*power it on"):
         cloud.provision(spec)
     assert time.monotonic() - started < 2
 

@@ -131,16 +131,32 @@ def test_json_artifacts_are_redacted_and_stay_valid(tmp_path):
     assert data["nested"] == [{"token": "***REDACTED***"}, "plain"]
 
 
-def test_adapter_errors_leave_a_step_as_operator_errors(tmp_path):
-    from deploy.errors import DeployError
+def test_adapter_errors_are_operator_errors_and_pass_through_a_step_unchanged(tmp_path):
+    from deploy.errors import OperatorError
     from remote.errors import RemoteError
 
-    with pytest.raises(DeployError) as err:
+    raised = RemoteError("SSH key /k refused for deploy@10.0.0.2", "register /k.pub for deploy")
+    with pytest.raises(OperatorError) as err:
         with Run(tmp_path, "deploy", "full", ["inv"], console=quiet(), registry=SecretRegistry()) as run:
             with run.step("connect"):
-                raise RemoteError("SSH key /k refused for deploy@10.0.0.2", "register /k.pub for deploy")
-    assert err.value.hint == "register /k.pub for deploy"
+                raise raised
+    assert err.value is raised  # no translation: the error keeps its class, hint and exit code
     data = json.loads((run.folder / "run.json").read_text())
-    assert data["outcome"] == "failed" and "fix: register /k.pub" in data["error"]
+    assert data["outcome"] == "failed" and data["exit_code"] == 1
+    assert data["error"] == "SSH key /k refused for deploy@10.0.0.2\n  fix: register /k.pub for deploy"
     assert data["steps"][0]["message"].startswith("SSH key /k refused")
     assert not (run.folder / "error-traceback.txt").exists()
+
+
+@pytest.mark.parametrize("make, exit_code, outcome", [
+    (lambda: __import__("deploy.cloud", fromlist=["x"]).TokenMissing("token missing", "set it"), 2, "config-error"),
+    (lambda: __import__("deploy.errors", fromlist=["x"]).TokenRejected("401", "new token"), 3, "config-error"),
+    (lambda: __import__("deploy.checks", fromlist=["x"]).ChecksConfigError("CHECK_X bad"), 2, "config-error"),
+    (lambda: __import__("deploy.cloud", fromlist=["x"]).CloudUnavailable("API down", "retry"), 1, "failed"),
+])
+def test_each_adapter_error_sets_its_own_exit_code(tmp_path, make, exit_code, outcome):
+    with pytest.raises(Exception):
+        with Run(tmp_path, "deploy", "full", ["inv"], console=quiet(), registry=SecretRegistry()) as run:
+            with run.step("token-check"):
+                raise make()
+    assert (run.exit_code, run.outcome) == (exit_code, outcome)

@@ -44,6 +44,8 @@ def test_missing_token_fails_fast_with_a_run_folder(cli):
     assert "DIGITALOCEAN_TOKEN is not set" in res.stdout + res.stderr
     data = cli.manifest()
     assert data["outcome"] == "config-error" and "DIGITALOCEAN_TOKEN" in data["error"]
+    steps = {s["name"]: s for s in data["steps"]}
+    assert steps["token-check"]["status"] == "failed" and "DIGITALOCEAN_TOKEN" in steps["token-check"]["message"]
 
 
 def test_rejected_token_fails_fast_and_is_never_written(cli, fake):

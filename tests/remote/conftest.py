@@ -8,6 +8,8 @@ import fabric
 import pytest
 
 from remote.connection import SshTarget, connect
+from remote.layout import ReleaseLayout
+from remote.target import SshExecutor, Target
 from tests.remote.sshd import SSHD, Sshd, make_sshd
 
 
@@ -63,3 +65,15 @@ def base(tmp_path: Path) -> str:
     """The droplet's deploy base (/opt/<project> on a real droplet)."""
     d = tmp_path / "droplet" / "opt" / "sdtest"
     return str(d)
+
+
+def target_over(conn: fabric.Connection, base: str) -> Target:
+    """A deploy Target whose executor is an already open connection to the test sshd."""
+    return Target(name="sshd", host=conn.host, layout=ReleaseLayout(base),
+                  connector=lambda quick: SshExecutor(conn)).open()
+
+
+@pytest.fixture
+def host(conn, base) -> Target:
+    """The droplet as the deploy code sees it: the test sshd, with the release layout under ``base``."""
+    return target_over(conn, base)

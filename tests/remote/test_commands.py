@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from remote import commands as cmd
+from remote.layout import ReleaseLayout
 
 T = cmd.ComposeTarget(project="myapp", compose_files=("/opt/my app/current/compose.yml",),
                       env_file="/opt/my app/shared/.env", project_directory="/opt/my app/current")
@@ -63,7 +64,7 @@ def test_docker_and_host_probes():
     assert cmd.curl_headers("example.com", timeout=2.5).endswith("--max-time 2.5 --resolve "
                                                                  "example.com:443:127.0.0.1 https://example.com/")
     assert cmd.docker_system_df() == "docker system df" and cmd.free_m() == "free -m"
-    assert cmd.readlink_current("/opt/app") == "readlink /opt/app/current || true"
+    assert cmd.readlink_current(ReleaseLayout("/opt/app")) == "readlink /opt/app/current || true"
 
 
 def test_hostile_values_stay_single_arguments():
@@ -76,14 +77,14 @@ def test_hostile_values_stay_single_arguments():
 
 def test_release_and_lock_commands_do_what_they_say(tmp_path):
     """Run the shell snippets for real in a temp dir: switch is atomic, lock mkdir is exclusive."""
-    base = str(tmp_path / "opt app")
+    base = ReleaseLayout(str(tmp_path / "opt app"))
 
     def sh(line: str) -> str:
         return subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=True).stdout
 
     sh(cmd.prepare_layout(base))
-    sh(cmd.make_dir(cmd.release_dir(base, "r1")))
-    sh(cmd.make_dir(cmd.release_dir(base, "r2")))
+    sh(cmd.make_dir(base.release("r1")))
+    sh(cmd.make_dir(base.release("r2")))
     assert sh(cmd.readlink_current(base)) == ""
     sh(cmd.switch_current(base, "r1"))
     sh(cmd.switch_current(base, "r2"))
@@ -95,7 +96,7 @@ def test_release_and_lock_commands_do_what_they_say(tmp_path):
     assert sh(cmd.lock_status(base)) == "held\n"
     sh(cmd.lock_release(base))
     assert sh(cmd.lock_status(base)) == "free\n"
-    assert cmd.remove_paths(base, []) == "true" and cmd.remove_releases(base, []) == "true"
+    assert cmd.remove_paths(base.base, []) == "true" and cmd.remove_releases(base, []) == "true"
 
 
 def test_no_builder_accepts_or_emits_secret_values():

@@ -57,7 +57,7 @@ def project():
 
 
 @pytest.fixture
-def deploy(conn, base, tmp_path, busybox_image, project):
+def deploy(host, base, tmp_path, busybox_image, project):
     """Write a stack, push it as a release, switch, upload .env; returns a spec and helpers."""
     stack = tmp_path / "stack"
     secret = "tok-" + uuid.uuid4().hex
@@ -69,28 +69,28 @@ def deploy(conn, base, tmp_path, busybox_image, project):
         (stack / "compose.yml").write_text(compose_yaml(services))
 
     def release() -> sync.PushResult:
-        res = sync.push(conn, base, stack)
-        sync.switch(conn, base, res.release_id)
+        res = sync.push(host, sync.LocalRelease.read(stack))
+        sync.switch(host, res.release_id)
         return res
 
-    env = sync.write_env(conn, base, f"APP_TOKEN={secret}\n")
-    spec = ComposeSpec(project=project, base=base, env_file=env, wait_timeout=30)
+    env = sync.write_env(host, f"APP_TOKEN={secret}\n")
+    spec = ComposeSpec(project=project, wait_timeout=30)
     return spec, write, release, secret
 
 
-def test_healthy_stack_then_no_change_then_one_service_change(conn, deploy, commands_run):
+def test_healthy_stack_then_no_change_then_one_service_change(conn, host, deploy, commands_run):
     spec, write, release, secret = deploy
     ok = "true"
     write({"api": ok, "worker": ok}, {"api": HEALTHY, "worker": HEALTHY})
     release()
 
-    first = compose.up(conn, spec, services_to_build=None)
+    first = compose.up(host, spec, services_to_build=None)
     assert {n: (s.state, s.health) for n, s in first.services.items()} == {
         "api": ("running", "healthy"), "worker": ("running", "healthy")}
     assert first.recreated == ["api", "worker"] and first.rebuilt == ["api", "worker"]
     assert first.built is None
 
-    again = compose.up(conn, spec, services_to_build=set())  # update-only, nothing changed
+    again = compose.up(host, spec, services_to_build=set())  # update-only, nothing changed
     assert again.recreated == [] and again.rebuilt == [] and again.built == []
     assert {n: s.container_id for n, s in again.services.items()} == \
            {n: s.container_id for n, s in first.services.items()}
@@ -99,7 +99,7 @@ def test_healthy_stack_then_no_change_then_one_service_change(conn, deploy, comm
     write({"api": ok, "worker": ok}, {"worker": HEALTHY + "LABEL rev=2\n"})
     pushed = release()
     assert pushed.changed_services == {"worker"}
-    third = compose.up(conn, spec, services_to_build=pushed.changed_services)
+    third = compose.up(host, spec, services_to_build=pushed.changed_services)
     assert third.rebuilt == ["worker"] and third.recreated == ["worker"]
     assert third.services["api"].container_id == first.services["api"].container_id
     assert all(s.ok for s in third.services.values())
@@ -110,13 +110,13 @@ def test_healthy_stack_then_no_change_then_one_service_change(conn, deploy, comm
     assert not any(secret in c for c in commands_run)
 
 
-def test_unhealthy_service_is_named_with_its_logs_and_health(conn, deploy):
+def test_unhealthy_service_is_named_with_its_logs_and_health(host, deploy):
     spec, write, release, _ = deploy
     write({"api": "true", "sick": "echo probe-says-no; exit 1"}, {"api": HEALTHY, "sick": SICK})
     release()
     spec = ComposeSpec(**{**spec.__dict__, "wait_timeout": 20})
     with pytest.raises(ComposeError) as err:
-        compose.up(conn, spec)
+        compose.up(host, spec)
     e = err.value
     assert e.service == "sick" and "unhealthy" in e.reason
     assert str(e).startswith("service sick: unhealthy")
@@ -126,11 +126,11 @@ def test_unhealthy_service_is_named_with_its_logs_and_health(conn, deploy):
     assert "logs-api.txt" not in e.diagnostics  # only the failing services
 
 
-def test_build_failure_names_the_service(conn, deploy):
+def test_build_failure_names_the_service(host, deploy):
     spec, write, release, _ = deploy
     write({"api": "true", "broken": "true"}, {"api": HEALTHY, "broken": BROKEN})
     release()
     with pytest.raises(ComposeError) as err:
-        compose.up(conn, spec)
+        compose.up(host, spec)
     assert err.value.service == "broken" and "build failed" in err.value.reason
     assert "/bin/false" in err.value.diagnostics["compose-build.txt"]

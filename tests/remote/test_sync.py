@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy.errors import ConfigError
 from remote import sync
+from remote.layout import ReleaseLayout
 from remote.sync import ReleaseError
 from tests.remote.stackfixture import make_stack
 
@@ -20,12 +22,16 @@ def stack(tmp_path: Path) -> Path:
     return make_stack(tmp_path / "stack")
 
 
+def push(host, stack: Path, now: datetime | None = None) -> sync.PushResult:
+    return sync.push(host, sync.LocalRelease.read(stack, now=now))
+
+
 def rel(base: str, rid: str) -> Path:
     return Path(base) / "releases" / rid
 
 
-def test_first_push_uploads_everything_but_ignored_files(conn, base, stack):
-    res = sync.push(conn, base, stack, now=T0)
+def test_first_push_uploads_everything_but_ignored_files(host, base, stack):
+    res = push(host, stack, now=T0)
     assert res.release_id.startswith("20250102T030405Z-")
     assert res.previous_release is None and res.removed == []
     assert "web/static/bundle.bin" in res.changed and res.files_total == len(res.changed) == 8
@@ -38,18 +44,18 @@ def test_first_push_uploads_everything_but_ignored_files(conn, base, stack):
     assert res.changed_services == {"api", "web"}
     # push does not activate; switch does
     assert not (Path(base) / "current").exists()
-    assert sync.switch(conn, base, res.release_id) == res.release_id
+    assert sync.switch(host, res.release_id) == res.release_id
     assert os.readlink(Path(base) / "current") == f"releases/{res.release_id}"
 
 
-def test_delta_push_sends_only_the_change_and_hardlinks_the_rest(conn, base, stack):
-    first = sync.push(conn, base, stack, now=T0)
-    sync.switch(conn, base, first.release_id)
+def test_delta_push_sends_only_the_change_and_hardlinks_the_rest(host, base, stack):
+    first = push(host, stack, now=T0)
+    sync.switch(host, first.release_id)
     (stack / "api" / "main.py").write_text("print('v2')\n")
     (stack / "api" / "new.py").write_text("x = 1\n")
     (stack / "obsolete.txt").unlink()
 
-    second = sync.push(conn, base, stack, now=T0 + timedelta(minutes=1))
+    second = push(host, stack, now=T0 + timedelta(minutes=1))
 
     assert second.previous_release == first.release_id
     assert second.changed == ["api/main.py", "api/new.py"]
@@ -63,29 +69,29 @@ def test_delta_push_sends_only_the_change_and_hardlinks_the_rest(conn, base, sta
     assert (new / "api/main.py").read_text() == "print('v2')\n"
     assert (old / "api/main.py").read_text() == "print('v1')\n"
     assert not (new / "obsolete.txt").exists() and (old / "obsolete.txt").exists()
-    assert sync.read_release_meta(conn, base, first.release_id)["id"] == first.release_id
+    assert sync.read_release_meta(host, first.release_id)["id"] == first.release_id
 
 
-def test_mode_only_change_is_shipped_without_touching_the_old_release(conn, base, stack):
-    first = sync.push(conn, base, stack, now=T0)
-    sync.switch(conn, base, first.release_id)
+def test_mode_only_change_is_shipped_without_touching_the_old_release(host, base, stack):
+    first = push(host, stack, now=T0)
+    sync.switch(host, first.release_id)
     os.chmod(stack / "api" / "main.py", 0o750)
-    second = sync.push(conn, base, stack, now=T0 + timedelta(minutes=1))
+    second = push(host, stack, now=T0 + timedelta(minutes=1))
     assert second.changed == ["api/main.py"]
     assert stat.S_IMODE((rel(base, second.release_id) / "api/main.py").stat().st_mode) == 0o750
     assert stat.S_IMODE((rel(base, first.release_id) / "api/main.py").stat().st_mode) == 0o644
 
 
-def test_env_is_private_intact_and_never_on_a_command_line(conn, base, commands_run):
+def test_env_is_private_intact_and_never_on_a_command_line(host, base, commands_run):
     secret = "s3cr3t-'quote\"-$(reboot)-" + os.urandom(8).hex()
     content = f"POSTGRES_PASSWORD={secret}\nDJANGO_SECRET_KEY=k-{secret}\n"
-    path = sync.write_env(conn, base, content)
+    path = sync.write_env(host, content)
     assert path == f"{base}/shared/.env"
     st = os.stat(path)
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.getuid()
     assert Path(path).read_text() == content
     # replacing it keeps it private and leaves no temp file behind
-    sync.write_env(conn, base, "A=1\n")
+    sync.write_env(host, "A=1\n")
     assert Path(path).read_text() == "A=1\n"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert os.listdir(Path(base) / "shared") == [".env"]
@@ -93,54 +99,54 @@ def test_env_is_private_intact_and_never_on_a_command_line(conn, base, commands_
     assert not any(secret in c for c in commands_run)
 
 
-def test_list_switch_rollback_and_outcomes(conn, base, stack):
+def test_list_switch_rollback_and_outcomes(host, base, stack):
     ids = []
     for i in range(3):
         (stack / "api" / "main.py").write_text(f"print({i})\n")
-        r = sync.push(conn, base, stack, now=T0 + timedelta(minutes=i))
-        sync.switch(conn, base, r.release_id)
+        r = push(host, stack, now=T0 + timedelta(minutes=i))
+        sync.switch(host, r.release_id)
         ids.append(r.release_id)
-    sync.record_outcome(conn, base, ids[1], "success")
-    sync.record_outcome(conn, base, ids[2], "failed")
+    sync.record_outcome(host, ids[1], "success")
+    sync.record_outcome(host, ids[2], "failed")
 
-    listed = sync.list_releases(conn, base)
+    listed = sync.list_releases(host)
     assert [r.id for r in listed] == ids
     assert [r.current for r in listed] == [False, False, True]
     assert [r.outcome for r in listed] == [None, "success", "failed"]
     assert all(r.created for r in listed)
 
-    assert sync.switch(conn, base) == ids[1]            # rollback: the one before current
-    assert sync.current_release(conn, base) == ids[1]
-    assert sync.switch(conn, base) == ids[0]
+    assert sync.switch(host) == ids[1]            # rollback: the one before current
+    assert sync.current_release(host) == ids[1]
+    assert sync.switch(host) == ids[0]
     with pytest.raises(ReleaseError, match="no release older than"):
-        sync.switch(conn, base)
-    assert sync.switch(conn, base, ids[2]) == ids[2]    # roll forward by name
+        sync.switch(host)
+    assert sync.switch(host, ids[2]) == ids[2]    # roll forward by name
     with pytest.raises(ReleaseError) as err:
-        sync.switch(conn, base, "20990101T000000Z-deadbeef")
+        sync.switch(host, "20990101T000000Z-deadbeef")
     assert "does not exist" in str(err.value) and ids[2] in str(err.value)
-    assert sync.current_release(conn, base) == ids[2]   # a failed switch changes nothing
+    assert sync.current_release(host) == ids[2]   # a failed switch changes nothing
 
 
-def test_retention_keeps_newest_current_and_previous(conn, base, stack):
+def test_retention_keeps_newest_current_and_previous(host, base, stack):
     ids = []
     for i in range(6):
         (stack / "api" / "main.py").write_text(f"print({i})\n")
-        ids.append(sync.push(conn, base, stack, now=T0 + timedelta(minutes=i)).release_id)
-    sync.switch(conn, base, ids[2])                     # rolled back to an older one
-    removed = sync.prune(conn, base, keep=2)
+        ids.append(push(host, stack, now=T0 + timedelta(minutes=i)).release_id)
+    sync.switch(host, ids[2])                     # rolled back to an older one
+    removed = sync.prune(host, keep=2)
     assert removed == [ids[0], ids[3]]
-    assert sync.release_ids(conn, base) == [ids[1], ids[2], ids[4], ids[5]]
+    assert sync.release_ids(host) == [ids[1], ids[2], ids[4], ids[5]]
     assert (Path(base) / "current" / "api" / "main.py").read_text() == "print(2)\n"
 
 
-def test_push_after_pruned_history_and_bad_input(conn, base, stack, tmp_path):
-    with pytest.raises(ReleaseError, match="not an absolute path"):
-        sync.push(conn, "opt/x", stack)
+def test_push_after_pruned_history_and_bad_input(host, base, stack, tmp_path):
+    with pytest.raises(ConfigError, match="REMOTE_BASE_DIR is 'opt/x', which is not an absolute path"):
+        ReleaseLayout("opt/x")
     with pytest.raises(ReleaseError, match="stack folder .* does not exist"):
-        sync.push(conn, base, tmp_path / "missing")
-    r = sync.push(conn, base, stack, now=T0)
-    sync.switch(conn, base, r.release_id)
+        push(host, tmp_path / "missing")
+    r = push(host, stack, now=T0)
+    sync.switch(host, r.release_id)
     # same content again in the same second: a distinct id, nothing uploaded but metadata
-    again = sync.push(conn, base, stack, now=T0)
+    again = push(host, stack, now=T0)
     assert again.release_id != r.release_id and again.changed == []
     assert sorted(os.listdir(rel(base, again.release_id))) == sorted(os.listdir(rel(base, r.release_id)))

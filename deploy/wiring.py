@@ -1,0 +1,160 @@
+"""Settings -> the objects the steps work with: cloud spec, targets, compose and checks specs.
+
+The only module that reads Settings on behalf of the steps. ``Edges`` names the three places
+where a run leaves this process (the DigitalOcean API, SSH, HTTP checks); production uses the
+real ones, the orchestration tests hand in fakes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+from deploy import checks, cloud
+from deploy.errors import ConfigError
+from deploy.settings import Settings
+from remote import connection
+from remote.collect import CollectSpec
+from remote.compose import ComposeSpec
+from remote.layout import ReleaseLayout
+from remote.target import Executor, Target
+
+NONPROD_OVERRIDE = "compose.nonprod.yml"
+
+
+class CloudPort(Protocol):
+    def check_token(self, spec: cloud.CloudSpec) -> cloud.AccountInfo: ...
+
+    def provision(self, spec: cloud.CloudSpec, on_event: Any = ..., account: Any = None) -> cloud.ProvisionResult: ...
+
+    def find_droplet(self, spec: cloud.CloudSpec) -> cloud.DropletInfo | None: ...
+
+
+@dataclass(frozen=True)
+class Edges:
+    cloud: CloudPort | ModuleType
+    connector: Callable[[connection.SshTarget], Callable[[bool], Executor]]
+    run_checks: Callable[[checks.CheckTarget, checks.ChecksConfig], checks.ChecksReport]
+
+
+REAL_EDGES = Edges(cloud=cloud, connector=connection.connector, run_checks=checks.run_checks)
+
+
+@dataclass(frozen=True)
+class Host:
+    """A droplet as the cloud (or DROPLET_IP) names it."""
+
+    name: str
+    ip: str
+    droplet_id: int | None = None
+    region: str | None = None
+
+
+class Inventory:
+    """The targets of a run. One today; nothing below assumes one (artifact prefixes differ)."""
+
+    def __init__(self, targets: Sequence[Target]) -> None:
+        if not targets:
+            raise ValueError("an inventory needs at least one target")
+        self.targets = tuple(targets)
+
+    def __iter__(self) -> Iterator[Target]:
+        return iter(self.targets)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def close(self) -> None:
+        for target in self.targets:
+            target.close()
+
+
+def public_key(settings: Settings) -> str:
+    key = settings.ssh_key_path
+    pub = Path(str(key) + ".pub")
+    if not key.is_file():
+        raise ConfigError("SSH_KEY_PATH", f"points to {key}, which does not exist",
+                          f"create a key with: ssh-keygen -t ed25519 -f {key} -N '' (or set SSH_KEY_PATH to your key)")
+    if not pub.is_file():
+        raise ConfigError("SSH_KEY_PATH", f"has no public key beside it ({pub})",
+                          f"write it with: ssh-keygen -y -f {key} > {pub}")
+    return pub.read_text(encoding="utf-8").strip()
+
+
+def cloud_spec(settings: Settings, need_key: bool = True) -> cloud.CloudSpec:
+    s = settings
+    return cloud.CloudSpec(
+        token=s.token.reveal() if s.token else "",
+        droplet_name=s["DROPLET_NAME"],
+        region=s["DROPLET_REGION"],
+        size=s["DROPLET_SIZE"],
+        image=s["DROPLET_IMAGE"],
+        tags=tuple(s["DROPLET_TAGS"] or ()),
+        ssh_public_key=public_key(s) if need_key else "",
+        ssh_key_name=f"{s.project}-{s['DEPLOY_USER']}",
+        deploy_user=s["DEPLOY_USER"],
+        domain=s["DOMAIN"],
+        subdomains=tuple(s["SUBDOMAINS"] or ()),
+        firewall_enabled=not s["SKIP_ALLOWLIST"],
+        operator_ip_url=s["OPERATOR_IP_URL"],
+        operator_ip_timeout=s["OPERATOR_IP_TIMEOUT"],
+        extra_ssh_cidrs=tuple(s["ALLOWLIST_EXTRA_CIDRS"] or ()),
+        request_timeout=s["DO_REQUEST_TIMEOUT"],
+        active_timeout=s["DO_ACTIVE_TIMEOUT"],
+        ssh_wait_timeout=s["DO_SSH_WAIT_TIMEOUT"],
+        max_retries=s["DO_MAX_RETRIES"],
+        endpoint=s["DIGITALOCEAN_END_POINT"],
+        ssh_port=s["SSH_PORT"],
+    )
+
+
+def ssh_target(settings: Settings, ip: str) -> connection.SshTarget:
+    return connection.SshTarget(host=ip, user=settings["DEPLOY_USER"], key_path=settings.ssh_key_path,
+                                port=settings["SSH_PORT"], known_hosts_path=settings.known_hosts_path,
+                                connect_timeout=settings["SSH_CONNECT_TIMEOUT"], retries=settings["SSH_RETRIES"])
+
+
+def layout(settings: Settings) -> ReleaseLayout:
+    return ReleaseLayout(settings.remote_base)
+
+
+def inventory(settings: Settings, hosts: Sequence[Host], edges: Edges = REAL_EDGES) -> Inventory:
+    """One Target per host; with several, each collects into remote/<name>/."""
+    several = len(hosts) > 1
+    return Inventory([Target(name=h.name, host=h.ip, layout=layout(settings),
+                             connector=edges.connector(ssh_target(settings, h.ip)),
+                             artifact_prefix=f"remote/{h.name}/" if several else "remote/")
+                      for h in hosts])
+
+
+def compose_files(settings: Settings) -> tuple[str, ...]:
+    """Relative to the release folder; the non-production override only outside production."""
+    files = ["compose.yml"]
+    if settings["DEPLOY_ENV"] != "production" and (settings.stack_dir / NONPROD_OVERRIDE).is_file():
+        files.append(NONPROD_OVERRIDE)
+    return tuple(files)
+
+
+def compose_spec(settings: Settings) -> ComposeSpec:
+    return ComposeSpec(project=settings.project, compose_files=compose_files(settings),
+                       wait_timeout=int(settings["HEALTH_TIMEOUT"]))
+
+
+def collect_spec(settings: Settings) -> CollectSpec:
+    return CollectSpec(compose=compose_spec(settings), domain=settings["DOMAIN"],
+                       edge_network=f"{settings.project}_edge")
+
+
+def check_target(settings: Settings, ip: str) -> checks.CheckTarget:
+    return checks.CheckTarget(ip=ip, domain=settings["DOMAIN"], deploy_env=settings["DEPLOY_ENV"])
+
+
+def checks_config(settings: Settings) -> checks.ChecksConfig:
+    rpm = str(settings.stack_env.get("RATE_LIMIT_API_RPM") or 60)
+    if not rpm.isdigit():
+        raise ConfigError("RATE_LIMIT_API_RPM", f"is {rpm!r}, not a whole number", "set RATE_LIMIT_API_RPM=60")
+    return checks.ChecksConfig(samples=settings["CHECK_SAMPLES"], timeout=settings["CHECK_TIMEOUT"],
+                               p95_budget_s=settings["CHECK_P95_BUDGET"],
+                               rate_limit_burst=settings["CHECK_RATE_LIMIT"],
+                               rate_limit_requests=checks.rate_limit_burst_size(int(rpm)))

@@ -1,0 +1,72 @@
+"""Every path of a deployment on the droplet, in one place.
+
+    <base>/releases/<id>/            one folder per release, with .release.json
+    <base>/releases/.staging-<id>/   a release being assembled (renamed into place when complete)
+    <base>/current -> releases/<id>  switched atomically
+    <base>/shared/.env               0600, uploaded by sftp only
+    <base>/lock/holder.json          the deploy lock and who holds it
+"""
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from deploy.errors import ConfigError
+
+RELEASE_META = ".release.json"
+LOCK_HOLDER = "holder.json"
+
+
+@dataclass(frozen=True)
+class ReleaseLayout:
+    base: str
+
+    def __post_init__(self) -> None:
+        if not PurePosixPath(self.base).is_absolute() or "\n" in self.base:
+            raise ConfigError("REMOTE_BASE_DIR", f"is {self.base!r}, which is not an absolute path",
+                              "set REMOTE_BASE_DIR to an absolute path such as /opt/<project>, or unset it")
+
+    @property
+    def releases(self) -> str:
+        return posixpath.join(self.base, "releases")
+
+    def release(self, release_id: str) -> str:
+        return posixpath.join(self.releases, release_id)
+
+    def meta(self, release_id: str) -> str:
+        return posixpath.join(self.release(release_id), RELEASE_META)
+
+    def staging(self, release_id: str) -> str:
+        return posixpath.join(self.releases, f".staging-{release_id}")
+
+    def upload(self, release_id: str) -> str:
+        return posixpath.join(self.releases, f".upload-{release_id}.tar.gz")
+
+    @property
+    def current(self) -> str:
+        return posixpath.join(self.base, "current")
+
+    @property
+    def current_tmp(self) -> str:
+        return posixpath.join(self.base, ".current.tmp")
+
+    @property
+    def current_meta(self) -> str:
+        return posixpath.join(self.current, RELEASE_META)
+
+    @property
+    def shared(self) -> str:
+        return posixpath.join(self.base, "shared")
+
+    @property
+    def env_file(self) -> str:
+        return posixpath.join(self.shared, ".env")
+
+    @property
+    def lock_dir(self) -> str:
+        return posixpath.join(self.base, "lock")
+
+    @property
+    def lock_holder(self) -> str:
+        return posixpath.join(self.lock_dir, LOCK_HOLDER)

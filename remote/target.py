@@ -1,0 +1,140 @@
+"""A Target is one droplet: its name and address, its release layout, and the one way to run a
+command on it (``run``) or to write a file (``put``). Every droplet-side module (sync, lock,
+compose, collect) talks to the droplet through a Target and nothing else.
+
+The executor underneath is SSH (``SshExecutor``, a Fabric connection) in production; tests
+may give a Target any object with the same three methods.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import fabric
+from invoke.exceptions import CommandTimedOut
+
+from remote.errors import RemoteError
+from remote.layout import ReleaseLayout
+
+DEFAULT_HINT = "check the deploy user can write the base folder and the droplet's disk is not full"
+
+
+@dataclass(frozen=True)
+class Result:
+    command: str
+    exited: int | None      # None: the command timed out
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def tail(self, lines: int = 1, chars: int = 300) -> str:
+        """The last lines of stderr (else stdout): what an error message should quote."""
+        text = (self.stderr.strip() or self.stdout.strip())
+        if not text:
+            return "timed out" if self.exited is None else f"exit status {self.exited}"
+        return "\n".join(text.splitlines()[-lines:])[-chars:]
+
+
+class RemoteCommandError(RemoteError):
+    """A command on the droplet failed; ``result`` keeps its output for diagnostics."""
+
+    def __init__(self, message: str, hint: str, result: Result) -> None:
+        super().__init__(message, hint)
+        self.result = result
+
+
+class Executor(Protocol):
+    host: str
+
+    def run(self, command: str, timeout: float | None = None) -> Result: ...
+
+    def put(self, path: str, data: bytes, mode: int | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SshExecutor:
+    """Commands over one Fabric connection; files over its SFTP channel."""
+
+    def __init__(self, conn: fabric.Connection) -> None:
+        self.conn = conn
+        self.host = conn.host
+        self._sftp = None
+
+    def run(self, command: str, timeout: float | None = None) -> Result:
+        try:
+            res = self.conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+        except CommandTimedOut as exc:
+            res = exc.result
+            return Result(command, None, res.stdout or "", res.stderr or "")
+        return Result(command, res.exited, res.stdout or "", res.stderr or "")
+
+    def put(self, path: str, data: bytes, mode: int | None = None) -> None:
+        """Write via a temp name + rename: readers never see half a file, and a file that is
+        hard-linked into an older release is replaced, never rewritten through its inode."""
+        if self._sftp is None:
+            self._sftp = self.conn.sftp()
+        tmp = f"{path}.tmp-{secrets.token_hex(4)}"
+        with self._sftp.open(tmp, "wb") as fh:
+            if mode is not None:
+                fh.chmod(mode)  # before any byte is written
+            fh.set_pipelined(True)
+            fh.write(data)
+        self._sftp.posix_rename(tmp, path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@dataclass
+class Target:
+    """One droplet. ``open()`` connects (through ``connector``); ``close()`` is idempotent."""
+
+    name: str
+    host: str
+    layout: ReleaseLayout
+    connector: Callable[[bool], Executor] = field(repr=False)
+    artifact_prefix: str = "remote/"    # remote/<name>/ once an inventory holds several
+    executor: Executor | None = field(default=None, repr=False)
+
+    def open(self, quick: bool = False) -> "Target":
+        """Connect. ``quick``: give up at once when the SSH port does not answer (verify)."""
+        if self.executor is None:
+            self.executor = self.connector(quick)
+        return self
+
+    @property
+    def connected(self) -> bool:
+        return self.executor is not None
+
+    def _exec(self) -> Executor:
+        if self.executor is None:
+            raise RuntimeError(f"target {self.name} is not connected: call open() first")
+        return self.executor
+
+    def run(self, command: str, what: str = "", *, check: bool = True, timeout: float | None = None,
+            hint: str = DEFAULT_HINT) -> Result:
+        """Run ``command``. With ``check`` a failure raises RemoteCommandError naming ``what``,
+        the host and the command's last stderr line; without, the Result is returned as is."""
+        result = self._exec().run(command, timeout=timeout)
+        if check and not result.ok:
+            raise RemoteCommandError(f"{what or command} failed on {self.host}: {result.tail()}", hint, result)
+        return result
+
+    def put(self, path: str, data: bytes, mode: int | None = None) -> None:
+        self._exec().put(path, data, mode)
+
+    def close(self) -> None:
+        if self.executor is not None:
+            try:
+                self.executor.close()
+            finally:
+                self.executor = None
