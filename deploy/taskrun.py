@@ -14,7 +14,7 @@ from rich.console import Console
 from deploy.errors import OperatorError
 from deploy.redact import redact_mapping
 from deploy.run import Run
-from deploy.settings import KEYS, Settings, load_settings
+from deploy.settings import KEYS, Settings, load_settings, read_env_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,15 +33,22 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _fallback_logs(config: Mapping[str, Any], flags: Mapping[str, Any]) -> tuple[Path, bool]:
-    """Where the run folder goes when the settings themselves cannot be loaded (a broken env
-    file still gets a run folder): invoke.yaml and the process environment only."""
+def _fallback_logs(config: Mapping[str, Any], flags: Mapping[str, Any],
+                   env_file: str | None = None) -> tuple[Path, bool]:
+    """Where the run folder goes when the settings cannot be loaded (an invalid value elsewhere
+    must not send the run folder somewhere else): the same precedence, read leniently."""
     logs = config.get("logs", {}) if isinstance(config.get("logs"), Mapping) else {}
-    folder = Path(os.environ.get("LOGS_DIR") or logs.get("dir") or "local_run_logs")
+    path = Path(env_file) if env_file else PROJECT_ROOT / ".env"
+    try:
+        from_file = read_env_file(path if path.is_absolute() else PROJECT_ROOT / path) if path.exists() else {}
+    except OperatorError:  # the env file itself is broken: that is the error the run reports
+        from_file = {}
+    folder = Path(os.environ.get("LOGS_DIR") or from_file.get("LOGS_DIR") or logs.get("dir") or "local_run_logs")
     if not folder.is_absolute():
         folder = PROJECT_ROOT / folder
-    timestamp = bool(logs.get("timestamp", True))
-    if os.environ.get("LOGS_TIMESTAMP", "").lower() in ("0", "false", "no", "off") or flags.get("LOGS_TIMESTAMP") is False:
+    stamp = os.environ.get("LOGS_TIMESTAMP") or from_file.get("LOGS_TIMESTAMP")
+    timestamp = bool(logs.get("timestamp", True)) if stamp is None else stamp.lower() not in ("0", "false", "no", "off")
+    if flags.get("LOGS_TIMESTAMP") is False:
         timestamp = False
     return folder, timestamp
 
@@ -86,7 +93,7 @@ def run_task(c: Any, task: str, mode: str, flags: Mapping[str, Any], env_file: s
         folder, timestamp = settings.logs_dir, settings.logs_timestamp
     except OperatorError as exc:
         settings_error = exc
-        folder, timestamp = _fallback_logs(config, flags)
+        folder, timestamp = _fallback_logs(config, flags, env_file)
     run = Run(folder, task, mode, sys.argv, timestamp=timestamp, console=console)
     try:
         with run:

@@ -1,0 +1,249 @@
+"""Stand-ins for the three edges of a run (DigitalOcean, SSH to a droplet with Docker, HTTP checks)
+so every flow runs in milliseconds without Docker, sshd or a network.
+
+The droplet is half real: file commands (mkdir, cp -al, tar, ln, mv, the lock's mkdir) run in a
+local shell against a folder of this machine, so the release layout on "the droplet" is a real
+tree the tests can look at. Only `docker ...` and `curl ...` are answered by FakeDocker, an
+in-memory engine that builds, starts and reports services from the compose file in `current`.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from deploy import checks, cloud
+from deploy.checks.model import CheckResult, ChecksReport
+from deploy.errors import TokenRejected
+from remote.connection import SshError
+from remote.target import Result
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Container:
+    id: str
+    service: str
+    image: str
+    health: str = "healthy"
+    state: str = "running"
+
+
+@dataclass
+class FakeDocker:
+    """What a droplet's Docker engine would answer, kept in memory."""
+
+    fail_build: set[str] = field(default_factory=set)     # services whose image build fails
+    unhealthy: set[str] = field(default_factory=set)      # services that start but never get healthy
+    images: dict[str, str] = field(default_factory=dict)  # service -> image id
+    containers: dict[str, Container] = field(default_factory=dict)
+    calls: list[list[str]] = field(default_factory=list)  # every docker/compose argv, in order
+
+    def handle(self, argv: list[str], command: str) -> Result:
+        self.calls.append(argv)
+        if argv[:2] == ["docker", "info"]:
+            return Result(command, 0, "24.0.7\n2.24.6\n")
+        if argv[:2] == ["docker", "compose"]:
+            return self._compose(argv, command)
+        if argv[:2] == ["docker", "inspect"]:
+            return self._inspect(argv, command)
+        if argv[:3] == ["docker", "system", "df"]:
+            return Result(command, 0, "TYPE TOTAL ACTIVE SIZE RECLAIMABLE\n")
+        return Result(command, 1, "", f"fake docker: unsupported {argv[1:3]}\n")
+
+    # -- compose ------------------------------------------------------------------------------
+    def _compose(self, argv: list[str], command: str) -> Result:
+        opts, rest = _split_compose(argv)
+        compose = _load_compose(opts["-f"])
+        sub, args = rest[0], rest[1:]
+        services = [a for a in args if not a.startswith("-") and not a.isdigit()]
+        if sub == "build":
+            return self._build(compose, opts["-p"], services or _buildable(compose), command)
+        if sub == "up":
+            return self._up(compose, opts["-p"], services or list(compose), "--force-recreate" in args, command)
+        if sub == "ps":
+            return Result(command, 0, self._ps(opts["-p"], "--format" in args))
+        if sub == "config":
+            return Result(command, 0, json.dumps({"services": compose}))
+        if sub == "logs":
+            return Result(command, 0, f"{services[-1]} | log line\n")
+        if sub == "exec":
+            return Result(command, 0, "entryPoints: {}\n")
+        return Result(command, 1, "", f"fake compose: unsupported {sub}\n")
+
+    def _build(self, compose: dict, project: str, services: list[str], command: str) -> Result:
+        out = []
+        for name in sorted(services):
+            out.append(f" Image {project}-{name} Building")
+            if name in self.fail_build:
+                return Result(command, 1, "\n".join(out) + "\n", "failed to solve: process did not complete\n")
+            self.images[name] = f"sha256:{next(_ids):064x}"
+            out.append(f" Image {project}-{name} Built")
+        return Result(command, 0, "\n".join(out) + "\n")
+
+    def _up(self, compose: dict, project: str, services: list[str], force: bool, command: str) -> Result:
+        for name in services:
+            image = self.images.get(name) or f"{(compose.get(name) or {}).get('image', name)}"
+            if name in (c.service for c in self.containers.values()) and not force:
+                current = self.containers[name]
+                if current.image == image:
+                    continue
+            self.containers[name] = Container(id=f"{next(_ids):064x}", service=name, image=image,
+                                              health="unhealthy" if name in self.unhealthy else "healthy")
+        sick = [n for n in services if self.containers[n].health != "healthy"]
+        if sick:
+            return Result(command, 1, "", f"container {project}-{sick[0]}-1 is unhealthy\n")
+        return Result(command, 0, "")
+
+    def _ps(self, project: str, as_json: bool) -> str:
+        rows = [{"Service": c.service, "Name": f"{project}-{c.service}-1", "State": c.state, "Health": c.health,
+                 "Status": f"Up 1 minute ({c.health})", "ID": c.id[:12], "Image": c.image}
+                for c in self.containers.values()]
+        if as_json:
+            return "".join(json.dumps(r) + "\n" for r in rows)
+        return "".join(f"{r['Name']} {r['Status']}\n" for r in rows)
+
+    def _inspect(self, argv: list[str], command: str) -> Result:
+        fmt, ids = argv[argv.index("--format") + 1], argv[argv.index("--format") + 2:]
+        found = [c for c in self.containers.values() for i in ids if c.id.startswith(i) or f"-{c.service}-1" in i]
+        if "{{.Id}}" in fmt:
+            return Result(command, 0, "".join(f"{c.id} {c.image} {c.service}\n" for c in found))
+        if ".State.Health" in fmt:
+            return Result(command, 0, "".join(json.dumps({"Status": c.health}) + "\n" for c in found))
+        if ".Config.Env" in fmt:
+            return Result(command, 0, json.dumps(["PATH=/usr/bin", "POSTGRES_PASSWORD=from-container"]) + "\n")
+        return Result(command, 0, "172.18.0.2\n")
+
+
+def _split_compose(argv: list[str]) -> tuple[dict, list[str]]:
+    opts: dict = {"-f": []}
+    i = 2
+    while i < len(argv) and argv[i] in ("-p", "--project-directory", "-f", "--env-file"):
+        if argv[i] == "-f":
+            opts["-f"].append(argv[i + 1])
+        else:
+            opts[argv[i]] = argv[i + 1]
+        i += 2
+    return opts, argv[i:]
+
+
+def _load_compose(files: list[str]) -> dict:
+    services: dict = {}
+    for path in files:
+        services.update(_parse(Path(path).resolve(), Path(path).resolve().stat().st_mtime_ns))
+    return services
+
+
+@functools.lru_cache(maxsize=64)
+def _parse(path: Path, mtime_ns: int) -> dict:
+    data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+    return data.get("services") or {}
+
+
+def _buildable(compose: dict) -> list[str]:
+    return [name for name, svc in compose.items() if (svc or {}).get("build") is not None]
+
+
+class FakeDroplet:
+    """An executor for remote.target.Target: shell for files, FakeDocker for docker and curl."""
+
+    def __init__(self, root: Path, docker: FakeDocker, host: str = "203.0.113.10") -> None:
+        self.root = root
+        self.docker = docker
+        self.host = host
+        self.commands: list[str] = []
+        self.closed = False
+        self.files_put: list[str] = []
+
+    def run(self, command: str, timeout: float | None = None) -> Result:
+        self.commands.append(command)
+        first = command.split(None, 1)[0] if command.strip() else ""
+        if first == "docker":
+            argv = shlex.split(command.split(" && ")[0])
+            return self.docker.handle(argv, command)
+        if first == "curl":  # Traefik's API answers JSON; the HTTPS probes answer headers
+            if "/api/rawdata" in command:
+                return Result(command, 0, json.dumps({"routers": {}, "services": {}}))
+            return Result(command, 0, "HTTP/2 200\nstrict-transport-security: max-age=31536000\n")
+        proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout or 60,
+                              env={**os.environ, "LC_ALL": "C"})
+        return Result(command, proc.returncode, proc.stdout, proc.stderr)
+
+    def put(self, path: str, data: bytes, mode: int | None = None) -> None:
+        self.files_put.append(path)
+        tmp = Path(path + ".tmp-put")
+        tmp.write_bytes(data)
+        if mode is not None:
+            tmp.chmod(mode)
+        tmp.replace(path)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeCloud:
+    """The DigitalOcean edge: token, provision, find; every call recorded."""
+
+    ip: str = "203.0.113.10"
+    exists: bool = True
+    token_ok: bool = True
+    calls: list[str] = field(default_factory=list)
+
+    def _droplet(self, created: bool) -> cloud.DropletInfo:
+        return cloud.DropletInfo(id=42, name="stackdeploy-1", region="fra1", size="s-2vcpu-4gb",
+                                 status="active", public_ipv4=self.ip, created=created)
+
+    def check_token(self, spec: cloud.CloudSpec) -> cloud.AccountInfo:
+        self.calls.append("check_token")
+        if not spec.token:
+            raise cloud.TokenMissing("DIGITALOCEAN_TOKEN is not set: the DigitalOcean API token is missing",
+                                     cloud.TOKEN_HINT)
+        if not self.token_ok:
+            raise TokenRejected("DigitalOcean rejected the API token (401 Unauthorized)", cloud.TOKEN_HINT)
+        return cloud.AccountInfo(email="ops@example.com", uuid="u-1", droplet_limit=10)
+
+    def provision(self, spec: cloud.CloudSpec, on_event=None, account=None) -> cloud.ProvisionResult:
+        self.calls.append("provision" if account is not None else "provision+token")
+        created = not self.exists
+        self.exists = True
+        return cloud.ProvisionResult(droplet=self._droplet(created),
+                                     firewall=cloud.FirewallResult("unchanged", "198.51.100.7", []),
+                                     dns=cloud.DnsResult("managed", [], None), warnings=[], changed=created)
+
+    def find_droplet(self, spec: cloud.CloudSpec) -> cloud.DropletInfo | None:
+        self.calls.append("find_droplet")
+        return self._droplet(False) if self.exists else None
+
+
+@dataclass
+class FakeChecks:
+    """The outside-in checks: every check passes unless named in ``failing``."""
+
+    failing: set[str] = field(default_factory=set)
+    calls: list[str] = field(default_factory=list)
+
+    def __call__(self, target: checks.CheckTarget, config: checks.ChecksConfig) -> ChecksReport:
+        self.calls.append(target.ip)
+        names = ("home", "api-health", "tls", "headers")
+        results = [CheckResult(name=n, status="fail" if n in self.failing else "pass", observed="ok",
+                               expected="ok", message=f"{n} answered") for n in names]
+        return ChecksReport(results=results, files={"http/home.txt": "HTTP/2 200\n"})
+
+
+class Unreachable:
+    """A connector whose droplet does not answer SSH."""
+
+    def __call__(self, ssh) -> object:
+        def refuse(quick: bool):
+            raise SshError(f"cannot reach {ssh.host}:{ssh.port}: connection refused",
+                           "check the droplet is running and the firewall allows SSH from this machine")
+        return refuse

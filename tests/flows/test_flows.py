@@ -1,0 +1,211 @@
+"""Every flow end to end against fake edges: the order of steps, what reaches the droplet, what the
+operator is told, and that the lock is always released. No Docker, no sshd: the whole file runs
+in seconds. The real sshd/Docker/lab tests cover the same modules against the real things."""
+from __future__ import annotations
+
+import json
+
+from deploy import flows
+from remote.lock import LockHolder
+from tests.flows.fakes import Unreachable
+
+FULL_STEPS = ["settings", "token-check", "provision", "connect", "bootstrap", "lock", "push", "switch", "up",
+              "checks", "collect"]
+UPDATE_STEPS = ["settings", "token-check", "discover", "connect", "lock", "push", "switch", "up", "checks",
+                "collect"]
+
+
+def test_full_deploy_runs_every_step_in_order_and_leaves_the_release_live(world):
+    world.cloud.exists = False
+    out = world.invoke("deploy", flows.deploy)
+    assert out.exit_code == 0, out.message
+    assert out.step_names == FULL_STEPS
+    assert [s["name"] for s in out.manifest["steps"] if s["status"] != "ok"] == [], out.manifest["steps"]
+    assert world.cloud.calls == ["check_token", "provision"]        # the token is checked once
+    pushed = out.manifest["details"]["push"]["release_id"]
+    assert world.current() == pushed
+    assert world.release_meta(pushed)["outcome"] == "success"
+    assert pushed in out.step("lock")["message"]                    # the lock names the release pushed
+    assert not world.lock_held()
+    assert world.built() == [[]]   # no service named: compose builds every service
+    assert (world.base / "shared" / ".env").stat().st_mode & 0o777 == 0o600
+    files = out.files
+    assert {"remote/compose-ps.json", "remote/current-release.txt", "provision.json", "push.json"} <= files
+    assert out.manifest["details"]["current_release"] == pushed
+    assert all(d.closed for d in world.droplets)
+
+
+def test_update_only_rebuilds_only_what_changed_and_keeps_the_rest_running(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    before = {n: c.id for n, c in world.docker.containers.items()}
+    (world.stack / "api" / "app" / "main.py").write_text(
+        (world.stack / "api" / "app" / "main.py").read_text() + "\n# v2\n")
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 0, out.message
+    assert out.step_names == UPDATE_STEPS
+    assert world.cloud.calls[-2:] == ["check_token", "find_droplet"]   # no provisioning
+    assert world.built()[-1] == ["api"]
+    after = {n: c.id for n, c in world.docker.containers.items()}
+    assert [n for n in after if after[n] != before[n]] == ["api"]
+    assert out.manifest["details"]["push"]["changed_count"] == 1
+
+
+def test_update_only_with_no_change_builds_nothing(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 0
+    assert len(world.built()) == 1          # only the first deploy's build
+    assert out.manifest["details"]["up"]["recreated"] == []
+
+
+def test_a_changed_bind_mounted_file_recreates_only_its_service(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    traefik = world.docker.containers["traefik"].id
+    dynamic = world.stack / "traefik" / "dynamic.yml"
+    dynamic.write_text(dynamic.read_text() + "\n# tweak\n")
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 0
+    assert world.docker.containers["traefik"].id != traefik
+    assert out.manifest["details"]["up"]["recreated"] == ["traefik"]
+
+
+def test_failed_build_names_the_service_keeps_diagnostics_and_releases_the_lock(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    live = world.current()
+    (world.stack / "api" / "app" / "main.py").write_text("# broken\n")
+    world.docker.fail_build = {"api"}
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 1
+    data = out.manifest
+    assert data["outcome"] == "failed" and "service api: image build failed" in data["error"]
+    assert "fix: read compose-build.txt" in data["error"]
+    assert out.step("up")["status"] == "failed"
+    assert "remote/diagnostics/compose-build.txt" in out.files
+    assert "collect" in out.step_names                  # remote state collected after the failure
+    assert not world.lock_held()
+    failed = data["details"]["push"]["release_id"]
+    assert world.release_meta(failed)["outcome"] == "failed"
+    assert live != failed
+
+
+def test_verify_with_droplet_unreachable_over_ssh_is_partial_with_checks(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    world.connector = Unreachable()
+    out = world.invoke("verify", flows.verify_only, mode="verify")
+    assert out.exit_code == 4
+    data = out.manifest
+    assert data["outcome"] == "partial"
+    assert out.step("checks")["status"] == "ok" and out.step("collect")["status"] == "skipped"
+    assert any(s["what"] == "remote collection" and "SSH_KEY_PATH" in s["why"] for s in data["skipped"])
+    assert not any(f.startswith("remote/") for f in out.files)
+
+
+def test_verify_over_ssh_collects_without_taking_the_lock(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    out = world.invoke("verify", flows.verify_only, mode="verify")
+    assert out.exit_code == 0, out.message
+    assert out.step_names == ["settings", "token-check", "discover", "checks", "connect", "collect"]
+    assert "remote/compose-ps.json" in out.files
+
+
+def test_verify_without_a_token_or_droplet_ip_is_partial_and_says_why(world):
+    world.set_env(DIGITALOCEAN_TOKEN=None)
+    out = world.invoke("verify", flows.verify_only, mode="verify")
+    assert out.exit_code == 4
+    assert out.step("token-check")["status"] == "failed"
+    assert "DIGITALOCEAN_TOKEN" in out.step("token-check")["message"]
+    assert [s["status"] for s in out.manifest["steps"] if s["name"] in ("checks", "collect")] == ["skipped"] * 2
+    assert world.checks.calls == []
+
+
+def test_invalid_droplet_ip_is_a_config_error_naming_the_setting(world):
+    world.set_env(DROPLET_IP="not-an-ip")
+    out = world.invoke("verify", flows.verify_only, mode="verify")
+    assert out.exit_code == 2
+    assert out.manifest["outcome"] == "config-error"
+    assert out.manifest["error"].startswith("DROPLET_IP is 'not-an-ip', which is not an IP address")
+    assert world.cloud.calls == [] and world.checks.calls == []
+
+
+def test_logs_dir_from_the_env_file_decides_where_the_run_folder_goes(world):
+    out = world.invoke("verify", flows.verify_only, mode="verify")
+    assert out.run.folder.parent == world.logs
+
+
+def test_a_held_lock_stops_the_deploy_and_stays_with_its_holder(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    (world.base / "lock").mkdir()
+    holder = LockHolder(who="alice@laptop", when="2026-11-26T10:00:00+00:00", release="r-alice",
+                        command="inv deploy", pid=1)
+    (world.base / "lock" / "holder.json").write_text(json.dumps(holder.__dict__))
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 5
+    assert "held by alice@laptop" in out.manifest["error"] and "inv lock.release" in out.manifest["error"]
+    assert "push" not in out.step_names
+    assert json.loads((world.base / "lock" / "holder.json").read_text())["who"] == "alice@laptop"
+
+
+def test_lock_status_and_release(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    (world.base / "lock").mkdir()
+    out = world.invoke("lock-status", flows.lock_status, mode="lock")
+    assert out.exit_code == 0 and "held by" in out.message
+    out = world.invoke("lock-release", flows.lock_release, mode="lock")
+    assert out.exit_code == 0 and not world.lock_held()
+    assert "deploy lock: free" in world.invoke("lock-status", flows.lock_status, mode="lock").message
+
+
+def test_rollback_returns_to_the_previous_release_and_marks_the_current_one(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    first = world.current()
+    (world.stack / "api" / "app" / "main.py").write_text("# v2\n")
+    assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
+    second = world.current()
+    out = world.invoke("rollback", flows.rollback, mode="rollback", release=None)
+    assert out.exit_code == 0, out.message
+    assert world.current() == first
+    assert world.release_meta(second)["outcome"] == "rolled-back"
+    assert f"{second} -> {first}" in out.step("choose-release")["message"]
+    assert not world.lock_held()
+    listed = world.invoke("releases", flows.releases, mode="list")
+    assert f"* {first}" in listed.message
+
+
+def test_rollback_to_an_unknown_release_names_the_fix(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    out = world.invoke("rollback", flows.rollback, mode="rollback", release="20990101T000000Z-deadbeef")
+    assert out.exit_code == 1
+    assert "does not exist" in out.manifest["error"] and "inv releases" in out.manifest["error"]
+    assert not world.lock_held()
+
+
+def test_update_only_without_a_droplet_says_run_a_full_deploy(world):
+    world.cloud.exists = False
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 1
+    assert "no droplet named" in out.manifest["error"] and "full `inv deploy`" in out.manifest["error"]
+    assert world.droplets == []
+
+
+def test_missing_stack_secret_stops_before_the_cloud_is_touched(world):
+    world.set_env(POSTGRES_PASSWORD=None)
+    out = world.invoke("deploy", flows.deploy)
+    assert out.exit_code == 2
+    assert "POSTGRES_PASSWORD" in out.manifest["error"]
+    assert world.cloud.calls == []
+
+
+def test_old_releases_are_pruned_only_after_a_healthy_release(world):
+    world.set_env(RELEASES_KEEP="2")
+    main = world.stack / "api" / "app" / "main.py"
+    for n in range(3):
+        main.write_text(f"# v{n}\n")
+        assert world.invoke("deploy", flows.deploy, mode="update" if n else "full", update_only=bool(n)).exit_code == 0
+    kept = sorted(p.name for p in (world.base / "releases").iterdir())
+    assert len(kept) == 2                         # pruned down to RELEASES_KEEP after each success
+    main.write_text("# v3, never healthy\n")
+    world.docker.unhealthy = {"api"}
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 1 and "service api" in out.manifest["error"]
+    after = sorted(p.name for p in (world.base / "releases").iterdir())
+    assert set(kept) <= set(after)                # a failed release removes nothing to roll back to
