@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from deploy import flows
+from deploy.wiring import Host
 from remote.lock import LockHolder
 from tests.flows.fakes import Unreachable
 
@@ -209,3 +210,14 @@ def test_old_releases_are_pruned_only_after_a_healthy_release(world):
     assert out.exit_code == 1 and "service api" in out.manifest["error"]
     after = sorted(p.name for p in (world.base / "releases").iterdir())
     assert set(kept) <= set(after)                # a failed release removes nothing to roll back to
+
+
+def test_with_several_hosts_each_collects_into_its_own_folder(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    hosts = [Host(name="node-a", ip="203.0.113.10"), Host(name="node-b", ip="203.0.113.11")]
+    out = world.invoke("verify", lambda run, s, edges: flows.verify(run, s, edges, hosts), mode="verify")
+    assert out.exit_code == 0, out.message
+    assert {"remote/node-a/compose-ps.json", "remote/node-b/compose-ps.json"} <= out.files
+    assert not any(f.startswith("remote/compose-ps") for f in out.files)
+    assert [d.host for d in world.droplets[-2:]] == ["203.0.113.10", "203.0.113.11"]
+    assert world.checks.calls[-1] == "203.0.113.10"   # the checks go to the edge, once
