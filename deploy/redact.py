@@ -117,7 +117,8 @@ _GO_ESCAPES = {"\a": r"\a", "\b": r"\b", "\f": r"\f", "\n": r"\n", "\r": r"\r", 
                "\v": r"\v", '"': r"\"", "\\": r"\\"}
 
 
-def _char_classes(value: str) -> int:
+def char_classes(value: str) -> int:
+    """How many kinds of character a value uses: lower case, upper case, digits, others."""
     return sum((any(c.islower() for c in value), any(c.isupper() for c in value),
                 any(c.isdigit() for c in value), any(not c.isalnum() for c in value)))
 
@@ -128,7 +129,7 @@ def is_distinctive(value: str) -> bool:
     "123456": one kind of character and shorter than DISTINCTIVE_ONE_CLASS_LENGTH)."""
     if len(value) < MIN_SECRET_VALUE_LENGTH:
         return False
-    return _char_classes(value) > 1 or len(value) >= DISTINCTIVE_ONE_CLASS_LENGTH
+    return char_classes(value) > 1 or len(value) >= DISTINCTIVE_ONE_CLASS_LENGTH
 
 
 def _go_quoted(value: str) -> str:
