@@ -303,9 +303,9 @@ def load_settings(
         else:
             stack_env[name] = raw_value
 
+    where = f"{env_path if env_path.is_file() else 'the env file (--env-file)'} or in the environment"
     for name, value in [(k.env, values[k.env]) for k in KEYS if k.secret] + list(stack_env.items()):
         if isinstance(value, Secret) and value:
-            where = "the environment" if environ.get(name) or flags.get(name) else str(env_path)
             _refuse_weak_secret(name, value.reveal(), example.get(name, ""), where)
 
     return Settings(values=values, stack_env=stack_env, secret_keys=frozenset(secret_keys),
