@@ -331,8 +331,9 @@ def _mask_by_key(text: str, reg: SecretRegistry) -> str:
         if match.end() > line_stop:
             line_stop = _line_end(text, match.end())
         start, end, replacement = _value_span(text, match, line_stop, strings.inside(match.start()))
-        # A value never runs into a help text that follows it on the same line.
-        end = min([end] + [s for s, _ in helps if start <= s < end])
+        # A value stops where a help text follows it on the same line, unless nothing would be
+        # left of the value (then the "help text" is the value, and it is masked with it).
+        end = min([end] + [s for s, _ in helps if start < s < end and text[start:s].strip()])
         if secret_key:
             value = text[start:end].rstrip()
             secret = value not in _EMPTY_VALUES and value != MASK and value[:1] not in ("{", "[")

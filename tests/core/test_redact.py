@@ -172,3 +172,7 @@ def test_help_text_keeps_its_wording_while_secrets_around_it_are_masked():
     assert "leaky value" not in out and "canary-In-Help-42" not in out
     # an unregistered hint is still key-masked: protection is for exact, known help texts only
     assert "KEY=value, KEY=" not in redact(hint, SecretRegistry())
+    # a help text standing as a secret key's whole value is that value: masked
+    reg.add_help("set it")
+    assert redact("API_TOKEN=set it", reg) == f"API_TOKEN={MASK}"
+    assert redact("API_TOKEN=abc def. Fix: set it", reg) == f"API_TOKEN={MASK} set it"
