@@ -317,6 +317,7 @@ _RANDOM_SECRETS = {"DJANGO_SECRET_KEY": 32, "INTERNAL_API_TOKEN": 32, "POSTGRES_
 # A random value of 16 or more characters practically never has fewer different characters.
 _MIN_DISTINCT_CHARACTERS = 8
 _TOKEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+_DO_TOKENS_PAGE = "https://cloud.digitalocean.com/account/api/tokens"
 # Basic-auth settings hold one htpasswd line, user:bcrypt-hash (Traefik checks $2y$, $2b$, $2a$);
 # the older apr1/SHA1 forms are cheap to brute-force once a hash leaks.
 _BASIC_AUTH_SECRETS = ("FLOWER_BASIC_AUTH", "ADMIN_BASIC_AUTH")
@@ -333,6 +334,8 @@ def _refuse_weak_secret(name: str, value: str, example_value: str, where: str) -
         return
     if name in _BASIC_AUTH_SECRETS:
         fix = f"make the line with: {_BCRYPT_COMMAND}; then set {name} to it, in single quotes, in {where}"
+    elif name == "DIGITALOCEAN_TOKEN":
+        fix = f"create a read+write token at {_DO_TOKENS_PAGE} and set {name} to it in {where}"
     else:
         fix = f"generate a value with: {_TOKEN_COMMAND}; then set {name} to it in {where}"
     raise ConfigError(name, problem, fix)
