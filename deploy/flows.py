@@ -36,6 +36,7 @@ def find_hosts(run: Run, settings: Settings, edges: Edges, required: bool) -> li
     except OperatorError as exc:
         if required:
             raise
+        run.registry.add_help(exc.hint)  # our own help text: keep its wording readable
         run.mark_partial("remote verification", f"{exc.message}; set DROPLET_IP or fix it ({exc.hint})")
         return []
 

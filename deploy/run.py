@@ -138,7 +138,7 @@ class Run:
             yield StepHandle(step)
         except BaseException as exc:
             step.status = "failed"
-            step.message = redact(_describe(exc), self.registry)
+            step.message = self._redacted_error(exc)
             raise
         finally:
             step.seconds = round(time.monotonic() - t0, 3)
@@ -151,6 +151,14 @@ class Run:
     def skip_step(self, name: str, reason: str) -> None:
         self.steps.append(Step(name=name, status="skipped", started=_iso(_utc_now()), message=redact(reason, self.registry)))
         self.log(f"[{name}] skipped: {reason}")
+
+    def _redacted_error(self, exc: BaseException) -> str:
+        """The error as the operator reads it, redacted. Its fix hint is help text this program
+        wrote ("write it as KEY=value"): registered, so key-based masking keeps its wording."""
+        hint = getattr(exc, "hint", "")
+        if isinstance(hint, str):
+            self.registry.add_help(hint)
+        return redact(_describe(exc), self.registry)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> "Run":
@@ -171,7 +179,7 @@ class Run:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
         self.outcome, self.exit_code = _outcome_for(exc, self.is_partial)
         if exc is not None and not isinstance(exc, (KeyboardInterrupt, Terminated)):
-            self.error = redact(_describe(exc), self.registry)
+            self.error = self._redacted_error(exc)
             if not isinstance(exc, OperatorError):
                 # Unexpected: keep the traceback for diagnosis, in the run folder only, redacted.
                 self.artifacts.write_text("error-traceback.txt", "".join(traceback.format_exception(exc)))

@@ -18,7 +18,8 @@ from typing import Any, Callable, Mapping
 from dotenv import dotenv_values
 
 from deploy.errors import ConfigError
-from deploy.redact import REGISTRY, Secret, SecretRegistry, is_secret_name
+from deploy.redact import (DISTINCTIVE_ONE_CLASS_LENGTH, MIN_SECRET_VALUE_LENGTH, REGISTRY, Secret,
+                           SecretRegistry, char_classes, is_distinctive, is_secret_name)
 
 DEPLOY_ENVS = ("production", "staging", "development")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
@@ -313,8 +314,65 @@ def load_settings(
         else:
             stack_env[name] = raw_value
 
+    where = f"{env_path if env_path.is_file() else 'the env file (--env-file)'} or in the environment"
+    for name, value in [(k.env, values[k.env]) for k in KEYS if k.secret] + list(stack_env.items()):
+        if isinstance(value, Secret) and value:
+            _refuse_weak_secret(name, value.reveal(), example.get(name, ""), where)
+
     return Settings(values=values, stack_env=stack_env, secret_keys=frozenset(secret_keys),
                     env_file=env_path if env_path.is_file() else None, sources=sources)
+
+
+# Stack secrets that must be long random values, and their minimum length.
+_RANDOM_SECRETS = {"DJANGO_SECRET_KEY": 32, "INTERNAL_API_TOKEN": 32, "POSTGRES_PASSWORD": 16}
+# A random value of 16 or more characters practically never has fewer different characters.
+_MIN_DISTINCT_CHARACTERS = 8
+_TOKEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+_DO_TOKENS_PAGE = "https://cloud.digitalocean.com/account/api/tokens"
+# Basic-auth settings hold one htpasswd line, user:bcrypt-hash (Traefik checks $2y$, $2b$, $2a$);
+# the older apr1/SHA1 forms are cheap to brute-force once a hash leaks.
+_BASIC_AUTH_SECRETS = ("FLOWER_BASIC_AUTH", "ADMIN_BASIC_AUTH")
+_BCRYPT_LINE = re.compile(r"^[^:\s]+:\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+_BCRYPT_COMMAND = ("htpasswd -nbB admin 'a long password' (apache2-utils), or python3 -c 'import bcrypt; "
+                   "print(\"admin:\" + bcrypt.hashpw(b\"a long password\", bcrypt.gensalt()).decode())'")
+
+
+def _refuse_weak_secret(name: str, value: str, example_value: str, where: str) -> None:
+    """ConfigError when a secret is a placeholder, guessable, or too short or common to be
+    masked in logs (the redactor masks such values only where they stand as a value)."""
+    problem = _weakness(name, value, example_value)
+    if problem is None:
+        return
+    if name in _BASIC_AUTH_SECRETS:
+        fix = f"make the line with: {_BCRYPT_COMMAND}; then set {name} to it, in single quotes, in {where}"
+    elif name == "DIGITALOCEAN_TOKEN":
+        fix = f"create a read+write token at {_DO_TOKENS_PAGE} and set {name} to it in {where}"
+    else:
+        fix = f"generate a value with: {_TOKEN_COMMAND}; then set {name} to it in {where}"
+    raise ConfigError(name, problem, fix)
+
+
+def _weakness(name: str, value: str, example_value: str) -> str | None:
+    if value == example_value or _PLACEHOLDER.search(value):
+        return "is a placeholder or the example value from stack/.env.example"
+    if name in _BASIC_AUTH_SECRETS:
+        if not _BCRYPT_LINE.match(value):
+            return "is not a bcrypt htpasswd line (user:$2y$..., as htpasswd -B writes it)"
+        return None
+    minimum = _RANDOM_SECRETS.get(name)
+    if minimum is None:
+        if not is_distinctive(value):
+            return (f"is too short or too common to be masked in logs (at least {MIN_SECRET_VALUE_LENGTH} "
+                    f"characters, and {DISTINCTIVE_ONE_CLASS_LENGTH} for a lone word or number)")
+        return None
+    if len(value) < minimum:
+        return f"is too short: {len(value)} characters, at least {minimum} are needed"
+    if char_classes(value) < 2:
+        return "uses one kind of character only (all letters or all digits): too easy to guess"
+    if len(set(value)) < _MIN_DISTINCT_CHARACTERS:
+        return (f"repeats too few different characters ({len(set(value))}; a random value has at "
+                f"least {_MIN_DISTINCT_CHARACTERS})")
+    return None
 
 
 _REQUIRED_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?")

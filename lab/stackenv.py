@@ -1,15 +1,16 @@
-"""Values for the stack's variables in the lab: secrets generated once and kept, the rest
-taken from stack/.env.example with lab-specific answers (domain, dashboard allowlist)."""
+"""Values for the stack's variables in the lab: secrets generated once and kept (long random
+values and bcrypt htpasswd lines, as Settings requires), the rest taken from
+stack/.env.example with lab-specific answers (domain, dashboard allowlist)."""
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import secrets
 from collections.abc import Callable, Mapping
 
-_PLACEHOLDER = re.compile(r"(?i)change[-_ ]?me|replace[-_ ]?me|^<.*>$|\$apr1\$examples\$")
-_SECRETISH = re.compile(r"(?i)PASSWORD|SECRET|TOKEN|_KEY$|BASIC_AUTH")
+import bcrypt
+
+from deploy.redact import is_secret_name
+
 
 
 def parse_example(text: str) -> dict[str, str]:
@@ -27,10 +28,18 @@ def parse_example(text: str) -> dict[str, str]:
     return out
 
 
-def htpasswd_sha(user: str, password: str) -> str:
-    """`htpasswd -s` format ({SHA}), understood by Traefik's basic auth, no '$' to escape."""
-    digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
-    return f"{user}:{{SHA}}{digest}"
+def htpasswd_bcrypt(user: str, password: str) -> str:
+    """`htpasswd -nbB` format (user:$2b$...), the only one Settings accepts for basic auth."""
+    return f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()}"
+
+
+def htpasswd_matches(line: str, user: str, password: str) -> bool:
+    """True when ``line`` is a bcrypt htpasswd line for this user and password."""
+    name, _, hashed = line.partition(":")
+    try:
+        return name == user and hashed.startswith("$2") and bcrypt.checkpw(password.encode(), hashed.encode())
+    except ValueError:  # not a bcrypt hash (an older lab's {SHA} line)
+        return False
 
 
 def lab_values(example: Mapping[str, str], domain: str, operator_ip: str,
@@ -40,15 +49,18 @@ def lab_values(example: Mapping[str, str], domain: str, operator_ip: str,
     password must not change between two deploys of the same lab."""
     out: dict[str, str] = {}
     for key, value in example.items():
-        if key in kept:
+        if key.endswith("BASIC_AUTH"):
+            # bcrypt salts differ per call: keep the line while it still matches the password.
+            line = kept.get(key, "")
+            out[key] = line if htpasswd_matches(line, "admin", dashboard_password) else htpasswd_bcrypt("admin", dashboard_password)
+        elif key in kept:
             out[key] = kept[key]
         elif key == "DOMAIN":
             out[key] = domain
         elif key == "DASHBOARD_ALLOWLIST":
             out[key] = f"{operator_ip}/32"
-        elif key.endswith("BASIC_AUTH"):
-            out[key] = htpasswd_sha("admin", dashboard_password)
-        elif _SECRETISH.search(key) and (not value or _PLACEHOLDER.search(value)):
+        elif is_secret_name(key):
+            # Settings refuses a secret's example value; what it calls secret, the lab generates.
             out[key] = token()
         else:
             out[key] = value

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,7 @@ def load_key(target: SshTarget) -> paramiko.PKey:
     if not path.is_file():
         raise SshError(f"SSH key {path} is not a file", "check SSH_KEY_PATH")
     try:
-        return paramiko.PKey.from_path(path)
+        key = paramiko.PKey.from_path(path)
     except PermissionError:
         raise SshError(f"SSH key {path} is not readable by this user",
                        f"fix the file permissions (chmod 600 {path}) or check SSH_KEY_PATH") from None
@@ -71,6 +72,20 @@ def load_key(target: SshTarget) -> paramiko.PKey:
         raise SshError(f"SSH key {path} could not be read as a private key "
                        f"({type(exc).__name__})",
                        "check SSH_KEY_PATH points to a private key (not the .pub file)") from None
+    _require_owner_only(path)
+    return key
+
+
+def _require_owner_only(path: Path) -> None:
+    """Refuse a private key other users may read, as OpenSSH does ("UNPROTECTED PRIVATE KEY
+    FILE"): whoever can read it can log in to the droplet. POSIX modes only; Windows has ACLs."""
+    if os.name == "nt":
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise SshError(f"SSH key {path} is accessible by other users (mode {mode:04o})",
+                       f"restrict it to its owner with `chmod 600 {path}`, or point SSH_KEY_PATH "
+                       "to a key only you can read")
 
 
 def host_entry(host: str, port: int) -> str:
@@ -90,8 +105,12 @@ class _PinOnFirstUse(paramiko.MissingHostKeyPolicy):
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
                          key: paramiko.PKey) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="ascii") as fh:
+        # Owner-only, like ~/.ssh: whoever can edit this file decides which hosts we trust.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="ascii") as fh:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o600)  # a file an older version wrote with the umask's mode
             fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
         client.get_host_keys().add(hostname, key.get_name(), key)
 

@@ -1,4 +1,5 @@
 """Run folders and run.json: always finished, unique, redacted."""
+import io
 import json
 import os
 import signal
@@ -160,3 +161,27 @@ def test_each_adapter_error_sets_its_own_exit_code(tmp_path, make, exit_code, ou
             with run.step("token-check"):
                 raise make()
     assert (run.exit_code, run.outcome) == (exit_code, outcome)
+
+
+def test_a_settings_error_keeps_its_fix_hint_readable_in_every_output(tmp_path):
+    # The env-file parse error's hint names keys as words (KEY=value): key-based masking used to
+    # turn it into "write it as KEY=***REDACTED***" on the console, in run.log and in run.json.
+    from deploy.settings import load_settings
+
+    reg = SecretRegistry()
+    reg.add_value("canary-9Qx-beside-the-hint")
+    env = tmp_path / "bad.env"
+    env.write_text("DOMAIN=ok.example.com\nthis is not valid 'secret-ish-content\n")
+    hint = 'write it as KEY=value, KEY="quoted value" or export KEY=value; comments start with #'
+    out = io.StringIO()
+    with pytest.raises(ConfigError):
+        with Run(tmp_path / "runs", "verify", "verify", ["inv", "verify"],
+                 console=Console(file=out, width=300), registry=reg) as run:
+            run.log("DB_PASSWORD=canary-9Qx-beside-the-hint and API_TOKEN=plain words")
+            with run.step("settings"):
+                load_settings({}, env_file=env, environ={}, registry=reg, base_dir=tmp_path)
+    data = json.loads((run.folder / "run.json").read_text())
+    assert hint in data["error"] and hint in data["steps"][0]["message"]
+    for text in ((run.folder / "run.log").read_text(), (run.folder / "summary.md").read_text(), out.getvalue()):
+        assert hint in text
+        assert "canary-9Qx" not in text and "plain words" not in text and "secret-ish-content" not in text

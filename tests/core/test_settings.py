@@ -1,11 +1,13 @@
 """Settings: env file parsing (FR-003), precedence, validation errors that name key and fix."""
+import shutil
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from deploy.errors import ConfigError
 from deploy.redact import Secret, SecretRegistry, redact
-from deploy.settings import load_settings, missing_stack_keys
+from deploy.settings import load_settings, missing_stack_keys, read_env_file
 
 CONFIG = {
     "project": "demo", "deploy_env": "production", "subdomains": ["flower", "admin"],
@@ -13,6 +15,17 @@ CONFIG = {
     "ssh": {"user": "deploy", "key_path": "~/.ssh/id_ed25519", "port": 22, "known_hosts": "/tmp/kh", "connect_timeout": 5, "retries": 2},
     "logs": {"dir": "local_run_logs", "timestamp": True},
     "stack": {"dir": "stack"},
+}
+
+REPO = Path(__file__).resolve().parents[2]
+# Made once with the commands the errors suggest (fixed, so a test never depends on chance).
+STRONG = {
+    "DJANGO_SECRET_KEY": "-9komTCyl2I0NcBWrHU21ZoII7MZDTRqNV4W5k9Ur3VUBIug9gdYwqFlB_i5-9jb",  # token_urlsafe(48)
+    "INTERNAL_API_TOKEN": "a3835f9161389485745e707d37ad4f7d",  # 32 hex characters: `openssl rand -hex 16`
+    "POSTGRES_PASSWORD": "FB4Eenj1y9a4BXct",  # token_urlsafe(12): 16 characters
+    "FLOWER_BASIC_AUTH": "flower:" + bcrypt.hashpw(b"a long dashboard password", bcrypt.gensalt(4)).decode(),
+    "ADMIN_BASIC_AUTH": "admin:" + bcrypt.hashpw(b"another long password", bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$", 1),
+    "OTHER_SECRET": "Sh0rt-Ok",
 }
 
 
@@ -99,24 +112,24 @@ def test_stack_env_takes_only_example_keys_and_registers_their_secrets(tmp_path)
         "DOMAIN=example.com\nPOSTGRES_PASSWORD=change-me\nRATE_LIMIT_API_RPM=60\nFLOWER_BASIC_AUTH=\nADMIN_BASIC_AUTH=\n")
     (tmp_path / "stack" / "compose.yml").write_text("x: ${FLOWER_BASIC_AUTH:?set it} ${ADMIN_BASIC_AUTH:-}\n")
     env = tmp_path / ".env"
-    env.write_text("DOMAIN=app.example.com\nPOSTGRES_PASSWORD=pg-canary-123\nUNRELATED=x\n")
+    env.write_text("DOMAIN=app.example.com\nPOSTGRES_PASSWORD=pg-canary-123-Qm81Zt\nUNRELATED=x\n")
     s = load_settings(CONFIG, env_file=env, environ={}, registry=reg, base_dir=tmp_path)
     assert list(s.stack_env) == ["DOMAIN", "POSTGRES_PASSWORD", "RATE_LIMIT_API_RPM", "FLOWER_BASIC_AUTH", "ADMIN_BASIC_AUTH"]
     assert s.stack_env["DOMAIN"] == "app.example.com"
     assert s.stack_env["RATE_LIMIT_API_RPM"] == "60"  # example default used
     assert missing_stack_keys(s) == ["FLOWER_BASIC_AUTH"]
-    assert "pg-canary-123" not in redact("dsn postgres://u:pg-canary-123@db", reg)
+    assert "pg-canary-123" not in redact("dsn postgres://u:pg-canary-123-Qm81Zt@db", reg)
     shipped = s.stack_env_file()
-    assert "POSTGRES_PASSWORD='pg-canary-123'" in shipped and "UNRELATED" not in shipped
+    assert "POSTGRES_PASSWORD='pg-canary-123-Qm81Zt'" in shipped and "UNRELATED" not in shipped
 
 
 def test_dollar_signs_survive_compose_interpolation(tmp_path):
     (tmp_path / "stack").mkdir()
     (tmp_path / "stack" / ".env.example").write_text("FLOWER_BASIC_AUTH=\n")
     env = tmp_path / ".env"
-    env.write_text("FLOWER_BASIC_AUTH='admin:$apr1$abc$def'\n")
+    env.write_text(f"FLOWER_BASIC_AUTH='{STRONG['FLOWER_BASIC_AUTH']}'\n")
     s = load_settings(CONFIG, env_file=env, environ={}, registry=SecretRegistry(), base_dir=tmp_path)
-    assert "FLOWER_BASIC_AUTH='admin:$apr1$abc$def'" in s.stack_env_file()
+    assert f"FLOWER_BASIC_AUTH='{STRONG['FLOWER_BASIC_AUTH']}'" in s.stack_env_file()
 
 
 def test_secret_example_values_are_never_used_as_defaults(tmp_path):
@@ -126,3 +139,63 @@ def test_secret_example_values_are_never_used_as_defaults(tmp_path):
     s = load_settings(CONFIG, env_file=None, environ={}, registry=SecretRegistry(), base_dir=tmp_path)
     assert missing_stack_keys(s) == ["FLOWER_BASIC_AUTH"]
     assert s.stack_env["POSTGRES_DB"] == "app"
+
+
+# --- issue 12 (NFR-004): weak secrets are refused up front, naming the key and the fix --------
+
+STACK_SECRETS_EXAMPLE = "".join(f"{k}=\n" for k in STRONG)
+
+
+def load_stack_secrets(tmp_path: Path, **overrides: str):
+    return load(tmp_path, "".join(f"{k}='{v}'\n" for k, v in {**STRONG, **overrides}.items()),
+                example=STACK_SECRETS_EXAMPLE)
+
+
+def test_strong_secrets_are_accepted(tmp_path):
+    s = load_stack_secrets(tmp_path)
+    assert {k: v.reveal() for k, v in s.stack_env.items()} == STRONG
+    assert load_stack_secrets(tmp_path, ADMIN_BASIC_AUTH="").stack_env["ADMIN_BASIC_AUTH"].reveal() == ""
+
+
+@pytest.mark.parametrize("key, value, problem, fix", [
+    ("DJANGO_SECRET_KEY", "Sh0rt-but-Mixed-key-9", "at least 32", "secrets.token_urlsafe(48)"),
+    ("INTERNAL_API_TOKEN", "a" * 40, "one kind of character", "secrets.token_urlsafe(48)"),
+    ("INTERNAL_API_TOKEN", "ab12" * 10, "different characters", "secrets.token_urlsafe(48)"),
+    ("POSTGRES_PASSWORD", "Tr0ub4dor&3", "at least 16", "secrets.token_urlsafe"),
+    ("POSTGRES_PASSWORD", "change-me-postgres-password", "placeholder", "secrets.token_urlsafe"),
+    ("FLOWER_BASIC_AUTH", "admin:$apr1$Qx1b2c3d$abcdefghijklmnopqrstu/", "bcrypt", "htpasswd -nbB"),
+    ("ADMIN_BASIC_AUTH", "admin:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "bcrypt", "bcrypt.hashpw"),
+    ("FLOWER_BASIC_AUTH", "admin:$2y$05$tooShortToBeAHash", "bcrypt", "htpasswd -nbB"),
+    ("OTHER_SECRET", "Ab1x", "too short or too common", "secrets.token_urlsafe"),
+    ("OTHER_SECRET", "postgres", "too short or too common", "secrets.token_urlsafe"),
+])
+def test_weak_stack_secrets_are_refused_naming_the_key_and_how_to_make_a_good_one(tmp_path, key, value, problem, fix):
+    with pytest.raises(ConfigError) as err:
+        load_stack_secrets(tmp_path, **{key: value})
+    assert err.value.key == key and err.value.exit_code == 2
+    assert problem in err.value.message and fix in err.value.hint and "my.env" in err.value.hint
+    assert value not in str(err.value)
+
+
+def test_a_token_too_short_to_be_masked_is_refused(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, environ={"DIGITALOCEAN_TOKEN": "abc"})
+    assert err.value.key == "DIGITALOCEAN_TOKEN" and "abc" not in str(err.value)
+    # a DigitalOcean token is made in its control panel, not with a local command
+    assert "environment" in err.value.hint and "cloud.digitalocean.com" in err.value.hint
+    assert "token_urlsafe" not in err.value.hint
+
+
+@pytest.mark.parametrize("key", ["POSTGRES_PASSWORD", "DJANGO_SECRET_KEY", "INTERNAL_API_TOKEN",
+                                 "FLOWER_BASIC_AUTH", "ADMIN_BASIC_AUTH"])
+def test_every_example_secret_of_the_stack_contract_is_refused(tmp_path, key):
+    example = read_env_file(REPO / "stack" / ".env.example")
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    shutil.copy(REPO / "stack" / ".env.example", stack / ".env.example")
+    env = tmp_path / "my.env"
+    env.write_text(f"{key}='{example[key]}'\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(CONFIG, env_file=env, environ={}, registry=SecretRegistry(), base_dir=tmp_path)
+    assert err.value.key == key
+    assert "example" in err.value.message or "bcrypt" in err.value.message

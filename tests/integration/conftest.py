@@ -15,12 +15,13 @@ from tests.fake_do.helpers import RecordingBackend
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "dop_v1_" + "c4a7" * 16  # shaped like a real token, so shape-based redaction is exercised too
+# Strong enough for Settings (long random values, bcrypt htpasswd lines), recognisable in a leak.
 CANARIES = {
-    "POSTGRES_PASSWORD": "pg-canary-Qm81Zt",
-    "DJANGO_SECRET_KEY": "dj-canary-Lk29Xw",
-    "INTERNAL_API_TOKEN": "it-canary-Rb44Pe",
-    "FLOWER_BASIC_AUTH": "admin:$apr1$canary01$Vx8yHq0eJm1uF2kLz3Qp4/",
-    "ADMIN_BASIC_AUTH": "admin:$apr1$canary02$Wb7xGr9dIl0tE1jKy2Po3/",
+    "POSTGRES_PASSWORD": "pg-canary-Qm81Zt-4Hv9",
+    "DJANGO_SECRET_KEY": "dj-canary-Lk29Xw-7Hq3Vb8Np2Tc5RmZ",
+    "INTERNAL_API_TOKEN": "it-canary-Rb44Pe-2Wd6Kf9Ys3Ln8JxQ",
+    "FLOWER_BASIC_AUTH": "admin:$2b$05$PoEIvFN9sy0hBcNopCSzWeK8nxDY/iYGjJX2ixcMWEnhSgDwFqx/u",
+    "ADMIN_BASIC_AUTH": "admin:$2b$05$fxGeP4TT1MjT4G31UrvH.Orhw6CQWhKGe8VwoC.CJKMRb.QJuA5kK",
 }
 
 

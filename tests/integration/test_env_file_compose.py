@@ -7,8 +7,10 @@ from pathlib import Path
 from deploy.redact import SecretRegistry
 from deploy.settings import load_settings
 from tests.conftest import need
+from tests.integration.conftest import CANARIES
 
 COMPOSE = Path(sys.executable).parent / "docker-compose"
+HTPASSWD = CANARIES["FLOWER_BASIC_AUTH"]  # a bcrypt line: three "$" Compose must not expand
 
 
 def test_compose_reads_shipped_values_literally(tmp_path):
@@ -16,7 +18,7 @@ def test_compose_reads_shipped_values_literally(tmp_path):
     (tmp_path / "stack").mkdir()
     (tmp_path / "stack" / ".env.example").write_text("FLOWER_BASIC_AUTH=\nODD_PASSWORD=\n")
     env = tmp_path / "op.env"
-    env.write_text("FLOWER_BASIC_AUTH='admin:$apr1$abc$def/'\nODD_PASSWORD=\"it's $HOME \\\"x\\\"\"\n")
+    env.write_text(f"FLOWER_BASIC_AUTH='{HTPASSWD}'\nODD_PASSWORD=\"it's $HOME \\\"x\\\"\"\n")
     s = load_settings({}, env_file=env, environ={}, registry=SecretRegistry(), base_dir=tmp_path)
     shipped = tmp_path / "shipped.env"
     shipped.write_text(s.stack_env_file())
@@ -29,5 +31,5 @@ def test_compose_reads_shipped_values_literally(tmp_path):
 
     # `config` prints a compose file, so it escapes each literal "$" as "$$" again.
     env_out = {k: v.replace("$$", "$") for k, v in json.loads(out)["services"]["t"]["environment"].items()}
-    assert env_out["A"] == "admin:$apr1$abc$def/"
+    assert env_out["A"] == HTPASSWD
     assert env_out["B"] == s.stack_env["ODD_PASSWORD"].reveal() == 'it\'s $HOME "x"'

@@ -1,13 +1,19 @@
 """Pure parts of the lab: settings validation, firewall rule translation, lab env values."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from deploy.redact import SecretRegistry
+from deploy.settings import load_settings, missing_stack_keys
 from lab import config as labconfig
 from lab import stackenv
 from lab.droplets import firewall
 from lab.errors import LabError
 from lab.images import recipes
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("env,needle", [
@@ -64,8 +70,26 @@ def test_lab_env_generates_secrets_once_and_keeps_the_rest():
     assert first["DOMAIN"] == "app.lab.test" and first["POSTGRES_DB"] == "app"
     assert first["POSTGRES_PASSWORD"] != "change-me-pw" and len(first["POSTGRES_PASSWORD"]) >= 32
     assert first["DASHBOARD_ALLOWLIST"] == "10.77.0.1/32"
-    assert first["FLOWER_BASIC_AUTH"] == stackenv.htpasswd_sha("admin", "pw")
+    assert stackenv.htpasswd_matches(first["FLOWER_BASIC_AUTH"], "admin", "pw")
+    assert first["FLOWER_BASIC_AUTH"].startswith("admin:$2b$")  # bcrypt, as Settings requires
     kept = stackenv.parse_example(stackenv.format_env(first))
     assert kept == first                                         # round-trips through the file
     again = stackenv.lab_values(example, "app.lab.test", "10.77.0.1", kept, "pw")
-    assert again["POSTGRES_PASSWORD"] == first["POSTGRES_PASSWORD"]
+    assert again == first                                        # same password, same lines
+    old_lab = {**kept, "FLOWER_BASIC_AUTH": "admin:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="}
+    upgraded = stackenv.lab_values(example, "app.lab.test", "10.77.0.1", old_lab, "pw")
+    assert stackenv.htpasswd_matches(upgraded["FLOWER_BASIC_AUTH"], "admin", "pw")
+
+
+def test_lab_env_values_pass_the_deployers_secret_checks(tmp_path):
+    # `inv lab.env` output is what scripts/demo.sh and the e2e tests deploy with.
+    example_text = (REPO / "stack" / ".env.example").read_text()
+    values = stackenv.lab_values(stackenv.parse_example(example_text), "app.lab.test", "10.77.0.1", {},
+                                 "dashboard-pw-Zq81")
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "stack" / ".env.example").write_text(example_text)
+    (tmp_path / "stack" / "compose.yml").write_text((REPO / "stack" / "compose.yml").read_text())
+    env = tmp_path / "lab.env"
+    env.write_text(stackenv.format_env(values))
+    s = load_settings({"stack": {"dir": "stack"}}, env_file=env, environ={}, registry=SecretRegistry(), base_dir=tmp_path)
+    assert missing_stack_keys(s) == []

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import time
 
+import paramiko
 import pytest
 
-from remote.connection import SshError, connect
+from remote.connection import SshError, SshTarget, _PinOnFirstUse, connect, load_key
 from tests.remote.sshd import free_port, keygen
 
 
@@ -19,6 +21,7 @@ def test_first_contact_records_and_pins_the_host_key(target, sshd):
     finally:
         c.close()
     line = target.known_hosts_path.read_text().strip()
+    assert stat.S_IMODE(target.known_hosts_path.stat().st_mode) == 0o600
     host_pub = (sshd.host_key.with_suffix(".pub")).read_text().split()
     assert line == f"[127.0.0.1]:{sshd.port} {host_pub[0]} {host_pub[1]}"
     # second contact: same key accepted, nothing appended
@@ -103,3 +106,38 @@ def test_known_hosts_parent_folders_are_created(target, tmp_path):
     deep = tmp_path / "a" / "b" / "c" / "known_hosts"
     connect(dataclasses.replace(target, known_hosts_path=deep)).close()
     assert deep.is_file()
+
+
+# --- issue 12 (NFR-004): local key and known_hosts permissions (no sshd needed) ----------------
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_key_readable_by_group_or_others_is_refused_with_the_chmod_fix(tmp_path, mode):
+    key = keygen(tmp_path / "id_ed25519")
+    key.chmod(mode)
+    with pytest.raises(SshError) as err:
+        load_key(SshTarget(host="127.0.0.1", user="deploy", key_path=key))
+    assert str(key) in str(err.value) and oct(mode)[2:] in str(err.value)
+    assert f"chmod 600 {key}" in err.value.hint and "SSH_KEY_PATH" in err.value.hint
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_a_private_key_only_its_owner_reads_is_used(tmp_path, mode):
+    key = keygen(tmp_path / "id_ed25519")
+    key.chmod(mode)
+    assert load_key(SshTarget(host="127.0.0.1", user="deploy", key_path=key)).get_name() == "ssh-ed25519"
+
+
+@pytest.mark.parametrize("existing_mode", [None, 0o644])
+def test_known_hosts_is_written_owner_only(tmp_path, existing_mode):
+    path = tmp_path / "state" / "known_hosts"
+    if existing_mode is not None:
+        path.parent.mkdir()
+        path.write_text("")
+        path.chmod(existing_mode)
+    host_key = paramiko.PKey.from_path(keygen(tmp_path / "host"))
+    client = paramiko.SSHClient()
+    _PinOnFirstUse(path).missing_host_key(client, "[127.0.0.1]:2222", host_key)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text() == f"[127.0.0.1]:2222 ssh-ed25519 {host_key.get_base64()}\n"
+    if existing_mode is None:
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700  # a folder we made: owner only

@@ -24,8 +24,9 @@ BASE_ENV = {
     "DOMAIN": "stack.test",
     "RATE_LIMIT_API_RPM": "60",
     "DASHBOARD_ALLOWLIST": "127.0.0.1/32, 10.0.0.0/8",
-    "FLOWER_BASIC_AUTH": "flower:$apr1$abcdefgh$0123456789abcdefghijkl",
-    "ADMIN_BASIC_AUTH": "admin:$apr1$abcdefgh$0123456789abcdefghijkl",
+    # bcrypt htpasswd lines, the only kind the deployer accepts.
+    "FLOWER_BASIC_AUTH": "flower:$2y$05$PoEIvFN9sy0hBcNopCSzWeK8nxDY/iYGjJX2ixcMWEnhSgDwFqx/u",
+    "ADMIN_BASIC_AUTH": "admin:$2b$05$fxGeP4TT1MjT4G31UrvH.Orhw6CQWhKGe8VwoC.CJKMRb.QJuA5kK",
 }
 
 

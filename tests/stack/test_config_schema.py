@@ -69,7 +69,7 @@ def test_compose_interpolates_with_the_example_env():
     traefik_env = config["services"]["traefik"]["environment"]
     # Single-quoted htpasswd lines arrive verbatim (no $-expansion eating the hash);
     # `config` prints a literal $ as $$.
-    assert traefik_env["FLOWER_BASIC_AUTH"].replace("$$", "$") == "admin:$apr1$examples$tqzKwxj7P9QP4O716eLJM."
+    assert traefik_env["FLOWER_BASIC_AUTH"].replace("$$", "$") == "admin:$2y$05$LfgIdG/jtpEnB5teqiTnJ.0Vww/r/uqAd/DgL7GUBojawMSlFutP."
     assert config["services"]["api"]["environment"]["RATE_LIMIT_API_RPM"] == "60"
 
 

@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import bcrypt
 import pytest
 import requests
 import yaml
@@ -45,9 +46,10 @@ class Edge:
         return requests.get(f"http://127.0.0.1:{self.internal}/api{path}", timeout=5).json()
 
 
-def _htpasswd(user: str, password: str) -> str:
-    hashed = subprocess.run(["openssl", "passwd", "-apr1", password], capture_output=True, text=True, check=True)
-    return f"{user}:{hashed.stdout.strip()}"
+def _htpasswd(user: str, password: str, prefix: str) -> str:
+    """A bcrypt htpasswd line, the only kind the deployer accepts: $2y$ (htpasswd -B) or $2b$ (Python)."""
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(5)).decode()
+    return f"{user}:{prefix}{hashed[4:]}"
 
 
 def _traefik_binary() -> Path:
@@ -96,8 +98,8 @@ def backends():
 
 def _env(deploy_env: str, allowlist: str) -> dict[str, str]:
     return {**BASE_ENV, "DEPLOY_ENV": deploy_env, "DASHBOARD_ALLOWLIST": allowlist,
-            "FLOWER_BASIC_AUTH": _htpasswd("flower", FLOWER_PASSWORD),
-            "ADMIN_BASIC_AUTH": _htpasswd("admin", ADMIN_PASSWORD)}
+            "FLOWER_BASIC_AUTH": _htpasswd("flower", FLOWER_PASSWORD, "$2y$"),
+            "ADMIN_BASIC_AUTH": _htpasswd("admin", ADMIN_PASSWORD, "$2b$")}
 
 
 @pytest.fixture(scope="module")
