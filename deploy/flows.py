@@ -13,7 +13,7 @@ from deploy.errors import OperatorError
 from deploy.run import Run
 from deploy.settings import Settings, require_stack_keys
 from deploy.wiring import REAL_EDGES, Edges, Host, Inventory
-from remote import lock, sync
+from remote import images, lock, sync
 from remote.target import Target
 
 
@@ -56,17 +56,22 @@ def connected(run: Run, settings: Settings, edges: Edges, hosts: Sequence[Host])
 # -- the pieces flows share -----------------------------------------------------------------------
 
 def ship(run: Run, settings: Settings, target: Target, local: sync.LocalRelease, update_only: bool) -> None:
-    """Under the deploy lock: push the release, switch to it, bring it up, prune old releases.
-    On failure the remote state is collected for diagnosis before the error goes on."""
+    """Under the deploy lock: push the release, build its images while the live release serves,
+    switch, start it and check that what runs is what was asked; prune old releases. A failure
+    before the switch changes nothing live; a failure after it switches back."""
+    spec = wiring.compose_spec(settings)
     try:
         with steps.locked(run, target, local.release_id, settings["LOCK_WAIT"]):
             pushed = steps.push(run, target, local, settings.stack_env_file())
-            # Update-only rebuilds just the services whose build inputs changed (None: all).
-            build = pushed.changed_services if update_only else None
+            # Update-only builds just the services whose build inputs changed (None: all), plus
+            # any whose image is missing on the droplet.
+            wanted = steps.build(run, target, spec, pushed, local.compose,
+                                 pushed.changed_services if update_only else None)
             recreate = (sync.services_for_mounts(local.compose, pushed.changed + pushed.removed, local.compose_dir)
                         if pushed.previous_release else set())  # first release: every container is new
             steps.switch(run, target, pushed.release_id)
-            steps.up(run, target, wiring.compose_spec(settings), pushed.release_id, build, recreate)
+            steps.up(run, target, spec, pushed.release_id, wanted, recreate, fallback=pushed.previous_release,
+                     fallback_recreate=recreate)
             steps.prune(run, target, settings["RELEASES_KEEP"])
     except OperatorError:
         collect_best_effort(run, settings, target)
@@ -146,23 +151,28 @@ def deploy(run: Run, settings: Settings, update_only: bool = False, edges: Edges
 
 
 def push_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
+    """Upload a release and build its images; nothing live changes (`inv up` would not start it:
+    `current` only ever names a release that was live and healthy)."""
     require_stack_keys(settings)
     local = sync.LocalRelease.read(settings.stack_dir)
     with connected(run, settings, edges, find_hosts(run, settings, edges, required=True)) as inventory:
         for target in inventory:
             with steps.locked(run, target, local.release_id, settings["LOCK_WAIT"]):
                 pushed = steps.push(run, target, local, settings.stack_env_file())
-                steps.switch(run, target, pushed.release_id)
+                steps.build(run, target, wiring.compose_spec(settings), pushed, local.compose, pushed.changed_services)
 
 
 def up_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
+    """Start the live release again with its own images (after a reboot, or a container removed
+    by hand)."""
     with connected(run, settings, edges, find_hosts(run, settings, edges, required=True)) as inventory:
         for target in inventory:
             with steps.locked(run, target, "(up)", settings["LOCK_WAIT"]):
                 current = sync.current_release(target)
                 if current is None:
-                    raise OperatorError("no release on the droplet yet", "run `inv deploy` (or `inv push`) first")
-                steps.up(run, target, wiring.compose_spec(settings), current, None)
+                    raise OperatorError("no release on the droplet yet", "run `inv deploy` first")
+                meta = sync.read_release_meta(target, current) or {}
+                steps.up(run, target, wiring.compose_spec(settings), current, meta.get("images") or {})
 
 
 def verify_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
@@ -179,33 +189,73 @@ def collect_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> Non
             steps.collect(run, target, wiring.collect_spec(settings))
 
 
+ROLLBACK_OK = ("success", "rolled-back")   # releases that were live and healthy
+
+
 def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = REAL_EDGES) -> None:
-    """Switch `current` back (previous release, or a named one) and bring it up."""
+    """Start a previous successful release again: its files, env snapshot and images; no rebuild."""
     hosts = find_hosts(run, settings, edges, required=True)
     mounts = sync.services_for_mounts(sync.read_compose(settings.stack_dir / "compose.yml"), None)
+    spec = wiring.compose_spec(settings)
     with connected(run, settings, edges, hosts) as inventory:
         for target in inventory:
             with steps.locked(run, target, release or "(previous)", settings["LOCK_WAIT"]):
-                current = sync.current_release(target)
                 with run.step("choose-release") as step:
-                    chosen = release or sync.previous_release(target)
-                    step.note(f"{current} -> {chosen}")
-                # Images are rebuilt from the old release's sources (layer cache makes it quick).
-                steps.switch(run, target, chosen)
-                steps.up(run, target, wiring.compose_spec(settings), chosen, None, mounts)
-                if current and current != chosen:
+                    current, chosen = choose_rollback(target, release)
+                    wanted = chosen.meta.get("images") or {}
+                    present = images.lookup(target, [e["ref"] for e in wanted.values()])
+                    missing = sorted(ref for ref, image_id in present.items() if image_id == images.MISSING)
+                    if missing:
+                        raise OperatorError(f"release {chosen.id} cannot start again: its images {', '.join(missing)} "
+                                            "are gone from the droplet", "deploy that release's sources again, or "
+                                            "pick another release from `inv releases`")
+                    step.note(f"{current or '(none)'} -> {chosen.id}")
+                steps.switch(run, target, chosen.id)
+                steps.up(run, target, spec, chosen.id, wanted, mounts, fallback=current, fallback_recreate=mounts)
+                if current and current != chosen.id:
                     sync.record_outcome(target, current, "rolled-back")
         verify(run, settings, edges, hosts, inventory)
+
+
+def choose_rollback(target: Target, release: str | None) -> tuple[str | None, sync.ReleaseInfo]:
+    """(current, the release to return to): the named one, or the newest good one before current.
+    Only releases that were live and healthy, with their image map, qualify."""
+    found = sync.list_releases(target)
+    current = next((r.id for r in found if r.current), None)
+    good = [r for r in found if r.outcome in ROLLBACK_OK and r.meta.get("images") and r.id != current]
+    names = ", ".join(r.id for r in good[-5:]) or "none"
+    if release is not None:
+        pick = next((r for r in good if r.id == release), None)
+        if pick is None:
+            known = next((r for r in found if r.id == release), None)
+            why = "does not exist" if known is None else (
+                "is the live release" if release == current else f"never became healthy (outcome {known.outcome or 'none'})")
+            raise OperatorError(f"release {release} {why}; it cannot be rolled back to",
+                                f"pick one of the releases that ran healthy: {names} (see `inv releases`)")
+        return current, pick
+    older = [r for r in good if current is None or r.id < current]
+    if not older:
+        raise OperatorError(f"no release older than {current or '(none)'} ran healthy: nothing to roll back to",
+                            "list releases with `inv releases`")
+    return current, older[-1]
 
 
 def releases(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> list[sync.ReleaseInfo]:
     with connected(run, settings, edges, find_hosts(run, settings, edges, required=True)) as inventory:
         found = [r for target in inventory for r in steps.list_releases(run, target)]
-    lines = [f"{'*' if r.current else ' '} {r.id}  created {r.created or '?'}  outcome {r.outcome or '-'}" for r in found]
+    lines = [release_line(r) for r in found]
     run.artifacts.write_text("releases.txt", "\n".join(lines) + "\n")
     for line in lines:
-        run.console.print(line)
+        run.console.print(line, markup=False)
     return found
+
+
+def release_line(r: sync.ReleaseInfo) -> str:
+    """`* <id>  success  2026-11-26T13:00:00+00:00  by ops@laptop  api=3f2a1b4c9d0e ...` (* = live)."""
+    imgs = " ".join(f"{n}={str(e.get('id', '')).removeprefix('sha256:')[:12]}"
+                    for n, e in sorted((r.meta.get("images") or {}).items()))
+    return (f"{'*' if r.current else ' '} {r.id}  {r.outcome or 'never live':10} {r.created or '?'}"
+            f"  by {r.meta.get('by') or '?'}  {imgs or '(no image map)'}")
 
 
 def lock_status(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:

@@ -104,6 +104,11 @@ class Run:
         self._previous_sigterm: Any = None
         self.log(f"run {self.id}: {self.command}")
 
+    @property
+    def operator(self) -> str:
+        """Who runs this: user@host, recorded in the release history."""
+        return f"{_user()}@{socket.gethostname()}"
+
     # -- console and run.log -------------------------------------------------------------------
     def log(self, message: str, style: str = "") -> None:
         clean = redact(message, self.registry)
@@ -204,7 +209,7 @@ class Run:
             "task": self.task,
             "mode": self.mode,
             "command": self.command,
-            "operator": f"{_user()}@{socket.gethostname()}",
+            "operator": self.operator,
             "start": _iso(self.started_at),
             "end": _iso(getattr(self, "ended_at", _utc_now())),
             "duration_seconds": getattr(self, "duration", None),

@@ -14,7 +14,7 @@ from deploy.run import Run
 from deploy.wiring import CloudPort, Host
 from remote import collect as remote_collect
 from remote import commands as cmd
-from remote import compose, lock, sync
+from remote import compose, images, lock, sync
 from remote.target import Target
 
 
@@ -115,20 +115,58 @@ def locked(run: Run, target: Target, release: str | None, wait: float) -> Iterat
 
 
 def push(run: Run, target: Target, local: sync.LocalRelease, env_content: str) -> sync.PushResult:
-    """The env file (0600) and the release's files (only what changed since ``current``)."""
+    """The release's files (only what changed since ``current``) and its env file (0600)."""
     with run.step("push") as step:
-        env_path = sync.write_env(target, env_content)
-        result = sync.push(target, local)
+        result = sync.push(target, local, env_content, by=run.operator)
         summary = {"release_id": result.release_id, "previous_release": result.previous_release,
                    "bytes_sent": result.bytes_sent, "files_total": result.files_total,
                    "changed_count": len(result.changed), "removed_count": len(result.removed),
                    "changed_services": result.changed_services}
         run.record("push", summary)
         run.artifacts.write_json("push.json", {**run.details["push"], "changed": result.changed,
-                                               "removed": result.removed, "env_file": env_path})
+                                               "removed": result.removed,
+                                               "env_file": target.layout.env_file(result.release_id)})
         step.note(f"release {result.release_id}: {len(result.changed)} changed, {len(result.removed)} removed,"
                   f" {result.bytes_sent} bytes sent")
     return result
+
+
+def _keep_diagnostics(run: Run, target: Target, exc: compose.ComposeError) -> None:
+    for name, text in (exc.diagnostics or {}).items():
+        run.artifacts.write_text(f"{target.artifact_prefix}diagnostics/{name}", text)
+
+
+def build(run: Run, target: Target, spec: compose.ComposeSpec, pushed: sync.PushResult,
+          compose_file: dict, changed: set[str] | None) -> dict[str, dict[str, str]]:
+    """Build the new release's images while the live release keeps serving; returns its image map
+    (service -> ref and id), also kept in the release. ``changed`` None: build every service."""
+    release_id = pushed.release_id
+    with run.step("build") as step:
+        previous = {name: entry["ref"] for name, entry in pushed.previous_images.items() if entry.get("ref")}
+        present = images.lookup(target, previous.values())
+        plan = images.plan(compose_file, spec.project, release_id, previous, changed, present)
+        target.put(target.layout.images_file(release_id), images.override(plan.refs, release_id).encode())
+        try:
+            compose.build(target, spec, release_id, plan.build)
+        except compose.ComposeError as exc:
+            _keep_diagnostics(run, target, exc)
+            sync.record_outcome(target, release_id, "failed")
+            if pushed.previous_release:
+                exc.message = f"{exc.message}; still serving release {pushed.previous_release}"
+            raise
+        built = images.lookup(target, {plan.refs[n] for n in plan.build})
+        refs = images.keep_unchanged(plan, built, previous, present)
+        ids = {**present, **built}
+        unused = {plan.refs[n] for n in plan.build} - set(refs.values())
+        if unused:  # identical to what runs now: drop the extra tag
+            target.run(cmd.remove_images(unused), "removing unneeded image tags", check=False)
+        image_map = {name: {"ref": ref, "id": ids.get(ref, images.MISSING)} for name, ref in refs.items()}
+        sync.set_images(target, release_id, image_map, images.override(refs, release_id))
+        changed_now = sorted(n for n in refs if refs[n] != previous.get(n))
+        run.record("build", {"built": sorted(plan.build), "reasons": plan.reasons, "new_images": changed_now})
+        step.note(f"built {', '.join(sorted(plan.build))}; new images for {', '.join(changed_now) or 'no service'}"
+                  if plan.build else "nothing to build: every image is on the droplet")
+    return image_map
 
 
 def switch(run: Run, target: Target, release_id: str) -> str:
@@ -138,30 +176,69 @@ def switch(run: Run, target: Target, release_id: str) -> str:
     return release_id
 
 
-def up(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str, build: set[str] | None,
-       recreate: set[str] = frozenset()) -> compose.UpResult:
-    """Build (all when ``build`` is None) and start the current release; wait until healthy.
-    The release's outcome is recorded either way; a failure leaves diagnostics in the run."""
+def up(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str, wanted: dict[str, dict[str, str]],
+       recreate: set[str] = frozenset(), fallback: str | None = None,
+       fallback_recreate: set[str] = frozenset()) -> compose.UpResult:
+    """Start the live release and wait until healthy; then compare what runs with ``wanted`` (the
+    release's image ids). On failure, switch back to ``fallback`` and start it again, so the run
+    can say which release is serving."""
     with run.step("up") as step:
         try:
-            result = compose.up(target, spec, services_to_build=build, services_to_recreate=recreate)
+            result = compose.up(target, spec, services_to_recreate=recreate)
+            _ensure_wanted(target, spec, result, wanted)
         except compose.ComposeError as exc:
-            for name, text in (exc.diagnostics or {}).items():
-                run.artifacts.write_text(f"{target.artifact_prefix}diagnostics/{name}", text)
+            _keep_diagnostics(run, target, exc)
             sync.record_outcome(target, release_id, "failed")
+            if fallback:
+                exc.message = f"{exc.message}; {_restore(run, target, spec, fallback, fallback_recreate)}"
             raise
-        run.record("up", {"rebuilt": result.rebuilt, "recreated": result.recreated, "built": result.built,
+        run.record("up", {"recreated": result.recreated, "rebuilt": result.rebuilt,
                           "services": {n: s.status for n, s in result.services.items()}})
-        step.note(f"built {sorted(result.rebuilt) if result.rebuilt else 'nothing'};"
-                  f" recreated {sorted(result.recreated) if result.recreated else 'nothing'}")
+        step.note(f"recreated {', '.join(result.recreated) or 'nothing'}; every service healthy and running "
+                  "its release image")
     sync.record_outcome(target, release_id, "success")
+    run.record("live_release", release_id)
     return result
 
 
+def _ensure_wanted(target: Target, spec: compose.ComposeSpec, result: compose.UpResult,
+                   wanted: dict[str, dict[str, str]]) -> None:
+    """What runs must be what the release names: a container on another image is recreated once,
+    and a second mismatch is an error (never a success while the wrong code runs)."""
+    def wrong(states: dict[str, compose.ServiceState]) -> list[str]:
+        return sorted(n for n, w in wanted.items() if n in states and states[n].image_id != w.get("id"))
+
+    mismatch = wrong(result.services)
+    if mismatch:
+        mismatch = wrong(compose.force_recreate(target, spec, mismatch))
+    if mismatch:
+        name = mismatch[0]
+        raise compose.ComposeError(name, f"runs another image than its release names ({wanted[name]['ref']})", {},
+                                   hint="run `inv verify` and read remote/compose-ps.txt; deploy again")
+
+
+def _restore(run: Run, target: Target, spec: compose.ComposeSpec, fallback: str, recreate: set[str]) -> str:
+    try:
+        sync.switch(target, fallback)
+        compose.up(target, spec, services_to_recreate=recreate)
+    except OperatorError as exc:
+        run.warn(f"restoring release {fallback} failed: {exc.message}")
+        return f"restoring release {fallback} failed too ({exc.message})"
+    run.record("live_release", fallback)
+    run.warn(f"switched back: release {fallback} is serving")
+    return f"still serving release {fallback}"
+
+
 def prune(run: Run, target: Target, keep: int) -> list[str]:
+    """Old releases beyond ``keep``, and the images only they used."""
+    before = {r.id: r for r in sync.list_releases(target)}
     removed = sync.prune(target, keep)
     if removed:
-        run.log(f"pruned old releases: {', '.join(removed)}")
+        kept_refs = {e.get("ref") for rid, r in before.items() if rid not in removed
+                     for e in (r.meta.get("images") or {}).values()}
+        doomed = {e.get("ref") for rid in removed for e in (before[rid].meta.get("images") or {}).values()}
+        target.run(cmd.remove_images(sorted(r for r in doomed - kept_refs if r)), "removing old images", check=False)
+        run.log(f"pruned old releases and their images: {', '.join(removed)}")
     return removed
 
 

@@ -128,6 +128,24 @@ def exec_cat(t: ComposeTarget, service: str, path: str) -> str:
     return _c(t, "exec", "-T", service, "cat", path)
 
 
+def image_ids(refs: Iterable[str]) -> str:
+    """Each present image as ``<id> <tag> <tag>...``; refs that are not on the host are absent."""
+    refs = sorted(set(refs))
+    if not refs:
+        raise ValueError("no image refs to look up")
+    return join(["docker", "image", "inspect", "--format", '{{.Id}}{{range .RepoTags}} {{.}}{{end}}', *refs]) + " 2>/dev/null || true"
+
+
+def remove_images(refs: Iterable[str]) -> str:
+    """Untag (and delete when unused) images; refs still used by a container are left alone."""
+    refs = sorted(set(refs))
+    return join(["docker", "image", "rm", *refs]) + " 2>&1 || true" if refs else "true"
+
+
+def tag_image(source: str, dest: str) -> str:
+    return join(["docker", "image", "tag", source, dest])
+
+
 def inspect_containers(container_ids: Iterable[str]) -> str:
     """One line per container: id, image id, compose service name."""
     ids = list(container_ids)
@@ -177,7 +195,7 @@ def readlink_current(layout: ReleaseLayout) -> str:
 # --- releases -------------------------------------------------------------------
 
 def prepare_layout(layout: ReleaseLayout) -> str:
-    return join(["mkdir", "-p", layout.releases, layout.shared])
+    return join(["mkdir", "-p", layout.releases])
 
 
 STATE_RELEASES = "--- releases"

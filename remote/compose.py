@@ -1,6 +1,6 @@
 """Bring the stack up on the droplet with docker compose, and explain failures.
 
-build (all / only changed services / nothing) -> ``up -d --wait`` -> ``ps --format json``.
+``build`` a release's images beside the running ones -> ``up -d --wait`` -> ``ps --format json``.
 Recreated containers and rebuilt images are found by comparing ids before and
 after, so the caller can report what an update really touched. Volumes are never
 removed here (no ``down -v``): update-only deploys keep their data.
@@ -15,13 +15,14 @@ from typing import Iterable
 
 from remote import commands as cmd
 from remote.errors import RemoteError
-from remote.layout import ReleaseLayout
+from remote.layout import RELEASE_ENV, RELEASE_IMAGES, ReleaseLayout
 from remote.target import Result, Target
 
 
 @dataclass(frozen=True)
 class ComposeSpec:
-    """How the stack runs on a target: compose runs in <base>/current with <base>/shared/.env."""
+    """How the stack runs on a target: compose runs in <base>/current, with that release's env
+    file and its image pins (compose.release.yml)."""
 
     project: str
     compose_files: tuple[str, ...] = ("compose.yml",)   # relative to the release folder
@@ -30,10 +31,18 @@ class ComposeSpec:
     log_tail: int = 200
 
     def on(self, layout: ReleaseLayout) -> cmd.ComposeTarget:
-        return cmd.ComposeTarget(
-            project=self.project,
-            compose_files=tuple(posixpath.join(layout.current, f) for f in self.compose_files),
-            env_file=layout.env_file, project_directory=layout.current)
+        """The live release. A fixed --project-directory (the ``current`` link) keeps the config
+        hash of an unchanged service stable across releases, so it is not recreated."""
+        return self._in(layout.current)
+
+    def for_release(self, layout: ReleaseLayout, release_id: str) -> cmd.ComposeTarget:
+        """A release that is not live (yet): its images are built from its own folder."""
+        return self._in(layout.release(release_id))
+
+    def _in(self, folder: str) -> cmd.ComposeTarget:
+        files = (*self.compose_files, RELEASE_IMAGES)
+        return cmd.ComposeTarget(project=self.project, compose_files=tuple(posixpath.join(folder, f) for f in files),
+                                 env_file=posixpath.join(folder, RELEASE_ENV), project_directory=folder)
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,6 @@ class UpResult:
     services: dict[str, ServiceState]
     recreated: list[str]        # services whose container id changed (or is new)
     rebuilt: list[str]          # services whose image id changed (or is new)
-    built: list[str] | None     # what we asked to build; None = everything
     output: str = field(default="", repr=False)
 
 
@@ -188,26 +196,30 @@ def diagnostics(target: Target, spec: ComposeSpec, services: Iterable[str],
     return out
 
 
-def _build_config(target: Target, spec: ComposeSpec) -> dict:
+def _build_config(target: Target, t: cmd.ComposeTarget) -> dict:
     # Parsed in memory only: the resolved config may contain interpolated secrets.
-    res = _run(target, cmd.config(spec.on(target.layout), json=True))
+    res = _run(target, cmd.config(t, json=True))
     try:
         return json.loads(res.stdout) if res.exited == 0 else {}
     except json.JSONDecodeError:
         return {}
 
 
-def _build(target: Target, spec: ComposeSpec, services: set[str] | None, pull: bool) -> str:
-    res = _run(target, cmd.build(spec.on(target.layout), services, pull=pull), timeout=spec.build_timeout)
+def build(target: Target, spec: ComposeSpec, release_id: str, services: set[str]) -> str:
+    """Build ``services`` of a release that is not live: the running containers are untouched."""
+    if not services:
+        return ""
+    t = spec.for_release(target.layout, release_id)
+    res = _run(target, cmd.build(t, services), timeout=spec.build_timeout)
     text = res.output
     if res.exited == 0:
         return text
-    images = build_images(_build_config(target, spec), spec.project)
+    images = build_images(_build_config(target, t), spec.project)
     image = failed_build_image(text)
     service = images.get(image) if image else None
     if service is None:
-        candidates = sorted(services) if services else sorted(images.values())
-        service = candidates[0] if len(candidates) == 1 else ", ".join(candidates) or "build"
+        candidates = sorted(services)
+        service = candidates[0] if len(candidates) == 1 else ", ".join(candidates)
     timed_out = res.exited is None or (spec.build_timeout and "timed out" in text.lower())
     reason = (f"image build did not finish within {spec.build_timeout} s" if timed_out
               else "image build failed")
@@ -216,24 +228,14 @@ def _build(target: Target, spec: ComposeSpec, services: set[str] | None, pull: b
                             "step is near its end); fix it and deploy again")
 
 
-def up(target: Target, spec: ComposeSpec, services_to_build: set[str] | None = None,
-       pull: bool = False, services_to_recreate: Iterable[str] = ()) -> UpResult:
-    """Build (all if None, nothing if empty), start and wait until every service is healthy.
+def up(target: Target, spec: ComposeSpec, services_to_recreate: Iterable[str] = ()) -> UpResult:
+    """Start the live release's images (never builds) and wait until every service is healthy.
 
     ``services_to_recreate`` are recreated even when compose sees no change (their bind-mounted
     files changed in the new release; see sync.services_for_mounts)."""
     t = spec.on(target.layout)
     before = snapshot(target, spec)
     log = []
-    if pull:
-        res = _run(target, cmd.pull(t), timeout=spec.build_timeout)
-        log.append(res.output)
-        if res.exited != 0:
-            raise ComposeError("pull", "pulling images failed",
-                               diagnostics(target, spec, [], {"compose-pull.txt": res.output}),
-                               hint="check the droplet can reach the image registry")
-    if services_to_build is None or services_to_build:
-        log.append(_build(target, spec, services_to_build, pull))
     res = _run(target, cmd.up(t, spec.wait_timeout), timeout=spec.wait_timeout + 300)
     log.append(res.output)
     if res.exited == 0 and services_to_recreate:
@@ -255,6 +257,12 @@ def up(target: Target, spec: ComposeSpec, services_to_build: set[str] | None = N
                        if n not in before or before[n].container_id != s.container_id)
     rebuilt = sorted(n for n, s in after.items()
                      if n not in before or (s.image_id and before[n].image_id != s.image_id))
-    built = None if services_to_build is None else sorted(services_to_build)
-    return UpResult(services=after, recreated=recreated, rebuilt=rebuilt, built=built,
-                    output="".join(log))
+    return UpResult(services=after, recreated=recreated, rebuilt=rebuilt, output="".join(log))
+
+
+def force_recreate(target: Target, spec: ComposeSpec, services: Iterable[str]) -> dict[str, ServiceState]:
+    """Recreate ``services`` with the images the live release names; the new states."""
+    t = spec.on(target.layout)
+    _run(target, cmd.up(t, spec.wait_timeout, services=services, no_deps=True, force_recreate=True),
+         timeout=spec.wait_timeout + 300)
+    return snapshot(target, spec)

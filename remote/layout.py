@@ -1,10 +1,12 @@
 """Every path of a deployment on the droplet, in one place.
 
-    <base>/releases/<id>/            one folder per release, with .release.json
-    <base>/releases/.staging-<id>/   a release being assembled (renamed into place when complete)
-    <base>/current -> releases/<id>  switched atomically
-    <base>/shared/.env               0600, uploaded by sftp only
-    <base>/lock/holder.json          the deploy lock and who holds it
+    <base>/releases/<id>/                      one folder per release: the stack's files, and
+        .release.json                          its metadata (outcome, who, the image ids built for it)
+        .env                                   the env file it runs with (0600, uploaded by sftp only)
+        compose.release.yml                    the image each service runs (tagged with a release id)
+    <base>/releases/.staging-<id>/             a release being assembled (renamed into place when complete)
+    <base>/current -> releases/<id>            the release that is live and healthy; switched atomically
+    <base>/lock/holder.json                    the deploy lock and who holds it
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from pathlib import PurePosixPath
 from deploy.errors import ConfigError
 
 RELEASE_META = ".release.json"
+RELEASE_ENV = ".env"
+RELEASE_IMAGES = "compose.release.yml"
 LOCK_HOLDER = "holder.json"
 
 
@@ -55,13 +59,11 @@ class ReleaseLayout:
     def current_meta(self) -> str:
         return posixpath.join(self.current, RELEASE_META)
 
-    @property
-    def shared(self) -> str:
-        return posixpath.join(self.base, "shared")
+    def env_file(self, release_id: str) -> str:
+        return posixpath.join(self.release(release_id), RELEASE_ENV)
 
-    @property
-    def env_file(self) -> str:
-        return posixpath.join(self.shared, ".env")
+    def images_file(self, release_id: str) -> str:
+        return posixpath.join(self.release(release_id), RELEASE_IMAGES)
 
     @property
     def lock_dir(self) -> str:

@@ -25,7 +25,7 @@ import yaml
 
 from remote import commands as cmd
 from remote.errors import RemoteError
-from remote.layout import RELEASE_META
+from remote.layout import RELEASE_ENV, RELEASE_META
 from remote.target import Target
 
 IGNORED_DIRS = frozenset({"node_modules", "__pycache__", ".git", "dist", ".pytest_cache",
@@ -48,6 +48,7 @@ class PushResult:
     files_total: int
     previous_release: str | None
     changed_services: set[str] | None = None
+    previous_images: dict[str, dict] = field(default_factory=dict)   # the live release's image map
 
 
 @dataclass(frozen=True)
@@ -132,9 +133,11 @@ def manifest_digest(manifest: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def new_release_id(manifest: Mapping[str, Mapping[str, Any]], now: datetime | None = None) -> str:
-    """Sortable UTC timestamp + short content hash, e.g. ``20250101T120000Z-1a2b3c4d``."""
+    """Sortable UTC timestamp to the millisecond + short content hash, e.g.
+    ``20250101T120000123Z-1a2b3c4d``: releases made within one second still sort in order
+    (rollback and retention go by that order). Valid as a Docker image tag."""
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{manifest_digest(manifest)[:8]}"
+    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{manifest_digest(manifest)[:8]}"
 
 
 def diff_manifests(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], list[str]]:
@@ -266,19 +269,9 @@ def read_release_meta(target: Target, release_id: str) -> dict | None:
         return None
 
 
-def write_env(target: Target, content: str) -> str:
-    """Install <base>/shared/.env (0600, owned by the SSH user) atomically; returns its path.
-
-    The content holds secrets: it goes over sftp only, never on a command line or in a log.
-    """
-    target.run(cmd.prepare_layout(target.layout), "creating the release layout")
-    target.put(target.layout.env_file, content.encode("utf-8"), mode=0o600)
-    return target.layout.env_file
-
-
-def push(target: Target, local: LocalRelease) -> PushResult:
-    """Create release ``local.release_id`` on the droplet and return what was sent. Does not
-    switch ``current``."""
+def push(target: Target, local: LocalRelease, env_content: str, by: str = "") -> PushResult:
+    """Create release ``local.release_id`` on the droplet with its env file (0600, over sftp only:
+    it holds secrets) and return what was sent. Does not switch ``current``."""
     layout = target.layout
     manifest = local.manifest
     previous, existing, current_meta = release_state(target)
@@ -309,19 +302,20 @@ def push(target: Target, local: LocalRelease) -> PushResult:
         target.run(cmd.chain(clear_stale, cmd.make_dir(staging)),
                    "creating the release folder")
 
-    meta = {"id": release_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "previous": previous, "outcome": None, "files_total": len(manifest),
+    meta = {"id": release_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "by": by,
+            "previous": previous, "outcome": None, "files_total": len(manifest), "images": {},
             "changed": changed, "removed": removed, "manifest": manifest}
     archive = build_archive(local.root, changed,
                             {RELEASE_META: json.dumps(meta, indent=1, sort_keys=True).encode()})
     target.put(layout.upload(release_id), archive)
-    target.run(cmd.chain(cmd.extract_archive(layout.upload(release_id), staging),
-                         cmd.rename(staging, layout.release(release_id))),
-               "unpacking and publishing the release", timeout=600)
+    target.run(cmd.extract_archive(layout.upload(release_id), staging), "unpacking the release", timeout=600)
+    target.put(posixpath.join(staging, RELEASE_ENV), env_content.encode("utf-8"), mode=0o600)
+    target.run(cmd.rename(staging, layout.release(release_id)), "publishing the release")
     services = services_for_changes(local.compose, changed + removed, local.compose_dir) if local.compose else None
     return PushResult(release_id=release_id, changed=changed, removed=removed,
                       bytes_sent=len(archive), files_total=len(manifest),
-                      previous_release=previous, changed_services=services)
+                      previous_release=previous, changed_services=services,
+                      previous_images=((current_meta or {}).get("images") or {}) if previous else {})
 
 
 def previous_release(target: Target, ids: list[str] | None = None) -> str:
@@ -359,6 +353,18 @@ def record_outcome(target: Target, release_id: str, outcome: str) -> None:
                            "pick an id from `inv releases`")
     meta["outcome"] = outcome
     meta["outcome_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    target.put(target.layout.meta(release_id), json.dumps(meta, indent=1, sort_keys=True).encode())
+
+
+def set_images(target: Target, release_id: str, images: Mapping[str, Mapping[str, str]], override: str) -> None:
+    """Record the images a release runs (service -> {"ref", "id"}) in its metadata and its
+    compose override, before it ever goes live."""
+    meta = read_release_meta(target, release_id)
+    if meta is None:
+        raise ReleaseError(f"release {release_id} has no metadata in {target.layout.releases}",
+                           "deploy again: the release was not completely uploaded")
+    meta["images"] = {k: dict(v) for k, v in images.items()}
+    target.put(target.layout.images_file(release_id), override.encode("utf-8"))
     target.put(target.layout.meta(release_id), json.dumps(meta, indent=1, sort_keys=True).encode())
 
 

@@ -9,6 +9,7 @@ in-memory engine that builds, starts and reports services from the compose file 
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import os
@@ -42,8 +43,9 @@ class FakeDocker:
     """What a droplet's Docker engine would answer, kept in memory."""
 
     fail_build: set[str] = field(default_factory=set)     # services whose image build fails
-    unhealthy: set[str] = field(default_factory=set)      # services that start but never get healthy
-    images: dict[str, str] = field(default_factory=dict)  # service -> image id
+    unhealthy: set[str] = field(default_factory=set)      # services whose next built image never gets healthy
+    sick_images: set[str] = field(default_factory=set)
+    images: dict[str, str] = field(default_factory=dict)  # image ref -> image id
     containers: dict[str, Container] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)  # every docker/compose argv, in order
 
@@ -55,6 +57,18 @@ class FakeDocker:
             return self._compose(argv, command)
         if argv[:2] == ["docker", "inspect"]:
             return self._inspect(argv, command)
+        if argv[:3] == ["docker", "image", "inspect"]:
+            refs = argv[argv.index("--format") + 2:]
+            by_id: dict[str, list[str]] = {}
+            for ref in refs:
+                if ref in self.images:
+                    by_id.setdefault(self.images[ref], []).append(ref)
+            return Result(command, 0 if len(by_id) else 1, "".join(f"{i} {' '.join(t)}\n" for i, t in by_id.items()))
+        if argv[:3] == ["docker", "image", "rm"]:
+            for ref in argv[3:]:
+                if not any(c.image == self.images.get(ref) for c in self.containers.values()):
+                    self.images.pop(ref, None)
+            return Result(command, 0, "")
         if argv[:3] == ["docker", "system", "df"]:
             return Result(command, 0, "TYPE TOTAL ACTIVE SIZE RECLAIMABLE\n")
         return Result(command, 1, "", f"fake docker: unsupported {argv[1:3]}\n")
@@ -66,7 +80,7 @@ class FakeDocker:
         sub, args = rest[0], rest[1:]
         services = [a for a in args if not a.startswith("-") and not a.isdigit()]
         if sub == "build":
-            return self._build(compose, opts["-p"], services or _buildable(compose), command)
+            return self._build(compose, opts["--project-directory"], services or _buildable(compose), command)
         if sub == "up":
             return self._up(compose, opts["-p"], services or list(compose), "--force-recreate" in args, command)
         if sub == "ps":
@@ -79,25 +93,32 @@ class FakeDocker:
             return Result(command, 0, "entryPoints: {}\n")
         return Result(command, 1, "", f"fake compose: unsupported {sub}\n")
 
-    def _build(self, compose: dict, project: str, services: list[str], command: str) -> Result:
+    def _build(self, compose: dict, folder: str, services: list[str], command: str) -> Result:
+        """Tags each service's image ref; the id is a hash of its build context, as with a layer
+        cache: the same inputs give the same image."""
         out = []
         for name in sorted(services):
-            out.append(f" Image {project}-{name} Building")
+            ref = compose[name]["image"]
+            out.append(f" Image {ref} Building")
             if name in self.fail_build:
                 return Result(command, 1, "\n".join(out) + "\n", "failed to solve: process did not complete\n")
-            self.images[name] = f"sha256:{next(_ids):064x}"
-            out.append(f" Image {project}-{name} Built")
+            build = compose[name]["build"]
+            self.images[ref] = _context_id(Path(folder) / (build if isinstance(build, str) else build["context"]))
+            if name in self.unhealthy:
+                self.sick_images.add(self.images[ref])
+            out.append(f" Image {ref} Built")
         return Result(command, 0, "\n".join(out) + "\n")
 
     def _up(self, compose: dict, project: str, services: list[str], force: bool, command: str) -> Result:
         for name in services:
-            image = self.images.get(name) or f"{(compose.get(name) or {}).get('image', name)}"
-            if name in (c.service for c in self.containers.values()) and not force:
-                current = self.containers[name]
-                if current.image == image:
-                    continue
+            ref = (compose.get(name) or {}).get("image", name)
+            if (compose.get(name) or {}).get("build") is not None and ref not in self.images:
+                return Result(command, 1, "", f"pull access denied for {ref}, repository does not exist\n")
+            image = self.images.get(ref, ref)
+            if name in self.containers and not force and self.containers[name].image == image:
+                continue
             self.containers[name] = Container(id=f"{next(_ids):064x}", service=name, image=image,
-                                              health="unhealthy" if name in self.unhealthy else "healthy")
+                                              health="unhealthy" if image in self.sick_images else "healthy")
         sick = [n for n in services if self.containers[n].health != "healthy"]
         if sick:
             return Result(command, 1, "", f"container {project}-{sick[0]}-1 is unhealthy\n")
@@ -137,8 +158,9 @@ def _split_compose(argv: list[str]) -> tuple[dict, list[str]]:
 
 def _load_compose(files: list[str]) -> dict:
     services: dict = {}
-    for path in files:
-        services.update(_parse(Path(path).resolve(), Path(path).resolve().stat().st_mtime_ns))
+    for path in files:  # later files override keys of earlier ones, service by service (as compose does)
+        for name, definition in _parse(Path(path).resolve(), Path(path).resolve().stat().st_mtime_ns).items():
+            services[name] = {**services.get(name, {}), **(definition or {})}
     return services
 
 
@@ -146,6 +168,13 @@ def _load_compose(files: list[str]) -> dict:
 def _parse(path: Path, mtime_ns: int) -> dict:
     data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     return data.get("services") or {}
+
+
+def _context_id(context: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(context)).encode() + b"\0" + path.read_bytes())
+    return "sha256:" + digest.hexdigest()
 
 
 def _buildable(compose: dict) -> list[str]:
@@ -168,6 +197,8 @@ class FakeDroplet:
         first = command.split(None, 1)[0] if command.strip() else ""
         if first == "docker":
             argv = shlex.split(command.split(" && ")[0])
+            for stop in ("||", "2>/dev/null", "2>&1"):   # shell plumbing after the docker argv
+                argv = argv[:argv.index(stop)] if stop in argv else argv
             return self.docker.handle(argv, command)
         if first == "curl":  # Traefik's API answers JSON; the HTTPS probes answer headers
             if "/api/rawdata" in command:

@@ -10,10 +10,11 @@ from deploy.wiring import Host
 from remote.lock import LockHolder
 from tests.flows.fakes import Unreachable
 
-FULL_STEPS = ["settings", "token-check", "provision", "connect", "bootstrap", "lock", "push", "switch", "up",
-              "checks", "collect"]
-UPDATE_STEPS = ["settings", "token-check", "discover", "connect", "lock", "push", "switch", "up", "checks",
-                "collect"]
+FULL_STEPS = ["settings", "token-check", "provision", "connect", "bootstrap", "lock", "push", "build", "switch",
+              "up", "checks", "collect"]
+UPDATE_STEPS = ["settings", "token-check", "discover", "connect", "lock", "push", "build", "switch", "up",
+                "checks", "collect"]
+ALL_BUILT = ["api", "beat", "django", "flower", "frontend", "worker"]
 
 
 def test_full_deploy_runs_every_step_in_order_and_leaves_the_release_live(world):
@@ -28,8 +29,9 @@ def test_full_deploy_runs_every_step_in_order_and_leaves_the_release_live(world)
     assert world.release_meta(pushed)["outcome"] == "success"
     assert pushed in out.step("lock")["message"]                    # the lock names the release pushed
     assert not world.lock_held()
-    assert world.built() == [[]]   # no service named: compose builds every service
-    assert (world.base / "shared" / ".env").stat().st_mode & 0o777 == 0o600
+    assert world.built() == [ALL_BUILT]
+    env = world.base / "releases" / pushed / ".env"          # the release's own env snapshot
+    assert env.stat().st_mode & 0o777 == 0o600 and "POSTGRES_PASSWORD=" in env.read_text()
     files = out.files
     assert {"remote/compose-ps.json", "remote/current-release.txt", "provision.json", "push.json"} <= files
     assert out.manifest["details"]["current_release"] == pushed
@@ -70,23 +72,56 @@ def test_a_changed_bind_mounted_file_recreates_only_its_service(world):
     assert out.manifest["details"]["up"]["recreated"] == ["traefik"]
 
 
-def test_failed_build_names_the_service_keeps_diagnostics_and_releases_the_lock(world):
+def test_failed_build_changes_nothing_live_and_a_plain_retry_deploys_what_was_asked(world):
     assert world.invoke("deploy", flows.deploy).exit_code == 0
     live = world.current()
-    (world.stack / "api" / "app" / "main.py").write_text("# broken\n")
-    world.docker.fail_build = {"api"}
+    old_api = world.docker.containers["api"].id
+    (world.stack / "api" / "app" / "main.py").write_text("# v2\n")
+    world.docker.fail_build = {"api"}               # e.g. a network fault during pip install
     out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
     assert out.exit_code == 1
     data = out.manifest
     assert data["outcome"] == "failed" and "service api: image build failed" in data["error"]
-    assert "fix: read compose-build.txt" in data["error"]
-    assert out.step("up")["status"] == "failed"
+    assert f"still serving release {live}" in data["error"] and "fix: read compose-build.txt" in data["error"]
+    assert out.step("build")["status"] == "failed" and "switch" not in out.step_names
+    assert world.current() == live                  # nothing was switched
+    assert world.docker.containers["api"].id == old_api
     assert "remote/diagnostics/compose-build.txt" in out.files
-    assert "collect" in out.step_names                  # remote state collected after the failure
+    assert "collect" in out.step_names              # remote state collected after the failure
     assert not world.lock_held()
-    failed = data["details"]["push"]["release_id"]
+    assert world.release_meta(data["details"]["push"]["release_id"])["outcome"] == "failed"
+
+    world.docker.fail_build = set()                 # the fault is gone; the operator just reruns
+    retry = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert retry.exit_code == 0, retry.message
+    new = retry.manifest["details"]["push"]["release_id"]
+    assert world.current() == new and world.built()[-1] == ["api"]
+    api = world.docker.containers["api"]
+    assert api.id != old_api and api.image == world.release_meta(new)["images"]["api"]["id"]
+
+
+def test_an_unhealthy_release_is_switched_back_and_the_run_says_what_serves(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    live = world.current()
+    (world.stack / "api" / "app" / "main.py").write_text("# v2, crashes at start\n")
+    world.docker.unhealthy = {"api"}
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 1
+    assert f"still serving release {live}" in out.manifest["error"]
+    assert world.current() == live and out.manifest["details"]["live_release"] == live
+    failed = out.manifest["details"]["push"]["release_id"]
     assert world.release_meta(failed)["outcome"] == "failed"
-    assert live != failed
+    assert world.docker.containers["api"].image == world.release_meta(live)["images"]["api"]["id"]
+
+
+def test_a_full_deploy_without_changes_recreates_nothing(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    before = {n: c.id for n, c in world.docker.containers.items()}
+    out = world.invoke("deploy", flows.deploy)
+    assert out.exit_code == 0
+    assert world.built()[-1] == ALL_BUILT               # a full deploy builds everything...
+    assert {n: c.id for n, c in world.docker.containers.items()} == before   # ...and identical images run on
+    assert out.manifest["details"]["build"]["new_images"] == []
 
 
 def test_verify_with_droplet_unreachable_over_ssh_is_partial_with_checks(world):
@@ -156,25 +191,51 @@ def test_lock_status_and_release(world):
     assert "deploy lock: free" in world.invoke("lock-status", flows.lock_status, mode="lock").message
 
 
-def test_rollback_returns_to_the_previous_release_and_marks_the_current_one(world):
+def test_rollback_starts_the_previous_release_with_its_images_and_env_without_rebuilding(world):
+    world.set_env(RATE_LIMIT_API_RPM="60")
     assert world.invoke("deploy", flows.deploy).exit_code == 0
     first = world.current()
+    first_api = world.release_meta(first)["images"]["api"]["id"]
     (world.stack / "api" / "app" / "main.py").write_text("# v2\n")
+    world.set_env(RATE_LIMIT_API_RPM="90")              # an env change ships with the release
     assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
     second = world.current()
+    builds = len(world.built())
     out = world.invoke("rollback", flows.rollback, mode="rollback", release=None)
     assert out.exit_code == 0, out.message
     assert world.current() == first
+    assert len(world.built()) == builds                  # no rebuild
+    assert world.docker.containers["api"].image == first_api
+    assert "RATE_LIMIT_API_RPM='60'" in (world.base / "current" / ".env").read_text()
     assert world.release_meta(second)["outcome"] == "rolled-back"
     assert f"{second} -> {first}" in out.step("choose-release")["message"]
     assert not world.lock_held()
     listed = world.invoke("releases", flows.releases, mode="list")
-    assert f"* {first}" in listed.message
+    assert f"* {first}  success" in listed.message and f"  {second}  rolled-back" in listed.message
+    assert "api=" in listed.message and " by " in listed.message
+
+
+def test_rollback_skips_releases_that_never_became_healthy(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    good = world.current()
+    main = world.stack / "api" / "app" / "main.py"
+    main.write_text("# v2, never healthy\n")
+    world.docker.unhealthy = {"api"}
+    assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 1
+    bad = max(p.name for p in (world.base / "releases").iterdir())
+    world.docker.unhealthy = set()
+    main.write_text("# v3\n")
+    assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
+    out = world.invoke("rollback", flows.rollback, mode="rollback", release=bad)
+    assert out.exit_code == 1
+    assert f"release {bad} never became healthy" in out.manifest["error"] and good in out.manifest["error"]
+    out = world.invoke("rollback", flows.rollback, mode="rollback", release=None)
+    assert out.exit_code == 0 and world.current() == good     # the failed one in between is skipped
 
 
 def test_rollback_to_an_unknown_release_names_the_fix(world):
     assert world.invoke("deploy", flows.deploy).exit_code == 0
-    out = world.invoke("rollback", flows.rollback, mode="rollback", release="20990101T000000Z-deadbeef")
+    out = world.invoke("rollback", flows.rollback, mode="rollback", release="20990101T000000000Z-deadbeef")
     assert out.exit_code == 1
     assert "does not exist" in out.manifest["error"] and "inv releases" in out.manifest["error"]
     assert not world.lock_held()
@@ -204,6 +265,8 @@ def test_old_releases_are_pruned_only_after_a_healthy_release(world):
         assert world.invoke("deploy", flows.deploy, mode="update" if n else "full", update_only=bool(n)).exit_code == 0
     kept = sorted(p.name for p in (world.base / "releases").iterdir())
     assert len(kept) == 2                         # pruned down to RELEASES_KEEP after each success
+    api_refs = {ref for ref in world.docker.images if ref.startswith("stack-api:")}
+    assert api_refs == {world.release_meta(r)["images"]["api"]["ref"] for r in kept}   # old images went too
     main.write_text("# v3, never healthy\n")
     world.docker.unhealthy = {"api"}
     out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)

@@ -1,11 +1,17 @@
 """compose.up for real: host Docker engine driven through the sshd, busybox images."""
 from __future__ import annotations
 
+import io
 import os
 import uuid
 
 import pytest
 
+from rich.console import Console
+
+from deploy import steps
+from deploy.redact import SecretRegistry
+from deploy.run import Run
 from remote import compose, sync
 from remote.compose import ComposeError, ComposeSpec
 from tests.remote.conftest import need
@@ -58,9 +64,13 @@ def project():
 
 @pytest.fixture
 def deploy(host, base, tmp_path, busybox_image, project):
-    """Write a stack, push it as a release, switch, upload .env; returns a spec and helpers."""
+    """Write a stack; ``release(changed)`` pushes it with its env file, builds its images the way a
+    deploy does (deploy.steps.build: beside the running ones) and switches to it."""
     stack = tmp_path / "stack"
     secret = "tok-" + uuid.uuid4().hex
+    spec = ComposeSpec(project=project, wait_timeout=30)
+    run = Run(tmp_path / "runs", "deploy", "update", ["inv", "deploy"], console=Console(file=io.StringIO()),
+              registry=SecretRegistry())
 
     def write(services: dict[str, str], dockerfiles: dict[str, str]) -> None:
         for name, text in dockerfiles.items():
@@ -68,13 +78,14 @@ def deploy(host, base, tmp_path, busybox_image, project):
             (stack / name / "Dockerfile").write_text(text.format(base=busybox_image, name=name))
         (stack / "compose.yml").write_text(compose_yaml(services))
 
-    def release() -> sync.PushResult:
-        res = sync.push(host, sync.LocalRelease.read(stack))
-        sync.switch(host, res.release_id)
-        return res
+    def release(changed: str = "all") -> tuple[sync.PushResult, dict]:
+        local = sync.LocalRelease.read(stack)
+        pushed = sync.push(host, local, f"APP_TOKEN={secret}\n")
+        wanted = steps.build(run, host, spec, pushed, local.compose,
+                             None if changed == "all" else pushed.changed_services)
+        sync.switch(host, pushed.release_id)
+        return pushed, wanted
 
-    env = sync.write_env(host, f"APP_TOKEN={secret}\n")
-    spec = ComposeSpec(project=project, wait_timeout=30)
     return spec, write, release, secret
 
 
@@ -82,24 +93,28 @@ def test_healthy_stack_then_no_change_then_one_service_change(conn, host, deploy
     spec, write, release, secret = deploy
     ok = "true"
     write({"api": ok, "worker": ok}, {"api": HEALTHY, "worker": HEALTHY})
-    release()
+    _, wanted = release()
 
-    first = compose.up(host, spec, services_to_build=None)
+    first = compose.up(host, spec)
     assert {n: (s.state, s.health) for n, s in first.services.items()} == {
         "api": ("running", "healthy"), "worker": ("running", "healthy")}
     assert first.recreated == ["api", "worker"] and first.rebuilt == ["api", "worker"]
-    assert first.built is None
+    assert {n: s.image_id for n, s in first.services.items()} == {n: w["id"] for n, w in wanted.items()}
 
-    again = compose.up(host, spec, services_to_build=set())  # update-only, nothing changed
-    assert again.recreated == [] and again.rebuilt == [] and again.built == []
+    pushed, _ = release(changed="update")          # update-only, nothing changed: nothing built or recreated
+    assert pushed.changed_services == set()
+    again = compose.up(host, spec)
+    assert again.recreated == [] and again.rebuilt == []
     assert {n: s.container_id for n, s in again.services.items()} == \
            {n: s.container_id for n, s in first.services.items()}
 
     # a new release that changes only the worker: only the worker is rebuilt and recreated
     write({"api": ok, "worker": ok}, {"worker": HEALTHY + "LABEL rev=2\n"})
-    pushed = release()
+    pushed, wanted = release(changed="update")
     assert pushed.changed_services == {"worker"}
-    third = compose.up(host, spec, services_to_build=pushed.changed_services)
+    assert wanted["worker"]["ref"].endswith(":" + pushed.release_id)
+    assert not wanted["api"]["ref"].endswith(":" + pushed.release_id)   # api keeps the image it runs
+    third = compose.up(host, spec)
     assert third.rebuilt == ["worker"] and third.recreated == ["worker"]
     assert third.services["api"].container_id == first.services["api"].container_id
     assert all(s.ok for s in third.services.values())
@@ -108,6 +123,17 @@ def test_healthy_stack_then_no_change_then_one_service_change(conn, host, deploy
     env = conn.run(f"docker inspect --format '{{{{json .Config.Env}}}}' {third.services['api'].container_id}").stdout
     assert f"APP_TOKEN={secret}" in env
     assert not any(secret in c for c in commands_run)
+
+
+def test_a_full_build_of_unchanged_sources_keeps_the_running_images(host, deploy):
+    spec, write, release, _ = deploy
+    write({"api": "true"}, {"api": HEALTHY})
+    release()
+    first = compose.up(host, spec)
+    pushed, wanted = release()                      # everything rebuilt: the layer cache gives the same image
+    assert not wanted["api"]["ref"].endswith(":" + pushed.release_id)
+    assert compose.up(host, spec).recreated == []
+    assert first.services["api"].image_id == wanted["api"]["id"]
 
 
 def test_unhealthy_service_is_named_with_its_logs_and_health(host, deploy):
@@ -126,11 +152,11 @@ def test_unhealthy_service_is_named_with_its_logs_and_health(host, deploy):
     assert "logs-api.txt" not in e.diagnostics  # only the failing services
 
 
-def test_build_failure_names_the_service(host, deploy):
+def test_build_failure_names_the_service_and_switches_nothing(host, deploy):
     spec, write, release, _ = deploy
     write({"api": "true", "broken": "true"}, {"api": HEALTHY, "broken": BROKEN})
-    release()
     with pytest.raises(ComposeError) as err:
-        compose.up(host, spec)
+        release()
     assert err.value.service == "broken" and "build failed" in err.value.reason
     assert "/bin/false" in err.value.diagnostics["compose-build.txt"]
+    assert sync.current_release(host) is None

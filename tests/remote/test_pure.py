@@ -32,7 +32,7 @@ def test_manifest_diff_and_release_ids():
     assert diff_manifests(old, new) == (["a", "c"], ["b"])
     t = datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
     rid = new_release_id(new, t)
-    assert rid.startswith("20250304T050607Z-") and len(rid) == len("20250304T050607Z-") + 8
+    assert rid.startswith("20250304T050607000Z-") and len(rid) == len("20250304T050607000Z-") + 8
     assert new_release_id(new, t) == rid and new_release_id(old, t) != rid
     later = new_release_id(old, datetime(2025, 3, 4, 5, 6, 8, tzinfo=timezone.utc))
     assert sorted([later, rid]) == [rid, later]  # sortable by time

@@ -22,8 +22,8 @@ def stack(tmp_path: Path) -> Path:
     return make_stack(tmp_path / "stack")
 
 
-def push(host, stack: Path, now: datetime | None = None) -> sync.PushResult:
-    return sync.push(host, sync.LocalRelease.read(stack, now=now))
+def push(host, stack: Path, now: datetime | None = None, env: str = "A=1\n") -> sync.PushResult:
+    return sync.push(host, sync.LocalRelease.read(stack, now=now), env)
 
 
 def rel(base: str, rid: str) -> Path:
@@ -32,15 +32,16 @@ def rel(base: str, rid: str) -> Path:
 
 def test_first_push_uploads_everything_but_ignored_files(host, base, stack):
     res = push(host, stack, now=T0)
-    assert res.release_id.startswith("20250102T030405Z-")
+    assert res.release_id.startswith("20250102T030405000Z-")
     assert res.previous_release is None and res.removed == []
     assert "web/static/bundle.bin" in res.changed and res.files_total == len(res.changed) == 8
     assert res.bytes_sent > 256 * 1024
     shipped = rel(base, res.release_id)
     assert (shipped / "api" / "main.py").read_text() == "print('v1')\n"
     assert stat.S_IMODE((shipped / "api" / "run.sh").stat().st_mode) == 0o755
-    for never in (".env", "web/node_modules", "api/__pycache__"):
+    for never in ("web/node_modules", "api/__pycache__"):
         assert not (shipped / never).exists(), never
+    assert (shipped / ".env").read_text() == "A=1\n"      # the env given to push, not the local .env
     assert res.changed_services == {"api", "web"}
     # push does not activate; switch does
     assert not (Path(base) / "current").exists()
@@ -82,19 +83,20 @@ def test_mode_only_change_is_shipped_without_touching_the_old_release(host, base
     assert stat.S_IMODE((rel(base, first.release_id) / "api/main.py").stat().st_mode) == 0o644
 
 
-def test_env_is_private_intact_and_never_on_a_command_line(host, base, commands_run):
+def test_each_release_keeps_its_own_private_env_never_on_a_command_line(host, base, stack, commands_run):
     secret = "s3cr3t-'quote\"-$(reboot)-" + os.urandom(8).hex()
     content = f"POSTGRES_PASSWORD={secret}\nDJANGO_SECRET_KEY=k-{secret}\n"
-    path = sync.write_env(host, content)
-    assert path == f"{base}/shared/.env"
+    first = push(host, stack, now=T0, env=content)
+    path = rel(base, first.release_id) / ".env"
     st = os.stat(path)
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.getuid()
-    assert Path(path).read_text() == content
-    # replacing it keeps it private and leaves no temp file behind
-    sync.write_env(host, "A=1\n")
-    assert Path(path).read_text() == "A=1\n"
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert os.listdir(Path(base) / "shared") == [".env"]
+    assert path.read_text() == content
+    # the next release gets its own copy; the first one's snapshot is untouched (rollback needs it)
+    second = push(host, stack, now=T0 + timedelta(minutes=1), env="A=1\n")
+    assert (rel(base, second.release_id) / ".env").read_text() == "A=1\n"
+    assert stat.S_IMODE((rel(base, second.release_id) / ".env").stat().st_mode) == 0o600
+    assert path.read_text() == content
+    assert not [p for p in os.listdir(rel(base, second.release_id)) if ".tmp-" in p]
     assert commands_run, "no command recorded: the recorder is not wired"
     assert not any(secret in c for c in commands_run)
 
