@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from deploy.checks.lines import human_line
 from deploy.redact import redact
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def summary_markdown(run: "Run") -> str:
     if run.checks:
         lines += ["", "## Checks", "", "| check | result | observed | expected | message |", "|---|---|---|---|---|"]
         for c in run.checks:
-            lines.append(f"| {c.get('name')} | {_MARK.get(c.get('status'), c.get('status'))} | {_md_cell(c.get('observed'))} "
+            lines.append(f"| {c.get('name')} | {_MARK.get(c.get('status'), c.get('status'))} | {_md_cell(human_line(c))} "
                          f"| {_md_cell(c.get('expected'))} | {_md_cell(c.get('message'))} |")
     if run.skipped:
         lines += ["", "## Skipped", ""] + [f"- {s['what']}: {s['why']}" for s in run.skipped]
@@ -67,7 +68,7 @@ def print_console_summary(run: "Run") -> None:
     for c in run.checks:
         status = c.get("status", "")
         table.add_row(f"  {clean(c.get('name'))}", f"[{_STYLE.get(status, '')}]{_MARK.get(status, status)}[/]",
-                      clean(c.get("observed", ""))[:60])
+                      escape(clean(human_line(c))))
     tail = [f"skipped: {s['what']}: {s['why']}" for s in run.skipped] + [f"run folder: {run.folder}"]
     run.console.print(table)
     for line in tail:
