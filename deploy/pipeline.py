@@ -100,9 +100,9 @@ def check_token(run: Run, settings: Settings) -> Any:
     """Fail fast: a missing or rejected token stops the run before anything else happens."""
     from deploy import cloud
 
-    settings.require("DIGITALOCEAN_TOKEN")
-    spec = cloud_spec(settings, need_key=False)
     with run.step("token-check") as step:
+        settings.require("DIGITALOCEAN_TOKEN")  # in the step: a missing token is a failed token-check row
+        spec = cloud_spec(settings, need_key=False)
         try:
             account = cloud.check_token(spec)
         except cloud.CloudError as exc:

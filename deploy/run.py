@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from rich.console import Console
 
 from deploy.artifacts import ArtifactWriter
-from deploy.errors import DeployError, Terminated, operator_error
+from deploy.errors import ConfigError, DeployError, Terminated, operator_error
 from deploy.redact import REGISTRY, SecretRegistry, redact
 
 OUTCOMES = ("success", "failed", "partial", "config-error", "interrupted")
@@ -31,6 +31,7 @@ class Step:
     started: str = ""
     seconds: float = 0.0
     message: str = ""
+    offset: float = 0.0  # seconds from the run's start (monotonic), for the report's timeline
 
 
 @dataclass
@@ -128,7 +129,7 @@ class Run:
     # -- steps -----------------------------------------------------------------------------------
     @contextmanager
     def step(self, name: str) -> Iterator[StepHandle]:
-        step = Step(name=name, started=_iso(_utc_now()))
+        step = Step(name=name, started=_iso(_utc_now()), offset=self._elapsed())
         self.steps.append(step)
         self.log(f"[{name}] start")
         t0 = time.monotonic()
@@ -147,8 +148,26 @@ class Run:
             step.seconds = round(time.monotonic() - t0, 3)
             self.log(f"[{name}] {step.status} in {step.seconds:.1f}s" + (f": {step.message}" if step.message else ""))
 
+    def _elapsed(self) -> float:
+        return round(time.monotonic() - self._t0, 3)
+
+    def _record_failure_outside_steps(self, exc: Exception) -> None:
+        """An error raised between steps (a task checking a required setting, say) still gets a
+        failed row, so a failed run never shows only ok rows. A missing setting is the settings
+        step's failure; anything else gets a row named after the task."""
+        if any(s.status == "failed" for s in self.steps):
+            return
+        message = redact(_describe(exc), self.registry)
+        name = "settings" if isinstance(exc, ConfigError) else self.task
+        step = next((s for s in self.steps if s.name == name and s.status == "ok"), None)
+        if step is None:
+            step = Step(name=name, started=_iso(_utc_now()), offset=self._elapsed())
+            self.steps.append(step)
+        step.status, step.message = "failed", message
+
     def skip_step(self, name: str, reason: str) -> None:
-        self.steps.append(Step(name=name, status="skipped", started=_iso(_utc_now()), message=redact(reason, self.registry)))
+        self.steps.append(Step(name=name, status="skipped", started=_iso(_utc_now()), offset=self._elapsed(),
+                               message=redact(reason, self.registry)))
         self.log(f"[{name}] skipped: {reason}")
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -171,23 +190,26 @@ class Run:
         self.outcome, self.exit_code = _outcome_for(exc, self.is_partial)
         if exc is not None and not isinstance(exc, (KeyboardInterrupt, Terminated)):
             self.error = redact(_describe(exc), self.registry)
+            if isinstance(exc, Exception):
+                self._record_failure_outside_steps(exc)
             if not isinstance(exc, DeployError):
                 # Unexpected: keep the traceback for diagnosis, in the run folder only, redacted.
                 self.artifacts.write_text("error-traceback.txt", "".join(traceback.format_exception(exc)))
         elif isinstance(exc, (KeyboardInterrupt, Terminated)):
             self.error = "interrupted by " + ("SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C")
         self.ended_at = _utc_now()
-        self.duration = round(time.monotonic() - self._t0, 3)
+        self.duration = self._elapsed()
         if self.error:
             self.log(f"ERROR: {self.error}", style="bold red")
-        self.log(f"outcome: {self.outcome} (exit {self.exit_code}) in {self.duration:.1f}s; artifacts: {self.folder}")
+        self.log(f"outcome: {self.outcome} (exit {self.exit_code}) in {self.duration:.1f}s")
         from deploy import report  # late import: report reads a finished Run
 
+        # The console summary appends to run.log, so it comes before the inventory in run.json.
+        report.print_console_summary(self)
         try:
             self.artifacts.write_text("summary.md", report.summary_markdown(self))
         finally:
             self.artifacts.write_json("run.json", self.manifest())
-        report.print_console_summary(self)
 
     def manifest(self) -> dict[str, Any]:
         return {
