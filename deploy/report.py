@@ -20,7 +20,7 @@ _STYLE = {"ok": "green", "pass": "green", "warning": "yellow", "warn": "yellow",
 
 
 # Written last by Run.finish, so they are not in the inventory the other files are listed from.
-FINAL_FILES = ("summary.md", "run.json")
+FINAL_FILES = ("summary.md", "report.html", "run.json")
 
 
 def step_line(message: str) -> str:
@@ -80,7 +80,7 @@ def print_console_summary(run: "Run") -> None:
         table.add_row(f"  {clean(c.get('name'))}", f"[{_STYLE.get(status, '')}]{MARK.get(status, status)}[/]",
                       escape(clean(human_line(c))))
     # The folder is named once, here, at the very end: the line an operator copies.
-    tail = [f"skipped: {s['what']}: {s['why']}" for s in run.skipped] + [f"run folder: {run.folder}"]
+    tail = [f"skipped: {s['what']}: {s['why']}" for s in run.skipped] + [f"run folder: {run.folder} (open report.html)"]
     run.console.print(table)
     for line in tail:
         run.console.print(escape(clean(line)))

@@ -10,6 +10,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -202,14 +203,19 @@ class Run:
         if self.error:
             self.log(f"ERROR: {self.error}", style="bold red")
         self.log(f"outcome: {self.outcome} (exit {self.exit_code}) in {self.duration:.1f}s")
-        from deploy import report  # late import: report reads a finished Run
+        from deploy import report, report_html  # late import: reports read a finished Run
 
         # The console summary appends to run.log, so it comes before the inventory in run.json.
         report.print_console_summary(self)
+        # Each file on its own: a failure writing one never costs the run the others.
         try:
             self.artifacts.write_text("summary.md", report.summary_markdown(self))
         finally:
-            self.artifacts.write_json("run.json", self.manifest())
+            try:
+                self.artifacts.write_text("report.html",
+                                          report_html.render(self.manifest(), partial(redact, registry=self.registry)))
+            finally:
+                self.artifacts.write_json("run.json", self.manifest())
 
     def manifest(self) -> dict[str, Any]:
         return {
