@@ -31,11 +31,11 @@ pre.error { background: #fff5f5; border: 1px solid #ffcecb; padding: 10px; white
 .badge.t-warn, .bar.t-warn { background: #d4a72c; color: #fff; }
 .badge.t-bad, .bar.t-bad { background: var(--bad); color: #fff; }
 .badge.t-skip, .bar.t-skip { background: var(--skip); color: #fff; }
-.timeline { display: grid; grid-template-columns: 9em 1fr 4.5em; gap: 2px 10px; align-items: center; }
+.timeline { display: grid; grid-template-columns: 9em 1fr 6.5em; gap: 2px 10px; align-items: center; }
 .timeline .name { font-weight: 600; overflow-wrap: anywhere; }
 .track { position: relative; height: 16px; background: #f6f8fa; border-radius: 3px; }
 .bar { position: absolute; top: 0; bottom: 0; min-width: 2px; border-radius: 3px; }
-.secs { text-align: right; font-variant-numeric: tabular-nums; }
+.secs { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
 .timeline .msg { grid-column: 2 / 4; color: var(--muted); font-size: 12px; margin: -2px 0 4px; }
 .axis { display: flex; justify-content: space-between; color: var(--muted); font-size: 12px; }
 table { border-collapse: collapse; width: 100%; }
