@@ -1,6 +1,7 @@
 """The fake DigitalOcean API, driven through the real python-digitalocean library."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,6 +56,21 @@ def test_wrong_or_missing_token_gets_401_with_do_error_body(fake):
     assert resp.status_code == 401
     assert resp.json() == {"id": "Unauthorized", "message": "Unable to authenticate you."}
     assert not fake.requests[-1].authorized
+
+
+def test_request_log_holds_the_whole_exchange_but_never_the_token(fake):
+    fake.add_response_hook(lambda method, path, status, payload: (
+        {**payload, "extra": True} if path == "/v2/account" else payload))
+    resp = requests.get(fake.base_url + "account/", params={"per_page": 5},
+                        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    [record] = fake.requests
+    assert (record.method, record.path, record.query, record.status) == (
+        "GET", "/v2/account", {"per_page": ["5"]}, 200)
+    assert record.headers["Authorization"] == "Bearer ***" and TOKEN not in repr(record)
+    assert record.response_body == resp.content and resp.json()["extra"] is True
+    assert record.response_headers["ratelimit-limit"] == resp.headers["ratelimit-limit"]
+    digitalocean.SSHKey(token=TOKEN, name="op", public_key=KEY).create()
+    assert json.loads(fake.requests[-1].raw_body) == {"name": "op", "public_key": KEY}
 
 
 def test_account_and_ratelimit_headers(fake):
