@@ -63,9 +63,9 @@ def test_a_full_provision_is_on_spec(fake, api_spec, contract):
     assert not problems, f"{len(problems)} off-spec:\n" + "\n".join(problems)
 
 
-def _corrupt_size_memory(method: str, path: str, status: int, payload: Any) -> Any:
+def _corrupt_size_transfer(method: str, path: str, status: int, payload: Any) -> Any:
     if method == "GET" and re.fullmatch(r"/v2/droplets/\d+", path) and status == 200:
-        payload["droplet"]["size"]["memory"] = "4GB"
+        payload["droplet"]["size"]["transfer"] = "4 TB"
     return payload
 
 
@@ -76,12 +76,29 @@ def _drop_region_features(method: str, path: str, status: int, payload: Any) -> 
     return payload
 
 
+def _halve_memory(method: str, path: str, status: int, payload: Any) -> Any:
+    if method == "GET" and re.fullmatch(r"/v2/droplets/\d+", path) and status == 200:
+        payload["droplet"]["memory"] //= 2
+    return payload
+
+
+def _forget_ipv6(method: str, path: str, status: int, payload: Any) -> Any:
+    if method == "GET" and path == "/v2/droplets" and status == 200:
+        for droplet in payload["droplets"]:
+            droplet["networks"]["v6"] = []
+    return payload
+
+
 @pytest.mark.parametrize("hook, problem", [
-    (_corrupt_size_memory, "GET /v2/droplets/{id} -> 200: response: droplet/size/memory: "
-                           "'4GB' is not of type 'integer'"),
+    (_corrupt_size_transfer, "GET /v2/droplets/{id} -> 200: response: droplet/size/transfer: "
+                             "'4 TB' is not of type 'number'"),
     (_drop_region_features, "GET /v2/droplets -> 200: response: droplets/0/region: "
                             "'features' is a required property"),
-], ids=["wrong-type", "missing-required-field"])
+    (_halve_memory, "GET /v2/droplets/{id} -> 200: response: droplet {id}: memory 2048 is not "
+                    "its size's 4096"),
+    (_forget_ipv6, "GET /v2/droplets -> 200: response: droplet {id}: has the ipv6 feature and "
+                   "a public IPv4 but no public IPv6"),
+], ids=["wrong-type", "missing-required-field", "memory-not-the-size's", "ipv6-not-listed"])
 def test_a_broken_answer_is_caught(fake, api_spec, contract, hook, problem):
     fake.add_response_hook(hook)
     made = cloud.provision(api_spec)  # polls the new droplet: GET /v2/droplets/{id}

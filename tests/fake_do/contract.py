@@ -1,14 +1,15 @@
 """DigitalOcean's published OpenAPI contract, applied to the fake API's recorded exchanges.
 
 The spec is shared data beside the repository (<repo>/../shared/specs, see its README). Every
-/v2/ request the fake received and every answer it sent is validated with openapi-core, the
-fake's address standing for the spec's server and paths without the trailing "/" that
-python-digitalocean adds (the API ignores it). `off_spec` returns one readable line per
-problem, so a passing check is an empty list.
+/v2/ request the fake received and every answer it sent is validated with openapi-core, plus
+what the schema cannot express about droplets (droplet_semantics). The fake's address stands
+for the spec's server; paths lack the trailing "/" python-digitalocean adds (the API ignores
+it). `off_spec` returns one readable line per problem: a passing check is an empty list.
 """
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -25,7 +26,7 @@ def load_contract(path: Path = SPEC_PATH) -> Any:
     """The spec as an openapi-core OpenAPI object (a few seconds: load it once per session)."""
     from openapi_core import Config, OpenAPI
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: seconds, not tens of them, on 3 MB
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 3 s, not 30, on 3 MB
     with open(path, "rb") as fh:
         data = yaml.load(fh, Loader=loader)  # noqa: S506 - a safe loader
     _parameters_without_read_only(data)
@@ -109,7 +110,38 @@ def check(contract: Any, record: RequestRecord) -> list[str]:
                 for m in _messages(e)]
     problems += [f"{label}: response: {m}" for e in contract.iter_response_errors(request, response)
                  for m in _messages(e)]
+    if "json" in response.content_type and record.response_body:
+        problems += [f"{label}: response: {m}"
+                     for m in droplet_semantics(json.loads(record.response_body))]
     return list(dict.fromkeys(problems))  # several errors can share a leaf
+
+
+def droplet_semantics(payload: Any) -> list[str]:
+    """What the schema cannot say about the droplets in an answer: each one's memory, vCPUs
+    and disk are its size's, and one with the ipv6 feature and a public IPv4 also lists a
+    public IPv6 network."""
+    if not isinstance(payload, dict):
+        return []
+    if isinstance(payload.get("droplets"), list):
+        droplets = payload["droplets"]
+    elif isinstance(payload.get("droplet"), dict):
+        droplets = [payload["droplet"]]
+    else:
+        return []
+    problems = []
+    for droplet in droplets:
+        where = f"droplet {droplet.get('id')}"
+        size = droplet.get("size") or {}
+        for key in ("slug", "memory", "vcpus", "disk"):
+            own = droplet.get("size_slug" if key == "slug" else key)
+            if own != size.get(key):
+                problems.append(f"{where}: {key} {own!r} is not its size's {size.get(key)!r}")
+        networks = droplet.get("networks") or {}
+        public = {version: any(n.get("type") == "public" for n in networks.get(version) or [])
+                  for version in ("v4", "v6")}
+        if "ipv6" in (droplet.get("features") or []) and public["v4"] and not public["v6"]:
+            problems.append(f"{where}: has the ipv6 feature and a public IPv4 but no public IPv6")
+    return problems
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:
