@@ -380,14 +380,16 @@ def _ensure_ssh_key(spec: CloudSpec, on_event: OnEvent) -> tuple[int, bool]:
 
 
 def _create_droplet(spec: CloudSpec, key_id: int, user_data: str, on_event: OnEvent) -> Any:
-    droplet = digitalocean.Droplet(token=spec.token, name=spec.droplet_name, region=spec.region,
-                                   size_slug=spec.size, image=spec.image, ssh_keys=[key_id],
-                                   tags=list(spec.tags), user_data=user_data, ipv6=True,
-                                   monitoring=True)
+    # The body is ours, not Droplet.create()'s: the library always sends "vpc_uuid": null,
+    # which DigitalOcean's contract does not allow (a string, or the field left out).
+    body = {"name": spec.droplet_name, "region": spec.region, "size": spec.size,
+            "image": spec.image, "ssh_keys": [key_id], "tags": list(spec.tags),
+            "user_data": user_data, "ipv6": True, "monitoring": True}
+    api = digitalocean.Droplet(token=spec.token)
 
     def create() -> Any:
-        droplet.create()
-        return droplet
+        answer = api.get_data("droplets/", type="POST", params=body)
+        return digitalocean.Droplet(token=spec.token, **answer["droplet"])
     # A POST that failed with 5xx/timeout may still have created the droplet: look first.
     made = _call(spec, "creating the droplet", create, on_event,
                  before_retry=lambda: _find(spec, on_event))
@@ -487,14 +489,17 @@ def firewall_rules(operator_ip: str, extra_cidrs: tuple[str, ...]) -> tuple[list
     return inbound, outbound
 
 
+# Every kind of source/destination DigitalOcean documents for a firewall rule.
+_TARGET_KINDS = ("addresses", "droplet_ids", "load_balancer_uids", "kubernetes_ids", "tags")
+
+
 def _rule_key(rules: list[dict], side: str) -> frozenset:
     def ports(rule: dict) -> str:
         value = str(rule.get("ports") or "all")
         return "all" if rule.get("protocol") == "icmp" or value in ("0", "all", "1-65535") else value
     return frozenset((r.get("protocol"), ports(r),
-                      frozenset((r.get(side) or {}).get("addresses") or []),
-                      frozenset((r.get(side) or {}).get("droplet_ids") or []),
-                      frozenset((r.get(side) or {}).get("tags") or [])) for r in rules)
+                      *(frozenset((r.get(side) or {}).get(kind) or []) for kind in _TARGET_KINDS))
+                     for r in rules)
 
 
 def _ensure_firewall(spec: CloudSpec, droplet_id: int, on_event: OnEvent) -> FirewallResult:

@@ -131,13 +131,13 @@ def provision_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> N
 
 def deploy(run: Run, settings: Settings, update_only: bool = False, edges: Edges = REAL_EDGES) -> None:
     settings.require("DOMAIN")
-    require_stack_keys(settings)  # before touching the cloud: nothing is created for a deploy that cannot start
+    account = None if update_only else steps.token_check(run, edges.cloud, wiring.cloud_spec(settings, need_key=False))
+    require_stack_keys(settings)  # before anything is created: nothing is made for a deploy that cannot start
     local = sync.LocalRelease.read(settings.stack_dir)  # hashed once: the lock names the release pushed
-    if update_only:
+    if account is None:
         hosts = find_hosts(run, settings, edges, required=True)
     else:
-        spec = wiring.cloud_spec(settings)
-        droplet = steps.provision(run, edges.cloud, spec, steps.token_check(run, edges.cloud, spec)).droplet
+        droplet = steps.provision(run, edges.cloud, wiring.cloud_spec(settings), account).droplet
         if not droplet.public_ipv4:
             raise OperatorError("the droplet has no public IPv4 address, so nothing can be shipped",
                                 "check the droplet's networking in the DigitalOcean console, then rerun")

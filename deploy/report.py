@@ -9,13 +9,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from deploy.checks.lines import clip, human_line
 from deploy.redact import redact
 
 if TYPE_CHECKING:
     from deploy.run import Run
 
-_MARK = {"ok": "ok", "pass": "pass", "warning": "WARN", "warn": "WARN", "failed": "FAIL", "fail": "FAIL", "skipped": "skip"}
+MARK = {"ok": "ok", "pass": "pass", "warning": "WARN", "warn": "WARN", "failed": "FAIL", "fail": "FAIL", "skipped": "skip"}
 _STYLE = {"ok": "green", "pass": "green", "warning": "yellow", "warn": "yellow", "failed": "red", "fail": "red", "skipped": "dim"}
+
+
+# Written last by Run.finish, so they are not in the inventory the other files are listed from.
+FINAL_FILES = ("summary.md", "report.html", "run.json")
+
+
+def step_line(message: str) -> str:
+    """A step's message as one table cell: its first line (the fix follows in the error block)."""
+    return clip(message.splitlines()[0]) if message else ""
 
 
 def _md_cell(value: Any) -> str:
@@ -37,19 +47,19 @@ def summary_markdown(run: "Run") -> str:
         lines += ["", "## Error", "", "```", run.error, "```"]
     lines += ["", "## Steps", "", "| step | status | seconds | message |", "|---|---|---|---|"]
     for s in run.steps:
-        lines.append(f"| {s.name} | {_MARK.get(s.status, s.status)} | {s.seconds:.1f} | {_md_cell(s.message)} |")
+        lines.append(f"| {s.name} | {MARK.get(s.status, s.status)} | {s.seconds:.1f} | {_md_cell(s.message)} |")
     if run.checks:
         lines += ["", "## Checks", "", "| check | result | observed | expected | message |", "|---|---|---|---|---|"]
         for c in run.checks:
-            lines.append(f"| {c.get('name')} | {_MARK.get(c.get('status'), c.get('status'))} | {_md_cell(c.get('observed'))} "
+            lines.append(f"| {c.get('name')} | {MARK.get(c.get('status'), c.get('status'))} | {_md_cell(human_line(c))} "
                          f"| {_md_cell(c.get('expected'))} | {_md_cell(c.get('message'))} |")
     if run.skipped:
         lines += ["", "## Skipped", ""] + [f"- {s['what']}: {s['why']}" for s in run.skipped]
     if run.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in run.warnings]
-    files = run.artifacts.inventory(exclude=("run.json", "summary.md"))
+    files = run.artifacts.inventory(exclude=FINAL_FILES)
     lines += ["", "## Files", ""] + [f"- {f['path']} ({f['bytes']} bytes)" for f in files]
-    lines += ["- run.json", "- summary.md", ""]
+    lines += [f"- {name}" for name in FINAL_FILES] + [""]
     return "\n".join(lines)
 
 
@@ -63,12 +73,14 @@ def print_console_summary(run: "Run") -> None:
     table.add_column("result")
     table.add_column("time / observed", overflow="fold")
     for s in run.steps:
-        table.add_row(clean(s.name), f"[{_STYLE.get(s.status, '')}]{_MARK.get(s.status, s.status)}[/]", f"{s.seconds:.1f}s")
+        table.add_row(clean(s.name), f"[{_STYLE.get(s.status, '')}]{MARK.get(s.status, s.status)}[/]",
+                      escape(clean(f"{s.seconds:.1f}s  {step_line(s.message)}".rstrip())))
     for c in run.checks:
         status = c.get("status", "")
-        table.add_row(f"  {clean(c.get('name'))}", f"[{_STYLE.get(status, '')}]{_MARK.get(status, status)}[/]",
-                      clean(c.get("observed", ""))[:60])
-    tail = [f"skipped: {s['what']}: {s['why']}" for s in run.skipped] + [f"run folder: {run.folder}"]
+        table.add_row(f"  {clean(c.get('name'))}", f"[{_STYLE.get(status, '')}]{MARK.get(status, status)}[/]",
+                      escape(clean(human_line(c))))
+    # The folder is named once, here, at the very end: the line an operator copies.
+    tail = [f"skipped: {s['what']}: {s['why']}" for s in run.skipped] + [f"run folder: {run.folder} (open report.html)"]
     run.console.print(table)
     for line in tail:
         run.console.print(escape(clean(line)))

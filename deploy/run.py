@@ -10,6 +10,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, is_dataclass
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,7 +18,7 @@ from typing import Any, Iterator
 from rich.console import Console
 
 from deploy.artifacts import ArtifactWriter
-from deploy.errors import OperatorError, Terminated
+from deploy.errors import ConfigError, OperatorError, Terminated
 from deploy.redact import REGISTRY, SecretRegistry, redact
 
 OUTCOMES = ("success", "failed", "partial", "config-error", "interrupted")
@@ -31,6 +32,7 @@ class Step:
     started: str = ""
     seconds: float = 0.0
     message: str = ""
+    offset: float = 0.0  # seconds from the run's start (monotonic), for the report's timeline
 
 
 @dataclass
@@ -135,7 +137,8 @@ class Run:
     def step(self, name: str, since: float | None = None) -> Iterator[StepHandle]:
         """Time a step and record how it ended. ``since``: a time.monotonic() at which the step
         really began (work done before the Run existed, such as loading the settings)."""
-        step = Step(name=name, started=_iso(_utc_now()))
+        step = Step(name=name, started=_iso(_utc_now()),
+                    offset=self._elapsed() if since is None else max(0.0, round(since - self._t0, 3)))
         self.steps.append(step)
         self.log(f"[{name}] start")
         t0 = time.monotonic() if since is None else since
@@ -153,8 +156,26 @@ class Run:
         """Keep a step's typed result in run.json's details (dataclasses become plain data)."""
         self.details[key] = _plain(value)
 
+    def _elapsed(self) -> float:
+        return round(time.monotonic() - self._t0, 3)
+
+    def _record_failure_outside_steps(self, exc: Exception) -> None:
+        """An error raised between steps (a task checking a required setting, say) still gets a
+        failed row, so a failed run never shows only ok rows. A missing setting is the settings
+        step's failure; anything else gets a row named after the task."""
+        if any(s.status == "failed" for s in self.steps):
+            return
+        message = self._redacted_error(exc)
+        name = "settings" if isinstance(exc, ConfigError) else self.task
+        step = next((s for s in self.steps if s.name == name and s.status == "ok"), None)
+        if step is None:
+            step = Step(name=name, started=_iso(_utc_now()), offset=self._elapsed())
+            self.steps.append(step)
+        step.status, step.message = "failed", message
+
     def skip_step(self, name: str, reason: str) -> None:
-        self.steps.append(Step(name=name, status="skipped", started=_iso(_utc_now()), message=redact(reason, self.registry)))
+        self.steps.append(Step(name=name, status="skipped", started=_iso(_utc_now()), offset=self._elapsed(),
+                               message=redact(reason, self.registry)))
         self.log(f"[{name}] skipped: {reason}")
 
     def _redacted_error(self, exc: BaseException) -> str:
@@ -185,23 +206,31 @@ class Run:
         self.outcome, self.exit_code = _outcome_for(exc, self.is_partial)
         if exc is not None and not isinstance(exc, (KeyboardInterrupt, Terminated)):
             self.error = self._redacted_error(exc)
+            if isinstance(exc, Exception):
+                self._record_failure_outside_steps(exc)
             if not isinstance(exc, OperatorError):
                 # Unexpected: keep the traceback for diagnosis, in the run folder only, redacted.
                 self.artifacts.write_text("error-traceback.txt", "".join(traceback.format_exception(exc)))
         elif isinstance(exc, (KeyboardInterrupt, Terminated)):
             self.error = "interrupted by " + ("SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C")
         self.ended_at = _utc_now()
-        self.duration = round(time.monotonic() - self._t0, 3)
+        self.duration = self._elapsed()
         if self.error:
             self.log(f"ERROR: {self.error}", style="bold red")
-        self.log(f"outcome: {self.outcome} (exit {self.exit_code}) in {self.duration:.1f}s; artifacts: {self.folder}")
-        from deploy import report  # late import: report reads a finished Run
+        self.log(f"outcome: {self.outcome} (exit {self.exit_code}) in {self.duration:.1f}s")
+        from deploy import report, report_html  # late import: reports read a finished Run
 
+        # The console summary appends to run.log, so it comes before the inventory in run.json.
+        report.print_console_summary(self)
+        # Each file on its own: a failure writing one never costs the run the others.
         try:
             self.artifacts.write_text("summary.md", report.summary_markdown(self))
         finally:
-            self.artifacts.write_json("run.json", self.manifest())
-        report.print_console_summary(self)
+            try:
+                self.artifacts.write_text("report.html",
+                                          report_html.render(self.manifest(), partial(redact, registry=self.registry)))
+            finally:
+                self.artifacts.write_json("run.json", self.manifest())
 
     def manifest(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy.checks.lines import human_line
+
 # Artifacts worth comparing between runs, in the order an operator reads them.
 DIFFED_FILES = (
     "remote/dynamic.yml",
@@ -111,7 +113,7 @@ def diff_runs(a: Path, b: Path) -> str:
         sa = ca.get(check, {}).get("status", "(absent)")
         sb = cb.get(check, {}).get("status", "(absent)")
         if sa != sb or ca.get(check, {}).get("observed") != cb.get(check, {}).get("observed"):
-            changed.append(f"  {check}: {sa} -> {sb}  (observed: {cb.get(check, {}).get('observed', '-')})")
+            changed.append(f"  {check}: {sa} -> {sb}  ({human_line(cb[check]) if check in cb else 'not run'})")
     out.append("== checks: " + ("changed" if changed else "same"))
     out.extend(changed)
     return "\n".join(out) + "\n"

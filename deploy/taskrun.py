@@ -107,7 +107,7 @@ def run_task(c: Any, task: str, mode: str, flags: Mapping[str, Any], env_file: s
         raise
     except BaseException:  # the Run has recorded and shown it; map it to the exit code
         # The error itself was already shown and logged by the Run; end with one clean line.
-        raise Exit(message=f"{task}: {run.outcome} (exit {run.exit_code}); run folder: {run.folder}",
+        raise Exit(message=f"{task}: {run.outcome} (exit {run.exit_code})",  # the Run printed the folder
                    code=run.exit_code) from None
     if run.exit_code:
         raise Exit(code=run.exit_code)

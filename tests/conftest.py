@@ -9,13 +9,14 @@ import pytest
 from tests.remote.sshd import SSHD, make_sshd
 
 
-def need(condition: bool, what: str) -> None:
-    """Skip locally when a tool is missing; in CI (which installs everything) fail instead."""
+def need(condition: bool, what: str, missing: str = "is not installed",
+         provided_by: str = "CI installs it (scripts/setup.sh)") -> None:
+    """Skip locally when something is missing; in CI (which provides everything) fail instead."""
     if condition:
         return
     if os.environ.get("CI"):
-        pytest.fail(f"{what} is not installed; CI installs it (scripts/setup.sh)")
-    pytest.skip(f"{what} is not installed")
+        pytest.fail(f"{what} {missing}; {provided_by}")
+    pytest.skip(f"{what} {missing}")
 
 
 @pytest.fixture(scope="session")

@@ -41,15 +41,32 @@ class Fault:
 @dataclass(frozen=True)
 class RequestRecord:
     method: str
-    path: str
+    path: str                   # without the trailing "/" the API ignores
     query: dict[str, list[str]]
     body: Any
     status: int
     authorized: bool
+    # The exchange as it went over the wire, for checks against DigitalOcean's published
+    # contract. Credentials in `headers` are masked: the log must never hold a token.
+    headers: dict[str, str] = field(default_factory=dict)
+    raw_body: bytes = b""
+    response_headers: dict[str, str] = field(default_factory=dict)
+    response_body: bytes = b""
 
     @property
     def is_write(self) -> bool:
         return self.method in ("POST", "PUT", "PATCH", "DELETE")
+
+
+def masked_headers(headers: Any) -> dict[str, str]:
+    """The request headers with the credential after the auth scheme replaced by ***."""
+    out = {}
+    for name, value in headers.items():
+        if name.lower() == "authorization":
+            scheme, _, secret = str(value).partition(" ")
+            value = f"{scheme} ***" if secret else "***"
+        out[name] = str(value)
+    return out
 
 
 @dataclass

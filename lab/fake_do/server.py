@@ -21,11 +21,13 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .backend import DropletBackend, NullBackend
-from .faults import ERROR_IDS, Fault, FaultPlan, RequestRecord
+from .faults import ERROR_IDS, Fault, FaultPlan, RequestRecord, masked_headers
 from .store import ApiError, FakeStore, not_found, unprocessable
 
 RATE_LIMIT = 5000
 Route = tuple[str, "re.Pattern[str]", Callable[..., Any]]
+# (method, path, status, payload) -> the payload to send instead
+ResponseHook = Callable[[str, str, int, Any], Any]
 
 
 class FakeDigitalOcean:
@@ -40,6 +42,7 @@ class FakeDigitalOcean:
         self.store = FakeStore(self._load_state())
         self.faults = FaultPlan()
         self._requests: list[RequestRecord] = []
+        self._response_hooks: list[ResponseHook] = []
         self._log_lock = threading.Lock()
         self._save_lock = threading.Lock()
         self._remaining = RATE_LIMIT
@@ -94,6 +97,11 @@ class FakeDigitalOcean:
         process=True handles the request first and then fails (a lost answer)."""
         return self.faults.add(Fault(method.upper(), path_regex, status, times, delay,
                                      retry_after, process))
+
+    def add_response_hook(self, hook: ResponseHook) -> None:
+        """Let a test rewrite each JSON answer before it is sent (e.g. corrupt one field to
+        prove that a contract check notices). Hooks run in the order added."""
+        self._response_hooks.append(hook)
 
     @property
     def requests(self) -> list[RequestRecord]:
@@ -304,8 +312,11 @@ class FakeDigitalOcean:
         path = "/" + parts.path.strip("/")
         query = parse_qs(parts.query)
         if path == "/lab/my-ip" and method == "GET":
-            self._log(method, path, query, None, 200, True)
-            return 200, {"Content-Type": "text/plain"}, (self.operator_ip + "\n").encode()
+            text_headers = {"Content-Type": "text/plain"}
+            text = (self.operator_ip + "\n").encode()
+            self._log(RequestRecord(method, path, query, None, 200, True, masked_headers(headers),
+                                    raw_body, text_headers, text))
+            return 200, text_headers, text
         body: Any = None
         if raw_body:
             try:
@@ -341,9 +352,12 @@ class FakeDigitalOcean:
             status, payload = err.status, {"id": err.error_id, "message": err.message}
         except Exception as exc:  # a bug in the fake must still look like the API
             status, payload = 500, {"id": "server_error", "message": f"fake: {type(exc).__name__}"}
-        self._log(method, path, query, body, status, authorized)
+        for hook in self._response_hooks:
+            payload = hook(method, path, status, payload)
         headers_out = {"Content-Type": "application/json", **self._ratelimit_headers(), **extra}
         data = b"" if payload is None else json.dumps(payload).encode()
+        self._log(RequestRecord(method, path, query, body, status, authorized,
+                                masked_headers(headers), raw_body, headers_out, data))
         return status, headers_out, data
 
     def _authorized(self, header: str) -> bool:
@@ -357,10 +371,9 @@ class FakeDigitalOcean:
         return {"ratelimit-limit": str(RATE_LIMIT), "ratelimit-remaining": str(remaining),
                 "ratelimit-reset": str(int(time.time()) + 60)}
 
-    def _log(self, method: str, path: str, query: dict, body: Any, status: int,
-             authorized: bool) -> None:
+    def _log(self, record: RequestRecord) -> None:
         with self._log_lock:
-            self._requests.append(RequestRecord(method, path, query, body, status, authorized))
+            self._requests.append(record)
 
 
 def _one(query: dict, key: str) -> str | None:

@@ -16,9 +16,14 @@ import time
 import uuid
 from typing import Any
 
+from . import catalog
+
 RECORD_TYPES = {"A", "AAAA", "CNAME", "TXT", "MX", "NS", "SRV", "CAA", "SOA"}
 FIREWALL_PROTOCOLS = {"tcp", "udp", "icmp"}
 HOSTNAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]{0,252}$")
+# Public IPv6 addresses come from the documentation prefix, as IPv4 ones from TEST-NET.
+IPV6_NET = ipaddress.IPv6Network("2001:db8:0:1::/64")
+TARGET_KINDS = ("addresses", "droplet_ids", "load_balancer_uids", "kubernetes_ids", "tags")
 
 
 class ApiError(Exception):
@@ -61,7 +66,7 @@ def _clean_targets(targets: Any, field: str) -> dict:
     if not isinstance(targets, dict):
         raise unprocessable(f"{field} must be an object")
     out = {}
-    for key in ("addresses", "droplet_ids", "load_balancer_uids", "tags"):
+    for key in TARGET_KINDS:
         value = targets.get(key) or []
         if not isinstance(value, list):
             raise unprocessable(f"{field}.{key} must be a list")
@@ -218,23 +223,30 @@ class FakeStore:
         tags = body.get("tags") or []
         if not isinstance(tags, list):
             raise unprocessable("tags must be a list")
+        size, region = catalog.size(str(body["size"])), catalog.region(str(body["region"]))
+        if size is None:
+            raise unprocessable("You specified an invalid size for Droplet creation.")
+        if region is None:
+            raise unprocessable("You specified an invalid region for Droplet creation.")
+        features = ["private_networking"] + [f for f in ("ipv6", "monitoring") if body.get(f)]
         with self._lock:
             public_keys = [self.key(str(k))["public_key"] for k in body.get("ssh_keys") or []]
             self.ensure_tags(tags)
             droplet_id = self._new_id()
             private_ip = f"10.110.{(droplet_id // 250) % 250}.{droplet_id % 250 + 2}"
             droplet = {
-                "id": droplet_id, "name": body["name"], "memory": 1024, "vcpus": 1, "disk": 25,
-                "locked": False, "status": "new", "created_at": now_iso(),
-                "features": ["private_networking"] + (["ipv6"] if body.get("ipv6") else []),
-                "backup_ids": [], "next_backup_window": None, "snapshot_ids": [],
+                "id": droplet_id, "name": body["name"], "memory": size["memory"],
+                "vcpus": size["vcpus"], "disk": size["disk"], "disk_info": size["disk_info"],
+                "locked": False, "status": "new", "kernel": None, "created_at": now_iso(),
+                "features": features, "backup_ids": [], "next_backup_window": None,
+                "snapshot_ids": [],
                 "image": {"id": 1, "slug": body["image"], "name": str(body["image"]),
                           "distribution": "Ubuntu", "public": True},
-                "volume_ids": [], "size": {"slug": body["size"]}, "size_slug": body["size"],
+                "volume_ids": [], "size": size, "size_slug": size["slug"],
                 "networks": {"v4": [{"ip_address": private_ip, "netmask": "255.255.0.0",
                                       "gateway": "10.110.0.1", "type": "private"}], "v6": []},
-                "region": {"slug": body["region"], "name": body["region"], "available": True},
-                "tags": list(tags), "vpc_uuid": body.get("vpc_uuid") or str(uuid.uuid4()),
+                "region": region, "tags": list(tags),
+                "vpc_uuid": body.get("vpc_uuid") or str(uuid.uuid4()),
                 # "_" fields are the fake's own bookkeeping, never shown by the API
                 "_user_data": body.get("user_data"), "_public_keys": public_keys,
             }
@@ -269,6 +281,10 @@ class FakeStore:
             droplet["networks"]["v4"].append({"ip_address": public_ip, "netmask": "255.255.255.0",
                                               "gateway": public_ip.rsplit(".", 1)[0] + ".1",
                                               "type": "public"})
+            if "ipv6" in droplet["features"]:  # DigitalOcean lists it with the public IPv4
+                droplet["networks"]["v6"].append({
+                    "ip_address": str(IPV6_NET[droplet_id]), "netmask": IPV6_NET.prefixlen,
+                    "gateway": str(IPV6_NET[1]), "type": "public"})
             return True
 
     def droplet(self, droplet_id: int) -> dict:

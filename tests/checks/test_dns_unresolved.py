@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from deploy.checks.lines import human_line
 from tests.checks.conftest import FAST, require, target_for
 
 DOMAIN = "app.example.invalid"
@@ -46,6 +47,7 @@ def test_unresolvable_domain_warns_and_every_other_check_runs_pinned(edge, tmp_p
     assert results["dns"]["status"] == "warn"
     assert results["dns"]["message"].startswith(f"DNS WARNING: {DOMAIN} does not resolve")
     assert "does not resolve" in out["files"]["http/dns.txt"]
+    assert human_line(results["dns"]).startswith("does not resolve (")
     others = {name: r["status"] for name, r in results.items() if name != "dns"}
     assert others == {name: "pass" for name in others}, others
     # The name travelled as SNI and Host, the packets went to the IP.

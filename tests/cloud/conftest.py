@@ -26,7 +26,8 @@ def fake(backend):
 
 
 @pytest.fixture
-def spec(fake, sshd) -> CloudSpec:
+def api_spec(fake) -> CloudSpec:
+    """Everything but the wait for SSH: for tests about the API alone (no sshd needed)."""
     return CloudSpec(
         token=TOKEN, droplet_name="stack-1", region="fra1", size="s-2vcpu-4gb",
         image="ubuntu-24-04-x64", tags=("stackdeploy",), ssh_public_key=KEY,
@@ -34,8 +35,13 @@ def spec(fake, sshd) -> CloudSpec:
         subdomains=("flower", "admin"), firewall_enabled=True,
         operator_ip_url=fake.root_url + "/lab/my-ip", operator_ip_timeout=2.0,
         extra_ssh_cidrs=("203.0.113.0/24",), request_timeout=2.0, active_timeout=5.0,
-        ssh_wait_timeout=5.0, max_retries=3, endpoint=fake.base_url, ssh_port=sshd.port,
+        ssh_wait_timeout=0.0, max_retries=3, endpoint=fake.base_url,
         retry_base_delay=0.05, retry_max_total=10.0)
+
+
+@pytest.fixture
+def spec(api_spec, sshd) -> CloudSpec:
+    return with_(api_spec, ssh_wait_timeout=5.0, ssh_port=sshd.port)
 
 
 def with_(spec: CloudSpec, **changes) -> CloudSpec:

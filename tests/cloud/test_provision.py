@@ -61,6 +61,16 @@ def test_first_run_creates_droplet_firewall_and_dns(fake, backend, spec):
     assert TOKEN not in repr(result) and TOKEN not in repr(spec)
 
 
+def test_create_request_sends_no_null_fields(fake, api_spec):
+    # python-digitalocean's Droplet.create() always sends "vpc_uuid": null, which DigitalOcean's
+    # contract forbids (tests/cloud/test_contract.py checks the whole exchange)
+    cloud.provision(api_spec)
+    [create] = [r.body for r in fake.requests if (r.method, r.path) == ("POST", "/v2/droplets")]
+    assert None not in create.values()
+    assert (create["name"], create["region"], create["size"], create["ipv6"]) == (
+        "stack-1", "fra1", "s-2vcpu-4gb", True)
+
+
 def test_second_run_changes_nothing(fake, spec):
     add_zone(fake, "example.test")
     cloud.provision(spec)
@@ -91,6 +101,21 @@ def test_detached_firewall_is_reattached(fake, spec):
     again = cloud.provision(spec)
     assert again.firewall.status == "updated"
     assert fake.state["firewalls"][fw_id]["droplet_ids"] == [first.droplet.id]
+
+
+@pytest.mark.parametrize("kind, target", [
+    ("load_balancer_uids", "4de7ac8b-495b-4884-9a69-1050c6793cd6"),
+    ("kubernetes_ids", "bd5f5959-5e1e-4205-a714-a914373942af")])
+def test_firewall_admitting_other_sources_is_restored(fake, api_spec, kind, target):
+    # Every documented source kind counts: SSH opened to a load balancer or a cluster is a change.
+    cloud.provision(api_spec)
+    fw_id = next(iter(fake.state["firewalls"]))
+    ssh = next(r for r in fake.store.firewall(fw_id)["inbound_rules"] if r["ports"] == "22")
+    ssh["sources"][kind] = [target]
+    again = cloud.provision(api_spec)
+    assert again.firewall.status == "updated"
+    rules = fake.state["firewalls"][fw_id]["inbound_rules"]
+    assert not any(kind in r["sources"] for r in rules)
 
 
 def test_wrong_dns_records_are_fixed_and_others_left_alone(fake, spec):

@@ -185,3 +185,31 @@ def test_a_settings_error_keeps_its_fix_hint_readable_in_every_output(tmp_path):
     for text in ((run.folder / "run.log").read_text(), (run.folder / "summary.md").read_text(), out.getvalue()):
         assert hint in text
         assert "canary-9Qx" not in text and "plain words" not in text and "secret-ish-content" not in text
+
+
+@pytest.mark.parametrize("exc, row", [
+    (ConfigError("DOMAIN", "is not set", "set it"), "settings"),
+    (RuntimeError("the droplet vanished"), "deploy"),
+])
+def test_an_error_between_steps_still_gets_a_failed_row(tmp_path, exc, row):
+    with pytest.raises(type(exc)):
+        with Run(tmp_path, "deploy", "full", ["inv"], console=quiet(), registry=SecretRegistry()) as run:
+            with run.step("settings"):
+                pass
+            raise exc
+    steps = json.loads((run.folder / "run.json").read_text())["steps"]
+    failed = [s for s in steps if s["status"] == "failed"]
+    assert [s["name"] for s in failed] == [row] and str(exc).split("\n")[0] in failed[0]["message"]
+    assert len(steps) == (1 if row == "settings" else 2)  # a missing setting fails the settings row itself
+
+
+def test_run_json_inventory_matches_the_files_as_left(tmp_path):
+    import hashlib
+
+    with Run(tmp_path, "verify", "verify", ["inv"], console=quiet(), registry=SecretRegistry()) as run:
+        with run.step("one"):
+            pass
+    files = json.loads((run.folder / "run.json").read_text())["files"]
+    assert "run.log" in {f["path"] for f in files}
+    for f in files:  # run.log included: the console summary is appended before the inventory is taken
+        assert hashlib.sha256((run.folder / f["path"]).read_bytes()).hexdigest() == f["sha256"], f["path"]

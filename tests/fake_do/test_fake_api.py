@@ -1,6 +1,8 @@
 """The fake DigitalOcean API, driven through the real python-digitalocean library."""
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import subprocess
 import sys
@@ -57,6 +59,21 @@ def test_wrong_or_missing_token_gets_401_with_do_error_body(fake):
     assert not fake.requests[-1].authorized
 
 
+def test_request_log_holds_the_whole_exchange_but_never_the_token(fake):
+    fake.add_response_hook(lambda method, path, status, payload: (
+        {**payload, "extra": True} if path == "/v2/account" else payload))
+    resp = requests.get(fake.base_url + "account/", params={"per_page": 5},
+                        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    [record] = fake.requests
+    assert (record.method, record.path, record.query, record.status) == (
+        "GET", "/v2/account", {"per_page": ["5"]}, 200)
+    assert record.headers["Authorization"] == "Bearer ***" and TOKEN not in repr(record)
+    assert record.response_body == resp.content and resp.json()["extra"] is True
+    assert record.response_headers["ratelimit-limit"] == resp.headers["ratelimit-limit"]
+    digitalocean.SSHKey(token=TOKEN, name="op", public_key=KEY).create()
+    assert json.loads(fake.requests[-1].raw_body) == {"name": "op", "public_key": KEY}
+
+
 def test_account_and_ratelimit_headers(fake):
     assert mgr().get_account().email == "operator@example.test"
     resp = requests.get(fake.base_url + "account", headers={"Authorization": f"Bearer {TOKEN}"},
@@ -86,6 +103,44 @@ def test_droplet_stays_new_until_backend_returns_then_gets_public_ip(fake, backe
     assert [(a.type, a.status) for a in actions] == [("create", "completed")]
     assert "user_data" not in requests.get(fake.base_url + f"droplets/{d.id}", timeout=5, headers={
         "Authorization": f"Bearer {TOKEN}"}).json()["droplet"]
+
+
+def test_size_and_region_are_the_real_ones_for_their_slugs(fake):
+    d = new_droplet("web-1")
+    big = digitalocean.Droplet(token=TOKEN, name="web-2", region="nyc3", size_slug="s-2vcpu-4gb",
+                               image="ubuntu-24-04-x64")
+    big.create()
+    small, large = d.load(), big.load()
+    assert (small.memory, small.vcpus, small.disk) == (1024, 1, 25)
+    assert (large.memory, large.vcpus, large.disk) == (4096, 2, 80)
+    assert {k: large.size[k] for k in ("slug", "memory", "vcpus", "disk", "transfer")} == {
+        "slug": "s-2vcpu-4gb", "memory": 4096, "vcpus": 2, "disk": 80, "transfer": 4.0}
+    assert large.size["price_monthly"] > small.size["price_monthly"] > 0
+    assert "nyc3" in large.size["regions"] and large.size["description"]
+    assert (large.region["slug"], large.region["name"]) == ("nyc3", "New York 3")
+    assert "s-2vcpu-4gb" in large.region["sizes"] and "ipv6" in large.region["features"]
+
+
+def test_unknown_size_or_region_is_refused_like_digitalocean(fake):
+    with pytest.raises(digitalocean.DataReadError, match="invalid size"):
+        digitalocean.Droplet(token=TOKEN, name="x", region="fra1", size_slug="s-99vcpu-1tb",
+                             image="ubuntu-24-04-x64").create()
+    with pytest.raises(digitalocean.DataReadError, match="invalid region"):
+        digitalocean.Droplet(token=TOKEN, name="x", region="mars1", size_slug="s-1vcpu-1gb",
+                             image="ubuntu-24-04-x64").create()
+    assert fake.state["droplets"] == {}
+
+
+def test_ipv6_droplet_lists_a_public_v6_network_once_active(fake):
+    v6 = new_droplet("web-6", ipv6=True)
+    v4 = new_droplet("web-4")
+    wait_until(lambda: v6.load().status == "active" and v4.load().status == "active")
+    [net] = v6.networks["v6"]
+    assert net["type"] == "public" and net["netmask"] == 64
+    assert ipaddress.IPv6Address(net["ip_address"]) in ipaddress.IPv6Network(f"{net['gateway']}/64",
+                                                                             strict=False)
+    assert v6.ip_v6_address == net["ip_address"] and "ipv6" in v6.features
+    assert v4.networks["v6"] == [] and "ipv6" not in v4.features
 
 
 def test_list_paginates_and_filters_by_tag(fake):
@@ -139,6 +194,17 @@ def test_firewall_lifecycle_reaches_the_backend(fake, backend):
     with pytest.raises(digitalocean.DataReadError, match="not an IP"):
         fw.get_data("firewalls", type="POST", params={"name": "x", "inbound_rules": [
             {"protocol": "tcp", "ports": "22", "sources": {"addresses": ["nope"]}}]})
+
+
+def test_firewall_keeps_every_documented_target_kind(fake):
+    targets = {"addresses": ["203.0.113.0/24"], "droplet_ids": [], "tags": ["web"],
+               "load_balancer_uids": ["4de7ac8b-495b-4884-9a69-1050c6793cd6"],
+               "kubernetes_ids": ["bd5f5959-5e1e-4205-a714-a914373942af"]}
+    made = mgr().get_data("firewalls", type="POST", params={"name": "fw", "inbound_rules": [
+        {"protocol": "tcp", "ports": "443", "sources": targets}]})
+    # empty lists are left out, as the real API echoes them
+    assert made["firewall"]["inbound_rules"][0]["sources"] == {
+        k: v for k, v in targets.items() if v}
 
 
 def test_deleting_a_droplet_calls_backend_and_detaches_firewalls(fake, backend):

@@ -249,12 +249,19 @@ def test_update_only_without_a_droplet_says_run_a_full_deploy(world):
     assert world.droplets == []
 
 
-def test_missing_stack_secret_stops_before_the_cloud_is_touched(world):
+def test_missing_stack_secret_stops_before_anything_is_created(world):
     world.set_env(POSTGRES_PASSWORD=None)
     out = world.invoke("deploy", flows.deploy)
     assert out.exit_code == 2
     assert "POSTGRES_PASSWORD" in out.manifest["error"]
-    assert world.cloud.calls == []
+    assert world.cloud.calls == ["check_token"]          # read-only: the token is checked first
+
+
+def test_missing_token_fails_the_token_check_first(world):
+    world.set_env(DIGITALOCEAN_TOKEN=None, POSTGRES_PASSWORD=None)
+    out = world.invoke("deploy", flows.deploy)
+    assert out.exit_code == 2
+    assert out.step_names == ["settings", "token-check"] and "DIGITALOCEAN_TOKEN" in out.step("token-check")["message"]
 
 
 def test_old_releases_are_pruned_only_after_a_healthy_release(world):

@@ -5,16 +5,15 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
+
+from tests.browser import chromium
 
 from .helpers import STACK, unavailable
 from .servers import serving, spa_server
 
 FRONTEND = STACK / "frontend"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 def _npm(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -52,34 +51,21 @@ def test_vitest_unit_tests_pass(frontend_deps):
 
 @pytest.mark.browser
 def test_page_shows_health_and_a_finished_job(frontend_dist, api_server):
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        unavailable("chromium and chromium-driver are not installed (scripts/apt/stack.txt)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    with serving(spa_server(frontend_dist, api_server.url)) as server:
+    with serving(spa_server(frontend_dist, api_server.url)) as server, chromium() as driver:
         base = f"http://127.0.0.1:{server.server_address[1]}"
-        driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-        try:
-            # A deep link proves the SPA fallback as well.
-            driver.get(f"{base}/some/deep/link")
-            wait = WebDriverWait(driver, 30)
-            wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "[data-testid=health-status]"), "ok"))
-            assert driver.find_element(By.CSS_SELECTOR, "[data-testid=health-status]").text == "ok"
-            assert "django" in driver.find_element(By.CSS_SELECTOR, "[data-testid=versions]").text
-            box = driver.find_element(By.CSS_SELECTOR, "input[aria-label='job text']")
-            box.clear()
-            box.send_keys("browser made this")
-            driver.find_element(By.XPATH, "//button[text()='Start demo job']").click()
-            wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "[data-testid=job-state]"), "SUCCESS"))
-            assert "BROWSER MADE THIS" in driver.find_element(By.CSS_SELECTOR, "[data-testid=job-result]").text
-        finally:
-            driver.quit()
+        # A deep link proves the SPA fallback as well.
+        driver.get(f"{base}/some/deep/link")
+        wait = WebDriverWait(driver, 30)
+        wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "[data-testid=health-status]"), "ok"))
+        assert driver.find_element(By.CSS_SELECTOR, "[data-testid=health-status]").text == "ok"
+        assert "django" in driver.find_element(By.CSS_SELECTOR, "[data-testid=versions]").text
+        box = driver.find_element(By.CSS_SELECTOR, "input[aria-label='job text']")
+        box.clear()
+        box.send_keys("browser made this")
+        driver.find_element(By.XPATH, "//button[text()='Start demo job']").click()
+        wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "[data-testid=job-state]"), "SUCCESS"))
+        assert "BROWSER MADE THIS" in driver.find_element(By.CSS_SELECTOR, "[data-testid=job-result]").text
