@@ -29,7 +29,7 @@ from digitalocean.baseapi import (DataReadError, EndPointError, JSONReadError, N
                                   TokenError)
 
 from .cloud_init import CloudInitError, build_user_data
-from deploy.errors import EXIT_CONFIG, OperatorError, TokenRejected
+from deploy.errors import EXIT_CONFIG, EXIT_TOKEN_REJECTED, OperatorError
 
 DEFAULT_IMAGE = "ubuntu-24-04-x64"
 DEFAULT_OPERATOR_IP_URL = "https://api.ipify.org"
@@ -128,6 +128,13 @@ class CloudError(OperatorError):
 
 class TokenMissing(CloudError):
     exit_code = EXIT_CONFIG
+    outcome = "config-error"
+
+
+class TokenRejected(CloudError):
+    """DigitalOcean refused the API token (401/403)."""
+
+    exit_code = EXIT_TOKEN_REJECTED
     outcome = "config-error"
 
 

@@ -54,12 +54,5 @@ class ConfigError(OperatorError):
         self.key = key
 
 
-class TokenRejected(OperatorError):
-    """DigitalOcean refused the API token (401/403)."""
-
-    exit_code = EXIT_TOKEN_REJECTED
-    outcome = "config-error"
-
-
 class Terminated(BaseException):
     """Raised from the SIGTERM handler so every finally-block (Run.finish, lock release) runs."""

@@ -151,7 +151,7 @@ def test_adapter_errors_are_operator_errors_and_pass_through_a_step_unchanged(tm
 
 @pytest.mark.parametrize("make, exit_code, outcome", [
     (lambda: __import__("deploy.cloud", fromlist=["x"]).TokenMissing("token missing", "set it"), 2, "config-error"),
-    (lambda: __import__("deploy.errors", fromlist=["x"]).TokenRejected("401", "new token"), 3, "config-error"),
+    (lambda: __import__("deploy.cloud", fromlist=["x"]).TokenRejected("401", "new token"), 3, "config-error"),
     (lambda: __import__("deploy.checks", fromlist=["x"]).ChecksConfigError("CHECK_X bad"), 2, "config-error"),
     (lambda: __import__("deploy.cloud", fromlist=["x"]).CloudUnavailable("API down", "retry"), 1, "failed"),
 ])

@@ -22,7 +22,6 @@ import yaml
 
 from deploy import checks, cloud
 from deploy.checks.model import CheckResult, ChecksReport
-from deploy.errors import TokenRejected
 from remote.connection import SshError
 from remote.target import Result
 
@@ -239,7 +238,7 @@ class FakeCloud:
             raise cloud.TokenMissing("DIGITALOCEAN_TOKEN is not set: the DigitalOcean API token is missing",
                                      cloud.TOKEN_HINT)
         if not self.token_ok:
-            raise TokenRejected("DigitalOcean rejected the API token (401 Unauthorized)", cloud.TOKEN_HINT)
+            raise cloud.TokenRejected("DigitalOcean rejected the API token (401 Unauthorized)", cloud.TOKEN_HINT)
         return cloud.AccountInfo(email="ops@example.com", uuid="u-1", droplet_limit=10)
 
     def provision(self, spec: cloud.CloudSpec, on_event=None, account=None) -> cloud.ProvisionResult:
