@@ -254,7 +254,7 @@ def release_line(r: sync.ReleaseInfo) -> str:
     """`* <id>  success  2026-11-26T13:00:00+00:00  by ops@laptop  api=3f2a1b4c9d0e ...` (* = live)."""
     imgs = " ".join(f"{n}={str(e.get('id', '')).removeprefix('sha256:')[:12]}"
                     for n, e in sorted((r.meta.get("images") or {}).items()))
-    return (f"{'*' if r.current else ' '} {r.id}  {r.outcome or 'never live':10} {r.created or '?'}"
+    return (f"{'*' if r.current else ' '} {r.id}  {r.outcome or 'never-live':11} {r.created or '?'}"
             f"  by {r.meta.get('by') or '?'}  {imgs or '(no image map)'}")
 
 

@@ -184,7 +184,7 @@ def up(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str, wan
     can say which release is serving."""
     with run.step("up") as step:
         try:
-            result = compose.up(target, spec, services_to_recreate=recreate)
+            result = compose.cutover(target, spec, services_to_recreate=recreate)
             _ensure_wanted(target, spec, result, wanted)
         except compose.ComposeError as exc:
             _keep_diagnostics(run, target, exc)
@@ -192,10 +192,11 @@ def up(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str, wan
             if fallback:
                 exc.message = f"{exc.message}; {_restore(run, target, spec, fallback, fallback_recreate)}"
             raise
-        run.record("up", {"recreated": result.recreated, "rebuilt": result.rebuilt,
+        run.record("up", {"recreated": result.recreated, "rebuilt": result.rebuilt, "replaced": result.replaced,
                           "services": {n: s.status for n, s in result.services.items()}})
-        step.note(f"recreated {', '.join(result.recreated) or 'nothing'}; every service healthy and running "
-                  "its release image")
+        step.note(f"replaced start-first {', '.join(result.replaced) or 'nothing'}; recreated "
+                  f"{', '.join(sorted(set(result.recreated) - set(result.replaced))) or 'nothing else'}; every service "
+                  "healthy and running its release image")
     sync.record_outcome(target, release_id, "success")
     run.record("live_release", release_id)
     return result
@@ -220,7 +221,7 @@ def _ensure_wanted(target: Target, spec: compose.ComposeSpec, result: compose.Up
 def _restore(run: Run, target: Target, spec: compose.ComposeSpec, fallback: str, recreate: set[str]) -> str:
     try:
         sync.switch(target, fallback)
-        compose.up(target, spec, services_to_recreate=recreate)
+        compose.cutover(target, spec, services_to_recreate=recreate)
     except OperatorError as exc:
         run.warn(f"restoring release {fallback} failed: {exc.message}")
         return f"restoring release {fallback} failed too ({exc.message})"

@@ -78,6 +78,53 @@ def pull(t: ComposeTarget) -> str:
     return _c(t, "pull", "--quiet", "--ignore-buildable")
 
 
+def scale_up(t: ComposeTarget, service: str, count: int) -> str:
+    """Start ``count`` containers of ``service`` without touching the running ones: the extra
+    one runs the current config (the new release) beside the old (start-first)."""
+    return _c(t, "up", "-d", "--no-build", "--no-deps", "--no-recreate", "--scale", f"{service}={int(count)}", service)
+
+
+def service_containers(project: str, service: str) -> str:
+    """Ids of a compose service's containers, running or not, one per line."""
+    return join(["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=com.docker.compose.project={project}",
+                 "--filter", f"label=com.docker.compose.service={service}"])
+
+
+def health_status(container: str) -> str:
+    """``<state> <health>`` of one container (health is ``none`` without a healthcheck)."""
+    fmt = "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}"
+    return join(["docker", "inspect", "--format", fmt, container])
+
+
+def stop_and_remove(containers: Iterable[str], grace_seconds: int) -> str:
+    """SIGTERM (or the image's stop signal), ``grace_seconds`` to finish in-flight work, then remove."""
+    ids = sorted(containers)
+    if not ids:
+        return "true"
+    return (join(["docker", "stop", "-t", str(int(grace_seconds)), *ids]) + " >/dev/null && "
+            + join(["docker", "rm", *ids]) + " >/dev/null")
+
+
+def container_logs(container: str, tail: int = 200) -> str:
+    return join(["docker", "logs", "--timestamps", "--tail", str(int(tail)), container]) + " 2>&1"
+
+
+def config_hashes(t: ComposeTarget) -> str:
+    """``<service> <hash>`` per service: the hash compose labels a container with, for the
+    config the files describe now (a container whose label differs is out of date)."""
+    return _c(t, "config", "--hash", "*")
+
+
+def container_config_hash(container: str) -> str:
+    return join(["docker", "inspect", "--format", '{{index .Config.Labels "com.docker.compose.config-hash"}}',
+                 container])
+
+
+def remove_now(containers: Iterable[str]) -> str:
+    ids = sorted(containers)
+    return join(["docker", "rm", "-f", *ids]) + " >/dev/null" if ids else "true"
+
+
 def up(t: ComposeTarget, wait_timeout: int, services: Iterable[str] | None = None,
        no_deps: bool = False, remove_orphans: bool = True, force_recreate: bool = False) -> str:
     """``up -d --wait``: returns only when every service is running/healthy or on timeout.

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from remote import commands as cmd
 from remote.errors import RemoteError
@@ -65,6 +66,7 @@ class UpResult:
     recreated: list[str]        # services whose container id changed (or is new)
     rebuilt: list[str]          # services whose image id changed (or is new)
     output: str = field(default="", repr=False)
+    replaced: list[str] = field(default_factory=list)   # replaced start-first, new beside old
 
 
 class ComposeError(RemoteError):
@@ -266,3 +268,128 @@ def force_recreate(target: Target, spec: ComposeSpec, services: Iterable[str]) -
     _run(target, cmd.up(t, spec.wait_timeout, services=services, no_deps=True, force_recreate=True),
          timeout=spec.wait_timeout + 300)
     return snapshot(target, spec)
+
+
+# --- zero-downtime cutover (start-first) -------------------------------------------------
+
+START_FIRST = "start-first"
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def update_order(definition: dict) -> str:
+    """A service's ``deploy.update_config.order`` (Swarm's key; plain compose ignores it):
+    start-first services get their new container beside the old one."""
+    return str(((definition.get("deploy") or {}).get("update_config") or {}).get("order") or "stop-first")
+
+
+def grace_seconds(definition: dict, default: int = 10) -> int:
+    """``stop_grace_period`` in seconds (``1m30s``, ``45s``, or nanoseconds as compose's JSON has it)."""
+    value = definition.get("stop_grace_period")
+    if value is None:
+        return default
+    if isinstance(value, (int, float)):
+        return max(1, int(value / 1e9)) if value > 10_000 else int(value)
+    factor = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    total = sum(float(n) * factor[u] for n, u in _DURATION.findall(str(value)))
+    return max(1, round(total)) if total else default
+
+
+def rolling_order(config: dict) -> list[str]:
+    """Start-first services, dependencies first (django before the api that calls it)."""
+    services = config.get("services") or {}
+    rolling = {n for n, d in services.items() if update_order(d or {}) == START_FIRST}
+    ordered: list[str] = []
+
+    def visit(name: str, seen: tuple[str, ...] = ()) -> None:
+        if name in ordered or name in seen:
+            return
+        deps = (services.get(name) or {}).get("depends_on") or {}
+        for dep in sorted(deps if isinstance(deps, (dict, list)) else []):
+            visit(dep, seen + (name,))
+        if name in rolling:
+            ordered.append(name)
+
+    for name in sorted(services):
+        visit(name)
+    return ordered
+
+
+def _ids(target: Target, project: str, service: str) -> list[str]:
+    return target.run(cmd.service_containers(project, service), f"listing {service} containers").stdout.split()
+
+
+def _hashes(target: Target, t: cmd.ComposeTarget) -> dict[str, str]:
+    out = _run(target, cmd.config_hashes(t)).stdout
+    return dict(line.split(None, 1) for line in out.splitlines() if len(line.split()) == 2)
+
+
+def _wait_healthy(target: Target, container: str, timeout: float, poll: float,
+                  sleep: Callable[[float], None]) -> str | None:
+    """None once the container is healthy (or running without a healthcheck); else why not."""
+    deadline = time.monotonic() + timeout
+    status = "unknown"
+    while True:
+        status = _run(target, cmd.health_status(container)).stdout.strip() or "gone"
+        if status in ("running healthy", "running none"):
+            return None
+        if not status.startswith(("running", "created")) or status.endswith("unhealthy"):
+            return status
+        if time.monotonic() >= deadline:
+            return f"{status} after {timeout:g} s"
+        sleep(poll)
+
+
+def replace(target: Target, spec: ComposeSpec, service: str, grace: int, health_timeout: float,
+            poll: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> str:
+    """Start-first replacement of one service: a new container beside the old one(s), healthy
+    before the old ones get SIGTERM and ``grace`` seconds to finish what they serve. Until then
+    both answer on the service's name (Traefik and the API dial the next address when one
+    refuses). If the new one never becomes healthy it is removed and the old ones serve on."""
+    t = spec.on(target.layout)
+    old = _ids(target, spec.project, service)
+    res = _run(target, cmd.scale_up(t, service, len(old) + 1), timeout=health_timeout + 120)
+    new = [c for c in _ids(target, spec.project, service) if c not in old]
+    if not res.ok or len(new) != 1:
+        target.run(cmd.remove_now(new), "removing the new container", check=False)
+        raise ComposeError(service, f"could not start a new container beside the old one ({res.tail()})",
+                           {"compose-scale.txt": res.output}, hint="read compose-scale.txt in the run folder")
+    why = _wait_healthy(target, new[0], health_timeout, poll, sleep)
+    if why is not None:
+        diag = {f"logs-{service}-new.txt": _run(target, cmd.container_logs(new[0], spec.log_tail)).output,
+                f"health-{service}-new.json": _run(target, cmd.health(new[0])).output}
+        target.run(cmd.remove_now(new), "removing the unhealthy new container", check=False)
+        raise ComposeError(service, f"the new container did not become healthy ({why}); the old one kept serving",
+                           diag, hint=f"read logs-{service}-new.txt and health-{service}-new.json in the run folder; "
+                                      "fix the service and deploy again")
+    target.run(cmd.stop_and_remove(old, grace), f"stopping the old {service} container", timeout=grace + 60)
+    return new[0]
+
+
+def cutover(target: Target, spec: ComposeSpec, services_to_recreate: Iterable[str] = (),
+            poll: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> UpResult:
+    """Bring the live release up with no dropped request where the stack allows it: every
+    start-first service whose config changed is replaced new-beside-old, dependencies first; then
+    ``up`` handles the rest (stop-first services such as beat, never twice; PostgreSQL, Redis and
+    Traefik only when their own definition changed). With nothing running yet it is a plain up."""
+    before = snapshot(target, spec)
+    if not any(s.state == "running" for s in before.values()):
+        return up(target, spec, services_to_recreate)
+    t = spec.on(target.layout)
+    config = _build_config(target, t)
+    wanted = _hashes(target, t)
+    services = config.get("services") or {}
+    replaced: list[str] = []
+    for name in rolling_order(config):
+        current = before.get(name)
+        if current is None or current.state != "running" or name in services_to_recreate:
+            continue
+        label = _run(target, cmd.container_config_hash(current.container_id)).stdout.strip()
+        if label and wanted.get(name) and label != wanted[name]:
+            replace(target, spec, name, grace_seconds(services.get(name) or {}), spec.wait_timeout, poll, sleep)
+            replaced.append(name)
+    rest = up(target, spec, services_to_recreate)
+    after = rest.services
+    recreated = sorted(n for n, s in after.items() if n not in before or before[n].container_id != s.container_id)
+    rebuilt = sorted(n for n, s in after.items()
+                     if n not in before or (s.image_id and before[n].image_id != s.image_id))
+    return UpResult(services=after, recreated=recreated, rebuilt=rebuilt, output=rest.output, replaced=replaced)

@@ -1,0 +1,89 @@
+"""Releases under traffic, on the lab: a prober sends ~26 req/s (20/s on /, 5/s on /api/health,
+1/s on /api/notes, which reaches Django through the API) while the deployer rolls forward, rolls
+back, and meets a release that never becomes healthy. Any non-2xx/3xx answer or connection
+error is a failed request; the goal, and the assertion, is zero.
+
+Runs after test_lab_deploy.py on the same lab droplet."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from lab.prober import DEFAULT_ROUTES, Prober
+from tests.e2e.test_lab_deploy import QUIET, STATE, api
+
+pytestmark = [pytest.mark.lab, pytest.mark.docker]
+
+# The prober's /api traffic must not exhaust its own rate-limit bucket (Traefik allows 4x, the
+# API 1x RATE_LIMIT_API_RPM per client and minute).
+UNDER_LOAD = {**QUIET, "RATE_LIMIT_API_RPM": "1200"}
+
+
+def probed(lab, *args: str):
+    with Prober(STATE["ip"], lab.values["DOMAIN"], DEFAULT_ROUTES) as prober:
+        res = lab.inv(*args, extra=UNDER_LOAD)
+    report = prober.report
+    (lab.tmp / "probes.log").open("a").write(f"$ {' '.join(args)}: {report.summary()}\n")
+    return res, report
+
+
+def live_api_version(lab) -> str:
+    session, base = api(lab, STATE["ip"])
+    return session.get(f"{base}/health", timeout=10).json()["versions"]["api"]
+
+
+def bump(lab, version: str) -> None:
+    init = lab.stack / "api" / "app" / "__init__.py"
+    init.write_text(re.sub(r'__version__ = ".*"', f'__version__ = "{version}"', init.read_text()))
+
+
+def test_prober_settings_are_live_before_the_probed_releases(lab):
+    # Changing the rate limit changes Traefik's environment: Traefik is recreated (not doubled).
+    res = lab.inv("deploy", "--update-only", extra=UNDER_LOAD)
+    assert res.returncode == 0, res.stdout[-4000:]
+
+
+def test_update_changing_api_django_and_frontend_drops_no_request(lab):
+    bump(lab, "1.0.1")
+    settings = lab.stack / "django" / "config" / "settings.py"
+    settings.write_text(settings.read_text() + "\n# release 1.0.1\n")
+    index = lab.stack / "frontend" / "index.html"
+    index.write_text(index.read_text().replace("</body>", "<!-- release 1.0.1 --></body>"))
+    res, report = probed(lab, "deploy", "--update-only")
+    assert res.returncode == 0, res.stdout[-4000:]
+    replaced = lab.manifest()["details"]["up"]["replaced"]
+    assert {"api", "django", "frontend", "worker", "flower"} <= set(replaced), replaced
+    assert report.summary()["sent"] > 200
+    assert report.failed == [], report.summary()
+    assert live_api_version(lab) == "1.0.1"
+    STATE["release_101"] = lab.manifest()["details"]["push"]["release_id"]
+
+
+def test_rollback_drops_no_request_and_rebuilds_nothing(lab):
+    res, report = probed(lab, "rollback")
+    assert res.returncode == 0, res.stdout[-4000:]
+    steps = [s["name"] for s in lab.manifest()["steps"]]
+    assert "build" not in steps
+    assert report.failed == [], report.summary()
+    assert live_api_version(lab) == "1.0.0"
+    res, report = probed(lab, "rollback", "--release", STATE["release_101"])   # and forward again by id
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert report.failed == [], report.summary()
+    assert live_api_version(lab) == "1.0.1"
+
+
+def test_an_api_that_never_becomes_healthy_leaves_the_old_one_serving(lab):
+    bump(lab, "1.0.2-broken")
+    main = lab.stack / "api" / "app" / "main.py"
+    good = main.read_text()
+    main.write_text(good + "\nraise SystemExit('release 1.0.2 cannot start')\n")
+    try:
+        res, report = probed(lab, "deploy", "--update-only")
+    finally:
+        main.write_text(good)
+    assert res.returncode == 1
+    data = lab.manifest()
+    assert "service api" in data["error"] and "still serving release" in data["error"], data["error"]
+    assert report.failed == [], report.summary()
+    assert live_api_version(lab) == "1.0.1"
