@@ -35,6 +35,7 @@ class Container:
     image: str
     health: str = "healthy"
     state: str = "running"
+    config_hash: str = ""
 
 
 @dataclass
@@ -45,8 +46,29 @@ class FakeDocker:
     unhealthy: set[str] = field(default_factory=set)      # services whose next built image never gets healthy
     sick_images: set[str] = field(default_factory=set)
     images: dict[str, str] = field(default_factory=dict)  # image ref -> image id
-    containers: dict[str, Container] = field(default_factory=dict)
+    containers: dict[str, Container] = field(default_factory=dict)   # service -> its container
+    extra: dict[str, Container] = field(default_factory=dict)        # id -> a second container (start-first)
     calls: list[list[str]] = field(default_factory=list)  # every docker/compose argv, in order
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (start|stop, service, container id)
+
+    def _start(self, name: str, definition: dict, image: str) -> Container:
+        c = Container(id=f"{next(_ids):064x}", service=name, image=image, config_hash=_hash(definition),
+                      health="unhealthy" if image in self.sick_images else "healthy")
+        self.events.append(("start", name, c.id))
+        return c
+
+    def _all(self) -> list[Container]:
+        return [*self.containers.values(), *self.extra.values()]
+
+    def _remove(self, ids: list[str], stop: bool) -> None:
+        for c in [c for c in self._all() if c.id in ids]:
+            if stop:
+                self.events.append(("stop", c.service, c.id))
+            if self.extra.pop(c.id, None) is None and self.containers.get(c.service) is c:
+                del self.containers[c.service]
+                heir = next((x for x in self.extra.values() if x.service == c.service), None)
+                if heir is not None:                     # the new container is the service's now
+                    self.containers[c.service] = self.extra.pop(heir.id)
 
     def handle(self, argv: list[str], command: str) -> Result:
         self.calls.append(argv)
@@ -68,6 +90,14 @@ class FakeDocker:
                 if not any(c.image == self.images.get(ref) for c in self.containers.values()):
                     self.images.pop(ref, None)
             return Result(command, 0, "")
+        if argv[:2] == ["docker", "ps"]:
+            service = next(a.split("=", 2)[2] for a in argv if a.startswith("label=com.docker.compose.service="))
+            return Result(command, 0, "".join(c.id + "\n" for c in self._all() if c.service == service))
+        if argv[:2] in (["docker", "stop"], ["docker", "rm"]):
+            self._remove([a for a in argv[2:] if not a.startswith("-") and not a.isdigit()], stop=argv[1] == "stop")
+            return Result(command, 0, "")
+        if argv[:2] == ["docker", "logs"]:
+            return Result(command, 0, "Traceback: the new release cannot start\n")
         if argv[:3] == ["docker", "system", "df"]:
             return Result(command, 0, "TYPE TOTAL ACTIVE SIZE RECLAIMABLE\n")
         return Result(command, 1, "", f"fake docker: unsupported {argv[1:3]}\n")
@@ -80,10 +110,18 @@ class FakeDocker:
         services = [a for a in args if not a.startswith("-") and not a.isdigit()]
         if sub == "build":
             return self._build(compose, opts["--project-directory"], services or _buildable(compose), command)
+        if sub == "up" and "--scale" in args:
+            name = args[args.index("--scale") + 1].split("=")[0]
+            definition = compose[name]
+            new = self._start(name, definition, self.images.get(definition.get("image", name), name))
+            self.extra[new.id] = new
+            return Result(command, 0, "")
         if sub == "up":
             return self._up(compose, opts["-p"], services or list(compose), "--force-recreate" in args, command)
         if sub == "ps":
             return Result(command, 0, self._ps(opts["-p"], "--format" in args))
+        if sub == "config" and "--hash" in args:
+            return Result(command, 0, "".join(f"{n} {_hash(d)}\n" for n, d in sorted(compose.items())))
         if sub == "config":
             return Result(command, 0, json.dumps({"services": compose}))
         if sub == "logs":
@@ -114,10 +152,13 @@ class FakeDocker:
             if (compose.get(name) or {}).get("build") is not None and ref not in self.images:
                 return Result(command, 1, "", f"pull access denied for {ref}, repository does not exist\n")
             image = self.images.get(ref, ref)
-            if name in self.containers and not force and self.containers[name].image == image:
+            definition = compose.get(name) or {}
+            old = self.containers.get(name)
+            if old is not None and not force and old.config_hash == _hash(definition):
                 continue
-            self.containers[name] = Container(id=f"{next(_ids):064x}", service=name, image=image,
-                                              health="unhealthy" if image in self.sick_images else "healthy")
+            if old is not None:                          # compose's own recreate: stop first
+                self._remove([old.id], stop=True)
+            self.containers[name] = self._start(name, definition, image)
         sick = [n for n in services if self.containers[n].health != "healthy"]
         if sick:
             return Result(command, 1, "", f"container {project}-{sick[0]}-1 is unhealthy\n")
@@ -133,7 +174,11 @@ class FakeDocker:
 
     def _inspect(self, argv: list[str], command: str) -> Result:
         fmt, ids = argv[argv.index("--format") + 1], argv[argv.index("--format") + 2:]
-        found = [c for c in self.containers.values() for i in ids if c.id.startswith(i) or f"-{c.service}-1" in i]
+        found = [c for c in self._all() for i in ids if c.id.startswith(i) or f"-{c.service}-1" in i]
+        if "config-hash" in fmt:
+            return Result(command, 0, "".join(c.config_hash + "\n" for c in found))
+        if "{{.State.Status}}" in fmt:
+            return Result(command, 0, "".join(f"{c.state} {c.health}\n" for c in found))
         if "{{.Id}}" in fmt:
             return Result(command, 0, "".join(f"{c.id} {c.image} {c.service}\n" for c in found))
         if ".State.Health" in fmt:
@@ -167,6 +212,10 @@ def _load_compose(files: list[str]) -> dict:
 def _parse(path: Path, mtime_ns: int) -> dict:
     data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     return data.get("services") or {}
+
+
+def _hash(definition: dict) -> str:
+    return hashlib.sha256(json.dumps(definition, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _context_id(context: Path) -> str:

@@ -291,3 +291,37 @@ def test_with_several_hosts_each_collects_into_its_own_folder(world):
     assert not any(f.startswith("remote/compose-ps") for f in out.files)
     assert [d.host for d in world.droplets[-2:]] == ["203.0.113.10", "203.0.113.11"]
     assert world.checks.calls[-1] == "203.0.113.10"   # the checks go to the edge, once
+
+
+def test_changed_services_are_replaced_start_first_dependencies_first(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    old = {n: c.id for n, c in world.docker.containers.items()}
+    world.docker.events.clear()
+    for path in ("api/app/main.py", "django/config/settings.py"):
+        (world.stack / path).write_text((world.stack / path).read_text() + "\n# next release\n")
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 0, out.message
+    # django's image is shared by worker, flower and beat; the api calls django: django goes first
+    assert out.manifest["details"]["up"]["replaced"] == ["django", "api", "worker", "flower"]
+    events = world.docker.events
+    for name in ("django", "api", "worker", "flower"):
+        started = events.index(next(e for e in events if e[:2] == ("start", name)))
+        assert events.index(("stop", name, old[name])) > started        # new one up before the old stops
+    beat_stop = events.index(("stop", "beat", old["beat"]))
+    assert beat_stop < events.index(next(e for e in events if e[:2] == ("start", "beat")))  # never two beats
+    assert {n for _, n, _ in events} == {"django", "api", "worker", "flower", "beat"}       # nothing else touched
+
+
+def test_a_new_container_that_never_gets_healthy_is_removed_and_the_old_one_never_stopped(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    old_api = world.docker.containers["api"].id
+    world.docker.events.clear()
+    (world.stack / "api" / "app" / "main.py").write_text("# v2, crashes at start\n")
+    world.docker.unhealthy = {"api"}
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 1
+    assert "the new container did not become healthy" in out.manifest["error"]
+    assert "the old one kept serving" in out.manifest["error"] and "still serving release" in out.manifest["error"]
+    assert world.docker.containers["api"].id == old_api and not world.docker.extra
+    assert ("stop", "api", old_api) not in world.docker.events
+    assert "remote/diagnostics/logs-api-new.txt" in out.files
