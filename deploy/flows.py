@@ -67,6 +67,7 @@ def ship(run: Run, settings: Settings, target: Target, local: sync.LocalRelease,
             # any whose image is missing on the droplet.
             wanted = steps.build(run, target, spec, pushed, local.compose,
                                  pushed.changed_services if update_only else None)
+            steps.migrate(run, target, spec, pushed, local.compose)
             recreate = (sync.services_for_mounts(local.compose, pushed.changed + pushed.removed, local.compose_dir)
                         if pushed.previous_release else set())  # first release: every container is new
             steps.switch(run, target, pushed.release_id)

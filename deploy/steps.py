@@ -169,6 +169,28 @@ def build(run: Run, target: Target, spec: compose.ComposeSpec, pushed: sync.Push
     return image_map
 
 
+def migrate(run: Run, target: Target, spec: compose.ComposeSpec, pushed: sync.PushResult,
+            compose_file: dict) -> None:
+    """The release's migration, once, before the cutover, while the live release serves. A first
+    release has no database yet: its own start migrates."""
+    found = compose.migration(compose_file)
+    if found is None or not pushed.previous_release:
+        run.skip_step("migrate", "first release: the database is created by its first start" if found
+                      else "the stack declares no x-release-migrate")
+        return
+    service, argv = found
+    with run.step("migrate") as step:
+        try:
+            output = compose.migrate(target, spec, pushed.release_id, service, argv)
+        except compose.ComposeError as exc:
+            _keep_diagnostics(run, target, exc)
+            sync.record_outcome(target, pushed.release_id, "failed")
+            exc.message = f"{exc.message}; still serving release {pushed.previous_release}"
+            raise
+        run.artifacts.write_text(f"{target.artifact_prefix}migrate.txt", output)
+        step.note(output.strip().splitlines()[-1] if output.strip() else "done")
+
+
 def switch(run: Run, target: Target, release_id: str) -> str:
     with run.step("switch") as step:
         sync.switch(target, release_id)

@@ -78,6 +78,11 @@ def pull(t: ComposeTarget) -> str:
     return _c(t, "pull", "--quiet", "--ignore-buildable")
 
 
+def run_once(t: ComposeTarget, service: str, argv: Sequence[str]) -> str:
+    """A one-off container of ``service`` (its image and env), removed afterwards; no deps started."""
+    return _c(t, "run", "--rm", "--no-deps", "-T", service, *argv)
+
+
 def scale_up(t: ComposeTarget, service: str, count: int) -> str:
     """Start ``count`` containers of ``service`` without touching the running ones: the extra
     one runs the current config (the new release) beside the old (start-first)."""

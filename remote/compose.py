@@ -270,6 +270,28 @@ def force_recreate(target: Target, spec: ComposeSpec, services: Iterable[str]) -
     return snapshot(target, spec)
 
 
+MIGRATE_KEY = "x-release-migrate"
+
+
+def migration(compose_file: dict) -> tuple[str, list[str]] | None:
+    """The stack's one-off migration (``x-release-migrate: {service, command}`` in compose.yml)."""
+    spec = compose_file.get(MIGRATE_KEY) or {}
+    if not spec.get("service") or not spec.get("command"):
+        return None
+    return str(spec["service"]), [str(a) for a in spec["command"]]
+
+
+def migrate(target: Target, spec: ComposeSpec, release_id: str, service: str, argv: list[str]) -> str:
+    """Run a release's migration once, with its image and env, while the live release serves."""
+    res = _run(target, cmd.run_once(spec.for_release(target.layout, release_id), service, argv),
+               timeout=spec.wait_timeout + 300)
+    if not res.ok:
+        raise ComposeError(service, f"the migration ({' '.join(argv)}) failed: {res.tail()}", {"migrate.txt": res.output},
+                           hint="read migrate.txt in the run folder; migrations must stay compatible with the "
+                                "release that is serving (expand first, contract a release later)")
+    return res.output
+
+
 # --- zero-downtime cutover (start-first) -------------------------------------------------
 
 START_FIRST = "start-first"

@@ -50,6 +50,7 @@ class FakeDocker:
     extra: dict[str, Container] = field(default_factory=dict)        # id -> a second container (start-first)
     calls: list[list[str]] = field(default_factory=list)  # every docker/compose argv, in order
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (start|stop, service, container id)
+    migrations: list[list[str]] = field(default_factory=list)          # one-off `compose run` argv
 
     def _start(self, name: str, definition: dict, image: str) -> Container:
         c = Container(id=f"{next(_ids):064x}", service=name, image=image, config_hash=_hash(definition),
@@ -110,6 +111,9 @@ class FakeDocker:
         services = [a for a in args if not a.startswith("-") and not a.isdigit()]
         if sub == "build":
             return self._build(compose, opts["--project-directory"], services or _buildable(compose), command)
+        if sub == "run":
+            self.migrations.append(args)
+            return Result(command, 0, "Operations to perform:\n  No migrations to apply.\n")
         if sub == "up" and "--scale" in args:
             name = args[args.index("--scale") + 1].split("=")[0]
             definition = compose[name]
