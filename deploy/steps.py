@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from deploy import checks, cloud
-from deploy.errors import OperatorError
+from deploy.errors import OperatorError, Terminated
 from deploy.run import Run
 from deploy.wiring import CloudPort, Host
 from remote import collect as remote_collect
@@ -147,7 +147,8 @@ def build(run: Run, target: Target, spec: compose.ComposeSpec, pushed: sync.Push
         plan = images.plan(compose_file, spec.project, release_id, previous, changed, present)
         target.put(target.layout.images_file(release_id), images.override(plan.refs, release_id).encode())
         try:
-            compose.build(target, spec, release_id, plan.build)
+            with _interruptible(run, target, release_id, pushed.previous_release):
+                compose.build(target, spec, release_id, plan.build)
         except compose.ComposeError as exc:
             _keep_diagnostics(run, target, exc)
             sync.record_outcome(target, release_id, "failed")
@@ -181,7 +182,8 @@ def migrate(run: Run, target: Target, spec: compose.ComposeSpec, pushed: sync.Pu
     service, argv = found
     with run.step("migrate") as step:
         try:
-            output = compose.migrate(target, spec, pushed.release_id, service, argv)
+            with _interruptible(run, target, pushed.release_id, pushed.previous_release):
+                output = compose.migrate(target, spec, pushed.release_id, service, argv)
         except compose.ComposeError as exc:
             _keep_diagnostics(run, target, exc)
             sync.record_outcome(target, pushed.release_id, "failed")
@@ -206,8 +208,10 @@ def up(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str, wan
     can say which release is serving."""
     with run.step("up") as step:
         try:
-            result = compose.cutover(target, spec, services_to_recreate=recreate)
-            _ensure_wanted(target, spec, result, wanted)
+            with _interruptible(run, target, release_id, fallback,
+                                restore=lambda: _restore(run, target, spec, fallback, fallback_recreate)):
+                result = compose.cutover(target, spec, services_to_recreate=recreate)
+                _ensure_wanted(target, spec, result, wanted)
         except compose.ComposeError as exc:
             _keep_diagnostics(run, target, exc)
             sync.record_outcome(target, release_id, "failed")
@@ -238,6 +242,29 @@ def _ensure_wanted(target: Target, spec: compose.ComposeSpec, result: compose.Up
         name = mismatch[0]
         raise compose.ComposeError(name, f"runs another image than its release names ({wanted[name]['ref']})", {},
                                    hint="run `inv verify` and read remote/compose-ps.txt; deploy again")
+
+
+@contextmanager
+def _interruptible(run: Run, target: Target, release_id: str, live: str | None,
+                   restore: Callable[[], str] | None = None) -> Iterator[None]:
+    """Ctrl-C or SIGTERM inside the block leaves a defined state: the release is recorded as
+    interrupted and, once the cutover had begun, the live release is started again. A second
+    Ctrl-C during that cleanup stops it (the run then says the state is unknown)."""
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated):
+        try:
+            sync.record_outcome(target, release_id, "interrupted")
+            if restore is not None and live:
+                run.warn(f"interrupted during the cutover; restoring release {live}: {restore()}")
+            elif live:
+                run.record("live_release", live)
+                run.warn(f"interrupted before the cutover: release {live} is still serving")
+        except (KeyboardInterrupt, Terminated, OperatorError) as again:
+            run.record("live_release", None)
+            run.warn(f"interrupted again while cleaning up ({type(again).__name__}): which release serves is "
+                     "unknown; run `inv verify`, then `inv deploy --update-only` or `inv rollback`")
+        raise
 
 
 def _restore(run: Run, target: Target, spec: compose.ComposeSpec, fallback: str, recreate: set[str]) -> str:

@@ -51,6 +51,7 @@ class FakeDocker:
     calls: list[list[str]] = field(default_factory=list)  # every docker/compose argv, in order
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (start|stop, service, container id)
     migrations: list[list[str]] = field(default_factory=list)          # one-off `compose run` argv
+    interrupt_at: str | None = None    # "build" or "scale <service>": the operator presses Ctrl-C there, once
 
     def _start(self, name: str, definition: dict, image: str) -> Container:
         c = Container(id=f"{next(_ids):064x}", service=name, image=image, config_hash=_hash(definition),
@@ -70,6 +71,11 @@ class FakeDocker:
                 heir = next((x for x in self.extra.values() if x.service == c.service), None)
                 if heir is not None:                     # the new container is the service's now
                     self.containers[c.service] = self.extra.pop(heir.id)
+
+    def _maybe_interrupt(self, where: str) -> None:
+        if self.interrupt_at == where:
+            self.interrupt_at = None
+            raise KeyboardInterrupt
 
     def handle(self, argv: list[str], command: str) -> Result:
         self.calls.append(argv)
@@ -110,6 +116,7 @@ class FakeDocker:
         sub, args = rest[0], rest[1:]
         services = [a for a in args if not a.startswith("-") and not a.isdigit()]
         if sub == "build":
+            self._maybe_interrupt("build")
             return self._build(compose, opts["--project-directory"], services or _buildable(compose), command)
         if sub == "run":
             self.migrations.append(args)
@@ -119,6 +126,7 @@ class FakeDocker:
             definition = compose[name]
             new = self._start(name, definition, self.images.get(definition.get("image", name), name))
             self.extra[new.id] = new
+            self._maybe_interrupt(f"scale {name}")      # the new container started, then Ctrl-C
             return Result(command, 0, "")
         if sub == "up":
             return self._up(compose, opts["-p"], services or list(compose), "--force-recreate" in args, command)

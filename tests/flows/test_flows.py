@@ -336,3 +336,30 @@ def test_migrations_run_once_per_release_before_the_switch(world):
     assert world.docker.migrations == [["--rm", "--no-deps", "-T", "django", "python", "manage.py", "migrate",
                                         "--noinput"]]
     assert out.step_names.index("migrate") < out.step_names.index("switch")
+
+
+def test_ctrl_c_during_the_build_leaves_the_live_release_serving_and_recorded(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    live = world.current()
+    (world.stack / "api" / "app" / "main.py").write_text("# v2\n")
+    world.docker.interrupt_at = "build"
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 130 and out.manifest["outcome"] == "interrupted"
+    assert world.current() == live and out.manifest["details"]["live_release"] == live
+    assert world.release_meta(out.manifest["details"]["push"]["release_id"])["outcome"] == "interrupted"
+    assert not world.lock_held()
+
+
+def test_ctrl_c_during_the_cutover_restores_the_live_release(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    live = world.current()
+    old_api = world.docker.containers["api"]
+    (world.stack / "api" / "app" / "main.py").write_text("# v2\n")
+    world.docker.interrupt_at = "scale api"
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 130 and out.manifest["outcome"] == "interrupted"
+    assert world.current() == live and out.manifest["details"]["live_release"] == live
+    assert world.release_meta(out.manifest["details"]["push"]["release_id"])["outcome"] == "interrupted"
+    assert world.docker.containers["api"].image == old_api.image and not world.docker.extra
+    assert any("restoring release" in w for w in out.manifest["warnings"])
+    assert not world.lock_held()
