@@ -1,9 +1,17 @@
 """FastAPI -> Django over the internal network, authenticated by the shared token."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+
+# A Django container being replaced (start-first deploys) stops while it is still in DNS: a
+# connection to it can be refused or reset. Another attempt dials again and reaches the new one.
+# Only idempotent requests are repeated, and never after a timeout (a hung Django stays fast to
+# report).
+RETRIED_ERRORS = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+ATTEMPTS = 3
 
 
 class DjangoUnavailable(RuntimeError):
@@ -20,10 +28,17 @@ class DjangoClient:
         await self._client.aclose()
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return await self._client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise DjangoUnavailable(f"Django unreachable: {type(exc).__name__}") from exc
+        attempts = ATTEMPTS if method.upper() in ("GET", "HEAD") else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._client.request(method, path, **kwargs)
+            except RETRIED_ERRORS as exc:
+                if attempt == attempts:
+                    raise DjangoUnavailable(f"Django unreachable: {type(exc).__name__}") from exc
+                await asyncio.sleep(0.1 * attempt)
+            except httpx.HTTPError as exc:
+                raise DjangoUnavailable(f"Django unreachable: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
 
     async def health(self, timeout: float) -> dict[str, Any]:
         resp = await self.request("GET", "/internal/health", timeout=timeout)
