@@ -113,6 +113,7 @@ def verify(run: Run, settings: Settings, edges: Edges, hosts: Sequence[Host],
                                      "this machine (inv provision updates the allowlist)")
                     continue
             steps.collect(run, target, wiring.collect_spec(settings))
+            steps.check_drift(run, target)
     finally:
         if own:
             inventory.close()

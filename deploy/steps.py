@@ -128,7 +128,38 @@ def push(run: Run, target: Target, local: sync.LocalRelease, env_content: str) -
                                                "env_file": target.layout.env_file(result.release_id)})
         step.note(f"release {result.release_id}: {len(result.changed)} changed, {len(result.removed)} removed,"
                   f" {result.bytes_sent} bytes sent")
+        if result.drift.paths:
+            run.record("drift", {"release": result.previous_release, **_plain_drift(result.drift)})
+            step.warn(f"{step.step.message}; the live release {result.previous_release} had been changed on the "
+                      f"droplet outside stackdeploy ({result.drift.describe()}): the new release ships the "
+                      "deployer's copies")
     return result
+
+
+def _plain_drift(found: sync.Drift) -> dict[str, list[str]]:
+    return {"changed": found.changed, "missing": found.missing, "extra": found.extra}
+
+
+def check_drift(run: Run, target: Target) -> sync.Drift | None:
+    """Does the live release still hold what was deployed? (`inv verify`)"""
+    with run.step("drift") as step:
+        current = sync.current_release(target)
+        manifest = (sync.read_release_meta(target, current) or {}).get("manifest") if current else None
+        if not manifest:
+            step.note("no live release with a manifest to compare")
+            return None
+        found = sync.drift(target, current, manifest)
+        text = "\n".join(f"{kind} {path}" for kind, paths in _plain_drift(found).items() for path in paths)
+        run.artifacts.write_text(f"{target.artifact_prefix}release-drift.txt",
+                                 f"# release {current} compared with its manifest ({len(manifest)} files)\n"
+                                 + (text + "\n" if text else "no difference\n"))
+        run.record("drift", {"release": current, **_plain_drift(found)})
+        if found.paths:
+            step.warn(f"release {current} was changed on the droplet outside stackdeploy: {found.describe()}; "
+                      "`inv deploy --update-only` ships the deployer's copies again")
+        else:
+            step.note(f"release {current} matches its manifest ({len(manifest)} files)")
+    return found
 
 
 def _keep_diagnostics(run: Run, target: Target, exc: compose.ComposeError) -> None:

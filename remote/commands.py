@@ -282,6 +282,20 @@ def read_all_release_meta(layout: ReleaseLayout) -> str:
             f"echo \"=== $r\"; cat \"$r/{RELEASE_META}\" 2>/dev/null; echo; done; true")
 
 
+FINGERPRINT_MODES = "--- modes"
+FINGERPRINT_LINKS = "--- links"
+
+
+def release_fingerprint(layout: ReleaseLayout, release_id: str, own: Sequence[str]) -> str:
+    """What is in a release folder now: sha256 of each file, then modes, then symlink targets;
+    the deployer's own files (``own``: metadata, env, image pins) left out."""
+    skip = " ".join(f"! -path {q('./' + name)}" for name in own)
+    return (f"cd {q(layout.release(release_id))} && "
+            f"find . -type f {skip} -print0 | xargs -0 -r sha256sum && echo {q(FINGERPRINT_MODES)} && "
+            f"find . -type f {skip} -printf '%m %P\\n' && echo {q(FINGERPRINT_LINKS)} && "
+            f"find . -type l {skip} -printf '%P\\t%l\\n'")
+
+
 def hardlink_copy(src: str, dest: str) -> str:
     """``cp -al``: the new release shares unchanged files' inodes with the old one."""
     return join(["cp", "-al", src, dest])

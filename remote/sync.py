@@ -25,7 +25,7 @@ import yaml
 
 from remote import commands as cmd
 from remote.errors import RemoteError
-from remote.layout import RELEASE_ENV, RELEASE_META
+from remote.layout import RELEASE_ENV, RELEASE_IMAGES, RELEASE_META
 from remote.target import Target
 
 IGNORED_DIRS = frozenset({"node_modules", "__pycache__", ".git", "dist", ".pytest_cache",
@@ -40,6 +40,24 @@ class ReleaseError(RemoteError):
 
 
 @dataclass(frozen=True)
+class Drift:
+    """How a release on the droplet differs from the manifest it was published with."""
+
+    changed: list[str] = field(default_factory=list)   # content, mode or link target differs
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[str]:
+        return sorted({*self.changed, *self.missing, *self.extra})
+
+    def describe(self, limit: int = 8) -> str:
+        parts = [f"{len(v)} {k} ({', '.join(v[:limit])}{', ...' if len(v) > limit else ''})"
+                 for k, v in (("changed", self.changed), ("missing", self.missing), ("extra", self.extra)) if v]
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
 class PushResult:
     release_id: str
     changed: list[str]
@@ -49,6 +67,7 @@ class PushResult:
     previous_release: str | None
     changed_services: set[str] | None = None
     previous_images: dict[str, dict] = field(default_factory=dict)   # the live release's image map
+    drift: Drift = field(default_factory=Drift)                      # the live release vs its manifest
 
 
 @dataclass(frozen=True)
@@ -269,6 +288,33 @@ def read_release_meta(target: Target, release_id: str) -> dict | None:
         return None
 
 
+def parse_fingerprint(text: str) -> Manifest:
+    sums, _, rest = text.partition(cmd.FINGERPRINT_MODES + "\n")
+    modes_text, _, links_text = rest.partition(cmd.FINGERPRINT_LINKS + "\n")
+    out: Manifest = {}
+    modes = dict((p, int(m, 8)) for m, _, p in (l.partition(" ") for l in modes_text.splitlines()) if p)
+    for line in sums.splitlines():
+        digest, _, path = line.partition("  ")
+        path = path.removeprefix("./")
+        if path:
+            out[path] = {"sha256": digest, "mode": modes.get(path, 0)}
+    for line in links_text.splitlines():
+        path, _, link = line.partition("\t")
+        if path:
+            out[path] = {"link": link, "mode": 0o777}
+    return out
+
+
+def drift(target: Target, release_id: str, manifest: Mapping[str, Mapping[str, Any]]) -> Drift:
+    """Compare a published release's files with its manifest (files changed behind our back)."""
+    own = (RELEASE_META, RELEASE_ENV, RELEASE_IMAGES)
+    found = parse_fingerprint(target.run(cmd.release_fingerprint(target.layout, release_id, own),
+                                         f"reading release {release_id}'s files", timeout=300).stdout)
+    return Drift(changed=sorted(p for p in manifest if p in found and found[p] != manifest[p]),
+                 missing=sorted(p for p in manifest if p not in found),
+                 extra=sorted(p for p in found if p not in manifest))
+
+
 def push(target: Target, local: LocalRelease, env_content: str, by: str = "") -> PushResult:
     """Create release ``local.release_id`` on the droplet with its env file (0600, over sftp only:
     it holds secrets) and return what was sent. Does not switch ``current``."""
@@ -279,6 +325,11 @@ def push(target: Target, local: LocalRelease, env_content: str, by: str = "") ->
         previous = None  # dangling symlink: treat as a first push
     old_manifest = (current_meta or {}).get("manifest", {}) if previous else {}
     changed, removed = diff_manifests(old_manifest, manifest)
+    # Files changed on the droplet behind our back are shared (hard links) with the new release:
+    # they are shipped again, and strays left out, so the new release is what the manifest says.
+    found = drift(target, previous, old_manifest) if previous and old_manifest else Drift()
+    changed = sorted({*changed, *(p for p in found.changed + found.missing if p in manifest)})
+    removed = sorted({*removed, *(p for p in found.changed + found.extra if p not in manifest)})
 
     release_id = local.release_id
     n = 2
@@ -315,7 +366,8 @@ def push(target: Target, local: LocalRelease, env_content: str, by: str = "") ->
     return PushResult(release_id=release_id, changed=changed, removed=removed,
                       bytes_sent=len(archive), files_total=len(manifest),
                       previous_release=previous, changed_services=services,
-                      previous_images=((current_meta or {}).get("images") or {}) if previous else {})
+                      previous_images=((current_meta or {}).get("images") or {}) if previous else {},
+                      drift=found)
 
 
 def previous_release(target: Target, ids: list[str] | None = None) -> str:

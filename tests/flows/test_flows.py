@@ -11,9 +11,9 @@ from remote.lock import LockHolder
 from tests.flows.fakes import Unreachable
 
 FULL_STEPS = ["settings", "token-check", "provision", "connect", "bootstrap", "lock", "push", "build", "migrate",
-              "switch", "up", "checks", "collect"]
+              "switch", "up", "checks", "collect", "drift"]
 UPDATE_STEPS = ["settings", "token-check", "discover", "connect", "lock", "push", "build", "migrate", "switch",
-                "up", "checks", "collect"]
+                "up", "checks", "collect", "drift"]
 ALL_BUILT = ["api", "beat", "django", "flower", "frontend", "worker"]
 
 
@@ -140,7 +140,7 @@ def test_verify_over_ssh_collects_without_taking_the_lock(world):
     assert world.invoke("deploy", flows.deploy).exit_code == 0
     out = world.invoke("verify", flows.verify_only, mode="verify")
     assert out.exit_code == 0, out.message
-    assert out.step_names == ["settings", "token-check", "discover", "checks", "connect", "collect"]
+    assert out.step_names == ["settings", "token-check", "discover", "checks", "connect", "collect", "drift"]
     assert "remote/compose-ps.json" in out.files
 
 
@@ -363,3 +363,25 @@ def test_ctrl_c_during_the_cutover_restores_the_live_release(world):
     assert world.docker.containers["api"].image == old_api.image and not world.docker.extra
     assert any("restoring release" in w for w in out.manifest["warnings"])
     assert not world.lock_held()
+
+
+def test_a_file_changed_on_the_droplet_is_reported_and_repaired_by_the_next_deploy(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    live = world.base / "releases" / world.current()
+    older = (live / "api" / "app" / "main.py").read_text()
+    # another tool writes into the live release in place (the same inode as older releases)
+    with open(live / "api" / "app" / "main.py", "a") as fh:
+        fh.write("# patched by hand\n")
+    (live / "stray.txt").write_text("left behind\n")
+    out = world.invoke("verify", flows.verify_only, mode="verify")
+    assert out.step("drift")["status"] == "warning"
+    assert out.manifest["details"]["drift"] == {"release": world.current(), "changed": ["api/app/main.py"],
+                                               "missing": [], "extra": ["stray.txt"]}
+    assert "changed api/app/main.py" in (out.run.folder / "remote" / "release-drift.txt").read_text()
+
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)    # no local change at all
+    assert out.exit_code == 0 and out.step("push")["status"] == "warning"
+    new = world.base / "releases" / world.current()
+    assert (new / "api" / "app" / "main.py").read_text() == older and not (new / "stray.txt").exists()
+    assert world.built()[-1] == ["api"]                # the api image is built from the repaired file
+    assert world.invoke("verify", flows.verify_only, mode="verify").step("drift")["status"] == "ok"
