@@ -197,7 +197,7 @@ ROLLBACK_OK = ("success", "rolled-back")   # releases that were live and healthy
 def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = REAL_EDGES) -> None:
     """Start a previous successful release again: its files, env snapshot and images; no rebuild."""
     hosts = find_hosts(run, settings, edges, required=True)
-    mounts = sync.services_for_mounts(sync.read_compose(settings.stack_dir / "compose.yml"), None)
+    compose_file = sync.read_compose(settings.stack_dir / "compose.yml")
     spec = wiring.compose_spec(settings)
     with connected(run, settings, edges, hosts) as inventory:
         for target in inventory:
@@ -212,6 +212,13 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = R
                                             "are gone from the droplet", "deploy that release's sources again, or "
                                             "pick another release from `inv releases`")
                     step.note(f"{current or '(none)'} -> {chosen.id}")
+                    # Only services whose bind-mounted files differ between the two are recreated
+                    # (Traefik's config): recreating Traefik for nothing would drop requests.
+                    live_manifest = ((sync.read_release_meta(target, current) or {}).get("manifest")
+                                     if current else None)
+                    changed = (sum(sync.diff_manifests(live_manifest, chosen.meta.get("manifest") or {}), [])
+                               if live_manifest is not None else None)
+                    mounts = sync.services_for_mounts(compose_file, changed)
                 steps.switch(run, target, chosen.id)
                 steps.up(run, target, spec, chosen.id, wanted, mounts, fallback=current, fallback_recreate=mounts)
                 if current and current != chosen.id:

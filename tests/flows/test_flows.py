@@ -385,3 +385,18 @@ def test_a_file_changed_on_the_droplet_is_reported_and_repaired_by_the_next_depl
     assert (new / "api" / "app" / "main.py").read_text() == older and not (new / "stray.txt").exists()
     assert world.built()[-1] == ["api"]                # the api image is built from the repaired file
     assert world.invoke("verify", flows.verify_only, mode="verify").step("drift")["status"] == "ok"
+
+
+def test_rollback_recreates_traefik_only_when_its_files_differ(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    (world.stack / "api" / "app" / "main.py").write_text("# v2\n")
+    assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
+    traefik = world.docker.containers["traefik"].id
+    assert world.invoke("rollback", flows.rollback, mode="rollback", release=None).exit_code == 0
+    assert world.docker.containers["traefik"].id == traefik          # same Traefik files: left alone
+    dynamic = world.stack / "traefik" / "dynamic.yml"
+    dynamic.write_text(dynamic.read_text() + "\n# tweak\n")
+    assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
+    traefik = world.docker.containers["traefik"].id
+    assert world.invoke("rollback", flows.rollback, mode="rollback", release=None).exit_code == 0
+    assert world.docker.containers["traefik"].id != traefik          # its config differs: recreated
