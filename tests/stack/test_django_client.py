@@ -7,6 +7,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 import pytest
 
@@ -19,8 +20,9 @@ ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length:
           b'{"django": "5.0", "database": "ok", "x":1}')
 
 
-def serve(resets: int) -> tuple[int, list[str]]:
-    """A listener that resets its first ``resets`` connections (as a stopping gunicorn does), then answers."""
+def serve(resets: int, hang: bool = False) -> tuple[int, list[str]]:
+    """A listener whose first ``resets`` connections are reset (or, with ``hang``, never answered),
+    as a stopping gunicorn's are; then it answers."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -31,6 +33,10 @@ def serve(resets: int) -> tuple[int, list[str]]:
             while len(seen) < resets + 1:
                 conn, _ = listener.accept()
                 conn.recv(4096)
+                if len(seen) < resets and hang:
+                    seen.append("hung")
+                    threading.Timer(5, conn.close).start()
+                    continue
                 if len(seen) < resets:
                     seen.append("reset")
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -43,11 +49,11 @@ def serve(resets: int) -> tuple[int, list[str]]:
     return listener.getsockname()[1], seen
 
 
-def call(port: int, method: str):
+def call(port: int, method: str, timeout: float = 3.0):
     async def go():
         client = DjangoClient(f"http://127.0.0.1:{port}", "token")
         try:
-            return await client.request(method, "/internal/health")
+            return await client.request(method, "/internal/health", timeout=timeout)
         finally:
             await client.close()
     return asyncio.run(go())
@@ -64,3 +70,11 @@ def test_a_post_is_never_repeated():
     with pytest.raises(DjangoUnavailable):
         call(port, "POST")
     assert seen == ["reset"]
+
+
+def test_a_get_left_unanswered_tries_again_within_the_same_time_budget():
+    port, seen = serve(resets=1, hang=True)
+    started = time.monotonic()
+    resp = call(port, "GET", timeout=1.5)
+    assert resp.status_code == 200 and seen == ["hung", "answered"]
+    assert time.monotonic() - started < 1.5
