@@ -238,6 +238,10 @@ def up(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str, wan
     release's image ids). On failure, switch back to ``fallback`` and start it again, so the run
     can say which release is serving."""
     with run.step("up") as step:
+        stop_first = compose.in_place(target, spec, recreate)
+        run.record("recreated_in_place", stop_first)
+        if stop_first:  # said before it happens: these have one container, replaced stop-first
+            run.log(f"recreated in place, a brief interruption for what uses them: {', '.join(stop_first)}")
         try:
             with _interruptible(run, target, release_id, fallback,
                                 restore=lambda: _restore(run, target, spec, fallback, fallback_recreate)):

@@ -387,6 +387,24 @@ def replace(target: Target, spec: ComposeSpec, service: str, grace: int, health_
     return new[0]
 
 
+def in_place(target: Target, spec: ComposeSpec, services_to_recreate: Iterable[str] = ()) -> list[str]:
+    """Running services that the live release's config will recreate stop-first (the old container
+    stops before the new one starts): what a deploy must announce before it begins."""
+    before = snapshot(target, spec)
+    t = spec.on(target.layout)
+    config = _build_config(target, t)
+    wanted = _hashes(target, t)
+    rolling = set(rolling_order(config))
+    out = []
+    for name, state in sorted(before.items()):
+        if name in rolling and name not in services_to_recreate or state.state != "running":
+            continue
+        label = _run(target, cmd.container_config_hash(state.container_id)).stdout.strip()
+        if name in services_to_recreate or (label and wanted.get(name) and label != wanted[name]):
+            out.append(name)
+    return out
+
+
 def cutover(target: Target, spec: ComposeSpec, services_to_recreate: Iterable[str] = (),
             poll: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> UpResult:
     """Bring the live release up with no dropped request where the stack allows it: every

@@ -70,6 +70,8 @@ def test_a_changed_bind_mounted_file_recreates_only_its_service(world):
     assert out.exit_code == 0
     assert world.docker.containers["traefik"].id != traefik
     assert out.manifest["details"]["up"]["recreated"] == ["traefik"]
+    assert out.manifest["details"]["recreated_in_place"] == ["traefik"]
+    assert "recreated in place, a brief interruption for what uses them: traefik" in out.message
 
 
 def test_failed_build_changes_nothing_live_and_a_plain_retry_deploys_what_was_asked(world):
@@ -310,6 +312,7 @@ def test_changed_services_are_replaced_start_first_dependencies_first(world):
     beat_stop = events.index(("stop", "beat", old["beat"]))
     assert beat_stop < events.index(next(e for e in events if e[:2] == ("start", "beat")))  # never two beats
     assert {n for _, n, _ in events} == {"django", "api", "worker", "flower", "beat"}       # nothing else touched
+    assert out.manifest["details"]["recreated_in_place"] == ["beat"]
 
 
 def test_a_new_container_that_never_gets_healthy_is_removed_and_the_old_one_never_stopped(world):
