@@ -740,14 +740,14 @@ class ProvisionPlan:
     size: str
     image: str                  # the image a new droplet would get ("" for a found one)
     droplet: DropletInfo | None
-    ssh_key: str                # register | present | unused (a found droplet needs no key)
+    ssh_identity: str           # our public key in the account: register | present | unused (found droplet)
     firewall: FirewallPlan
     dns: DnsResult
     warnings: list[str]
 
     @property
     def changes(self) -> bool:
-        return (self.droplet_action == "create" or self.ssh_key == "register"
+        return (self.droplet_action == "create" or self.ssh_identity == "register"
                 or self.firewall.action not in ("unchanged", "skipped") or bool(self.dns.records_changed))
 
 
@@ -805,5 +805,5 @@ def plan_provision(spec: CloudSpec, on_event: OnEvent = _log_event,
         warnings.append(dns.warning)
     return ProvisionPlan(droplet_action="found" if info else "create", name=spec.droplet_name,
                          region=info.region if info else spec.region, size=info.size if info else spec.size,
-                         image=spec.image if info is None else "", droplet=info, ssh_key=key, firewall=firewall, dns=dns,
-                         warnings=warnings)
+                         image=spec.image if info is None else "", droplet=info, ssh_identity=key,
+                         firewall=firewall, dns=dns, warnings=warnings)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
+from deploy import plan as deploy_plan
 from deploy import steps, wiring
 from deploy.errors import OperatorError
 from deploy.run import Run
@@ -148,6 +149,46 @@ def deploy(run: Run, settings: Settings, update_only: bool = False, edges: Edges
                 steps.bootstrap(run, target)
             ship(run, settings, target, local, update_only)
         verify(run, settings, edges, hosts, inventory)
+
+
+def plan(run: Run, settings: Settings, update_only: bool = False, edges: Edges = REAL_EDGES) -> deploy_plan.DeployPlan:
+    """What `inv deploy` (or --update-only) would do, changing nothing: GET requests only to
+    DigitalOcean, commands that only read on the droplet, and no deploy lock (the plan says who
+    holds it). The same checks as a deploy come first, so a plan also finds what would stop one."""
+    settings.require("DOMAIN")
+    account = None if update_only else steps.token_check(run, edges.cloud, wiring.cloud_spec(settings, need_key=False))
+    require_stack_keys(settings)
+    local = sync.LocalRelease.read(settings.stack_dir)
+    spec, env = wiring.compose_spec(settings), settings.stack_env_file()
+    provision = None
+    if account is None:
+        hosts = find_hosts(run, settings, edges, required=True)
+    else:
+        provision = steps.plan_provision(run, edges.cloud, wiring.cloud_spec(settings), account)
+        droplet = provision.droplet
+        hosts = [Host(name=droplet.name, ip=droplet.public_ipv4, droplet_id=droplet.id, region=droplet.region)
+                 ] if droplet and droplet.public_ipv4 else []
+        if droplet and not droplet.public_ipv4:
+            run.mark_partial("the release plan", f"droplet {droplet.name} has no public IPv4 address to read it from; "
+                                                 "check its networking in the DigitalOcean console")
+    releases: list[deploy_plan.ReleasePlan] = []
+    if provision is not None and provision.droplet is None:  # still to be created: everything is new
+        releases.append(deploy_plan.release_plan(provision.name, local, deploy_plan.LiveState(), spec, env, update_only))
+    if hosts:
+        inventory = wiring.inventory(settings, hosts, edges)
+        try:
+            for target in inventory:
+                try:
+                    steps.connect(run, target, quick=True)
+                except OperatorError as exc:
+                    run.mark_partial(f"the release plan for {target.name}", f"{exc.message} ({exc.hint})")
+                    continue
+                releases.append(steps.plan_release(run, target, local, spec, env, update_only))
+        finally:
+            inventory.close()
+    result = deploy_plan.DeployPlan(mode="update" if update_only else "full", provision=provision, releases=releases)
+    deploy_plan.publish(run, result)
+    return result
 
 
 def push_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:

@@ -19,7 +19,7 @@ def test_fresh_account_plans_every_resource_and_sends_only_gets(fake, api_spec):
     assert fake.state == before                         # nothing made, nothing changed
     assert (plan.droplet_action, plan.droplet) == ("create", None)
     assert (plan.name, plan.size, plan.region, plan.image) == ("stack-1", "s-2vcpu-4gb", "fra1", "ubuntu-24-04-x64")
-    assert plan.ssh_key == "register"
+    assert plan.ssh_identity == "register"
     assert plan.firewall.action == "create"
     assert plan.firewall.ssh_from == ["198.51.100.7/32", "203.0.113.0/24"] and plan.firewall.ssh_from_now == []
     assert plan.dns.status == "managed"
@@ -38,7 +38,7 @@ def test_provisioned_account_plans_no_change(fake, api_spec):
 
     assert methods(fake) == {"GET"} and fake.state == before
     assert plan.droplet_action == "found" and plan.droplet is not None and plan.droplet.id == made.id
-    assert plan.droplet.public_ipv4 == "127.0.0.1" and plan.ssh_key == "unused"
+    assert plan.droplet.public_ipv4 == "127.0.0.1" and plan.ssh_identity == "unused"
     assert plan.firewall.action == "unchanged" and plan.dns.records_changed == []
     assert not plan.changes and plan.warnings == []
 

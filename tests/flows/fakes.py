@@ -221,7 +221,9 @@ class FakeDroplet:
 
 @dataclass
 class FakeCloud:
-    """The DigitalOcean edge: token, provision, find; every call recorded."""
+    """The DigitalOcean edge: token, provision, find, plan; every call recorded."""
+
+    WRITES = frozenset({"provision", "provision+token"})   # the calls that may change the account
 
     ip: str = "203.0.113.10"
     exists: bool = True
@@ -252,6 +254,19 @@ class FakeCloud:
     def find_droplet(self, spec: cloud.CloudSpec) -> cloud.DropletInfo | None:
         self.calls.append("find_droplet")
         return self._droplet(False) if self.exists else None
+
+    def plan_provision(self, spec: cloud.CloudSpec, on_event=None, account=None) -> cloud.ProvisionPlan:
+        self.calls.append("plan_provision")
+        hosts = cloud.dns_hosts(spec.domain or "", spec.subdomains)
+        sources = ["198.51.100.7/32"]
+        if self.exists:
+            return cloud.ProvisionPlan("found", spec.droplet_name, "fra1", "s-2vcpu-4gb", "", self._droplet(False),
+                                       "unused", cloud.FirewallPlan("unchanged", "198.51.100.7", sources, sources),
+                                       cloud.DnsResult("managed", [], None), [])
+        return cloud.ProvisionPlan("create", spec.droplet_name, spec.region, spec.size, spec.image, None, "register",
+                                   cloud.FirewallPlan("create", "198.51.100.7", sources, []),
+                                   cloud.DnsResult("managed", [{"name": h, "action": "create", "from": None, "to": None}
+                                                               for h in hosts], None), [])
 
 
 @dataclass
