@@ -5,7 +5,7 @@ update-only differ only in provisioning, bootstrap and what is rebuilt.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Iterator, Sequence
 
 from deploy import plan as deploy_plan
@@ -14,7 +14,8 @@ from deploy.errors import OperatorError
 from deploy.run import Run
 from deploy.settings import Settings, require_stack_keys
 from deploy.wiring import REAL_EDGES, Edges, Host, Inventory
-from remote import images, lock, sync
+from remote import images, lock, progress, sync
+from remote.compose import ComposeSpec
 from remote.target import Target
 
 
@@ -71,12 +72,19 @@ def ship(run: Run, settings: Settings, target: Target, local: sync.LocalRelease,
             recreate = (sync.services_for_mounts(local.compose, pushed.changed + pushed.removed, local.compose_dir)
                         if pushed.previous_release else set())  # first release: every container is new
             steps.switch(run, target, pushed.release_id)
-            steps.up(run, target, spec, pushed.release_id, wanted, recreate, fallback=pushed.previous_release,
-                     fallback_recreate=recreate)
+            with watched_up(run, target, spec):
+                steps.up(run, target, spec, pushed.release_id, wanted, recreate, fallback=pushed.previous_release,
+                         fallback_recreate=recreate)
             steps.prune(run, target, settings["RELEASES_KEEP"])
     except OperatorError:
         collect_best_effort(run, settings, target)
         raise
+
+
+def watched_up(run: Run, target: Target, spec: ComposeSpec) -> AbstractContextManager[None]:
+    """Live progress of the up step: each recreated service's state (created, starting, healthy)
+    while compose starts the stack in one blocking command."""
+    return run.watching("up", progress.ServiceStates(target, spec))
 
 
 def collect_best_effort(run: Run, settings: Settings, target: Target) -> None:
@@ -213,7 +221,9 @@ def up_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
                 if current is None:
                     raise OperatorError("no release on the droplet yet", "run `inv deploy` first")
                 meta = sync.read_release_meta(target, current) or {}
-                steps.up(run, target, wiring.compose_spec(settings), current, meta.get("images") or {})
+                spec = wiring.compose_spec(settings)
+                with watched_up(run, target, spec):
+                    steps.up(run, target, spec, current, meta.get("images") or {})
 
 
 def verify_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
@@ -252,7 +262,8 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = R
                                             "pick another release from `inv releases`")
                     step.note(f"{current or '(none)'} -> {chosen.id}")
                 steps.switch(run, target, chosen.id)
-                steps.up(run, target, spec, chosen.id, wanted, mounts, fallback=current, fallback_recreate=mounts)
+                with watched_up(run, target, spec):
+                    steps.up(run, target, spec, chosen.id, wanted, mounts, fallback=current, fallback_recreate=mounts)
                 if current and current != chosen.id:
                     sync.record_outcome(target, current, "rolled-back")
         verify(run, settings, edges, hosts, inventory)

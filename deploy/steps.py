@@ -15,7 +15,7 @@ from deploy.run import Run
 from deploy.wiring import CloudPort, Host
 from remote import collect as remote_collect
 from remote import commands as cmd
-from remote import compose, images, lock, sync
+from remote import compose, images, lock, progress, sync
 from remote.target import Target
 
 
@@ -148,7 +148,8 @@ def build(run: Run, target: Target, spec: compose.ComposeSpec, pushed: sync.Push
         plan = images.plan(compose_file, spec.project, release_id, previous, changed, present)
         target.put(target.layout.images_file(release_id), images.override(plan.refs, release_id).encode())
         try:
-            compose.build(target, spec, release_id, plan.build)
+            with run.watching("build", progress.BuiltImages(target, {n: plan.refs[n] for n in plan.build})):
+                compose.build(target, spec, release_id, plan.build)
         except compose.ComposeError as exc:
             _keep_diagnostics(run, target, exc)
             sync.record_outcome(target, release_id, "failed")

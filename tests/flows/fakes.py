@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,9 +48,19 @@ class FakeDocker:
     images: dict[str, str] = field(default_factory=dict)  # image ref -> image id
     containers: dict[str, Container] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)  # every docker/compose argv, in order
+    # `up` leaves its new containers "starting" until a `compose ps` has shown them so (or 5 s
+    # passed), then makes them healthy: the states a progress poller sees on a real droplet.
+    slow_start: bool = False
+    start_wait: float = 5.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)   # one call at a time, as dockerd
+    _seen_starting: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def handle(self, argv: list[str], command: str) -> Result:
-        self.calls.append(argv)
+        with self._lock:
+            self.calls.append(argv)
+            return self._handle(argv, command)
+
+    def _handle(self, argv: list[str], command: str) -> Result:
         if argv[:2] == ["docker", "info"]:
             return Result(command, 0, "24.0.7\n2.24.6\n")
         if argv[:2] == ["docker", "compose"]:
@@ -62,7 +73,8 @@ class FakeDocker:
             for ref in refs:
                 if ref in self.images:
                     by_id.setdefault(self.images[ref], []).append(ref)
-            return Result(command, 0 if len(by_id) else 1, "".join(f"{i} {' '.join(t)}\n" for i, t in by_id.items()))
+            # exit 0 even when none is there: the command ends in `|| true`
+            return Result(command, 0, "".join(f"{i} {' '.join(t)}\n" for i, t in by_id.items()))
         if argv[:3] == ["docker", "image", "rm"]:
             for ref in argv[3:]:
                 if not any(c.image == self.images.get(ref) for c in self.containers.values()):
@@ -109,6 +121,7 @@ class FakeDocker:
         return Result(command, 0, "\n".join(out) + "\n")
 
     def _up(self, compose: dict, project: str, services: list[str], force: bool, command: str) -> Result:
+        started: list[Container] = []
         for name in services:
             ref = (compose.get(name) or {}).get("image", name)
             if (compose.get(name) or {}).get("build") is not None and ref not in self.images:
@@ -116,14 +129,31 @@ class FakeDocker:
             image = self.images.get(ref, ref)
             if name in self.containers and not force and self.containers[name].image == image:
                 continue
-            self.containers[name] = Container(id=f"{next(_ids):064x}", service=name, image=image,
+            # distinct in their first 12 characters, the short id `compose ps` shows (as docker's are)
+            self.containers[name] = Container(id=hashlib.sha256(str(next(_ids)).encode()).hexdigest(), service=name,
+                                              image=image,
                                               health="unhealthy" if image in self.sick_images else "healthy")
+            started.append(self.containers[name])
+        if self.slow_start and started:
+            final = {c.id: c.health for c in started}
+            for c in started:
+                c.health = "starting"
+            self._seen_starting.clear()
+            self._lock.release()   # other clients (a poller) are answered while containers start
+            try:
+                self._seen_starting.wait(self.start_wait)
+            finally:
+                self._lock.acquire()
+            for c in started:
+                c.health = final[c.id]
         sick = [n for n in services if self.containers[n].health != "healthy"]
         if sick:
             return Result(command, 1, "", f"container {project}-{sick[0]}-1 is unhealthy\n")
         return Result(command, 0, "")
 
     def _ps(self, project: str, as_json: bool) -> str:
+        if any(c.health == "starting" for c in self.containers.values()):
+            self._seen_starting.set()
         rows = [{"Service": c.service, "Name": f"{project}-{c.service}-1", "State": c.state, "Health": c.health,
                  "Status": f"Up 1 minute ({c.health})", "ID": c.id[:12], "Image": c.image}
                 for c in self.containers.values()]
