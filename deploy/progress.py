@@ -21,7 +21,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 
 POLL_INTERVAL = 2.0      # seconds between polls of the droplet while a step runs
-STOP_WAIT = 35.0         # how long a stopping watcher waits for a poll in flight (polls time out at 30 s)
+STOP_WAIT = 5.0          # how long a step's end waits for a poll in flight (a late one is dropped)
 
 Poll = Callable[[], Mapping[str, str]]            # item -> its state now
 Report = Callable[[str, str], None]               # (item, state) on each change
@@ -41,23 +41,28 @@ class Watcher:
         self._thread = threading.Thread(target=self._loop, name="progress-watcher", daemon=True)
 
     def start(self) -> "Watcher":
-        if self._once():
+        if self._once(in_thread=False):
             self._thread.start()
         return self
 
-    def _once(self) -> bool:
+    def _once(self, in_thread: bool) -> bool:
         try:
-            for item, state in dict(self._poll()).items():
-                if self._last.get(item) != state:
-                    self._last[item] = state
-                    self._report(item, state)
+            states = dict(self._poll())
         except Exception as exc:  # noqa: BLE001 - progress is a nicety: it must never fail the deploy
             self._failed = True
-            self._on_error(f"{type(exc).__name__}: {exc}")
-        return not self._failed
+            if not (in_thread and self._stop.is_set()):   # after its step ended nobody needs to know
+                self._on_error(f"{type(exc).__name__}: {exc}")
+            return False
+        if in_thread and self._stop.is_set():
+            return False           # the step ended while this poll was in flight: too late to report
+        for item, state in states.items():
+            if self._last.get(item) != state:
+                self._last[item] = state
+                self._report(item, state)
+        return True
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval) and self._once():
+        while not self._stop.wait(self._interval) and self._once(in_thread=True):
             pass
 
     def stop(self) -> None:
@@ -68,7 +73,7 @@ class Watcher:
         if self._thread.is_alive():
             self._thread.join(STOP_WAIT)
         if not self._failed and not self._thread.is_alive():
-            self._once()
+            self._once(in_thread=False)
 
 
 class Progress:

@@ -51,9 +51,8 @@ class FakeDocker:
     # `up` leaves its new containers "starting" until a `compose ps` has shown them so (or 5 s
     # passed), then makes them healthy: the states a progress poller sees on a real droplet.
     slow_start: bool = False
-    start_wait: float = 5.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)   # one call at a time, as dockerd
-    _seen_starting: threading.Event = field(default_factory=threading.Event, repr=False)
+    seen_starting: threading.Event = field(default_factory=threading.Event, repr=False)   # a poll came
 
     def handle(self, argv: list[str], command: str) -> Result:
         with self._lock:
@@ -138,10 +137,10 @@ class FakeDocker:
             final = {c.id: c.health for c in started}
             for c in started:
                 c.health = "starting"
-            self._seen_starting.clear()
+            self.seen_starting.clear()
             self._lock.release()   # other clients (a poller) are answered while containers start
             try:
-                self._seen_starting.wait(self.start_wait)
+                self.seen_starting.wait(5)
             finally:
                 self._lock.acquire()
             for c in started:
@@ -153,7 +152,7 @@ class FakeDocker:
 
     def _ps(self, project: str, as_json: bool) -> str:
         if any(c.health == "starting" for c in self.containers.values()):
-            self._seen_starting.set()
+            self.seen_starting.set()
         rows = [{"Service": c.service, "Name": f"{project}-{c.service}-1", "State": c.state, "Health": c.health,
                  "Status": f"Up 1 minute ({c.health})", "ID": c.id[:12], "Image": c.image}
                 for c in self.containers.values()]
