@@ -10,6 +10,7 @@
 .EXAMPLE
   .\deploy.ps1                      # full deploy
   .\deploy.ps1 -UpdateOnly          # roll forward in place, data kept
+  .\deploy.ps1 -Plan                # what a deploy would do; changes nothing
   .\deploy.ps1 -VerifyOnly          # checks and artifact collection only
   .\deploy.ps1 -EnvFile lab.env -SkipAllowlist -NoTimestamp
 #>
@@ -17,6 +18,7 @@
 param(
     [switch]$UpdateOnly,
     [switch]$VerifyOnly,
+    [switch]$Plan,
     [switch]$SkipAllowlist,
     [switch]$NoTimestamp,
     [string]$EnvFile = "",
@@ -28,6 +30,11 @@ Set-Location -Path $PSScriptRoot
 
 if ($UpdateOnly -and $VerifyOnly) {
     Write-Error "-UpdateOnly and -VerifyOnly cannot be combined: pick one."
+    exit 2
+}
+
+if ($Plan -and $VerifyOnly) {
+    Write-Error "-Plan and -VerifyOnly cannot be combined: -Plan shows what a deploy would do."
     exit 2
 }
 
@@ -68,6 +75,7 @@ if ($previous.Trim() -ne $current) {
 $task = if ($VerifyOnly) { "verify" } else { "deploy" }
 $invokeArgs = @($task)
 if ($UpdateOnly) { $invokeArgs += "--update-only" }
+if ($Plan) { $invokeArgs += "--plan" }
 if ($SkipAllowlist -and -not $VerifyOnly) { $invokeArgs += "--skip-allowlist" }
 if ($NoTimestamp) { $invokeArgs += "--no-timestamp" }
 if ($EnvFile) { $invokeArgs += @("--env-file", $EnvFile) }

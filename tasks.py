@@ -25,13 +25,17 @@ def _flags(no_timestamp: bool = False, skip_allowlist: bool = False, deploy_env:
 
 @task(help={**COMMON_HELP,
             "update_only": "Roll forward in place: no provisioning, delta push, rebuild only what changed, data kept.",
+            "plan": "Show what the deploy would do (droplet, firewall, DNS, files, builds, recreated services, "
+                    "migrations) and change nothing; also with --update-only.",
             "skip_allowlist": "Do not create or update the Cloud Firewall SSH allowlist.",
             "deploy_env": "Override DEPLOY_ENV (production, staging, development)."})
-def deploy(c, update_only=False, env_file=None, skip_allowlist=False, no_timestamp=False, deploy_env=None):
+def deploy(c, update_only=False, plan=False, env_file=None, skip_allowlist=False, no_timestamp=False,
+           deploy_env=None):
     """Provision (or find) the droplet, ship the stack, start it, wait until healthy, verify, collect."""
-    mode = "update" if update_only else "full"
+    mode = ("update" if update_only else "full") + ("-plan" if plan else "")
+    flow = flows.plan if plan else flows.deploy
     run_task(c, "deploy", mode, _flags(no_timestamp, skip_allowlist, deploy_env), env_file,
-             lambda run, s: flows.deploy(run, s, update_only=update_only))
+             lambda run, s: flow(run, s, update_only=update_only))
 
 
 @task(help={**COMMON_HELP, "skip_allowlist": "Do not create or update the Cloud Firewall SSH allowlist."})

@@ -370,15 +370,22 @@ def ssh_fingerprint(public_key: str) -> str:
     return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
 
 
-def _ensure_ssh_key(spec: CloudSpec, on_event: OnEvent) -> tuple[int, bool]:
-    fingerprint = ssh_fingerprint(spec.ssh_public_key)
-    key = digitalocean.SSHKey(token=spec.token, fingerprint=fingerprint)
+def _find_ssh_key(spec: CloudSpec, on_event: OnEvent) -> int | None:
+    """The id of the account's key with our public key's fingerprint (a GET), or None."""
+    key = digitalocean.SSHKey(token=spec.token, fingerprint=ssh_fingerprint(spec.ssh_public_key))
 
     def load() -> Any:
         key.load()
         return key
-    if _call(spec, "looking up the SSH key", load, on_event, missing_ok=True) is not None:
-        return int(key.id), False
+    found = _call(spec, "looking up the SSH key", load, on_event, missing_ok=True)
+    return int(found.id) if found is not None else None
+
+
+def _ensure_ssh_key(spec: CloudSpec, on_event: OnEvent) -> tuple[int, bool]:
+    fingerprint = ssh_fingerprint(spec.ssh_public_key)
+    existing = _find_ssh_key(spec, on_event)
+    if existing is not None:
+        return existing, False
     new = digitalocean.SSHKey(token=spec.token, name=spec.ssh_key_name,
                               public_key=spec.ssh_public_key.strip())
     _call(spec, "registering the SSH key", new.create, on_event)
@@ -509,14 +516,47 @@ def _rule_key(rules: list[dict], side: str) -> frozenset:
                      for r in rules)
 
 
-def _ensure_firewall(spec: CloudSpec, droplet_id: int, on_event: OnEvent) -> FirewallResult:
+@dataclass(frozen=True)
+class _FirewallState:
+    """Our firewall as the API lists it, compared with the rules this run wants (reads only)."""
+
+    operator_ip: str
+    inbound: list[dict]
+    outbound: list[dict]
+    current: dict | None        # the firewall named after the droplet, None when there is none
+    same_rules: bool
+    attached: bool
+
+    @property
+    def action(self) -> str:
+        """What provision does about it: create | update | attach | unchanged."""
+        if self.current is None:
+            return "create"
+        if not self.same_rules:
+            return "update"
+        return "unchanged" if self.attached else "attach"
+
+
+def _firewall_state(spec: CloudSpec, droplet_id: int | None, on_event: OnEvent) -> _FirewallState:
+    """``droplet_id`` None: the droplet does not exist yet (so nothing is attached to it)."""
     operator_ip = discover_operator_ip(spec.operator_ip_url, spec.operator_ip_timeout)
     inbound, outbound = firewall_rules(operator_ip, spec.extra_ssh_cidrs)
-    mgr = _manager(spec)
-    listed = _call(spec, "listing firewalls", lambda: mgr.get_data("firewalls")["firewalls"],
+    listed = _call(spec, "listing firewalls", lambda: _manager(spec).get_data("firewalls")["firewalls"],
                    on_event)
-    mine = [fw for fw in listed if fw.get("name") == spec.droplet_name]
-    if not mine:
+    current = next((fw for fw in listed if fw.get("name") == spec.droplet_name), None)
+    if current is None:
+        return _FirewallState(operator_ip, inbound, outbound, None, False, False)
+    same_rules = (_rule_key(current.get("inbound_rules") or [], "sources") == _rule_key(inbound, "sources")
+                  and _rule_key(current.get("outbound_rules") or [], "destinations")
+                  == _rule_key(outbound, "destinations"))
+    attached = droplet_id is not None and droplet_id in (current.get("droplet_ids") or [])
+    return _FirewallState(operator_ip, inbound, outbound, current, same_rules, attached)
+
+
+def _ensure_firewall(spec: CloudSpec, droplet_id: int, on_event: OnEvent) -> FirewallResult:
+    state = _firewall_state(spec, droplet_id, on_event)
+    operator_ip, inbound, outbound, current = state.operator_ip, state.inbound, state.outbound, state.current
+    if current is None:
         fw = digitalocean.Firewall(
             token=spec.token, name=spec.droplet_name, droplet_ids=[droplet_id], tags=[],
             inbound_rules=[digitalocean.InboundRule(r["protocol"], r["ports"],
@@ -528,15 +568,10 @@ def _ensure_firewall(spec: CloudSpec, droplet_id: int, on_event: OnEvent) -> Fir
         _call(spec, "creating the firewall", fw.create, on_event)
         on_event("info", f"created firewall {spec.droplet_name}: SSH only from {operator_ip}")
         return FirewallResult("created", operator_ip, inbound)
-    current = mine[0]
-    same_rules = (_rule_key(current.get("inbound_rules") or [], "sources") == _rule_key(inbound, "sources")
-                  and _rule_key(current.get("outbound_rules") or [], "destinations")
-                  == _rule_key(outbound, "destinations"))
-    attached = droplet_id in (current.get("droplet_ids") or [])
-    if same_rules and attached:
+    if state.action == "unchanged":
         return FirewallResult("unchanged", operator_ip, inbound)
     api = digitalocean.Firewall(token=spec.token, id=current["id"])
-    if not same_rules:
+    if state.action == "update":
         body = {"name": spec.droplet_name, "inbound_rules": inbound, "outbound_rules": outbound,
                 "droplet_ids": sorted(set(current.get("droplet_ids") or []) | {droplet_id}),
                 "tags": current.get("tags") or []}
@@ -569,48 +604,75 @@ def managed_zone(host: str, zones: list[str]) -> str | None:
     return max(inside, key=len) if inside else None
 
 
-def _ensure_dns(spec: CloudSpec, ip: str, on_event: OnEvent) -> DnsResult:
-    hosts = dns_hosts(spec.domain or "", spec.subdomains)
-    mgr = _manager(spec)
-    zones = [d.name for d in _call(spec, "listing DNS domains", mgr.get_all_domains, on_event)]
+def _read_dns(spec: CloudSpec, hosts: list[str], on_event: OnEvent) -> tuple[str | None, Any, list]:
+    """(zone, its Domain, its records) for the longest managed zone holding the hosts; (None,
+    None, []) when the domain is not managed in this account. Reads only."""
+    zones = [d.name for d in _call(spec, "listing DNS domains", _manager(spec).get_all_domains, on_event)]
     zone = managed_zone(hosts[0], zones)
     if zone is None:
-        warning = (f"DNS for {hosts[0]} is not managed in this DigitalOcean account; point A "
-                   f"records for {', '.join(hosts)} at {ip} at your DNS provider")
-        on_event("warning", warning)
-        return DnsResult("unmanaged", [], warning)
+        return None, None, []
     domain = digitalocean.Domain(token=spec.token, name=zone)
-    records = _call(spec, f"listing DNS records of {zone}", domain.get_records, on_event)
-    changed: list[dict] = []
+    return zone, domain, _call(spec, f"listing DNS records of {zone}", domain.get_records, on_event)
+
+
+def _dns_work(hosts: list[str], zone: str, records: list, ip: str | None) -> list[tuple[str, str, Any]]:
+    """(host, name in the zone, the A record to repoint or None to create one) for every host not
+    pointing at ``ip`` (None: a droplet still to be made, which no record points at)."""
+    work = []
     for host in hosts:
         rel = "@" if host == zone else host[: -(len(zone) + 1)]
         a_records = [r for r in records if r.type == "A" and r.name == rel]
         if not a_records:
+            work.append((host, rel, None))
+        work += [(host, rel, rec) for rec in a_records if rec.data != ip]
+    return work
+
+
+def _unmanaged(hosts: list[str], ip: str) -> str:
+    return (f"DNS for {hosts[0]} is not managed in this DigitalOcean account; point A "
+            f"records for {', '.join(hosts)} at {ip} at your DNS provider")
+
+
+def _ensure_dns(spec: CloudSpec, ip: str, on_event: OnEvent) -> DnsResult:
+    hosts = dns_hosts(spec.domain or "", spec.subdomains)
+    zone, domain, records = _read_dns(spec, hosts, on_event)
+    if zone is None:
+        warning = _unmanaged(hosts, ip)
+        on_event("warning", warning)
+        return DnsResult("unmanaged", [], warning)
+    changed: list[dict] = []
+    for host, rel, rec in _dns_work(hosts, zone, records, ip):
+        if rec is None:
             _call(spec, f"creating the A record {host}",
                   lambda rel=rel: domain.create_new_domain_record(type="A", name=rel, data=ip,
                                                                   ttl=DNS_TTL), on_event)
             changed.append({"name": host, "action": "created", "from": None, "to": ip})
-        for rec in a_records:
-            if rec.data != ip:
-                old, rec.data = rec.data, ip
-                _call(spec, f"updating the A record {host}", rec.save, on_event)
-                changed.append({"name": host, "action": "updated", "from": old, "to": ip})
+        else:
+            old, rec.data = rec.data, ip
+            _call(spec, f"updating the A record {host}", rec.save, on_event)
+            changed.append({"name": host, "action": "updated", "from": old, "to": ip})
     for change in changed:
         on_event("info", f"DNS {change['name']} A -> {ip} ({change['action']})")
     return DnsResult("managed", changed, None)
 
 
 # --- the whole step ---------------------------------------------------------------------
-def provision(spec: CloudSpec, on_event: OnEvent = _log_event,
-              account: AccountInfo | None = None) -> ProvisionResult:
-    """Find or create the droplet, lock SSH to the operator, point DNS at it. ``account``: the
-    token was already checked this run (the check is not repeated)."""
+def _checked_input(spec: CloudSpec) -> str:
+    """The droplet's user data; bad input (key, user, subdomains) fails before any API call."""
     try:
         user_data = build_user_data(spec.deploy_user, spec.ssh_public_key)
     except CloudInitError as exc:
         raise CloudError(str(exc), "fix DEPLOY_USER / SSH_KEY_PATH (its .pub file)") from None
     if spec.domain:
-        dns_hosts(spec.domain, spec.subdomains)  # bad input fails before anything is created
+        dns_hosts(spec.domain, spec.subdomains)
+    return user_data
+
+
+def provision(spec: CloudSpec, on_event: OnEvent = _log_event,
+              account: AccountInfo | None = None) -> ProvisionResult:
+    """Find or create the droplet, lock SSH to the operator, point DNS at it. ``account``: the
+    token was already checked this run (the check is not repeated)."""
+    user_data = _checked_input(spec)
     if account is None:
         account = check_token(spec, on_event)
         on_event("info", f"DigitalOcean token accepted ({account.email})")
@@ -655,3 +717,93 @@ def provision(spec: CloudSpec, on_event: OnEvent = _log_event,
                or bool(dns.records_changed))
     return ProvisionResult(droplet=info, firewall=firewall, dns=dns, warnings=warnings,
                            changed=changed, ssh_ready=ssh_ready, ssh_key_registered=key_registered)
+
+
+# --- the plan: what provision() would do, from GET requests only -----------------------
+@dataclass(frozen=True)
+class FirewallPlan:
+    action: str                 # create | update | attach | unchanged | skipped
+    operator_ip: str | None
+    ssh_from: list[str]         # the SSH sources the rules would allow
+    ssh_from_now: list[str]     # the SSH sources the existing firewall allows ([] without one)
+
+
+@dataclass(frozen=True)
+class ProvisionPlan:
+    """What provision() would do. ``droplet`` is the droplet found, None when one would be created
+    (name/region/size/image are then the settings'); DNS changes use the DnsResult shape with
+    actions create|update, and "to" None for the IP a new droplet has yet to get."""
+
+    droplet_action: str         # create | found
+    name: str
+    region: str
+    size: str
+    image: str                  # the image a new droplet would get ("" for a found one)
+    droplet: DropletInfo | None
+    ssh_identity: str           # our public key in the account: register | present | unused (found droplet)
+    firewall: FirewallPlan
+    dns: DnsResult
+    warnings: list[str]
+
+    @property
+    def changes(self) -> bool:
+        return (self.droplet_action == "create" or self.ssh_identity == "register"
+                or self.firewall.action not in ("unchanged", "skipped") or bool(self.dns.records_changed))
+
+
+def _ssh_sources(rules: list[dict]) -> list[str]:
+    return [a for r in rules if str(r.get("ports")) == "22" for a in (r.get("sources") or {}).get("addresses") or []]
+
+
+def _plan_dns(spec: CloudSpec, ip: str | None, on_event: OnEvent) -> DnsResult:
+    hosts = dns_hosts(spec.domain or "", spec.subdomains)
+    zone, _, records = _read_dns(spec, hosts, on_event)
+    if zone is None:
+        return DnsResult("unmanaged", [], _unmanaged(hosts, ip or "the new droplet's IP"))
+    return DnsResult("managed", [{"name": host, "action": "update" if rec else "create",
+                                  "from": rec.data if rec else None, "to": ip}
+                                 for host, _, rec in _dns_work(hosts, zone, records, ip)], None)
+
+
+def plan_provision(spec: CloudSpec, on_event: OnEvent = _log_event,
+                   account: AccountInfo | None = None) -> ProvisionPlan:
+    """What provision() would do, found out with GET requests only (pyinfra's --dry, Ansible's
+    check mode): nothing is created, changed or attached, and nothing waits for the droplet."""
+    _checked_input(spec)
+    if account is None:
+        account = check_token(spec, on_event)
+    warnings: list[str] = []
+    with _library_env(spec):
+        found = _find(spec, on_event)
+        info = _info(found, created=False) if found is not None else None
+        if info is None:
+            key = "present" if _find_ssh_key(spec, on_event) is not None else "register"
+        else:
+            key = "unused"
+            if info.status in ("off", "archive"):
+                warnings.append(f"droplet {info.name} (id {info.id}) is {info.status!r}: a deploy would stop "
+                                "there; power it on in the control panel, or delete it so a new one is created")
+            elif info.public_ipv4 is None:
+                warnings.append(f"droplet {info.name} has no public IPv4 address: a deploy could not reach it")
+            if (info.size, info.region) != (spec.size, spec.region):
+                warnings.append(f"droplet {info.name} is {info.size or '?'} in {info.region}, the settings say "
+                                f"{spec.size} in {spec.region}: a deploy keeps the droplet as it is (resize it "
+                                "in the control panel, or set DROPLET_SIZE / DROPLET_REGION to match)")
+        if spec.firewall_enabled:
+            state = _firewall_state(spec, info.id if info else None, on_event)
+            firewall = FirewallPlan(state.action, state.operator_ip, _ssh_sources(state.inbound),
+                                    _ssh_sources((state.current or {}).get("inbound_rules") or []))
+        else:
+            firewall = FirewallPlan("skipped", None, [], [])
+        if not spec.domain:
+            dns = DnsResult("skipped", [], "no DOMAIN configured: DNS records would not be managed")
+        elif info is not None and info.public_ipv4 is None:
+            dns = DnsResult("skipped", [], "DNS would not be updated: the droplet has no public IPv4")
+        else:
+            dns = _plan_dns(spec, info.public_ipv4 if info else None, on_event)
+    if dns.warning and dns.status == "unmanaged":
+        warnings.append(dns.warning)
+    return ProvisionPlan(droplet_action="found" if info else "create", name=spec.droplet_name,
+                         region=info.region if info else spec.region, size=info.size if info else spec.size,
+                         image=spec.image if info is None else "", droplet=info, ssh_identity=key,
+                         firewall=firewall, dns=dns, warnings=warnings)

@@ -5,15 +5,17 @@ update-only differ only in provisioning, bootstrap and what is rebuilt.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Iterator, Sequence
 
+from deploy import plan as deploy_plan
 from deploy import steps, wiring
 from deploy.errors import OperatorError
 from deploy.run import Run
 from deploy.settings import Settings, require_stack_keys
 from deploy.wiring import REAL_EDGES, Edges, Host, Inventory
-from remote import images, lock, sync
+from remote import images, lock, progress, sync
+from remote.compose import ComposeSpec
 from remote.target import Target
 
 
@@ -71,12 +73,19 @@ def ship(run: Run, settings: Settings, target: Target, local: sync.LocalRelease,
             recreate = (sync.services_for_mounts(local.compose, pushed.changed + pushed.removed, local.compose_dir)
                         if pushed.previous_release else set())  # first release: every container is new
             steps.switch(run, target, pushed.release_id)
-            steps.up(run, target, spec, pushed.release_id, wanted, recreate, fallback=pushed.previous_release,
-                     fallback_recreate=recreate)
+            with watched_up(run, target, spec):
+                steps.up(run, target, spec, pushed.release_id, wanted, recreate, fallback=pushed.previous_release,
+                         fallback_recreate=recreate)
             steps.prune(run, target, settings["RELEASES_KEEP"])
     except OperatorError:
         collect_best_effort(run, settings, target)
         raise
+
+
+def watched_up(run: Run, target: Target, spec: ComposeSpec) -> AbstractContextManager[None]:
+    """Live progress of the up step: each recreated service's state (created, starting, healthy)
+    while compose starts the stack in one blocking command."""
+    return run.watching("up", progress.ServiceStates(target, spec))
 
 
 def collect_best_effort(run: Run, settings: Settings, target: Target) -> None:
@@ -152,6 +161,46 @@ def deploy(run: Run, settings: Settings, update_only: bool = False, edges: Edges
         verify(run, settings, edges, hosts, inventory)
 
 
+def plan(run: Run, settings: Settings, update_only: bool = False, edges: Edges = REAL_EDGES) -> deploy_plan.DeployPlan:
+    """What `inv deploy` (or --update-only) would do, changing nothing: GET requests only to
+    DigitalOcean, commands that only read on the droplet, and no deploy lock (the plan says who
+    holds it). The same checks as a deploy come first, so a plan also finds what would stop one."""
+    settings.require("DOMAIN")
+    account = None if update_only else steps.token_check(run, edges.cloud, wiring.cloud_spec(settings, need_key=False))
+    require_stack_keys(settings)
+    local = sync.LocalRelease.read(settings.stack_dir)
+    spec, env = wiring.compose_spec(settings), settings.stack_env_file()
+    provision = None
+    if account is None:
+        hosts = find_hosts(run, settings, edges, required=True)
+    else:
+        provision = steps.plan_provision(run, edges.cloud, wiring.cloud_spec(settings), account)
+        droplet = provision.droplet
+        hosts = [Host(name=droplet.name, ip=droplet.public_ipv4, droplet_id=droplet.id, region=droplet.region)
+                 ] if droplet and droplet.public_ipv4 else []
+        if droplet and not droplet.public_ipv4:
+            run.mark_partial("the release plan", f"droplet {droplet.name} has no public IPv4 address to read it from; "
+                                                 "check its networking in the DigitalOcean console")
+    releases: list[deploy_plan.ReleasePlan] = []
+    if provision is not None and provision.droplet is None:  # still to be created: everything is new
+        releases.append(deploy_plan.release_plan(provision.name, local, deploy_plan.LiveState(), spec, env, update_only))
+    if hosts:
+        inventory = wiring.inventory(settings, hosts, edges)
+        try:
+            for target in inventory:
+                try:
+                    steps.connect(run, target, quick=True)
+                except OperatorError as exc:
+                    run.mark_partial(f"the release plan for {target.name}", f"{exc.message} ({exc.hint})")
+                    continue
+                releases.append(steps.plan_release(run, target, local, spec, env, update_only))
+        finally:
+            inventory.close()
+    result = deploy_plan.DeployPlan(mode="update" if update_only else "full", provision=provision, releases=releases)
+    deploy_plan.publish(run, result)
+    return result
+
+
 def push_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
     """Upload a release and build its images; nothing live changes (`inv up` would not start it:
     `current` only ever names a release that was live and healthy)."""
@@ -174,7 +223,9 @@ def up_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
                 if current is None:
                     raise OperatorError("no release on the droplet yet", "run `inv deploy` first")
                 meta = sync.read_release_meta(target, current) or {}
-                steps.up(run, target, wiring.compose_spec(settings), current, meta.get("images") or {})
+                spec = wiring.compose_spec(settings)
+                with watched_up(run, target, spec):
+                    steps.up(run, target, spec, current, meta.get("images") or {})
 
 
 def verify_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
@@ -220,7 +271,8 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = R
                                if live_manifest is not None else None)
                     mounts = sync.services_for_mounts(compose_file, changed)
                 steps.switch(run, target, chosen.id)
-                steps.up(run, target, spec, chosen.id, wanted, mounts, fallback=current, fallback_recreate=mounts)
+                with watched_up(run, target, spec):
+                    steps.up(run, target, spec, chosen.id, wanted, mounts, fallback=current, fallback_recreate=mounts)
                 if current and current != chosen.id:
                     sync.record_outcome(target, current, "rolled-back")
         verify(run, settings, edges, hosts, inventory)

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from deploy.artifacts import ArtifactWriter
 from deploy.errors import ConfigError, OperatorError, Terminated
+from deploy.progress import Poll, Progress
 from deploy.redact import REGISTRY, SecretRegistry, redact
 
 OUTCOMES = ("success", "failed", "partial", "config-error", "interrupted")
@@ -104,6 +105,7 @@ class Run:
         self._partial_reasons: list[str] = []
         self._finished = False
         self._previous_sigterm: Any = None
+        self._progress = Progress(self.console, self.log, self._keep)
         self.log(f"run {self.id}: {self.command}")
 
     @property
@@ -117,6 +119,26 @@ class Run:
         stamp = _utc_now().strftime("%H:%M:%S")
         self.console.print(f"[dim]{stamp}[/dim] {_escape(clean)}", style=style or None)
         self.artifacts.append_text("run.log", f"{stamp} {clean}\n")
+
+    def _keep(self, message: str) -> None:
+        """A line for run.log only (the live display already shows it on the terminal)."""
+        self.artifacts.append_text("run.log", f"{_utc_now().strftime('%H:%M:%S')} {redact(message, self.registry)}\n")
+
+    # -- live progress -----------------------------------------------------------------------------
+    def progress(self, step: str, item: str, state: str) -> None:
+        """``item`` of ``step`` (a service of build/up) is now ``state`` (building, starting, healthy):
+        a live display on a terminal, else one plain line per change."""
+        self._progress.update(step, item, state)
+
+    @contextmanager
+    def watching(self, step: str, poll: Poll, interval: float | None = None) -> Iterator[None]:
+        """Poll ``poll`` in the background from now until step ``step`` ends (or the block does),
+        reporting each item's changes. A failing poll ends the watching, never the run."""
+        watcher = self._progress.watch(step, poll, interval)
+        try:
+            yield
+        finally:
+            watcher.stop()
 
     def warn(self, message: str) -> None:
         self.warnings.append(redact(message, self.registry))
@@ -141,6 +163,7 @@ class Run:
                     offset=self._elapsed() if since is None else max(0.0, round(since - self._t0, 3)))
         self.steps.append(step)
         self.log(f"[{name}] start")
+        self._progress.begin(name)
         t0 = time.monotonic() if since is None else since
         try:
             yield StepHandle(step)
@@ -149,6 +172,7 @@ class Run:
             step.message = self._redacted_error(exc)
             raise
         finally:
+            self._progress.end(name)  # its last item states are reported before its end line
             step.seconds = round(time.monotonic() - t0, 3)
             self.log(f"[{name}] {step.status} in {step.seconds:.1f}s" + (f": {step.message}" if step.message else ""))
 

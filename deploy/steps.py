@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from deploy import checks, cloud
+from deploy import plan as deploy_plan
 from deploy.errors import OperatorError, Terminated
 from deploy.run import Run
 from deploy.wiring import CloudPort, Host
 from remote import collect as remote_collect
 from remote import commands as cmd
-from remote import compose, images, lock, sync
+from remote import compose, images, lock, progress, sync
 from remote.target import Target
 
 
@@ -178,7 +179,8 @@ def build(run: Run, target: Target, spec: compose.ComposeSpec, pushed: sync.Push
         plan = images.plan(compose_file, spec.project, release_id, previous, changed, present)
         target.put(target.layout.images_file(release_id), images.override(plan.refs, release_id).encode())
         try:
-            with _interruptible(run, target, release_id, pushed.previous_release):
+            with _interruptible(run, target, release_id, pushed.previous_release), \
+                    run.watching("build", progress.BuiltImages(target, {n: plan.refs[n] for n in plan.build})):
                 compose.build(target, spec, release_id, plan.build)
         except compose.ComposeError as exc:
             _keep_diagnostics(run, target, exc)
@@ -364,3 +366,31 @@ def list_releases(run: Run, target: Target) -> list[sync.ReleaseInfo]:
         found = sync.list_releases(target)
         step.note(f"{len(found)} releases")
     return found
+
+
+def plan_provision(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec,
+                   account: cloud.AccountInfo) -> cloud.ProvisionPlan:
+    """What provision would do, from GET requests only (`inv deploy --plan`)."""
+    with run.step("plan-provision") as step:
+        result = cloud_port.plan_provision(spec, on_event=lambda level, msg: run.log(msg), account=account)
+        d = result.droplet
+        if d is not None:
+            run.target = {"name": d.name, "region": d.region, "ip": d.public_ipv4, "droplet_id": d.id}
+        step.note(("found" if d else "would create") + f" droplet {result.name}; firewall {result.firewall.action};"
+                  f" {len(result.dns.records_changed)} DNS record(s) to change")
+        if result.warnings:
+            step.warn(step.step.message + "; " + "; ".join(result.warnings))
+    return result
+
+
+def plan_release(run: Run, target: Target, local: sync.LocalRelease, spec: compose.ComposeSpec, env_content: str,
+                 update_only: bool) -> deploy_plan.ReleasePlan:
+    """What shipping ``local`` would do on ``target``, from commands that only read (no lock taken)."""
+    with run.step("plan-release") as step:
+        live = deploy_plan.read_live(target, local, spec.compose_files)
+        result = deploy_plan.release_plan(target.name, local, live, spec, env_content, update_only)
+        step.note(f"{len(result.changed)} file(s) changed, {len(result.removed)} removed; build "
+                  f"{', '.join(result.build) or 'nothing'}; recreate {', '.join(result.recreate) or 'nothing'}")
+        if result.lock:
+            step.warn(f"{step.step.message}; the deploy lock is held by {result.lock}")
+    return result

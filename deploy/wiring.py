@@ -30,6 +30,8 @@ class CloudPort(Protocol):
 
     def find_droplet(self, spec: cloud.CloudSpec) -> cloud.DropletInfo | None: ...
 
+    def plan_provision(self, spec: cloud.CloudSpec, on_event: Any = ..., account: Any = None) -> cloud.ProvisionPlan: ...
+
 
 @dataclass(frozen=True)
 class Edges:

@@ -381,3 +381,15 @@ def ensure_base_dir(layout: ReleaseLayout) -> str:
 def docker_ready() -> str:
     """Fails unless the SSH user can talk to the Docker engine and has the Compose plugin."""
     return "docker info --format '{{.ServerVersion}}' && docker compose version --short"
+
+
+# --- reads for a plan (they change nothing) --------------------------------------
+
+def read_file(path: str) -> str:
+    """The file's content, or nothing when it does not exist."""
+    return f"cat -- {q(path)} 2>/dev/null || true"
+
+
+def sha256_of(path: str) -> str:
+    """``<sha256>  <path>``, or nothing when the file does not exist."""
+    return f"sha256sum -- {q(path)} 2>/dev/null || true"

@@ -387,6 +387,19 @@ def replace(target: Target, spec: ComposeSpec, service: str, grace: int, health_
     return new[0]
 
 
+def _remove_strays(target: Target, spec: ComposeSpec, services: Iterable[str], wanted: dict[str, str]) -> None:
+    """A start-first replacement cut short (Ctrl-C, lost SSH) can leave a second container of a
+    service running beside the first. Where one of them matches the config, the others go."""
+    for name in services:
+        ids = _ids(target, spec.project, name)
+        if len(ids) < 2:
+            continue
+        labels = {c: _run(target, cmd.container_config_hash(c)).stdout.strip() for c in ids}
+        if any(label == wanted.get(name) for label in labels.values()):
+            strays = [c for c, label in labels.items() if label != wanted.get(name)]
+            target.run(cmd.stop_and_remove(strays, 10), f"removing a stray {name} container", timeout=120)
+
+
 def in_place(target: Target, spec: ComposeSpec, services_to_recreate: Iterable[str] = ()) -> list[str]:
     """Running services that the live release's config will recreate stop-first (the old container
     stops before the new one starts): what a deploy must announce before it begins."""
@@ -418,6 +431,8 @@ def cutover(target: Target, spec: ComposeSpec, services_to_recreate: Iterable[st
     config = _build_config(target, t)
     wanted = _hashes(target, t)
     services = config.get("services") or {}
+    _remove_strays(target, spec, rolling_order(config), wanted)
+    before = snapshot(target, spec)
     replaced: list[str] = []
     for name in rolling_order(config):
         current = before.get(name)

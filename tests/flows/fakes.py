@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class Container:
     health: str = "healthy"
     state: str = "running"
     config_hash: str = ""
+    final_health: str = ""    # slow_start: the health a "starting" container will have
 
 
 @dataclass
@@ -54,7 +56,9 @@ class FakeDocker:
     interrupt_at: str | None = None    # "build" or "scale <service>": the operator presses Ctrl-C there, once
 
     def _start(self, name: str, definition: dict, image: str) -> Container:
-        c = Container(id=f"{next(_ids):064x}", service=name, image=image, config_hash=_hash(definition),
+        # distinct in their first 12 characters, the short id `compose ps` shows (as docker's are)
+        c = Container(id=hashlib.sha256(str(next(_ids)).encode()).hexdigest(), service=name, image=image,
+                      config_hash=_hash(definition),
                       health="unhealthy" if image in self.sick_images else "healthy")
         self.events.append(("start", name, c.id))
         return c
@@ -76,9 +80,18 @@ class FakeDocker:
         if self.interrupt_at == where:
             self.interrupt_at = None
             raise KeyboardInterrupt
+    # `up` leaves its new containers "starting" until a `compose ps` has shown them so (or 5 s
+    # passed), then makes them healthy: the states a progress poller sees on a real droplet.
+    slow_start: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)   # one call at a time, as dockerd
+    seen_starting: threading.Event = field(default_factory=threading.Event, repr=False)   # a poll came
 
     def handle(self, argv: list[str], command: str) -> Result:
-        self.calls.append(argv)
+        with self._lock:
+            self.calls.append(argv)
+            return self._handle(argv, command)
+
+    def _handle(self, argv: list[str], command: str) -> Result:
         if argv[:2] == ["docker", "info"]:
             return Result(command, 0, "24.0.7\n2.24.6\n")
         if argv[:2] == ["docker", "compose"]:
@@ -91,7 +104,8 @@ class FakeDocker:
             for ref in refs:
                 if ref in self.images:
                     by_id.setdefault(self.images[ref], []).append(ref)
-            return Result(command, 0 if len(by_id) else 1, "".join(f"{i} {' '.join(t)}\n" for i, t in by_id.items()))
+            # exit 0 even when none is there: the command ends in `|| true`
+            return Result(command, 0, "".join(f"{i} {' '.join(t)}\n" for i, t in by_id.items()))
         if argv[:3] == ["docker", "image", "rm"]:
             for ref in argv[3:]:
                 if not any(c.image == self.images.get(ref) for c in self.containers.values()):
@@ -126,6 +140,9 @@ class FakeDocker:
             definition = compose[name]
             new = self._start(name, definition, self.images.get(definition.get("image", name), name))
             self.extra[new.id] = new
+            if self.slow_start:                       # "starting" until a poll has seen it (or 5 s)
+                new.final_health, new.health = new.health, "starting"
+                self.seen_starting.clear()
             self._maybe_interrupt(f"scale {name}")      # the new container started, then Ctrl-C
             return Result(command, 0, "")
         if sub == "up":
@@ -159,6 +176,7 @@ class FakeDocker:
         return Result(command, 0, "\n".join(out) + "\n")
 
     def _up(self, compose: dict, project: str, services: list[str], force: bool, command: str) -> Result:
+        started: list[Container] = []
         for name in services:
             ref = (compose.get(name) or {}).get("image", name)
             if (compose.get(name) or {}).get("build") is not None and ref not in self.images:
@@ -171,15 +189,31 @@ class FakeDocker:
             if old is not None:                          # compose's own recreate: stop first
                 self._remove([old.id], stop=True)
             self.containers[name] = self._start(name, definition, image)
+            started.append(self.containers[name])
+        if self.slow_start and started:
+            final = {c.id: c.health for c in started}
+            for c in started:
+                c.health = "starting"
+            self.seen_starting.clear()
+            self._lock.release()   # other clients (a poller) are answered while containers start
+            try:
+                self.seen_starting.wait(5)
+            finally:
+                self._lock.acquire()
+            for c in started:
+                c.health = final[c.id]
         sick = [n for n in services if self.containers[n].health != "healthy"]
         if sick:
             return Result(command, 1, "", f"container {project}-{sick[0]}-1 is unhealthy\n")
         return Result(command, 0, "")
 
     def _ps(self, project: str, as_json: bool) -> str:
+        if any(c.health == "starting" for c in self._all()):
+            self.seen_starting.set()
+        # both containers of a service being replaced are listed, the new one last (as compose does)
         rows = [{"Service": c.service, "Name": f"{project}-{c.service}-1", "State": c.state, "Health": c.health,
                  "Status": f"Up 1 minute ({c.health})", "ID": c.id[:12], "Image": c.image}
-                for c in self.containers.values()]
+                for c in self._all()]
         if as_json:
             return "".join(json.dumps(r) + "\n" for r in rows)
         return "".join(f"{r['Name']} {r['Status']}\n" for r in rows)
@@ -190,6 +224,14 @@ class FakeDocker:
         if "config-hash" in fmt:
             return Result(command, 0, "".join(c.config_hash + "\n" for c in found))
         if "{{.State.Status}}" in fmt:
+            for c in found:
+                if c.health == "starting" and c.final_health:
+                    self._lock.release()      # a poller is answered while the container starts
+                    try:
+                        self.seen_starting.wait(5)
+                    finally:
+                        self._lock.acquire()
+                    c.health, c.final_health = c.final_health, ""
             return Result(command, 0, "".join(f"{c.state} {c.health}\n" for c in found))
         if "{{.Id}}" in fmt:
             return Result(command, 0, "".join(f"{c.id} {c.image} {c.service}\n" for c in found))
@@ -282,7 +324,9 @@ class FakeDroplet:
 
 @dataclass
 class FakeCloud:
-    """The DigitalOcean edge: token, provision, find; every call recorded."""
+    """The DigitalOcean edge: token, provision, find, plan; every call recorded."""
+
+    WRITES = frozenset({"provision", "provision+token"})   # the calls that may change the account
 
     ip: str = "203.0.113.10"
     exists: bool = True
@@ -313,6 +357,19 @@ class FakeCloud:
     def find_droplet(self, spec: cloud.CloudSpec) -> cloud.DropletInfo | None:
         self.calls.append("find_droplet")
         return self._droplet(False) if self.exists else None
+
+    def plan_provision(self, spec: cloud.CloudSpec, on_event=None, account=None) -> cloud.ProvisionPlan:
+        self.calls.append("plan_provision")
+        hosts = cloud.dns_hosts(spec.domain or "", spec.subdomains)
+        sources = ["198.51.100.7/32"]
+        if self.exists:
+            return cloud.ProvisionPlan("found", spec.droplet_name, "fra1", "s-2vcpu-4gb", "", self._droplet(False),
+                                       "unused", cloud.FirewallPlan("unchanged", "198.51.100.7", sources, sources),
+                                       cloud.DnsResult("managed", [], None), [])
+        return cloud.ProvisionPlan("create", spec.droplet_name, spec.region, spec.size, spec.image, None, "register",
+                                   cloud.FirewallPlan("create", "198.51.100.7", sources, []),
+                                   cloud.DnsResult("managed", [{"name": h, "action": "create", "from": None, "to": None}
+                                                               for h in hosts], None), [])
 
 
 @dataclass

@@ -131,7 +131,7 @@ def test_a_deliberately_broken_copy_is_caught(tmp_path, good, broken):
 def test_every_forwarded_switch_is_a_flag_of_the_task_it_reaches(tree):
     flags = forwarded(tree)
     # What the README promises; also proves the extraction found the forwarding at all.
-    assert flags == {"--update-only": {"deploy"}, "--skip-allowlist": {"deploy"},
+    assert flags == {"--update-only": {"deploy"}, "--plan": {"deploy"}, "--skip-allowlist": {"deploy"},
                      "--no-timestamp": {"deploy", "verify"}, "--env-file": {"deploy", "verify"}}
     assert forwarding_problems(tree) == []
 

@@ -1,0 +1,151 @@
+"""Live progress of long steps: plain lines per state change when the console is not a terminal
+(CI logs), a live display of the service states on a terminal, and never a failed run."""
+from __future__ import annotations
+
+import io
+import re
+import threading
+import time
+
+from rich.console import Console
+
+from deploy.redact import SecretRegistry
+from deploy.run import Run
+from remote.connection import SshTarget, connector
+from remote.layout import ReleaseLayout
+from remote.target import Target
+
+
+class Scripted:
+    """A poll that answers the given states in turn, then keeps answering the last one."""
+
+    def __init__(self, *answers: dict[str, str]) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> dict[str, str]:
+        with self.lock:
+            self.calls += 1
+            return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def new_run(tmp_path, console: Console) -> Run:
+    return Run(tmp_path, "deploy", "full", ["inv", "deploy"], console=console, registry=SecretRegistry())
+
+
+def progress_lines(text: str) -> list[str]:
+    return re.findall(r"\[up\] \w+: \w+", text)
+
+
+def test_plain_console_gets_one_line_per_state_change_and_the_last_one_before_the_step_ends(tmp_path):
+    out = io.StringIO()
+    run = new_run(tmp_path, Console(file=out, width=120))
+    poll = Scripted({"api": "created"}, {"api": "starting"}, {"api": "starting"}, {"api": "starting", "worker": "starting"},
+                    {"api": "healthy", "worker": "healthy"})
+    with run.watching("up", poll, interval=0.01), run.step("up"):
+        while poll.calls < 5:          # the watcher polls while the step's command runs
+            time.sleep(0.005)
+    log = (run.folder / "run.log").read_text()
+    assert progress_lines(log) == ["[up] api: created", "[up] api: starting", "[up] worker: starting",
+                                   "[up] api: healthy", "[up] worker: healthy"]
+    assert progress_lines(out.getvalue()) == progress_lines(log)
+    assert log.index("[up] worker: healthy") < log.index("[up] ok in")   # reported before the step's end line
+
+
+def test_the_final_state_is_reported_even_when_the_step_is_shorter_than_a_poll_interval(tmp_path):
+    out = io.StringIO()
+    run = new_run(tmp_path, Console(file=out, width=120))
+    poll = Scripted({"api": "building"}, {"api": "built"})
+    with run.step("build"), run.watching("build", poll, interval=60):
+        pass
+    assert re.findall(r"\[build\] api: \w+", out.getvalue()) == ["[build] api: building", "[build] api: built"]
+
+
+def test_a_failing_poll_never_fails_the_step(tmp_path):
+    out = io.StringIO()
+    run = new_run(tmp_path, Console(file=out, width=120))
+    calls = []
+
+    def broken() -> dict[str, str]:
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError("channel closed")
+        return {"api": "starting"}
+
+    with run.step("up") as step, run.watching("up", broken, interval=0.01):
+        while len(calls) < 2:
+            time.sleep(0.005)
+        step.note("every service healthy")
+    assert run.steps[-1].status == "ok"
+    text = out.getvalue()
+    assert "[up] api: starting" in text
+    assert text.count("progress unavailable (OSError: channel closed); the step goes on") == 1
+    assert len(calls) == 2                      # no more polls after the failure
+
+
+def test_terminal_console_shows_the_services_live_and_keeps_the_lines_in_run_log(tmp_path):
+    out = io.StringIO()
+    run = new_run(tmp_path, Console(file=out, force_terminal=True, width=100))
+    with run.step("up"):
+        run.progress("up", "api", "starting")
+        run.progress("up", "worker", "healthy")
+        run.progress("up", "worker", "healthy")       # no change: not reported again
+    screen = out.getvalue()
+    assert "api" in screen and "starting" in screen and "worker" in screen and "healthy" in screen
+    assert "\x1b[" in screen                            # drawn with terminal control sequences
+    assert "[up] api: starting" not in screen           # not as plain lines: the live display shows them
+    log = (run.folder / "run.log").read_text()
+    assert progress_lines(log) == ["[up] api: starting", "[up] worker: healthy"]
+
+
+def test_polls_share_one_real_ssh_connection_with_the_command_they_watch(tmp_path, sshd):
+    # Compose runs as one blocking command; the poller sends its reads on other exec channels of
+    # the same Fabric connection, at the same time (a real sshd: no Docker needed).
+    ssh = SshTarget(host="127.0.0.1", user=sshd.user, key_path=sshd.user_key, port=sshd.port,
+                    known_hosts_path=tmp_path / "known_hosts", connect_timeout=5, retries=1, backoff=0.1)
+    target = Target(name="droplet", host="127.0.0.1", layout=ReleaseLayout("/tmp/unused"),
+                    connector=connector(ssh)).open()
+    marker = tmp_path / "running"
+    seen_running: list[bool] = []
+
+    def poll() -> dict[str, str]:
+        state = target.run(f"test -e {marker} && echo running || echo waiting", "polling").stdout.strip()
+        seen_running.append(state == "running")
+        return {"command": state}
+
+    run = new_run(tmp_path / "runs", Console(file=io.StringIO(), width=120))
+    try:
+        with run.step("up"), run.watching("up", poll, interval=0.05):
+            done = target.run(f"touch {marker}; sleep 2; rm {marker}; echo done", "the long command")
+    finally:
+        target.close()
+    assert done.stdout.strip() == "done"
+    assert any(seen_running)     # the marker exists only while the long command runs
+    log = (run.folder / "run.log").read_text()
+    assert "[up] command: running" in log and log.rstrip().splitlines()[-2].endswith("[up] command: waiting")
+
+
+def test_a_poll_hanging_past_the_step_end_delays_it_briefly_and_reports_nothing_late(tmp_path, monkeypatch):
+    from deploy import progress
+    monkeypatch.setattr(progress, "STOP_WAIT", 0.2)
+    out = io.StringIO()
+    run = new_run(tmp_path, Console(file=out, width=120))
+    release = threading.Event()
+    polls = []
+
+    def hangs_on_the_second_poll() -> dict[str, str]:
+        polls.append(1)
+        if len(polls) == 2:
+            release.wait(5)          # e.g. an SSH channel that stopped answering
+            return {"api": "late"}
+        return {"api": "starting"}
+
+    started = time.monotonic()
+    with run.step("up"), run.watching("up", hangs_on_the_second_poll, interval=0.01):
+        while len(polls) < 2:
+            time.sleep(0.005)
+    assert time.monotonic() - started < 2
+    release.set()
+    time.sleep(0.1)
+    assert run.steps[-1].status == "ok" and "late" not in out.getvalue() and "[up] api: starting" in out.getvalue()

@@ -1,0 +1,151 @@
+"""`inv deploy --plan`: what a deploy would do, with nothing changed on the droplet (its file tree
+is hashed before and after) and no write call to the cloud."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from deploy import flows
+from remote.lock import LockHolder
+from tests.flows.fakes import Unreachable
+
+READ_ONLY_DOCKER = {("compose", "ps"), ("image", "inspect")}
+MIGRATION = "django/notes/migrations/0001_initial.py"
+
+
+def tree_digest(root: Path) -> str:
+    """Every path under ``root`` with its mode, and each file's bytes or each link's target."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath) / name
+            st = path.lstat()
+            digest.update(f"{path.relative_to(root)}\0{st.st_mode}\0".encode())
+            if path.is_symlink():
+                digest.update(os.readlink(path).encode())
+            elif path.is_file():
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def docker_state(world) -> tuple:
+    return dict(world.docker.images), {n: (c.id, c.image, c.health) for n, c in world.docker.containers.items()}
+
+
+def plan_of(out) -> dict:
+    return json.loads((out.run.folder / "plan.json").read_text())
+
+
+def planned(world, update_only: bool = False):
+    """Run the plan, asserting it changed nothing anywhere; returns its outcome."""
+    droplet = world.base.parent.parent
+    before, docker_before, calls_before = tree_digest(droplet), docker_state(world), len(world.docker.calls)
+    cloud_before, droplets_before = len(world.cloud.calls), len(world.droplets)
+    out = world.invoke("deploy", flows.plan, mode="update-plan" if update_only else "full-plan", update_only=update_only)
+    assert tree_digest(droplet) == before                      # not one byte, mode or link changed
+    assert docker_state(world) == docker_before
+    assert {tuple(argv[1:3]) for argv in world.docker.calls[calls_before:]} <= READ_ONLY_DOCKER
+    assert all(not d.files_put and d.closed for d in world.droplets[droplets_before:])   # no file written
+    asked = world.cloud.calls[cloud_before:]
+    assert asked and not set(asked) & world.cloud.WRITES         # asked the cloud, changed nothing
+    return out
+
+
+def test_plan_for_a_new_droplet_lists_everything_it_would_create(world):
+    world.cloud.exists = False
+    out = planned(world)
+    assert out.exit_code == 0, out.message
+    assert out.step_names == ["settings", "token-check", "plan-provision"]
+    assert world.cloud.calls == ["check_token", "plan_provision"] and world.droplets == []   # no SSH either
+    plan = plan_of(out)
+    p = plan["provision"]
+    assert (p["droplet_action"], p["name"], p["size"], p["region"]) == ("create", "stackdeploy-1", "s-2vcpu-4gb", "fra1")
+    assert p["firewall"]["action"] == "create" and p["ssh_identity"] == "register"
+    assert {c["name"] for c in p["dns"]["records_changed"]} == {"app.example.test", "flower.app.example.test",
+                                                                 "admin.app.example.test"}
+    [release] = plan["releases"]
+    files = sorted(p.relative_to(world.stack).as_posix() for p in world.stack.rglob("*") if p.is_file())
+    assert release["live_release"] is None and release["changed"] == files and release["removed"] == []
+    assert release["build"] == {n: "full deploy" for n in ("api", "beat", "django", "flower", "frontend", "worker")}
+    assert set(release["recreate"]) >= {"traefik", "postgres", "redis", "api"}
+    assert release["migrations"]["added"] == [MIGRATION]
+    assert "create stackdeploy-1: s-2vcpu-4gb in fra1" in out.message and "nothing was changed" in out.message
+    assert {"plan.json", "plan.txt", "local/settings.json"} <= out.files and out.manifest["outcome"] == "success"
+
+
+def test_plan_for_an_existing_droplet_with_one_changed_file(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    live = world.current()
+    main = world.stack / "api" / "app" / "main.py"
+    main.write_text(main.read_text() + "\n# v2\n")
+    out = planned(world, update_only=True)
+    assert out.exit_code == 0, out.message
+    assert out.step_names == ["settings", "token-check", "discover", "connect", "plan-release"]
+    [release] = plan_of(out)["releases"]
+    assert release["live_release"] == live and release["lock"] is None
+    assert (release["changed"], release["removed"]) == (["api/app/main.py"], [])
+    assert release["build"] == {"api": "build inputs changed"}
+    assert release["recreate"] == {"api": "new image: build inputs changed"}
+    assert release["env_file"] == "unchanged" and not any(release["migrations"].values())
+    assert "1 changed, 0 removed" in out.message and "api/app/main.py" in out.message
+    assert not world.lock_held()
+
+    # The deploy after it does what the plan said.
+    before = {n: c.id for n, c in world.docker.containers.items()}
+    assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
+    assert [n for n, c in world.docker.containers.items() if c.id != before[n]] == list(release["recreate"])
+
+
+def test_a_full_plan_says_which_rebuilt_services_may_keep_running(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    main = world.stack / "api" / "app" / "main.py"
+    main.write_text(main.read_text() + "\n# v2\n")
+    out = planned(world)
+    assert out.exit_code == 0, out.message
+    assert "plan_provision" in world.cloud.calls and out.step("plan-provision")["status"] == "ok"
+    [release] = plan_of(out)["releases"]
+    assert release["build"]["api"] == "full deploy; build inputs changed" and len(release["build"]) == 6
+    assert release["recreate"] == {"api": "new image: full deploy; build inputs changed"}
+    assert any("keep running unless the rebuilt image differs" in n for n in release["notes"])
+
+
+def test_plan_names_mounts_images_migrations_env_and_a_held_lock(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    dynamic = world.stack / "traefik" / "dynamic.yml"
+    dynamic.write_text(dynamic.read_text() + "\n# tweak\n")
+    compose = world.stack / "compose.yml"
+    compose.write_text(compose.read_text().replace("image: traefik:v3.7", "image: traefik:v3.8"))
+    new_migration = "django/notes/migrations/0002_note_title.py"
+    (world.stack / new_migration).write_text("from django.db import migrations\n")
+    world.set_env(RATE_LIMIT_API_RPM="90")
+    (world.base / "lock").mkdir()
+    holder = LockHolder(who="alice@laptop", when="2026-11-26T10:00:00+00:00", release="r-alice", command="inv deploy")
+    (world.base / "lock" / "holder.json").write_text(json.dumps(holder.__dict__))
+
+    out = planned(world, update_only=True)
+    assert out.exit_code == 0, out.message
+    [release] = plan_of(out)["releases"]
+    assert release["recreate"]["traefik"] == "bind-mounted traefik/dynamic.yml changed"
+    assert release["migrations"] == {"added": [new_migration], "changed": [], "removed": []}
+    assert set(release["build"]) == {"django", "worker", "beat", "flower"}     # one shared image
+    assert release["env_file"] == "changed" and any("env file differs" in n for n in release["notes"])
+    assert "alice@laptop" in release["lock"] and "held by alice@laptop" in out.message
+    assert out.step("plan-release")["status"] == "warning"
+    assert json.loads((world.base / "lock" / "holder.json").read_text())["who"] == "alice@laptop"
+
+    dynamic.write_text(dynamic.read_text().replace("\n# tweak\n", ""))   # the image change alone
+    release = plan_of(planned(world, update_only=True))["releases"][0]
+    assert release["recreate"]["traefik"] == "image traefik:v3.7 -> traefik:v3.8"
+
+
+def test_plan_with_the_droplet_unreachable_is_partial_and_says_why(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    world.connector = Unreachable()
+    out = world.invoke("deploy", flows.plan, mode="full-plan")
+    assert out.exit_code == 4
+    assert out.manifest["outcome"] == "partial" and world.cloud.calls[-2:] == ["check_token", "plan_provision"]
+    assert any("release plan" in s["what"] and "connection refused" in s["why"] for s in out.manifest["skipped"])
+    assert plan_of(out)["releases"] == [] and plan_of(out)["provision"]["droplet_action"] == "found"
