@@ -62,7 +62,7 @@ def ship(run: Run, settings: Settings, target: Target, local: sync.LocalRelease,
     spec = wiring.compose_spec(settings)
     try:
         with steps.locked(run, target, local.release_id, settings["LOCK_WAIT"]):
-            pushed = steps.push(run, target, local, settings.stack_env_file())
+            pushed = steps.push(run, target, local, settings.stack_env_file(), settings["MIN_FREE_MB"])
             # Update-only builds just the services whose build inputs changed (None: all), plus
             # any whose image is missing on the droplet.
             wanted = steps.build(run, target, spec, pushed, local.compose,
@@ -158,7 +158,7 @@ def push_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
     with connected(run, settings, edges, find_hosts(run, settings, edges, required=True)) as inventory:
         for target in inventory:
             with steps.locked(run, target, local.release_id, settings["LOCK_WAIT"]):
-                pushed = steps.push(run, target, local, settings.stack_env_file())
+                pushed = steps.push(run, target, local, settings.stack_env_file(), settings["MIN_FREE_MB"])
                 steps.build(run, target, wiring.compose_spec(settings), pushed, local.compose, pushed.changed_services)
 
 

@@ -114,10 +114,12 @@ def locked(run: Run, target: Target, release: str | None, wait: float) -> Iterat
                      f"({lock.status(target)})")
 
 
-def push(run: Run, target: Target, local: sync.LocalRelease, env_content: str) -> sync.PushResult:
-    """The release's files (only what changed since ``current``) and its env file (0600)."""
+def push(run: Run, target: Target, local: sync.LocalRelease, env_content: str,
+         min_free_mb: int = 0) -> sync.PushResult:
+    """The release's files (only what changed since ``current``) and its env file (0600), once
+    ``min_free_mb`` is free on the droplet."""
     with run.step("push") as step:
-        result = sync.push(target, local, env_content, by=run.operator)
+        result = sync.push(target, local, env_content, by=run.operator, min_free_mb=min_free_mb)
         summary = {"release_id": result.release_id, "previous_release": result.previous_release,
                    "bytes_sent": result.bytes_sent, "files_total": result.files_total,
                    "changed_count": len(result.changed), "removed_count": len(result.removed),

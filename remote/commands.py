@@ -202,10 +202,20 @@ STATE_RELEASES = "--- releases"
 STATE_META = "--- current meta"
 
 
+def remove_push_leftovers(layout: ReleaseLayout) -> str:
+    """Staging folders and uploads of pushes that died mid-way (a push runs under the deploy
+    lock, so at the next push nobody is writing them any more)."""
+    r = q(layout.releases)
+    return f"rm -rf -- {r}/.staging-* {r}/.upload-*"
+
+
 def release_state(layout: ReleaseLayout) -> str:
-    """One round trip before a push: create the layout, then print the current release,
-    the release folders and the current release's metadata, separated by marker lines."""
-    return (f"{prepare_layout(layout)} && echo \"current:$(readlink {q(layout.current)} || true)\" && "
+    """One round trip before a push: create the layout, drop an interrupted push's leftovers,
+    then print the current release, the release folders and the current release's metadata,
+    separated by marker lines."""
+    return (f"{prepare_layout(layout)} && {remove_push_leftovers(layout)} && "
+            f"echo \"current:$(readlink {q(layout.current)} || true)\" && "
+            f"echo \"free_kb:$(df -Pk {q(layout.releases)} | awk 'NR==2 {{print $4}}')\" && "
             f"echo {q(STATE_RELEASES)} && ls -1 {q(layout.releases)} && "
             f"echo {q(STATE_META)} && (cat {q(layout.current_meta)} 2>/dev/null || true)")
 

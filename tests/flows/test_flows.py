@@ -291,3 +291,19 @@ def test_with_several_hosts_each_collects_into_its_own_folder(world):
     assert not any(f.startswith("remote/compose-ps") for f in out.files)
     assert [d.host for d in world.droplets[-2:]] == ["203.0.113.10", "203.0.113.11"]
     assert world.checks.calls[-1] == "203.0.113.10"   # the checks go to the edge, once
+
+
+def test_too_little_free_disk_stops_the_push_before_anything_is_uploaded(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    live = world.current()
+    releases = sorted(p.name for p in (world.base / "releases").iterdir())
+    world.set_env(MIN_FREE_MB=str(10 ** 9))          # the fake droplet's real `df` never has a petabyte free
+    (world.stack / "api" / "app" / "main.py").write_text("# v2\n")
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 1
+    error = out.manifest["error"]
+    assert "MB free" in error and str(world.base / "releases") in error and "MIN_FREE_MB" in error
+    assert "docker system prune" in error
+    assert out.step("push")["status"] == "failed" and "build" not in out.step_names
+    assert sorted(p.name for p in (world.base / "releases").iterdir()) == releases   # nothing uploaded
+    assert world.current() == live and not world.lock_held()
