@@ -71,6 +71,7 @@ KEYS: tuple[Key, ...] = (
     Key("RELEASES_KEEP", "remote.releases_keep", "int", "Releases kept on the droplet."),
     Key("HEALTH_TIMEOUT", "remote.health_timeout", "float", "Seconds for every service to become healthy."),
     Key("LOCK_WAIT", "remote.lock_wait", "float", "Seconds to wait for another deploy's lock before failing."),
+    Key("LOCK_TTL", "remote.lock_ttl", "float", "Seconds after which another machine's deploy lock counts as stale for `inv lock.release --if-stale` (longer than any deploy)."),
     Key("MIN_FREE_MB", "remote.min_free_mb", "int", "Free MB the droplet needs under the release root before a push (on a droplet Docker's images share that disk); 0 turns the check off."),
     Key("CHECK_SAMPLES", "checks.samples", "int", "Latency samples per public route."),
     Key("CHECK_TIMEOUT", "checks.timeout", "float", "Seconds per check request."),
@@ -415,6 +416,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "RELEASES_KEEP": lambda v: None if v >= 2 else "must be at least 2 (the current release and one to roll back to)",
     "CHECK_SAMPLES": lambda v: None if v >= 1 else "must be at least 1",
     "MIN_FREE_MB": lambda v: None if v >= 0 else "must be 0 or more",
+    "LOCK_TTL": lambda v: None if v >= 600 else "must be at least 600 seconds (a deploy must never outlive it)",
     "DROPLET_IP": lambda v: None if not v or _is_ip(v) else f"is {v!r}, which is not an IP address",
 }
 _FIXES = {
@@ -425,6 +427,7 @@ _FIXES = {
     "RELEASES_KEEP": "set RELEASES_KEEP=5",
     "CHECK_SAMPLES": "set CHECK_SAMPLES=5",
     "MIN_FREE_MB": "set MIN_FREE_MB=1024 (0 turns the check off)",
+    "LOCK_TTL": "set LOCK_TTL=10800 (three hours), longer than your slowest deploy",
     "DROPLET_IP": "set DROPLET_IP to the droplet's public IPv4 (e.g. 203.0.113.10), or unset it to find the droplet by name",
 }
 
