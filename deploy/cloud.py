@@ -602,9 +602,17 @@ def _ensure_dns(spec: CloudSpec, ip: str, on_event: OnEvent) -> DnsResult:
 
 # --- the whole step ---------------------------------------------------------------------
 def provision(spec: CloudSpec, on_event: OnEvent = _log_event,
-              account: AccountInfo | None = None) -> ProvisionResult:
+              account: AccountInfo | None = None,
+              on_droplet: Callable[[DropletInfo], None] | None = None) -> ProvisionResult:
     """Find or create the droplet, lock SSH to the operator, point DNS at it. ``account``: the
-    token was already checked this run (the check is not repeated)."""
+    token was already checked this run (the check is not repeated). ``on_droplet`` hears of the
+    droplet as soon as it is found or created, and again once it is active (with its address),
+    so a provision that fails or is interrupted later still names it."""
+    def report(info: DropletInfo) -> DropletInfo:
+        if on_droplet is not None:
+            on_droplet(info)
+        return info
+
     try:
         user_data = build_user_data(spec.deploy_user, spec.ssh_public_key)
     except CloudInitError as exc:
@@ -624,13 +632,14 @@ def provision(spec: CloudSpec, on_event: OnEvent = _log_event,
             created = True
         else:
             on_event("info", f"found droplet {droplet.name} (id {droplet.id}, {droplet.status})")
+        report(_info(droplet, created))
         if spec.firewall_enabled:  # before the droplet is reachable, so SSH is never open to all
             firewall = _ensure_firewall(spec, int(droplet.id), on_event)
         else:
             firewall = FirewallResult("skipped", None, [])
             on_event("info", "allowlist skipped: the Cloud Firewall was not touched")
         droplet = _wait_active(spec, droplet, on_event)
-        info = _info(droplet, created)
+        info = report(_info(droplet, created))
         if info.public_ipv4 is None:
             warnings.append(f"droplet {info.name} has no public IPv4 address yet; remote steps "
                             "need one (check the droplet's networking in the control panel)")

@@ -355,3 +355,19 @@ def test_endpoint_env_is_restored_after_each_call(fake, spec, monkeypatch):
 def test_bad_endpoint_is_a_clear_error(spec):
     with pytest.raises(CloudError, match="ending in /v2/"):
         cloud.check_token(with_(spec, endpoint="http://127.0.0.1:9/api"))
+
+
+def test_the_droplet_is_reported_as_soon_as_it_exists(fake, api_spec):
+    # A provision that fails (or is interrupted) after creating the droplet must still say which one.
+    fake.inject("POST", r"^/v2/firewalls$", 500, times=-1)
+    seen: list[cloud.DropletInfo] = []
+    with pytest.raises(CloudUnavailable, match="creating the firewall"):
+        cloud.provision(api_spec, on_droplet=seen.append)
+    [droplet_id] = [int(i) for i in fake.state["droplets"]]
+    assert [(d.id, d.name, d.created) for d in seen] == [(droplet_id, "stack-1", True)]
+    fake.clear_requests()
+    fake.faults.clear()
+    seen.clear()
+    result = cloud.provision(api_spec, on_droplet=seen.append)     # found, then active with its address
+    assert [(d.id, d.created) for d in seen] == [(droplet_id, False)] * 2
+    assert seen[-1] == result.droplet and seen[-1].public_ipv4 == "127.0.0.1"

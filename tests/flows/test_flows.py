@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 
-from deploy import flows
+from deploy import cloud, flows
 from deploy.wiring import Host
 from remote.lock import LockHolder
 from tests.flows.fakes import Unreachable
@@ -370,3 +370,13 @@ def test_lock_release_if_stale_releases_a_lock_older_than_lock_ttl(world):
     out = world.invoke("lock-release", flows.lock_release, mode="lock", if_stale=True)
     assert out.exit_code == 0, out.message
     assert not world.lock_held() and "LOCK_TTL" in out.message
+
+
+def test_a_provision_that_fails_after_creating_the_droplet_still_names_it_in_run_json(world):
+    world.cloud.exists = False
+    world.cloud.fail_after_droplet = cloud.CloudUnavailable("the DigitalOcean API kept failing while creating "
+                                                            "the firewall", "wait a few minutes and run again")
+    out = world.invoke("deploy", flows.deploy)
+    assert out.exit_code == 1
+    assert out.manifest["target"] == {"name": "stackdeploy-1", "region": "fra1", "ip": None, "droplet_id": 42}
+    assert out.step("provision")["status"] == "failed"
