@@ -372,18 +372,33 @@ def ssh_fingerprint(public_key: str) -> str:
 
 def _ensure_ssh_key(spec: CloudSpec, on_event: OnEvent) -> tuple[int, bool]:
     fingerprint = ssh_fingerprint(spec.ssh_public_key)
-    key = digitalocean.SSHKey(token=spec.token, fingerprint=fingerprint)
 
-    def load() -> Any:
-        key.load()
-        return key
-    if _call(spec, "looking up the SSH key", load, on_event, missing_ok=True) is not None:
-        return int(key.id), False
+    def lookup() -> Any | None:
+        def load() -> Any:
+            key = digitalocean.SSHKey(token=spec.token, fingerprint=fingerprint)
+            key.load()
+            return key
+        return _call(spec, "looking up the SSH key", load, on_event, missing_ok=True)
+
+    found = lookup()
+    if found is not None:
+        return int(found.id), False
     new = digitalocean.SSHKey(token=spec.token, name=spec.ssh_key_name,
                               public_key=spec.ssh_public_key.strip())
-    _call(spec, "registering the SSH key", new.create, on_event)
+
+    def create() -> Any:
+        new.create()
+        return new
+    try:
+        # After a lost answer the key may be registered already: look before posting again.
+        made = _call(spec, "registering the SSH key", create, on_event, before_retry=lookup)
+    except CloudError:
+        made = lookup()  # refused as "already in use": a concurrent run registered it first
+        if made is None:
+            raise
+        return int(made.id), False
     on_event("info", f"registered SSH key {spec.ssh_key_name!r} ({fingerprint})")
-    return int(new.id), True
+    return int(made.id), True
 
 
 def _create_droplet(spec: CloudSpec, key_id: int, user_data: str, on_event: OnEvent) -> Any:
@@ -513,9 +528,12 @@ def _ensure_firewall(spec: CloudSpec, droplet_id: int, on_event: OnEvent) -> Fir
     operator_ip = discover_operator_ip(spec.operator_ip_url, spec.operator_ip_timeout)
     inbound, outbound = firewall_rules(operator_ip, spec.extra_ssh_cidrs)
     mgr = _manager(spec)
-    listed = _call(spec, "listing firewalls", lambda: mgr.get_data("firewalls")["firewalls"],
-                   on_event)
-    mine = [fw for fw in listed if fw.get("name") == spec.droplet_name]
+
+    def named() -> list[dict]:
+        listed = _call(spec, "listing firewalls", lambda: mgr.get_data("firewalls")["firewalls"],
+                       on_event)
+        return [fw for fw in listed if fw.get("name") == spec.droplet_name]
+    mine = named()
     if not mine:
         fw = digitalocean.Firewall(
             token=spec.token, name=spec.droplet_name, droplet_ids=[droplet_id], tags=[],
@@ -525,7 +543,9 @@ def _ensure_firewall(spec: CloudSpec, droplet_id: int, on_event: OnEvent) -> Fir
             outbound_rules=[digitalocean.OutboundRule(r["protocol"], r["ports"],
                                                       digitalocean.Destinations(**r["destinations"]))
                             for r in outbound])
-        _call(spec, "creating the firewall", fw.create, on_event)
+        # After a lost answer the firewall may exist: a second one would keep its own SSH rule.
+        _call(spec, "creating the firewall", fw.create, on_event,
+              before_retry=lambda: named() or None)
         on_event("info", f"created firewall {spec.droplet_name}: SSH only from {operator_ip}")
         return FirewallResult("created", operator_ip, inbound)
     current = mine[0]
@@ -586,9 +606,13 @@ def _ensure_dns(spec: CloudSpec, ip: str, on_event: OnEvent) -> DnsResult:
         rel = "@" if host == zone else host[: -(len(zone) + 1)]
         a_records = [r for r in records if r.type == "A" and r.name == rel]
         if not a_records:
+            def created(rel: str = rel) -> Any | None:  # after a lost answer: is it there already?
+                current = _call(spec, f"listing DNS records of {zone}", domain.get_records, on_event)
+                return next((r for r in current if (r.type, r.name, r.data) == ("A", rel, ip)), None)
             _call(spec, f"creating the A record {host}",
                   lambda rel=rel: domain.create_new_domain_record(type="A", name=rel, data=ip,
-                                                                  ttl=DNS_TTL), on_event)
+                                                                  ttl=DNS_TTL), on_event,
+                  before_retry=created)
             changed.append({"name": host, "action": "created", "from": None, "to": ip})
         for rec in a_records:
             if rec.data != ip:

@@ -371,3 +371,57 @@ def test_the_droplet_is_reported_as_soon_as_it_exists(fake, api_spec):
     result = cloud.provision(api_spec, on_droplet=seen.append)     # found, then active with its address
     assert [(d.id, d.created) for d in seen] == [(droplet_id, False)] * 2
     assert seen[-1] == result.droplet and seen[-1].public_ipv4 == "127.0.0.1"
+
+
+def posts(fake, path: str) -> list[int]:
+    return [r.status for r in fake.requests if r.method == "POST" and r.path == path]
+
+
+def test_firewall_create_whose_answer_was_lost_is_not_duplicated(fake, backend, api_spec):
+    # A duplicate would keep its own copy of the SSH rule: an old operator address stays allowed.
+    fake.inject("POST", r"^/v2/firewalls$", 502, times=1, process=True)
+    result = cloud.provision(api_spec)
+    assert result.firewall.status == "created"
+    [fw] = fake.state["firewalls"].values()
+    assert fw["droplet_ids"] == [result.droplet.id] and posts(fake, "/v2/firewalls") == [502]
+
+
+def test_firewall_create_that_timed_out_after_the_write_is_not_duplicated(fake, api_spec):
+    fake.inject("POST", r"^/v2/firewalls$", None, times=1, delay=1.5, process=True)  # done, answer too late
+    started = time.monotonic()
+    cloud.provision(with_(api_spec, request_timeout=0.5))
+    time.sleep(max(0.0, started + 1.7 - time.monotonic()))   # the late answer is logged when it is sent
+    assert len(fake.state["firewalls"]) == 1 and posts(fake, "/v2/firewalls") == [202]
+
+
+def test_ssh_key_registration_whose_answer_was_lost_is_not_repeated(fake, api_spec):
+    fake.inject("POST", r"^/v2/account/keys$", 500, times=1, process=True)
+    result = cloud.provision(api_spec)
+    assert result.ssh_key_registered
+    [key] = fake.state["ssh_keys"].values()
+    assert posts(fake, "/v2/account/keys") == [500]
+    assert fake.store.droplet(result.droplet.id)["_public_keys"] == [key["public_key"]]
+
+
+def test_dns_record_create_whose_answer_was_lost_is_not_duplicated(fake, api_spec):
+    add_zone(fake, "example.test")
+    fake.inject("POST", r"^/v2/domains/example.test/records$", 503, times=1, process=True)
+    result = cloud.provision(api_spec)
+    apps = [r for r in fake.state["records"]["example.test"] if r["type"] == "A" and r["name"] == "app"]
+    assert len(apps) == 1 and apps[0]["data"] == "127.0.0.1"
+    assert a_records(fake, "example.test") == {"app": "127.0.0.1", "flower.app": "127.0.0.1",
+                                               "admin.app": "127.0.0.1"}
+    assert {c["action"] for c in result.dns.records_changed} == {"created"}
+    assert len(posts(fake, "/v2/domains/example.test/records")) == 3      # one per name, none repeated
+
+
+def test_a_key_registered_meanwhile_by_another_run_is_used(fake, api_spec):
+    def register_after_lookup(method: str, path: str, status: int, payload):
+        if method == "GET" and path.startswith("/v2/account/keys/") and status == 404 and not fake.state["ssh_keys"]:
+            fake.store.create_key({"name": "other-run", "public_key": api_spec.ssh_public_key})
+        return payload
+    fake.add_response_hook(register_after_lookup)   # our POST is refused: "already in use"
+    result = cloud.provision(api_spec)
+    assert not result.ssh_key_registered and posts(fake, "/v2/account/keys") == [422]
+    [key] = fake.state["ssh_keys"].values()
+    assert key["name"] == "other-run"
