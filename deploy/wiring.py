@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from deploy import checks, cloud
 from deploy.errors import ConfigError
+from deploy.run import operator_name
 from deploy.settings import Settings
 from remote import connection
 from remote.collect import CollectSpec
@@ -107,6 +108,8 @@ def cloud_spec(settings: Settings, need_key: bool = True) -> cloud.CloudSpec:
         max_retries=s["DO_MAX_RETRIES"],
         endpoint=s["DIGITALOCEAN_END_POINT"],
         ssh_port=s["SSH_PORT"],
+        operator=operator_name(),
+        allowlist_ttl=s["ALLOWLIST_TTL"],
     )
 
 

@@ -40,7 +40,9 @@ def test_first_run_creates_droplet_firewall_and_dns(fake, backend, spec):
     assert stored["networks"]["v4"][0]["type"] == "private"
     assert d.public_ipv4 == "127.0.0.1"
     made = backend.created[0]
-    assert made["keys"] == [spec.ssh_public_key] and made["tags"] == ["stackdeploy"]
+    assert made["keys"] == [spec.ssh_public_key] and made["tags"][0] == "stackdeploy"
+    [announced] = made["tags"][1:]            # its creator, allowed to SSH (see test_concurrency.py)
+    assert cloud.parse_presence(announced).address == "198.51.100.7"
     assert made["user_data"].startswith("#cloud-config") and "deploy" in made["user_data"]
     assert stored["image"]["slug"] == "ubuntu-24-04-x64"
 
@@ -89,9 +91,12 @@ def test_operator_ip_change_updates_the_firewall_only(fake, backend, spec):
     second = cloud.provision(spec)
     assert second.firewall.status == "updated" and second.firewall.operator_ip == "192.0.2.44"
     assert second.changed
-    assert [(r.method, r.path) for r in writes(fake)] == [
+    assert [(r.method, r.path) for r in writes(fake) if "firewalls" in r.path] == [
         ("PUT", f"/v2/firewalls/{next(iter(fake.state['firewalls']))}")]
     assert ssh_allowed_from(backend.rules_for(first.droplet.id)) == ["192.0.2.44/32", "203.0.113.0/24"]
+    # the operator's announcement moved to the new address: the old one is gone from the droplet
+    announced = [cloud.parse_presence(t) for t in fake.state["droplets"][str(first.droplet.id)]["tags"]]
+    assert [p.address for p in announced if p] == ["192.0.2.44"]
 
 
 def test_detached_firewall_is_reattached(fake, spec):
@@ -425,3 +430,19 @@ def test_a_key_registered_meanwhile_by_another_run_is_used(fake, api_spec):
     assert not result.ssh_key_registered and posts(fake, "/v2/account/keys") == [422]
     [key] = fake.state["ssh_keys"].values()
     assert key["name"] == "other-run"
+
+
+def test_a_duplicate_firewall_is_deleted_so_no_old_address_stays_allowed(fake, backend, api_spec):
+    first = cloud.provision(api_spec)
+    [kept] = fake.state["firewalls"]
+    fake.store.firewall(kept)["created_at"] = "2020-01-01T00:00:00Z"   # the oldest stays
+    copy = dict(fake.state["firewalls"][kept], name="stack-1", droplet_ids=[first.droplet.id])
+    copy["inbound_rules"] = [{"protocol": "tcp", "ports": "22", "sources": {"addresses": ["192.0.2.200/32"]}}]
+    fake.store.create_firewall(copy)              # left by a create whose answer was lost, say
+    fake.operator_ip = "192.0.2.44"
+    events: list[tuple[str, str]] = []
+    cloud.provision(api_spec, on_event=lambda *e: events.append(e))
+    assert list(fake.state["firewalls"]) == [kept]
+    assert fake.store.effective_inbound(first.droplet.id)[0]["sources"]["addresses"] == [
+        "192.0.2.44/32", "203.0.113.0/24"]
+    assert any(lvl == "warning" and "deleted duplicate firewall" in m for lvl, m in events)
