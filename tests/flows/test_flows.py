@@ -184,6 +184,7 @@ def test_a_held_lock_stops_the_deploy_and_stays_with_its_holder(world):
     assert "held by alice@laptop" in out.manifest["error"] and "inv lock.release" in out.manifest["error"]
     assert "push" not in out.step_names
     assert json.loads((world.base / "lock" / "holder.json").read_text())["who"] == "alice@laptop"
+    assert not list(world.base.glob(".lock-*"))    # the refused attempt left no staging folder
 
 
 def test_lock_status_and_release(world):
