@@ -87,10 +87,13 @@ def lock_status(c, env_file=None, no_timestamp=False):
     run_task(c, "lock-status", "lock", _flags(no_timestamp), env_file, flows.lock_status)
 
 
-@task(name="release", help=COMMON_HELP)
-def lock_release(c, env_file=None, no_timestamp=False):
-    """Force-release the deploy lock (only when its holder is known to be gone)."""
-    run_task(c, "lock-release", "lock", _flags(no_timestamp), env_file, flows.lock_release)
+@task(name="release", help={**COMMON_HELP,
+                             "if_stale": "Release only a lock whose holder is gone (its process on this machine "
+                                         "ended, or older than LOCK_TTL); a live lock is refused, naming its holder."})
+def lock_release(c, if_stale=False, env_file=None, no_timestamp=False):
+    """Release the deploy lock (without --if-stale: force it, only when its holder is known to be gone)."""
+    run_task(c, "lock-release", "lock", _flags(no_timestamp), env_file,
+             lambda run, s: flows.lock_release(run, s, if_stale=if_stale))
 
 
 @task(name="list", default=True)

@@ -29,7 +29,7 @@ from digitalocean.baseapi import (DataReadError, EndPointError, JSONReadError, N
                                   TokenError)
 
 from .cloud_init import CloudInitError, build_user_data
-from deploy.errors import EXIT_CONFIG, EXIT_TOKEN_REJECTED, OperatorError
+from deploy.errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_TOKEN_REJECTED, OperatorError
 
 DEFAULT_IMAGE = "ubuntu-24-04-x64"
 DEFAULT_OPERATOR_IP_URL = "https://api.ipify.org"
@@ -77,6 +77,8 @@ class CloudSpec:
     ssh_port: int = 22
     retry_base_delay: float = 0.5       # first backoff step; doubles per retry, with jitter
     retry_max_total: float = 120.0      # no API call keeps retrying longer than this
+    operator: str = ""                  # user@host of this run, named on the droplet's presence tag
+    allowlist_ttl: float = 3 * 3600.0   # seconds an operator stays allowed after their last provision
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,12 @@ class CloudUnavailable(CloudError):
     """Transient failures (429, 5xx, timeouts) outlasted the retry budget."""
 
 
+class ConcurrentDeploy(CloudError):
+    """Another deploy created the droplet at the same time and came first."""
+
+    exit_code = EXIT_LOCKED
+
+
 class _Transient(Exception):
     def __init__(self, summary: str, retry_after: float | None) -> None:
         super().__init__(summary)
@@ -150,7 +158,47 @@ class _Transient(Exception):
 
 
 # --- library plumbing -------------------------------------------------------------------
-_ENV_LOCK = threading.RLock()
+class _EnvGate:
+    """Shares the process environment between adapter calls: calls that need the same values
+    run at once (two provisions in one process really overlap), a call that needs others waits
+    until the last user of the current values is done, which then restores what was there."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._values: tuple[tuple[str, str | None], ...] | None = None
+        self._users = 0
+        self._saved: dict[str, str | None] = {}
+
+    @contextlib.contextmanager
+    def use(self, values: dict[str, str | None]) -> Iterator[None]:
+        """``values``: variable -> value (None: leave it as it is). Not re-entrant with other
+        values from the same thread (nothing in the adapter does that)."""
+        wanted = tuple(sorted(values.items()))
+        with self._cond:
+            self._cond.wait_for(lambda: self._users == 0 or self._values == wanted)
+            if self._users == 0:
+                self._values = wanted
+                self._saved = {k: os.environ.get(k) for k in values}
+                for key, value in values.items():
+                    if value is not None:
+                        os.environ[key] = value
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                if self._users == 0:
+                    for key, old in self._saved.items():
+                        if old is None:
+                            os.environ.pop(key, None)
+                        else:
+                            os.environ[key] = old
+                    self._values = None
+                    self._cond.notify_all()
+
+
+_ENV = _EnvGate()
 
 
 @contextlib.contextmanager
@@ -160,24 +208,13 @@ def _library_env(spec: CloudSpec) -> Iterator[None]:
     The library reads DIGITALOCEAN_END_POINT in every BaseAPI.__init__, including objects
     it builds internally (Droplet rows of a list, SSHKey during Droplet.create), and the
     timeout variable on every request, so an env var is the only setting that reaches all
-    of them. Set for the duration of one adapter call, restored afterwards, re-entrant.
+    of them. Set for the duration of one adapter call, restored afterwards.
     """
     if spec.endpoint is not None and not re.match(r"^https?://[^/]+/(.*/)?v2/$", spec.endpoint):
         raise CloudError(f"API endpoint {spec.endpoint!r} is not a DigitalOcean API base URL",
                          "set DIGITALOCEAN_END_POINT to a URL ending in /v2/, or unset it")
-    with _ENV_LOCK:
-        saved = {k: os.environ.get(k) for k in (ENDPOINT_VAR, TIMEOUT_VAR)}
-        if spec.endpoint:
-            os.environ[ENDPOINT_VAR] = spec.endpoint
-        os.environ[TIMEOUT_VAR] = str(spec.request_timeout)
-        try:
-            yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with _ENV.use({ENDPOINT_VAR: spec.endpoint or None, TIMEOUT_VAR: str(spec.request_timeout)}):
+        yield
 
 
 def _scrub(text: str, spec: CloudSpec) -> str:
@@ -331,7 +368,8 @@ def _info(droplet: Any, created: bool) -> DropletInfo:
                        public_ipv4=public_ipv4(droplet.networks), created=created)
 
 
-def _find(spec: CloudSpec, on_event: OnEvent) -> Any | None:
+def _named(spec: CloudSpec, on_event: OnEvent) -> list[Any]:
+    """Our droplets with DROPLET_NAME (carrying the first tag), oldest (lowest id) first."""
     tag = spec.tags[0] if spec.tags else None
     listed = _call(spec, "listing droplets",
                    lambda: _manager(spec).get_all_droplets(tag_name=tag), on_event)
@@ -339,14 +377,22 @@ def _find(spec: CloudSpec, on_event: OnEvent) -> Any | None:
     if not matches and tag:
         # A same-name droplet without our tag is somebody else's: never adopt or duplicate it.
         every = _call(spec, "listing droplets", lambda: _manager(spec).get_all_droplets(), on_event)
-        if any(d.name == spec.droplet_name for d in every):
+        if any(d.name == spec.droplet_name and tag not in (d.tags or []) for d in every):
             raise CloudError(f"a droplet named {spec.droplet_name!r} exists without tag {tag!r}",
                              f"add the tag {tag!r} to it in the control panel to adopt it, "
                              "or set DROPLET_NAME to another name")
+        matches = [d for d in every if d.name == spec.droplet_name]  # ours, created meanwhile
+    return sorted(matches, key=lambda d: int(d.id))
+
+
+def _find(spec: CloudSpec, on_event: OnEvent) -> Any | None:
+    matches = _named(spec, on_event)
     if len(matches) > 1:
         ids = ", ".join(str(d.id) for d in matches)
         raise CloudError(f"{len(matches)} droplets are named {spec.droplet_name!r} (ids {ids})",
-                         "delete or rename the extra droplets, or set DROPLET_NAME to a unique name")
+                         "if another deploy is creating the droplet right now, wait a minute and run again "
+                         "(the newer one deletes itself); otherwise delete or rename the extra droplets, "
+                         "or set DROPLET_NAME to a unique name")
     return matches[0] if matches else None
 
 
@@ -370,34 +416,53 @@ def ssh_fingerprint(public_key: str) -> str:
     return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
 
 
-def _find_ssh_key(spec: CloudSpec, on_event: OnEvent) -> int | None:
-    """The id of the account's key with our public key's fingerprint (a GET), or None."""
-    key = digitalocean.SSHKey(token=spec.token, fingerprint=ssh_fingerprint(spec.ssh_public_key))
-
+def _lookup_ssh_key(spec: CloudSpec, on_event: OnEvent) -> Any | None:
+    """The account's key with our public key's fingerprint (a GET), or None."""
     def load() -> Any:
+        key = digitalocean.SSHKey(token=spec.token, fingerprint=ssh_fingerprint(spec.ssh_public_key))
         key.load()
         return key
-    found = _call(spec, "looking up the SSH key", load, on_event, missing_ok=True)
+    return _call(spec, "looking up the SSH key", load, on_event, missing_ok=True)
+
+
+def _find_ssh_key(spec: CloudSpec, on_event: OnEvent) -> int | None:
+    found = _lookup_ssh_key(spec, on_event)
     return int(found.id) if found is not None else None
 
 
 def _ensure_ssh_key(spec: CloudSpec, on_event: OnEvent) -> tuple[int, bool]:
     fingerprint = ssh_fingerprint(spec.ssh_public_key)
-    existing = _find_ssh_key(spec, on_event)
-    if existing is not None:
-        return existing, False
+
+    def lookup() -> Any | None:
+        return _lookup_ssh_key(spec, on_event)
+
+    found = lookup()
+    if found is not None:
+        return int(found.id), False
     new = digitalocean.SSHKey(token=spec.token, name=spec.ssh_key_name,
                               public_key=spec.ssh_public_key.strip())
-    _call(spec, "registering the SSH key", new.create, on_event)
+
+    def create() -> Any:
+        new.create()
+        return new
+    try:
+        # After a lost answer the key may be registered already: look before posting again.
+        made = _call(spec, "registering the SSH key", create, on_event, before_retry=lookup)
+    except CloudError:
+        made = lookup()  # refused as "already in use": a concurrent run registered it first
+        if made is None:
+            raise
+        return int(made.id), False
     on_event("info", f"registered SSH key {spec.ssh_key_name!r} ({fingerprint})")
-    return int(new.id), True
+    return int(made.id), True
 
 
-def _create_droplet(spec: CloudSpec, key_id: int, user_data: str, on_event: OnEvent) -> Any:
+def _create_droplet(spec: CloudSpec, key_id: int, user_data: str, on_event: OnEvent,
+                    extra_tags: tuple[str, ...] = ()) -> Any:
     # The body is ours, not Droplet.create()'s: the library always sends "vpc_uuid": null,
     # which DigitalOcean's contract does not allow (a string, or the field left out).
     body = {"name": spec.droplet_name, "region": spec.region, "size": spec.size,
-            "image": spec.image, "ssh_keys": [key_id], "tags": list(spec.tags),
+            "image": spec.image, "ssh_keys": [key_id], "tags": [*spec.tags, *extra_tags],
             "user_data": user_data, "ipv6": True, "monitoring": True}
     api = digitalocean.Droplet(token=spec.token)
 
@@ -409,6 +474,31 @@ def _create_droplet(spec: CloudSpec, key_id: int, user_data: str, on_event: OnEv
                  before_retry=lambda: _find(spec, on_event))
     on_event("info", f"created droplet {spec.droplet_name} (id {made.id}) in {spec.region}")
     return made
+
+
+def _settle_creation(spec: CloudSpec, made: Any, on_event: OnEvent) -> None:
+    """Two deploys that found no droplet both create one (DigitalOcean has no create-if-absent).
+    Right after creating, each lists the droplets of that name: the oldest (lowest id, as
+    DigitalOcean numbers them in creation order) stays; a run that created a newer one deletes
+    it and fails before touching the firewall or DNS, naming the run that came first."""
+    older = [d for d in _named(spec, on_event) if int(d.id) < int(made.id)]
+    if not older:
+        return  # ours is the oldest: a newer one's run removes it
+    first = older[0]
+    holder = next((p for p in map(parse_presence, first.tags or []) if p), None)
+    by = f", by {holder.who} from {holder.address}" if holder else ""
+    what = (f"another deploy created droplet {spec.droplet_name} first (id {first.id}, created "
+            f"{getattr(first, 'created_at', '?')}{by})")
+    try:
+        _call(spec, "deleting the duplicate droplet", made.destroy, on_event, missing_ok=True)
+    except CloudError as exc:
+        raise CloudError(f"{what}; the duplicate this run created (id {made.id}) could not be deleted: "
+                         f"{exc.message}", f"delete droplet {made.id} in the control panel, then run "
+                         "`inv deploy` again") from None
+    on_event("warning", f"deleted droplet {made.id}: {what}")
+    raise ConcurrentDeploy(f"{what}; this run deleted the droplet it had just created (id {made.id}) and "
+                           "did not touch the firewall or DNS",
+                           "wait for that deploy to finish, then run `inv deploy` again: it finds that droplet")
 
 
 def _wait_active(spec: CloudSpec, droplet: Any, on_event: OnEvent) -> Any:
@@ -482,9 +572,9 @@ def _as_cidr(address: str) -> str:
     return f"{ip}/{32 if ip.version == 4 else 128}"
 
 
-def firewall_rules(operator_ip: str, extra_cidrs: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
-    """(inbound, outbound): web open to all, SSH only from the operator + extra CIDRs."""
-    ssh_sources = [_as_cidr(operator_ip)]
+def firewall_rules(operator_ips: list[str], extra_cidrs: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """(inbound, outbound): web open to all, SSH only from the operators + extra CIDRs."""
+    ssh_sources = [_as_cidr(ip) for ip in operator_ips]
     for cidr in extra_cidrs:
         try:
             net = str(ipaddress.ip_network(cidr, strict=False))
@@ -537,13 +627,8 @@ class _FirewallState:
         return "unchanged" if self.attached else "attach"
 
 
-def _firewall_state(spec: CloudSpec, droplet_id: int | None, on_event: OnEvent) -> _FirewallState:
-    """``droplet_id`` None: the droplet does not exist yet (so nothing is attached to it)."""
-    operator_ip = discover_operator_ip(spec.operator_ip_url, spec.operator_ip_timeout)
-    inbound, outbound = firewall_rules(operator_ip, spec.extra_ssh_cidrs)
-    listed = _call(spec, "listing firewalls", lambda: _manager(spec).get_data("firewalls")["firewalls"],
-                   on_event)
-    current = next((fw for fw in listed if fw.get("name") == spec.droplet_name), None)
+def _compare(operator_ip: str, inbound: list[dict], outbound: list[dict], current: dict | None,
+             droplet_id: int | None) -> _FirewallState:
     if current is None:
         return _FirewallState(operator_ip, inbound, outbound, None, False, False)
     same_rules = (_rule_key(current.get("inbound_rules") or [], "sources") == _rule_key(inbound, "sources")
@@ -553,9 +638,37 @@ def _firewall_state(spec: CloudSpec, droplet_id: int | None, on_event: OnEvent) 
     return _FirewallState(operator_ip, inbound, outbound, current, same_rules, attached)
 
 
-def _ensure_firewall(spec: CloudSpec, droplet_id: int, on_event: OnEvent) -> FirewallResult:
-    state = _firewall_state(spec, droplet_id, on_event)
-    operator_ip, inbound, outbound, current = state.operator_ip, state.inbound, state.outbound, state.current
+def _named_firewalls(spec: CloudSpec, on_event: OnEvent) -> list[dict]:
+    """Firewalls named after the droplet, oldest first."""
+    listed = _call(spec, "listing firewalls", lambda: _manager(spec).get_data("firewalls")["firewalls"], on_event)
+    return sorted((fw for fw in listed if fw.get("name") == spec.droplet_name),
+                  key=lambda fw: (fw.get("created_at") or "", fw.get("id") or ""))
+
+
+def _firewall_state(spec: CloudSpec, droplet_id: int | None, on_event: OnEvent) -> _FirewallState:
+    """For the plan: this operator's rules against the firewall as it is. ``droplet_id`` None:
+    the droplet does not exist yet (so nothing is attached to it)."""
+    operator_ip = discover_operator_ip(spec.operator_ip_url, spec.operator_ip_timeout)
+    inbound, outbound = firewall_rules([operator_ip], spec.extra_ssh_cidrs)
+    mine = _named_firewalls(spec, on_event)
+    return _compare(operator_ip, inbound, outbound, mine[0] if mine else None, droplet_id)
+
+
+def _ensure_firewall(spec: CloudSpec, droplet_id: int, operator_ip: str, allowed: list[str],
+                     on_event: OnEvent) -> FirewallResult:
+    """The firewall named after the droplet, with SSH from the ``allowed`` operators only."""
+    inbound, outbound = firewall_rules(allowed, spec.extra_ssh_cidrs)
+    who = ", ".join(allowed)
+
+    def named() -> list[dict]:
+        return _named_firewalls(spec, on_event)
+    mine = named()
+    for extra in mine[1:]:  # a duplicate keeps its own SSH rule (old addresses): keep the oldest only
+        _call(spec, "deleting a duplicate firewall",
+              digitalocean.Firewall(token=spec.token, id=extra["id"]).destroy, on_event, missing_ok=True)
+        on_event("warning", f"deleted duplicate firewall {extra['id']} named {spec.droplet_name}")
+    state = _compare(operator_ip, inbound, outbound, mine[0] if mine else None, droplet_id)
+    current = state.current
     if current is None:
         fw = digitalocean.Firewall(
             token=spec.token, name=spec.droplet_name, droplet_ids=[droplet_id], tags=[],
@@ -565,8 +678,10 @@ def _ensure_firewall(spec: CloudSpec, droplet_id: int, on_event: OnEvent) -> Fir
             outbound_rules=[digitalocean.OutboundRule(r["protocol"], r["ports"],
                                                       digitalocean.Destinations(**r["destinations"]))
                             for r in outbound])
-        _call(spec, "creating the firewall", fw.create, on_event)
-        on_event("info", f"created firewall {spec.droplet_name}: SSH only from {operator_ip}")
+        # After a lost answer the firewall may exist: a second one would keep its own SSH rule.
+        _call(spec, "creating the firewall", fw.create, on_event,
+              before_retry=lambda: named() or None)
+        on_event("info", f"created firewall {spec.droplet_name}: SSH only from {who}")
         return FirewallResult("created", operator_ip, inbound)
     if state.action == "unchanged":
         return FirewallResult("unchanged", operator_ip, inbound)
@@ -577,11 +692,106 @@ def _ensure_firewall(spec: CloudSpec, droplet_id: int, on_event: OnEvent) -> Fir
                 "tags": current.get("tags") or []}
         _call(spec, "updating the firewall",
               lambda: api.get_data(f"firewalls/{current['id']}", type="PUT", params=body), on_event)
-        on_event("info", f"updated firewall {spec.droplet_name}: SSH only from {operator_ip}")
+        on_event("info", f"updated firewall {spec.droplet_name}: SSH only from {who}")
     else:
         _call(spec, "attaching the firewall", lambda: api.add_droplets([droplet_id]), on_event)
         on_event("info", f"attached firewall {spec.droplet_name} to droplet {droplet_id}")
     return FirewallResult("updated", operator_ip, inbound)
+
+
+# --- operators on the SSH allowlist -------------------------------------------------------
+# Each operator who provisions is announced on the droplet with a tag naming their address;
+# the firewall allows SSH from every operator announced within ALLOWLIST_TTL (the newest
+# address of each), so two deploys at once never lock each other out.
+PRESENCE_PREFIX = "stackdeploy-ssh:"
+ALLOWLIST_ROUNDS = 3  # writes of the firewall while operators keep arriving
+
+
+@dataclass(frozen=True)
+class Presence:
+    address: str
+    since: int          # unix seconds, by the announcing machine's clock
+    who: str            # user@host in the tag alphabet
+    tag: str
+
+
+def now_s() -> int:
+    return int(time.time())
+
+
+def _tag_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "_", text)[:80] or "unknown"
+
+
+def presence_tag(address: str, since: int, who: str) -> str:
+    """stackdeploy-ssh:<address>:<unix seconds>:<who>, in DigitalOcean's tag alphabet (letters,
+    digits, '-', '_', ':'): an IPv4 address's dots become '-', an IPv6 address's colons '_'."""
+    encoded = str(ipaddress.ip_address(address)).replace(".", "-").replace(":", "_")
+    return f"{PRESENCE_PREFIX}{encoded}:{int(since)}:{_tag_safe(who)}"
+
+
+def parse_presence(tag: str) -> Presence | None:
+    if not tag.startswith(PRESENCE_PREFIX):
+        return None
+    encoded, _, rest = tag[len(PRESENCE_PREFIX):].partition(":")
+    since, _, who = rest.partition(":")
+    address = encoded.replace("_", ":") if "_" in encoded else encoded.replace("-", ".")
+    try:
+        return Presence(str(ipaddress.ip_address(address)), int(since), who, tag)
+    except ValueError:
+        return None
+
+
+def _operators(spec: CloudSpec, droplet: Any, on_event: OnEvent) -> tuple[list[Presence], list[Presence]]:
+    """(live, retired) operators announced on the droplet, read afresh: live is the newest
+    announcement of each operator within ALLOWLIST_TTL; the others are retired."""
+    _call(spec, "reading the droplet's tags", droplet.load, on_event)
+    announced = sorted(filter(None, map(parse_presence, droplet.tags or [])), key=lambda p: -p.since)
+    live: dict[str, Presence] = {}
+    retired: list[Presence] = []
+    for p in announced:
+        if p.who in live or now_s() - p.since > spec.allowlist_ttl:
+            retired.append(p)
+        else:
+            live[p.who] = p
+    return list(live.values()), retired
+
+
+def _announce(spec: CloudSpec, droplet: Any, operator_ip: str, on_event: OnEvent) -> list[str]:
+    """Announce this operator on the droplet (no write while a recent announcement stands),
+    remove retired announcements, and return every live operator's address."""
+    live, retired = _operators(spec, droplet, on_event)
+    me = _tag_safe(spec.operator)
+    mine = next((p for p in live if p.who == me), None)
+    if mine is None or mine.address != operator_ip or now_s() - mine.since > spec.allowlist_ttl / 2:
+        tag = digitalocean.Tag(token=spec.token, name=presence_tag(operator_ip, now_s(), spec.operator))
+        _call(spec, "announcing this operator on the droplet", tag.create, on_event)   # same name: same tag
+        _call(spec, "announcing this operator on the droplet",
+              lambda: tag.add_droplets([int(droplet.id)]), on_event)
+        retired += [mine] if mine else []
+        live = [p for p in live if p.who != me] + [Presence(operator_ip, now_s(), me, tag.name)]
+    for old in retired:
+        _call(spec, "removing an old operator announcement",
+              digitalocean.Tag(token=spec.token, name=old.tag).delete, on_event, missing_ok=True)
+    return sorted({p.address for p in live})
+
+
+def _ensure_allowlist(spec: CloudSpec, droplet: Any, operator_ip: str, on_event: OnEvent) -> FirewallResult:
+    """Write the firewall from the operators announced, then read them again: one who was
+    announced meanwhile (a concurrent deploy) gets the firewall written again with them in."""
+    allowed = _announce(spec, droplet, operator_ip, on_event)
+    status = "unchanged"
+    for _ in range(ALLOWLIST_ROUNDS):
+        result = _ensure_firewall(spec, int(droplet.id), operator_ip, allowed, on_event)
+        status = result.status if status == "unchanged" else status
+        now = sorted({p.address for p in _operators(spec, droplet, on_event)[0]})
+        if now == allowed:
+            return dataclasses.replace(result, status=status)
+        on_event("info", f"operators changed while the firewall was written ({', '.join(now)}): writing it again")
+        allowed = now
+    on_event("warning", "operators kept arriving while the firewall was written; run `inv provision` again "
+                        "to be sure every deploying operator is allowed")
+    return dataclasses.replace(result, status=status)
 
 
 # --- DNS ---------------------------------------------------------------------------------
@@ -643,9 +853,13 @@ def _ensure_dns(spec: CloudSpec, ip: str, on_event: OnEvent) -> DnsResult:
     changed: list[dict] = []
     for host, rel, rec in _dns_work(hosts, zone, records, ip):
         if rec is None:
+            def created(rel: str = rel) -> Any | None:  # after a lost answer: is it there already?
+                current = _call(spec, f"listing DNS records of {zone}", domain.get_records, on_event)
+                return next((r for r in current if (r.type, r.name, r.data) == ("A", rel, ip)), None)
             _call(spec, f"creating the A record {host}",
                   lambda rel=rel: domain.create_new_domain_record(type="A", name=rel, data=ip,
-                                                                  ttl=DNS_TTL), on_event)
+                                                                  ttl=DNS_TTL), on_event,
+                  before_retry=created)
             changed.append({"name": host, "action": "created", "from": None, "to": ip})
         else:
             old, rec.data = rec.data, ip
@@ -669,30 +883,44 @@ def _checked_input(spec: CloudSpec) -> str:
 
 
 def provision(spec: CloudSpec, on_event: OnEvent = _log_event,
-              account: AccountInfo | None = None) -> ProvisionResult:
+              account: AccountInfo | None = None,
+              on_droplet: Callable[[DropletInfo], None] | None = None) -> ProvisionResult:
     """Find or create the droplet, lock SSH to the operator, point DNS at it. ``account``: the
-    token was already checked this run (the check is not repeated)."""
+    token was already checked this run (the check is not repeated). ``on_droplet`` hears of the
+    droplet as soon as it is found or created, and again once it is active (with its address),
+    so a provision that fails or is interrupted later still names it."""
+    def report(info: DropletInfo) -> DropletInfo:
+        if on_droplet is not None:
+            on_droplet(info)
+        return info
+
     user_data = _checked_input(spec)
     if account is None:
         account = check_token(spec, on_event)
         on_event("info", f"DigitalOcean token accepted ({account.email})")
+    # Known before anything is created: a new droplet carries its creator's announcement.
+    operator_ip = (discover_operator_ip(spec.operator_ip_url, spec.operator_ip_timeout)
+                   if spec.firewall_enabled else None)
     warnings: list[str] = []
     with _library_env(spec):
         droplet = _find(spec, on_event)
         created = key_registered = False
         if droplet is None:
             key_id, key_registered = _ensure_ssh_key(spec, on_event)
-            droplet = _create_droplet(spec, key_id, user_data, on_event)
+            announce = (presence_tag(operator_ip, now_s(), spec.operator),) if operator_ip else ()
+            droplet = _create_droplet(spec, key_id, user_data, on_event, announce)
             created = True
+            _settle_creation(spec, droplet, on_event)  # a concurrent deploy's older droplet wins
         else:
             on_event("info", f"found droplet {droplet.name} (id {droplet.id}, {droplet.status})")
-        if spec.firewall_enabled:  # before the droplet is reachable, so SSH is never open to all
-            firewall = _ensure_firewall(spec, int(droplet.id), on_event)
+        report(_info(droplet, created))
+        if operator_ip:  # before the droplet is reachable, so SSH is never open to all
+            firewall = _ensure_allowlist(spec, droplet, operator_ip, on_event)
         else:
             firewall = FirewallResult("skipped", None, [])
             on_event("info", "allowlist skipped: the Cloud Firewall was not touched")
         droplet = _wait_active(spec, droplet, on_event)
-        info = _info(droplet, created)
+        info = report(_info(droplet, created))
         if info.public_ipv4 is None:
             warnings.append(f"droplet {info.name} has no public IPv4 address yet; remote steps "
                             "need one (check the droplet's networking in the control panel)")

@@ -64,7 +64,7 @@ def ship(run: Run, settings: Settings, target: Target, local: sync.LocalRelease,
     spec = wiring.compose_spec(settings)
     try:
         with steps.locked(run, target, local.release_id, settings["LOCK_WAIT"]):
-            pushed = steps.push(run, target, local, settings.stack_env_file())
+            pushed = steps.push(run, target, local, settings.stack_env_file(), settings["MIN_FREE_MB"])
             # Update-only builds just the services whose build inputs changed (None: all), plus
             # any whose image is missing on the droplet.
             wanted = steps.build(run, target, spec, pushed, local.compose,
@@ -209,7 +209,7 @@ def push_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
     with connected(run, settings, edges, find_hosts(run, settings, edges, required=True)) as inventory:
         for target in inventory:
             with steps.locked(run, target, local.release_id, settings["LOCK_WAIT"]):
-                pushed = steps.push(run, target, local, settings.stack_env_file())
+                pushed = steps.push(run, target, local, settings.stack_env_file(), settings["MIN_FREE_MB"])
                 steps.build(run, target, wiring.compose_spec(settings), pushed, local.compose, pushed.changed_services)
 
 
@@ -322,14 +322,25 @@ def release_line(r: sync.ReleaseInfo) -> str:
 def lock_status(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
     with connected(run, settings, edges, find_hosts(run, settings, edges, required=True)) as inventory:
         for target in inventory:
-            holder = lock.status(target)
-            run.record("lock", holder)
-            run.log(f"deploy lock: held by {holder}" if holder else "deploy lock: free")
+            state = lock.read(target)
+            run.record("lock", state)
+            if state is None:
+                run.log("deploy lock: free")
+                continue
+            stale = lock.stale_reason(state, settings["LOCK_TTL"])
+            run.log(f"deploy lock: held by {state.describe()}"
+                    + (f"; stale: {stale} (`inv lock.release --if-stale` releases it)" if stale else ""))
 
 
-def lock_release(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
+def lock_release(run: Run, settings: Settings, edges: Edges = REAL_EDGES, if_stale: bool = False) -> None:
+    """Release the deploy lock; ``if_stale``: only when its holder is surely gone (else LockHeld)."""
     with connected(run, settings, edges, find_hosts(run, settings, edges, required=True)) as inventory:
         for target in inventory:
+            if if_stale:
+                released = lock.release_if_stale(target, settings["LOCK_TTL"])
+                run.log(f"stale deploy lock released (held by {released[0].describe()}: {released[1]})"
+                        if released else "deploy lock was already free")
+                continue
             holder = lock.status(target)
             lock.release(target)
             run.log(f"deploy lock released (was held by {holder})" if holder else "deploy lock was already free")

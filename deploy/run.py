@@ -111,7 +111,7 @@ class Run:
     @property
     def operator(self) -> str:
         """Who runs this: user@host, recorded in the release history."""
-        return f"{_user()}@{socket.gethostname()}"
+        return operator_name()
 
     # -- console and run.log -------------------------------------------------------------------
     def log(self, message: str, style: str = "") -> None:
@@ -317,6 +317,11 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def operator_name() -> str:
+    """user@host of whoever runs this process."""
+    return f"{_user()}@{socket.gethostname()}"
 
 
 def _user() -> str:

@@ -67,10 +67,13 @@ KEYS: tuple[Key, ...] = (
     Key("OPERATOR_IP_URL", "allowlist.operator_ip_url", "str", "URL answering with the operator's public IP, for the SSH allowlist."),
     Key("OPERATOR_IP_TIMEOUT", "allowlist.operator_ip_timeout", "float", "Seconds to wait for OPERATOR_IP_URL."),
     Key("ALLOWLIST_EXTRA_CIDRS", "allowlist.extra_ssh_cidrs", "list", "More CIDRs allowed to reach SSH."),
+    Key("ALLOWLIST_TTL", "allowlist.ttl", "float", "Seconds an operator's address stays allowed to reach SSH after their last provision (concurrent deploys keep each other's access)."),
     Key("REMOTE_BASE_DIR", "remote.base_dir", "str", "Release root on the droplet (default /opt/<project>)."),
     Key("RELEASES_KEEP", "remote.releases_keep", "int", "Releases kept on the droplet."),
     Key("HEALTH_TIMEOUT", "remote.health_timeout", "float", "Seconds for every service to become healthy."),
     Key("LOCK_WAIT", "remote.lock_wait", "float", "Seconds to wait for another deploy's lock before failing."),
+    Key("LOCK_TTL", "remote.lock_ttl", "float", "Seconds after which another machine's deploy lock counts as stale for `inv lock.release --if-stale` (longer than any deploy)."),
+    Key("MIN_FREE_MB", "remote.min_free_mb", "int", "Free MB the droplet needs under the release root before a push (on a droplet Docker's images share that disk); 0 turns the check off."),
     Key("CHECK_SAMPLES", "checks.samples", "int", "Latency samples per public route."),
     Key("CHECK_TIMEOUT", "checks.timeout", "float", "Seconds per check request."),
     Key("CHECK_P95_BUDGET", "checks.p95_budget", "float", "p95 latency budget in seconds (NFR-007)."),
@@ -413,6 +416,9 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "SSH_PORT": lambda v: None if 0 < v < 65536 else "must be a port number",
     "RELEASES_KEEP": lambda v: None if v >= 2 else "must be at least 2 (the current release and one to roll back to)",
     "CHECK_SAMPLES": lambda v: None if v >= 1 else "must be at least 1",
+    "MIN_FREE_MB": lambda v: None if v >= 0 else "must be 0 or more",
+    "ALLOWLIST_TTL": lambda v: None if v >= 600 else "must be at least 600 seconds (longer than a deploy)",
+    "LOCK_TTL": lambda v: None if v >= 600 else "must be at least 600 seconds (a deploy must never outlive it)",
     "DROPLET_IP": lambda v: None if not v or _is_ip(v) else f"is {v!r}, which is not an IP address",
 }
 _FIXES = {
@@ -422,6 +428,9 @@ _FIXES = {
     "SSH_PORT": "set SSH_PORT to 22 or the droplet's SSH port",
     "RELEASES_KEEP": "set RELEASES_KEEP=5",
     "CHECK_SAMPLES": "set CHECK_SAMPLES=5",
+    "MIN_FREE_MB": "set MIN_FREE_MB=1024 (0 turns the check off)",
+    "ALLOWLIST_TTL": "set ALLOWLIST_TTL=10800 (three hours)",
+    "LOCK_TTL": "set LOCK_TTL=10800 (three hours), longer than your slowest deploy",
     "DROPLET_IP": "set DROPLET_IP to the droplet's public IPv4 (e.g. 203.0.113.10), or unset it to find the droplet by name",
 }
 

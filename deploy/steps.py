@@ -39,15 +39,22 @@ def token_check(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec) -> cloud
     return account
 
 
+def _record_target(run: Run, droplet: cloud.DropletInfo) -> None:
+    run.target = {"name": droplet.name, "region": droplet.region, "ip": droplet.public_ipv4,
+                  "droplet_id": droplet.id}
+
+
 def provision(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec,
               account: cloud.AccountInfo) -> cloud.ProvisionResult:
     """Droplet, firewall allowlist and DNS (the token is already checked)."""
     with run.step("provision") as step:
+        # The target is recorded as soon as the droplet is known: run.json names it even when
+        # the provision fails or is interrupted after creating it.
         result = cloud_port.provision(
             spec, on_event=lambda level, msg: run.warn(msg) if level == "warning" else run.log(msg),
-            account=account)
+            account=account, on_droplet=lambda droplet: _record_target(run, droplet))
         d = result.droplet
-        run.target = {"name": d.name, "region": d.region, "ip": d.public_ipv4, "droplet_id": d.id}
+        _record_target(run, d)
         run.record("provision", result)
         step.note(("created" if d.created else "found") + f" droplet {d.name} ({d.public_ipv4 or 'no public IPv4'});"
                   f" firewall {result.firewall.status}; dns {result.dns.status}")
@@ -65,8 +72,7 @@ def discover(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec) -> Host:
             raise OperatorError(f"no droplet named {spec.droplet_name} in the account",
                                 "run a full `inv deploy` first (update-only never creates a droplet), "
                                 "or check DROPLET_NAME")
-        run.target = {"name": droplet.name, "region": droplet.region, "ip": droplet.public_ipv4,
-                      "droplet_id": droplet.id}
+        _record_target(run, droplet)
         if not droplet.public_ipv4:
             raise OperatorError(f"droplet {droplet.name} has no public IPv4 address",
                                 "check the droplet's networking in the DigitalOcean console, or set DROPLET_IP")
@@ -115,10 +121,12 @@ def locked(run: Run, target: Target, release: str | None, wait: float) -> Iterat
                      f"({lock.status(target)})")
 
 
-def push(run: Run, target: Target, local: sync.LocalRelease, env_content: str) -> sync.PushResult:
-    """The release's files (only what changed since ``current``) and its env file (0600)."""
+def push(run: Run, target: Target, local: sync.LocalRelease, env_content: str,
+         min_free_mb: int = 0) -> sync.PushResult:
+    """The release's files (only what changed since ``current``) and its env file (0600), once
+    ``min_free_mb`` is free on the droplet."""
     with run.step("push") as step:
-        result = sync.push(target, local, env_content, by=run.operator)
+        result = sync.push(target, local, env_content, by=run.operator, min_free_mb=min_free_mb)
         summary = {"release_id": result.release_id, "previous_release": result.previous_release,
                    "bytes_sent": result.bytes_sent, "files_total": result.files_total,
                    "changed_count": len(result.changed), "removed_count": len(result.removed),

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from deploy import checks, cloud
 from deploy.errors import ConfigError
+from deploy.run import operator_name
 from deploy.settings import Settings
 from remote import connection
 from remote.collect import CollectSpec
@@ -26,7 +27,8 @@ NONPROD_OVERRIDE = "compose.nonprod.yml"
 class CloudPort(Protocol):
     def check_token(self, spec: cloud.CloudSpec) -> cloud.AccountInfo: ...
 
-    def provision(self, spec: cloud.CloudSpec, on_event: Any = ..., account: Any = None) -> cloud.ProvisionResult: ...
+    def provision(self, spec: cloud.CloudSpec, on_event: Any = ..., account: Any = None,
+                  on_droplet: Any = None) -> cloud.ProvisionResult: ...
 
     def find_droplet(self, spec: cloud.CloudSpec) -> cloud.DropletInfo | None: ...
 
@@ -108,6 +110,8 @@ def cloud_spec(settings: Settings, need_key: bool = True) -> cloud.CloudSpec:
         max_retries=s["DO_MAX_RETRIES"],
         endpoint=s["DIGITALOCEAN_END_POINT"],
         ssh_port=s["SSH_PORT"],
+        operator=operator_name(),
+        allowlist_ttl=s["ALLOWLIST_TTL"],
     )
 
 

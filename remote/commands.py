@@ -254,10 +254,20 @@ STATE_RELEASES = "--- releases"
 STATE_META = "--- current meta"
 
 
+def remove_push_leftovers(layout: ReleaseLayout) -> str:
+    """Staging folders and uploads of pushes that died mid-way (a push runs under the deploy
+    lock, so at the next push nobody is writing them any more)."""
+    r = q(layout.releases)
+    return f"rm -rf -- {r}/.staging-* {r}/.upload-*"
+
+
 def release_state(layout: ReleaseLayout) -> str:
-    """One round trip before a push: create the layout, then print the current release,
-    the release folders and the current release's metadata, separated by marker lines."""
-    return (f"{prepare_layout(layout)} && echo \"current:$(readlink {q(layout.current)} || true)\" && "
+    """One round trip before a push: create the layout, drop an interrupted push's leftovers,
+    then print the current release, the release folders and the current release's metadata,
+    separated by marker lines."""
+    return (f"{prepare_layout(layout)} && {remove_push_leftovers(layout)} && "
+            f"echo \"current:$(readlink {q(layout.current)} || true)\" && "
+            f"echo \"free_kb:$(df -Pk {q(layout.releases)} | awk 'NR==2 {{print $4}}')\" && "
             f"echo {q(STATE_RELEASES)} && ls -1 {q(layout.releases)} && "
             f"echo {q(STATE_META)} && (cat {q(layout.current_meta)} 2>/dev/null || true)")
 
@@ -323,6 +333,10 @@ def extract_archive(archive: str, dest: str) -> str:
             + " && " + join(["rm", "-f", archive]))
 
 
+def remove_tree(path: str) -> str:
+    return join(["rm", "-rf", "--", path])
+
+
 def rename(src: str, dest: str) -> str:
     return join(["mv", "-T", src, dest])
 
@@ -342,21 +356,40 @@ def remove_releases(layout: ReleaseLayout, release_ids: Sequence[str]) -> str:
 
 # --- lock -----------------------------------------------------------------------
 
-def lock_acquire(layout: ReleaseLayout) -> str:
-    """Atomic ``mkdir``: prints ``acquired`` or ``held``; any other failure is an error."""
-    d = q(layout.lock_dir)
-    return (f"mkdir -p {q(layout.base)} && if mkdir {d} 2>/dev/null; then echo acquired; "
-            f"elif [ -d {d} ]; then echo held; else mkdir {d}; fi")
+LOCK_STAGING_MAX_AGE_MIN = 60  # a lock attempt's staging folder older than this belongs to a dead run
+
+
+def lock_prepare(layout: ReleaseLayout, staging: str) -> str:
+    """Make the folder a lock is prepared in (its holder is then written over SFTP), after
+    removing what dead attempts and interrupted releases left behind."""
+    b = q(layout.base)
+    return (f"mkdir -p {b} && {{ find {b} -maxdepth 1 -name '.lock-*' -mmin +{LOCK_STAGING_MAX_AGE_MIN} "
+            f"-exec rm -rf -- {{}} + || true; }} && mkdir {q(staging)}")
+
+
+def lock_acquire(layout: ReleaseLayout, staging: str) -> str:
+    """Publish the prepared folder as the lock with one rename, so the lock never exists without
+    its holder. ``mv -T`` onto an existing lock fails (rename(2) refuses a non-empty folder); a
+    lock left empty by an older version is caught by the check before. Prints ``acquired`` or
+    ``held``; any other failure is an error."""
+    d, s = q(layout.lock_dir), q(staging)
+    return (f"if [ -e {d} ]; then echo held; elif mv -T {s} {d} 2>/dev/null; then echo acquired; "
+            f"elif [ -e {d} ]; then echo held; else mv -T {s} {d}; fi")
 
 
 def lock_status(layout: ReleaseLayout) -> str:
-    """Prints ``free``, or ``held`` followed by the holder JSON (may be empty while written)."""
+    """Prints ``free``, or ``held <seconds since it was taken, by the droplet's clock>`` followed by
+    the holder JSON."""
     d = q(layout.lock_dir)
-    return f"if [ -d {d} ]; then echo held; cat {q(layout.lock_holder)} 2>/dev/null || true; else echo free; fi"
+    return (f"if m=$(stat -c %Y {d} 2>/dev/null); then echo \"held $(( $(date +%s) - m ))\"; "
+            f"cat {q(layout.lock_holder)} 2>/dev/null || true; else echo free; fi")
 
 
-def lock_release(layout: ReleaseLayout) -> str:
-    return join(["rm", "-rf", "--", layout.lock_dir])
+def lock_release(layout: ReleaseLayout, trash: str) -> str:
+    """Rename the lock away, then delete it: the lock disappears in one step, never half-removed
+    while another deploy takes it."""
+    d, t = q(layout.lock_dir), q(trash)
+    return f"if mv -T {d} {t} 2>/dev/null || [ ! -e {d} ]; then rm -rf -- {t}; else mv -T {d} {t}; fi"
 
 
 def _go_string(value: str) -> str:

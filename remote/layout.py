@@ -7,6 +7,7 @@
     <base>/releases/.staging-<id>/             a release being assembled (renamed into place when complete)
     <base>/current -> releases/<id>            the release that is live and healthy; switched atomically
     <base>/lock/holder.json                    the deploy lock and who holds it
+    <base>/.lock-<nonce>/                      a lock being taken (renamed to lock/) or released
 """
 from __future__ import annotations
 
@@ -72,3 +73,8 @@ class ReleaseLayout:
     @property
     def lock_holder(self) -> str:
         return posixpath.join(self.lock_dir, LOCK_HOLDER)
+
+    def lock_staging(self, nonce: str) -> str:
+        """A lock being prepared (its holder written) before one rename makes it the lock; the
+        same prefix marks a released lock on its way out."""
+        return posixpath.join(self.base, f".lock-{nonce}")

@@ -264,18 +264,34 @@ def release_ids(target: Target) -> list[str]:
     return sorted(line.strip() for line in out.splitlines() if line.strip())
 
 
-def release_state(target: Target) -> tuple[str | None, list[str], dict | None]:
-    """(current release id, all release ids, current release metadata) in one round trip."""
+def release_state(target: Target) -> tuple[str | None, list[str], dict | None, int | None]:
+    """(current release id, all release ids, current release metadata, MB free under releases/)
+    in one round trip."""
     out = target.run(cmd.release_state(target.layout), "reading the release state").stdout
     head, _, rest = out.partition(cmd.STATE_RELEASES + "\n")
     listing, _, meta_text = rest.partition(cmd.STATE_META + "\n")
-    link = head.strip().removeprefix("current:").strip()
+    fields = dict(line.partition(":")[::2] for line in head.splitlines())
+    link = fields.get("current", "").strip()
+    free_kb = fields.get("free_kb", "").strip()
     ids = sorted(line.strip() for line in listing.splitlines() if line.strip())
     try:
         meta = json.loads(meta_text) if meta_text.strip() else None
     except json.JSONDecodeError:
         meta = None
-    return (posixpath.basename(link) if link else None), ids, meta
+    return (posixpath.basename(link) if link else None), ids, meta, (int(free_kb) // 1024 if free_kb.isdigit() else None)
+
+
+def _require_free_space(target: Target, free_mb: int | None, min_free_mb: int) -> None:
+    """Refuse before anything is uploaded: a disk that fills up mid-push or mid-build fails late
+    and obscurely (SFTP says only 'Failure')."""
+    if free_mb is None or free_mb >= min_free_mb:
+        return
+    raise ReleaseError(
+        f"only {free_mb} MB free in {target.layout.releases} on {target.host}; a release and its image "
+        f"builds need MIN_FREE_MB={min_free_mb} MB",
+        "free space on the droplet: `docker system prune` removes unused images and build cache, a lower "
+        "RELEASES_KEEP keeps fewer releases, or resize the droplet's disk; lower MIN_FREE_MB only if the "
+        "stack's builds need less")
 
 
 def read_release_meta(target: Target, release_id: str) -> dict | None:
@@ -315,12 +331,15 @@ def drift(target: Target, release_id: str, manifest: Mapping[str, Mapping[str, A
                  extra=sorted(p for p in found if p not in manifest))
 
 
-def push(target: Target, local: LocalRelease, env_content: str, by: str = "") -> PushResult:
+def push(target: Target, local: LocalRelease, env_content: str, by: str = "", min_free_mb: int = 0) -> PushResult:
+
     """Create release ``local.release_id`` on the droplet with its env file (0600, over sftp only:
-    it holds secrets) and return what was sent. Does not switch ``current``."""
+    it holds secrets) and return what was sent. Does not switch ``current``. Fails before any
+    upload when less than ``min_free_mb`` is free under releases/."""
     layout = target.layout
     manifest = local.manifest
-    previous, existing, current_meta = release_state(target)
+    previous, existing, current_meta, free_mb = release_state(target)
+    _require_free_space(target, free_mb, min_free_mb)
     if previous is not None and previous not in existing:
         previous = None  # dangling symlink: treat as a first push
     old_manifest = (current_meta or {}).get("manifest", {}) if previous else {}

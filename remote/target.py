@@ -7,6 +7,8 @@ may give a Target any object with the same three methods.
 """
 from __future__ import annotations
 
+import contextlib
+import posixpath
 import secrets
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -83,12 +85,22 @@ class SshExecutor:
         if self._sftp is None:
             self._sftp = self.conn.sftp()
         tmp = f"{path}.tmp-{secrets.token_hex(4)}"
-        with self._sftp.open(tmp, "wb") as fh:
-            if mode is not None:
-                fh.chmod(mode)  # before any byte is written
-            fh.set_pipelined(True)
-            fh.write(data)
-        self._sftp.posix_rename(tmp, path)
+        try:
+            with self._sftp.open(tmp, "wb") as fh:
+                if mode is not None:
+                    fh.chmod(mode)  # before any byte is written
+                fh.set_pipelined(True)
+                fh.write(data)
+            self._sftp.posix_rename(tmp, path)
+        except OSError as exc:  # paramiko's IOError; a full disk is only "Failure" (SSH_FX_FAILURE)
+            with contextlib.suppress(OSError):
+                self._sftp.remove(tmp)
+            folder = posixpath.dirname(path) or "/"
+            raise RemoteError(
+                f"writing {path} on {self.host} failed over SFTP: {exc.strerror or exc}",
+                f"a bare 'Failure' usually means the droplet's disk is full: check `df -h {folder}` on it "
+                "and free space (`docker system prune` removes unused images, a lower RELEASES_KEEP keeps "
+                "fewer releases); otherwise check the folder exists and the deploy user may write it") from None
 
     def close(self) -> None:
         self.conn.close()

@@ -20,8 +20,10 @@ class Fault:
     """Answer `times` matching requests (-1: every one) with `status` after `delay` s.
 
     status None means "only slow": wait `delay`, then answer normally.
-    process True means "done but the answer was lost": handle the request, then answer
-    with `status` anyway (what a client sees when a gateway fails after the write).
+    process True means "done but the answer was lost": handle the request first, then wait
+    `delay` and answer with `status` anyway (what a client sees when a gateway fails after the
+    write), or with status None the real answer only after `delay` (a client that gave up
+    sooner saw a timeout, though the write happened).
     """
     method: str
     path_regex: str

@@ -7,7 +7,6 @@ DropletBackend, called from worker threads so a droplet stays "new" while it is 
 """
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import math
@@ -325,16 +324,16 @@ class FakeDigitalOcean:
                 body = None
         authorized = self._authorized(headers.get("Authorization", ""))
         fault = self.faults.take(method, path)
-        if fault and fault.delay:
+        if fault and fault.delay and not fault.process:
             time.sleep(fault.delay)
         extra: dict[str, str] = {}
         try:
             if not authorized:
                 raise ApiError(401, "Unauthorized", "Unable to authenticate you.")
-            if fault and fault.status and fault.process and path.startswith("/v2/"):
-                self._tls.path = path[len("/v2/"):]
-                with contextlib.suppress(ApiError):
-                    self.dispatch(method, "/" + self._tls.path, query, body)
+            answer = None
+            if fault and fault.process:
+                answer = self._route(method, path, query, body)   # the write happens...
+                time.sleep(fault.delay)                           # ...its answer comes late, or not at all
             if fault and fault.status:
                 error_id, message = ERROR_IDS.get(fault.status, ("error", "Injected failure."))
                 if fault.retry_after is not None:
@@ -344,10 +343,7 @@ class FakeDigitalOcean:
                     extra["ratelimit-reset"] = str(math.ceil(time.time() + (
                         fault.retry_after if fault.retry_after is not None else 1)))
                 raise ApiError(fault.status, error_id, message)
-            if not path.startswith("/v2/") and path != "/v2":
-                raise not_found()
-            self._tls.path = path[len("/v2/"):]
-            status, payload = self.dispatch(method, "/" + self._tls.path, query, body)
+            status, payload = answer or self._route(method, path, query, body)
         except ApiError as err:
             status, payload = err.status, {"id": err.error_id, "message": err.message}
         except Exception as exc:  # a bug in the fake must still look like the API
@@ -359,6 +355,16 @@ class FakeDigitalOcean:
         self._log(RequestRecord(method, path, query, body, status, authorized,
                                 masked_headers(headers), raw_body, headers_out, data))
         return status, headers_out, data
+
+    def _route(self, method: str, path: str, query: dict, body: Any) -> tuple[int, Any]:
+        """Dispatch one /v2/ request; an API error becomes its answer."""
+        try:
+            if not path.startswith("/v2/") and path != "/v2":
+                raise not_found()
+            self._tls.path = path[len("/v2/"):]
+            return self.dispatch(method, "/" + self._tls.path, query, body)
+        except ApiError as err:
+            return err.status, {"id": err.error_id, "message": err.message}
 
     def _authorized(self, header: str) -> bool:
         scheme, _, given = header.partition(" ")

@@ -32,6 +32,7 @@ def operation(record: RequestRecord) -> str:
     """'METHOD /v2/path' with ids, fingerprints and the zone as placeholders."""
     path = re.sub(r"/[0-9a-f]{8}-[0-9a-f-]{27}", "/{id}", record.path)
     path = re.sub(r"/([0-9a-f]{2}:){15}[0-9a-f]{2}|/\d+", "/{id}", path)
+    path = re.sub(r"/tags/[^/]+", "/tags/{tag}", path)
     return f"{record.method} {path.replace('/example.test', '/{zone}')}"
 
 
@@ -57,7 +58,8 @@ def test_a_full_provision_is_on_spec(fake, api_spec, contract):
         "GET /v2/droplets", "POST /v2/droplets", "GET /v2/droplets/{id}",
         "GET /v2/firewalls", "POST /v2/firewalls", "PUT /v2/firewalls/{id}",
         "POST /v2/firewalls/{id}/droplets", "GET /v2/domains", "GET /v2/domains/{zone}/records",
-        "POST /v2/domains/{zone}/records", "PUT /v2/domains/{zone}/records/{id}"}
+        "POST /v2/domains/{zone}/records", "PUT /v2/domains/{zone}/records/{id}",
+        "POST /v2/tags", "POST /v2/tags/{tag}/resources", "DELETE /v2/tags/{tag}"}   # operators announced
     assert {401, 404, 429, 503} <= {r.status for r in fake.requests}
     problems = off_spec(contract, fake.requests)
     assert not problems, f"{len(problems)} off-spec:\n" + "\n".join(problems)

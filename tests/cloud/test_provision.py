@@ -40,7 +40,9 @@ def test_first_run_creates_droplet_firewall_and_dns(fake, backend, spec):
     assert stored["networks"]["v4"][0]["type"] == "private"
     assert d.public_ipv4 == "127.0.0.1"
     made = backend.created[0]
-    assert made["keys"] == [spec.ssh_public_key] and made["tags"] == ["stackdeploy"]
+    assert made["keys"] == [spec.ssh_public_key] and made["tags"][0] == "stackdeploy"
+    [announced] = made["tags"][1:]            # its creator, allowed to SSH (see test_concurrency.py)
+    assert cloud.parse_presence(announced).address == "198.51.100.7"
     assert made["user_data"].startswith("#cloud-config") and "deploy" in made["user_data"]
     assert stored["image"]["slug"] == "ubuntu-24-04-x64"
 
@@ -89,9 +91,12 @@ def test_operator_ip_change_updates_the_firewall_only(fake, backend, spec):
     second = cloud.provision(spec)
     assert second.firewall.status == "updated" and second.firewall.operator_ip == "192.0.2.44"
     assert second.changed
-    assert [(r.method, r.path) for r in writes(fake)] == [
+    assert [(r.method, r.path) for r in writes(fake) if "firewalls" in r.path] == [
         ("PUT", f"/v2/firewalls/{next(iter(fake.state['firewalls']))}")]
     assert ssh_allowed_from(backend.rules_for(first.droplet.id)) == ["192.0.2.44/32", "203.0.113.0/24"]
+    # the operator's announcement moved to the new address: the old one is gone from the droplet
+    announced = [cloud.parse_presence(t) for t in fake.state["droplets"][str(first.droplet.id)]["tags"]]
+    assert [p.address for p in announced if p] == ["192.0.2.44"]
 
 
 def test_detached_firewall_is_reattached(fake, spec):
@@ -355,3 +360,89 @@ def test_endpoint_env_is_restored_after_each_call(fake, spec, monkeypatch):
 def test_bad_endpoint_is_a_clear_error(spec):
     with pytest.raises(CloudError, match="ending in /v2/"):
         cloud.check_token(with_(spec, endpoint="http://127.0.0.1:9/api"))
+
+
+def test_the_droplet_is_reported_as_soon_as_it_exists(fake, api_spec):
+    # A provision that fails (or is interrupted) after creating the droplet must still say which one.
+    fake.inject("POST", r"^/v2/firewalls$", 500, times=-1)
+    seen: list[cloud.DropletInfo] = []
+    with pytest.raises(CloudUnavailable, match="creating the firewall"):
+        cloud.provision(api_spec, on_droplet=seen.append)
+    [droplet_id] = [int(i) for i in fake.state["droplets"]]
+    assert [(d.id, d.name, d.created) for d in seen] == [(droplet_id, "stack-1", True)]
+    fake.clear_requests()
+    fake.faults.clear()
+    seen.clear()
+    result = cloud.provision(api_spec, on_droplet=seen.append)     # found, then active with its address
+    assert [(d.id, d.created) for d in seen] == [(droplet_id, False)] * 2
+    assert seen[-1] == result.droplet and seen[-1].public_ipv4 == "127.0.0.1"
+
+
+def posts(fake, path: str) -> list[int]:
+    return [r.status for r in fake.requests if r.method == "POST" and r.path == path]
+
+
+def test_firewall_create_whose_answer_was_lost_is_not_duplicated(fake, backend, api_spec):
+    # A duplicate would keep its own copy of the SSH rule: an old operator address stays allowed.
+    fake.inject("POST", r"^/v2/firewalls$", 502, times=1, process=True)
+    result = cloud.provision(api_spec)
+    assert result.firewall.status == "created"
+    [fw] = fake.state["firewalls"].values()
+    assert fw["droplet_ids"] == [result.droplet.id] and posts(fake, "/v2/firewalls") == [502]
+
+
+def test_firewall_create_that_timed_out_after_the_write_is_not_duplicated(fake, api_spec):
+    fake.inject("POST", r"^/v2/firewalls$", None, times=1, delay=1.5, process=True)  # done, answer too late
+    started = time.monotonic()
+    cloud.provision(with_(api_spec, request_timeout=0.5))
+    time.sleep(max(0.0, started + 1.7 - time.monotonic()))   # the late answer is logged when it is sent
+    assert len(fake.state["firewalls"]) == 1 and posts(fake, "/v2/firewalls") == [202]
+
+
+def test_ssh_key_registration_whose_answer_was_lost_is_not_repeated(fake, api_spec):
+    fake.inject("POST", r"^/v2/account/keys$", 500, times=1, process=True)
+    result = cloud.provision(api_spec)
+    assert result.ssh_key_registered
+    [key] = fake.state["ssh_keys"].values()
+    assert posts(fake, "/v2/account/keys") == [500]
+    assert fake.store.droplet(result.droplet.id)["_public_keys"] == [key["public_key"]]
+
+
+def test_dns_record_create_whose_answer_was_lost_is_not_duplicated(fake, api_spec):
+    add_zone(fake, "example.test")
+    fake.inject("POST", r"^/v2/domains/example.test/records$", 503, times=1, process=True)
+    result = cloud.provision(api_spec)
+    apps = [r for r in fake.state["records"]["example.test"] if r["type"] == "A" and r["name"] == "app"]
+    assert len(apps) == 1 and apps[0]["data"] == "127.0.0.1"
+    assert a_records(fake, "example.test") == {"app": "127.0.0.1", "flower.app": "127.0.0.1",
+                                               "admin.app": "127.0.0.1"}
+    assert {c["action"] for c in result.dns.records_changed} == {"created"}
+    assert len(posts(fake, "/v2/domains/example.test/records")) == 3      # one per name, none repeated
+
+
+def test_a_key_registered_meanwhile_by_another_run_is_used(fake, api_spec):
+    def register_after_lookup(method: str, path: str, status: int, payload):
+        if method == "GET" and path.startswith("/v2/account/keys/") and status == 404 and not fake.state["ssh_keys"]:
+            fake.store.create_key({"name": "other-run", "public_key": api_spec.ssh_public_key})
+        return payload
+    fake.add_response_hook(register_after_lookup)   # our POST is refused: "already in use"
+    result = cloud.provision(api_spec)
+    assert not result.ssh_key_registered and posts(fake, "/v2/account/keys") == [422]
+    [key] = fake.state["ssh_keys"].values()
+    assert key["name"] == "other-run"
+
+
+def test_a_duplicate_firewall_is_deleted_so_no_old_address_stays_allowed(fake, backend, api_spec):
+    first = cloud.provision(api_spec)
+    [kept] = fake.state["firewalls"]
+    fake.store.firewall(kept)["created_at"] = "2020-01-01T00:00:00Z"   # the oldest stays
+    copy = dict(fake.state["firewalls"][kept], name="stack-1", droplet_ids=[first.droplet.id])
+    copy["inbound_rules"] = [{"protocol": "tcp", "ports": "22", "sources": {"addresses": ["192.0.2.200/32"]}}]
+    fake.store.create_firewall(copy)              # left by a create whose answer was lost, say
+    fake.operator_ip = "192.0.2.44"
+    events: list[tuple[str, str]] = []
+    cloud.provision(api_spec, on_event=lambda *e: events.append(e))
+    assert list(fake.state["firewalls"]) == [kept]
+    assert fake.store.effective_inbound(first.droplet.id)[0]["sources"]["addresses"] == [
+        "192.0.2.44/32", "203.0.113.0/24"]
+    assert any(lvl == "warning" and "deleted duplicate firewall" in m for lvl, m in events)

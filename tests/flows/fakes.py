@@ -8,6 +8,7 @@ in-memory engine that builds, starts and reports services from the compose file 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -331,6 +332,7 @@ class FakeCloud:
     ip: str = "203.0.113.10"
     exists: bool = True
     token_ok: bool = True
+    fail_after_droplet: Exception | None = None   # raised once the droplet is known (e.g. a firewall fault)
     calls: list[str] = field(default_factory=list)
 
     def _droplet(self, created: bool) -> cloud.DropletInfo:
@@ -346,10 +348,14 @@ class FakeCloud:
             raise cloud.TokenRejected("DigitalOcean rejected the API token (401 Unauthorized)", cloud.TOKEN_HINT)
         return cloud.AccountInfo(email="ops@example.com", uuid="u-1", droplet_limit=10)
 
-    def provision(self, spec: cloud.CloudSpec, on_event=None, account=None) -> cloud.ProvisionResult:
+    def provision(self, spec: cloud.CloudSpec, on_event=None, account=None, on_droplet=None) -> cloud.ProvisionResult:
         self.calls.append("provision" if account is not None else "provision+token")
         created = not self.exists
         self.exists = True
+        if on_droplet is not None:  # as the adapter does: as soon as it is found or created, before its IP
+            on_droplet(dataclasses.replace(self._droplet(created), status="new", public_ipv4=None))
+        if self.fail_after_droplet is not None:
+            raise self.fail_after_droplet
         return cloud.ProvisionResult(droplet=self._droplet(created),
                                      firewall=cloud.FirewallResult("unchanged", "198.51.100.7", []),
                                      dns=cloud.DnsResult("managed", [], None), warnings=[], changed=created)

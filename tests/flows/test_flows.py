@@ -3,9 +3,14 @@ operator is told, and that the lock is always released. No Docker, no sshd: the 
 in seconds. The real sshd/Docker/lab tests cover the same modules against the real things."""
 from __future__ import annotations
 
+import getpass
 import json
+import os
+import socket
+import subprocess
+import time
 
-from deploy import flows
+from deploy import cloud, flows
 from deploy.wiring import Host
 from remote.lock import LockHolder
 from tests.flows.fakes import Unreachable
@@ -181,6 +186,7 @@ def test_a_held_lock_stops_the_deploy_and_stays_with_its_holder(world):
     assert "held by alice@laptop" in out.manifest["error"] and "inv lock.release" in out.manifest["error"]
     assert "push" not in out.step_names
     assert json.loads((world.base / "lock" / "holder.json").read_text())["who"] == "alice@laptop"
+    assert not list(world.base.glob(".lock-*"))    # the refused attempt left no staging folder
 
 
 def test_lock_status_and_release(world):
@@ -403,3 +409,87 @@ def test_rollback_recreates_traefik_only_when_its_files_differ(world):
     traefik = world.docker.containers["traefik"].id
     assert world.invoke("rollback", flows.rollback, mode="rollback", release=None).exit_code == 0
     assert world.docker.containers["traefik"].id != traefik          # its config differs: recreated
+
+
+def test_too_little_free_disk_stops_the_push_before_anything_is_uploaded(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    live = world.current()
+    releases = sorted(p.name for p in (world.base / "releases").iterdir())
+    world.set_env(MIN_FREE_MB=str(10 ** 9))          # the fake droplet's real `df` never has a petabyte free
+    (world.stack / "api" / "app" / "main.py").write_text("# v2\n")
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 1
+    error = out.manifest["error"]
+    assert "MB free" in error and str(world.base / "releases") in error and "MIN_FREE_MB" in error
+    assert "docker system prune" in error
+    assert out.step("push")["status"] == "failed" and "build" not in out.step_names
+    assert sorted(p.name for p in (world.base / "releases").iterdir()) == releases   # nothing uploaded
+    assert world.current() == live and not world.lock_held()
+
+
+def _hold_lock(world, who: str, pid: int | None, age_s: float = 0) -> None:
+    """A lock as another deploy leaves it: holder.json inside, taken ``age_s`` ago (droplet clock)."""
+    folder = world.base / "lock"
+    folder.mkdir()
+    holder = LockHolder(who=who, when="2026-11-26T10:00:00+00:00", release="r-other", command="inv deploy",
+                        pid=pid)
+    (folder / "holder.json").write_text(json.dumps(holder.__dict__))
+    then = time.time() - age_s
+    os.utime(folder, (then, then))
+
+
+def _gone_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_lock_release_if_stale_refuses_a_live_lock_and_names_its_holder(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    _hold_lock(world, "alice@laptop", pid=4242, age_s=60)     # another machine, a minute ago
+    out = world.invoke("lock-release", flows.lock_release, mode="lock", if_stale=True)
+    assert out.exit_code == 5
+    error = out.manifest["error"]
+    assert "held by alice@laptop" in error and "not stale" in error and "LOCK_TTL" in error
+    assert world.lock_held()
+    here = f"{getpass.getuser()}@{socket.gethostname()}"
+    (world.base / "lock" / "holder.json").write_text(json.dumps(
+        LockHolder(who=here, when="x", release=None, command="inv deploy", pid=os.getpid()).__dict__))
+    os.utime(world.base / "lock", (time.time() - 86400, time.time() - 86400))   # old, but its process lives
+    assert world.invoke("lock-release", flows.lock_release, mode="lock", if_stale=True).exit_code == 5
+    assert world.lock_held()
+
+
+def test_lock_release_if_stale_releases_a_lock_whose_process_is_gone(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    pid = _gone_pid()
+    _hold_lock(world, f"{getpass.getuser()}@{socket.gethostname()}", pid=pid)
+    held = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert held.exit_code == 5
+    assert f"process {pid} on this machine" in held.manifest["error"] and "--if-stale" in held.manifest["error"]
+    out = world.invoke("lock-release", flows.lock_release, mode="lock", if_stale=True)
+    assert out.exit_code == 0, out.message
+    assert not world.lock_held() and f"process {pid}" in out.message
+    assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
+
+
+def test_lock_release_if_stale_releases_a_lock_older_than_lock_ttl(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    _hold_lock(world, "alice@laptop", pid=4242, age_s=5 * 3600)
+    world.set_env(LOCK_TTL=str(6 * 3600))
+    assert world.invoke("lock-release", flows.lock_release, mode="lock", if_stale=True).exit_code == 5
+    assert "taken 5 h" in world.invoke("lock-status", flows.lock_status, mode="lock").message
+    world.set_env(LOCK_TTL=None)                      # the default, a few hours
+    out = world.invoke("lock-release", flows.lock_release, mode="lock", if_stale=True)
+    assert out.exit_code == 0, out.message
+    assert not world.lock_held() and "LOCK_TTL" in out.message
+
+
+def test_a_provision_that_fails_after_creating_the_droplet_still_names_it_in_run_json(world):
+    world.cloud.exists = False
+    world.cloud.fail_after_droplet = cloud.CloudUnavailable("the DigitalOcean API kept failing while creating "
+                                                            "the firewall", "wait a few minutes and run again")
+    out = world.invoke("deploy", flows.deploy)
+    assert out.exit_code == 1
+    assert out.manifest["target"] == {"name": "stackdeploy-1", "region": "fra1", "ip": None, "droplet_id": 42}
+    assert out.step("provision")["status"] == "failed"

@@ -91,11 +91,15 @@ def test_release_and_lock_commands_do_what_they_say(tmp_path):
     assert sh(cmd.readlink_current(base)).strip() == "releases/r2"
     assert sh(cmd.list_release_dirs(base)).split() == ["r1", "r2"]
     assert sh(cmd.lock_status(base)) == "free\n"
-    assert sh(cmd.lock_acquire(base)).strip() == "acquired"
-    assert sh(cmd.lock_acquire(base)).strip() == "held"
-    assert sh(cmd.lock_status(base)) == "held\n"
-    sh(cmd.lock_release(base))
+    for attempt in ("a", "b"):
+        sh(cmd.lock_prepare(base, base.lock_staging(attempt)))
+        sh(f"echo '{{}}' > {cmd.q(base.lock_staging(attempt))}/holder.json")
+    assert sh(cmd.lock_acquire(base, base.lock_staging("a"))).strip() == "acquired"
+    assert sh(cmd.lock_acquire(base, base.lock_staging("b"))).strip() == "held"   # rename(2) refuses
+    assert sh(cmd.lock_status(base)) in ("held 0\n{}\n", "held 1\n{}\n")
+    sh(cmd.lock_release(base, base.lock_staging("gone")))
     assert sh(cmd.lock_status(base)) == "free\n"
+    assert sh(cmd.lock_acquire(base, base.lock_staging("b"))).strip() == "acquired"
     assert cmd.remove_paths(base.base, []) == "true" and cmd.remove_releases(base, []) == "true"
 
 

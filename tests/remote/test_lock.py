@@ -13,7 +13,10 @@ from deploy.redact import SecretRegistry
 from deploy.run import Run
 from remote import lock
 from remote.connection import connect
+from remote.errors import RemoteError
+from remote.layout import ReleaseLayout
 from remote.lock import LockHeld, LockHolder
+from remote.target import SshExecutor, Target
 from tests.remote.conftest import target_over
 
 
@@ -91,3 +94,20 @@ def test_a_force_released_deploy_does_not_remove_the_next_holders_lock(host, tmp
     assert any("no longer ours" in w for w in run.warnings)
     assert lock.release_if_ours(host, second) is True
     assert lock.status(host) is None
+
+
+class _DiesWhileWriting(SshExecutor):
+    """An SSH session that drops while the holder's details are being written."""
+
+    def put(self, path: str, data: bytes, mode: int | None = None) -> None:
+        raise RemoteError(f"writing {path} failed: connection dropped", "reconnect")
+
+
+def test_a_fault_while_taking_the_lock_leaves_no_anonymous_lock(host, conn, base):
+    dying = Target(name="sshd", host=conn.host, layout=ReleaseLayout(base),
+                   connector=lambda quick: _DiesWhileWriting(conn)).open()
+    with pytest.raises(RemoteError, match="connection dropped"):
+        lock.acquire(dying, LockHolder.here("r1", "inv deploy"))
+    assert lock.status(host) is None                 # no lock without its holder
+    assert lock.acquire(host, LockHolder.here("r2", "inv deploy")).release == "r2"
+    assert lock.status(host).release == "r2"

@@ -5,13 +5,16 @@ import os
 import stat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from deploy.errors import ConfigError
 from remote import sync
+from remote.errors import RemoteError
 from remote.layout import ReleaseLayout
 from remote.sync import ReleaseError
+from remote.target import SshExecutor
 from tests.remote.stackfixture import make_stack
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -152,3 +155,65 @@ def test_push_after_pruned_history_and_bad_input(host, base, stack, tmp_path):
     again = push(host, stack, now=T0)
     assert again.release_id != r.release_id and again.changed == []
     assert sorted(os.listdir(rel(base, again.release_id))) == sorted(os.listdir(rel(base, r.release_id)))
+
+
+def test_leftovers_of_an_interrupted_push_are_removed_by_the_next_one(host, base, stack):
+    first = push(host, stack, now=T0)
+    releases = Path(base) / "releases"
+    (releases / ".staging-20250101T000000000Z-dead").mkdir()        # a push that died mid-way
+    (releases / ".staging-20250101T000000000Z-dead" / "big.bin").write_bytes(b"x" * 1024)
+    (releases / ".upload-20250101T000000000Z-dead.tar.gz").write_bytes(b"partial")
+    second = push(host, stack, now=T0 + timedelta(minutes=1))
+    assert sorted(p.name for p in releases.iterdir()) == sorted([first.release_id, second.release_id])
+
+
+def test_an_sftp_write_into_a_missing_folder_is_a_remote_error_naming_the_path(host, base):
+    missing = f"{base}/no-such-folder/file.txt"
+    with pytest.raises(RemoteError) as err:
+        host.put(missing, b"data")
+    assert missing in err.value.message and host.host in err.value.message
+    assert "df -h" in err.value.hint
+
+
+class _FullDiskSftp:
+    """What paramiko does when the droplet's disk fills up: a bare OSError('Failure')."""
+
+    def __init__(self) -> None:
+        self.removed: list[str] = []
+
+    def open(self, path: str, mode: str) -> "_FullDiskSftp":
+        self.opened = path
+        return self
+
+    def __enter__(self) -> "_FullDiskSftp":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def chmod(self, mode: int) -> None:
+        return None
+
+    def set_pipelined(self, flag: bool) -> None:
+        return None
+
+    def write(self, data: bytes) -> None:
+        raise OSError("Failure")
+
+    def remove(self, path: str) -> None:
+        self.removed.append(path)
+
+    def posix_rename(self, src: str, dest: str) -> None:
+        raise AssertionError("a failed write must not be renamed into place")
+
+
+def test_a_full_disk_during_an_upload_says_so_and_leaves_no_temp_file():
+    sftp = _FullDiskSftp()
+    executor = SshExecutor(SimpleNamespace(host="203.0.113.10", sftp=lambda: sftp))
+    path = "/opt/app/releases/.upload-r1.tar.gz"
+    with pytest.raises(RemoteError) as err:
+        executor.put(path, b"archive")
+    message = str(err.value)
+    assert f"writing {path} on 203.0.113.10 failed" in message and "Failure" in message
+    assert "disk" in err.value.hint and "df -h /opt/app/releases" in err.value.hint
+    assert sftp.removed == [sftp.opened]          # the half-written temp file is gone
