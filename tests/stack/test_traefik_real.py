@@ -120,7 +120,8 @@ def production(backends, tmp_path_factory):
 def test_every_router_service_and_middleware_loads_enabled(staging):
     expected = {
         "routers": {"frontend", "api", "flower", "admin", "traefik-api"},
-        "middlewares": {"security-headers", "api-ratelimit", "dashboard-allowlist", "flower-auth", "admin-auth"},
+        "middlewares": {"security-headers", "api-ratelimit", "dashboard-allowlist", "flower-auth", "admin-auth",
+                        "replaced-backend-retry"},
         "services": {"frontend", "api", "flower", "django"},
     }
     for kind, names in expected.items():
