@@ -73,11 +73,6 @@ def build(t: ComposeTarget, services: Iterable[str] | None = None, pull: bool = 
     return _c(t, *args, *sorted(services or ()))
 
 
-def pull(t: ComposeTarget) -> str:
-    """Pull the images of services that are not built here."""
-    return _c(t, "pull", "--quiet", "--ignore-buildable")
-
-
 def run_once(t: ComposeTarget, service: str, argv: Sequence[str]) -> str:
     """A one-off container of ``service`` (its image and env), removed afterwards; no deps started."""
     return _c(t, "run", "--rm", "--no-deps", "-T", service, *argv)
@@ -192,10 +187,6 @@ def remove_images(refs: Iterable[str]) -> str:
     """Untag (and delete when unused) images; refs still used by a container are left alone."""
     refs = sorted(set(refs))
     return join(["docker", "image", "rm", *refs]) + " 2>&1 || true" if refs else "true"
-
-
-def tag_image(source: str, dest: str) -> str:
-    return join(["docker", "image", "tag", source, dest])
 
 
 def inspect_containers(container_ids: Iterable[str]) -> str:
