@@ -55,12 +55,13 @@ def inspect(kind: str, name: str) -> dict[str, Any] | None:
     return data[0] if data else None
 
 
-def list_labelled(kind: str, label: str) -> list[str]:
-    """Ids/names of containers, volumes or networks carrying `label` (key or key=value)."""
+def list_labelled(kind: str, *labels: str) -> list[str]:
+    """Ids/names of containers, volumes or networks carrying every one of `labels` (key or key=value)."""
+    filters = [arg for label in labels for arg in ("--filter", f"label={label}")]
     if kind == "container":
-        out = docker("ps", "-aq", "--no-trunc", "--filter", f"label={label}")
+        out = docker("ps", "-aq", "--no-trunc", *filters)
     elif kind == "image":
-        out = docker("image", "ls", "-q", "--no-trunc", "--filter", f"label={label}")
+        out = docker("image", "ls", "-q", "--no-trunc", *filters)
     else:
-        out = docker(kind, "ls", "-q", "--filter", f"label={label}")
+        out = docker(kind, "ls", "-q", *filters)
     return sorted(set(out.split()))

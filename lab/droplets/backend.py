@@ -104,8 +104,21 @@ class ContainerBackend:
             raise
         return ip
 
-    def delete(self, droplet_id: int) -> None:
-        docker("rm", "-f", "-v", self.container(droplet_id), check=False)
+    def delete(self, droplet_id: int, attempts: int = 5) -> None:
+        # A loaded engine sometimes refuses `rm -f` once ("could not kill container"); retry
+        # until the container is gone, and say so with docker's words when it never goes.
+        cname = self.container(droplet_id)
+        for attempt in range(attempts):
+            try:
+                docker("rm", "-f", "-v", cname)
+            except LabError as exc:
+                if inspect("container", cname) is None:
+                    break                              # "No such container": nothing to delete
+                if attempt == attempts - 1:
+                    raise LabError(f"could not delete droplet {droplet_id}: {exc}") from exc
+                time.sleep(1 + attempt)
+            else:
+                break
         if inspect("volume", self.volume(droplet_id)) is not None:
             docker("volume", "rm", "-f", self.volume(droplet_id))
 

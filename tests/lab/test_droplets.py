@@ -1,6 +1,7 @@
 """Droplet containers through the backend directly: SSH, Docker + Compose inside, firewall."""
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -52,8 +53,8 @@ def test_create_ssh_compose_delete(droplet, keypair, lab_cfg):
         assert c.run(wait, hide=True).stdout.strip() == "booted"
     backend.delete(did)
     label = f"{DROPLET_LABEL}={did}"
-    assert list_labelled("container", label) == []
-    assert list_labelled("volume", label) == []
+    assert list_labelled("container", lab_cfg.label, label) == []
+    assert list_labelled("volume", lab_cfg.label, label) == []
     backend.delete(did)                                   # idempotent
 
 
@@ -115,3 +116,31 @@ def _tmpfile(text: str):
 def test_delete_of_an_unknown_droplet_is_a_no_op(lab_cfg):
     ContainerBackend(lab_cfg, log=lambda m: None).delete(987654)
     time.sleep(0)
+
+
+def test_delete_retries_when_the_engine_refuses_a_removal_once(lab_cfg, tmp_path, monkeypatch):
+    """A loaded engine sometimes answers `rm -f` with an error (seen in CI: the container stayed,
+    the error was swallowed). delete must retry until the container is gone."""
+    backend = ContainerBackend(lab_cfg, log=lambda m: None)
+    cname = backend.container(202)
+    docker("create", "--name", cname, *backend._labels(202), "redis:7-bookworm")
+    real = subprocess.run(["sh", "-c", "command -v docker"], capture_output=True, text=True).stdout.strip()
+    shim = tmp_path / "bin" / "docker"
+    shim.parent.mkdir()
+    shim.write_text(f"""#!/bin/sh
+if [ "$1" = rm ] && [ ! -e {tmp_path}/refused ]; then
+  touch {tmp_path}/refused
+  echo "Error response from daemon: could not kill container: tried to kill container" >&2
+  exit 1
+fi
+exec {real} "$@"
+""")
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}:{os.environ['PATH']}")
+    try:
+        backend.delete(202)
+        assert (tmp_path / "refused").exists()            # the refusal really happened
+        assert list_labelled("container", lab_cfg.label, f"{DROPLET_LABEL}=202") == []
+    finally:
+        monkeypatch.undo()
+        docker("rm", "-f", cname, check=False)

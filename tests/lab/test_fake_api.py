@@ -65,6 +65,6 @@ def test_droplet_through_python_digitalocean(api, keypair, lab_cfg):
     droplet.destroy()
     label = f"{DROPLET_LABEL}={droplet.id}"
     deadline = time.monotonic() + 60
-    while list_labelled("container", label) and time.monotonic() < deadline:
+    while list_labelled("container", lab_cfg.label, label) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert list_labelled("container", label) == [] and list_labelled("volume", label) == []
+    assert list_labelled("container", lab_cfg.label, label) == [] and list_labelled("volume", lab_cfg.label, label) == []
