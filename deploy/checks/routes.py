@@ -38,6 +38,9 @@ def sample_route(ctx: Context, url: str, count: int) -> list[Sample]:
     """GET url count times, each on a fresh connection (the cost a first-time visitor pays)."""
     samples = []
     for _ in range(count):
+        # "Connection: close" alone is not enough: an edge that answers without echoing it
+        # leaves the socket pooled, and the next sample would reuse (or race) a closing one.
+        ctx.session.close()
         start = time.perf_counter()
         try:
             response = ctx.get(url, headers={"Connection": "close"})
@@ -46,6 +49,7 @@ def sample_route(ctx: Context, url: str, count: int) -> list[Sample]:
             ctx.responses.setdefault(url, response)
         except requests.RequestException as exc:
             samples.append(Sample(None, time.perf_counter() - start, describe_error(exc)))
+    ctx.session.close()
     return samples
 
 

@@ -38,6 +38,9 @@ class Behaviour:
     admin_host: str = "auth"                 # "auth": 401, "absent": 404, "django": login redirect
     redirect_http: bool = True
     health_body: bytes = b'{"status": "ok", "database": "ok"}'
+    # Go's net/http (Traefik) closes and says "Connection: close" when the client asks; some
+    # servers keep the connection open anyway.
+    honour_connection_close: bool = True
 
 
 @dataclass
@@ -45,6 +48,8 @@ class Seen:
     requests: list[tuple[str, str]] = field(default_factory=list)   # (Host, path)
     sni: list[str | None] = field(default_factory=list)
     notes_hits: int = 0
+    via: list[tuple[str, int]] = field(default_factory=list)        # HTTPS (path, connection number)
+    connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -55,8 +60,19 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # keep pytest output clean
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        seen: Seen = self.server.seen
+        with seen.lock:
+            seen.connections += 1
+            self.connection_number = seen.connections
+
     def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
+        if not self.server.behaviour.honour_connection_close:
+            self.close_connection = False
+        elif self.close_connection:
+            self.send_header("Connection", "close")
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
@@ -69,6 +85,8 @@ class _Handler(BaseHTTPRequestHandler):
         host = (self.headers.get("Host") or "").split(":")[0]
         with seen.lock:
             seen.requests.append((host, self.path))
+            if self.server.tls:
+                seen.via.append((self.path, self.connection_number))
         if not self.server.tls:
             if behaviour.redirect_http:
                 return self._send(308, headers={"Location": f"https://{host}:{self.server.https_port}{self.path}"})

@@ -85,6 +85,17 @@ def test_slow_routes_fail_the_p95_budget_but_still_answer_ok(edge):
     assert report.get("home").status == "pass" and report.get("api-health").status == "pass"
 
 
+def test_each_latency_sample_pays_for_its_own_connection(edge):
+    """A first-time visitor's wait includes the TCP and TLS handshakes, so every sample opens a
+    connection of its own, also against an edge that keeps connections open when asked to close."""
+    server = edge(honour_connection_close=False)
+    report = run_checks(target_for(server), fast_config(samples=3, rate_limit_burst=False))
+    for path in ("/", "/api/health"):
+        samples = [number for seen_path, number in server.seen.via if seen_path == path][:3]
+        assert len(set(samples)) == 3, (path, server.seen.via)
+    assert report.get("home").status == "pass" and report.get("api-health").status == "pass"
+
+
 def test_rate_limit_absent_fails_after_a_bounded_burst(edge):
     server = edge(rate_limit=None)
     report = run_checks(target_for(server), fast_config(rate_limit_requests=7))
