@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -87,8 +86,8 @@ def read_live(target: Target, local: sync.LocalRelease, compose_files: Iterable[
     layout = target.layout
     env_hash = target.run(cmd.sha256_of(layout.env_file(release)), check=False).stdout.split()[:1]
     changed, _ = sync.diff_manifests(meta.get("manifest") or {}, local.manifest)
-    live_compose = {name: yaml.safe_load(target.run(cmd.read_file(f"{layout.release(release)}/{name}"),
-                                                    check=False).stdout) or {}
+    live_compose = {name: sync.load_yaml(target.run(cmd.read_file(f"{layout.release(release)}/{name}"),
+                                                     check=False).stdout) or {}
                     for name in compose_files if name in changed}
     return LiveState(release=release, meta=meta, lock=holder.describe() if holder else None,
                      images=images.lookup(target, refs), env_sha256=env_hash[0] if env_hash else None,

@@ -87,9 +87,14 @@ class LocalRelease:
                    compose=read_compose(Path(root) / compose_file), compose_dir=posixpath.dirname(compose_file))
 
 
+def load_yaml(text: str) -> Any:
+    """yaml.safe_load, through libyaml when PyYAML has it (about ten times faster)."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def read_compose(path: Path) -> dict[str, Any]:
     """The parsed compose file ({} when there is none)."""
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+    return (load_yaml(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
 
 
 @dataclass(frozen=True)

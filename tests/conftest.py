@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from deploy.redact import REGISTRY
 from tests.remote.sshd import SSHD, make_sshd
 
 
@@ -17,6 +18,15 @@ def need(condition: bool, what: str, missing: str = "is not installed",
     if os.environ.get("CI"):
         pytest.fail(f"{what} {missing}; {provided_by}")
     pytest.skip(f"{what} {missing}")
+
+
+@pytest.fixture(autouse=True)
+def fresh_secret_registry():
+    """Each test starts with the secret registry a new `inv` process has. Every test's Settings
+    registers new random secrets; kept, they piled up into the one pattern every redaction runs
+    and the tests of tests/flows slowed from about 1 s to about 10 s each by the end."""
+    REGISTRY.__init__()
+    yield
 
 
 @pytest.fixture(scope="session")
