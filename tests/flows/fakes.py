@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import os
+import select
 import shlex
 import subprocess
 import tempfile
@@ -302,6 +303,11 @@ class _Shell:
             # The command on lines of its own, so a heredoc or a trailing comment cannot eat the `)`.
             self._proc.stdin.write(f"(\n{command}\n) >{out} 2>{err} </dev/null; echo $?\n")
             self._proc.stdin.flush()
+            # As `timeout` would over SSH: a hung command ends with 124, and the shell is replaced.
+            if not select.select([self._proc.stdout], [], [], timeout)[0]:
+                self._proc.kill()
+                _shell.cache_clear()
+                return Result(command, 124, "", f"timed out after {timeout:g} s\n")
             code = int(self._proc.stdout.readline())
             return Result(command, code, out.read_text(), err.read_text())
 
