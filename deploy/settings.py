@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from dotenv import dotenv_values
 
+from deploy import acme, resolvers
 from deploy.errors import ConfigError
 from deploy.redact import (DISTINCTIVE_ONE_CLASS_LENGTH, MIN_SECRET_VALUE_LENGTH, REGISTRY, Secret,
                            SecretRegistry, char_classes, is_distinctive, is_secret_name)
@@ -78,6 +79,10 @@ KEYS: tuple[Key, ...] = (
     Key("CHECK_TIMEOUT", "checks.timeout", "float", "Seconds per check request."),
     Key("CHECK_P95_BUDGET", "checks.p95_budget", "float", "p95 latency budget in seconds (NFR-007)."),
     Key("CHECK_RATE_LIMIT", "checks.rate_limit_burst", "bool", "Run the rate-limit burst check (NFR-002)."),
+    Key("DNS_RESOLVER", "checks.dns_resolver", "list", "Name servers the DNS check asks (IPs or host names, optional :port); `system` uses this machine's resolver. The default, DigitalOcean's authoritative servers, sees a wrong record before caches expire."),
+    Key("ACME_CA_SERVER", "acme.ca_server", "str", "ACME directory Traefik gets certificates from. Let's Encrypt staging by default; production is refused; any other CA needs ACME_TEST_CA."),
+    Key("ACME_TEST_CA", "acme.test_ca", "bool", "Marks ACME_CA_SERVER as a test CA (e.g. Pebble); required for any CA but Let's Encrypt staging."),
+    Key("ACME_TEST_CA_ROOT", "acme.test_ca_root", "str", "PEM file of the CA that signs the test CA's HTTPS listener; shipped to Traefik (LEGO_CA_CERTIFICATES)."),
     Key("LOGS_DIR", "logs.dir", "str", "Where run folders are written."),
     Key("LOGS_TIMESTAMP", "logs.timestamp", "bool", "One new timestamped folder per run; false reuses local_run_logs/latest."),
     Key("STACK_DIR", "stack.dir", "str", "The stack shipped to the droplet."),
@@ -316,6 +321,7 @@ def load_settings(
             stack_env[name] = Secret(raw_value)
         else:
             stack_env[name] = raw_value
+    stack_env.update({k: v for k, v in acme.stack_values(values).items() if k in example})
 
     where = f"{env_path if env_path.is_file() else 'the env file (--env-file)'} or in the environment"
     for name, value in [(k.env, values[k.env]) for k in KEYS if k.secret] + list(stack_env.items()):
@@ -451,6 +457,8 @@ def _validate(values: Mapping[str, Any]) -> None:
         problem = check(value)
         if problem:
             raise ConfigError(name, problem, _FIXES[name])
+    acme.validate(values)
+    resolvers.parse(values.get("DNS_RESOLVER") or ())
 
 
 def reference_markdown(config: Mapping[str, Any]) -> str:

@@ -11,7 +11,7 @@ from deploy.tls import classify_issuer, fetch_certificate
 def check_tls(ctx: Context) -> CheckResult:
     target = ctx.target
     info = fetch_certificate(target.ip, target.https_port, target.domain, ctx.config.timeout)
-    status, message = classify_issuer(info)
+    status, message = classify_issuer(info, ctx.config.test_ca_server)
     observed = {**info.to_dict(), "covers_domain": info.covers(target.domain), "expired": info.expired()}
     ctx.files["http/tls.json"] = json.dumps(
         {"ip": target.ip, "port": target.https_port, "sni": target.domain, "verdict": status,
@@ -24,4 +24,6 @@ def check_tls(ctx: Context) -> CheckResult:
     if notes:
         status = worst([status, "warn"])
         message = f"{message}; " + "; ".join(notes)
-    return CheckResult("tls", status, observed, "Let's Encrypt staging issuer", message)
+    test_ca = ctx.config.test_ca_server
+    expected = f"issuer: the test CA {test_ca}" if test_ca else "Let's Encrypt staging issuer"
+    return CheckResult("tls", status, observed, expected, message)
