@@ -129,12 +129,18 @@ def fetch_certificate(ip: str, port: int, server_name: str, timeout: float) -> C
     return parse_certificate(der, version)
 
 
+def is_traefik_default(info: CertificateInfo) -> bool:
+    """Traefik's self-signed stand-in, served while no ACME certificate exists yet."""
+    names = " ".join(filter(None, (info.issuer, info.issuer_cn, info.issuer_o))).lower()
+    return TRAEFIK_DEFAULT_CN in (info.subject_cn or "").lower() or TRAEFIK_DEFAULT_CN in names
+
+
 def classify_issuer(info: CertificateInfo, test_ca: str | None = None) -> tuple[TlsVerdict, str]:
     """Judge the issuer: LE staging passes, LE production fails, Traefik's default cert warns.
     With a test CA configured (ACME_TEST_CA, e.g. Pebble), a certificate it issued passes too."""
     names = " ".join(filter(None, (info.issuer, info.issuer_cn, info.issuer_o))).lower()
     wanted = f"a certificate from the test CA {test_ca}" if test_ca else "a Let's Encrypt staging issuer"
-    if TRAEFIK_DEFAULT_CN in (info.subject_cn or "").lower() or TRAEFIK_DEFAULT_CN in names:
+    if is_traefik_default(info):
         return "warn", (
             "Traefik is serving its self-signed TRAEFIK DEFAULT CERT: ACME has not issued a "
             "certificate for this domain yet (check the certresolver in traefik's log and that "

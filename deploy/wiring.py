@@ -165,7 +165,8 @@ def checks_config(settings: Settings) -> checks.ChecksConfig:
                                rate_limit_burst=settings["CHECK_RATE_LIMIT"],
                                rate_limit_requests=checks.rate_limit_burst_size(int(rpm)),
                                dns_resolvers=resolvers.parse(settings["DNS_RESOLVER"] or ()),
-                               test_ca_server=acme.test_ca_server(settings.values))
+                               test_ca_server=acme.test_ca_server(settings.values),
+                               cert_wait_s=settings["CHECK_CERT_WAIT"] or 0.0)
 
 
 def local_release(settings: Settings) -> sync.LocalRelease:
