@@ -96,6 +96,9 @@ def release_overlay(values: Mapping[str, Any], stack_dir: Path) -> dict[str, byt
     if url is None:
         return {}
     static = stack_dir / "traefik" / "traefik.yml"
+    if not static.is_file():
+        raise ConfigError("ACME_CA_SERVER", f"cannot be applied: {static} does not exist",
+                          "keep the stack's traefik/traefik.yml in STACK_DIR (the test CA is written into a copy of it)")
     out = {"traefik/traefik.yml": render_static_config(static.read_text(encoding="utf-8"), url).encode()}
     root = values.get("ACME_TEST_CA_ROOT")
     if root:

@@ -93,3 +93,11 @@ def test_the_real_stack_renders_for_a_test_ca():
     text = (Path(__file__).resolve().parents[2] / "stack" / "traefik" / "traefik.yml").read_text()
     out = acme.render_static_config(text, PEBBLE)
     assert out.count(PEBBLE) == 1 and STAGING_URL not in out
+
+
+def test_a_test_ca_without_the_stack_traefik_yml_is_a_clear_error(tmp_path):
+    root = make_cert(tmp_path, STAGING, "x.test").ca
+    s = load(tmp_path, environ={"ACME_CA_SERVER": PEBBLE, "ACME_TEST_CA": "1", "ACME_TEST_CA_ROOT": str(root)})
+    with pytest.raises(ConfigError) as err:
+        acme.release_overlay(s.values, s.stack_dir)
+    assert err.value.key == "ACME_CA_SERVER" and "traefik.yml does not exist" in str(err.value)
