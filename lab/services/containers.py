@@ -5,6 +5,7 @@ start); anything else of that name is replaced. The lab label makes `lab.down` r
 """
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 
@@ -41,9 +42,14 @@ def wait_until(ready: Callable[[], bool], name: str, what: str, timeout: float =
     """Poll `ready` until true; on timeout the container's log tail explains why."""
     deadline = time.monotonic() + timeout
     while not ready():
-        running = (inspect("container", name) or {}).get("State", {}).get("Running")
+        info = inspect("container", name) or {}
+        # --restart keeps a crashing service "running" between attempts: a restart is an exit.
+        running = info.get("State", {}).get("Running") and not info.get("RestartCount")
         if not running or time.monotonic() > deadline:
-            logs = docker("logs", "--tail", "20", name, check=False)
-            raise LabError(f"lab {what} ({name}) did not become ready in {timeout:.0f}s"
-                           f"{'' if running else ' (it exited)'}; its log:\n{logs[-1500:]}")
+            # Both streams: Pebble logs to stderr, knotd to stdout.
+            proc = subprocess.run(["docker", "logs", "--tail", "20", name], capture_output=True,
+                                  text=True, timeout=30)
+            logs = proc.stdout + proc.stderr
+            why = f"did not become ready in {timeout:.0f}s" if running else "exited before it was ready"
+            raise LabError(f"lab {what} ({name}) {why}; its log:\n{logs[-1500:]}")
         time.sleep(0.2)

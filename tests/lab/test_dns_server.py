@@ -61,3 +61,18 @@ def test_an_unanswering_resolver_is_a_warning_that_names_it(lab_cfg):
     ensure_network(lab_cfg)   # nothing listens on the DNS address without labdns.ensure
     result, _ = _check(lab_cfg, "10.9.0.5")
     assert result.status == "warn" and f"no answer from {lab_cfg.dns_ip}" in result.message
+
+
+def test_a_service_that_exits_is_reported_with_its_log(lab_cfg):
+    import pytest
+
+    from lab.errors import LabError
+    from lab.images.recipes import DNS_TAG
+    from lab.services.containers import ensure_container, wait_until
+
+    ensure_network(lab_cfg)
+    name = ensure_container(lab_cfg, "dns", DNS_TAG, lab_cfg.dns_ip, [],
+                            ["sh", "-c", "echo 'error: bad zone config' >&2; exit 3"], log=lambda m: None)
+    with pytest.raises(LabError) as err:
+        wait_until(lambda: False, name, "DNS server", timeout=20)
+    assert "exited before it was ready" in str(err.value) and "bad zone config" in str(err.value)
