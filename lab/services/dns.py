@@ -7,12 +7,18 @@ authoritative server answers with exactly what the API holds.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from lab.config import LabConfig
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
+
+from lab.config import LabConfig, load
 from lab.docker import docker
 from lab.errors import LabError
 from lab.images.recipes import DNS_TAG
@@ -76,19 +82,13 @@ class ZonePublisher:
 
 def publisher_from_env() -> ZonePublisher:
     """For `python -m lab.fake_do --dns-factory lab.services.dns:publisher_from_env`."""
-    import sys
-
-    from lab import config
-    cfg = config.load()
+    cfg = load()
     return ZonePublisher(zones_dir(cfg), container_name(cfg, ROLE), cfg.dns_ip,
                          log=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
 def soa_serial(ip: str, domain: str, port: int = 53) -> int | None:
     """The SOA serial the server gives for domain, or None (not loaded, no answer)."""
-    import dns.message
-    import dns.query
-    import dns.rdatatype
     try:
         reply = dns.query.udp(dns.message.make_query(domain + ".", "SOA"), ip, timeout=1, port=port)
     except (OSError, dns.exception.DNSException):
@@ -101,8 +101,6 @@ def soa_serial(ip: str, domain: str, port: int = 53) -> int | None:
 
 def answers(ip: str, port: int = 53) -> bool:
     """True once the server answers a query (any rcode) over UDP."""
-    import dns.message
-    import dns.query
     try:
         dns.query.udp(dns.message.make_query("lab.invalid.", "SOA"), ip, timeout=1, port=port)
         return True
