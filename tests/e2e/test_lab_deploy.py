@@ -4,6 +4,8 @@ Tests run in file order and build on the deployment the first one makes."""
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import subprocess
 import time
 
@@ -11,6 +13,8 @@ import pytest
 
 from deploy.checks import CheckTarget
 from deploy.checks.pinned import pinned_session
+from lab import config as labconfig
+from lab.services import pebble
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 
@@ -67,6 +71,18 @@ def test_full_deploy_brings_every_service_up_healthy(lab):
     assert all(checks[f"header:{h}"] == "pass" for h in ("Strict-Transport-Security", "X-Content-Type-Options",
                                                           "X-Frame-Options", "Referrer-Policy"))
     assert checks["flower"] == "pass" and checks["admin-main-host"] == "pass"
+
+
+def test_the_served_certificate_chains_to_the_running_pebbles_root(lab, tmp_path):
+    """Not only the issuer's name: the chain Traefik serves verifies against the root this
+    Pebble made at its start (management port /roots/0), for the domain's name."""
+    cfg = labconfig.load(environ=lab.env())
+    root = tmp_path / "pebble-root.pem"
+    root.write_text(pebble.issuing_roots(cfg))
+    context = ssl.create_default_context(cafile=str(root))
+    with socket.create_connection((STATE["ip"], 443), timeout=15) as raw:
+        with context.wrap_socket(raw, server_hostname=lab.values["DOMAIN"]) as tls:
+            assert tls.getpeercert()["subject"] == ((("commonName", lab.values["DOMAIN"]),),)
 
 
 def test_artifact_set_is_complete_and_redacted(lab):
