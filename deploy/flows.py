@@ -144,7 +144,7 @@ def deploy(run: Run, settings: Settings, update_only: bool = False, edges: Edges
     settings.require("DOMAIN")
     account = None if update_only else steps.token_check(run, edges.cloud, wiring.cloud_spec(settings, need_key=False))
     require_stack_keys(settings)  # before anything is created: nothing is made for a deploy that cannot start
-    local = sync.LocalRelease.read(settings.stack_dir)  # hashed once: the lock names the release pushed
+    local = wiring.local_release(settings)  # hashed once: the lock names the release pushed
     if account is None:
         hosts = find_hosts(run, settings, edges, required=True)
     else:
@@ -168,7 +168,7 @@ def plan(run: Run, settings: Settings, update_only: bool = False, edges: Edges =
     settings.require("DOMAIN")
     account = None if update_only else steps.token_check(run, edges.cloud, wiring.cloud_spec(settings, need_key=False))
     require_stack_keys(settings)
-    local = sync.LocalRelease.read(settings.stack_dir)
+    local = wiring.local_release(settings)
     spec, env = wiring.compose_spec(settings), settings.stack_env_file()
     provision = None
     if account is None:
@@ -205,7 +205,7 @@ def push_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
     """Upload a release and build its images; nothing live changes (`inv up` would not start it:
     `current` only ever names a release that was live and healthy)."""
     require_stack_keys(settings)
-    local = sync.LocalRelease.read(settings.stack_dir)
+    local = wiring.local_release(settings)
     with connected(run, settings, edges, find_hosts(run, settings, edges, required=True)) as inventory:
         for target in inventory:
             with steps.locked(run, target, local.release_id, settings["LOCK_WAIT"]):

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from dotenv import dotenv_values
 
+from deploy import acme, resolvers
 from deploy.errors import ConfigError
 from deploy.redact import (DISTINCTIVE_ONE_CLASS_LENGTH, MIN_SECRET_VALUE_LENGTH, REGISTRY, Secret,
                            SecretRegistry, char_classes, is_distinctive, is_secret_name)
@@ -78,6 +79,11 @@ KEYS: tuple[Key, ...] = (
     Key("CHECK_TIMEOUT", "checks.timeout", "float", "Seconds per check request."),
     Key("CHECK_P95_BUDGET", "checks.p95_budget", "float", "p95 latency budget in seconds (NFR-007)."),
     Key("CHECK_RATE_LIMIT", "checks.rate_limit_burst", "bool", "Run the rate-limit burst check (NFR-002)."),
+    Key("CHECK_CERT_WAIT", "checks.cert_wait", "float", "Seconds the TLS check waits while Traefik still serves its default certificate (ACME issuing right after a Traefik start)."),
+    Key("DNS_RESOLVER", "checks.dns_resolver", "list", "Name servers the DNS check asks (IPs or host names, optional :port); `system` uses this machine's resolver. The default, DigitalOcean's authoritative servers, sees a wrong record before caches expire."),
+    Key("ACME_CA_SERVER", "acme.ca_server", "str", "ACME directory Traefik gets certificates from. Let's Encrypt staging by default; production is refused; any other CA needs ACME_TEST_CA."),
+    Key("ACME_TEST_CA", "acme.test_ca", "bool", "Marks ACME_CA_SERVER as a test CA (e.g. Pebble); required for any CA but Let's Encrypt staging."),
+    Key("ACME_TEST_CA_ROOT", "acme.test_ca_root", "str", "PEM file of the CA that signs the test CA's HTTPS listener; shipped to Traefik (LEGO_CA_CERTIFICATES)."),
     Key("LOGS_DIR", "logs.dir", "str", "Where run folders are written."),
     Key("LOGS_TIMESTAMP", "logs.timestamp", "bool", "One new timestamped folder per run; false reuses local_run_logs/latest."),
     Key("STACK_DIR", "stack.dir", "str", "The stack shipped to the droplet."),
@@ -316,6 +322,7 @@ def load_settings(
             stack_env[name] = Secret(raw_value)
         else:
             stack_env[name] = raw_value
+    stack_env.update({k: v for k, v in acme.stack_values(values).items() if k in example})
 
     where = f"{env_path if env_path.is_file() else 'the env file (--env-file)'} or in the environment"
     for name, value in [(k.env, values[k.env]) for k in KEYS if k.secret] + list(stack_env.items()):
@@ -416,6 +423,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "SSH_PORT": lambda v: None if 0 < v < 65536 else "must be a port number",
     "RELEASES_KEEP": lambda v: None if v >= 2 else "must be at least 2 (the current release and one to roll back to)",
     "CHECK_SAMPLES": lambda v: None if v >= 1 else "must be at least 1",
+    "CHECK_CERT_WAIT": lambda v: None if 0 <= v <= 600 else "must be 0 to 600 seconds",
     "MIN_FREE_MB": lambda v: None if v >= 0 else "must be 0 or more",
     "ALLOWLIST_TTL": lambda v: None if v >= 600 else "must be at least 600 seconds (longer than a deploy)",
     "LOCK_TTL": lambda v: None if v >= 600 else "must be at least 600 seconds (a deploy must never outlive it)",
@@ -428,6 +436,7 @@ _FIXES = {
     "SSH_PORT": "set SSH_PORT to 22 or the droplet's SSH port",
     "RELEASES_KEEP": "set RELEASES_KEEP=5",
     "CHECK_SAMPLES": "set CHECK_SAMPLES=5",
+    "CHECK_CERT_WAIT": "set CHECK_CERT_WAIT=60 (0 turns the wait off)",
     "MIN_FREE_MB": "set MIN_FREE_MB=1024 (0 turns the check off)",
     "ALLOWLIST_TTL": "set ALLOWLIST_TTL=10800 (three hours)",
     "LOCK_TTL": "set LOCK_TTL=10800 (three hours), longer than your slowest deploy",
@@ -451,6 +460,8 @@ def _validate(values: Mapping[str, Any]) -> None:
         problem = check(value)
         if problem:
             raise ConfigError(name, problem, _FIXES[name])
+    acme.validate(values)
+    resolvers.parse(values.get("DNS_RESOLVER") or ())
 
 
 def reference_markdown(config: Mapping[str, Any]) -> str:

@@ -129,17 +129,29 @@ def fetch_certificate(ip: str, port: int, server_name: str, timeout: float) -> C
     return parse_certificate(der, version)
 
 
-def classify_issuer(info: CertificateInfo) -> tuple[TlsVerdict, str]:
-    """Judge the issuer: LE staging passes, LE production fails, Traefik's default cert warns."""
+def is_traefik_default(info: CertificateInfo) -> bool:
+    """Traefik's self-signed stand-in, served while no ACME certificate exists yet."""
     names = " ".join(filter(None, (info.issuer, info.issuer_cn, info.issuer_o))).lower()
-    if TRAEFIK_DEFAULT_CN in (info.subject_cn or "").lower() or TRAEFIK_DEFAULT_CN in names:
+    return TRAEFIK_DEFAULT_CN in (info.subject_cn or "").lower() or TRAEFIK_DEFAULT_CN in names
+
+
+def classify_issuer(info: CertificateInfo, test_ca: str | None = None) -> tuple[TlsVerdict, str]:
+    """Judge the issuer: LE staging passes, LE production fails, Traefik's default cert warns.
+    With a test CA configured (ACME_TEST_CA, e.g. Pebble), a certificate it issued passes too."""
+    names = " ".join(filter(None, (info.issuer, info.issuer_cn, info.issuer_o))).lower()
+    wanted = f"a certificate from the test CA {test_ca}" if test_ca else "a Let's Encrypt staging issuer"
+    if is_traefik_default(info):
         return "warn", (
             "Traefik is serving its self-signed TRAEFIK DEFAULT CERT: ACME has not issued a "
             "certificate for this domain yet (check the certresolver in traefik's log and that "
-            "DNS points at the droplet); expected a Let's Encrypt staging issuer"
+            f"DNS points at the droplet); expected {wanted}"
         )
     if any(marker in names for marker in STAGING_MARKERS):
         return "pass", f"Let's Encrypt staging issuer: {info.issuer}"
+    if test_ca and not any(marker in names for marker in PRODUCTION_MARKERS):
+        if info.issuer == info.subject:
+            return "warn", f"self-signed certificate ({info.subject}); expected {wanted}"
+        return "pass", f"test CA issuer (ACME_TEST_CA, {test_ca}): {info.issuer}"
     if any(marker in names for marker in PRODUCTION_MARKERS):
         return "fail", (
             f"production Let's Encrypt certificate (issuer {info.issuer}): this simulation must "

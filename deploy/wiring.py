@@ -11,11 +11,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from deploy import checks, cloud
+from deploy import acme, checks, cloud, resolvers
 from deploy.errors import ConfigError
 from deploy.run import operator_name
 from deploy.settings import Settings
-from remote import connection
+from remote import connection, sync
 from remote.collect import CollectSpec
 from remote.compose import ComposeSpec
 from remote.layout import ReleaseLayout
@@ -163,4 +163,13 @@ def checks_config(settings: Settings) -> checks.ChecksConfig:
     return checks.ChecksConfig(samples=settings["CHECK_SAMPLES"], timeout=settings["CHECK_TIMEOUT"],
                                p95_budget_s=settings["CHECK_P95_BUDGET"],
                                rate_limit_burst=settings["CHECK_RATE_LIMIT"],
-                               rate_limit_requests=checks.rate_limit_burst_size(int(rpm)))
+                               rate_limit_requests=checks.rate_limit_burst_size(int(rpm)),
+                               dns_resolvers=resolvers.parse(settings["DNS_RESOLVER"] or ()),
+                               test_ca_server=acme.test_ca_server(settings.values),
+                               cert_wait_s=settings["CHECK_CERT_WAIT"] or 0.0)
+
+
+def local_release(settings: Settings) -> sync.LocalRelease:
+    """The stack as shipped: its files plus what the CA choice renders (a test CA's traefik.yml
+    and root); read once per run, so the release id covers both."""
+    return sync.LocalRelease.read(settings.stack_dir, overlay=acme.release_overlay(settings.values, settings.stack_dir))

@@ -45,6 +45,21 @@ class LabConfig:
         """The address droplets see the host's connections come from."""
         return str(next(ipaddress.ip_network(self.subnet).hosts()))
 
+    def _last_hosts(self) -> list[str]:
+        """The subnet's highest addresses: Docker hands out the lowest ones to droplets."""
+        net = ipaddress.ip_network(self.subnet)
+        return [str(net.broadcast_address - i) for i in (1, 2)]
+
+    @property
+    def dns_ip(self) -> str:
+        """The lab's DNS server (knot), authoritative for the fake API's domains."""
+        return self._last_hosts()[0]
+
+    @property
+    def pebble_ip(self) -> str:
+        """Pebble, the lab's ACME test CA."""
+        return self._last_hosts()[1]
+
     @property
     def label(self) -> str:
         """Label every lab object carries; `lab.down` removes exactly these."""

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,12 @@ from lab.droplets.backend import DROPLET_LABEL
 from lab.droplets.network import ensure_network
 from lab.errors import LabError
 from lab.images import builder, recipes
+from lab.services import dns as labdns
+from lab.services import pebble
 
 Log = Callable[[str], None]
 FACTORY = "lab.droplets.factory:from_env"
+DNS_FACTORY = "lab.services.dns:publisher_from_env"
 
 
 def api_url(port: int) -> str:
@@ -50,6 +55,8 @@ def _pid_is_api(pid: int) -> bool:
 def build_images(cfg: LabConfig, log: Log = print) -> list[str]:
     """The droplet image (always built here) and the stack's images (stand-ins or pulled)."""
     builder.ensure_droplet_image(log, cfg.debian_mirror)
+    for recipe in recipes.INFRA.values():   # the DNS server and the test CA
+        builder.ensure_image(recipe, log, cfg.debian_mirror)
     if cfg.images == "pull":
         return builder.pull_images(recipes.STANDINS, log)
     return builder.ensure_standins(None, log, cfg.debian_mirror)
@@ -71,6 +78,13 @@ def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
         raise LabError(problem)
     build_images(cfg, log)
     gateway = ensure_network(cfg)
+    state.ensure_dir(cfg.state_dir)
+    # Before the API: it publishes the zones it holds as soon as it starts. Started side by
+    # side (Pebble asks the DNS server only when it validates), which halves their wait.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        dns_started = pool.submit(labdns.ensure, cfg, log)
+        acme_directory = pool.submit(pebble.ensure, cfg, log).result()
+        dns_started.result()
     st = state.read(cfg.state_dir) or {}
     if st and _api_alive(st):
         log(f"lab API already running at {st['api_url']} (pid {st['pid']})")
@@ -83,15 +97,17 @@ def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
     log_path = cfg.state_dir / "api.log"
     # The token travels in the environment: a command line is readable by every local user.
     cmd = [sys.executable, "-m", "lab.fake_do", "--port", str(cfg.api_port),
-           "--backend-factory", FACTORY, "--operator-ip", gateway,
+           "--backend-factory", FACTORY, "--dns-factory", DNS_FACTORY, "--operator-ip", gateway,
            "--state-file", str((cfg.state_dir / "api-state.json").resolve())]
     with open(log_path, "ab") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **cfg.to_env(), "FAKE_DO_TOKEN": token}, start_new_session=True,
+                                env={**os.environ, **cfg.to_env(), "LAB_STATE_DIR": str(cfg.state_dir.resolve()),
+                                     "FAKE_DO_TOKEN": token}, start_new_session=True,
                                 cwd=Path(__file__).resolve().parent.parent)
     st = {"name": cfg.name, "pid": proc.pid, "port": cfg.api_port, "api_url": api_url(cfg.api_port),
           "token": token, "ssh_key": str(key), "operator_ip": gateway, "domain": cfg.domain,
-          "subnet": cfg.subnet, "network": cfg.network, "started_at": time.time()}
+          "subnet": cfg.subnet, "network": cfg.network, "started_at": time.time(),
+          "dns_server": cfg.dns_ip, "acme_directory": acme_directory, "acme_ca": str(pebble.ca_path(cfg))}
     state.write(cfg.state_dir, st)
     deadline = time.monotonic() + 30
     while not _api_alive(st):
@@ -101,7 +117,7 @@ def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
         time.sleep(0.2)
     _register_domain(st)
     log(f"lab is up: API {st['api_url']} (pid {proc.pid}), network {cfg.network} {cfg.subnet}, "
-        f"domain {cfg.domain}; next: `inv lab.env > .env.lab` then `inv deploy --env-file .env.lab`")
+        f"domain {cfg.domain}, DNS {cfg.dns_ip}, ACME {acme_directory}; next: `inv lab.env > .env.lab` then `inv deploy --env-file .env.lab`")
     return st
 
 
@@ -129,7 +145,8 @@ def droplets(cfg: LabConfig) -> list[dict[str, Any]]:
 
 def status(cfg: LabConfig) -> dict[str, Any]:
     st = state.read(cfg.state_dir)
-    images = {t: (inspect("image", t) is not None) for t in [recipes.DROPLET_TAG, *recipes.STANDINS]}
+    images = {t: (inspect("image", t) is not None)
+              for t in [recipes.DROPLET_TAG, *recipes.INFRA, *recipes.STANDINS]}
     return {"api_running": bool(st and _api_alive(st)), "api_url": (st or {}).get("api_url"),
             "pid": (st or {}).get("pid"), "network": cfg.network,
             "network_exists": inspect("network", cfg.network) is not None,
@@ -176,6 +193,11 @@ def down(cfg: LabConfig, purge_images: bool = False, log: Log = print) -> dict[s
         if p.exists():
             p.unlink()
             removed["files"].append(str(p))
+    for name in ("dns", "pebble"):   # zone files, Pebble's listener certificate and key
+        p = cfg.state_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+            removed["files"].append(str(p))
     if cfg.state_dir.is_dir() and not any(cfg.state_dir.iterdir()):
         cfg.state_dir.rmdir()
     log("lab is down: " + ", ".join(f"{len(v)} {k}" for k, v in removed.items()))
@@ -191,7 +213,12 @@ def env_values(cfg: LabConfig, stack_example: Path = Path(__file__).resolve().pa
     values = {"DIGITALOCEAN_TOKEN": st["token"], "DIGITALOCEAN_END_POINT": st["api_url"],
               "DOMAIN": st["domain"], "SSH_KEY_PATH": st["ssh_key"],
               "SSH_KNOWN_HOSTS": str((cfg.state_dir / "known_hosts").resolve()),
-              "OPERATOR_IP_URL": f"http://127.0.0.1:{st['port']}/lab/my-ip"}
+              "OPERATOR_IP_URL": f"http://127.0.0.1:{st['port']}/lab/my-ip",
+              # The lab's own DNS server answers for the domain; Pebble is the ACME CA.
+              "DNS_RESOLVER": st.get("dns_server") or cfg.dns_ip,
+              "ACME_CA_SERVER": st.get("acme_directory") or pebble.directory_url(cfg),
+              "ACME_TEST_CA": "true",
+              "ACME_TEST_CA_ROOT": st.get("acme_ca") or str(pebble.ca_path(cfg))}
     if stack_example.exists():
         kept_path = cfg.state_dir / "stack.env"
         kept = stackenv.parse_example(kept_path.read_text()) if kept_path.exists() else {}

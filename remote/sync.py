@@ -79,12 +79,17 @@ class LocalRelease:
     release_id: str
     compose: Mapping[str, Any]
     compose_dir: str = ""
+    # Files rendered by the deployer (relative path -> bytes) that replace or join the stack's.
+    overlay: Mapping[str, bytes] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, root: Path, compose_file: str = "compose.yml", now: datetime | None = None) -> "LocalRelease":
-        manifest = local_manifest(root)
+    def read(cls, root: Path, compose_file: str = "compose.yml", now: datetime | None = None,
+             overlay: Mapping[str, bytes] | None = None) -> "LocalRelease":
+        overlay = dict(overlay or {})
+        manifest = local_manifest(root, overlay)
         return cls(root=Path(root), manifest=manifest, release_id=new_release_id(manifest, now),
-                   compose=read_compose(Path(root) / compose_file), compose_dir=posixpath.dirname(compose_file))
+                   compose=read_compose(Path(root) / compose_file), compose_dir=posixpath.dirname(compose_file),
+                   overlay=overlay)
 
 
 def load_yaml(text: str) -> Any:
@@ -117,8 +122,9 @@ def is_ignored(name: str, is_dir: bool) -> bool:
     return name.endswith((".pyc", ".pyo")) or name == RELEASE_META
 
 
-def local_manifest(root: Path) -> Manifest:
-    """relative posix path -> {"sha256", "mode"} (or {"link", "mode"} for symlinks)."""
+def local_manifest(root: Path, overlay: Mapping[str, bytes] | None = None) -> Manifest:
+    """relative posix path -> {"sha256", "mode"} (or {"link", "mode"} for symlinks); an
+    overlay file wins over the stack's file of the same path."""
     root = Path(root)
     if not root.is_dir():
         raise ReleaseError(f"stack folder {root} does not exist",
@@ -140,6 +146,8 @@ def local_manifest(root: Path) -> Manifest:
                 out[rel] = {"link": os.readlink(full), "mode": 0o777}
             elif stat.S_ISREG(st.st_mode):
                 out[rel] = {"sha256": _sha256(full), "mode": stat.S_IMODE(st.st_mode)}
+    for rel, data in (overlay or {}).items():
+        out[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "mode": 0o644}
     return out
 
 
@@ -380,8 +388,9 @@ def push(target: Target, local: LocalRelease, env_content: str, by: str = "", mi
     meta = {"id": release_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "by": by,
             "previous": previous, "outcome": None, "files_total": len(manifest), "images": {},
             "changed": changed, "removed": removed, "manifest": manifest}
-    archive = build_archive(local.root, changed,
-                            {RELEASE_META: json.dumps(meta, indent=1, sort_keys=True).encode()})
+    archive = build_archive(local.root, [p for p in changed if p not in local.overlay],
+                            {RELEASE_META: json.dumps(meta, indent=1, sort_keys=True).encode(),
+                             **{p: local.overlay[p] for p in changed if p in local.overlay}})
     target.put(layout.upload(release_id), archive)
     target.run(cmd.extract_archive(layout.upload(release_id), staging), "unpacking the release", timeout=600)
     target.put(posixpath.join(staging, RELEASE_ENV), env_content.encode("utf-8"), mode=0o600)

@@ -6,7 +6,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
+from deploy import resolvers
 from deploy.checks.headers import parse_policy
+from deploy.resolvers import NameServer
 from deploy.errors import EXIT_CONFIG, OperatorError
 
 Status = Literal["pass", "warn", "fail", "skipped"]
@@ -102,10 +104,21 @@ class ChecksConfig:
     header_policy: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_HEADER_POLICY))
     flower_host: str = "flower"
     admin_host: str = "admin"
+    # Name servers the DNS check asks (DNS_RESOLVER); () asks this machine's resolver.
+    dns_resolvers: tuple[NameServer, ...] = ()
+    # The ACME test CA Traefik was pointed at (ACME_TEST_CA); None means Let's Encrypt staging.
+    test_ca_server: str | None = None
+    # Seconds the TLS check keeps asking while Traefik still serves its default certificate.
+    cert_wait_s: float = 0.0
 
     def __post_init__(self) -> None:
+        if any(isinstance(s, str) for s in self.dns_resolvers):
+            object.__setattr__(self, "dns_resolvers", resolvers.parse(
+                [s if isinstance(s, str) else str(s) for s in self.dns_resolvers]))
         if not isinstance(self.samples, int) or self.samples < 1:
             raise ChecksConfigError(f"checks.samples must be a whole number >= 1, got {self.samples!r}")
+        if not isinstance(self.cert_wait_s, (int, float)) or not 0 <= self.cert_wait_s <= 600:
+            raise ChecksConfigError(f"checks.cert_wait must be 0 to 600 seconds, got {self.cert_wait_s!r}")
         for name in ("timeout", "p95_budget_s"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
@@ -131,7 +144,7 @@ class ChecksConfig:
 
 
 # invoke.yaml's deploy.checks keys -> ChecksConfig fields (the yaml keeps the shorter name).
-_YAML_KEYS = {"p95_budget": "p95_budget_s"}
+_YAML_KEYS = {"p95_budget": "p95_budget_s", "dns_resolver": "dns_resolvers", "cert_wait": "cert_wait_s"}
 
 
 def config_from_settings(section: Mapping[str, Any], rate_limit_rpm: int | None = None) -> ChecksConfig:

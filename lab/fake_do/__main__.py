@@ -11,19 +11,20 @@ import os
 import signal
 import sys
 import threading
+from typing import Any
 
-from .backend import DropletBackend
+from .backend import DnsPublisher, DropletBackend
 from .server import FakeDigitalOcean
 
 
-def load_factory(spec: str) -> DropletBackend:
+def load_factory(spec: str, flag: str = "--backend-factory") -> Any:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise SystemExit(f"--backend-factory must look like module:callable, got {spec!r}")
+        raise SystemExit(f"{flag} must look like module:callable, got {spec!r}")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise SystemExit(f"--backend-factory {spec!r} cannot be loaded: {exc}") from None
+        raise SystemExit(f"{flag} {spec!r} cannot be loaded: {exc}") from None
     return factory()
 
 
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--operator-ip", default="127.0.0.1",
                         help="answer of GET /lab/my-ip (the operator's public IP)")
     parser.add_argument("--backend-factory", help="module:callable returning a DropletBackend")
+    parser.add_argument("--dns-factory", help="module:callable returning a DnsPublisher (the lab's DNS server)")
     parser.add_argument("--state-file", help="JSON file that keeps the state across restarts")
     parser.add_argument("--max-per-page", type=int, default=200)
     args = parser.parse_args(argv)
@@ -46,9 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     if not token:
         parser.error(f"give the API token in the environment variable {TOKEN_ENV} (or --token)")
 
-    backend = load_factory(args.backend_factory) if args.backend_factory else None
+    backend: DropletBackend | None = load_factory(args.backend_factory) if args.backend_factory else None
+    dns: DnsPublisher | None = load_factory(args.dns_factory, "--dns-factory") if args.dns_factory else None
     fake = FakeDigitalOcean(token, backend=backend, operator_ip=args.operator_ip,
-                            max_per_page=args.max_per_page, state_file=args.state_file)
+                            max_per_page=args.max_per_page, state_file=args.state_file, dns=dns)
     url = fake.start(args.host, args.port)
     print(url, flush=True)  # the caller reads the bound URL from the first line
     stop = threading.Event()

@@ -40,3 +40,8 @@ class NullBackend:
 
     def apply_firewall(self, droplet_id: int, inbound_rules: list[dict]) -> None:
         return None
+
+
+class DnsPublisher(Protocol):
+    def publish(self, zones: dict[str, list[dict]]) -> None:
+        """Serve exactly these zones ({domain: API records}) from now on."""

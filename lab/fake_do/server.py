@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 import threading
 import time
@@ -19,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from .backend import DropletBackend, NullBackend
+from .backend import DnsPublisher, DropletBackend, NullBackend
 from .faults import ERROR_IDS, Fault, FaultPlan, RequestRecord, masked_headers
 from .store import ApiError, FakeStore, not_found, unprocessable
 
@@ -32,8 +33,9 @@ ResponseHook = Callable[[str, str, int, Any], Any]
 class FakeDigitalOcean:
     def __init__(self, token: str, backend: DropletBackend | None = None,
                  operator_ip: str = "127.0.0.1", max_per_page: int = 200,
-                 state_file: str | None = None) -> None:
+                 state_file: str | None = None, dns: DnsPublisher | None = None) -> None:
         self._token = token
+        self.dns = dns
         self.backend: DropletBackend = backend or NullBackend()
         self.operator_ip = operator_ip
         self.max_per_page = max(1, min(200, max_per_page))
@@ -71,6 +73,7 @@ class FakeDigitalOcean:
         self.base_url = f"{self.root_url}/v2/"
         for droplet, action_id in self.store.pending_creates():  # resumed from a state file
             self._spawn_create(droplet, action_id, droplet.get("_public_keys") or [])
+        self._publish_dns()  # a restarted API serves what its state file holds
         return self.base_url
 
     def stop(self) -> None:
@@ -123,6 +126,16 @@ class FakeDigitalOcean:
             if time.monotonic() > deadline:
                 raise TimeoutError("droplets still building")
             time.sleep(0.02)
+
+    def _publish_dns(self) -> None:
+        """Hand the zones to the DNS server. Its failure is logged, not answered: the real API
+        does not fail a record write because a name server is slow, and the DNS check will tell."""
+        if self.dns is None:
+            return
+        try:
+            self.dns.publish(self.store.zones())
+        except Exception as exc:  # noqa: BLE001 - any publisher failure is reported the same way
+            print(f"fake DO: publishing DNS zones failed: {exc}", file=sys.stderr, flush=True)
 
     # --- state file --------------------------------------------------------------------
     def _load_state(self) -> dict | None:
@@ -230,6 +243,8 @@ class FakeDigitalOcean:
 
     def _write(self, status: int, payload: Any) -> tuple[int, Any]:
         self._save_state()
+        if getattr(self._tls, "path", "").startswith("domains"):
+            self._publish_dns()
         return status, (None if status == 204 else payload)
 
     def _page(self, query: dict, key: str, items: list) -> tuple[int, dict]:

@@ -454,6 +454,11 @@ class FakeStore:
             del self.data["domains"][name.lower()]
             del self.data["records"][name.lower()]
 
+    def zones(self) -> dict[str, list[dict]]:
+        """Every domain with its records: what the lab's DNS server serves."""
+        with self._lock:
+            return {name: copy.deepcopy(self.data["records"][name]) for name in self.data["domains"]}
+
     def _validate_record(self, rec: dict) -> None:
         if rec.get("type") not in RECORD_TYPES:
             raise unprocessable(f"type must be one of {', '.join(sorted(RECORD_TYPES))}")

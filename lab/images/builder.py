@@ -249,7 +249,7 @@ def pull_images(tags: Iterable[str], log: Log = print) -> list[str]:
 def remove_standins(log: Log = print) -> list[str]:
     """Remove the lab-built images (only those carrying our label under our exact tags)."""
     removed = []
-    for tag in [*recipes.STANDINS, recipes.DROPLET_TAG, BASE_TAG]:
+    for tag in [*recipes.STANDINS, *recipes.INFRA, recipes.DROPLET_TAG, BASE_TAG]:
         info = inspect("image", tag)
         if info and LABEL_IMAGE in ((info.get("Config") or {}).get("Labels") or {}):
             docker("rmi", tag, check=False)

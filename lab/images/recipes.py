@@ -168,4 +168,35 @@ TRAEFIK = Recipe(
     changes=("EXPOSE 80", 'ENTRYPOINT ["/entrypoint.sh"]', 'CMD ["traefik"]'),
 )
 
+# Lab infrastructure (not stack stand-ins): the DNS server that serves the fake API's domains,
+# and Pebble, Let's Encrypt's own test CA, both straight from Debian's packages.
+DNS_TAG = "stackdeploy-lab/knot:bookworm"
+PEBBLE_TAG = "stackdeploy-lab/pebble:bookworm"
+
+DNS = Recipe(
+    tag=DNS_TAG,
+    packages=("knot",),
+    post="""
+        mkdir -p /run/knot /var/lib/knot /zones
+        knotd --version
+    """,
+    files=(("/etc/knot/lab.conf", "knot.conf"),),
+    changes=('CMD ["knotd", "-c", "/etc/knot/lab.conf"]', "ENTRYPOINT []", "EXPOSE 53"),
+)
+
+PEBBLE = Recipe(
+    tag=PEBBLE_TAG,
+    packages=("pebble",),
+    post="""
+        mkdir -p /etc/pebble/tls
+        test -x /usr/bin/pebble
+    """,
+    files=(("/etc/pebble/lab.json", "pebble.json"),),
+    # No sleep before validations, and no bad-nonce rejections: fast and deterministic runs.
+    changes=("ENV PEBBLE_VA_NOSLEEP=1", "ENV PEBBLE_WFE_NONCEREJECT=0",
+             'CMD ["pebble", "-config", "/etc/pebble/lab.json"]', "ENTRYPOINT []",
+             "EXPOSE 14000 15000"),
+)
+INFRA: dict[str, Recipe] = {r.tag: r for r in (DNS, PEBBLE)}
+
 STANDINS: dict[str, Recipe] = {r.tag: r for r in (PYTHON, NODE, NGINX, POSTGRES, REDIS, TRAEFIK)}

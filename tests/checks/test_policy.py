@@ -89,6 +89,21 @@ def test_issuer_verdicts(tmp_path, issuer, verdict):
         assert "Some Corp CA" in message
 
 
+@pytest.mark.parametrize("issuer, verdict", [(("Pebble Intermediate CA 2022f4", None), "pass"), (PRODUCTION, "fail"),
+                                             (TRAEFIK_DEFAULT, "warn"), (STAGING, "pass")])
+def test_issuer_verdicts_with_a_test_ca(tmp_path, issuer, verdict):
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    files = make_cert(tmp_path, issuer, "app.example.com")
+    info = parse_certificate(x509.load_pem_x509_certificate(files.cert.read_bytes()).public_bytes(Encoding.DER))
+    status, message = classify_issuer(info, "https://10.77.0.253:14000/dir")
+    assert status == verdict, message
+    if issuer[0].startswith("Pebble"):
+        assert "test CA" in message and "Pebble Intermediate CA 2022f4" in message
+        assert classify_issuer(info)[0] == "warn"  # without ACME_TEST_CA it is an unknown CA
+
+
 def test_percentile_is_nearest_rank():
     assert percentile([0.1, 0.2, 0.3, 0.4, 5.0], 95) == 5.0
     assert percentile([0.1, 0.2, 0.3, 0.4, 5.0], 50) == 0.3

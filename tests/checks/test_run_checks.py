@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -74,6 +75,15 @@ def test_traefik_default_certificate_is_a_warning(edge):
     assert "TRAEFIK DEFAULT CERT" in tls.message and "ACME has not issued" in tls.message
     assert tls.observed["covers_domain"] is False
     assert report.status == "warn"
+
+
+def test_default_certificate_is_asked_again_for_a_bounded_time(edge):
+    server = edge(issuer=TRAEFIK_DEFAULT)
+    t0 = time.monotonic()
+    tls = run_checks(target_for(server), fast_config(rate_limit_burst=False, cert_wait_s=3)).get("tls")
+    took = time.monotonic() - t0
+    assert tls.status == "warn" and "after waiting 2s for ACME" in tls.message, tls.message
+    assert 2 <= took < 3 + 20
 
 
 def test_slow_routes_fail_the_p95_budget_but_still_answer_ok(edge):

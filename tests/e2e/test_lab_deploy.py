@@ -4,6 +4,8 @@ Tests run in file order and build on the deployment the first one makes."""
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import subprocess
 import time
 
@@ -11,6 +13,8 @@ import pytest
 
 from deploy.checks import CheckTarget
 from deploy.checks.pinned import pinned_session
+from lab import config as labconfig
+from lab.services import pebble
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 
@@ -57,10 +61,28 @@ def test_full_deploy_brings_every_service_up_healthy(lab):
         assert services[name]["health"] == "healthy", services[name]
     checks = {c["name"]: c["status"] for c in data["checks"]}
     assert checks["home"] == "pass" and checks["api-health"] == "pass"
-    assert checks["tls"] == "warn"  # Traefik's default certificate: ACME cannot finish on the lab
+    # The lab's knot server answers for the domain and Pebble issued the certificate over HTTP-01.
+    assert checks["dns"] == "pass" and checks["tls"] == "pass"
+    tls = next(c for c in data["checks"] if c["name"] == "tls")
+    assert tls["observed"]["issuer_cn"].startswith("Pebble Intermediate CA"), tls
+    assert tls["observed"]["covers_domain"] is True
+    assert {name for name, status in checks.items() if status != "pass"} <= {"rate-limit"}, checks
+    assert data["warnings"] == []
     assert all(checks[f"header:{h}"] == "pass" for h in ("Strict-Transport-Security", "X-Content-Type-Options",
                                                           "X-Frame-Options", "Referrer-Policy"))
     assert checks["flower"] == "pass" and checks["admin-main-host"] == "pass"
+
+
+def test_the_served_certificate_chains_to_the_running_pebbles_root(lab, tmp_path):
+    """Not only the issuer's name: the chain Traefik serves verifies against the root this
+    Pebble made at its start (management port /roots/0), for the domain's name."""
+    cfg = labconfig.load(environ=lab.env())
+    root = tmp_path / "pebble-root.pem"
+    root.write_text(pebble.issuing_roots(cfg))
+    context = ssl.create_default_context(cafile=str(root))
+    with socket.create_connection((STATE["ip"], 443), timeout=15) as raw:
+        with context.wrap_socket(raw, server_hostname=lab.values["DOMAIN"]) as tls:
+            assert tls.getpeercert()["subject"] == ((("commonName", lab.values["DOMAIN"]),),)
 
 
 def test_artifact_set_is_complete_and_redacted(lab):
@@ -68,7 +90,10 @@ def test_artifact_set_is_complete_and_redacted(lab):
     for name in REMOTE_FILES:
         text = (folder / "remote" / name).read_text()
         assert not text.startswith("# collection failed"), f"{name}: {text[:300]}"
-    assert "acme-staging-v02.api.letsencrypt.org" in (folder / "remote" / "traefik-static.yml").read_text()
+    static = (folder / "remote" / "traefik-static.yml").read_text()
+    # The release's traefik.yml names the lab's test CA (ACME_TEST_CA); never LE production.
+    assert f"caServer: {lab.values['ACME_CA_SERVER']}" in static and "acme-v02.api.letsencrypt.org" not in static
+    assert "LEGO_CA_CERTIFICATES=/etc/traefik/ca/test-ca.pem" in (folder / "remote" / "traefik-env.txt").read_text()
     raw = json.loads((folder / "remote" / "traefik-rawdata.json").read_text())
     assert raw["routers"] and all(r.get("status") == "enabled" for r in raw["routers"].values())
     assert "strict-transport-security" in (folder / "remote" / "curl-root.txt").read_text().lower()
@@ -180,6 +205,8 @@ def test_verify_alone_with_rate_limit_burst(lab):
     checks = {c["name"]: c for c in data["checks"]}
     assert checks["rate-limit"]["status"] == "pass", checks["rate-limit"]
     assert checks["latency-home"]["status"] == "pass"
+    assert {c["name"]: c["status"] for c in data["checks"] if c["status"] != "pass"} == {}
+    assert data["warnings"] == []
     folder = lab.last_run()
     for name in REMOTE_FILES:
         assert (folder / "remote" / name).is_file(), name

@@ -12,6 +12,7 @@ import requests
 from dotenv import dotenv_values
 
 from lab.docker import docker, inspect, list_labelled
+from lab.services import dns as labdns
 
 from .conftest import make_cfg
 
@@ -58,6 +59,11 @@ def test_up_env_droplet_down_removes_only_the_lab(project, tmp_path, images, key
         auth = {"Authorization": f"Bearer {env['DIGITALOCEAN_TOKEN']}"}
         dom = requests.get(env["DIGITALOCEAN_END_POINT"] + f"domains/{cfg.domain}", headers=auth, timeout=5)
         assert dom.status_code == 200                        # the lab domain is "managed"
+        # ... and served by the lab's DNS server; Pebble answers on its listener certificate.
+        assert env["DNS_RESOLVER"] == cfg.dns_ip and labdns.soa_serial(cfg.dns_ip, cfg.domain)
+        assert env["ACME_TEST_CA"] == "true" and env["ACME_CA_SERVER"] == f"https://{cfg.pebble_ip}:14000/dir"
+        directory = requests.get(env["ACME_CA_SERVER"], verify=env["ACME_TEST_CA_ROOT"], timeout=10).json()
+        assert directory["newOrder"].startswith(f"https://{cfg.pebble_ip}:14000/")
         if (Path(__file__).parents[2] / "stack" / ".env.example").exists():
             assert env["POSTGRES_PASSWORD"] and "change-me" not in env["POSTGRES_PASSWORD"]
             assert env["DASHBOARD_ALLOWLIST"] == f"{cfg.gateway}/32"
@@ -85,6 +91,7 @@ def test_up_env_droplet_down_removes_only_the_lab(project, tmp_path, images, key
         with pytest.raises(requests.ConnectionError):
             requests.get(env["OPERATOR_IP_URL"], timeout=2)
         assert not (cfg.state_dir / "state.json").exists()
+        assert not (cfg.state_dir / "dns").exists() and not (cfg.state_dir / "pebble").exists()
         assert inspect("container", other)["State"]["Running"] and inspect("volume", other)
         assert inspect("image", "redis:7-bookworm") is not None   # cache kept unless --purge-images
     finally:

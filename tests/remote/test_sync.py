@@ -217,3 +217,18 @@ def test_a_full_disk_during_an_upload_says_so_and_leaves_no_temp_file():
     assert f"writing {path} on 203.0.113.10 failed" in message and "Failure" in message
     assert "disk" in err.value.hint and "df -h /opt/app/releases" in err.value.hint
     assert sftp.removed == [sftp.opened]          # the half-written temp file is gone
+
+
+def test_an_overlay_replaces_a_stack_file_and_adds_one_and_counts_in_the_release(host, base, stack):
+    first = push(host, stack, now=T0)
+    sync.switch(host, first.release_id)
+    overlay = {"api/main.py": b"print('rendered')\n", "extra/ca.pem": b"-----BEGIN CERTIFICATE-----\n"}
+    local = sync.LocalRelease.read(stack, now=T0 + timedelta(minutes=1), overlay=overlay)
+    assert local.release_id.split("-")[-1] != first.release_id.split("-")[-1]  # the id covers the overlay
+    second = sync.push(host, local, "A=1\n")
+    assert second.changed == ["api/main.py", "extra/ca.pem"]
+    new = rel(base, second.release_id)
+    assert (new / "api/main.py").read_text() == "print('rendered')\n"
+    assert (new / "extra/ca.pem").read_bytes() == overlay["extra/ca.pem"]
+    assert (stack / "api/main.py").read_text() == "print('v1')\n"  # the local stack is untouched
+    assert sync.drift(host, second.release_id, local.manifest).paths == []

@@ -1,0 +1,1 @@
+"""Lab infrastructure beside the droplets: the DNS server (knot) and the test CA (Pebble)."""

@@ -1,0 +1,55 @@
+"""Start a lab service container (DNS, Pebble) at a fixed address on the lab network.
+
+A running container made from the current image is kept (Pebble's roots change at every
+start); anything else of that name is replaced. The lab label makes `lab.down` remove it.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+
+from lab.config import LabConfig
+from lab.docker import docker, inspect
+from lab.errors import LabError
+
+Log = Callable[[str], None]
+KIND_LABEL = "stackdeploy.lab.kind"
+
+
+def container_name(cfg: LabConfig, role: str) -> str:
+    return f"{cfg.name}-{role}"
+
+
+def ensure_container(cfg: LabConfig, role: str, image: str, ip: str, run_args: Sequence[str],
+                     command: Sequence[str] = (), log: Log = print) -> str:
+    """The container `<lab>-<role>` running `image` at `ip`; returns its name."""
+    name = container_name(cfg, role)
+    info = inspect("container", name)
+    image_id = (inspect("image", image) or {}).get("Id")
+    if info and info.get("State", {}).get("Running") and info.get("Image") == image_id:
+        return name
+    if info:
+        docker("rm", "-f", "-v", name)
+    docker("run", "-d", "--name", name, "--hostname", role, "--network", cfg.network, "--ip", ip,
+           "--label", cfg.label, "--label", f"{KIND_LABEL}={role}", "--restart", "unless-stopped",
+           *run_args, image, *command)
+    log(f"lab {role}: {name} at {ip}")
+    return name
+
+
+def wait_until(ready: Callable[[], bool], name: str, what: str, timeout: float = 30.0) -> None:
+    """Poll `ready` until true; on timeout the container's log tail explains why."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        info = inspect("container", name) or {}
+        # --restart keeps a crashing service "running" between attempts: a restart is an exit.
+        running = info.get("State", {}).get("Running") and not info.get("RestartCount")
+        if not running or time.monotonic() > deadline:
+            # Both streams: Pebble logs to stderr, knotd to stdout.
+            proc = subprocess.run(["docker", "logs", "--tail", "20", name], capture_output=True,
+                                  text=True, timeout=30)
+            logs = proc.stdout + proc.stderr
+            why = f"did not become ready in {timeout:.0f}s" if running else "exited before it was ready"
+            raise LabError(f"lab {what} ({name}) {why}; its log:\n{logs[-1500:]}")
+        time.sleep(0.2)
