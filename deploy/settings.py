@@ -70,6 +70,7 @@ KEYS: tuple[Key, ...] = (
     Key("ALLOWLIST_TTL", "allowlist.ttl", "float", "Seconds an operator's address stays allowed to reach SSH after their last provision (concurrent deploys keep each other's access)."),
     Key("REMOTE_BASE_DIR", "remote.base_dir", "str", "Release root on the droplet (default /opt/<project>)."),
     Key("RELEASES_KEEP", "remote.releases_keep", "int", "Releases kept on the droplet."),
+    Key("CLOUD_INIT_TIMEOUT", "remote.cloud_init_timeout", "float", "Seconds a full deploy waits for cloud-init to finish setting up the droplet (Docker install)."),
     Key("HEALTH_TIMEOUT", "remote.health_timeout", "float", "Seconds for every service to become healthy."),
     Key("LOCK_WAIT", "remote.lock_wait", "float", "Seconds to wait for another deploy's lock before failing."),
     Key("LOCK_TTL", "remote.lock_ttl", "float", "Seconds after which another machine's deploy lock counts as stale for `inv lock.release --if-stale` (longer than any deploy)."),
