@@ -56,7 +56,7 @@ KEYS: tuple[Key, ...] = (
     Key("DEPLOY_USER", "ssh.user", "str", "SSH user on the droplet (created by cloud-init, in the docker group)."),
     Key("SSH_KEY_PATH", "ssh.key_path", "str", "Private key for SSH; its .pub is registered with DigitalOcean."),
     Key("SSH_PORT", "ssh.port", "int", "SSH port on the droplet."),
-    Key("SSH_KNOWN_HOSTS", "ssh.known_hosts", "str", "Where droplet host keys are pinned at first contact."),
+    Key("SSH_KNOWN_HOSTS", "ssh.known_hosts", "str", "Where droplet host keys are pinned before the first contact (no trust on first use)."),
     Key("SSH_CONNECT_TIMEOUT", "ssh.connect_timeout", "float", "Seconds to wait for an SSH connection."),
     Key("SSH_RETRIES", "ssh.retries", "int", "Connection attempts before SSH is declared unreachable."),
     Key("DO_REQUEST_TIMEOUT", "cloud.request_timeout", "float", "Seconds per DigitalOcean API request."),
