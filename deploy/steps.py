@@ -57,7 +57,12 @@ def provision(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec,
     host_key = hostkey.generate(run.registry)
     # Kept before the create call, promoted as soon as the droplet exists: a run interrupted
     # between create and pin can still pin it next time.
-    hostkey.save_pending(host_key, known_hosts, spec.droplet_name)
+    try:
+        hostkey.save_pending(host_key, known_hosts, spec.droplet_name)
+    except OSError as exc:
+        raise OperatorError(f"cannot keep the new droplet's SSH host key beside {known_hosts} "
+                            f"({exc.strerror or type(exc).__name__})",
+                            "point SSH_KNOWN_HOSTS to a file in a folder this user can write") from None
     spec = dataclasses.replace(spec, host_key=host_key)
 
     def on_droplet(droplet: cloud.DropletInfo) -> None:

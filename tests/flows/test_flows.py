@@ -540,3 +540,13 @@ def test_a_new_droplet_is_pinned_before_the_first_connection_and_its_key_kept_se
         if f.is_file():
             assert body not in f.read_text(errors="replace"), f"private host key in {f}"
     assert not list(kept.parent.glob("*.pending"))
+
+
+def test_an_unwritable_known_hosts_folder_names_the_setting_before_anything_is_created(world):
+    world.cloud.exists = False
+    blocker = world.tmp / "not-a-folder"
+    blocker.write_text("a file where the folder should be\n")
+    world.set_env(SSH_KNOWN_HOSTS=str(blocker / "known_hosts"))
+    out = world.invoke("deploy", flows.deploy)
+    assert out.exit_code != 0 and "SSH_KNOWN_HOSTS" in out.message and "Traceback" not in out.message
+    assert "provision" not in world.cloud.calls
