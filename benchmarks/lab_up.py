@@ -20,6 +20,14 @@ from lab import config as labconfig  # noqa: E402
 from lab import control  # noqa: E402
 from lab.droplets import ContainerBackend  # noqa: E402
 from lab.images import builder  # noqa: E402
+from lab import state  # noqa: E402
+from deploy import hostkey  # noqa: E402
+from deploy.cloud_init import build_user_data  # noqa: E402
+from deploy.redact import SecretRegistry  # noqa: E402
+from remote import cloudinit  # noqa: E402
+from remote.connection import SshTarget, connector, host_entry  # noqa: E402
+from remote.layout import ReleaseLayout  # noqa: E402
+from remote.target import Target  # noqa: E402
 
 
 def free_port() -> int:
@@ -34,6 +42,19 @@ def timed(label: str, fn) -> float:
     dt = time.perf_counter() - t0
     print(f"{label:<44} {dt:8.1f} s", flush=True)
     return dt
+
+
+def boot(backend: ContainerBackend, tmp: Path, holder: dict) -> None:
+    """A brand-new droplet from the deployer's own user data, its host key pinned: what
+    `inv deploy` waits for before bootstrap."""
+    key = state.ensure_keypair(tmp / "keys")
+    hk = hostkey.generate(SecretRegistry())
+    user_data = build_user_data("deploy", key.with_suffix(".pub").read_text(), hk, "/opt/stackdeploy")
+    ip = backend.create(1, "bench-1", [key.with_suffix(".pub").read_text()], user_data, [])
+    hostkey.pin(tmp / "known_hosts", host_entry(ip, 22), hk.public)
+    ssh = SshTarget(host=ip, user="deploy", key_path=key, known_hosts_path=tmp / "known_hosts")
+    holder["target"] = Target(name="bench-1", host=ip, layout=ReleaseLayout("/opt/stackdeploy"),
+                              connector=connector(ssh)).open()
 
 
 def main() -> int:
@@ -53,9 +74,11 @@ def main() -> int:
                 control.down(cfg, log=quiet)
             timed("lab.up warm (images cached)", lambda: control.up(cfg, log=quiet))
             timed("lab.up again (already running)", lambda: control.up(cfg, log=quiet))
-            backend = ContainerBackend(cfg, log=quiet)
-            timed(f"droplet create, {len(cfg.preload)} images preloaded",
-                  lambda: backend.create(1, "bench-1", [], None, []))
+            backend, holder = ContainerBackend(cfg, log=quiet), {}
+            timed("droplet boot until SSH (deployer's user data)", lambda: boot(backend, Path(tmp), holder))
+            timed(f"  + cloud-init (Docker install, {len(cfg.preload)} images preloaded)",
+                  lambda: cloudinit.wait(holder["target"], 900))
+            holder["target"].close()
             timed("droplet delete", lambda: backend.delete(1))
             timed("lab.down", lambda: control.down(cfg, log=quiet))
         finally:

@@ -29,6 +29,9 @@ from digitalocean.baseapi import (DataReadError, EndPointError, JSONReadError, N
                                   TokenError)
 
 from .cloud_init import CloudInitError, build_user_data
+from . import hostkey
+from .hostkey import HostKey
+from .redact import SecretRegistry
 from deploy.errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_TOKEN_REJECTED, OperatorError
 
 DEFAULT_IMAGE = "ubuntu-24-04-x64"
@@ -63,6 +66,8 @@ class CloudSpec:
     ssh_public_key: str = ""
     ssh_key_name: str = "stackdeploy"
     deploy_user: str = "deploy"
+    host_key: HostKey | None = None     # the new droplet's SSH host key (deploy/hostkey.py)
+    base_dir: str = "/opt/stackdeploy"  # release root cloud-init hands to deploy_user
     domain: str | None = None
     subdomains: tuple[str, ...] = ()
     firewall_enabled: bool = True
@@ -871,12 +876,18 @@ def _ensure_dns(spec: CloudSpec, ip: str, on_event: OnEvent) -> DnsResult:
 
 
 # --- the whole step ---------------------------------------------------------------------
-def _checked_input(spec: CloudSpec) -> str:
-    """The droplet's user data; bad input (key, user, subdomains) fails before any API call."""
+def _checked_input(spec: CloudSpec, planning: bool = False) -> str:
+    """The droplet's user data; bad input (key, user, subdomains) fails before any API call.
+    A plan (no host key: nothing is created) checks the same inputs with a throwaway key."""
+    if spec.host_key is None and not planning:
+        raise CloudError("no SSH host key was generated for the new droplet",
+                         "provision through deploy.steps.provision, which generates and pins one")
     try:
-        user_data = build_user_data(spec.deploy_user, spec.ssh_public_key)
+        # A plan creates nothing: a throwaway key (never kept, never sent) checks the rest.
+        key = spec.host_key or hostkey.generate(SecretRegistry())
+        user_data = build_user_data(spec.deploy_user, spec.ssh_public_key, key, spec.base_dir)
     except CloudInitError as exc:
-        raise CloudError(str(exc), "fix DEPLOY_USER / SSH_KEY_PATH (its .pub file)") from None
+        raise CloudError(str(exc), "fix DEPLOY_USER / SSH_KEY_PATH (its .pub file) / REMOTE_BASE_DIR") from None
     if spec.domain:
         dns_hosts(spec.domain, spec.subdomains)
     return user_data
@@ -997,7 +1008,7 @@ def plan_provision(spec: CloudSpec, on_event: OnEvent = _log_event,
                    account: AccountInfo | None = None) -> ProvisionPlan:
     """What provision() would do, found out with GET requests only (pyinfra's --dry, Ansible's
     check mode): nothing is created, changed or attached, and nothing waits for the droplet."""
-    _checked_input(spec)
+    _checked_input(spec, planning=True)
     if account is None:
         account = check_token(spec, on_event)
     warnings: list[str] = []

@@ -137,7 +137,7 @@ def verify(run: Run, settings: Settings, edges: Edges, hosts: Sequence[Host],
 def provision_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
     settings.require("DOMAIN")
     spec = wiring.cloud_spec(settings)
-    steps.provision(run, edges.cloud, spec, steps.token_check(run, edges.cloud, spec))
+    steps.provision(run, edges.cloud, spec, steps.token_check(run, edges.cloud, spec), settings.known_hosts_path)
 
 
 def deploy(run: Run, settings: Settings, update_only: bool = False, edges: Edges = REAL_EDGES) -> None:
@@ -148,7 +148,8 @@ def deploy(run: Run, settings: Settings, update_only: bool = False, edges: Edges
     if account is None:
         hosts = find_hosts(run, settings, edges, required=True)
     else:
-        droplet = steps.provision(run, edges.cloud, wiring.cloud_spec(settings), account).droplet
+        droplet = steps.provision(run, edges.cloud, wiring.cloud_spec(settings), account,
+                                  settings.known_hosts_path).droplet
         if not droplet.public_ipv4:
             raise OperatorError("the droplet has no public IPv4 address, so nothing can be shipped",
                                 "check the droplet's networking in the DigitalOcean console, then rerun")
@@ -156,7 +157,7 @@ def deploy(run: Run, settings: Settings, update_only: bool = False, edges: Edges
     with connected(run, settings, edges, hosts) as inventory:
         for target in inventory:
             if not update_only:
-                steps.bootstrap(run, target)
+                steps.bootstrap(run, target, settings["CLOUD_INIT_TIMEOUT"])
             ship(run, settings, target, local, update_only)
         verify(run, settings, edges, hosts, inventory)
 

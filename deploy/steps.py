@@ -4,18 +4,22 @@ does) and none reaches into another step's handle.
 """
 from __future__ import annotations
 
+import dataclasses
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
-from deploy import checks, cloud
+from deploy import checks, cloud, hostkey
 from deploy import plan as deploy_plan
 from deploy.errors import OperatorError, Terminated
 from deploy.run import Run
 from deploy.wiring import CloudPort, Host
 from remote import collect as remote_collect
 from remote import commands as cmd
-from remote import compose, images, lock, progress, sync
+from remote import cloudinit, compose, images, lock, progress, sync
+from remote.connection import host_entry
 from remote.target import Target
 
 
@@ -25,6 +29,8 @@ class BootstrapResult:
     base_state: str       # ready | created
     docker: str
     compose: str
+    cloud_init: str = "done"      # done | absent (a droplet without cloud-init)
+    cloud_init_wait_s: float = 0.0
 
 
 class CheckFailures(OperatorError):
@@ -45,16 +51,38 @@ def _record_target(run: Run, droplet: cloud.DropletInfo) -> None:
 
 
 def provision(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec,
-              account: cloud.AccountInfo) -> cloud.ProvisionResult:
-    """Droplet, firewall allowlist and DNS (the token is already checked)."""
-    with run.step("provision") as step:
+              account: cloud.AccountInfo, known_hosts: Path) -> cloud.ProvisionResult:
+    """Droplet, firewall allowlist and DNS (the token is already checked). A new droplet gets
+    the SSH host key generated here, pinned in ``known_hosts`` before anyone connects."""
+    host_key = hostkey.generate(run.registry)
+    # Kept before the create call, promoted as soon as the droplet exists: a run interrupted
+    # between create and pin can still pin it next time.
+    try:
+        hostkey.save_pending(host_key, known_hosts, spec.droplet_name)
+    except OSError as exc:
+        raise OperatorError(f"cannot keep the new droplet's SSH host key beside {known_hosts} "
+                            f"({exc.strerror or type(exc).__name__})",
+                            "point SSH_KNOWN_HOSTS to a file in a folder this user can write") from None
+    spec = dataclasses.replace(spec, host_key=host_key)
+
+    def on_droplet(droplet: cloud.DropletInfo) -> None:
         # The target is recorded as soon as the droplet is known: run.json names it even when
         # the provision fails or is interrupted after creating it.
-        result = cloud_port.provision(
-            spec, on_event=lambda level, msg: run.warn(msg) if level == "warning" else run.log(msg),
-            account=account, on_droplet=lambda droplet: _record_target(run, droplet))
+        _record_target(run, droplet)
+        if droplet.created:
+            hostkey.promote(known_hosts, droplet.name)
+
+    with run.step("provision") as step:
+        try:
+            result = cloud_port.provision(
+                spec, on_event=lambda level, msg: run.warn(msg) if level == "warning" else run.log(msg),
+                account=account, on_droplet=on_droplet)
+        finally:
+            hostkey.drop_pending(known_hosts, spec.droplet_name)
         d = result.droplet
         _record_target(run, d)
+        if d.public_ipv4:
+            _pin_host_key(run, known_hosts, d, spec.ssh_port)
         run.record("provision", result)
         step.note(("created" if d.created else "found") + f" droplet {d.name} ({d.public_ipv4 or 'no public IPv4'});"
                   f" firewall {result.firewall.status}; dns {result.dns.status}")
@@ -62,6 +90,21 @@ def provision(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec,
             step.warn(step.step.message + "; " + "; ".join(result.warnings))
     run.artifacts.write_json("provision.json", run.details["provision"])
     return result
+
+
+def _pin_host_key(run: Run, known_hosts: Path, d: cloud.DropletInfo, port: int) -> None:
+    """A droplet created now carries the key kept for its name: pin it. A droplet found is
+    already pinned (or was created by a run that stopped before pinning: pin its kept key)."""
+    entry = host_entry(d.public_ipv4, port)
+    if not d.created and hostkey.is_pinned(known_hosts, entry):
+        return
+    public = hostkey.load_public(known_hosts, d.name)
+    if public is None:
+        run.warn(f"no SSH host key is kept for droplet {d.name}; its first SSH contact will be refused "
+                 f"(add its key to {known_hosts} after checking it in the DigitalOcean console)")
+        return
+    hostkey.pin(known_hosts, entry, public)
+    run.log(f"pinned the SSH host key of {d.name} ({entry}) in {known_hosts}")
 
 
 def discover(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec) -> Host:
@@ -87,20 +130,27 @@ def connect(run: Run, target: Target, quick: bool = False) -> Target:
     return target
 
 
-def bootstrap(run: Run, target: Target) -> BootstrapResult:
-    """Full deploy only: the release root exists and is ours, Docker and Compose answer."""
+def bootstrap(run: Run, target: Target, cloud_init_timeout: float) -> BootstrapResult:
+    """Full deploy only: cloud-init has finished (a new droplet answers SSH while it still
+    installs Docker), the release root exists and is ours, Docker and Compose answer."""
     base = target.layout.base
     with run.step("bootstrap") as step:
-        res = target.run(cmd.ensure_base_dir(target.layout), f"creating {base}",
-                         hint="give the deploy user passwordless sudo (cloud-init does) or create the folder "
-                              "owned by that user; REMOTE_BASE_DIR chooses another place")
+        t0 = time.monotonic()
+        state = cloudinit.wait(target, cloud_init_timeout, on_progress=run.log)
+        waited = time.monotonic() - t0
+        res = target.run(cmd.ensure_base_dir(target.layout), f"checking {base}",
+                         hint=f"cloud-init creates {base} for the deploy user (deploy/cloud_init.py); on a droplet "
+                              f"made another way create it as root: install -d -o <user> -g <user> {base} "
+                              "(REMOTE_BASE_DIR chooses another place)")
         docker = target.run(cmd.docker_ready(), "checking Docker and Compose",
-                            hint="cloud-init installs Docker Engine and the Compose plugin and adds the user to "
-                                 "the docker group; wait for it to finish (cloud-init status --wait) and rerun")
+                            hint="cloud-init installs Docker Engine and the Compose plugin and adds the user to the "
+                                 "docker group; it has finished, so read /var/log/cloud-init-output.log on the droplet")
         versions = docker.stdout.split() + ["?", "?"]
-        result = BootstrapResult(base=base, base_state=res.stdout.strip(), docker=versions[0], compose=versions[1])
+        result = BootstrapResult(base=base, base_state=res.stdout.strip(), docker=versions[0], compose=versions[1],
+                                 cloud_init=state.state, cloud_init_wait_s=round(waited, 1))
         run.record("bootstrap", result)
-        step.note(f"{base} {result.base_state}; docker {result.docker}, compose {result.compose}")
+        step.note(f"cloud-init {state.state} (waited {waited:.0f}s); {base} {result.base_state}; "
+                  f"docker {result.docker}, compose {result.compose}")
     return result
 
 

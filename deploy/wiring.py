@@ -98,6 +98,7 @@ def cloud_spec(settings: Settings, need_key: bool = True) -> cloud.CloudSpec:
         ssh_public_key=public_key(s) if need_key else "",
         ssh_key_name=f"{s.project}-{s['DEPLOY_USER']}",
         deploy_user=s["DEPLOY_USER"],
+        base_dir=s.remote_base,
         domain=s["DOMAIN"],
         subdomains=tuple(s["SUBDOMAINS"] or ()),
         firewall_enabled=not s["SKIP_ALLOWLIST"],

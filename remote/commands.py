@@ -395,11 +395,26 @@ def _num(value: float) -> str:
 # --- bootstrap ------------------------------------------------------------------
 
 def ensure_base_dir(layout: ReleaseLayout) -> str:
-    """Make the release root exist and belong to the SSH user; sudo only when it must
-    (cloud-init gives the deploy user passwordless sudo; -n never waits for a password)."""
+    """Fails unless the release root exists and the SSH user may write it. Never sudo: the
+    deploy user has none; cloud-init creates the folder and hands it over (deploy/cloud_init.py)."""
     b = q(layout.base)
-    return (f"if [ -d {b} ] && [ -w {b} ]; then echo ready; else "
-            f"sudo -n install -d -m 0755 -o \"$(id -un)\" -g \"$(id -gn)\" {b} && echo created; fi")
+    return f"[ -d {b} ] && [ -w {b} ] && echo ready"
+
+
+CLOUD_INIT_DONE = "/run/cloud-init/result.json"
+CLOUD_INIT_FINISHED = "/var/lib/cloud/instance/boot-finished"
+
+
+def cloud_init_state() -> str:
+    """One line `state: done|running|absent`, then cloud-init's own JSON for that state.
+    `cloud-init status` is not enough: 22.4 reports `error` as soon as one module failed, while
+    the final stage (which installs Docker) still runs; result.json appears when it ends. A
+    later boot of a set-up droplet has boot-finished from its first boot."""
+    return (f"if [ -e {CLOUD_INIT_DONE} ]; then echo 'state: done'; cat {CLOUD_INIT_DONE}; "
+            f"elif [ -e {CLOUD_INIT_FINISHED} ]; then echo 'state: done'; "
+            "elif command -v cloud-init >/dev/null 2>&1; then echo 'state: running'; "
+            "cat /run/cloud-init/status.json 2>/dev/null; "
+            "else echo 'state: absent'; fi")
 
 
 def docker_ready() -> str:

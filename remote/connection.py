@@ -1,8 +1,9 @@
 """Fabric connections to the droplet: one configured key, our own pinned known_hosts.
 
 Why our own known_hosts: droplets are created and rebuilt by this tool, so the
-user's ~/.ssh/known_hosts is the wrong trust store. We record the host key at
-first contact (trust on first use) and refuse a changed key afterwards.
+user's ~/.ssh/known_hosts is the wrong trust store. No trust on first use: the deployer
+generates a new droplet's host key and pins it before the first connection
+(deploy/hostkey.py); a host whose key is not pinned, or another key, is refused.
 """
 from __future__ import annotations
 
@@ -93,26 +94,22 @@ def host_entry(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-class _PinOnFirstUse(paramiko.MissingHostKeyPolicy):
-    """Unknown host: append its key to our known_hosts file and accept it.
+class UnpinnedHostKey(paramiko.SSHException):
+    """The server showed a key that is not pinned for it (raised by _RefuseUnpinned)."""
 
-    A *known* host presenting another key never reaches this policy: paramiko
-    raises BadHostKeyException, which connect() turns into guidance.
-    """
+    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
+        super().__init__(hostname)
+        self.hostname, self.key = hostname, key
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+
+class _RefuseUnpinned(paramiko.MissingHostKeyPolicy):
+    """No host key pinned for this host (or none of the type it shows): refuse. A pinned
+    host presenting another key of the same type never gets here: paramiko raises
+    BadHostKeyException, which connect() turns into guidance as well."""
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
                          key: paramiko.PKey) -> None:
-        # Owner-only, like ~/.ssh: whoever can edit this file decides which hosts we trust.
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a", encoding="ascii") as fh:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, 0o600)  # a file an older version wrote with the umask's mode
-            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        client.get_host_keys().add(hostname, key.get_name(), key)
+        raise UnpinnedHostKey(hostname, key)
 
 
 def _known_hosts_for(target: SshTarget, path: Path) -> HostKeys:
@@ -144,7 +141,7 @@ def _new_connection(target: SshTarget, pkey: paramiko.PKey, known_hosts: Path) -
     for name, entry in keys.items():
         for keytype, key in entry.items():
             client.get_host_keys().add(name, keytype, key)
-    client.set_missing_host_key_policy(_PinOnFirstUse(known_hosts))
+    client.set_missing_host_key_policy(_RefuseUnpinned())
     return conn
 
 
@@ -167,8 +164,21 @@ def connect(target: SshTarget, sleep: Callable[[float], None] = time.sleep) -> f
             raise SshError(
                 f"host key of {target.host}:{target.port} changed since it was recorded in "
                 f"{known_hosts}; refusing to connect (possible man-in-the-middle)",
-                f"if the droplet was rebuilt, remove the stale entry with "
-                f"`ssh-keygen -R '{entry}' -f {known_hosts}` and run again") from None
+                f"a droplet created again by `inv deploy` is re-pinned by it; if the droplet was rebuilt "
+                f"another way, remove the stale entry with `ssh-keygen -R '{entry}' -f {known_hosts}` "
+                f"and pin its new key, read out of band (`ssh-keygen -lf "
+                f"/etc/ssh/ssh_host_ed25519_key.pub` in the DigitalOcean console)") from None
+        except UnpinnedHostKey as exc:
+            conn.close()
+            raise SshError(
+                f"{target.host}:{target.port} presented an SSH host key that is not pinned in "
+                f"{known_hosts} ({exc.key.get_name()} {exc.key.fingerprint}); refusing to connect "
+                f"(no trust on first use)",
+                "a droplet created by `inv deploy` or `inv provision` is pinned before its first "
+                "contact; for any other host, read its key out of band (DigitalOcean console: "
+                "`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`), and once the fingerprint "
+                f"matches add `{host_entry(target.host, target.port)} <type> <base64 key>` to "
+                f"{known_hosts}") from None
         except paramiko.AuthenticationException:
             conn.close()
             raise SshError(

@@ -1,21 +1,26 @@
 """ContainerBackend: the DropletBackend (lab/fake_do/backend.py) made of Docker containers.
 
-One droplet = one container from the droplet image (sshd, inner dockerd, compose plugin,
-iptables) on the lab network, plus a named volume for its /var/lib/docker. Everything
-carries the lab label and the droplet id, so delete and `lab.down` find exactly it.
+One droplet = one container from the droplet image (systemd, cloud-init, sshd: a clean cloud
+image) on the lab network, plus a named volume for its /var/lib/docker. It boots through
+systemd and its own cloud-init, which applies the user data of the create request (NoCloud
+seed, lab/droplets/seed.py): users, SSH, packages (Docker) and runcmd take the time they take,
+after the droplet already answers SSH, as on DigitalOcean. Everything carries the lab label
+and the droplet id, so delete and `lab.down` find exactly it.
 """
 from __future__ import annotations
 
-import io
+import hashlib
+import json
+import os
 import socket
 import subprocess
-import tarfile
 import time
+from pathlib import Path
 from collections.abc import Callable
 
 from lab.config import LabConfig
 from lab.docker import docker, inspect, list_labelled
-from lab.droplets import firewall
+from lab.droplets import firewall, seed
 from lab.droplets.network import ensure_network
 from lab.errors import LabError
 from lab.images import builder
@@ -27,6 +32,8 @@ DROPLET_LABEL = "stackdeploy.lab.droplet"
 DIND_FLAGS = ("--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
               "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
               "--device", "/dev/fuse", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw")
+# systemd as PID 1 wants its runtime folders on tmpfs, as on a VM.
+SYSTEMD_FLAGS = ("--tmpfs", "/run", "--tmpfs", "/run/lock")
 
 
 def host_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
@@ -37,22 +44,6 @@ def host_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
         return []
     ns = [ln.split()[1] for ln in lines if ln.startswith("nameserver") and len(ln.split()) > 1]
     return [n for n in ns if not n.startswith("127.") and n != "::1"]
-
-
-def _keys_tar(keys: list[str], user_data: str | None) -> bytes:
-    """authorized_keys for root and deploy (uid 1000), and user_data, as a tar for `docker cp -a`."""
-    body = ("\n".join(k.strip() for k in keys if k.strip()) + "\n").encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        def add(path: str, data: bytes, uid: int, mode: int) -> None:
-            info = tarfile.TarInfo(path)
-            info.size, info.mode, info.uid, info.gid, info.mtime = len(data), mode, uid, uid, int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-        add("root/.ssh/authorized_keys", body, 0, 0o600)
-        add("home/deploy/.ssh/authorized_keys", body, 1000, 0o600)
-        if user_data:
-            add("var/lib/cloud/instance/user-data.txt", user_data.encode(), 0, 0o600)
-    return buf.getvalue()
 
 
 class ContainerBackend:
@@ -82,23 +73,26 @@ class ContainerBackend:
                user_data: str | None, tags: list[str]) -> str:
         ensure_network(self.cfg)
         image = builder.ensure_droplet_image(self.log, self.cfg.debian_mirror)
+        preload = self._preload_archive()
         self.delete(droplet_id)           # a reused id starts from a clean machine
         cname, labels = self.container(droplet_id), self._labels(droplet_id)
         docker("volume", "create", *labels, self.volume(droplet_id))
-        ns = " ".join(host_nameservers())
-        docker("create", "--name", cname, "--hostname", _hostname(name), "--init",
-               "--network", self.cfg.network, *labels, *DIND_FLAGS,
-               "-v", f"{self.volume(droplet_id)}:/var/lib/docker",
-               "-e", f"LAB_NAMESERVERS={ns}",
-               "-e", f"LAB_DOCKERD_ARGS=--cgroup-parent=/{cname}", image)
+        mounts = ["-v", f"{preload}:{seed.PRELOAD_PATH}:ro"] if preload else []
+        docker("create", "--name", cname, "--hostname", _hostname(name),
+               "--network", self.cfg.network, *labels, *DIND_FLAGS, *SYSTEMD_FLAGS,
+               "-v", f"{self.volume(droplet_id)}:/var/lib/docker", *mounts, image)
         try:
-            docker("cp", "-a", "-", f"{cname}:/", input=_keys_tar(ssh_public_keys, user_data))
+            docker("cp", "-a", "-", f"{cname}:/", input=seed.as_tar(seed.files(
+                droplet_id, _hostname(name), ssh_public_keys, user_data, host_nameservers(),
+                cgroup_parent=f"/{cname}")))
+            started = time.monotonic()
             docker("start", cname)
             ip = self.ip(droplet_id)
             if not ip:
                 raise LabError(f"droplet container {cname} got no address on {self.cfg.network}")
-            self._wait_ready(cname, ip)
-            self._preload(cname)
+            self._wait_ssh(cname, ip)
+            self.log(f"droplet {cname}: SSH answers {time.monotonic() - started:.1f}s after boot "
+                     "(cloud-init goes on applying the user data)")
         except BaseException:
             self.delete(droplet_id)
             raise
@@ -143,42 +137,41 @@ class ContainerBackend:
                 out[int(did)] = net["IPAddress"]
         return out
 
-    def _wait_ready(self, cname: str, ip: str) -> None:
-        """Ready = sshd answers with its banner on the lab network and dockerd answers."""
+    def _wait_ssh(self, cname: str, ip: str) -> None:
+        """Booted = sshd answers with its banner (after cloud-init wrote the host key). Docker
+        is not waited for: cloud-init installs it later, and the deployer waits for that."""
         deadline = time.monotonic() + self.boot_timeout
-        ssh_ok = docker_ok = False
         while time.monotonic() < deadline:
-            ssh_ok = ssh_ok or _ssh_banner(ip)
-            docker_ok = docker_ok or subprocess.run(
-                ["docker", "exec", cname, "docker", "info"], capture_output=True).returncode == 0
-            if ssh_ok and docker_ok:
+            if _ssh_banner(ip):
                 return
-            state = (inspect("container", cname) or {}).get("State", {})
-            if not state.get("Running"):
+            if not (inspect("container", cname) or {}).get("State", {}).get("Running"):
                 break
             time.sleep(0.5)
-        logs = docker("exec", cname, "sh", "-c", "tail -n 20 /var/log/dockerd.log /var/log/sshd.log",
-                      check=False)
-        raise LabError(f"droplet {cname} did not become ready in {self.boot_timeout:.0f}s "
-                       f"(sshd {'up' if ssh_ok else 'down'}, dockerd {'up' if docker_ok else 'down'}):\n"
-                       f"{logs[-2000:]}")
+        logs = docker("exec", cname, "sh", "-c", "systemctl --failed --no-pager; "
+                      "tail -n 20 /var/log/cloud-init.log", check=False)
+        raise LabError(f"droplet {cname} did not answer SSH in {self.boot_timeout:.0f}s:\n{logs[-2000:]}")
 
-    def _preload(self, cname: str) -> None:
-        """Load the stand-ins into the droplet's engine: it cannot pull from Docker Hub either."""
+    def _preload_archive(self) -> Path | None:
+        """`docker save` of the stand-ins, made once per set of image ids; the droplet's vendor
+        data loads it once cloud-init has installed Docker (it cannot pull from Docker Hub)."""
         tags = [t for t in self.cfg.preload if inspect("image", t) is not None]
         missing = sorted(set(self.cfg.preload) - set(tags))
         if missing:
-            self.log(f"not preloading {', '.join(missing)} into {cname}: not built on the host "
-                     f"(run `inv lab.up`)")
+            self.log(f"not preloading {', '.join(missing)}: not built on the host (run `inv lab.up`)")
         if not tags:
-            return
-        save = subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE)
-        load = subprocess.run(["docker", "exec", "-i", cname, "docker", "load", "-q"],
-                              stdin=save.stdout, capture_output=True)
-        save.stdout.close()
-        if save.wait() != 0 or load.returncode != 0:
-            raise LabError(f"loading {', '.join(tags)} into {cname} failed: "
-                           f"{load.stderr.decode(errors='replace')[-800:]}")
+            return None
+        ids = [(inspect("image", t) or {}).get("Id", "") for t in tags]
+        key = hashlib.sha256(json.dumps(sorted(zip(tags, ids))).encode()).hexdigest()[:16]
+        path = builder.cache_dir() / "preload" / f"{key}.tar"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{key}.{os.getpid()}.tmp")
+            proc = subprocess.run(["docker", "save", "-o", str(tmp), *tags], capture_output=True, text=True)
+            if proc.returncode != 0:
+                tmp.unlink(missing_ok=True)
+                raise LabError(f"saving {', '.join(tags)} for the droplets failed: {proc.stderr[-800:]}")
+            os.replace(tmp, path)
+        return path
 
 
 def _hostname(name: str) -> str:

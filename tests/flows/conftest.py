@@ -76,12 +76,15 @@ class World:
     checks: FakeChecks = field(default_factory=FakeChecks)
     droplets: list[FakeDroplet] = field(default_factory=list)
     connector: Callable | None = None   # replaces the fake droplet's connector (e.g. Unreachable())
+    cloud_init: list[str] | None = None  # what new fake droplets answer cloud-init's probe with
 
     @property
     def edges(self) -> Edges:
         def connect(ssh) -> Callable[[bool], FakeDroplet]:
             def open_(quick: bool) -> FakeDroplet:
                 droplet = FakeDroplet(self.base, self.docker, host=ssh.host)
+                if self.cloud_init is not None:
+                    droplet.cloud_init = list(self.cloud_init)
                 self.droplets.append(droplet)
                 return droplet
             return open_

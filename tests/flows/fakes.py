@@ -327,9 +327,14 @@ class FakeDroplet:
         self.commands: list[str] = []
         self.closed = False
         self.files_put: list[str] = []
+        # What cloud-init's probe answers, one per poll; the last one repeats.
+        self.cloud_init = ['state: done\n{"v1": {"datasource": "DataSourceNoCloud", "errors": []}}']
 
     def run(self, command: str, timeout: float | None = None) -> Result:
         self.commands.append(command)
+        if "/run/cloud-init/result.json" in command:   # remote.commands.cloud_init_state
+            answer = self.cloud_init.pop(0) if len(self.cloud_init) > 1 else self.cloud_init[0]
+            return Result(command, 0, answer + "\n")
         first = command.split(None, 1)[0] if command.strip() else ""
         if first == "docker":
             argv = shlex.split(command.split(" && ")[0])

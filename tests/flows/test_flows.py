@@ -493,3 +493,60 @@ def test_a_provision_that_fails_after_creating_the_droplet_still_names_it_in_run
     assert out.exit_code == 1
     assert out.manifest["target"] == {"name": "stackdeploy-1", "region": "fra1", "ip": None, "droplet_id": 42}
     assert out.step("provision")["status"] == "failed"
+
+
+# --- issue 11: a brand-new droplet is still running cloud-init when SSH first answers ---------
+
+def _ci_running(stage: str) -> str:
+    return 'state: running\n{"v1": {"stage": "%s", "init": {"errors": []}}}' % stage
+
+
+def test_a_first_deploy_waits_for_cloud_init_then_succeeds_without_a_rerun(world):
+    world.cloud.exists = False
+    world.cloud_init = [_ci_running("modules-config"), _ci_running("modules-final"),
+                        'state: done\n{"v1": {"errors": []}}']
+    out = world.invoke("deploy", flows.deploy)
+    assert out.exit_code == 0, out.message
+    assert "cloud-init done" in out.step("bootstrap")["message"]
+    log = (out.run.folder / "run.log").read_text()
+    assert "cloud-init: modules-config" in log and "cloud-init: modules-final" in log
+
+
+def test_cloud_init_errors_stop_the_deploy_with_its_own_words_and_the_fix(world):
+    world.cloud.exists = False
+    world.cloud_init = ['state: done\n{"v1": {"errors": ["(\'package-update-upgrade-install\', '
+                        'ProcessExecutionError(\'apt-get install docker.io failed\'))"]}}']
+    out = world.invoke("deploy", flows.deploy)
+    assert out.exit_code != 0
+    assert out.step("bootstrap")["status"] == "failed"
+    assert "package-update-upgrade-install" in out.message and "apt-get install docker.io" in out.message
+    assert "destroy the droplet" in out.message and "cloud-init.log" in out.message
+    assert out.step_names[-1] == "bootstrap"          # nothing was pushed to a half-made droplet
+
+
+def test_a_new_droplet_is_pinned_before_the_first_connection_and_its_key_kept_secret(world):
+    world.cloud.exists = False
+    known_hosts = world.tmp / "known_hosts"
+    out = world.invoke("deploy", flows.deploy)
+    assert out.exit_code == 0, out.message
+    ip = out.manifest["target"]["ip"]
+    [line] = known_hosts.read_text().splitlines()
+    assert line.startswith(f"{ip} ssh-ed25519 ")
+    kept = known_hosts.parent / "host_keys" / f"{out.manifest['target']['name']}_ed25519"
+    assert kept.stat().st_mode & 0o777 == 0o600 and known_hosts.stat().st_mode & 0o777 == 0o600
+    assert kept.with_name(kept.name + ".pub").read_text().split()[1] == line.split()[2]
+    body = kept.read_text().splitlines()[1]          # a line of the private key
+    for f in out.run.folder.rglob("*"):
+        if f.is_file():
+            assert body not in f.read_text(errors="replace"), f"private host key in {f}"
+    assert not list(kept.parent.glob("*.pending"))
+
+
+def test_an_unwritable_known_hosts_folder_names_the_setting_before_anything_is_created(world):
+    world.cloud.exists = False
+    blocker = world.tmp / "not-a-folder"
+    blocker.write_text("a file where the folder should be\n")
+    world.set_env(SSH_KNOWN_HOSTS=str(blocker / "known_hosts"))
+    out = world.invoke("deploy", flows.deploy)
+    assert out.exit_code != 0 and "SSH_KNOWN_HOSTS" in out.message and "Traceback" not in out.message
+    assert "provision" not in world.cloud.calls

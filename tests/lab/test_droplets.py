@@ -1,20 +1,33 @@
-"""Droplet containers through the backend directly: SSH, Docker + Compose inside, firewall."""
+"""Droplet containers through the backend directly: a clean cloud image booted by systemd, whose
+own cloud-init applies the deployer's real user data; SSH hardening, Docker + Compose, firewall."""
 from __future__ import annotations
 
 import os
 import subprocess
 import time
+import uuid
 
+import paramiko
 import pytest
 
+from deploy import hostkey
+from deploy.cloud_init import build_user_data
+from deploy.redact import SecretRegistry
+from lab import config as labconfig
+from lab import control, state
 from lab.docker import docker, list_labelled
 from lab.droplets import ContainerBackend
 from lab.droplets.backend import DROPLET_LABEL
+from remote import cloudinit
+from remote.connection import SshError, SshTarget, connect, connector, host_entry
+from remote.layout import ReleaseLayout
+from remote.target import Target
 
-from .conftest import reachable, ssh
+from .conftest import TEST_PRELOAD, free_port, free_subnet, reachable
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab]
 
+BASE = "/opt/stackdeploy"
 COMPOSE = """\
 services:
   cache:
@@ -27,49 +40,114 @@ services:
 """
 
 
-@pytest.fixture
-def droplet(lab_cfg, keypair):
-    backend = ContainerBackend(lab_cfg, log=lambda m: None)
-    ip = backend.create(101, "web-1", [keypair.with_suffix(".pub").read_text()],
-                        "#!/bin/sh\necho booted > /root/user-data-ran\n", ["lab"])
-    yield backend, 101, ip
-    backend.delete(101)
+class Droplet:
+    """One brand-new droplet per module (its cloud-init installs Docker: ~1 min), shared by
+    tests that each leave it as they found it."""
+
+    def __init__(self, tmp, images) -> None:
+        self.cfg = labconfig.LabConfig(name=f"labtest-{uuid.uuid4().hex[:8]}", subnet=free_subnet(),
+                                       api_port=free_port(), state_dir=tmp / ".lab", preload=TEST_PRELOAD)
+        self.key = state.ensure_keypair(tmp / "keys")
+        self.host_key = hostkey.generate(SecretRegistry())
+        self.backend = ContainerBackend(self.cfg, log=lambda m: None)
+        user_data = build_user_data("deploy", self.key.with_suffix(".pub").read_text(), self.host_key, BASE)
+        self.booted = time.monotonic()
+        self.ip = self.backend.create(101, "web-1", [self.key.with_suffix(".pub").read_text()], user_data, ["lab"])
+        self.ssh_after = time.monotonic() - self.booted
+        self.known_hosts = tmp / "known_hosts"
+        hostkey.pin(self.known_hosts, host_entry(self.ip, 22), self.host_key.public)
+        self.target = Target(name="web-1", host=self.ip, layout=ReleaseLayout(BASE),
+                             connector=connector(self.ssh_target())).open()
+        self.progress: list[str] = []
+        self.cloud_init = cloudinit.wait(self.target, 600, on_progress=self.progress.append)
+        self.ready_after = time.monotonic() - self.booted
+        print(f"droplet: SSH after {self.ssh_after:.1f}s, cloud-init done after {self.ready_after:.1f}s")
+
+    def ssh_target(self, **kw) -> SshTarget:
+        args = dict(host=self.ip, user="deploy", key_path=self.key, known_hosts_path=self.known_hosts,
+                    connect_timeout=10, retries=1, backoff=0.5)
+        return SshTarget(**{**args, **kw})
+
+    def run(self, command: str, check: bool = True):
+        return self.target.run(command, check=check, timeout=180)
+
+    def close(self) -> None:
+        self.target.close()
+        control.down(self.cfg, log=lambda m: None)
 
 
-def test_create_ssh_compose_delete(droplet, keypair, lab_cfg):
-    backend, did, ip = droplet
-    with ssh(ip, keypair, "deploy") as c:
-        assert {"deploy", "docker", "sudo"} <= set(c.run("id -nG", hide=True).stdout.split())
-        assert c.run("sudo -n true", hide=True).ok
-        assert "Docker Compose version" in c.run("docker compose version", hide=True).stdout
-        c.run("mkdir -p app", hide=True)
-        c.put(_tmpfile(COMPOSE), "app/compose.yaml")
-        c.run("cd app && docker compose up -d --wait", hide=True, timeout=120)
-        assert c.run("cd app && docker compose exec -T cache redis-cli get greeting",
-                     hide=True).stdout.strip() == "hi"
-        c.run("cd app && docker compose down", hide=True, timeout=60)
-    with ssh(ip, keypair, "root") as c:
-        wait = "for i in $(seq 60); do [ -f /root/user-data-ran ] && break; sleep 0.5; done; cat /root/user-data-ran"
-        assert c.run(wait, hide=True).stdout.strip() == "booted"
-    backend.delete(did)
-    label = f"{DROPLET_LABEL}={did}"
-    assert list_labelled("container", lab_cfg.label, label) == []
-    assert list_labelled("volume", lab_cfg.label, label) == []
-    backend.delete(did)                                   # idempotent
+@pytest.fixture(scope="module")
+def droplet(tmp_path_factory, images):
+    d = Droplet(tmp_path_factory.mktemp("droplet"), images)
+    yield d
+    d.close()
+
+
+def test_cloud_init_applies_the_user_data_after_ssh_already_answers(droplet):
+    assert droplet.cloud_init.state == "done" and droplet.cloud_init.errors == ()
+    assert droplet.progress, "cloud-init was still running when SSH first answered"
+    assert droplet.ready_after > droplet.ssh_after
+    groups = set(droplet.run("id -nG").stdout.split())
+    assert "docker" in groups and "sudo" not in groups
+    assert droplet.run("stat -c %U:%a " + BASE).stdout.strip() == "deploy:755"
+    assert "Docker Compose version" in droplet.run("docker compose version").stdout
+    assert droplet.run("docker image inspect redis:7-bookworm -f '{{.Id}}'").ok   # the lab's vendor data
+    # the only host key is the one the deployer generated
+    assert droplet.run("ls /etc/ssh/ | grep '^ssh_host_.*pub$'").stdout.split() == ["ssh_host_ed25519_key.pub"]
+    transport = paramiko.Transport((droplet.ip, 22))
+    try:
+        transport.start_client(timeout=10)
+        shown = transport.get_remote_server_key()
+    finally:
+        transport.close()
+    assert f"{shown.get_name()} {shown.get_base64()}" == droplet.host_key.public
+
+
+def test_compose_runs_as_the_deploy_user(droplet):
+    droplet.run("mkdir -p ~/app")
+    droplet.target.put(f"/home/deploy/app/compose.yaml", COMPOSE.encode())
+    try:
+        droplet.run("cd ~/app && docker compose up -d --wait")
+        assert droplet.run("cd ~/app && docker compose exec -T cache redis-cli get greeting").stdout.strip() == "hi"
+    finally:
+        droplet.run("cd ~/app && docker compose down", check=False)
+
+
+def test_no_sudo_no_root_login_no_password_login(droplet):
+    sudo = droplet.run("sudo -n true", check=False)
+    assert not sudo.ok and "password is required" in sudo.stderr
+    assert not droplet.run("sudo -n -l", check=False).ok
+    with pytest.raises(SshError) as err:             # root, with the very key the droplet was made with
+        connect(droplet.ssh_target(user="root"))
+    assert "refused key" in str(err.value)
+    transport = paramiko.Transport((droplet.ip, 22))
+    try:
+        transport.start_client(timeout=10)
+        with pytest.raises(paramiko.BadAuthenticationType) as bad:
+            transport.auth_password("deploy", "any-password")
+        assert bad.value.allowed_types == ["publickey"]
+    finally:
+        transport.close()
+
+
+def test_another_host_key_at_first_contact_is_refused(droplet, tmp_path):
+    other = hostkey.generate(SecretRegistry())
+    hostkey.pin(tmp_path / "kh", host_entry(droplet.ip, 22), other.public)
+    with pytest.raises(SshError, match="changed"):
+        connect(droplet.ssh_target(known_hosts_path=tmp_path / "kh"))
+    with pytest.raises(SshError, match="not pinned") as err:
+        connect(droplet.ssh_target(known_hosts_path=tmp_path / "empty"))
+    assert "inv deploy" in err.value.hint
 
 
 def test_a_key_not_given_at_creation_is_refused(droplet, tmp_path):
-    from lab import state
-    _, _, ip = droplet
     other = state.ensure_keypair(tmp_path / "other")
-    with pytest.raises(Exception) as err:
-        with ssh(ip, other) as c:
-            c.run("true", hide=True)
-    assert "Authentication failed" in str(err.value) or "not a valid" in str(err.value)
+    with pytest.raises(SshError, match="refused key"):
+        connect(droplet.ssh_target(key_path=other))
 
 
-def test_firewall_allowlist_is_enforced_inside_the_droplet(droplet, keypair, lab_cfg):
-    backend, did, ip = droplet
+def test_firewall_allowlist_is_enforced_inside_the_droplet(droplet):
+    backend, did, ip, lab_cfg = droplet.backend, 101, droplet.ip, droplet.cfg
     gateway = lab_cfg.gateway
     # A second machine on the lab network, to connect from an address that is not the host's.
     probe = f"{lab_cfg.name}-probe"
@@ -83,39 +161,43 @@ def test_firewall_allowlist_is_enforced_inside_the_droplet(droplet, keypair, lab
                                f"</dev/tcp/{ip}/{port}"], capture_output=True).returncode == 0
 
     # Inside the droplet: a container publishing port 80, like Traefik would.
-    with ssh(ip, keypair) as c:
-        c.run("docker run -d --name edge -p 80:6379 redis:7-bookworm", hide=True)
-    assert reachable(ip, 22) and from_probe(22)
-
-    backend.apply_firewall(did, [
-        {"protocol": "tcp", "ports": "22", "sources": {"addresses": [f"{gateway}/32"]}}])
-    assert reachable(ip, 22)
-    assert not from_probe(22)                          # not on the allowlist: dropped
-    assert not reachable(ip, 80, timeout=2)            # published port, not allowed
-    with ssh(ip, keypair) as c:                        # the droplet's own Docker traffic still flows
-        out = c.run("docker run --rm redis:7-bookworm redis-cli -h $(docker inspect -f "
-                    "'{{.NetworkSettings.IPAddress}}' edge) ping", hide=True)
+    droplet.run("docker run -d --name edge -p 80:6379 redis:7-bookworm")
+    try:
+        assert reachable(ip, 22) and from_probe(22)
+        backend.apply_firewall(did, [
+            {"protocol": "tcp", "ports": "22", "sources": {"addresses": [f"{gateway}/32"]}}])
+        assert reachable(ip, 22)
+        assert not from_probe(22)                          # not on the allowlist: dropped
+        assert not reachable(ip, 80, timeout=2)            # published port, not allowed
+        out = droplet.run("docker run --rm redis:7-bookworm redis-cli -h $(docker inspect -f "
+                          "'{{.NetworkSettings.IPAddress}}' edge) ping")   # the droplet's own traffic flows
         assert out.stdout.strip() == "PONG"
 
-    backend.apply_firewall(did, [
-        {"protocol": "tcp", "ports": "22", "sources": {"addresses": [f"{probe_ip}/32"]}},
-        {"protocol": "tcp", "ports": "80", "sources": {"addresses": ["0.0.0.0/0", "::/0"]}}])
-    assert from_probe(22)
-    assert not reachable(ip, 22, timeout=2)
-    assert reachable(ip, 80) and from_probe(80)
+        backend.apply_firewall(did, [
+            {"protocol": "tcp", "ports": "22", "sources": {"addresses": [f"{probe_ip}/32"]}},
+            {"protocol": "tcp", "ports": "80", "sources": {"addresses": ["0.0.0.0/0", "::/0"]}}])
+        assert from_probe(22)
+        assert not reachable(ip, 22, timeout=2)
+        assert reachable(ip, 80) and from_probe(80)
+    finally:
+        backend.apply_firewall(did, [])                    # firewall removed: open again
+        assert reachable(ip, 22) and from_probe(22)
+        droplet.run("docker rm -f edge", check=False)
+        docker("rm", "-f", probe, check=False)
 
-    backend.apply_firewall(did, [])                    # firewall removed: open again
-    assert reachable(ip, 22) and from_probe(22)
 
-
-def _tmpfile(text: str):
-    import io
-    return io.StringIO(text)
+def test_delete_removes_the_container_and_its_volume(lab_cfg, keypair):
+    backend = ContainerBackend(lab_cfg, log=lambda m: None)
+    backend.create(102, "bare-1", [keypair.with_suffix(".pub").read_text()], None, ["lab"])
+    backend.delete(102)
+    label = f"{DROPLET_LABEL}={102}"
+    assert list_labelled("container", lab_cfg.label, label) == []
+    assert list_labelled("volume", lab_cfg.label, label) == []
+    backend.delete(102)                                   # idempotent
 
 
 def test_delete_of_an_unknown_droplet_is_a_no_op(lab_cfg):
     ContainerBackend(lab_cfg, log=lambda m: None).delete(987654)
-    time.sleep(0)
 
 
 def test_delete_retries_when_the_engine_refuses_a_removal_once(lab_cfg, tmp_path, monkeypatch):

@@ -41,9 +41,11 @@ def test_droplet_through_python_digitalocean(api, keypair, lab_cfg):
         droplet.load()
     ip = droplet.ip_address
     assert ip.startswith(lab_cfg.subnet.rsplit(".", 1)[0])
-    with ssh(ip, keypair) as c:
-        assert c.run("docker compose version", hide=True).ok
-        assert c.run("docker image inspect redis:7-bookworm -f '{{.Id}}'", hide=True).ok
+    # Created without user data: a bare cloud image, whose cloud-init gives the account's key
+    # (from the create request, through the seed's meta-data) to the image's default user.
+    with ssh(ip, keypair, "debian") as c:
+        assert "status: done" in c.run("cloud-init status --wait", hide=True, timeout=180).stdout
+        assert c.run("hostname", hide=True).stdout.strip() == "web-1"
 
     # A Cloud Firewall allowing SSH from somewhere else closes port 22 to us ...
     fw = digitalocean.Firewall(token=TOKEN, name="stack-fw", droplet_ids=[droplet.id], inbound_rules=[

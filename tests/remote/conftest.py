@@ -10,7 +10,7 @@ import pytest
 from remote.connection import SshTarget, connect
 from remote.layout import ReleaseLayout
 from remote.target import SshExecutor, Target
-from tests.remote.sshd import SSHD, Sshd, make_sshd
+from tests.remote.sshd import SSHD, Sshd, make_sshd, pin
 
 
 def need(ok: bool, reason: str) -> None:
@@ -33,9 +33,10 @@ def sshd(tmp_path_factory) -> Sshd:
 
 @pytest.fixture
 def target(sshd: Sshd, tmp_path: Path) -> SshTarget:
-    """A target with a fresh known_hosts per test (first contact happens in the test)."""
+    """A target with a fresh known_hosts per test, the sshd's host key pinned in it (out of band,
+    as the deployer pins a droplet it creates)."""
     return SshTarget(host="127.0.0.1", user=sshd.user, key_path=sshd.user_key, port=sshd.port,
-                     known_hosts_path=tmp_path / "state" / "known_hosts",
+                     known_hosts_path=pin(sshd, tmp_path / "state" / "known_hosts"),
                      connect_timeout=5, retries=2, backoff=0.1)
 
 

@@ -93,3 +93,11 @@ def make_sshd(workdir: Path) -> Sshd:
                   user_key=user_key, host_key=host_key)
     server.start()
     return server
+
+
+def pin(server: Sshd, known_hosts: Path, host: str = "127.0.0.1") -> Path:
+    """Pin the sshd's host key out of band, as the deployer does for a droplet it creates."""
+    from deploy import hostkey
+    from remote.connection import host_entry
+    hostkey.pin(known_hosts, host_entry(host, server.port), server.host_key.with_suffix(".pub").read_text())
+    return known_hosts

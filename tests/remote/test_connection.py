@@ -9,24 +9,47 @@ import time
 import paramiko
 import pytest
 
-from remote.connection import SshError, SshTarget, _PinOnFirstUse, connect, load_key
-from tests.remote.sshd import free_port, keygen
+from remote.connection import SshError, SshTarget, connect, load_key
+from tests.remote.sshd import free_port, keygen, pin
 
 
-def test_first_contact_records_and_pins_the_host_key(target, sshd):
-    assert not target.known_hosts_path.exists()
+def test_a_pinned_host_key_is_accepted_and_the_file_left_alone(target, sshd):
+    line = target.known_hosts_path.read_text().strip()
+    assert stat.S_IMODE(target.known_hosts_path.stat().st_mode) == 0o600
+    host_pub = (sshd.host_key.with_suffix(".pub")).read_text().split()
+    assert line == f"[127.0.0.1]:{sshd.port} {host_pub[0]} {host_pub[1]}"
     c = connect(target)
     try:
         assert c.run("echo ok").stdout.strip() == "ok"
     finally:
         c.close()
-    line = target.known_hosts_path.read_text().strip()
-    assert stat.S_IMODE(target.known_hosts_path.stat().st_mode) == 0o600
-    host_pub = (sshd.host_key.with_suffix(".pub")).read_text().split()
-    assert line == f"[127.0.0.1]:{sshd.port} {host_pub[0]} {host_pub[1]}"
-    # second contact: same key accepted, nothing appended
-    connect(target).close()
     assert target.known_hosts_path.read_text().strip() == line
+
+
+def test_first_contact_with_an_unpinned_host_is_refused_not_trusted(target, sshd, tmp_path):
+    """No trust on first use: an empty known_hosts means refusal, naming the fix."""
+    t = dataclasses.replace(target, known_hosts_path=tmp_path / "empty" / "known_hosts", retries=3, backoff=2.0)
+    started = time.monotonic()
+    with pytest.raises(SshError) as err:
+        connect(t)
+    assert time.monotonic() - started < 5  # no retries
+    host_key = paramiko.PKey.from_path(sshd.host_key)
+    assert "not pinned" in str(err.value) and host_key.fingerprint in str(err.value)
+    assert "inv deploy" in err.value.hint and str(t.known_hosts_path) in err.value.hint
+    assert f"[127.0.0.1]:{sshd.port} <type> <base64 key>" in err.value.hint
+    assert not t.known_hosts_path.exists()  # nothing was recorded
+    pin(sshd, t.known_hosts_path)           # following the hint fixes it
+    connect(t).close()
+
+
+def test_a_host_showing_another_key_type_than_pinned_is_refused(target, sshd, tmp_path):
+    from deploy import hostkey
+    t = dataclasses.replace(target, known_hosts_path=tmp_path / "kh")
+    other = keygen(tmp_path / "other_host")  # an ed25519 key the server does not have
+    hostkey.pin(t.known_hosts_path, f"[127.0.0.1]:{sshd.port}", other.with_suffix(".pub").read_text())
+    with pytest.raises(SshError) as err:
+        connect(t)
+    assert "changed" in str(err.value) or "not pinned" in str(err.value)
 
 
 def test_changed_host_key_is_refused_with_guidance(target, sshd):
@@ -43,8 +66,9 @@ def test_changed_host_key_is_refused_with_guidance(target, sshd):
         assert "changed" in msg
         assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}' -f {target.known_hosts_path}" in err.value.hint
         assert target.known_hosts_path.read_text() == recorded  # the pin is not overwritten
-        # following the hint fixes it
+        # following the hint fixes it: the stale entry removed, the new key pinned
         os.system(f"ssh-keygen -q -R '[127.0.0.1]:{sshd.port}' -f {target.known_hosts_path} >/dev/null 2>&1")
+        pin(sshd, target.known_hosts_path)
         connect(target).close()
     finally:
         pass
@@ -102,10 +126,10 @@ def test_unusable_key_files_name_the_setting(target, tmp_path, case):
     assert "Traceback" not in str(err.value)
 
 
-def test_known_hosts_parent_folders_are_created(target, tmp_path):
+def test_pinning_creates_the_known_hosts_folders_owner_only(sshd, tmp_path):
     deep = tmp_path / "a" / "b" / "c" / "known_hosts"
-    connect(dataclasses.replace(target, known_hosts_path=deep)).close()
-    assert deep.is_file()
+    pin(sshd, deep)
+    assert deep.is_file() and stat.S_IMODE(deep.parent.stat().st_mode) == 0o700
 
 
 # --- issue 12 (NFR-004): local key and known_hosts permissions (no sshd needed) ----------------
@@ -128,16 +152,19 @@ def test_a_private_key_only_its_owner_reads_is_used(tmp_path, mode):
 
 
 @pytest.mark.parametrize("existing_mode", [None, 0o644])
-def test_known_hosts_is_written_owner_only(tmp_path, existing_mode):
+def test_known_hosts_is_written_owner_only_and_a_repin_replaces_the_entry(tmp_path, existing_mode):
+    from deploy import hostkey
     path = tmp_path / "state" / "known_hosts"
     if existing_mode is not None:
         path.parent.mkdir()
-        path.write_text("")
+        other = paramiko.PKey.from_path(keygen(tmp_path / "other"))
+        path.write_text(f"10.0.0.9 ssh-ed25519 {other.get_base64()}\n")
         path.chmod(existing_mode)
-    host_key = paramiko.PKey.from_path(keygen(tmp_path / "host"))
-    client = paramiko.SSHClient()
-    _PinOnFirstUse(path).missing_host_key(client, "[127.0.0.1]:2222", host_key)
+    old, new = (paramiko.PKey.from_path(keygen(tmp_path / n)) for n in ("old", "new"))
+    hostkey.pin(path, "[127.0.0.1]:2222", f"ssh-ed25519 {old.get_base64()}")
+    hostkey.pin(path, "[127.0.0.1]:2222", f"ssh-ed25519 {new.get_base64()} comment")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert path.read_text() == f"[127.0.0.1]:2222 ssh-ed25519 {host_key.get_base64()}\n"
-    if existing_mode is None:
-        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700  # a folder we made: owner only
+    lines = path.read_text().splitlines()
+    assert lines[-1] == f"[127.0.0.1]:2222 ssh-ed25519 {new.get_base64()}"
+    assert old.get_base64() not in path.read_text()   # a reused address keeps one key, the new one
+    assert len(lines) == (1 if existing_mode is None else 2)

@@ -1,0 +1,114 @@
+"""The droplet's SSH host key, made here so the first SSH contact needs no trust on first use.
+
+The deployer generates an ed25519 host key, hands it to the new droplet through cloud-init
+(`ssh_keys:`), and pins its public half in SSH_KNOWN_HOSTS before it ever connects. The
+private half is a secret: registered with the redactor at birth, kept only in a 0600 file
+beside the known_hosts file (so a run interrupted between create and pin can still pin).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from deploy.redact import REGISTRY, SecretRegistry
+
+KEY_TYPE = "ssh-ed25519"
+
+
+@dataclass(frozen=True)
+class HostKey:
+    public: str                                   # "ssh-ed25519 AAAA..." (no comment)
+    private: str = field(repr=False)              # OpenSSH PEM; never printed
+
+    @property
+    def base64(self) -> str:
+        return self.public.split()[1]
+
+
+def generate(registry: SecretRegistry = REGISTRY) -> HostKey:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode("ascii")
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode("ascii")
+    registry.add_value(private)
+    return HostKey(public=public, private=private)
+
+
+def key_file(known_hosts: Path, droplet_name: str) -> Path:
+    """Where the host key of droplet ``droplet_name`` is kept (beside the known_hosts file)."""
+    return known_hosts.parent / "host_keys" / f"{droplet_name}_ed25519"
+
+
+def _write_owner_only(path: Path, text: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)   # a leftover .tmp with a wider mode
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _pending(path: Path) -> Path:
+    return path.with_name(path.name + ".pending")
+
+
+def save_pending(key: HostKey, known_hosts: Path, droplet_name: str) -> None:
+    """Keep the key (mode 0600) before the create call; it becomes the droplet's key in
+    promote() once the droplet is created, and is dropped when a droplet was only found."""
+    path = key_file(known_hosts, droplet_name)
+    _write_owner_only(_pending(path), key.private)
+    _write_owner_only(_pending(path.with_name(path.name + ".pub")), key.public + "\n")
+
+
+def promote(known_hosts: Path, droplet_name: str) -> None:
+    path = key_file(known_hosts, droplet_name)
+    for p in (path, path.with_name(path.name + ".pub")):
+        if _pending(p).exists():
+            os.replace(_pending(p), p)
+
+
+def drop_pending(known_hosts: Path, droplet_name: str) -> None:
+    path = key_file(known_hosts, droplet_name)
+    for p in (path, path.with_name(path.name + ".pub")):
+        _pending(p).unlink(missing_ok=True)
+
+
+def load_public(known_hosts: Path, droplet_name: str) -> str | None:
+    pub = key_file(known_hosts, droplet_name).with_name(f"{droplet_name}_ed25519.pub")
+    try:
+        text = pub.read_text(encoding="ascii").strip()
+    except OSError:
+        return None
+    return text if text.startswith(KEY_TYPE + " ") else None
+
+
+def pin(known_hosts: Path, host_entry: str, public: str) -> None:
+    """Make ``public`` the only key known for ``host_entry``: a new droplet may reuse an old
+    droplet's address, and the key we generated is the one its sshd will show."""
+    keys = paramiko.HostKeys()
+    if known_hosts.exists():
+        keys.load(str(known_hosts))
+    lines = [f"{name} {kind} {key.get_base64()}"
+             for name, entry in keys.items() if name != host_entry for kind, key in entry.items()]
+    kind, b64 = public.split()[:2]
+    lines.append(f"{host_entry} {kind} {b64}")
+    _write_owner_only(known_hosts, "\n".join(lines) + "\n")
+
+
+def is_pinned(known_hosts: Path, host_entry: str) -> bool:
+    if not known_hosts.exists():
+        return False
+    keys = paramiko.HostKeys()
+    try:
+        keys.load(str(known_hosts))
+    except (OSError, paramiko.SSHException):
+        return False
+    return keys.lookup(host_entry) is not None
