@@ -208,6 +208,16 @@ def container_ip(container: str, network: str) -> str:
     return join(["docker", "inspect", "--format", fmt, container])
 
 
+def traefik_api_get(container: str, path: str, port: int = 8080, timeout: float = 10) -> str:
+    """GET Traefik's API, which listens only on the loopback of Traefik's own network namespace
+    (no container and nothing off the host can connect): curl runs in that namespace through
+    nsenter, which needs root (cloud-init gives the deploy user passwordless sudo)."""
+    pid = join(["docker", "inspect", "--format", "{{.State.Pid}}", container])
+    url = f"http://127.0.0.1:{int(port)}/{path.lstrip('/')}"
+    return (f"sudo -n nsenter --target \"$({pid})\" --net "
+            + join(["curl", "-sS", "--fail", "--max-time", str(int(timeout)), url]))
+
+
 def container_env(container: str) -> str:
     """A container's environment as a JSON list. It holds secrets: redact before saving."""
     return join(["docker", "inspect", "--format", "{{json .Config.Env}}", container])

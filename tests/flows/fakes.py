@@ -303,9 +303,10 @@ class FakeDroplet:
             for stop in ("||", "2>/dev/null", "2>&1"):   # shell plumbing after the docker argv
                 argv = argv[:argv.index(stop)] if stop in argv else argv
             return self.docker.handle(argv, command)
-        if first == "curl":  # Traefik's API answers JSON; the HTTPS probes answer headers
-            if "/api/rawdata" in command:
-                return Result(command, 0, json.dumps({"routers": {}, "services": {}}))
+        if first == "sudo" and "nsenter" in command and "/api/rawdata" in command:
+            # Traefik's API, read inside its network namespace (remote/commands.traefik_api_get)
+            return Result(command, 0, json.dumps({"routers": {}, "services": {}}))
+        if first == "curl":  # the HTTPS probes answer headers
             return Result(command, 0, "HTTP/2 200\nstrict-transport-security: max-age=31536000\n")
         proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout or 60,
                               env={**os.environ, "LC_ALL": "C"})

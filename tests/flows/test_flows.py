@@ -19,7 +19,7 @@ FULL_STEPS = ["settings", "token-check", "provision", "connect", "bootstrap", "l
               "switch", "up", "checks", "collect", "drift"]
 UPDATE_STEPS = ["settings", "token-check", "discover", "connect", "lock", "push", "build", "migrate", "switch",
                 "up", "checks", "collect", "drift"]
-ALL_BUILT = ["api", "beat", "django", "flower", "frontend", "worker"]
+ALL_BUILT = ["api", "beat", "django", "flower", "frontend", "postgres", "traefik", "worker"]
 
 
 def test_full_deploy_runs_every_step_in_order_and_leaves_the_release_live(world):

@@ -50,6 +50,9 @@ def test_build_up_logs_and_friends():
 
 
 def test_docker_and_host_probes():
+    assert cmd.traefik_api_get("myapp-traefik-1", "/api/rawdata") == (
+        "sudo -n nsenter --target \"$(docker inspect --format '{{.State.Pid}}' myapp-traefik-1)\" --net "
+        "curl -sS --fail --max-time 10 http://127.0.0.1:8080/api/rawdata")
     assert cmd.container_ip("myapp-api-1", "my net") == \
         "docker inspect --format '{{(index .NetworkSettings.Networks \"my net\").IPAddress}}' myapp-api-1"
     assert cmd.container_env("c1") == "docker inspect --format '{{json .Config.Env}}' c1"
