@@ -189,6 +189,21 @@ def remove_images(refs: Iterable[str]) -> str:
     return join(["docker", "image", "rm", *refs]) + " 2>&1 || true" if refs else "true"
 
 
+# Build cache younger than this stays: the next deploy's build reuses it.
+BUILDER_CACHE_KEEP_HOURS = 72
+
+
+def prune_dangling_images() -> str:
+    """Untagged images only (superseded builds): every release's images carry its tag, so the
+    releases kept for rollback keep theirs."""
+    return join(["docker", "image", "prune", "--force"])
+
+
+def prune_builder_cache(keep_hours: int = BUILDER_CACHE_KEEP_HOURS) -> str:
+    """Build cache not used for ``keep_hours``: without this, every build's layers pile up."""
+    return join(["docker", "builder", "prune", "--force", "--filter", f"until={int(keep_hours)}h"])
+
+
 def inspect_containers(container_ids: Iterable[str]) -> str:
     """One line per container: id, image id, compose service name."""
     ids = list(container_ids)

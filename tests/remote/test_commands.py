@@ -56,6 +56,10 @@ def test_docker_and_host_probes():
     assert cmd.container_ip("myapp-api-1", "my net") == \
         "docker inspect --format '{{(index .NetworkSettings.Networks \"my net\").IPAddress}}' myapp-api-1"
     assert cmd.container_env("c1") == "docker inspect --format '{{json .Config.Env}}' c1"
+    # dangling images only (never a tagged release image), and build cache unused for 3 days
+    assert cmd.prune_dangling_images() == "docker image prune --force"
+    assert cmd.prune_builder_cache() == "docker builder prune --force --filter until=72h"
+    assert "system" not in cmd.prune_dangling_images() + cmd.prune_builder_cache()
     assert cmd.health("c1") == "docker inspect --format '{{json .State.Health}}' c1"
     assert cmd.inspect_containers(["a", "b"]).startswith("docker inspect --format '{{.Id}} {{.Image}} ")
     with pytest.raises(ValueError):
