@@ -122,17 +122,20 @@ def start(tmp: Path) -> PostureStack:
     (folder / ".env").write_text(format_env(values))
     (folder / "posture.override.yml").write_text(_override(project))
     stack = PostureStack(project=project, folder=folder, env=values)
-    _seed_old_database(project, values)
-    up = stack.compose("up", "-d", "--build", "--wait", "--wait-timeout", "300", timeout=1500, check=False)
-    ps = stack.compose("ps", "--all", "--format", "json", check=False).stdout
-    for line in ps.splitlines():
-        if line.strip():
-            row = json.loads(line)
-            stack.containers[row["Service"]] = row["ID"]
-    if up.returncode != 0:
-        logs = stack.compose("logs", "--no-color", "--tail", "40", check=False).stdout
-        stop(stack)
-        raise AssertionError(f"compose up failed:\n{up.stderr[-4000:]}\n{logs[-8000:]}")
+    try:
+        _seed_old_database(project, values)
+        up = stack.compose("up", "-d", "--build", "--wait", "--wait-timeout", "300", timeout=1500, check=False)
+        ps = stack.compose("ps", "--all", "--format", "json", check=False).stdout
+        for line in ps.splitlines():
+            if line.strip():
+                row = json.loads(line)
+                stack.containers[row["Service"]] = row["ID"]
+        if up.returncode != 0:
+            logs = stack.compose("logs", "--no-color", "--tail", "40", check=False).stdout
+            raise AssertionError(f"compose up failed:\n{up.stderr[-4000:]}\n{logs[-8000:]}")
+    except BaseException:
+        stop(stack)   # the seeded volume is the project's pg-data: `down -v` removes it too
+        raise
     return stack
 
 
