@@ -39,6 +39,11 @@ DEFAULT_OPERATOR_IP_URL = "https://api.ipify.org"
 ENDPOINT_VAR = "DIGITALOCEAN_END_POINT"
 TIMEOUT_VAR = "PYTHON_DIGITALOCEAN_REQUEST_TIMEOUT_SEC"
 ANYWHERE = ("0.0.0.0/0", "::/0")
+# IPv6 is off (README, Security): Docker's networks here are IPv4-only, so IPv6 clients would
+# reach Traefik as one bridge address and share one rate-limit bucket and allowlist identity.
+# Droplets are created without IPv6, only A records are made, and 80/443 admit IPv4 only
+# (which also closes IPv6 on a droplet an older release created with it).
+WEB_SOURCES = ("0.0.0.0/0",)
 DNS_TTL = 300
 TOKEN_CHECK_BUDGET = 5.0  # seconds of retrying allowed while checking the token
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -468,7 +473,7 @@ def _create_droplet(spec: CloudSpec, key_id: int, user_data: str, on_event: OnEv
     # which DigitalOcean's contract does not allow (a string, or the field left out).
     body = {"name": spec.droplet_name, "region": spec.region, "size": spec.size,
             "image": spec.image, "ssh_keys": [key_id], "tags": [*spec.tags, *extra_tags],
-            "user_data": user_data, "ipv6": True, "monitoring": True}
+            "user_data": user_data, "ipv6": False, "monitoring": True}
     api = digitalocean.Droplet(token=spec.token)
 
     def create() -> Any:
@@ -589,8 +594,8 @@ def firewall_rules(operator_ips: list[str], extra_cidrs: tuple[str, ...]) -> tup
         if net not in ssh_sources:
             ssh_sources.append(net)
     inbound = [{"protocol": "tcp", "ports": "22", "sources": {"addresses": ssh_sources}},
-               {"protocol": "tcp", "ports": "80", "sources": {"addresses": list(ANYWHERE)}},
-               {"protocol": "tcp", "ports": "443", "sources": {"addresses": list(ANYWHERE)}}]
+               {"protocol": "tcp", "ports": "80", "sources": {"addresses": list(WEB_SOURCES)}},
+               {"protocol": "tcp", "ports": "443", "sources": {"addresses": list(WEB_SOURCES)}}]
     # DigitalOcean drops all egress a firewall does not allow: the droplet must still pull
     # packages and images and resolve names.
     outbound = [{"protocol": p, "ports": "all", "destinations": {"addresses": list(ANYWHERE)}}

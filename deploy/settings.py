@@ -329,13 +329,20 @@ def load_settings(
     for name, value in [(k.env, values[k.env]) for k in KEYS if k.secret] + list(stack_env.items()):
         if isinstance(value, Secret) and value:
             _refuse_weak_secret(name, value.reveal(), example.get(name, ""), where)
+    _check_app_role(stack_env, where)
 
     return Settings(values=values, stack_env=stack_env, secret_keys=frozenset(secret_keys),
                     env_file=env_path if env_path.is_file() else None, sources=sources)
 
 
 # Stack secrets that must be long random values, and their minimum length.
-_RANDOM_SECRETS = {"DJANGO_SECRET_KEY": 32, "INTERNAL_API_TOKEN": 32, "POSTGRES_PASSWORD": 16}
+_RANDOM_SECRETS = {"DJANGO_SECRET_KEY": 32, "INTERNAL_API_TOKEN": 32, "POSTGRES_PASSWORD": 16,
+                   "POSTGRES_APP_PASSWORD": 32, "REDIS_PASSWORD": 32}
+# Secrets compose puts into URLs (redis://:PASSWORD@redis:6379/0): no character that needs escaping.
+_URL_SECRETS = ("REDIS_PASSWORD",)
+_URL_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
+# A PostgreSQL role name app-role.sh can use unquoted in messages and the operator in psql.
+_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # A random value of 16 or more characters practically never has fewer different characters.
 _MIN_DISTINCT_CHARACTERS = 8
 _TOKEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
@@ -378,12 +385,28 @@ def _weakness(name: str, value: str, example_value: str) -> str | None:
         return None
     if len(value) < minimum:
         return f"is too short: {len(value)} characters, at least {minimum} are needed"
+    if name in _URL_SECRETS and not _URL_SAFE.match(value):
+        return "has characters a redis:// URL would need escaped: use letters, digits, - and _ only"
     if char_classes(value) < 2:
         return "uses one kind of character only (all letters or all digits): too easy to guess"
     if len(set(value)) < _MIN_DISTINCT_CHARACTERS:
         return (f"repeats too few different characters ({len(set(value))}; a random value has at "
                 f"least {_MIN_DISTINCT_CHARACTERS})")
     return None
+
+
+def _check_app_role(stack_env: Mapping[str, Any], where: str) -> None:
+    """The app's PostgreSQL role must be a plain name and not the superuser itself."""
+    app, superuser = str(stack_env.get("POSTGRES_APP_USER") or ""), str(stack_env.get("POSTGRES_USER") or "")
+    if not app:
+        return  # a missing stack key is reported by require_stack_keys, with the others
+    if not _ROLE_NAME.match(app):
+        raise ConfigError("POSTGRES_APP_USER", f"={app!r} is not a plain role name",
+                          f"use lower-case letters, digits and _ (e.g. stack_app) in {where}")
+    if app == superuser:
+        raise ConfigError("POSTGRES_APP_USER", "is the same role as POSTGRES_USER (the superuser)",
+                          f"set POSTGRES_APP_USER to another name, e.g. stack_app, in {where}; "
+                          "the stack creates that role and hands it the database")
 
 
 _REQUIRED_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?")

@@ -375,7 +375,8 @@ def _restore(run: Run, target: Target, spec: compose.ComposeSpec, fallback: str,
 
 
 def prune(run: Run, target: Target, keep: int) -> list[str]:
-    """Old releases beyond ``keep``, and the images only they used."""
+    """Old releases beyond ``keep``, the images only they used, then dangling images and old
+    build cache (after a healthy release only: a busy droplet must not fill its disk)."""
     before = {r.id: r for r in sync.list_releases(target)}
     removed = sync.prune(target, keep)
     if removed:
@@ -384,6 +385,13 @@ def prune(run: Run, target: Target, keep: int) -> list[str]:
         doomed = {e.get("ref") for rid in removed for e in (before[rid].meta.get("images") or {}).values()}
         target.run(cmd.remove_images(sorted(r for r in doomed - kept_refs if r)), "removing old images", check=False)
         run.log(f"pruned old releases and their images: {', '.join(removed)}")
+    for command, what in ((cmd.prune_dangling_images(), "dangling images"), (cmd.prune_builder_cache(), "build cache")):
+        res = target.run(command, f"pruning {what}", check=False, timeout=600)
+        if res.ok:
+            reclaimed = next((l for l in res.stdout.splitlines() if "reclaimed" in l.lower()), "").strip()
+            run.log(f"pruned {what}" + (f": {reclaimed}" if reclaimed else ""))
+        else:
+            run.warn(f"pruning {what} failed (the deploy itself succeeded): {res.tail()}")
     return removed
 
 

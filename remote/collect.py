@@ -97,9 +97,8 @@ def collect(target: Target, spec: CollectSpec, write: Callable[[str, str], Any])
     item("dynamic.yml", cmd.exec_cat(t, TRAEFIK_SERVICE, TRAEFIK_DYNAMIC))
     traefik_id = _container_of(result.services, TRAEFIK_SERVICE)
     if traefik_id:
-        ip_cmd = cmd.container_ip(traefik_id, spec.edge_network)
-        api = f"http://$({ip_cmd}):{TRAEFIK_API_PORT}/api/rawdata"
-        item("traefik-rawdata.json", f"curl -sS --fail --max-time 10 \"{api}\"", _pretty_json)
+        item("traefik-rawdata.json", cmd.traefik_api_get(traefik_id, "/api/rawdata", TRAEFIK_API_PORT),
+             lambda raw: _pretty_json(cmd.http_body(raw)))
         item("traefik-env.txt", cmd.container_env(traefik_id), env_lines)
     else:
         for name in ("traefik-rawdata.json", "traefik-env.txt"):

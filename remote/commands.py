@@ -189,6 +189,21 @@ def remove_images(refs: Iterable[str]) -> str:
     return join(["docker", "image", "rm", *refs]) + " 2>&1 || true" if refs else "true"
 
 
+# Build cache younger than this stays: the next deploy's build reuses it.
+BUILDER_CACHE_KEEP_HOURS = 72
+
+
+def prune_dangling_images() -> str:
+    """Untagged images only (superseded builds): every release's images carry its tag, so the
+    releases kept for rollback keep theirs."""
+    return join(["docker", "image", "prune", "--force"])
+
+
+def prune_builder_cache(keep_hours: int = BUILDER_CACHE_KEEP_HOURS) -> str:
+    """Build cache not used for ``keep_hours``: without this, every build's layers pile up."""
+    return join(["docker", "builder", "prune", "--force", "--filter", f"until={int(keep_hours)}h"])
+
+
 def inspect_containers(container_ids: Iterable[str]) -> str:
     """One line per container: id, image id, compose service name."""
     ids = list(container_ids)
@@ -206,6 +221,33 @@ def health(container: str) -> str:
 def container_ip(container: str, network: str) -> str:
     fmt = "{{(index .NetworkSettings.Networks %s).IPAddress}}" % _go_string(network)
     return join(["docker", "inspect", "--format", fmt, container])
+
+
+def traefik_api_get(container: str, path: str, port: int = 8080, timeout: float = 10) -> str:
+    """GET Traefik's API, which listens only on the loopback of Traefik's own network namespace
+    (no other container and nothing off the host can connect). The request is sent from inside
+    the Traefik container with bash's /dev/tcp (its image has no HTTP client): no root, no
+    sudo, no extra image. Prints the raw HTTP/1.0 response; ``http_body`` checks and strips it."""
+    if not path.startswith("/"):
+        path = "/" + path
+    script = ('exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "GET %s HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n" "$2" >&3 '
+              '&& cat <&3')
+    return join(["docker", "exec", container, "timeout", str(int(timeout)), "bash", "-c", script, "api-get",
+                 str(int(port)), path])
+
+
+def http_body(raw: str) -> str:
+    """The body of a raw HTTP response; ValueError naming the status unless it is 200."""
+    head, sep, body = raw.partition("\r\n\r\n")
+    if not sep:
+        head, sep, body = raw.partition("\n\n")
+    status = head.splitlines()[0] if head else ""
+    parts = status.split(None, 2)
+    if not sep or len(parts) < 2 or not parts[0].startswith("HTTP/"):
+        raise ValueError(f"not an HTTP response: {raw[:120]!r}")
+    if parts[1] != "200":
+        raise ValueError(f"Traefik's API answered {status.strip()}")
+    return body
 
 
 def container_env(container: str) -> str:

@@ -51,7 +51,7 @@ def test_first_run_creates_droplet_firewall_and_dns(fake, backend, spec):
     assert fw["name"] == "stack-1" and fw["droplet_ids"] == [d.id]
     assert ssh_allowed_from(backend.rules_for(d.id)) == ["198.51.100.7/32", "203.0.113.0/24"]
     web = {r["ports"]: r["sources"]["addresses"] for r in fw["inbound_rules"]}
-    assert web["80"] == web["443"] == ["0.0.0.0/0", "::/0"]
+    assert web["80"] == web["443"] == ["0.0.0.0/0"]   # IPv6 is off: no ::/0 (README, Security)
     assert {r["protocol"] for r in fw["outbound_rules"]} == {"tcp", "udp", "icmp"}
 
     assert result.dns.status == "managed"
@@ -70,7 +70,7 @@ def test_create_request_sends_no_null_fields(fake, api_spec):
     [create] = [r.body for r in fake.requests if (r.method, r.path) == ("POST", "/v2/droplets")]
     assert None not in create.values()
     assert (create["name"], create["region"], create["size"], create["ipv6"]) == (
-        "stack-1", "fra1", "s-2vcpu-4gb", True)
+        "stack-1", "fra1", "s-2vcpu-4gb", False)
 
 
 def test_second_run_changes_nothing(fake, spec):
@@ -121,6 +121,19 @@ def test_firewall_admitting_other_sources_is_restored(fake, api_spec, kind, targ
     assert again.firewall.status == "updated"
     rules = fake.state["firewalls"][fw_id]["inbound_rules"]
     assert not any(kind in r["sources"] for r in rules)
+
+
+def test_web_open_to_ipv6_from_an_older_release_is_closed(fake, api_spec):
+    # Older releases opened 80/443 to ::/0; IPv6 is off now (no half state): the rule is restored.
+    cloud.provision(api_spec)
+    fw_id = next(iter(fake.state["firewalls"]))
+    for rule in fake.store.firewall(fw_id)["inbound_rules"]:
+        if rule["ports"] in ("80", "443"):
+            rule["sources"]["addresses"] = ["0.0.0.0/0", "::/0"]
+    again = cloud.provision(api_spec)
+    assert again.firewall.status == "updated"
+    web = {r["ports"]: r["sources"]["addresses"] for r in fake.state["firewalls"][fw_id]["inbound_rules"]}
+    assert web["80"] == web["443"] == ["0.0.0.0/0"]
 
 
 def test_wrong_dns_records_are_fixed_and_others_left_alone(fake, spec):

@@ -23,6 +23,8 @@ STRONG = {
     "DJANGO_SECRET_KEY": "-9komTCyl2I0NcBWrHU21ZoII7MZDTRqNV4W5k9Ur3VUBIug9gdYwqFlB_i5-9jb",  # token_urlsafe(48)
     "INTERNAL_API_TOKEN": "a3835f9161389485745e707d37ad4f7d",  # 32 hex characters: `openssl rand -hex 16`
     "POSTGRES_PASSWORD": "FB4Eenj1y9a4BXct",  # token_urlsafe(12): 16 characters
+    "POSTGRES_APP_PASSWORD": "Xq0v2J9dYk3T_mWz8Lr6NbH1cE5pGs7u",  # token_urlsafe(24)
+    "REDIS_PASSWORD": "r7Kd-2mQx9ZpW4vN_8bT1yL6hF3jS0cA",  # token_urlsafe(24): URL-safe
     "FLOWER_BASIC_AUTH": "flower:" + bcrypt.hashpw(b"a long dashboard password", bcrypt.gensalt(4)).decode(),
     "ADMIN_BASIC_AUTH": "admin:" + bcrypt.hashpw(b"another long password", bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$", 1),
     "OTHER_SECRET": "Sh0rt-Ok",
@@ -167,6 +169,10 @@ def test_strong_secrets_are_accepted(tmp_path):
     ("ADMIN_BASIC_AUTH", "admin:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "bcrypt", "bcrypt.hashpw"),
     ("FLOWER_BASIC_AUTH", "admin:$2y$05$tooShortToBeAHash", "bcrypt", "htpasswd -nbB"),
     ("OTHER_SECRET", "Ab1x", "too short or too common", "secrets.token_urlsafe"),
+    ("REDIS_PASSWORD", "change-me-redis-password", "placeholder", "secrets.token_urlsafe(48)"),
+    ("REDIS_PASSWORD", "Sh0rt-but-Mixed-redis-9", "at least 32", "secrets.token_urlsafe(48)"),
+    ("REDIS_PASSWORD", "r7Kd/2mQx9ZpW4vN@8bT1yL6hF3jS0cA:x", "redis:// URL", "secrets.token_urlsafe(48)"),
+    ("POSTGRES_APP_PASSWORD", "FB4Eenj1y9a4BXct", "at least 32", "secrets.token_urlsafe(48)"),
     ("OTHER_SECRET", "postgres", "too short or too common", "secrets.token_urlsafe"),
 ])
 def test_weak_stack_secrets_are_refused_naming_the_key_and_how_to_make_a_good_one(tmp_path, key, value, problem, fix):
@@ -187,7 +193,8 @@ def test_a_token_too_short_to_be_masked_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["POSTGRES_PASSWORD", "DJANGO_SECRET_KEY", "INTERNAL_API_TOKEN",
-                                 "FLOWER_BASIC_AUTH", "ADMIN_BASIC_AUTH"])
+                                 "FLOWER_BASIC_AUTH", "ADMIN_BASIC_AUTH", "POSTGRES_APP_PASSWORD",
+                                 "REDIS_PASSWORD"])
 def test_every_example_secret_of_the_stack_contract_is_refused(tmp_path, key):
     example = read_env_file(REPO / "stack" / ".env.example")
     stack = tmp_path / "stack"
@@ -199,3 +206,17 @@ def test_every_example_secret_of_the_stack_contract_is_refused(tmp_path, key):
         load_settings(CONFIG, env_file=env, environ={}, registry=SecretRegistry(), base_dir=tmp_path)
     assert err.value.key == key
     assert "example" in err.value.message or "bcrypt" in err.value.message
+
+
+@pytest.mark.parametrize("app_user, problem", [("app", "same role as POSTGRES_USER"),
+                                               ("Stack-App;", "not a plain role name")])
+def test_the_app_database_role_must_be_a_plain_name_and_not_the_superuser(tmp_path, app_user, problem):
+    example = STACK_SECRETS_EXAMPLE + "POSTGRES_USER=app\nPOSTGRES_APP_USER=stack_app\n"
+    env_text = "".join(f"{k}='{v}'\n" for k, v in STRONG.items()) + f"POSTGRES_APP_USER='{app_user}'\n"
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, env_text, example=example)
+    assert err.value.key == "POSTGRES_APP_USER" and problem in err.value.message
+    assert "stack_app" in err.value.hint
+    # the example's role name is the default, and it is accepted
+    s = load(tmp_path, "".join(f"{k}='{v}'\n" for k, v in STRONG.items()), example=example)
+    assert s.stack_env["POSTGRES_APP_USER"] == "stack_app"

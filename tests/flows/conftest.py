@@ -38,6 +38,7 @@ def strong_stack_secrets() -> dict[str, str]:
     def bcrypt_hash() -> str:
         return "$2y$12$" + "".join(secrets.choice(BCRYPT_CHARS) for _ in range(53))
     return {"POSTGRES_PASSWORD": secrets.token_urlsafe(32), "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
+            "POSTGRES_APP_PASSWORD": secrets.token_urlsafe(32), "REDIS_PASSWORD": secrets.token_urlsafe(32),
             "INTERNAL_API_TOKEN": secrets.token_urlsafe(48), "FLOWER_BASIC_AUTH": "admin:" + bcrypt_hash(),
             "ADMIN_BASIC_AUTH": "admin:" + bcrypt_hash()}
 

@@ -122,6 +122,8 @@ class FakeDocker:
             return Result(command, 0, "")
         if argv[:2] == ["docker", "logs"]:
             return Result(command, 0, "Traceback: the new release cannot start\n")
+        if argv[:3] in (["docker", "image", "prune"], ["docker", "builder", "prune"]):
+            return Result(command, 0, "Total reclaimed space: 0B\n")   # every fake image is tagged
         if argv[:3] == ["docker", "system", "df"]:
             return Result(command, 0, "TYPE TOTAL ACTIVE SIZE RECLAIMABLE\n")
         return Result(command, 1, "", f"fake docker: unsupported {argv[1:3]}\n")
@@ -336,14 +338,16 @@ class FakeDroplet:
             answer = self.cloud_init.pop(0) if len(self.cloud_init) > 1 else self.cloud_init[0]
             return Result(command, 0, answer + "\n")
         first = command.split(None, 1)[0] if command.strip() else ""
+        if first == "docker" and " api-get " in command and "/api/rawdata" in command:
+            # Traefik's API, read inside its container (remote/commands.traefik_api_get)
+            return Result(command, 0, "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n"
+                          + json.dumps({"routers": {}, "services": {}}))
         if first == "docker":
             argv = shlex.split(command.split(" && ")[0])
             for stop in ("||", "2>/dev/null", "2>&1"):   # shell plumbing after the docker argv
                 argv = argv[:argv.index(stop)] if stop in argv else argv
             return self.docker.handle(argv, command)
-        if first == "curl":  # Traefik's API answers JSON; the HTTPS probes answer headers
-            if "/api/rawdata" in command:
-                return Result(command, 0, json.dumps({"routers": {}, "services": {}}))
+        if first == "curl":  # the HTTPS probes answer headers
             return Result(command, 0, "HTTP/2 200\nstrict-transport-security: max-age=31536000\n")
         return _shell().run(command, timeout or 60)
 

@@ -19,7 +19,7 @@ FULL_STEPS = ["settings", "token-check", "provision", "connect", "bootstrap", "l
               "switch", "up", "checks", "collect", "drift"]
 UPDATE_STEPS = ["settings", "token-check", "discover", "connect", "lock", "push", "build", "migrate", "switch",
                 "up", "checks", "collect", "drift"]
-ALL_BUILT = ["api", "beat", "django", "flower", "frontend", "worker"]
+ALL_BUILT = ["api", "beat", "django", "flower", "frontend", "postgres", "traefik", "worker"]
 
 
 def test_full_deploy_runs_every_step_in_order_and_leaves_the_release_live(world):
@@ -282,12 +282,18 @@ def test_old_releases_are_pruned_only_after_a_healthy_release(world):
     assert len(kept) == 2                         # pruned down to RELEASES_KEEP after each success
     api_refs = {ref for ref in world.docker.images if ref.startswith("stack-api:")}
     assert api_refs == {world.release_meta(r)["images"]["api"]["ref"] for r in kept}   # old images went too
+    # ...and after each healthy release, dangling images and old build cache (tagged release
+    # images are never dangling: the kept releases' refs above survive it)
+    prunes = [a[:3] for a in world.docker.calls if a[2:3] == ["prune"]]
+    assert prunes == [["docker", "image", "prune"], ["docker", "builder", "prune"]] * 3
+    assert ["docker", "builder", "prune", "--force", "--filter", "until=72h"] in world.docker.calls
     main.write_text("# v3, never healthy\n")
     world.docker.unhealthy = {"api"}
     out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
     assert out.exit_code == 1 and "service api" in out.manifest["error"]
     after = sorted(p.name for p in (world.base / "releases").iterdir())
     assert set(kept) <= set(after)                # a failed release removes nothing to roll back to
+    assert len([a for a in world.docker.calls if a[2:3] == ["prune"]]) == 6   # and prunes nothing
 
 
 def test_with_several_hosts_each_collects_into_its_own_folder(world):

@@ -69,7 +69,7 @@ def test_plan_for_a_new_droplet_lists_everything_it_would_create(world):
     [release] = plan["releases"]
     files = sorted(p.relative_to(world.stack).as_posix() for p in world.stack.rglob("*") if p.is_file())
     assert release["live_release"] is None and release["changed"] == files and release["removed"] == []
-    assert release["build"] == {n: "full deploy" for n in ("api", "beat", "django", "flower", "frontend", "worker")}
+    assert release["build"] == {n: "full deploy" for n in ("api", "beat", "django", "flower", "frontend", "postgres", "traefik", "worker")}
     assert set(release["recreate"]) >= {"traefik", "postgres", "redis", "api"}
     assert release["migrations"]["added"] == [MIGRATION]
     assert "create stackdeploy-1: s-2vcpu-4gb in fra1" in out.message and "nothing was changed" in out.message
@@ -107,7 +107,7 @@ def test_a_full_plan_says_which_rebuilt_services_may_keep_running(world):
     assert out.exit_code == 0, out.message
     assert "plan_provision" in world.cloud.calls and out.step("plan-provision")["status"] == "ok"
     [release] = plan_of(out)["releases"]
-    assert release["build"]["api"] == "full deploy; build inputs changed" and len(release["build"]) == 6
+    assert release["build"]["api"] == "full deploy; build inputs changed" and len(release["build"]) == 8
     assert release["recreate"] == {"api": "new image: full deploy; build inputs changed"}
     assert any("keep running unless the rebuilt image differs" in n for n in release["notes"])
 
@@ -117,7 +117,7 @@ def test_plan_names_mounts_images_migrations_env_and_a_held_lock(world):
     dynamic = world.stack / "traefik" / "dynamic.yml"
     dynamic.write_text(dynamic.read_text() + "\n# tweak\n")
     compose = world.stack / "compose.yml"
-    compose.write_text(compose.read_text().replace("image: traefik:v3.7", "image: traefik:v3.8"))
+    compose.write_text(compose.read_text().replace("image: redis:7-bookworm", "image: redis:7.2-bookworm"))
     new_migration = "django/notes/migrations/0002_note_title.py"
     (world.stack / new_migration).write_text("from django.db import migrations\n")
     world.set_env(RATE_LIMIT_API_RPM="90")
@@ -138,7 +138,7 @@ def test_plan_names_mounts_images_migrations_env_and_a_held_lock(world):
 
     dynamic.write_text(dynamic.read_text().replace("\n# tweak\n", ""))   # the image change alone
     release = plan_of(planned(world, update_only=True))["releases"][0]
-    assert release["recreate"]["traefik"] == "image traefik:v3.7 -> traefik:v3.8"
+    assert release["recreate"]["redis"] == "image redis:7-bookworm -> redis:7.2-bookworm"
 
 
 def test_plan_with_the_droplet_unreachable_is_partial_and_says_why(world):

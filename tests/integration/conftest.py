@@ -18,6 +18,8 @@ TOKEN = "dop_v1_" + "c4a7" * 16  # shaped like a real token, so shape-based reda
 # Strong enough for Settings (long random values, bcrypt htpasswd lines), recognisable in a leak.
 CANARIES = {
     "POSTGRES_PASSWORD": "pg-canary-Qm81Zt-4Hv9",
+    "POSTGRES_APP_PASSWORD": "pa-canary-Vn35Gs-8Jw1Xc4Mk7Qp9Rt2",
+    "REDIS_PASSWORD": "rd-canary-Hs62Lq-5Bz8Nw3Fy6Tv1Kc9",
     "DJANGO_SECRET_KEY": "dj-canary-Lk29Xw-7Hq3Vb8Np2Tc5RmZ",
     "INTERNAL_API_TOKEN": "it-canary-Rb44Pe-2Wd6Kf9Ys3Ln8JxQ",
     "FLOWER_BASIC_AUTH": "admin:$2b$05$PoEIvFN9sy0hBcNopCSzWeK8nxDY/iYGjJX2ixcMWEnhSgDwFqx/u",

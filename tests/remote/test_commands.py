@@ -50,9 +50,16 @@ def test_build_up_logs_and_friends():
 
 
 def test_docker_and_host_probes():
+    api = cmd.traefik_api_get("myapp-traefik-1", "api/rawdata")
+    assert api.startswith("docker exec myapp-traefik-1 timeout 10 bash -c ") and "sudo" not in api
+    assert api.endswith(" api-get 8080 /api/rawdata")
     assert cmd.container_ip("myapp-api-1", "my net") == \
         "docker inspect --format '{{(index .NetworkSettings.Networks \"my net\").IPAddress}}' myapp-api-1"
     assert cmd.container_env("c1") == "docker inspect --format '{{json .Config.Env}}' c1"
+    # dangling images only (never a tagged release image), and build cache unused for 3 days
+    assert cmd.prune_dangling_images() == "docker image prune --force"
+    assert cmd.prune_builder_cache() == "docker builder prune --force --filter until=72h"
+    assert "system" not in cmd.prune_dangling_images() + cmd.prune_builder_cache()
     assert cmd.health("c1") == "docker inspect --format '{{json .State.Health}}' c1"
     assert cmd.inspect_containers(["a", "b"]).startswith("docker inspect --format '{{.Id}} {{.Image}} ")
     with pytest.raises(ValueError):
@@ -109,3 +116,11 @@ def test_no_builder_accepts_or_emits_secret_values():
     for name, fn in inspect.getmembers(cmd, inspect.isfunction):
         params = inspect.signature(fn).parameters
         assert not ({"env", "environment", "secrets", "password", "token"} & set(params)), name
+
+
+def test_traefik_api_body_is_returned_only_for_a_200():
+    assert cmd.http_body("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"a\": 1}") == '{"a": 1}'
+    with pytest.raises(ValueError, match="answered HTTP/1.0 404 Not Found"):
+        cmd.http_body("HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(ValueError, match="not an HTTP response"):
+        cmd.http_body("bash: connect: Connection refused")

@@ -35,16 +35,21 @@ def workdir():
 
 @pytest.fixture(scope="session")
 def redis_server(workdir):
+    """compose's own redis command (Debian's redis-server is what the lab image runs too):
+    requirepass from REDIS_PASSWORD via a config file, protected mode on; paths and port adapted.
+    Yields the URL with the password, as compose builds it for the clients."""
     if not shutil.which("redis-server"):
         unavailable("redis-server is not installed (apt: redis-server)")
     port = free_port()
     log = workdir / "redis.log"
-    # compose's own redis command (Debian's redis-server is what the lab image runs too),
-    # with the data dir and a private port adapted.
-    command = [str(workdir) if arg == "/data" else arg for arg in compose()["services"]["redis"]["command"]]
-    proc = start(command + ["--port", str(port), "--bind", "127.0.0.1", "--save", ""], log)
+    password = secrets.token_urlsafe(32)
+    (script,) = compose()["services"]["redis"]["command"]
+    script = (script.replace("$$", "$")  # compose's escape for a literal $
+              .replace("/tmp/redis.conf", str(workdir / "redis.conf")).replace("/data", str(workdir)))
+    proc = start(["sh", "-c", f"{script} --port {port} --bind 127.0.0.1 --save ''"], log,
+                 env={"REDIS_PASSWORD": password})
     wait_until(lambda: port_open(port), 15, "redis", proc=proc, log=log)
-    yield f"redis://127.0.0.1:{port}"
+    yield f"redis://:{password}@127.0.0.1:{port}"
     stop(proc)
 
 
@@ -144,9 +149,10 @@ def worker_healthcheck_command() -> str:
     return test[1].replace("$$", "$")  # compose's escape for a literal $
 
 
-def api_env(stack_env: dict, django_url: str, rpm: int) -> dict:
+def api_env(stack_env: dict, django_url: str, rpm: int, deploy_env: str = "staging") -> dict:
     return {
         "PATH": stack_env["PATH"],
+        "DEPLOY_ENV": deploy_env,
         "REDIS_URL": stack_env["REDIS_URL"],
         "CELERY_RESULT_URL": stack_env["CELERY_RESULT_URL"],
         "DJANGO_INTERNAL_URL": django_url,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -10,6 +11,8 @@ from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
+
+from .helpers import STACK
 
 
 class _EchoHandler(BaseHTTPRequestHandler):
@@ -48,10 +51,23 @@ def echo_server(name: str) -> ThreadingHTTPServer:
     return ThreadingHTTPServer(("127.0.0.1", 0), handler)
 
 
+def nginx_headers() -> dict[str, str]:
+    """The headers nginx adds to every page and asset (stack/frontend/security-headers.conf)."""
+    text = (STACK / "frontend" / "security-headers.conf").read_text()
+    return {name: value for name, value in re.findall(r'^add_header\s+(\S+)\s+"([^"]*)"\s+always;', text, re.M)}
+
+
 class _SpaHandler(SimpleHTTPRequestHandler):
-    """nginx's job in the test: static files with SPA fallback, /api proxied to the API."""
+    """nginx's job in the test: static files with SPA fallback and nginx's headers (so the
+    browser enforces the real Content-Security-Policy), /api proxied to the API."""
 
     api_base = ""
+
+    def end_headers(self) -> None:
+        if not self.path.startswith("/api/"):
+            for name, value in nginx_headers().items():
+                self.send_header(name, value)
+        super().end_headers()
 
     def _proxy(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

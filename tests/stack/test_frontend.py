@@ -7,11 +7,12 @@ import shutil
 import subprocess
 
 import pytest
+import requests
 
 from tests.browser import chromium
 
 from .helpers import STACK, unavailable
-from .servers import serving, spa_server
+from .servers import nginx_headers, serving, spa_server
 
 FRONTEND = STACK / "frontend"
 
@@ -57,6 +58,10 @@ def test_page_shows_health_and_a_finished_job(frontend_dist, api_server):
 
     with serving(spa_server(frontend_dist, api_server.url)) as server, chromium() as driver:
         base = f"http://127.0.0.1:{server.server_address[1]}"
+        # The page comes with nginx's Content-Security-Policy, so the browser enforces it below:
+        # the app must render and run its job under it.
+        csp = requests.get(f"{base}/some/deep/link", timeout=5).headers["Content-Security-Policy"]
+        assert csp == nginx_headers()["Content-Security-Policy"] and "script-src 'self'" in csp
         # A deep link proves the SPA fallback as well.
         driver.get(f"{base}/some/deep/link")
         wait = WebDriverWait(driver, 30)

@@ -26,6 +26,8 @@ def test_only_traefik_publishes_ports_and_only_80_443():
     static = load_yaml(STACK / "traefik" / "traefik.yml")
     api_port = static["entryPoints"]["traefik"]["address"].rsplit(":", 1)[1]
     assert all(api_port not in p.split(":") for p in services["traefik"]["ports"])
+    # Traefik's API + ping listen on the loopback of Traefik's own network namespace only.
+    assert static["entryPoints"]["traefik"]["address"] == "127.0.0.1:8080"
 
 
 def test_every_service_has_a_real_healthcheck():
@@ -46,20 +48,29 @@ def test_every_dependency_waits_for_health_or_completion():
             assert spec.get("condition") in {"service_healthy", "service_completed_successfully"}, (name, dep)
 
 
-def test_networks_edge_and_internal():
+def test_networks_edge_internal_and_dashboards():
     config = compose()
     assert config["networks"]["internal"].get("internal") is True
+    assert config["networks"]["dashboards"].get("internal") is True
     services = config["services"]
-    for name in INTERNAL_ONLY:
+    for name in INTERNAL_ONLY - {"django", "flower"}:
         assert services[name]["networks"] == ["internal"], name
-    assert "edge" in services["traefik"]["networks"]
+    # Traefik reaches the dashboards it routes, never the back-end network with Redis/PostgreSQL.
+    assert set(services["traefik"]["networks"]) == {"edge", "dashboards"}
+    assert set(services["flower"]["networks"]) == set(services["django"]["networks"]) == {"internal", "dashboards"}
     assert services["frontend"]["networks"] == ["edge"]
     assert set(services["api"]["networks"]) == {"edge", "internal"}
+    # The dashboards network carries only what dynamic.yml routes to there.
+    routed = {s["loadBalancer"]["servers"][0]["url"].split("//")[1].split(":")[0]
+              for s in rendered_dynamic("staging")["http"]["services"].values()}
+    on_dashboards = {n for n, s in services.items() if "dashboards" in s["networks"]}
+    assert on_dashboards - {"traefik"} == routed - {"frontend", "api"}
 
 
 def test_named_volumes_keep_data():
     config = compose()
-    for service, target in [("postgres", "/var/lib/postgresql/data"), ("redis", "/data"), ("traefik", "/letsencrypt")]:
+    for service, target in [("postgres", "/var/lib/postgresql/data"), ("redis", "/data"),
+                            ("traefik", "/letsencrypt")]:
         mounts = config["services"][service]["volumes"]
         named = [m for m in mounts if m.endswith(":" + target) and not m.startswith((".", "/"))]
         assert named, f"{service} keeps {target} on a named volume"
@@ -69,14 +80,13 @@ def test_named_volumes_keep_data():
 def test_built_images_are_named_and_use_the_official_bases():
     services = compose()["services"]
     bases = {"frontend": ["node:22-bookworm-slim", "nginx:stable-bookworm"],
-             "api": ["python:3.11-slim-bookworm"], "django": ["python:3.11-slim-bookworm"]}
+             "api": ["python:3.11-slim-bookworm"], "django": ["python:3.11-slim-bookworm"],
+             "traefik": ["traefik:v3.7"], "postgres": ["postgres:15-bookworm"]}
     for name, expected in bases.items():
         assert services[name]["image"] == f"stack-{name}:latest"
         dockerfile = (STACK / services[name]["build"]["context"] / "Dockerfile").read_text()
         assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == expected
-    assert services["traefik"]["image"] == "traefik:v3.7"
     assert services["redis"]["image"] == "redis:7-bookworm"
-    assert services["postgres"]["image"] == "postgres:15-bookworm"
     assert "name" not in compose(), "the deployer sets the project name with -p"
 
 
@@ -182,3 +192,21 @@ def test_secrets_are_never_baked_into_images():
         text = dockerfile.read_text()
         assert not [s for s in secrets if s in text], dockerfile
         assert not re.search(r"^(ARG|ENV)\s+\w*(SECRET|PASSWORD|TOKEN)", text, re.M | re.I), dockerfile
+
+
+def _final_stage_user(dockerfile: str) -> str:
+    final = dockerfile.rsplit("\nFROM ", 1)[-1]
+    users = re.findall(r"^USER (\S+)", final, re.M)
+    return users[-1] if users else ""
+
+
+def test_every_service_is_hardened_in_the_compose_file():
+    """The compose side of what tests/stack/test_posture.py checks on running containers."""
+    for name, service in compose()["services"].items():
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert service["cap_drop"] == ["ALL"] and "cap_add" not in service, name
+        assert service["read_only"] is True, name
+        assert service["mem_limit"] and service["pids_limit"], name
+        assert service["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "5"}}, name
+        user = service.get("user") or _final_stage_user((STACK / service["build"]["context"] / "Dockerfile").read_text())
+        assert user and user.split(":")[0] not in {"0", "root"}, f"{name} runs as root"

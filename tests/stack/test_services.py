@@ -8,8 +8,10 @@ import subprocess
 import sys
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import psycopg
+import pytest
 import redis
 import requests
 
@@ -32,6 +34,35 @@ def test_health_reports_ok_and_real_versions(api_server, redis_server):
     assert body["checks"]["redis"]["version"] == redis.Redis.from_url(redis_server).info("server")["redis_version"]
     assert body["versions"]["api"] == "1.0.0"
     assert body["versions"]["python"] == f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+
+
+def test_redis_refuses_clients_without_the_password(redis_server):
+    url = urlsplit(redis_server)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis.from_url(f"redis://{url.hostname}:{url.port}").ping()
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis.from_url(redis_server.replace("://:", "://:wrong")).ping()
+    assert redis.Redis.from_url(redis_server).config_get("protected-mode") == {"protected-mode": "yes"}
+
+
+@pytest.mark.parametrize("deploy_env", ["production", "", "Staging"])
+def test_production_api_hides_docs_and_versions(workdir, stack_env, django_server, deploy_env):
+    # Anything but exactly staging/development is production (fail closed).
+    proc, service = start_api(workdir, api_env(stack_env, django_server.url, API_RPM, deploy_env=deploy_env),
+                              f"api-prod-{deploy_env or 'unset'}", workers=1)
+    try:
+        docs = [requests.get(f"{service.url}{p}", timeout=5).status_code for p in ("/api/docs", "/api/openapi.json")]
+        body = requests.get(f"{service.url}/api/health", timeout=5).json()
+    finally:
+        stop(proc)
+    assert docs == [404, 404]
+    assert body["status"] == "ok" and "versions" not in body
+    assert body["checks"] == {"redis": {"ok": True}, "django": {"ok": True, "database": "ok"}}
+
+
+def test_staging_api_serves_its_docs(api_server):
+    assert requests.get(f"{api_server.url}/api/openapi.json", timeout=5).json()["info"]["title"] == "stack api"
+    assert requests.get(f"{api_server.url}/api/docs", timeout=5).status_code == 200
 
 
 def test_health_is_fast_and_degraded_when_django_hangs(workdir, stack_env, api_server):
@@ -192,3 +223,25 @@ def test_bad_settings_fail_with_a_clear_line_not_a_traceback(stack_env):
     assert "DJANGO_SECRET_KEY is not set" in dj.stderr and "Traceback" not in dj.stderr
     for secret in ("POSTGRES_PASSWORD", "INTERNAL_API_TOKEN"):
         assert stack_env[secret] not in dj.stderr + dj.stdout
+
+
+def _django_check(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "python"), "manage.py", "check"], cwd=STACK / "django", capture_output=True,
+                          text=True, timeout=60, env={"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1", **env})
+
+
+def test_each_django_role_starts_with_only_its_own_variables(stack_env):
+    broker = {k: stack_env[k] for k in ("DEPLOY_ENV", "DOMAIN", "REDIS_URL", "CELERY_RESULT_URL")}
+    database = {k: stack_env[k] for k in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD")}
+    # compose gives beat and flower the broker only, the worker also the database; both start.
+    for role, env in [("beat", broker), ("flower", broker), ("worker", {**broker, **database})]:
+        res = _django_check({**env, "DJANGO_ROLE": role})
+        assert res.returncode == 0, (role, res.stderr)
+    # The web role needs its secrets, and says which one is missing in one line.
+    res = _django_check({**broker, **database, "DJANGO_ROLE": "web"})
+    assert res.returncode == 2 and res.stderr.strip() == (
+        "django: configuration error: DJANGO_SECRET_KEY is not set: set it in .env to a long random string")
+    res = _django_check({**broker, "DJANGO_ROLE": "worker"})
+    assert res.returncode == 2 and "POSTGRES_DB is not set" in res.stderr
+    res = _django_check({**broker, "DJANGO_ROLE": "cron"})
+    assert res.returncode == 2 and "DJANGO_ROLE='cron' is not valid" in res.stderr and "Traceback" not in res.stderr

@@ -24,7 +24,7 @@ from .servers import echo_server, serving
 
 FLOWER_PASSWORD = "flower-test-pass"
 ADMIN_PASSWORD = "admin-test-pass"
-BACKENDS = {"frontend": "http://frontend:80", "api": "http://api:8000",
+BACKENDS = {"frontend": "http://frontend:8080", "api": "http://api:8000",
             "flower": "http://flower:5555", "django": "http://django:8000"}
 
 

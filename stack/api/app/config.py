@@ -10,6 +10,21 @@ class ConfigError(RuntimeError):
     pass
 
 
+# Only these DEPLOY_ENV values are "not production": anything else (a typo, unset) hides the
+# docs and the versions, like the admin router in dynamic.yml (fail closed).
+NON_PRODUCTION = ("staging", "development")
+
+
+def is_production(env: Mapping[str, str] = os.environ) -> bool:
+    return env.get("DEPLOY_ENV", "").strip() not in NON_PRODUCTION
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if at and creds else url
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str
@@ -17,9 +32,11 @@ class Settings:
     django_url: str
     internal_token: str
     rate_limit_rpm: int
+    production: bool = True
 
-    def __repr__(self) -> str:  # never print the token
-        return f"Settings(redis_url={self.redis_url!r}, django_url={self.django_url!r}, rate_limit_rpm={self.rate_limit_rpm})"
+    def __repr__(self) -> str:  # never print the token or the Redis password
+        return (f"Settings(redis_url={_without_password(self.redis_url)!r}, django_url={self.django_url!r}, "
+                f"rate_limit_rpm={self.rate_limit_rpm}, production={self.production})")
 
 
 def _required(env: Mapping[str, str], name: str, hint: str) -> str:
@@ -40,9 +57,11 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
             f"RATE_LIMIT_API_RPM={rpm_text!r} is not a positive whole number: set e.g. RATE_LIMIT_API_RPM=60"
         )
     return Settings(
-        redis_url=env.get("REDIS_URL", "redis://redis:6379/0"),
-        result_url=env.get("CELERY_RESULT_URL", "redis://redis:6379/1"),
+        # No default: Redis requires a password, which only the deployment's URL carries.
+        redis_url=_required(env, "REDIS_URL", "set REDIS_PASSWORD in .env (compose builds redis://:PASSWORD@redis:6379/0)"),
+        result_url=_required(env, "CELERY_RESULT_URL", "set REDIS_PASSWORD in .env (compose builds the URL)"),
         django_url=env.get("DJANGO_INTERNAL_URL", "http://django:8000").rstrip("/"),
         internal_token=_required(env, "INTERNAL_API_TOKEN", "set it in .env (the same value Django gets)"),
         rate_limit_rpm=rpm,
+        production=is_production(env),
     )

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from . import __version__, jobs, ratelimit
-from .config import load_settings
+from .config import is_production, load_settings
 from .django_client import DjangoClient, DjangoUnavailable
 
 log = logging.getLogger("api")
@@ -52,8 +52,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.redis.aclose()
 
 
-app = FastAPI(title="stack api", version=__version__, docs_url="/api/docs",
-              openapi_url="/api/openapi.json", redoc_url=None, lifespan=lifespan)
+# In production the schema and the docs UI are not served (404): they map the whole attack
+# surface for anyone. Decided at import, from the same DEPLOY_ENV the settings read.
+_PUBLIC_DOCS = not is_production()
+app = FastAPI(title="stack api", version=__version__, docs_url="/api/docs" if _PUBLIC_DOCS else None,
+              openapi_url="/api/openapi.json" if _PUBLIC_DOCS else None, redoc_url=None, lifespan=lifespan)
 
 
 def client_ip(request: Request) -> str:
@@ -107,12 +110,15 @@ async def health(request: Request) -> JSONResponse:
         _redis_check(request.app.state.redis), _django_check(request.app.state.django)
     )
     ok = redis_status["ok"] and django_status["ok"]
-    body = {
-        "status": "ok" if ok else "degraded",
-        "versions": {"api": __version__, "fastapi": fastapi.__version__,
-                     "python": platform.python_version()},
-        "checks": {"redis": redis_status, "django": django_status},
-    }
+    body: dict[str, Any] = {"status": "ok" if ok else "degraded",
+                            "checks": {"redis": redis_status, "django": django_status}}
+    if request.app.state.settings.production:
+        # No software versions in production: they tell an attacker which CVEs to try.
+        for check in body["checks"].values():
+            check.pop("version", None)
+    else:
+        body["versions"] = {"api": __version__, "fastapi": fastapi.__version__,
+                            "python": platform.python_version()}
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

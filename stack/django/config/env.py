@@ -20,3 +20,14 @@ def deploy_env() -> str:
             f"DEPLOY_ENV={value!r} is not valid: use production, staging or development"
         )
     return value
+
+
+ROLES = ("web", "worker", "beat", "flower")
+
+
+def role() -> str:
+    """DJANGO_ROLE: which container this is; it decides which secrets are required."""
+    value = os.environ.get("DJANGO_ROLE", "web").strip()
+    if value not in ROLES:
+        raise ImproperlyConfigured(f"DJANGO_ROLE={value!r} is not valid: use one of {', '.join(ROLES)}")
+    return value

@@ -2,16 +2,26 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
-from .env import deploy_env, required
+from .env import deploy_env, required, role
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = required("DJANGO_SECRET_KEY", "set it in .env to a long random string")
+# Which container this is (compose sets DJANGO_ROLE): each gets only the secrets it uses.
+ROLE = role()
+SERVES_HTTP = ROLE == "web"
+USES_DATABASE = ROLE in {"web", "worker"}
+
+# Only the web container signs anything (sessions, CSRF, admin); the others get a throwaway
+# key so Django starts without being handed the real one.
+SECRET_KEY = (required("DJANGO_SECRET_KEY", "set it in .env to a long random string") if SERVES_HTTP
+              else secrets.token_urlsafe(50))
 DEPLOY_ENV = deploy_env()
 DOMAIN = required("DOMAIN", "set it in .env to the public domain, e.g. example.com")
-INTERNAL_API_TOKEN = required("INTERNAL_API_TOKEN", "set it in .env to a long random string")
+INTERNAL_API_TOKEN = (required("INTERNAL_API_TOKEN", "set it in .env to a long random string") if SERVES_HTTP
+                      else "")
 DEBUG = False
 
 # `django` is the compose service name FastAPI uses; localhost for the healthcheck;
@@ -61,14 +71,15 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
+DATABASES = {} if not USES_DATABASE else {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
         "HOST": os.environ.get("POSTGRES_HOST", "postgres"),
         "PORT": os.environ.get("POSTGRES_PORT", "5432"),
         "NAME": required("POSTGRES_DB", "set it in .env to the database name"),
-        "USER": required("POSTGRES_USER", "set it in .env to the database user"),
-        "PASSWORD": required("POSTGRES_PASSWORD", "set it in .env to the database password"),
+        # The app role (POSTGRES_APP_USER in .env, mapped by compose), never the superuser.
+        "USER": required("POSTGRES_USER", "set POSTGRES_APP_USER in .env to the app's database role"),
+        "PASSWORD": required("POSTGRES_PASSWORD", "set POSTGRES_APP_PASSWORD in .env to the app role's password"),
         "CONN_MAX_AGE": 60,
         # Fail fast so health checks answer quickly when PostgreSQL is down.
         "OPTIONS": {"connect_timeout": 3},
@@ -92,8 +103,9 @@ LOGGING = {
 }
 
 # Celery: Redis as broker (db 0) and result backend (db 1), JSON only.
-CELERY_BROKER_URL = os.environ.get("REDIS_URL", "redis://redis:6379/0")
-CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_URL", "redis://redis:6379/1")
+# Redis requires a password, so there is no default URL (it would carry none).
+CELERY_BROKER_URL = required("REDIS_URL", "set REDIS_PASSWORD in .env (compose builds redis://:PASSWORD@redis:6379/0)")
+CELERY_RESULT_BACKEND = required("CELERY_RESULT_URL", "set REDIS_PASSWORD in .env (compose builds the URL)")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -9,5 +9,7 @@ from django.http import HttpRequest
 
 def has_internal_token(request: HttpRequest) -> bool:
     sent = request.headers.get("X-Internal-Token", "")
+    if not settings.INTERNAL_API_TOKEN:  # a container without the token serves nobody
+        return False
     # Constant-time comparison: the token must not leak through response timing.
     return hmac.compare_digest(sent.encode(), settings.INTERNAL_API_TOKEN.encode())

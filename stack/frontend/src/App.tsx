@@ -42,7 +42,7 @@ export default function App({ fetcher = (i, init) => fetch(i, init), pollMs = 50
         </p>
         {health && (
           <ul data-testid="versions">
-            {Object.entries(health.versions).map(([name, version]) => (
+            {Object.entries(health.versions ?? {}).map(([name, version]) => (
               <li key={name}>
                 {name} {version}
               </li>

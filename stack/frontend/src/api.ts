@@ -3,7 +3,7 @@
 export type Check = { ok: boolean; version?: string; error?: string };
 export type Health = {
   status: string;
-  versions: Record<string, string>;
+  versions?: Record<string, string>; // absent in production (no software versions)
   checks: Record<string, Check>;
 };
 export type Job = { id: string; state: string; result?: unknown; error?: string };
