@@ -427,6 +427,18 @@ def collect(run: Run, target: Target, spec: remote_collect.CollectSpec) -> remot
     return result
 
 
+def not_serving(services: list[dict]) -> list[str]:
+    """"service (state)" for each collected container that is not running, or whose
+    healthcheck is not passing (a container without a healthcheck has no health)."""
+    out = []
+    for s in services:
+        if s.get("state") != "running":
+            out.append(f"{s.get('service')} ({s.get('state')})")
+        elif s.get("health") not in ("", "healthy"):
+            out.append(f"{s.get('service')} ({s.get('health')})")
+    return out
+
+
 def list_releases(run: Run, target: Target) -> list[sync.ReleaseInfo]:
     with run.step("releases") as step:
         found = sync.list_releases(target)
