@@ -2,6 +2,7 @@
 fake edges of tests/flows/fakes.py. Each flow runs through deploy.taskrun.run_task, as `inv` does."""
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import json
@@ -26,6 +27,12 @@ from remote.target import Target
 from tests.flows.fakes import FakeChecks, FakeCloud, FakeDocker, FakeDroplet
 
 BCRYPT_CHARS = string.ascii_letters + string.digits + "./"
+
+
+@functools.lru_cache(maxsize=1)
+def _invoke_yaml() -> dict:
+    # Parsed once (pure-Python safe_load: ~40 ms a run); each run gets its own copy.
+    return yaml.safe_load((PROJECT_ROOT / "invoke.yaml").read_text())
 
 
 @functools.lru_cache(maxsize=1)
@@ -99,8 +106,7 @@ class World:
 
     def invoke(self, task: str, flow: Callable[..., Any], mode: str = "full", **kwargs: Any) -> Outcome:
         """Run ``flow`` the way `inv <task>` does: settings, Run, exit code."""
-        config = yaml.safe_load((PROJECT_ROOT / "invoke.yaml").read_text())
-        c = SimpleNamespace(config=config)
+        c = SimpleNamespace(config=copy.deepcopy(_invoke_yaml()))
         out = io.StringIO()
         runs_before = set(self.logs.glob("*")) if self.logs.exists() else set()
         try:
