@@ -4,7 +4,6 @@ that names the fix, a well-formed artifact set, the lock released or reported, n
 run folder or the message, and nothing lost on the droplet."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -139,7 +138,12 @@ def assert_clean_ending(world: World, out: Outcome, *, code: int, fix: list[str]
         assert world.docker.volumes == volumes
 
 
+def pushed(out: Outcome) -> str | None:
+    """The release the run pushed, if it got that far."""
+    return (out.manifest["details"].get("push") or {}).get("release_id")
+
+
 def release_meta_outcome(world: World, out: Outcome) -> str | None:
     """The pushed release's recorded outcome, if a release was pushed."""
-    pushed = (json.loads((out.run.folder / "run.json").read_text())["details"].get("push") or {}).get("release_id")
-    return world.release_meta(pushed).get("outcome") if pushed else None
+    release = pushed(out)
+    return world.release_meta(release).get("outcome") if release else None

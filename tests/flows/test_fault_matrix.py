@@ -21,9 +21,9 @@ import pytest
 
 from deploy import flows
 from remote.lock import LockHolder
-from tests.flows.conftest import World, make_world
+from tests.flows.conftest import Outcome, World, make_world
 from tests.flows.fakes import FakeDocker, Unreachable
-from tests.flows.faults import INTERRUPTS, Trap, assert_clean_ending, release_meta_outcome, track_steps
+from tests.flows.faults import INTERRUPTS, Trap, assert_clean_ending, pushed, release_meta_outcome, track_steps
 
 FULL = ["token-check", "provision", "connect", "bootstrap", "lock", "push", "build", "migrate", "switch", "up",
         "checks", "collect", "drift"]
@@ -75,12 +75,8 @@ def running(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return track_steps(monkeypatch)
 
 
-def _deploy(world: World, update_only: bool):
+def _deploy(world: World, update_only: bool) -> Outcome:
     return world.invoke("deploy", flows.deploy, mode="update" if update_only else "full", update_only=update_only)
-
-
-def _pushed(out) -> str | None:
-    return (out.manifest["details"].get("push") or {}).get("release_id")
 
 
 # --- Ctrl-C and SIGTERM in each step ----------------------------------------------------------
@@ -94,7 +90,7 @@ def test_an_interrupt_in_each_step_ends_cleanly(world, baseline, running, signal
     assert trap.fired_at, f"nothing reached an edge during {step}"
     assert out.step(step)["status"] == "failed" and out.step(step)["message"] == "interrupted"
     rerun = "`inv deploy --update-only` again" if update_only else "`inv deploy` again"
-    live = _pushed(out) if step in AFTER_UP else baseline.live
+    live = pushed(out) if step in AFTER_UP else baseline.live
     assert_clean_ending(world, out, code=INTERRUPTS[signal_name], outcome="interrupted", live=live,
                         fix=[f"interrupted by {'SIGTERM' if signal_name == 'sigterm' else 'Ctrl-C'}", rerun,
                              "inv verify"], volumes=baseline.docker.volumes)
@@ -115,7 +111,7 @@ def test_a_dropped_ssh_connection_names_the_fix_and_the_lock_left_held(world, ba
     assert out.step(step)["status"] == "failed"
     # Before the switch nothing live changed; after it, the release switched to stays current
     # (restoring needs the connection): the message says so and how to go on.
-    live = baseline.live if step == "push" else _pushed(out)
+    live = baseline.live if step == "push" else pushed(out)
     assert_clean_ending(world, out, code=1, outcome="failed", live=live, lock="held", holder=ME,
                         fix=["SSH connection to 203.0.113.10 dropped", "run the same command again",
                              "inv lock.release --if-stale"], volumes=baseline.docker.volumes)
@@ -219,8 +215,8 @@ def test_two_concurrent_full_deploys_one_proceeds_the_other_names_the_holder(wor
     assert winner.exit_code == 0, winner.message
     assert world.built() == [sorted(world.built()[0])] and len(world.built()) == 1   # only one built
     assert "push" not in loser.step_names and loser.step("lock")["status"] == "failed"
-    assert_clean_ending(world, loser, code=5, outcome="failed", live=_pushed(winner),
-                        fix=[f"is held by {ME}", f"deploying {_pushed(winner)}", "LOCK_WAIT"])
+    assert_clean_ending(world, loser, code=5, outcome="failed", live=pushed(winner),
+                        fix=[f"is held by {ME}", f"deploying {pushed(winner)}", "LOCK_WAIT"])
 
 
 def _gone_pid() -> int:
@@ -269,7 +265,10 @@ def test_an_unreachable_droplet_names_the_fix(world, baseline, task):
         expected = dict(code=4, outcome="partial", fix=["remote collection skipped", "SSH_KEY_PATH",
                                                         "inv provision updates the allowlist"])
     assert_clean_ending(world, out, live=baseline.live, **expected)
-    assert out.step("connect")["status"] == "failed" if task == "deploy" else out.step("collect")["status"] == "skipped"
+    if task == "deploy":
+        assert out.step("connect")["status"] == "failed" and "push" not in out.step_names
+    else:
+        assert out.step("checks")["status"] == "ok" and out.step("collect")["status"] == "skipped"
 
 
 def test_dns_pointing_elsewhere_is_reported_with_the_record_to_fix(world, baseline):
@@ -279,6 +278,6 @@ def test_dns_pointing_elsewhere_is_reported_with_the_record_to_fix(world, baseli
     assert out.step("checks")["status"] == "warning"
     [dns] = [c for c in out.manifest["checks"] if c["name"] == "dns"]
     assert dns["status"] == "warn"
-    assert_clean_ending(world, out, code=0, outcome="success", live=_pushed(out),
+    assert_clean_ending(world, out, code=0, outcome="success", live=pushed(out),
                         fix=["app.example.test resolves to 198.51.100.99", "point its A record at 203.0.113.10"])
     assert "198.51.100.99" in (out.run.folder / "http" / "dns.txt").read_text()
