@@ -83,7 +83,8 @@ def print_console_summary(run: "Run") -> None:
     # A check that did not pass: its whole message, which names the fix (the row shows what it saw).
     tail = [f"{c.get('name')} {c.get('status')}: {c.get('message')}" for c in run.checks
             if c.get("status") in ("warn", "fail") and c.get("message")]
-    tail += [f"skipped: {s['what']}: {s['why']}" for s in run.skipped] + [f"run folder: {run.folder} (open report.html)"]
+    tail += [f"skipped: {s['what']}: {s['why']}" for s in run.skipped]
+    tail.append(f"run folder: {run.folder} (open report.html)")
     run.console.print(table)
     for line in tail:
         run.console.print(escape(clean(line)))

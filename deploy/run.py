@@ -283,8 +283,8 @@ class Run:
     @property
     def rerun(self) -> str:
         """The `inv` command that runs this task again (what an interrupted run's fix names)."""
-        return f"inv {self.task.replace('-', '.')}" + (" --update-only" if (self.task, self.mode) == ("deploy", "update")
-                                                       else "")
+        flag = " --update-only" if (self.task, self.mode) == ("deploy", "update") else ""
+        return f"inv {self.task.replace('-', '.')}{flag}"
 
     def manifest(self) -> dict[str, Any]:
         return {
