@@ -243,7 +243,10 @@ class Run:
                 self._record_failure_outside_steps(exc)
             if not isinstance(exc, OperatorError):
                 # Unexpected: keep the traceback for diagnosis, in the run folder only, redacted.
-                self.artifacts.write_text("error-traceback.txt", "".join(traceback.format_exception(exc)))
+                try:
+                    self.artifacts.write_text("error-traceback.txt", "".join(traceback.format_exception(exc)))
+                except ArtifactError as unwritable:
+                    self.unwritable = self.unwritable or unwritable
         elif isinstance(exc, (KeyboardInterrupt, Terminated)):
             self.error = format_error("interrupted by " + ("SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"),
                                       f"run `{self.rerun}` again to finish; `inv verify` shows what serves now")
