@@ -52,6 +52,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
         shutil.copytree(path, snapshot / name, symlinks=True)
     live = world.current()
     assert live is not None
+    assert {"pg-data", "redis-data"} <= world.docker.volumes    # the data "nothing lost" is about
     return Baseline(world, snapshot, world.docker.copy(), world.env_file.read_text(), live)
 
 
