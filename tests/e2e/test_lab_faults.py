@@ -165,7 +165,8 @@ def test_ssh_dropped_mid_push(lab, note):
                                              f"done; {DROP_SSH}; echo dropped")
         res = lab.inv("deploy", "--update-only", extra={**QUIET, "SSH_RETRIES": "1"})
         assert watcher.communicate(timeout=30)[0].strip().endswith("dropped")
-        data = assert_ends_cleanly(lab, res, note, fix="inv deploy")
+        data = assert_ends_cleanly(lab, res, note, fix="run the same command again")
+        assert "SSH connection" in data["error"] and "dropped" in data["error"]
         assert {s["name"]: s["status"] for s in data["steps"]}["push"] == "failed", data["steps"]
         assert live_release(lab) == before
     finally:
@@ -291,7 +292,7 @@ def test_ssh_dropped_mid_cutover(lab, note):
                                          f" done; {DROP_SSH}; echo dropped")
     res = lab.inv("deploy", "--update-only", extra={**QUIET, **_recreates_api(), "SSH_RETRIES": "1"})
     assert watcher.communicate(timeout=30)[0].strip().endswith("dropped")
-    data = assert_ends_cleanly(lab, res, note, fix="inv deploy")
+    data = assert_ends_cleanly(lab, res, note, fix="run the same command again")
     assert {s["name"]: s["status"] for s in data["steps"]}.get("up") == "failed", data["steps"]
     assert data["details"].get("live_release") == live_release(lab), data["details"].get("live_release")
     recover(lab, note)
