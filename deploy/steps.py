@@ -4,6 +4,7 @@ does) and none reaches into another step's handle.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from remote import collect as remote_collect
 from remote import commands as cmd
 from remote import cloudinit, compose, images, lock, progress, sync
 from remote.connection import host_entry
-from remote.target import Target
+from remote.target import ConnectionLost, Target
 
 
 @dataclass(frozen=True)
@@ -328,6 +329,14 @@ def up(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str, wan
             sync.record_outcome(target, release_id, "failed")
             if fallback:
                 exc.message = f"{exc.message}; {_restore(run, target, spec, fallback, fallback_recreate)}"
+            raise
+        except ConnectionLost as exc:
+            # The next command opens a new connection: after a brief drop the live release can
+            # still be put back, and the run says which one serves (or that restoring failed too).
+            if fallback:
+                exc.message = f"{exc.message}; {_restore(run, target, spec, fallback, fallback_recreate)}"
+            with contextlib.suppress(OperatorError):
+                sync.record_outcome(target, release_id, "failed")
             raise
         run.record("up", {"recreated": result.recreated, "rebuilt": result.rebuilt, "replaced": result.replaced,
                           "services": {n: s.status for n, s in result.services.items()}})

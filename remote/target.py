@@ -60,7 +60,9 @@ class ConnectionLost(RemoteError):
 
 # What paramiko raises once its transport is gone ("SSH session not active", "Server connection
 # dropped"), and the socket errors under it.
-_DROPPED = (paramiko.SSHException, EOFError, ConnectionError)
+# A reconnect that finds nothing listening (the droplet rebooting) is NoValidConnectionsError.
+_DROPPED = (paramiko.SSHException, EOFError, ConnectionError, paramiko.ssh_exception.NoValidConnectionsError,
+            TimeoutError)
 
 
 class Executor(Protocol):

@@ -250,7 +250,6 @@ def test_dns_pointing_elsewhere(lab, note):
         assert "DNS WARNING" in out and f"point its A record at {STATE['ip']}" in out
         dns = next(c for c in data["checks"] if c["name"] == "dns")
         assert dns["status"] == "warn" and dns["observed"]["addresses"] == ["192.0.2.44"], dns
-        assert any("A record" in w for w in data["warnings"]), data["warnings"]
         assert lock_free(lab)
     finally:
         for zone, record in records:
@@ -308,13 +307,15 @@ def test_droplet_rebooted_mid_deploy(lab, note):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     out = res.stdout + res.stderr
+    fix = "run the same command again"
     if lock_free(lab):
-        assert_ends_cleanly(lab, res, note, fix="inv deploy")
-    else:
-        assert_ends_cleanly(lab, res, note, fix="inv deploy", lock="reported")
+        data = assert_ends_cleanly(lab, res, note, fix=fix)
+    else:   # the droplet was still booting when the deployer tried to release its lock
+        data = assert_ends_cleanly(lab, res, note, fix=fix, lock="reported")
         assert "--if-stale" in out
         released = lab.inv("lock.release", "--if-stale")
         assert released.returncode == 0, released.stdout + released.stderr
+    assert "SSH connection" in data["error"] and "NoValidConnectionsError" not in data["error"]
     recover(lab, note)
 
 
@@ -353,7 +354,7 @@ def test_a_build_killed_mid_way_changes_nothing_live_and_a_plain_retry_goes_live
                                          "sleep 0.3; pkill -KILL -f '[c]ompose .*build'; echo killed")
     res = lab.inv("deploy", "--update-only", extra=QUIET)
     assert watcher.communicate(timeout=60)[0].strip().endswith("killed")
-    data = assert_ends_cleanly(lab, res, note, fix="inv deploy")
+    data = assert_ends_cleanly(lab, res, note, fix="deploy again")
     assert {s["name"]: s["status"] for s in data["steps"]}["build"] == "failed", data["steps"]
     assert live_release(lab) == before
     assert _health(lab)[1]["versions"]["api"] != version

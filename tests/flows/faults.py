@@ -40,8 +40,10 @@ def track_steps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 @dataclass
 class Trap:
     """``action`` at the first call to an edge (cloud API, SSH connect, command, upload, checks)
-    made while step ``step`` runs (and naming ``match``): "ctrl-c", "sigterm", or "drop" (the SSH connection dies, and
-    every later command or upload on it fails as paramiko's do)."""
+    made while step ``step`` runs (and naming ``match``): "ctrl-c", "sigterm", "drop" (the SSH connection dies, and
+    every later command or upload on it fails as paramiko's do) "blip" (it dies under that one
+    call; the next command reconnects, as Fabric does) or "reboot" (it dies, and reconnecting
+    finds nothing listening)."""
 
     step: str
     action: str
@@ -52,12 +54,14 @@ class Trap:
 
     def __call__(self, edge: str, detail: str = "") -> None:
         if self.dropped and edge in ("run", "put"):
+            if self.action == "reboot":   # the reconnect finds nothing listening on port 22
+                raise paramiko.ssh_exception.NoValidConnectionsError({("203.0.113.10", 22): ConnectionRefusedError()})
             raise paramiko.SSHException("SSH session not active")
         if self.fired_at is not None or not self.running or self.running[-1] != self.step or self.match not in detail:
             return
         self.fired_at = f"{edge} {detail}".strip()
-        if self.action == "drop":
-            self.dropped = True
+        if self.action in ("drop", "blip", "reboot"):
+            self.dropped = self.action != "blip"
             raise paramiko.SSHException("SSH session not active")
         if self.action == "ctrl-c":
             raise KeyboardInterrupt

@@ -119,6 +119,31 @@ def test_a_dropped_ssh_connection_names_the_fix_and_the_lock_left_held(world, ba
     assert "Traceback" not in out.message and "error-traceback.txt" not in out.files
 
 
+def test_a_droplet_rebooting_mid_build_keeps_the_runs_own_error_and_reports_the_lock(world, baseline, running):
+    """The reconnects for the lock release and the collection meet a refused port 22: the run
+    still ends with its own error (the dropped connection), not the reconnect's."""
+    trap = Trap("build", "reboot", running).install(world)
+    out = _deploy(world, update_only=True)
+    assert trap.fired_at
+    assert_clean_ending(world, out, code=1, outcome="failed", live=baseline.live, lock="held", holder=ME,
+                        fix=["SSH connection to 203.0.113.10 dropped", "run the same command again",
+                             "inv lock.release --if-stale"], volumes=baseline.docker.volumes)
+    assert "NoValidConnectionsError" not in out.manifest["error"]
+
+
+def test_a_brief_drop_mid_up_switches_back_and_says_what_serves(world, baseline, running):
+    """The connection dies under the cutover and the next command reconnects (a network blip):
+    the live release is put back, and the run says which one serves."""
+    trap = Trap("up", "blip", running, match="--scale").install(world)
+    out = _deploy(world, update_only=True)
+    assert trap.fired_at
+    assert_clean_ending(world, out, code=1, outcome="failed", live=baseline.live,
+                        fix=["SSH connection to 203.0.113.10 dropped", f"still serving release {baseline.live}",
+                             "run the same command again"], volumes=baseline.docker.volumes)
+    assert out.manifest["details"]["live_release"] == baseline.live
+    assert release_meta_outcome(world, out) == "failed"
+
+
 # --- the droplet's disk fills ----------------------------------------------------------------
 
 def test_disk_full_during_the_upload_names_the_fix_and_leaves_no_partial_file(world, baseline):
