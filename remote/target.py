@@ -60,6 +60,9 @@ class ConnectionLost(RemoteError):
 
 # What paramiko raises once its transport is gone ("SSH session not active", "Server connection
 # dropped"), and the socket errors under it.
+# Fabric's exit code for a channel closed without an exit status: the session died under the
+# command (sshd killed, the droplet rebooting), which is no answer from the command at all.
+SESSION_ENDED = -1
 # A reconnect that finds nothing listening (the droplet rebooting) is NoValidConnectionsError.
 _DROPPED = (paramiko.SSHException, EOFError, ConnectionError, paramiko.ssh_exception.NoValidConnectionsError,
             TimeoutError)
@@ -154,6 +157,9 @@ class Target:
             result = self._exec().run(command, timeout=timeout)
         except _DROPPED as exc:
             raise self._lost(what or f"running `{command.split(None, 1)[0]}`", exc) from None
+        if check and result.exited == SESSION_ENDED:
+            raise self._lost(what or f"running `{command.split(None, 1)[0]}`", EOFError("the session ended "
+                                                                                        "without an exit status"))
         if check and not result.ok:
             raise RemoteCommandError(f"{what or command} failed on {self.host}: {result.tail()}", hint, result)
         return result
