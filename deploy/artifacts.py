@@ -8,7 +8,18 @@ import threading
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from deploy.errors import OperatorError
 from deploy.redact import REGISTRY, SecretRegistry, redact, redact_data
+
+LOGS_HINT = ("free space on that disk, or set LOGS_DIR to a folder with room; the droplet's side is "
+             "unaffected (`inv verify` shows what serves)")
+
+
+class ArtifactError(OperatorError):
+    """The run folder cannot be written (a full disk, say): the run's record is at stake."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        super().__init__(f"cannot write {path} ({exc.strerror or type(exc).__name__})", LOGS_HINT)
 
 
 class ArtifactWriter:
@@ -35,16 +46,24 @@ class ArtifactWriter:
         return self._write(relpath, json.dumps(redact_data(plain, self.registry), indent=2) + "\n")
 
     def _write(self, relpath: str, clean: str) -> Path:
-        path = self._target(relpath)
+        path = self.root / relpath
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(clean, encoding="utf-8")
-        os.replace(tmp, path)
+        try:
+            path = self._target(relpath)
+            tmp.write_text(clean, encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)   # no half file left behind
+            raise ArtifactError(path, exc) from None
         return path
 
     def append_text(self, relpath: str, text: str) -> None:
-        path = self._target(relpath)
-        with self._lock, path.open("a", encoding="utf-8") as fh:
-            fh.write(redact(text, self.registry))
+        try:
+            path = self._target(relpath)
+            with self._lock, path.open("a", encoding="utf-8") as fh:
+                fh.write(redact(text, self.registry))
+        except OSError as exc:
+            raise ArtifactError(self.root / relpath, exc) from None
 
     def inventory(self, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         """Every file in the folder with its size and sha256, for run.json."""

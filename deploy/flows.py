@@ -109,6 +109,7 @@ def verify(run: Run, settings: Settings, edges: Edges, hosts: Sequence[Host],
                               wiring.checks_config(settings))
     own = inventory is None
     inventory = inventory or wiring.inventory(settings, hosts, edges)
+    down: list[str] = []
     try:
         for target in inventory:
             if not target.connected:
@@ -121,15 +122,21 @@ def verify(run: Run, settings: Settings, edges: Edges, hosts: Sequence[Host],
                                      f"{settings['DEPLOY_USER']} and that port {settings['SSH_PORT']} is allowed from "
                                      "this machine (inv provision updates the allowlist)")
                     continue
-            steps.collect(run, target, wiring.collect_spec(settings))
+            collected = steps.collect(run, target, wiring.collect_spec(settings))
+            prefix = f"{target.name}: " if len(inventory) > 1 else ""
+            down += [prefix + s for s in steps.not_serving(collected.services)]
             steps.check_drift(run, target)
     finally:
         if own:
             inventory.close()
     failed = report.by_status("fail")
-    if failed:
-        raise steps.CheckFailures(f"{len(failed)} check(s) failed: " + ", ".join(r.name for r in failed),
-                                  "each check's observed value and message are in summary.md and http/ in the run folder")
+    if failed or down:
+        problems = ([f"{len(failed)} check(s) failed: " + ", ".join(r.name for r in failed)] if failed else []) \
+            + (["not running or not healthy: " + ", ".join(down)] if down else [])
+        raise steps.CheckFailures("; ".join(problems),
+                                  ("`inv up` starts the live release's stopped services again (their logs are in "
+                                   "remote/ in the run folder); " if down else "")
+                                  + "each check's observed value and message are in summary.md and http/ in the run folder")
 
 
 # -- the tasks ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ beside the known_hosts file (so a run interrupted between create and pin can sti
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,11 +48,12 @@ def key_file(known_hosts: Path, droplet_name: str) -> Path:
 
 def _write_owner_only(path: Path, text: str) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # A temp name of its own: two runs on this machine may write the same file at once.
+    tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o600)   # a leftover .tmp with a wider mode
+            os.fchmod(fd, 0o600)   # whatever the umask left
         fh.write(text)
     os.replace(tmp, path)
 

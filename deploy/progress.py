@@ -51,7 +51,8 @@ class Watcher:
         except Exception as exc:  # noqa: BLE001 - progress is a nicety: it must never fail the deploy
             self._failed = True
             if not (in_thread and self._stop.is_set()):   # after its step ended nobody needs to know
-                self._on_error(f"{type(exc).__name__}: {exc}")
+                # one line: an operator error's str() goes on with its fix, which is the step's business
+                self._on_error(f"{type(exc).__name__}: {getattr(exc, 'message', None) or (str(exc).splitlines() or [''])[0]}")
             return False
         if in_thread and self._stop.is_set():
             return False           # the step ended while this poll was in flight: too late to report

@@ -80,7 +80,11 @@ def print_console_summary(run: "Run") -> None:
         table.add_row(f"  {clean(c.get('name'))}", f"[{_STYLE.get(status, '')}]{MARK.get(status, status)}[/]",
                       escape(clean(human_line(c))))
     # The folder is named once, here, at the very end: the line an operator copies.
-    tail = [f"skipped: {s['what']}: {s['why']}" for s in run.skipped] + [f"run folder: {run.folder} (open report.html)"]
+    # A check that did not pass: its whole message, which names the fix (the row shows what it saw).
+    tail = [f"{c.get('name')} {c.get('status')}: {c.get('message')}" for c in run.checks
+            if c.get("status") in ("warn", "fail") and c.get("message")]
+    tail += [f"skipped: {s['what']}: {s['why']}" for s in run.skipped]
+    tail.append(f"run folder: {run.folder} (open report.html)")
     run.console.print(table)
     for line in tail:
         run.console.print(escape(clean(line)))

@@ -17,8 +17,8 @@ from typing import Any, Iterator
 
 from rich.console import Console
 
-from deploy.artifacts import ArtifactWriter
-from deploy.errors import ConfigError, OperatorError, Terminated
+from deploy.artifacts import ArtifactError, ArtifactWriter
+from deploy.errors import EXIT_FAILED, ConfigError, OperatorError, Terminated, format_error
 from deploy.progress import Poll, Progress
 from deploy.redact import REGISTRY, SecretRegistry, redact
 
@@ -105,6 +105,7 @@ class Run:
         self._partial_reasons: list[str] = []
         self._finished = False
         self._previous_sigterm: Any = None
+        self.unwritable: ArtifactError | None = None   # the first write into the folder that failed
         self._progress = Progress(self.console, self.log, self._keep)
         self.log(f"run {self.id}: {self.command}")
 
@@ -118,11 +119,19 @@ class Run:
         clean = redact(message, self.registry)
         stamp = _utc_now().strftime("%H:%M:%S")
         self.console.print(f"[dim]{stamp}[/dim] {_escape(clean)}", style=style or None)
-        self.artifacts.append_text("run.log", f"{stamp} {clean}\n")
+        self._append_log(f"{stamp} {clean}\n")
 
     def _keep(self, message: str) -> None:
         """A line for run.log only (the live display already shows it on the terminal)."""
-        self.artifacts.append_text("run.log", f"{_utc_now().strftime('%H:%M:%S')} {redact(message, self.registry)}\n")
+        self._append_log(f"{_utc_now().strftime('%H:%M:%S')} {redact(message, self.registry)}\n")
+
+    def _append_log(self, line: str) -> None:
+        """run.log; a folder that cannot be written (a full disk) must not stop the run's own
+        cleanup (lock release, switching back): it is reported when the run ends."""
+        try:
+            self.artifacts.append_text("run.log", line)
+        except ArtifactError as exc:
+            self.unwritable = self.unwritable or exc
 
     # -- live progress -----------------------------------------------------------------------------
     def progress(self, step: str, item: str, state: str) -> None:
@@ -234,9 +243,13 @@ class Run:
                 self._record_failure_outside_steps(exc)
             if not isinstance(exc, OperatorError):
                 # Unexpected: keep the traceback for diagnosis, in the run folder only, redacted.
-                self.artifacts.write_text("error-traceback.txt", "".join(traceback.format_exception(exc)))
+                try:
+                    self.artifacts.write_text("error-traceback.txt", "".join(traceback.format_exception(exc)))
+                except ArtifactError as unwritable:
+                    self.unwritable = self.unwritable or unwritable
         elif isinstance(exc, (KeyboardInterrupt, Terminated)):
-            self.error = "interrupted by " + ("SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C")
+            self.error = format_error("interrupted by " + ("SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"),
+                                      f"run `{self.rerun}` again to finish; `inv verify` shows what serves now")
         self.ended_at = _utc_now()
         self.duration = self._elapsed()
         if self.error:
@@ -245,16 +258,36 @@ class Run:
         from deploy import report, report_html  # late import: reports read a finished Run
 
         # The console summary appends to run.log, so it comes before the inventory in run.json.
-        report.print_console_summary(self)
-        # Each file on its own: a failure writing one never costs the run the others.
         try:
-            self.artifacts.write_text("summary.md", report.summary_markdown(self))
-        finally:
+            report.print_console_summary(self)
+        except ArtifactError as exc:
+            self.unwritable = self.unwritable or exc
+        if self.unwritable is not None and not self.exit_code:   # a run without its record did not succeed
+            self.outcome, self.exit_code = "failed", EXIT_FAILED
+        # Each file on its own: a failure writing one never costs the run the others.
+        errors: list[Exception] = []
+        for write in (lambda: self.artifacts.write_text("summary.md", report.summary_markdown(self)),
+                      lambda: self.artifacts.write_text(
+                          "report.html", report_html.render(self.manifest(), partial(redact, registry=self.registry))),
+                      lambda: self.artifacts.write_json("run.json", self.manifest())):
             try:
-                self.artifacts.write_text("report.html",
-                                          report_html.render(self.manifest(), partial(redact, registry=self.registry)))
-            finally:
-                self.artifacts.write_json("run.json", self.manifest())
+                write()
+            except ArtifactError as exc:
+                self.unwritable = self.unwritable or exc
+            except Exception as exc:  # noqa: BLE001 - raised below, once the other files are written
+                errors.append(exc)
+        if self.unwritable is not None:
+            self.console.print(_escape(format_error(f"the run folder {self.folder} is incomplete: "
+                                                    f"{self.unwritable.message}", self.unwritable.hint)),
+                               style="bold red")
+        if errors:
+            raise errors[0]
+
+    @property
+    def rerun(self) -> str:
+        """The `inv` command that runs this task again (what an interrupted run's fix names)."""
+        flag = " --update-only" if (self.task, self.mode) == ("deploy", "update") else ""
+        return f"inv {self.task.replace('-', '.')}{flag}"
 
     def manifest(self) -> dict[str, Any]:
         return {

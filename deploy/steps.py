@@ -4,6 +4,7 @@ does) and none reaches into another step's handle.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from remote import collect as remote_collect
 from remote import commands as cmd
 from remote import cloudinit, compose, images, lock, progress, sync
 from remote.connection import host_entry
-from remote.target import Target
+from remote.target import ConnectionLost, Target
 
 
 @dataclass(frozen=True)
@@ -163,12 +164,27 @@ def locked(run: Run, target: Target, release: str | None, wait: float) -> Iterat
         step.note(f"taken by {holder.who}" + (f" for release {release}" if release else ""))
     try:
         yield holder
-    finally:
+    except BaseException:
+        _unlock(run, target, holder, failing=True)
+        raise
+    _unlock(run, target, holder, failing=False)
+
+
+def _unlock(run: Run, target: Target, holder: lock.LockHolder, failing: bool) -> None:
+    """Release the lock while it is ours. When that fails (the connection is gone), say who holds
+    it and how to free it; the run's own error, if any, stays the one reported."""
+    try:
         if lock.release_if_ours(target, holder):
             run.log("deploy lock released")
         else:
             run.warn("the deploy lock was no longer ours (force-released?); left it to its current holder "
                      f"({lock.status(target)})")
+    except OperatorError as exc:
+        run.warn(f"the deploy lock {target.layout.lock_dir} on {target.host} is still held by {holder.describe()}: "
+                 f"releasing it failed ({exc.message}); once this run has ended, `inv lock.release --if-stale` "
+                 "releases it")
+        if not failing:
+            raise
 
 
 def push(run: Run, target: Target, local: sync.LocalRelease, env_content: str,
@@ -298,13 +314,14 @@ def up(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str, wan
     release's image ids). On failure, switch back to ``fallback`` and start it again, so the run
     can say which release is serving."""
     with run.step("up") as step:
-        stop_first = compose.in_place(target, spec, recreate)
-        run.record("recreated_in_place", stop_first)
-        if stop_first:  # said before it happens: these have one container, replaced stop-first
-            run.log(f"recreated in place, a brief interruption for what uses them: {', '.join(stop_first)}")
         try:
+            # `current` names the new release already: from here on an interrupt switches back
             with _interruptible(run, target, release_id, fallback,
                                 restore=lambda: _restore(run, target, spec, fallback, fallback_recreate)):
+                stop_first = compose.in_place(target, spec, recreate)
+                run.record("recreated_in_place", stop_first)
+                if stop_first:  # said before it happens: these have one container, replaced stop-first
+                    run.log(f"recreated in place, a brief interruption for what uses them: {', '.join(stop_first)}")
                 result = compose.cutover(target, spec, services_to_recreate=recreate)
                 _ensure_wanted(target, spec, result, wanted)
         except compose.ComposeError as exc:
@@ -312,6 +329,14 @@ def up(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str, wan
             sync.record_outcome(target, release_id, "failed")
             if fallback:
                 exc.message = f"{exc.message}; {_restore(run, target, spec, fallback, fallback_recreate)}"
+            raise
+        except ConnectionLost as exc:
+            # The next command opens a new connection: after a brief drop the live release can
+            # still be put back, and the run says which one serves (or that restoring failed too).
+            if fallback:
+                exc.message = f"{exc.message}; {_restore(run, target, spec, fallback, fallback_recreate)}"
+            with contextlib.suppress(OperatorError):
+                sync.record_outcome(target, release_id, "failed")
             raise
         run.record("up", {"recreated": result.recreated, "rebuilt": result.rebuilt, "replaced": result.replaced,
                           "services": {n: s.status for n, s in result.services.items()}})
@@ -425,6 +450,18 @@ def collect(run: Run, target: Target, spec: remote_collect.CollectSpec) -> remot
         else:
             step.note(f"{len(result.written)} files")
     return result
+
+
+def not_serving(services: list[dict]) -> list[str]:
+    """"service (state)" for each collected container that is not running, or whose
+    healthcheck is not passing (a container without a healthcheck has no health)."""
+    out = []
+    for s in services:
+        if s.get("state") != "running":
+            out.append(f"{s.get('service')} ({s.get('state')})")
+        elif s.get("health") not in ("", "healthy"):
+            out.append(f"{s.get('service')} ({s.get('health')})")
+    return out
 
 
 def list_releases(run: Run, target: Target) -> list[sync.ReleaseInfo]:

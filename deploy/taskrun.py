@@ -11,7 +11,8 @@ from typing import Any, Callable, Mapping
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from deploy.errors import OperatorError
+from deploy.artifacts import LOGS_HINT
+from deploy.errors import EXIT_FAILED, OperatorError
 from deploy.redact import redact_mapping
 from deploy.run import Run
 from deploy.settings import KEYS, Settings, load_settings, read_env_file
@@ -94,7 +95,11 @@ def run_task(c: Any, task: str, mode: str, flags: Mapping[str, Any], env_file: s
     except OperatorError as exc:
         settings_error = exc
         folder, timestamp = _fallback_logs(config, flags, env_file)
-    run = Run(folder, task, mode, sys.argv, timestamp=timestamp, console=console)
+    try:
+        run = Run(folder, task, mode, sys.argv, timestamp=timestamp, console=console)
+    except OSError as exc:  # nothing has happened yet, and there is no folder to record it in
+        raise Exit(message=f"{task}: cannot create a run folder under {folder} "
+                           f"({exc.strerror or type(exc).__name__})\n  fix: {LOGS_HINT}", code=EXIT_FAILED) from None
     try:
         with run:
             with run.step("settings", since=started):

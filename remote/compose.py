@@ -69,6 +69,12 @@ class UpResult:
     replaced: list[str] = field(default_factory=list)   # replaced start-first, new beside old
 
 
+DISK_FULL = "no space left on device"
+DISK_FULL_HINT = ("free space on the droplet: `docker system prune` removes unused images and build cache, a "
+                  "lower RELEASES_KEEP keeps fewer releases, a higher MIN_FREE_MB refuses a deploy up front "
+                  "when there is too little room; then deploy again")
+
+
 class ComposeError(RemoteError):
     """A service failed to build or become healthy; ``diagnostics`` maps file name -> text.
 
@@ -225,9 +231,12 @@ def build(target: Target, spec: ComposeSpec, release_id: str, services: set[str]
     timed_out = res.exited is None or (spec.build_timeout and "timed out" in text.lower())
     reason = (f"image build did not finish within {spec.build_timeout} s" if timed_out
               else "image build failed")
-    raise ComposeError(service, reason, diagnostics(target, spec, [], {"compose-build.txt": text}),
-                       hint="read compose-build.txt in the run folder (the failing Dockerfile "
-                            "step is near its end); fix it and deploy again")
+    hint = ("read compose-build.txt in the run folder (the failing Dockerfile "
+            "step is near its end); fix it and deploy again")
+    if DISK_FULL in text.lower():   # not the Dockerfile's fault: say so, and how to make room
+        reason += f": the droplet's disk is full ({DISK_FULL})"
+        hint = DISK_FULL_HINT
+    raise ComposeError(service, reason, diagnostics(target, spec, [], {"compose-build.txt": text}), hint=hint)
 
 
 def up(target: Target, spec: ComposeSpec, services_to_recreate: Iterable[str] = ()) -> UpResult:

@@ -307,6 +307,29 @@ def _require_free_space(target: Target, free_mb: int | None, min_free_mb: int) -
         "stack's builds need less")
 
 
+def _after_failed_upload(target: Target, release_id: str, archive_bytes: int, exc: RemoteError) -> None:
+    """Remove the half-made release (the upload and staging folder would otherwise hold the disk
+    until the next push) and, when the disk is what ran out, say so instead of SFTP's bare
+    'Failure'. Best effort: over a dropped connection the original error is the one to report."""
+    layout = target.layout
+    try:
+        target.run(cmd.remove_releases(layout, [posixpath.basename(layout.upload(release_id)),
+                                                posixpath.basename(layout.staging(release_id))]),
+                   "removing the half-made release")
+        free_mb = release_state(target)[3]
+    except Exception:  # noqa: BLE001 - the connection may be the fault; report the original
+        return
+    needed_mb = max(1, archive_bytes // (1024 * 1024))
+    if free_mb is not None and free_mb <= needed_mb * 4:
+        raise ReleaseError(
+            f"the droplet's disk is full: no space left in {layout.releases} on {target.host} while uploading "
+            f"release {release_id} ({free_mb} MB free now, its upload alone is {needed_mb} MB); nothing was "
+            f"switched and the half-made release was removed",
+            "free space on the droplet: `docker system prune` removes unused images and build cache, a lower "
+            "RELEASES_KEEP keeps fewer releases, or resize the droplet's disk; MIN_FREE_MB makes the deployer "
+            "refuse before uploading when less than that is free") from exc
+
+
 def read_release_meta(target: Target, release_id: str) -> dict | None:
     res = target.run(cmd.cat_release_meta(target.layout, release_id), check=False)
     if not res.ok:
@@ -391,10 +414,14 @@ def push(target: Target, local: LocalRelease, env_content: str, by: str = "", mi
     archive = build_archive(local.root, [p for p in changed if p not in local.overlay],
                             {RELEASE_META: json.dumps(meta, indent=1, sort_keys=True).encode(),
                              **{p: local.overlay[p] for p in changed if p in local.overlay}})
-    target.put(layout.upload(release_id), archive)
-    target.run(cmd.extract_archive(layout.upload(release_id), staging), "unpacking the release", timeout=600)
-    target.put(posixpath.join(staging, RELEASE_ENV), env_content.encode("utf-8"), mode=0o600)
-    target.run(cmd.rename(staging, layout.release(release_id)), "publishing the release")
+    try:
+        target.put(layout.upload(release_id), archive)
+        target.run(cmd.extract_archive(layout.upload(release_id), staging), "unpacking the release", timeout=600)
+        target.put(posixpath.join(staging, RELEASE_ENV), env_content.encode("utf-8"), mode=0o600)
+        target.run(cmd.rename(staging, layout.release(release_id)), "publishing the release")
+    except RemoteError as exc:
+        _after_failed_upload(target, release_id, len(archive), exc)
+        raise
     services = services_for_changes(local.compose, changed + removed, local.compose_dir) if local.compose else None
     return PushResult(release_id=release_id, changed=changed, removed=removed,
                       bytes_sent=len(archive), files_total=len(manifest),

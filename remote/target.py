@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import fabric
+import paramiko
 from invoke.exceptions import CommandTimedOut
 
 from remote.errors import RemoteError
@@ -51,6 +52,20 @@ class RemoteCommandError(RemoteError):
     def __init__(self, message: str, hint: str, result: Result) -> None:
         super().__init__(message, hint)
         self.result = result
+
+
+class ConnectionLost(RemoteError):
+    """The SSH connection dropped under a command or an upload (network, reboot, sshd gone)."""
+
+
+# What paramiko raises once its transport is gone ("SSH session not active", "Server connection
+# dropped"), and the socket errors under it.
+# Fabric's exit code for a channel closed without an exit status: the session died under the
+# command (sshd killed, the droplet rebooting), which is no answer from the command at all.
+SESSION_ENDED = -1
+# A reconnect that finds nothing listening (the droplet rebooting) is NoValidConnectionsError.
+_DROPPED = (paramiko.SSHException, EOFError, ConnectionError, paramiko.ssh_exception.NoValidConnectionsError,
+            TimeoutError)
 
 
 class Executor(Protocol):
@@ -92,6 +107,8 @@ class SshExecutor:
                 fh.set_pipelined(True)
                 fh.write(data)
             self._sftp.posix_rename(tmp, path)
+        except ConnectionError:
+            raise       # the connection dropped, not the disk: Target.put says so
         except OSError as exc:  # paramiko's IOError; a full disk is only "Failure" (SSH_FX_FAILURE)
             with contextlib.suppress(OSError):
                 self._sftp.remove(tmp)
@@ -136,13 +153,28 @@ class Target:
             hint: str = DEFAULT_HINT) -> Result:
         """Run ``command``. With ``check`` a failure raises RemoteCommandError naming ``what``,
         the host and the command's last stderr line; without, the Result is returned as is."""
-        result = self._exec().run(command, timeout=timeout)
+        try:
+            result = self._exec().run(command, timeout=timeout)
+        except _DROPPED as exc:
+            raise self._lost(what or f"running `{command.split(None, 1)[0]}`", exc) from None
+        if check and result.exited == SESSION_ENDED:
+            raise self._lost(what or f"running `{command.split(None, 1)[0]}`", EOFError("the session ended "
+                                                                                        "without an exit status"))
         if check and not result.ok:
             raise RemoteCommandError(f"{what or command} failed on {self.host}: {result.tail()}", hint, result)
         return result
 
     def put(self, path: str, data: bytes, mode: int | None = None) -> None:
-        self._exec().put(path, data, mode)
+        try:
+            self._exec().put(path, data, mode)
+        except _DROPPED as exc:
+            raise self._lost(f"writing {path}", exc) from None
+
+    def _lost(self, what: str, exc: BaseException) -> ConnectionLost:
+        return ConnectionLost(f"the SSH connection to {self.host} dropped while {what} "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'closed'})",
+                              "check the droplet is up (DigitalOcean console) and reachable from here, then run "
+                              "the same command again: it starts over from what is on the droplet")
 
     def close(self) -> None:
         if self.executor is not None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,23 @@ def test_bad_keys_are_refused(key):
 def test_bad_release_roots_are_refused(base):
     with pytest.raises(CloudInitError, match="release root"):
         _user_data(base_dir=base)
+
+
+def test_two_runs_keeping_a_host_key_at_once_do_not_trip_over_each_other(tmp_path):
+    """Two full deploys on one machine keep their pending keys at the same moment (provisioning
+    runs before the deploy lock): a shared temp file name made one fail with FileNotFoundError."""
+    keys = [hostkey.generate(), hostkey.generate()]
+    failures: list[BaseException] = []
+
+    def keep(key: hostkey.HostKey) -> None:
+        for _ in range(100):
+            try:
+                hostkey.save_pending(key, tmp_path / "known_hosts", "stackdeploy-1")
+            except OSError as exc:
+                failures.append(exc)
+    threads = [threading.Thread(target=keep, args=(k,)) for k in keys]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []

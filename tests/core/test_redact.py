@@ -147,6 +147,15 @@ def test_a_registered_secret_split_across_lines_is_masked():
     assert out.count("\n") == text.count("\n") and out.endswith(" tail\n")
 
 
+@pytest.mark.parametrize("brk", ["\\\n    ", "\r\n", "\n\t", "\n"])
+def test_a_secret_wrapped_by_a_shell_continuation_or_indent_is_masked_whole_and_nothing_else(brk):
+    secret, other = "Wrapped-Secret-0123456789abcdef", "Another-Secret-fedcba9876543210"
+    reg = make_registry(secret, other)
+    text = f"keep me\nx {secret[:5]}{brk}{secret[5:20]}{brk}{secret[20:]} y {other} z\nand me"
+    out = redact(text, reg)
+    assert out == f"keep me\nx {MASK}" + "\n" * 2 + f" y {MASK} z\nand me"
+
+
 def test_short_registered_values_are_masked_in_key_value_contexts_only():
     reg = make_registry("Ab1x")  # under MIN_SECRET_VALUE_LENGTH: too short to replace everywhere
     assert redact("built Ab1x layers", reg) == "built Ab1x layers"

@@ -2,6 +2,7 @@
 fake edges of tests/flows/fakes.py. Each flow runs through deploy.taskrun.run_task, as `inv` does."""
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import json
@@ -23,9 +24,15 @@ from deploy.run import Run
 from deploy.taskrun import PROJECT_ROOT, run_task
 from deploy.wiring import Edges
 from remote.target import Target
-from tests.flows.fakes import FakeChecks, FakeCloud, FakeDocker, FakeDroplet
+from tests.flows.fakes import Fault, FakeChecks, FakeCloud, FakeDocker, FakeDroplet
 
 BCRYPT_CHARS = string.ascii_letters + string.digits + "./"
+
+
+@functools.lru_cache(maxsize=1)
+def _invoke_yaml() -> dict:
+    # Parsed once (pure-Python safe_load: ~40 ms a run); each run gets its own copy.
+    return yaml.safe_load((PROJECT_ROOT / "invoke.yaml").read_text())
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,12 +85,17 @@ class World:
     droplets: list[FakeDroplet] = field(default_factory=list)
     connector: Callable | None = None   # replaces the fake droplet's connector (e.g. Unreachable())
     cloud_init: list[str] | None = None  # what new fake droplets answer cloud-init's probe with
+    fault: Fault | None = None           # called at each connect, command and upload (tests/flows/faults.py)
+    disk_full_on: str | None = None      # uploads to paths containing this fail as on a full disk
 
     @property
     def edges(self) -> Edges:
         def connect(ssh) -> Callable[[bool], FakeDroplet]:
             def open_(quick: bool) -> FakeDroplet:
-                droplet = FakeDroplet(self.base, self.docker, host=ssh.host)
+                if self.fault is not None:
+                    self.fault("connect", ssh.host)
+                droplet = FakeDroplet(self.base, self.docker, host=ssh.host, fault=self.fault)
+                droplet.disk_full_on = self.disk_full_on
                 if self.cloud_init is not None:
                     droplet.cloud_init = list(self.cloud_init)
                 self.droplets.append(droplet)
@@ -99,17 +111,20 @@ class World:
 
     def invoke(self, task: str, flow: Callable[..., Any], mode: str = "full", **kwargs: Any) -> Outcome:
         """Run ``flow`` the way `inv <task>` does: settings, Run, exit code."""
-        config = yaml.safe_load((PROJECT_ROOT / "invoke.yaml").read_text())
-        c = SimpleNamespace(config=config)
+        c = SimpleNamespace(config=copy.deepcopy(_invoke_yaml()))
         out = io.StringIO()
         runs_before = set(self.logs.glob("*")) if self.logs.exists() else set()
+        started: list[Run] = []     # this call's Run (several may run at once, in threads)
+
+        def body(run: Run, s: Any) -> Any:
+            started.append(run)
+            return flow(run, s, edges=self.edges, **kwargs)
         try:
-            run = run_task(c, task, mode, {}, str(self.env_file),
-                           lambda run, s: flow(run, s, edges=self.edges, **kwargs),
-                           console=Console(file=out, width=200))
+            run = run_task(c, task, mode, {}, str(self.env_file), body, console=Console(file=out, width=200))
             return Outcome(run, 0, out.getvalue())
         except Exit as exc:
-            folder = max(set(self.logs.glob("*")) - runs_before)
+            made = set(self.logs.glob("*")) - runs_before
+            folder = started[0].folder if started else max(made, default=None)   # None: no folder was made
             run = SimpleNamespace(folder=folder)
             return Outcome(run, exc.code, out.getvalue() + str(exc.message or ""))  # type: ignore[arg-type]
 
@@ -138,6 +153,11 @@ def _copy_stack(dest: Path) -> Path:
 
 @pytest.fixture
 def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
+
+
+def make_world(tmp_path: Path) -> World:
+    """A world in ``tmp_path``: an SSH key, a stack copy, an empty droplet and an env file."""
     key = tmp_path / "keys" / "id_ed25519"
     key.parent.mkdir()
     key.write_text("not used: the fake droplet takes no key\n")

@@ -21,13 +21,18 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+from unittest import mock
 
 import yaml
 
 from deploy import checks, cloud
+from deploy.checks import dns as dns_check
+from deploy.checks.context import Context
 from deploy.checks.model import CheckResult, ChecksReport
 from remote.connection import SshError
-from remote.target import Result
+from remote.target import Result, SshExecutor
 
 _ids = itertools.count(1)
 
@@ -57,6 +62,11 @@ class FakeDocker:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (start|stop, service, container id)
     migrations: list[list[str]] = field(default_factory=list)          # one-off `compose run` argv
     interrupt_at: str | None = None    # "build" or "scale <service>": the operator presses Ctrl-C there, once
+    build_output: tuple[int, str] | None = None   # (exit, stderr) every `compose build` ends with (e.g. disk full)
+    # Named volumes (the data: PostgreSQL, Redis, ACME) created by `up`, and every command that
+    # would delete one: a deploy must never send such a command, whatever fault it meets.
+    volumes: set[str] = field(default_factory=set)
+    volume_removals: list[list[str]] = field(default_factory=list)
 
     def _start(self, name: str, definition: dict, image: str) -> Container:
         # distinct in their first 12 characters, the short id `compose ps` shows (as docker's are)
@@ -79,6 +89,19 @@ class FakeDocker:
                 if heir is not None:                     # the new container is the service's now
                     self.containers[c.service] = self.extra.pop(heir.id)
 
+    def copy(self) -> "FakeDocker":
+        """The engine's state (images, containers, volumes) without its history: a droplet snapshot."""
+        return FakeDocker(images=dict(self.images), volumes=set(self.volumes),
+                          containers={n: dataclasses.replace(c) for n, c in self.containers.items()},
+                          extra={i: dataclasses.replace(c) for i, c in self.extra.items()})
+
+    def _removes_volumes(self, argv: list[str]) -> bool:
+        if argv[:3] in (["docker", "volume", "rm"], ["docker", "volume", "prune"]):
+            return True
+        if "--volumes" in argv and ("prune" in argv or "down" in argv):
+            return True
+        return argv[:2] == ["docker", "compose"] and ("down" in argv or "rm" in argv) and "-v" in argv
+
     def _maybe_interrupt(self, where: str) -> None:
         if self.interrupt_at == where:
             self.interrupt_at = None
@@ -92,6 +115,10 @@ class FakeDocker:
     def handle(self, argv: list[str], command: str) -> Result:
         with self._lock:
             self.calls.append(argv)
+            if self._removes_volumes(argv):   # recorded, and done, so the loss shows
+                self.volume_removals.append(argv)
+                self.volumes.difference_update(set(self.volumes) if {"prune", "down"} & set(argv) else argv)
+                return Result(command, 0, "")
             return self._handle(argv, command)
 
     def _handle(self, argv: list[str], command: str) -> Result:
@@ -136,6 +163,8 @@ class FakeDocker:
         services = [a for a in args if not a.startswith("-") and not a.isdigit()]
         if sub == "build":
             self._maybe_interrupt("build")
+            if self.build_output is not None:
+                return Result(command, self.build_output[0], "", self.build_output[1])
             return self._build(compose, opts["--project-directory"], services or _buildable(compose), command)
         if sub == "run":
             self.migrations.append(args)
@@ -188,6 +217,8 @@ class FakeDocker:
                 return Result(command, 1, "", f"pull access denied for {ref}, repository does not exist\n")
             image = self.images.get(ref, ref)
             definition = compose.get(name) or {}
+            self.volumes |= {v.split(":")[0] for v in definition.get("volumes") or []
+                             if isinstance(v, str) and not v.startswith((".", "/"))}
             old = self.containers.get(name)
             if old is not None and not force and old.config_hash == _hash(definition):
                 continue
@@ -319,21 +350,69 @@ def _shell() -> _Shell:
     return _Shell()
 
 
-class FakeDroplet:
-    """An executor for remote.target.Target: shell for files, FakeDocker for docker and curl."""
+class _LocalSftp:
+    """The part of paramiko's SFTPClient that SshExecutor.put uses, on this machine's files.
+    ``full``: every write fails as SFTP reports a full disk (a bare "Failure", SSH_FX_FAILURE)."""
 
-    def __init__(self, root: Path, docker: FakeDocker, host: str = "203.0.113.10") -> None:
+    def __init__(self, full: bool = False) -> None:
+        self.full = full
+
+    def open(self, path: str, mode: str) -> "_LocalSftp._File":
+        return self._File(path, self.full)
+
+    def posix_rename(self, src: str, dest: str) -> None:
+        os.replace(src, dest)
+
+    def remove(self, path: str) -> None:
+        os.remove(path)
+
+    class _File:
+        def __init__(self, path: str, full: bool) -> None:
+            self.path, self.full = path, full
+            Path(path).write_bytes(b"")       # created on open, as an SFTP open does
+
+        def __enter__(self) -> "_LocalSftp._File":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def chmod(self, mode: int) -> None:
+            os.chmod(self.path, mode)
+
+        def set_pipelined(self, flag: bool) -> None:
+            return None
+
+        def write(self, data: bytes) -> None:
+            if self.full:
+                raise OSError("Failure")
+            with open(self.path, "ab") as fh:
+                fh.write(data)
+
+
+Fault = Callable[[str, str], None]   # (edge, detail): may raise, e.g. ("run", command), ("put", path)
+
+
+class FakeDroplet:
+    """An executor for remote.target.Target: shell for files, FakeDocker for docker and curl.
+    Files are written through the real SshExecutor.put over a local stand-in for SFTP."""
+
+    def __init__(self, root: Path, docker: FakeDocker, host: str = "203.0.113.10", fault: Fault | None = None) -> None:
         self.root = root
         self.docker = docker
         self.host = host
         self.commands: list[str] = []
         self.closed = False
         self.files_put: list[str] = []
+        self.fault = fault          # called before each command and upload (tests/flows/faults.py)
+        self.disk_full_on: str | None = None   # uploads to paths containing this fail as on a full disk
         # What cloud-init's probe answers, one per poll; the last one repeats.
         self.cloud_init = ['state: done\n{"v1": {"datasource": "DataSourceNoCloud", "errors": []}}']
 
     def run(self, command: str, timeout: float | None = None) -> Result:
         self.commands.append(command)
+        if self.fault is not None:
+            self.fault("run", command)
         if "/run/cloud-init/result.json" in command:   # remote.commands.cloud_init_state
             answer = self.cloud_init.pop(0) if len(self.cloud_init) > 1 else self.cloud_init[0]
             return Result(command, 0, answer + "\n")
@@ -353,11 +432,10 @@ class FakeDroplet:
 
     def put(self, path: str, data: bytes, mode: int | None = None) -> None:
         self.files_put.append(path)
-        tmp = Path(path + ".tmp-put")
-        tmp.write_bytes(data)
-        if mode is not None:
-            tmp.chmod(mode)
-        tmp.replace(path)
+        if self.fault is not None:
+            self.fault("put", path)
+        sftp = _LocalSftp(full=bool(self.disk_full_on) and self.disk_full_on in path)
+        SshExecutor(SimpleNamespace(host=self.host, sftp=lambda: sftp)).put(path, data, mode)
 
     def close(self) -> None:
         self.closed = True
@@ -424,13 +502,22 @@ class FakeChecks:
 
     failing: set[str] = field(default_factory=set)
     calls: list[str] = field(default_factory=list)
+    dns_answer: list[str] | None = None   # what the domain resolves to: the real dns check judges it
 
     def __call__(self, target: checks.CheckTarget, config: checks.ChecksConfig) -> ChecksReport:
         self.calls.append(target.ip)
         names = ("home", "api-health", "tls", "headers")
         results = [CheckResult(name=n, status="fail" if n in self.failing else "pass", observed="ok",
                                expected="ok", message=f"{n} answered") for n in names]
-        return ChecksReport(results=results, files={"http/home.txt": "HTTP/2 200\n"})
+        files = {"http/home.txt": "HTTP/2 200\n"}
+        if self.dns_answer is not None:
+            answer = list(self.dns_answer)
+            ctx = Context(target, config, session=None)  # type: ignore[arg-type] - the dns check sends no HTTP
+            with mock.patch.object(dns_check, "resolve", lambda name: answer), \
+                    mock.patch.object(dns_check, "ask", lambda name, rdtype, servers, timeout: answer):
+                results.insert(0, dns_check.check_dns(ctx))
+            files.update(ctx.files)
+        return ChecksReport(results=results, files=files)
 
 
 class Unreachable:

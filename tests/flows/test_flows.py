@@ -151,6 +151,19 @@ def test_verify_over_ssh_collects_without_taking_the_lock(world):
     assert "remote/compose-ps.json" in out.files
 
 
+def test_verify_fails_naming_a_stopped_service_and_inv_up(world):
+    """Checks from outside do not see every service (beat, the worker): a stopped one must
+    still fail verify, by name, with the command that starts it again."""
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    world.docker.containers["beat"].state = "exited"
+    world.docker.containers["redis"].health = "unhealthy"
+    out = world.invoke("verify", flows.verify_only, mode="verify")
+    assert out.exit_code == 1 and out.manifest["outcome"] == "failed"
+    assert "beat (exited)" in out.message and "redis (unhealthy)" in out.message
+    assert "inv up" in out.message
+    assert "remote/compose-ps.json" in out.files
+
+
 def test_verify_without_a_token_or_droplet_ip_is_partial_and_says_why(world):
     world.set_env(DIGITALOCEAN_TOKEN=None)
     out = world.invoke("verify", flows.verify_only, mode="verify")

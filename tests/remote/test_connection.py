@@ -4,12 +4,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import subprocess
+import threading
 import time
 
 import paramiko
 import pytest
 
 from remote.connection import SshError, SshTarget, connect, load_key
+from remote.layout import ReleaseLayout
+from remote.target import ConnectionLost, SshExecutor, Target
 from tests.remote.sshd import free_port, keygen, pin
 
 
@@ -168,3 +172,25 @@ def test_known_hosts_is_written_owner_only_and_a_repin_replaces_the_entry(tmp_pa
     assert lines[-1] == f"[127.0.0.1]:2222 ssh-ed25519 {new.get_base64()}"
     assert old.get_base64() not in path.read_text()   # a reused address keeps one key, the new one
     assert len(lines) == (1 if existing_mode is None else 2)
+
+
+def test_a_session_killed_under_a_command_is_a_lost_connection_not_a_failed_command(sshd, target, tmp_path):
+    """A droplet rebooting (or its sshd killed) ends the channel without an exit status: Fabric
+    reports exit -1. That is a lost connection with its fix, not "<command> failed" with a hint
+    about disk space, and the next command reconnects."""
+    conn = connect(target)
+    host = Target(name="sshd", host=conn.host, layout=ReleaseLayout(str(tmp_path / "base")),
+                  connector=lambda quick: SshExecutor(conn)).open()
+    try:
+        def kill_the_session() -> None:
+            time.sleep(1)       # the command is running: its session's sshd is a child of the listener
+            subprocess.run(["pkill", "-KILL", "-P", str(sshd.proc.pid)], check=True)
+        killer = threading.Thread(target=kill_the_session)
+        killer.start()
+        with pytest.raises(ConnectionLost) as lost:
+            host.run("sleep 20", "waiting")
+        killer.join()
+        assert "dropped while waiting" in lost.value.message and "run the same command again" in lost.value.hint
+        assert host.run("echo back").stdout.strip() == "back"       # the next command reconnects
+    finally:
+        host.close()
