@@ -24,7 +24,7 @@ import requests
 from lab import config as labconfig
 from lab.docker import docker, list_labelled
 from tests.e2e.conftest import REPO
-from tests.e2e.test_lab_deploy import QUIET, STATE, api
+from tests.e2e.test_lab_deploy import QUIET, STATE, _notes, api
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 
@@ -47,15 +47,6 @@ def as_root(lab, script: str, timeout: float = 120) -> str:
 def in_background_as_root(lab, script: str) -> subprocess.Popen:
     return subprocess.Popen(["docker", "exec", _droplet(lab), "sh", "-c", script],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _notes(lab) -> list[str]:
-    session, base = api(lab, STATE["ip"])
-    r = session.get(f"{base}/notes", timeout=15)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    items = body if isinstance(body, list) else body.get("notes", body.get("results", []))
-    return [n["text"] for n in items]
 
 
 def _health(lab) -> tuple[int, dict]:
