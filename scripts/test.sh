@@ -1,9 +1,27 @@
 #!/usr/bin/env bash
 # The test command: set up everything on a fresh machine, then run the whole test suite.
-# Extra arguments go to pytest (e.g. scripts/test.sh -m "not lab" -x).
+# With arguments, one pytest with them (e.g. scripts/test.sh -m "not lab" -x); without, the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# Two workers, each test folder whole on one (tests/conftest.py): the lab's end-to-end run,
-# mostly waiting on its droplet, overlaps the rest. TEST_WORKERS=0 runs everything in one process.
-exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadgroup --durations=25 "$@"
+if [ $# -gt 0 ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+# The lab's end-to-end run (tests/e2e: one lab, its deployment, the fault matrix and the
+# releases under traffic; mostly waiting on its droplet) runs beside everything else, in its
+# own pytest process; its output follows when both are done.
+mkdir -p .test-logs
+e2e_log=.test-logs/e2e.log
+.venv/bin/python -m pytest tests/e2e --durations=15 >"$e2e_log" 2>&1 &
+e2e=$!
+trap 'kill "$e2e" 2>/dev/null' INT TERM
+set +e
+.venv/bin/python -m pytest --ignore=tests/e2e --durations=15
+rest=$?
+wait "$e2e"
+e2e_rc=$?
+echo
+echo "==> tests/e2e (run beside the rest; also in $e2e_log)"
+cat "$e2e_log"
+echo "exit: rest $rest, e2e $e2e_rc"
+[ "$rest" -eq 0 ] && [ "$e2e_rc" -eq 0 ]

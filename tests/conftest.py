@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -19,19 +18,6 @@ def need(condition: bool, what: str, missing: str = "is not installed",
     if os.environ.get("CI"):
         pytest.fail(f"{what} {missing}; {provided_by}")
     pytest.skip(f"{what} {missing}")
-
-
-TESTS = Path(__file__).resolve().parent
-
-
-def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist (`-n 2 --dist loadgroup`, as scripts/test.sh runs it) each test folder
-    runs whole on one worker: a folder's files share expensive session fixtures (the e2e lab and
-    its deployment, built stack images, lab droplets) and the e2e files build on one another in
-    file order. The lab's end-to-end run, mostly waiting on the droplet, overlaps the rest."""
-    for item in items:
-        folder = Path(str(item.fspath)).resolve().relative_to(TESTS).parts[0]
-        item.add_marker(pytest.mark.xdist_group(folder))
 
 
 @pytest.fixture(autouse=True)
