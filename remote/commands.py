@@ -370,6 +370,13 @@ def remove_tree(path: str) -> str:
     return join(["rm", "-rf", "--", path])
 
 
+def make_files_read_only(root: str) -> str:
+    """Every regular file under ``root`` loses its write bits: releases share unchanged files'
+    inodes (``cp -al``), so a file written in place would change older releases too. Folders
+    stay writable: the deployer replaces its metadata files by renaming over them."""
+    return join(["find", root, "-type", "f", "-perm", "/222", "-exec", "chmod", "a-w", "{}", "+"])
+
+
 def rename(src: str, dest: str) -> str:
     return join(["mv", "-T", src, dest])
 

@@ -172,9 +172,17 @@ def new_release_id(manifest: Mapping[str, Mapping[str, Any]], now: datetime | No
     return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{manifest_digest(manifest)[:8]}"
 
 
+def same_entry(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
+    """Same content and mode, write bits aside: a published release's files are read-only
+    (commands.make_files_read_only) while the stack's own copies are writable."""
+    if a is None or b is None:
+        return a is b
+    return ({**a, "mode": a.get("mode", 0) & ~0o222} == {**b, "mode": b.get("mode", 0) & ~0o222})
+
+
 def diff_manifests(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """(changed or new paths, removed paths), both sorted."""
-    changed = sorted(p for p, e in new.items() if old.get(p) != e)
+    changed = sorted(p for p, e in new.items() if not same_entry(old.get(p), e))
     removed = sorted(p for p in old if p not in new)
     return changed, removed
 
@@ -362,7 +370,7 @@ def drift(target: Target, release_id: str, manifest: Mapping[str, Mapping[str, A
     own = (RELEASE_META, RELEASE_ENV, RELEASE_IMAGES)
     found = parse_fingerprint(target.run(cmd.release_fingerprint(target.layout, release_id, own),
                                          f"reading release {release_id}'s files", timeout=300).stdout)
-    return Drift(changed=sorted(p for p in manifest if p in found and found[p] != manifest[p]),
+    return Drift(changed=sorted(p for p in manifest if p in found and not same_entry(found[p], manifest[p])),
                  missing=sorted(p for p in manifest if p not in found),
                  extra=sorted(p for p in found if p not in manifest))
 
@@ -418,7 +426,8 @@ def push(target: Target, local: LocalRelease, env_content: str, by: str = "", mi
         target.put(layout.upload(release_id), archive)
         target.run(cmd.extract_archive(layout.upload(release_id), staging), "unpacking the release", timeout=600)
         target.put(posixpath.join(staging, RELEASE_ENV), env_content.encode("utf-8"), mode=0o600)
-        target.run(cmd.rename(staging, layout.release(release_id)), "publishing the release")
+        target.run(cmd.chain(cmd.make_files_read_only(staging), cmd.rename(staging, layout.release(release_id))),
+                   "publishing the release")
     except RemoteError as exc:
         _after_failed_upload(target, release_id, len(archive), exc)
         raise

@@ -12,6 +12,7 @@ import time
 
 from deploy import cloud, flows
 from deploy.wiring import Host
+from remote.layout import RELEASE_IMAGES, RELEASE_META
 from remote.lock import LockHolder
 from tests.flows.fakes import Unreachable
 
@@ -36,7 +37,7 @@ def test_full_deploy_runs_every_step_in_order_and_leaves_the_release_live(world)
     assert not world.lock_held()
     assert world.built() == [ALL_BUILT]
     env = world.base / "releases" / pushed / ".env"          # the release's own env snapshot
-    assert env.stat().st_mode & 0o777 == 0o600 and "POSTGRES_PASSWORD=" in env.read_text()
+    assert env.stat().st_mode & 0o777 == 0o400 and "POSTGRES_PASSWORD=" in env.read_text()   # owner-only, read-only
     files = out.files
     assert {"remote/compose-ps.json", "remote/current-release.txt", "provision.json", "push.json"} <= files
     assert out.manifest["details"]["current_release"] == pushed
@@ -413,6 +414,30 @@ def test_a_file_changed_on_the_droplet_is_reported_and_repaired_by_the_next_depl
     assert (new / "api" / "app" / "main.py").read_text() == older and not (new / "stray.txt").exists()
     assert world.built()[-1] == ["api"]                # the api image is built from the repaired file
     assert world.invoke("verify", flows.verify_only, mode="verify").step("drift")["status"] == "ok"
+
+
+OWN_FILES = {RELEASE_META, RELEASE_IMAGES}   # the deployer's records, replaced by renaming over them
+
+
+def test_published_releases_are_read_only_so_an_in_place_write_cannot_reach_older_ones(world):
+    """Releases share unchanged files' inodes (cp -al): a file writable in place in the live
+    release would change every older one too, and a rollback would bring the change back."""
+    def writable(release: str) -> list[str]:
+        root = world.base / "releases" / release
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                      if p.is_file() and not p.is_symlink() and p.stat().st_mode & 0o222 and p.name not in OWN_FILES)
+
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    first = world.current()
+    (world.stack / "api" / "app" / "main.py").write_text("# v2\n")
+    assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
+    second = world.current()
+    assert second != first
+    # (the deployer's own records of a release are not its content: rewritten by renaming over them)
+    assert writable(first) == [] and writable(second) == []
+    assert (world.base / "releases" / second / ".env").stat().st_mode & 0o777 == 0o400
+    assert world.invoke("rollback", flows.rollback, mode="rollback", release=None).exit_code == 0
+    assert world.current() == first
 
 
 def test_rollback_recreates_traefik_only_when_its_files_differ(world):

@@ -41,7 +41,7 @@ def test_first_push_uploads_everything_but_ignored_files(host, base, stack):
     assert res.bytes_sent > 256 * 1024
     shipped = rel(base, res.release_id)
     assert (shipped / "api" / "main.py").read_text() == "print('v1')\n"
-    assert stat.S_IMODE((shipped / "api" / "run.sh").stat().st_mode) == 0o755
+    assert stat.S_IMODE((shipped / "api" / "run.sh").stat().st_mode) == 0o555     # published read-only
     for never in ("web/node_modules", "api/__pycache__"):
         assert not (shipped / never).exists(), never
     assert (shipped / ".env").read_text() == "A=1\n"      # the env given to push, not the local .env
@@ -82,8 +82,8 @@ def test_mode_only_change_is_shipped_without_touching_the_old_release(host, base
     os.chmod(stack / "api" / "main.py", 0o750)
     second = push(host, stack, now=T0 + timedelta(minutes=1))
     assert second.changed == ["api/main.py"]
-    assert stat.S_IMODE((rel(base, second.release_id) / "api/main.py").stat().st_mode) == 0o750
-    assert stat.S_IMODE((rel(base, first.release_id) / "api/main.py").stat().st_mode) == 0o644
+    assert stat.S_IMODE((rel(base, second.release_id) / "api/main.py").stat().st_mode) == 0o550
+    assert stat.S_IMODE((rel(base, first.release_id) / "api/main.py").stat().st_mode) == 0o444
 
 
 def test_each_release_keeps_its_own_private_env_never_on_a_command_line(host, base, stack, commands_run):
@@ -92,12 +92,12 @@ def test_each_release_keeps_its_own_private_env_never_on_a_command_line(host, ba
     first = push(host, stack, now=T0, env=content)
     path = rel(base, first.release_id) / ".env"
     st = os.stat(path)
-    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.getuid()
+    assert stat.S_IMODE(st.st_mode) == 0o400 and st.st_uid == os.getuid()
     assert path.read_text() == content
     # the next release gets its own copy; the first one's snapshot is untouched (rollback needs it)
     second = push(host, stack, now=T0 + timedelta(minutes=1), env="A=1\n")
     assert (rel(base, second.release_id) / ".env").read_text() == "A=1\n"
-    assert stat.S_IMODE((rel(base, second.release_id) / ".env").stat().st_mode) == 0o600
+    assert stat.S_IMODE((rel(base, second.release_id) / ".env").stat().st_mode) == 0o400
     assert path.read_text() == content
     assert not [p for p in os.listdir(rel(base, second.release_id)) if ".tmp-" in p]
     assert commands_run, "no command recorded: the recorder is not wired"
