@@ -45,10 +45,12 @@ def _valid_hostname(name: str) -> bool:
 
 
 def rate_limit_burst_size(rpm: int, margin: int = 10) -> int:
-    """How many requests the burst sends: enough to cross RATE_LIMIT_API_RPM in one go."""
+    """How many requests the burst may send (it stops at the first 429). The API counts per
+    fixed minute, and a burst can straddle a minute boundary: twice the limit, plus a margin,
+    crosses it within one window whatever the split."""
     if rpm < 1:
         raise ChecksConfigError(f"RATE_LIMIT_API_RPM must be a whole number >= 1, got {rpm}")
-    return rpm + max(margin, rpm // 10)
+    return 2 * rpm + max(margin, rpm // 10)
 
 
 @dataclass(frozen=True)

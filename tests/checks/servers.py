@@ -33,6 +33,7 @@ class Behaviour:
     headers: dict[str, str] = field(default_factory=lambda: dict(GOOD_HEADERS))
     delay: float = 0.0                       # seconds before answering / and /api/health
     rate_limit: int | None = 3               # /api/notes answers 429 after this many; None: never
+    rate_window_hits: int | None = None      # the API's fixed window ends after this many hits (a minute boundary mid-burst)
     rate_limit_headers: tuple[str, ...] = LIMIT_HEADERS
     flower_open: bool = False
     admin_host: str = "auth"                 # "auth": 401, "absent": 404, "django": login redirect
@@ -110,6 +111,8 @@ class _Handler(BaseHTTPRequestHandler):
             with seen.lock:
                 seen.notes_hits += 1
                 hits = seen.notes_hits
+            if behaviour.rate_window_hits is not None and hits > behaviour.rate_window_hits:
+                hits -= behaviour.rate_window_hits          # counted afresh in the next window
             if behaviour.rate_limit is not None and hits > behaviour.rate_limit:
                 limit = {"Retry-After": "60", "X-RateLimit-Limit": str(behaviour.rate_limit),
                          "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "60"}

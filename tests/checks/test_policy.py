@@ -111,8 +111,8 @@ def test_percentile_is_nearest_rank():
 
 
 def test_burst_size_exceeds_the_configured_rpm():
-    assert rate_limit_burst_size(60) == 70
-    assert rate_limit_burst_size(600) == 660
+    assert rate_limit_burst_size(60) == 130
+    assert rate_limit_burst_size(600) == 1260
     with pytest.raises(ChecksConfigError, match="RATE_LIMIT_API_RPM"):
         rate_limit_burst_size(0)
 
@@ -126,6 +126,6 @@ def test_config_from_invoke_yaml_section():
     section = yaml.safe_load((Path(__file__).parents[2] / "invoke.yaml").read_text())["deploy"]["checks"]
     config = config_from_settings(section, rate_limit_rpm=60)
     assert config.p95_budget_s == section["p95_budget"] and config.samples == section["samples"]
-    assert config.rate_limit_requests == 70
+    assert config.rate_limit_requests == 130
     with pytest.raises(ChecksConfigError, match="deploy.checks.sampels"):
         config_from_settings({"sampels": 3})

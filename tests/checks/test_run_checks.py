@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from deploy.checks import ChecksReport, run_checks
+from deploy.checks import ChecksReport, rate_limit_burst_size, run_checks
 from tests.checks.certs import PRODUCTION, TRAEFIK_DEFAULT
 from tests.checks.conftest import fast_config, target_for
 from tests.checks.servers import health_json
@@ -113,6 +113,16 @@ def test_rate_limit_absent_fails_after_a_bounded_burst(edge):
     assert result.status == "fail" and "no 429 after 7 requests" in result.message
     assert server.seen.notes_hits == 7
     assert "200 x7" in report.files["http/rate-limit.txt"]
+
+
+def test_a_burst_that_straddles_the_apis_minute_boundary_still_meets_the_limit(edge):
+    """The API counts per fixed minute: a burst of limit+10 split by a minute boundary (35 hits
+    in one window, 35 in the next) never met a 429 and failed a healthy deploy (seen in the demo)."""
+    server = edge(rate_limit=60, rate_window_hits=35)
+    report = run_checks(target_for(server), fast_config(rate_limit_requests=rate_limit_burst_size(60)))
+    result = report.get("rate-limit")
+    assert result.status == "pass", result.message
+    assert server.seen.notes_hits == 35 + 61                 # the second window's first request over the limit
 
 
 def test_rate_limit_without_its_headers_fails_naming_them(edge):
