@@ -324,19 +324,16 @@ def up(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str, wan
                     run.log(f"recreated in place, a brief interruption for what uses them: {', '.join(stop_first)}")
                 result = compose.cutover(target, spec, services_to_recreate=recreate)
                 _ensure_wanted(target, spec, result, wanted)
-        except compose.ComposeError as exc:
-            _keep_diagnostics(run, target, exc)
-            sync.record_outcome(target, release_id, "failed")
-            if fallback:
-                exc.message = f"{exc.message}; {_restore(run, target, spec, fallback, fallback_recreate)}"
-            raise
-        except ConnectionLost as exc:
-            # The next command opens a new connection: after a brief drop the live release can
-            # still be put back, and the run says which one serves (or that restoring failed too).
-            if fallback:
-                exc.message = f"{exc.message}; {_restore(run, target, spec, fallback, fallback_recreate)}"
+        except (compose.ComposeError, ConnectionLost) as exc:
+            # After a lost connection the next command reconnects: after a brief drop the live
+            # release can still be put back, and the run says which one serves (or that
+            # restoring failed too). Recording the outcome is best effort for the same reason.
+            if isinstance(exc, compose.ComposeError):
+                _keep_diagnostics(run, target, exc)
             with contextlib.suppress(OperatorError):
                 sync.record_outcome(target, release_id, "failed")
+            if fallback:
+                exc.message = f"{exc.message}; {_restore(run, target, spec, fallback, fallback_recreate)}"
             raise
         run.record("up", {"recreated": result.recreated, "rebuilt": result.rebuilt, "replaced": result.replaced,
                           "services": {n: s.status for n, s in result.services.items()}})
