@@ -40,7 +40,7 @@ class FakeDigitalOcean:
         self.operator_ip = operator_ip
         self.max_per_page = max(1, min(200, max_per_page))
         self.state_file = state_file
-        self.store = FakeStore(self._load_state())
+        self.store = FakeStore(self._load_state(), vpc_range=getattr(self.backend, "vpc_range", NullBackend.vpc_range))
         self.faults = FaultPlan()
         self._requests: list[RequestRecord] = []
         self._response_hooks: list[ResponseHook] = []
@@ -158,8 +158,10 @@ class FakeDigitalOcean:
     def _spawn_create(self, droplet: dict, action_id: int, public_keys: list[str]) -> None:
         def build() -> None:
             try:
+                private = [n["ip_address"] for n in droplet["networks"]["v4"] if n["type"] == "private"]
                 ip = self.backend.create(droplet["id"], droplet["name"], public_keys,
-                                         droplet.get("_user_data"), list(droplet["tags"]))
+                                         droplet.get("_user_data"), list(droplet["tags"]),
+                                         private_ip=private[0] if private else None)
                 alive = self.store.finish_create(droplet["id"], action_id, ip)
             except Exception as exc:  # the droplet stays "new"; the error is inspectable
                 self.store.finish_create(droplet["id"], action_id, None,

@@ -102,8 +102,9 @@ def _clean_rules(rules: Any, direction: str) -> list[dict]:
 class FakeStore:
     """All resources of one fake account."""
 
-    def __init__(self, data: dict | None = None) -> None:
+    def __init__(self, data: dict | None = None, vpc_range: str = "10.110.0.0/16") -> None:
         self._lock = threading.RLock()
+        self.vpc_range = ipaddress.IPv4Network(vpc_range)
         self.data: dict = data or {
             "next_id": 1000, "droplets": {}, "actions": {}, "ssh_keys": {},
             "firewalls": {}, "domains": {}, "records": {}, "tags": [],
@@ -233,7 +234,7 @@ class FakeStore:
             public_keys = [self.key(str(k))["public_key"] for k in body.get("ssh_keys") or []]
             self.ensure_tags(tags)
             droplet_id = self._new_id()
-            private_ip = f"10.110.{(droplet_id // 250) % 250}.{droplet_id % 250 + 2}"
+            private_ip = self._free_private_ip()
             droplet = {
                 "id": droplet_id, "name": body["name"], "memory": size["memory"],
                 "vcpus": size["vcpus"], "disk": size["disk"], "disk_info": size["disk_info"],
@@ -243,8 +244,8 @@ class FakeStore:
                 "image": {"id": 1, "slug": body["image"], "name": str(body["image"]),
                           "distribution": "Ubuntu", "public": True},
                 "volume_ids": [], "size": size, "size_slug": size["slug"],
-                "networks": {"v4": [{"ip_address": private_ip, "netmask": "255.255.0.0",
-                                      "gateway": "10.110.0.1", "type": "private"}], "v6": []},
+                "networks": {"v4": [{"ip_address": private_ip, "netmask": str(self.vpc_range.netmask),
+                                      "gateway": str(self.vpc_range[1]), "type": "private"}], "v6": []},
                 "region": region, "tags": list(tags),
                 "vpc_uuid": body.get("vpc_uuid") or str(uuid.uuid4()),
                 # "_" fields are the fake's own bookkeeping, never shown by the API
@@ -253,6 +254,18 @@ class FakeStore:
             self.data["droplets"][str(droplet_id)] = droplet
             action = self._new_action("create", droplet_id)
             return copy.deepcopy(droplet), copy.deepcopy(action), public_keys
+
+    def _free_private_ip(self) -> str:
+        """The VPC's lowest address no droplet holds (the first is the gateway): addresses are
+        unique while droplets live, and a machine made for the address can really take it."""
+        taken = {n["ip_address"] for d in self.data["droplets"].values()
+                 for n in d["networks"]["v4"] if n["type"] == "private"}
+        hosts = self.vpc_range.hosts()
+        next(hosts, None)                                   # the gateway
+        for address in hosts:                               # lazily: a /16 has 65,534
+            if str(address) not in taken:
+                return str(address)
+        raise unprocessable(f"no free address left in the VPC {self.vpc_range}")
 
     def _new_action(self, kind: str, droplet_id: int) -> dict:
         action = {"id": self._new_id(), "status": "in-progress", "type": kind,
