@@ -101,8 +101,11 @@ _SIZE = re.compile(r"(\d+)([kmg]?)b?", re.IGNORECASE)
 def swarm_stack(config: Mapping[str, Any], images: Mapping[str, str], *, nodes: int,
                 data_node_label: str = "stackdeploy.data",
                 edge_node_label: str = "stackdeploy.edge") -> dict[str, Any]:
-    """The stack file for ``config`` (compose's normalized JSON model) on ``nodes`` nodes, every
-    built service running its ref from ``images`` (service -> registry image ref)."""
+    """The stack file for ``config`` (compose's normalized JSON model) on ``nodes`` nodes.
+
+    ``images`` maps service -> registry image ref: every built service needs one; a service
+    without build keeps its own image unless ``images`` names it (e.g. mirrored to the registry).
+    Raises ValueError, naming the service and the fix, for whatever the stack cannot carry."""
     if nodes < 1:
         raise ValueError(f"a Swarm needs at least one node, got nodes={nodes}")
     services: Mapping[str, Any] = config.get("services") or {}
