@@ -14,6 +14,7 @@ deletes: never on a command line, which `ps` shows and the run log records.
 from __future__ import annotations
 
 import json
+import time
 import posixpath
 import shlex
 import secrets
@@ -191,3 +192,114 @@ def form(nodes: Sequence[Node], register_secret: Callable[[str], None],
     managers = tuple(n.name for n in nodes if listed.get(ids[n.name], {}).get("ManagerStatus"))
     workers = tuple(n.name for n in nodes if n.name not in managers)
     return SwarmResult(managers=managers, workers=workers, joined=tuple(joined), node_ids=ids)
+
+
+# --- a stack's rollout --------------------------------------------------------------------------
+IN_PROGRESS = {"updating", "rollback_started"}
+ROLLED_BACK = {"rollback_completed", "rollback_paused", "paused"}
+
+
+@dataclass(frozen=True)
+class ServiceRollout:
+    name: str
+    running: int
+    desired: int
+    update_state: str            # "" when the service was not updated since `since`
+    message: str = ""
+
+    @property
+    def settled(self) -> bool:
+        return self.running >= self.desired and self.update_state not in IN_PROGRESS
+
+
+class RolloutFailed(RemoteError):
+    """Swarm rolled a service back (its new tasks failed their healthcheck), or it never settled."""
+
+    def __init__(self, message: str, hint: str, services: dict[str, ServiceRollout]) -> None:
+        super().__init__(message, hint)
+        self.services = services
+
+
+def clock_command() -> str:
+    return "date -u +%Y-%m-%dT%H:%M:%S.%NZ"
+
+
+def inspect_command(services: Sequence[str]) -> str:
+    # One line per service: name, then its UpdateStatus (null when never updated).
+    return ("docker service inspect --format '{{.Spec.Name}} {{json .UpdateStatus}}' "
+            + " ".join(shlex.quote(s) for s in services))
+
+
+def parse_replicas(text: str) -> tuple[int, int]:
+    """`docker service ls`'s Replicas column: "2/3", "1/1 (max 1 per node)", "0/0"."""
+    running, _, rest = text.strip().partition("/")
+    desired = rest.split()[0] if rest.split() else "0"
+    return int(running or 0), int(desired or 0)
+
+
+def parse_update_status(line: str, since: str) -> tuple[str, str, str]:
+    """(service, state, message) from one `inspect_command` line; the state is "" when the last
+    update started before ``since`` (an earlier deploy's outcome is not this one's)."""
+    name, _, raw = line.strip().partition(" ")
+    status = json.loads(raw or "null") or {}
+    started = str(status.get("StartedAt") or "")
+    if not status or _instant(started) < _instant(since):
+        return name, "", ""
+    return name, str(status.get("State") or ""), str(status.get("Message") or "")
+
+
+def _instant(stamp: str) -> str:
+    """An RFC 3339 UTC time as a string that sorts in time order: Docker trims the trailing zeros
+    of the nanoseconds, so the fraction is padded to nine digits."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return f"{whole}.{fraction[:9]:0<9}"
+
+
+def rollout_state(target: Target, stack: str, since: str) -> dict[str, ServiceRollout]:
+    listed = json_lines(target.run(f"{services_command()} --filter label=com.docker.stack.namespace={shlex.quote(stack)}",
+                                   "listing the stack's services", hint=HINT).stdout)
+    names = [row["Name"] for row in listed]
+    updates: dict[str, tuple[str, str]] = {}
+    if names:
+        out = target.run(inspect_command(names), "reading the services' update status", hint=HINT).stdout
+        for line in out.splitlines():
+            if line.strip():
+                name, state, message = parse_update_status(line, since)
+                updates[name] = (state, message)
+    out: dict[str, ServiceRollout] = {}
+    for row in listed:
+        running, desired = parse_replicas(str(row.get("Replicas") or "0/0"))
+        state, message = updates.get(row["Name"], ("", ""))
+        out[row["Name"]] = ServiceRollout(row["Name"], running, desired, state, message)
+    return out
+
+
+def wait_rollout(target: Target, stack: str, since: str, timeout: float, poll: float = 2.0,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[dict[str, ServiceRollout]], None] = lambda _s: None) -> dict[str, ServiceRollout]:
+    """Until every service of ``stack`` runs its replicas and no update is in progress. A service
+    Swarm rolled back (its new tasks failed) is a RolloutFailed naming it: the old tasks serve."""
+    deadline = clock() + timeout
+    last: dict[str, ServiceRollout] = {}
+    while True:
+        states = rollout_state(target, stack, since)
+        if states != last:
+            on_change(states)
+            last = states
+        rolled = [s for s in states.values() if s.update_state in ROLLED_BACK]
+        if rolled and all(s.settled for s in states.values()):
+            names = ", ".join(sorted(s.name for s in rolled))
+            why = "; ".join(f"{s.name}: {s.message}" for s in rolled if s.message)
+            raise RolloutFailed(f"Swarm rolled back {names}: the new tasks did not stay healthy ({why or 'no message'}); "
+                                "the previous version serves", f"read `docker service ps {stack}_<service> --no-trunc` "
+                                "(collected as swarm-tasks.txt) and the service's logs, fix it and deploy again", states)
+        if states and all(s.settled for s in states.values()):
+            return states
+        if clock() >= deadline:
+            waiting = ", ".join(f"{s.name} {s.running}/{s.desired}{' ' + s.update_state if s.update_state else ''}"
+                                for s in sorted(states.values(), key=lambda s: s.name) if not s.settled)
+            raise RolloutFailed(f"the stack {stack} did not settle within {timeout:g} s (waiting for {waiting or 'services'})",
+                                "read swarm-tasks.txt in the run folder (why tasks do not start: image pull, "
+                                "placement, healthcheck), or raise WAIT_TIMEOUT", states)
+        sleep(poll)

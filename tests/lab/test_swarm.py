@@ -178,3 +178,47 @@ def test_the_overlay_carries_traffic_between_tasks_on_different_nodes(cluster, f
         assert value == "yes", "the client on another node never reached the cache over the overlay"
     finally:
         leader.run("docker stack rm mesh", check=False)
+
+
+ROLLING = """\
+version: "3.9"
+services:
+  web:
+    image: redis:7-bookworm
+    command: ["redis-server", "--port", "{port}"]
+    environment: {{RELEASE: "{release}"}}
+    healthcheck: {{test: ["CMD", "redis-cli", "ping"], interval: 1s, timeout: 2s, retries: 3}}
+    deploy:
+      endpoint_mode: dnsrr
+      replicas: 3
+      update_config: {{order: start-first, parallelism: 1, failure_action: rollback, monitor: 5s}}
+      rollback_config: {{order: start-first, parallelism: 1}}
+"""
+
+
+def _roll(leader: Target, release: str, port: int = 6379) -> str:
+    since = leader.run(swarm.clock_command()).stdout.strip()
+    leader.put("/home/deploy/mesh/rolling.yml", ROLLING.format(port=port, release=release).encode())
+    leader.run("docker stack deploy -c ~/mesh/rolling.yml roll", timeout=120)
+    return since
+
+
+def test_a_rolling_update_settles_and_a_failing_one_is_rolled_back_by_swarm_and_named(cluster, formed):
+    leader = cluster.nodes[0].target
+    leader.run("mkdir -p ~/mesh")
+    try:
+        states = swarm.wait_rollout(leader, "roll", _roll(leader, "one"), timeout=180)
+        assert states["roll_web"].running == states["roll_web"].desired == 3
+        states = swarm.wait_rollout(leader, "roll", _roll(leader, "two"), timeout=180)
+        assert states["roll_web"].update_state == "completed"
+        # The new tasks listen elsewhere, so their healthcheck fails: Swarm must roll back
+        with pytest.raises(swarm.RolloutFailed) as err:
+            swarm.wait_rollout(leader, "roll", _roll(leader, "three", port=6380), timeout=240)
+        assert "roll_web" in str(err.value) and "previous version serves" in str(err.value)
+        env = leader.run("docker service inspect roll_web --format '{{json .Spec.TaskTemplate.ContainerSpec.Env}}'").stdout
+        assert "RELEASE=two" in env
+        running = [t for t in swarm.json_lines(leader.run(
+            "docker service ps roll_web --filter desired-state=running --format '{{json .}}'").stdout)]
+        assert len(running) == 3 and all(t["CurrentState"].startswith("Running") for t in running)
+    finally:
+        leader.run("docker stack rm roll", check=False)

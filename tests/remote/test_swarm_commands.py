@@ -44,3 +44,19 @@ def test_json_lines_skips_what_is_not_an_object():
 
 def test_a_stack_name_is_quoted():
     assert swarm.tasks_command("my stack").endswith("'my stack'")
+
+
+@pytest.mark.parametrize("text,expected", [("3/3", (3, 3)), ("0/1", (0, 1)), ("1/1 (max 1 per node)", (1, 1)),
+                                           ("0/0", (0, 0))])
+def test_replicas_column(text, expected):
+    assert swarm.parse_replicas(text) == expected
+
+
+def test_an_update_that_started_before_this_deploy_is_not_this_deploys_outcome():
+    since = "2026-11-27T03:30:01.500000000Z"
+    old = 'st_api {"State":"rollback_completed","StartedAt":"2026-11-27T03:10:00.1Z","Message":"rollback done"}'
+    assert swarm.parse_update_status(old, since) == ("st_api", "", "")
+    # Docker trims trailing zeros: .6Z is after .500000000Z
+    new = 'st_api {"State":"rollback_completed","StartedAt":"2026-11-27T03:30:01.6Z","Message":"update rolled back"}'
+    assert swarm.parse_update_status(new, since) == ("st_api", "rollback_completed", "update rolled back")
+    assert swarm.parse_update_status("st_db null", since) == ("st_db", "", "")
