@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -136,8 +137,9 @@ def ensure_registry(spec: CloudSpec, name: str, tier: str = "basic",
         if spec.region in REGIONS:
             body["region"] = spec.region
 
-        def created_meanwhile() -> RegistryInfo | None:   # a lost answer to the POST
-            return get_registry(spec, on_event)
+        def created_meanwhile() -> RegistryInfo | None:   # the POST's answer was lost, not its effect
+            seen = get_registry(spec, on_event)
+            return None if seen is None else dataclasses.replace(seen, created=True)
         try:
             data = _call(spec, f"creating the container registry {name}", lambda: _request(spec, "POST", "registry",
                                                                                          body=body),
@@ -164,7 +166,11 @@ def docker_credentials(spec: CloudSpec, expiry_seconds: int = 0, registry: Secre
     if expiry_seconds:
         params["expiry_seconds"] = int(expiry_seconds)
     data = _call(spec, "reading the container registry's Docker credentials",
-                 lambda: _request(spec, "GET", "registry/docker-credentials", params=params), on_event)
+                 lambda: _request(spec, "GET", "registry/docker-credentials", params=params), on_event,
+                 missing_ok=True)
+    if data is None:
+        raise CloudError("this DigitalOcean account has no container registry to log in to",
+                         "create it first (ensure_registry), then ask for its Docker credentials")
     auths = data.get("auths") if isinstance(data, dict) else None
     entries = [(server, entry.get("auth")) for server, entry in (auths or {}).items() if isinstance(entry, dict)]
     if len(entries) != 1 or not isinstance(entries[0][1], str) or not entries[0][1]:
