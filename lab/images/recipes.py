@@ -219,8 +219,9 @@ REGISTRY = Recipe(
         mkdir -p /etc/docker/registry/tls /etc/docker/registry/auth /var/lib/docker-registry
         docker-registry --version
     """,
-    files=(("/etc/docker/registry/lab.yml", "registry.yml"),),
-    changes=('CMD ["docker-registry", "serve", "/etc/docker/registry/lab.yml"]', "ENTRYPOINT []",
+    files=(("/etc/docker/registry/lab.yml", "registry.yml"),
+           ("/usr/local/bin/registry-entrypoint.sh", "registry-entrypoint.sh")),
+    changes=('CMD ["registry-entrypoint.sh"]', "ENTRYPOINT []",
              "VOLUME /var/lib/docker-registry", "EXPOSE 443"),
 )
 INFRA: dict[str, Recipe] = {r.tag: r for r in (DNS, PEBBLE, REGISTRY)}

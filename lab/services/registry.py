@@ -8,8 +8,9 @@ look like DOCR's: ``<address>/<registry name>/<repository>:<tag>`` for
 Like DOCR, it wants a login and takes the account's API token as both user name and password
 (``docker login <address> -u TOKEN -p TOKEN``): htpasswd with one bcrypt line whose user is the
 lab's API token. That file is as private as the lab's state.json, which holds the token too:
-0600 in the state folder, mounted read-only. The registry logs fatal errors only, never the
-access log: distribution names the user (the token) on its info and error lines.
+0600 in the state folder, mounted read-only. The registry logs warnings and errors, never the
+access log, and its entrypoint masks the user names (the token) in them: distribution names the
+user on its error lines.
 
 It serves HTTPS with a certificate from a CA of its own (lab/services/labca.py); clients trust
 ``ca_path(cfg)``: a Docker engine as /etc/docker/certs.d/<address>/ca.crt. Pushed images live in
