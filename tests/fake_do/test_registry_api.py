@@ -122,9 +122,10 @@ def test_the_registry_survives_an_api_restart(tmp_path):
     assert TOKEN not in open(state_file).read()
 
 
-def test_the_api_process_takes_the_registry_address_from_its_environment(tmp_path):
-    env = {**os.environ, "FAKE_DO_TOKEN": TOKEN, SERVER_ENV: "10.9.9.252"}
-    proc = subprocess.Popen([sys.executable, "-m", "lab.fake_do", "--port", "0"], stdout=subprocess.PIPE,
+@pytest.mark.parametrize("flag, variable", [(["--registry-server", "10.9.9.252"], "10.1.1.1"), ([], "10.9.9.252")])
+def test_the_api_process_takes_the_registry_address_from_its_flag_else_its_environment(flag, variable):
+    env = {**os.environ, "FAKE_DO_TOKEN": TOKEN, SERVER_ENV: variable}
+    proc = subprocess.Popen([sys.executable, "-m", "lab.fake_do", "--port", "0", *flag], stdout=subprocess.PIPE,
                             env=env, text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     try:
         base = proc.stdout.readline().strip()

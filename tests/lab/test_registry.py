@@ -55,13 +55,16 @@ def quiet(_message: str) -> None:
 def start_lab(tmp: Path) -> tuple[Lab, Path]:
     """A lab network and its registry (token shaped like the lab's), trusted by the host engine."""
     cfg = make_cfg(tmp)
-    ensure_network(cfg)
-    token = secrets.token_hex(32)
-    server = registry.ensure(cfg, token, log=quiet)
-    certs = CERTS_D / server
-    certs.mkdir(parents=True, exist_ok=True)
-    shutil.copy(registry.ca_path(cfg), certs / "ca.crt")
-    return Lab(cfg, token, server), certs
+    made, certs = Lab(cfg, secrets.token_hex(32), registry.server(cfg)), CERTS_D / registry.server(cfg)
+    try:
+        ensure_network(cfg)
+        registry.ensure(cfg, made.token, log=quiet)
+        certs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(registry.ca_path(cfg), certs / "ca.crt")
+    except BaseException:
+        stop_lab(made, certs)
+        raise
+    return made, certs
 
 
 def stop_lab(lab: Lab, certs: Path) -> None:
