@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import logging
 from typing import Any
 
@@ -13,18 +12,14 @@ from deploy.cloud import CloudError, CloudUnavailable, TokenRejected
 from deploy.redact import MASK, Secret, SecretRegistry, redact
 from lab.fake_do import FakeDigitalOcean
 from tests.cloud.conftest import TOKEN, with_
-from tests.conftest import need
-from tests.fake_do.contract import SPEC_PATH, load_contract, off_spec
+from tests.fake_do.contract import contract_or_skip, off_spec
 
 LAB_SERVER = "10.77.0.252"
 
 
 @pytest.fixture(scope="module")
 def contract() -> Any:
-    need(SPEC_PATH.is_file(), f"DigitalOcean's OpenAPI spec {SPEC_PATH}", missing="is missing",
-         provided_by="CI lays shared/ beside the clone (see shared/specs/README.md)")
-    need(importlib.util.find_spec("openapi_core") is not None, "openapi-core (test extra)")
-    return load_contract()
+    return contract_or_skip()
 
 
 def posts(fake: FakeDigitalOcean) -> list:

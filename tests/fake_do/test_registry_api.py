@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,8 +13,7 @@ import requests
 
 from lab.fake_do import FakeDigitalOcean
 from lab.fake_do.registry import DOCR_SERVER, SERVER_ENV
-from tests.conftest import need
-from tests.fake_do.contract import SPEC_PATH, load_contract, off_spec
+from tests.fake_do.contract import contract_or_skip, off_spec
 
 TOKEN = "dop_v1_registry_fake_token_0123456789abcdef"
 LAB_SERVER = "10.77.0.252"
@@ -23,10 +21,7 @@ LAB_SERVER = "10.77.0.252"
 
 @pytest.fixture(scope="module")
 def contract() -> Any:
-    need(SPEC_PATH.is_file(), f"DigitalOcean's OpenAPI spec {SPEC_PATH}", missing="is missing",
-         provided_by="CI lays shared/ beside the clone (see shared/specs/README.md)")
-    need(importlib.util.find_spec("openapi_core") is not None, "openapi-core (test extra)")
-    return load_contract()
+    return contract_or_skip()
 
 
 @pytest.fixture

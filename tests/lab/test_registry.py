@@ -15,7 +15,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import fabric
 import pytest
 import requests
 
@@ -36,6 +35,7 @@ from remote.layout import ReleaseLayout
 from remote.target import SshExecutor, Target
 from tests.conftest import need
 from tests.lab.conftest import make_cfg, require_docker
+from tests.remote.conftest import commands_run  # noqa: F401 - a fixture: every command line sent over SSH
 from tests.remote.sshd import pin
 
 CERTS_D = Path("/etc/docker/certs.d")
@@ -144,22 +144,14 @@ def test_docker_login_from_the_host_takes_the_token_and_refuses_a_wrong_password
 
 
 @pytest.fixture
-def node(sshd, tmp_path, monkeypatch):
+def node(sshd, tmp_path, commands_run):
     """The host as a node the deploy reaches over SSH, and every command line sent to it."""
-    seen: list[str] = []
-    original = fabric.Connection.run
-
-    def recording(self, command, **kwargs):
-        seen.append(command)
-        return original(self, command, **kwargs)
-
-    monkeypatch.setattr(fabric.Connection, "run", recording)
     ssh = SshTarget(host="127.0.0.1", user=getpass.getuser(), key_path=sshd.user_key, port=sshd.port,
                     known_hosts_path=pin(sshd, tmp_path / "known_hosts"), connect_timeout=5, retries=2, backoff=0.1)
     conn = connect(ssh)
     target = Target(name="node", host="127.0.0.1", layout=ReleaseLayout(str(tmp_path / "opt")),
                     connector=lambda quick: SshExecutor(conn)).open()
-    yield target, seen
+    yield target, commands_run
     conn.close()
 
 
