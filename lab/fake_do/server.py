@@ -1,7 +1,7 @@
 """FakeDigitalOcean: a stateful DigitalOcean-compatible API on 127.0.0.1 (stdlib only).
 
 It speaks enough of /v2/ for python-digitalocean: account, droplets (+actions), ssh keys,
-firewalls, domains + records, tags; pagination via links.pages.next, ratelimit headers,
+firewalls, domains + records, tags, the container registry (registry.py); pagination via links.pages.next, ratelimit headers,
 {"id", "message"} error bodies and 401 for a wrong token. Machines come from a
 DropletBackend, called from worker threads so a droplet stays "new" while it is built.
 """
