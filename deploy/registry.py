@@ -137,13 +137,15 @@ def ensure_registry(spec: CloudSpec, name: str, tier: str = "basic",
         if spec.region in REGIONS:
             body["region"] = spec.region
 
+        def create() -> Any:
+            return _request(spec, "POST", "registry", body=body)
+
         def created_meanwhile() -> RegistryInfo | None:   # the POST's answer was lost, not its effect
             seen = get_registry(spec, on_event)
             return None if seen is None else dataclasses.replace(seen, created=True)
         try:
-            data = _call(spec, f"creating the container registry {name}", lambda: _request(spec, "POST", "registry",
-                                                                                         body=body),
-                         on_event, before_retry=created_meanwhile)
+            data = _call(spec, f"creating the container registry {name}", create, on_event,
+                         before_retry=created_meanwhile)
         except CloudError:
             found = get_registry(spec, on_event)   # another deploy created it first (409)
             if found is None:
