@@ -1,7 +1,7 @@
 """FakeDigitalOcean: a stateful DigitalOcean-compatible API on 127.0.0.1 (stdlib only).
 
 It speaks enough of /v2/ for python-digitalocean: account, droplets (+actions), ssh keys,
-firewalls, domains + records, tags; pagination via links.pages.next, ratelimit headers,
+firewalls, domains + records, tags, the container registry (registry.py); pagination via links.pages.next, ratelimit headers,
 {"id", "message"} error bodies and 401 for a wrong token. Machines come from a
 DropletBackend, called from worker threads so a droplet stays "new" while it is built.
 """
@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .backend import DnsPublisher, DropletBackend, NullBackend
 from .faults import ERROR_IDS, Fault, FaultPlan, RequestRecord, masked_headers
+from .registry import DOCR_SERVER, RegistryApi
 from .store import ApiError, FakeStore, not_found, unprocessable
 
 RATE_LIMIT = 5000
@@ -33,7 +34,8 @@ ResponseHook = Callable[[str, str, int, Any], Any]
 class FakeDigitalOcean:
     def __init__(self, token: str, backend: DropletBackend | None = None,
                  operator_ip: str = "127.0.0.1", max_per_page: int = 200,
-                 state_file: str | None = None, dns: DnsPublisher | None = None) -> None:
+                 state_file: str | None = None, dns: DnsPublisher | None = None,
+                 registry_server: str = DOCR_SERVER) -> None:
         self._token = token
         self.dns = dns
         self.backend: DropletBackend = backend or NullBackend()
@@ -50,6 +52,7 @@ class FakeDigitalOcean:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
+        self.registry = RegistryApi(self.store, token, registry_server)   # /v2/registry (DOCR)
         self._routes = self._build_routes()
         self._tls = threading.local()  # the path being served, for pagination links
 
@@ -231,6 +234,7 @@ class FakeDigitalOcean:
             ("DELETE", r"/tags/([^/]+)", lambda q, b, t: self._write(204, s.delete_tag(t))),
             ("POST", r"/tags/([^/]+)/resources", lambda q, b, t: self._tag_resources(t, b, True)),
             ("DELETE", r"/tags/([^/]+)/resources", lambda q, b, t: self._tag_resources(t, b, False)),
+            *self.registry.routes(self._write),
         ]
         return [(m, re.compile(f"^{p}$"), fn) for m, p, fn in r]
 
