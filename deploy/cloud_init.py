@@ -34,6 +34,16 @@ PubkeyAuthentication yes
 """
 
 
+# Every container the engine starts gets no-new-privileges (setuid binaries cannot raise
+# privileges), whatever its definition says: Swarm services cannot set security_opt, and a
+# droplet may join a swarm later (growing from 1 node). Debian's and Ubuntu's docker.io units
+# read DOCKER_OPTS from here; daemon.json is left to the image (the lab's sets cgroups there).
+DOCKER_DEFAULTS = """\
+# Written by cloud-init (stackdeploy).
+DOCKER_OPTS="--no-new-privileges"
+"""
+
+
 class CloudInitError(ValueError):
     """The inputs cannot make a valid user-data document."""
 
@@ -73,6 +83,11 @@ def build_user_data(deploy_user: str, ssh_public_key: str, host_key: HostKey, ba
             "path": "/etc/ssh/sshd_config.d/60-stackdeploy.conf",
             "permissions": "0644",
             "content": SSHD_HARDENING,
+        }, {
+            # before the packages: dockerd starts with it the first time
+            "path": "/etc/default/docker",
+            "permissions": "0644",
+            "content": DOCKER_DEFAULTS,
         }],
         "runcmd": [
             ["systemctl", "enable", "--now", "docker"],

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from remote import commands as cmd
+from remote import swarm
 from remote.compose import ComposeSpec
 from remote.target import Target
 
@@ -116,6 +117,39 @@ def collect(target: Target, spec: CollectSpec, write: Callable[[str, str], Any])
     item("docker-df.txt", cmd.docker_system_df())
     item("memory.txt", cmd.free_m())
     item("host.txt", "uname -a; uptime; df -h /")
+    return result
+
+
+def collect_swarm(leader: Target, stack: str, write: Callable[[str, str], Any], timeout: float = 60) -> CollectResult:
+    """The swarm as its leader sees it: nodes (a node that is down shows as Down, it is reported,
+    not a crash), services with their replicas, and every task of the stack with its error.
+    ``services`` are in the compose-ps shape (service, state, health, status) so verify reads
+    both alike: a service short of replicas is "degraded"."""
+    result = CollectResult()
+
+    def item(name: str, command: str) -> str | None:
+        path = f"{leader.artifact_prefix}{name}"
+        res = leader.run(command, check=False, timeout=timeout)
+        if not res.ok:
+            result.failed[name] = (res.stderr or res.stdout).strip()[-300:] or f"exit {res.exited}"
+            write(path, f"# collection failed\n# command: {command}\n# error: {result.failed[name]}\n")
+            return None
+        write(path, res.stdout)
+        result.written.append(path)
+        return res.stdout
+
+    item("swarm-nodes.json", swarm.nodes_command())
+    services = item("swarm-services.json", f"{swarm.services_command()} --filter "
+                                           f"label=com.docker.stack.namespace={stack}")
+    item("swarm-tasks.txt", swarm.tasks_command(stack).replace(" --format '{{json .}}'", ""))
+    for row in swarm.json_lines(services or ""):
+        running, desired = swarm.parse_replicas(str(row.get("Replicas") or "0/0"))
+        name = str(row.get("Name") or "").removeprefix(f"{stack}_")
+        result.services.append({"service": name, "container": None, "image": row.get("Image"),
+                                "state": "running" if running >= desired and desired else
+                                ("degraded" if running else "exited"),
+                                "health": "" if running >= desired else "unhealthy",
+                                "status": f"{running}/{desired} replicas"})
     return result
 
 

@@ -8,8 +8,9 @@ them only from the cluster's tag.
 
 Join tokens are secrets (a token is all a machine needs to join and, for the manager token,
 to run anything on the cluster). ``form`` registers each one with the run's redaction registry
-the moment it is read, and hands it to a joining node in a 0600 file that the join command
-deletes: never on a command line, which `ps` shows and the run log records.
+the moment it is read, and hands it to a joining node in a 0600 file that the join sends to the
+engine's API socket and deletes: never on a command line (docker's included), which `ps` shows
+and the run log records.
 """
 from __future__ import annotations
 
@@ -82,11 +83,20 @@ def join_token_command(role: str) -> str:
     return f"docker swarm join-token -q {role}"
 
 
-def join_command(token_file: str, manager_ip: str, private_ip: str) -> str:
-    """Join with the token read from ``token_file``, which is removed whatever happens."""
-    f, ip = shlex.quote(token_file), shlex.quote(private_ip)
-    return (f"trap 'rm -f {f}' EXIT; docker swarm join --token \"$(cat {f})\" --advertise-addr {ip} "
-            f"--listen-addr {ip}:{SWARM_PORT} --data-path-addr {ip} {shlex.quote(manager_ip)}:{SWARM_PORT}")
+def join_body(token: str, manager_ip: str, private_ip: str) -> bytes:
+    """The Docker API's /swarm/join request: the token travels in this body, never in argv."""
+    return json.dumps({"ListenAddr": f"{private_ip}:{SWARM_PORT}", "AdvertiseAddr": private_ip,
+                       "DataPathAddr": private_ip, "RemoteAddrs": [f"{manager_ip}:{SWARM_PORT}"],
+                       "JoinToken": token}).encode()
+
+
+def join_command(body_file: str) -> str:
+    """Join through the engine's API socket with the request body read from ``body_file``, which
+    is removed whatever happens. (`docker swarm join --token` would put the token in docker's
+    argv, which `ps` shows every user while the join runs.)"""
+    f = shlex.quote(body_file)
+    return (f"trap 'rm -f {f}' EXIT; curl -sS --fail-with-body --max-time 110 --unix-socket /var/run/docker.sock "
+            f"-H 'Content-Type: application/json' --data-binary @{f} http://localhost/swarm/join")
 
 
 def label_command(node_id: str, label: str, value: str = "true") -> str:
@@ -129,10 +139,9 @@ def local_state(target: Target) -> LocalState:
 
 
 def _join(node: Node, token: str, manager_ip: str) -> None:
-    token_file = posixpath.join("/tmp", f".swarm-join-{secrets.token_hex(6)}")
-    node.target.put(token_file, token.encode(), mode=0o600)
-    node.target.run(join_command(token_file, manager_ip, node.private_ip), f"joining {node.name} to the swarm",
-                    timeout=120, hint=HINT)
+    body_file = posixpath.join("/tmp", f".swarm-join-{secrets.token_hex(6)}")
+    node.target.put(body_file, join_body(token, manager_ip, node.private_ip), mode=0o600)
+    node.target.run(join_command(body_file), f"joining {node.name} to the swarm", timeout=120, hint=HINT)
 
 
 def form(nodes: Sequence[Node], register_secret: Callable[[str], None],

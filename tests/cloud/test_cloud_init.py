@@ -39,8 +39,10 @@ def test_user_data_is_cloud_config_with_user_key_and_docker():
     assert "sudo" not in user and "sudo" not in user["groups"]   # no sudo at all
     assert {"docker.io", "docker-compose-v2"} <= set(doc["packages"])
     assert doc["disable_root"] is True and doc["ssh_pwauth"] is False
-    [sshd] = doc["write_files"]
+    sshd, docker_defaults = doc["write_files"]
     assert "PermitRootLogin no" in sshd["content"] and "PasswordAuthentication no" in sshd["content"]
+    assert docker_defaults["path"] == "/etc/default/docker"
+    assert 'DOCKER_OPTS="--no-new-privileges"' in docker_defaults["content"]
     assert ["systemctl", "enable", "--now", "docker"] in doc["runcmd"]
     assert ["install", "-d", "-m", "0755", "-o", "deploy", "-g", "deploy", "/opt/stackdeploy"] in doc["runcmd"]
     # nothing here opens ports: the Cloud Firewall is the only gate

@@ -92,6 +92,9 @@ def test_cloud_init_applies_the_user_data_after_ssh_already_answers(droplet):
     assert droplet.run("stat -c %U:%a " + BASE).stdout.strip() == "deploy:755"
     assert "Docker Compose version" in droplet.run("docker compose version").stdout
     assert droplet.run("docker image inspect redis:7-bookworm -f '{{.Id}}'").ok   # the lab's vendor data
+    # the engine gives every container no-new-privileges, even one that does not ask (a Swarm task)
+    status = droplet.run("docker run --rm redis:7-bookworm grep NoNewPrivs /proc/self/status").stdout
+    assert status.split() == ["NoNewPrivs:", "1"]
     # the only host key is the one the deployer generated
     assert droplet.run("ls /etc/ssh/ | grep '^ssh_host_.*pub$'").stdout.split() == ["ssh_host_ed25519_key.pub"]
     transport = paramiko.Transport((droplet.ip, 22))

@@ -1,6 +1,8 @@
 """Swarm command builders and parsers, as strings: what runs on a node, without a node."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from remote import swarm
@@ -12,11 +14,13 @@ def test_a_node_advertises_listens_and_carries_data_on_its_private_address_only(
     assert "--data-path-addr 10.177.0.2" in cmd
 
 
-def test_the_join_token_is_read_from_a_file_the_command_removes_never_from_its_arguments():
-    cmd = swarm.join_command("/tmp/.swarm-join-ab", "10.177.0.2", "10.177.0.3")
-    assert "SWMTKN" not in cmd
-    assert "$(cat /tmp/.swarm-join-ab)" in cmd and "trap 'rm -f /tmp/.swarm-join-ab' EXIT" in cmd
-    assert cmd.endswith("10.177.0.2:2377") and "--advertise-addr 10.177.0.3" in cmd
+def test_the_join_token_travels_in_a_request_body_file_the_command_removes_never_in_any_argv():
+    cmd = swarm.join_command("/tmp/.swarm-join-ab")
+    assert "SWMTKN" not in cmd and "--token" not in cmd
+    assert "--data-binary @/tmp/.swarm-join-ab" in cmd and "trap 'rm -f /tmp/.swarm-join-ab' EXIT" in cmd
+    body = json.loads(swarm.join_body("SWMTKN-1-abc", "10.177.0.2", "10.177.0.3"))
+    assert body == {"ListenAddr": "10.177.0.3:2377", "AdvertiseAddr": "10.177.0.3", "DataPathAddr": "10.177.0.3",
+                    "RemoteAddrs": ["10.177.0.2:2377"], "JoinToken": "SWMTKN-1-abc"}
 
 
 def test_a_role_other_than_worker_or_manager_is_refused():
