@@ -17,6 +17,7 @@ class RecordingBackend:
         self.created: list[dict] = []
         self.deleted: list[int] = []
         self.firewalls: list[tuple[int, list[dict]]] = []
+        self.tagged: list[tuple[int, list[dict], dict[str, list[int]]]] = []
         self.lock = threading.Lock()
 
     def create(self, droplet_id, name, ssh_public_keys, user_data, tags) -> str:
@@ -30,9 +31,11 @@ class RecordingBackend:
         with self.lock:
             self.deleted.append(droplet_id)
 
-    def apply_firewall(self, droplet_id: int, inbound_rules: list[dict]) -> None:
+    def apply_firewall(self, droplet_id: int, inbound_rules: list[dict],
+                       tagged: dict[str, list[int]] | None = None) -> None:
         with self.lock:
             self.firewalls.append((droplet_id, inbound_rules))
+            self.tagged.append((droplet_id, inbound_rules, dict(tagged or {})))
 
     def rules_for(self, droplet_id: int) -> list[dict] | None:
         with self.lock:

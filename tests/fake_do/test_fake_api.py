@@ -200,6 +200,7 @@ def test_firewall_keeps_every_documented_target_kind(fake):
     targets = {"addresses": ["203.0.113.0/24"], "droplet_ids": [], "tags": ["web"],
                "load_balancer_uids": ["4de7ac8b-495b-4884-9a69-1050c6793cd6"],
                "kubernetes_ids": ["bd5f5959-5e1e-4205-a714-a914373942af"]}
+    digitalocean.Tag(token=TOKEN, name="web").create()   # a tag must exist to be referenced
     made = mgr().get_data("firewalls", type="POST", params={"name": "fw", "inbound_rules": [
         {"protocol": "tcp", "ports": "443", "sources": targets}]})
     # empty lists are left out, as the real API echoes them
