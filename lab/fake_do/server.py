@@ -211,6 +211,8 @@ class FakeDigitalOcean:
             ("DELETE", r"/firewalls/([\w-]+)", self._delete_firewall),
             ("POST", r"/firewalls/([\w-]+)/droplets", lambda q, b, f: self._fw_droplets(f, b, True)),
             ("DELETE", r"/firewalls/([\w-]+)/droplets", lambda q, b, f: self._fw_droplets(f, b, False)),
+            ("POST", r"/firewalls/([\w-]+)/tags", lambda q, b, f: self._fw_tags(f, b, True)),
+            ("DELETE", r"/firewalls/([\w-]+)/tags", lambda q, b, f: self._fw_tags(f, b, False)),
             ("GET", r"/domains", lambda q, b: self._page(q, "domains", s.list_domains())),
             ("POST", r"/domains", lambda q, b: self._write(201, {"domain": s.create_domain(b)})),
             ("GET", r"/domains/([^/]+)", lambda q, b, d: (200, {"domain": s.domain(d)})),
@@ -313,6 +315,10 @@ class FakeDigitalOcean:
     def _fw_droplets(self, fw_id: str, body: Any, add: bool) -> tuple[int, None]:
         affected = self.store.firewall_droplets(fw_id, (body or {}).get("droplet_ids"), add)
         self._apply_firewalls(affected)
+        return self._write(204, None)
+
+    def _fw_tags(self, fw_id: str, body: Any, add: bool) -> tuple[int, None]:
+        self._apply_firewalls(self.store.firewall_tags(fw_id, (body or {}).get("tags"), add))
         return self._write(204, None)
 
     def _create_tag(self, query: dict, body: Any) -> tuple[int, dict]:

@@ -451,6 +451,21 @@ class FakeStore:
                     fw["droplet_ids"].remove(droplet_id)
             return set(ids)
 
+    def firewall_tags(self, fw_id: str, tags: Any, add: bool) -> set[int]:
+        """Attach/detach the firewall by tag; returns the droplets covered before or after."""
+        with self._lock:
+            fw = self.firewall(fw_id)
+            if not isinstance(tags, list) or not tags:
+                raise unprocessable("tags is required")
+            self._require_tags(tags, "tags")
+            before = self.covered_droplets(fw)
+            for tag in tags:
+                if add and tag not in fw["tags"]:
+                    fw["tags"].append(tag)
+                if not add and tag in fw["tags"]:
+                    fw["tags"].remove(tag)
+            return before | self.covered_droplets(fw)
+
     def delete_firewall(self, fw_id: str) -> set[int]:
         with self._lock:
             affected = self.covered_droplets(self.firewall(fw_id))
