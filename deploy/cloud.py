@@ -1152,13 +1152,16 @@ def provision_cluster(spec: CloudSpec, on_event: OnEvent = _log_event,
         members = _members(spec, tag, on_event)
         surplus = [members[k] for k in sorted(members) if k > spec.nodes]
         found = {k: d for k, d in members.items() if k <= spec.nodes} | ({1: first} if first else {})
+        for k, node in enumerate(specs[1:], 2):  # before anything is made: is the name somebody else's?
+            if k not in found and (droplet := _find(node, on_event)) is not None:
+                found[k] = droplet               # ours, created meanwhile
         vpc = _same_vpc(spec, found)
         key_id, key_registered = None, False
         droplets: list[Any] = []
         created: set[int] = set()
         announce = (presence_tag(operator_ip, now_s(), spec.operator),) if operator_ip else ()
         for k, node in enumerate(specs, 1):
-            droplet = found.get(k) or (_find(node, on_event) if k > 1 else None)
+            droplet = found.get(k)
             if droplet is None:
                 if key_id is None:
                     key_id, key_registered = _ensure_ssh_key(spec, on_event)

@@ -197,12 +197,19 @@ class FakeStore:
         for vpc in self.data["vpcs"].values():
             if vpc["region"] == region and vpc["default"]:
                 return vpc
+        return self._new_vpc(region, f"default-{region}", PRIVATE_RANGE, default=True)
+
+    def _new_vpc(self, region: str, name: str, ip_range: str, default: bool) -> dict:
         vpc_id = str(uuid.uuid4())
-        vpc = {"id": vpc_id, "urn": f"do:vpc:{vpc_id}", "name": f"default-{region}",
-               "description": "", "region": region, "ip_range": PRIVATE_RANGE, "default": True,
-               "created_at": now_iso()}
+        vpc = {"id": vpc_id, "urn": f"do:vpc:{vpc_id}", "name": name, "description": "",
+               "region": region, "ip_range": ip_range, "default": default, "created_at": now_iso()}
         self.data["vpcs"][vpc_id] = vpc
         return vpc
+
+    def create_vpc(self, region: str, name: str, ip_range: str) -> dict:
+        """A VPC of one's own (not the region's default): for tests and lab setups."""
+        with self._lock:
+            return copy.deepcopy(self._new_vpc(region, name, ip_range, default=False))
 
     def _droplet_vpc(self, requested: Any, region: str) -> str:
         """The VPC a new droplet joins: the one named (it must exist, in the droplet's region),
