@@ -79,10 +79,9 @@ def main() -> int:
         index = stack / "frontend" / "index.html"
         index.write_text(index.read_text().replace("</body>", "<!-- release 1.0.1 --></body>"))
         rows.append(probed("(a) update-only: api, django, frontend", "deploy", "--update-only"))
+        forward = last_run()["details"]["push"]["release_id"]
         rows.append(probed("(b) rollback", "rollback"))
-        rows.append(probed("(b') roll forward by id", "rollback", "--release",
-                           json.loads((sorted((tmp / "runs").iterdir())[-3] / "run.json").read_text())
-                           ["details"]["push"]["release_id"]))
+        rows.append(probed("(b') roll forward by id", "rollback", "--release", forward))
         main_py = stack / "api" / "app" / "main.py"
         good = main_py.read_text()
         main_py.write_text(good + "\nraise SystemExit('this release cannot start')\n")

@@ -21,6 +21,9 @@ DEFAULTS: dict[str, tuple[str, Any]] = {
     "debian_mirror": ("LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian"),
     "domain": ("LAB_DOMAIN", "app.lab.test"),
     "preload": ("LAB_PRELOAD", ",".join(STANDINS)),
+    # The droplets' VPC (their private addresses, eth1). Empty: derived from the subnet (see
+    # LabConfig.vpc), so labs with their own subnet get their own VPC.
+    "vpc_subnet": ("LAB_VPC_SUBNET", ""),
 }
 
 
@@ -35,6 +38,21 @@ class LabConfig:
     domain: str = DEFAULTS["domain"][1]
     # images loaded into every droplet's engine at creation (empty: none)
     preload: tuple[str, ...] = field(default_factory=lambda: tuple(STANDINS))
+    vpc_subnet: str = ""
+
+    @property
+    def vpc(self) -> str:
+        """The VPC's CIDR: vpc_subnet, else 10.<second octet + 100>.<third octet>.0 with the
+        subnet's prefix (10.77.0.0/24 -> 10.177.0.0/24): private, and apart from the subnet."""
+        if self.vpc_subnet:
+            return self.vpc_subnet
+        net = ipaddress.ip_network(self.subnet)
+        _, b, c, d = net.network_address.packed
+        return str(ipaddress.ip_network(f"10.{(b + 100) % 256}.{c}.{d}/{net.prefixlen}", strict=False))
+
+    @property
+    def vpc_network(self) -> str:
+        return f"{self.name}-vpc"
 
     @property
     def network(self) -> str:
@@ -102,12 +120,20 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
     if raw["images"] not in ("standin", "pull"):
         raise _fail("images", raw["images"], "must be `standin` (build from Debian packages) "
                                              "or `pull` (Docker Hub reachable)")
+    vpc = str(raw["vpc_subnet"] or "")
+    if vpc:
+        try:
+            vnet = ipaddress.ip_network(vpc, strict=True)
+        except ValueError as exc:
+            raise _fail("vpc_subnet", vpc, f"is not a network in CIDR form ({exc})") from None
+        if vnet.version != 4 or vnet.prefixlen > 28 or vnet.overlaps(net):
+            raise _fail("vpc_subnet", vpc, f"must be an IPv4 network of /28 or larger, apart from {net}")
     preload = raw["preload"]
     if isinstance(preload, str):
         preload = [p.strip() for p in preload.split(",") if p.strip()]
     return LabConfig(name=name, subnet=str(net), api_port=port, state_dir=Path(str(raw["state_dir"])),
                      images=str(raw["images"]), debian_mirror=str(raw["debian_mirror"]),
-                     domain=str(raw["domain"]), preload=tuple(preload))
+                     domain=str(raw["domain"]), preload=tuple(preload), vpc_subnet=vpc)
 
 
 __all__ = ["LabConfig", "load", "replace"]

@@ -25,6 +25,7 @@ from lab.errors import LabError
 from lab.images import builder, recipes
 from lab.services import dns as labdns
 from lab.services import pebble
+from lab.services import registry as labregistry
 
 Log = Callable[[str], None]
 FACTORY = "lab.droplets.factory:from_env"
@@ -79,13 +80,16 @@ def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
     build_images(cfg, log)
     gateway = ensure_network(cfg)
     state.ensure_dir(cfg.state_dir)
+    st = state.read(cfg.state_dir) or {}
+    token = st.get("token") or secrets.token_hex(32)   # the container registry takes it too
     # Before the API: it publishes the zones it holds as soon as it starts. Started side by
     # side (Pebble asks the DNS server only when it validates), which halves their wait.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=3) as pool:
         dns_started = pool.submit(labdns.ensure, cfg, log)
+        registry_started = pool.submit(labregistry.ensure, cfg, token, log)
         acme_directory = pool.submit(pebble.ensure, cfg, log).result()
         dns_started.result()
-    st = state.read(cfg.state_dir) or {}
+        registry_server = registry_started.result()
     if st and _api_alive(st):
         log(f"lab API already running at {st['api_url']} (pid {st['pid']})")
         return st
@@ -93,12 +97,12 @@ def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
         raise LabError(f"lab setting `api_port` (LAB_API_PORT) = {cfg.api_port}: 127.0.0.1:"
                        f"{cfg.api_port} is already in use; choose another port")
     key = state.ensure_keypair(cfg.state_dir)
-    token = st.get("token") or secrets.token_hex(32)
     log_path = cfg.state_dir / "api.log"
     # The token travels in the environment: a command line is readable by every local user.
     cmd = [sys.executable, "-m", "lab.fake_do", "--port", str(cfg.api_port),
            "--backend-factory", FACTORY, "--dns-factory", DNS_FACTORY, "--operator-ip", gateway,
-           "--state-file", str((cfg.state_dir / "api-state.json").resolve())]
+           "--state-file", str((cfg.state_dir / "api-state.json").resolve()),
+           "--registry-server", registry_server]
     with open(log_path, "ab") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **cfg.to_env(), "LAB_STATE_DIR": str(cfg.state_dir.resolve()),
@@ -107,7 +111,8 @@ def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
     st = {"name": cfg.name, "pid": proc.pid, "port": cfg.api_port, "api_url": api_url(cfg.api_port),
           "token": token, "ssh_key": str(key), "operator_ip": gateway, "domain": cfg.domain,
           "subnet": cfg.subnet, "network": cfg.network, "started_at": time.time(),
-          "dns_server": cfg.dns_ip, "acme_directory": acme_directory, "acme_ca": str(pebble.ca_path(cfg))}
+          "dns_server": cfg.dns_ip, "acme_directory": acme_directory, "acme_ca": str(pebble.ca_path(cfg)),
+          "registry": registry_server, "registry_ca": str(labregistry.ca_path(cfg))}
     state.write(cfg.state_dir, st)
     deadline = time.monotonic() + 30
     while not _api_alive(st):
@@ -117,7 +122,7 @@ def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
         time.sleep(0.2)
     _register_domain(st)
     log(f"lab is up: API {st['api_url']} (pid {proc.pid}), network {cfg.network} {cfg.subnet}, "
-        f"domain {cfg.domain}, DNS {cfg.dns_ip}, ACME {acme_directory}; next: `inv lab.env > .env.lab` then `inv deploy --env-file .env.lab`")
+        f"domain {cfg.domain}, DNS {cfg.dns_ip}, ACME {acme_directory}, registry {registry_server}; next: `inv lab.env > .env.lab` then `inv deploy --env-file .env.lab`")
     return st
 
 
@@ -193,7 +198,7 @@ def down(cfg: LabConfig, purge_images: bool = False, log: Log = print) -> dict[s
         if p.exists():
             p.unlink()
             removed["files"].append(str(p))
-    for name in ("dns", "pebble"):   # zone files, Pebble's listener certificate and key
+    for name in ("dns", "pebble", "registry"):   # zone files, listener certificates and keys, htpasswd
         p = cfg.state_dir / name
         if p.is_dir():
             shutil.rmtree(p)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import requests
+from urllib3.exceptions import InsecureRequestWarning
 
 from deploy.checks import CheckTarget
 from deploy.checks.pinned import pinned_session
@@ -101,6 +103,8 @@ class Prober:
     def _loop(self, route: Route) -> None:
         interval = 1.0 / route.per_second
         url = f"https://{self.target.domain}{route.path}"
+        # Staging and test-CA certificates are expected: a warning per request would bury the figures.
+        warnings.filterwarnings("ignore", category=InsecureRequestWarning)
         with pinned_session(self.target) as session:
             next_at = time.monotonic()
             while not self._stop.is_set() and time.monotonic() - self._t0 < self.max_seconds:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from lab.config import LabConfig
 from lab.docker import docker, inspect, list_labelled
 from lab.droplets import firewall, seed
-from lab.droplets.network import ensure_network
+from lab.droplets.network import ensure_network, ensure_vpc
 from lab.errors import LabError
 from lab.images import builder
 
@@ -55,6 +55,10 @@ class ContainerBackend:
         self.log = log
         self.boot_timeout = boot_timeout
 
+    @property
+    def vpc_range(self) -> str:
+        return self.cfg.vpc
+
     def container(self, droplet_id: int) -> str:
         return f"{self.cfg.name}-droplet-{droplet_id}"
 
@@ -70,8 +74,10 @@ class ContainerBackend:
 
     # -- DropletBackend --------------------------------------------------------------
     def create(self, droplet_id: int, name: str, ssh_public_keys: list[str],
-               user_data: str | None, tags: list[str]) -> str:
+               user_data: str | None, tags: list[str], private_ip: str | None = None) -> str:
         ensure_network(self.cfg)
+        if private_ip:
+            ensure_vpc(self.cfg)
         image = builder.ensure_droplet_image(self.log, self.cfg.debian_mirror)
         preload = self._preload_archive()
         self.delete(droplet_id)           # a reused id starts from a clean machine
@@ -90,6 +96,8 @@ class ContainerBackend:
             ip = self.ip(droplet_id)
             if not ip:
                 raise LabError(f"droplet container {cname} got no address on {self.cfg.network}")
+            if private_ip:   # after start, so the VPC is eth1 as on a droplet (eth0 stays public)
+                docker("network", "connect", "--ip", private_ip, self.cfg.vpc_network, cname)
             self._wait_ssh(cname, ip)
             self.log(f"droplet {cname}: SSH answers {time.monotonic() - started:.1f}s after boot "
                      "(cloud-init goes on applying the user data)")

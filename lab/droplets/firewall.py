@@ -1,7 +1,8 @@
 """DigitalOcean inbound firewall rules -> iptables commands run inside the droplet.
 
 Filtering happens in the mangle table's PREROUTING for traffic arriving on eth0 (the
-droplet's "public" interface). That is before Docker's DNAT, so a port published by the
+droplet's "public" interface) and eth1 (its VPC: a DigitalOcean Cloud Firewall filters private
+traffic too). That is before Docker's DNAT, so a port published by the
 inner engine (Traefik on 80/443) is filtered by its original port exactly like a cloud
 firewall would, while traffic between the droplet's own containers (docker0, br-*)
 and loopback never enters the chain.
@@ -13,6 +14,7 @@ import shlex
 
 CHAIN = "LAB-FW"
 PUBLIC_IF = "eth0"
+VPC_IF = "eth1"
 
 
 def _ports(rule: dict) -> list[str]:
@@ -75,8 +77,8 @@ def script(inbound_rules: list[dict], droplet_ids: DropletIps | None = None,
         "set -e",
         f"{ipt} -N {CHAIN} 2>/dev/null || true",
         f"{ipt} -F {CHAIN}",
-        f"{ipt} -C PREROUTING -i {PUBLIC_IF} -j {CHAIN} 2>/dev/null || "
-        f"{ipt} -I PREROUTING 1 -i {PUBLIC_IF} -j {CHAIN}",
     ]
+    cmds += [f"{ipt} -C PREROUTING -i {nic} -j {CHAIN} 2>/dev/null || {ipt} -I PREROUTING 1 -i {nic} -j {CHAIN}"
+             for nic in (PUBLIC_IF, VPC_IF)]
     cmds += [f"{ipt} {shlex.join(line)}" for line in rule_lines(inbound_rules, droplet_ids, tagged)]
     return "\n".join(cmds) + "\n"

@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from .backend import DnsPublisher, DropletBackend
+from .registry import DOCR_SERVER, SERVER_ENV
 from .server import FakeDigitalOcean
 
 
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dns-factory", help="module:callable returning a DnsPublisher (the lab's DNS server)")
     parser.add_argument("--state-file", help="JSON file that keeps the state across restarts")
     parser.add_argument("--max-per-page", type=int, default=200)
+    parser.add_argument("--registry-server", default=os.environ.get(SERVER_ENV) or DOCR_SERVER,
+                        help="the container registry's address in the docker credentials it hands out "
+                             f"(default: ${SERVER_ENV}, else {DOCR_SERVER})")
     args = parser.parse_args(argv)
     token = args.token or os.environ.get(TOKEN_ENV)
     if not token:
@@ -51,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     backend: DropletBackend | None = load_factory(args.backend_factory) if args.backend_factory else None
     dns: DnsPublisher | None = load_factory(args.dns_factory, "--dns-factory") if args.dns_factory else None
     fake = FakeDigitalOcean(token, backend=backend, operator_ip=args.operator_ip,
-                            max_per_page=args.max_per_page, state_file=args.state_file, dns=dns)
+                            max_per_page=args.max_per_page, state_file=args.state_file, dns=dns,
+                            registry_server=args.registry_server)
     url = fake.start(args.host, args.port)
     print(url, flush=True)  # the caller reads the bound URL from the first line
     stop = threading.Event()

@@ -10,6 +10,8 @@ from typing import Protocol
 
 
 class DropletBackend(Protocol):
+    vpc_range: str          # the CIDR the API hands private (VPC) addresses from
+
     def create(
         self,
         droplet_id: int,
@@ -17,8 +19,10 @@ class DropletBackend(Protocol):
         ssh_public_keys: list[str],
         user_data: str | None,
         tags: list[str],
+        private_ip: str | None = None,
     ) -> str:
-        """Start the machine and return its public IPv4 once it accepts SSH."""
+        """Start the machine (with private_ip on its VPC interface) and return its public IPv4
+        once it accepts SSH."""
 
     def delete(self, droplet_id: int) -> None:
         """Remove the machine and everything made for it. Idempotent."""
@@ -34,8 +38,10 @@ class DropletBackend(Protocol):
 class NullBackend:
     """No machines: addresses come from TEST-NET-1 (192.0.2.0/24), nothing listens there."""
 
+    vpc_range = "10.110.0.0/16"
+
     def create(self, droplet_id: int, name: str, ssh_public_keys: list[str],
-               user_data: str | None, tags: list[str]) -> str:
+               user_data: str | None, tags: list[str], private_ip: str | None = None) -> str:
         return f"192.0.2.{(droplet_id % 250) + 2}"
 
     def delete(self, droplet_id: int) -> None:

@@ -1,7 +1,8 @@
 """FakeDigitalOcean: a stateful DigitalOcean-compatible API on 127.0.0.1 (stdlib only).
 
 It speaks enough of /v2/ for python-digitalocean: account, droplets (+actions), ssh keys,
-firewalls, domains + records, tags, VPCs (read: one default per region); pagination via links.pages.next, ratelimit headers,
+firewalls, domains + records, tags, VPCs (read: one default per region), the container registry
+(registry.py); pagination via links.pages.next, ratelimit headers,
 {"id", "message"} error bodies and 401 for a wrong token. Machines come from a
 DropletBackend, called from worker threads so a droplet stays "new" while it is built.
 """
@@ -22,6 +23,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .backend import DnsPublisher, DropletBackend, NullBackend
 from .faults import ERROR_IDS, Fault, FaultPlan, RequestRecord, masked_headers
+from .registry import DOCR_SERVER, RegistryApi
 from .store import ApiError, FakeStore, not_found, unprocessable
 
 RATE_LIMIT = 5000
@@ -33,14 +35,15 @@ ResponseHook = Callable[[str, str, int, Any], Any]
 class FakeDigitalOcean:
     def __init__(self, token: str, backend: DropletBackend | None = None,
                  operator_ip: str = "127.0.0.1", max_per_page: int = 200,
-                 state_file: str | None = None, dns: DnsPublisher | None = None) -> None:
+                 state_file: str | None = None, dns: DnsPublisher | None = None,
+                 registry_server: str = DOCR_SERVER) -> None:
         self._token = token
         self.dns = dns
         self.backend: DropletBackend = backend or NullBackend()
         self.operator_ip = operator_ip
         self.max_per_page = max(1, min(200, max_per_page))
         self.state_file = state_file
-        self.store = FakeStore(self._load_state())
+        self.store = FakeStore(self._load_state(), vpc_range=getattr(self.backend, "vpc_range", NullBackend.vpc_range))
         self.faults = FaultPlan()
         self._requests: list[RequestRecord] = []
         self._response_hooks: list[ResponseHook] = []
@@ -50,6 +53,7 @@ class FakeDigitalOcean:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
+        self.registry = RegistryApi(self.store, token, registry_server)   # /v2/registry (DOCR)
         self._routes = self._build_routes()
         self._tls = threading.local()  # the path being served, for pagination links
 
@@ -158,8 +162,10 @@ class FakeDigitalOcean:
     def _spawn_create(self, droplet: dict, action_id: int, public_keys: list[str]) -> None:
         def build() -> None:
             try:
+                private = [n["ip_address"] for n in droplet["networks"]["v4"] if n["type"] == "private"]
                 ip = self.backend.create(droplet["id"], droplet["name"], public_keys,
-                                         droplet.get("_user_data"), list(droplet["tags"]))
+                                         droplet.get("_user_data"), list(droplet["tags"]),
+                                         private_ip=private[0] if private else None)
                 alive = self.store.finish_create(droplet["id"], action_id, ip)
             except Exception as exc:  # the droplet stays "new"; the error is inspectable
                 self.store.finish_create(droplet["id"], action_id, None,
@@ -236,6 +242,7 @@ class FakeDigitalOcean:
             ("DELETE", r"/tags/([^/]+)", self._delete_tag),
             ("POST", r"/tags/([^/]+)/resources", lambda q, b, t: self._tag_resources(t, b, True)),
             ("DELETE", r"/tags/([^/]+)/resources", lambda q, b, t: self._tag_resources(t, b, False)),
+            *self.registry.routes(self._write),
         ]
         return [(m, re.compile(f"^{p}$"), fn) for m, p, fn in r]
 

@@ -24,8 +24,6 @@ HOSTNAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]{0,252}$")
 # Public IPv6 addresses come from the documentation prefix, as IPv4 ones from TEST-NET.
 IPV6_NET = ipaddress.IPv6Network("2001:db8:0:1::/64")
 TARGET_KINDS = ("addresses", "droplet_ids", "load_balancer_uids", "kubernetes_ids", "tags")
-# The range private (VPC) addresses are handed from; every region's default VPC reports it.
-PRIVATE_RANGE = "10.110.0.0/16"
 
 
 class ApiError(Exception):
@@ -104,8 +102,9 @@ def _clean_rules(rules: Any, direction: str) -> list[dict]:
 class FakeStore:
     """All resources of one fake account."""
 
-    def __init__(self, data: dict | None = None) -> None:
+    def __init__(self, data: dict | None = None, vpc_range: str = "10.110.0.0/16") -> None:
         self._lock = threading.RLock()
+        self.vpc_range = ipaddress.IPv4Network(vpc_range)
         self.data: dict = data or {
             "next_id": 1000, "droplets": {}, "actions": {}, "ssh_keys": {},
             "firewalls": {}, "domains": {}, "records": {}, "tags": [], "vpcs": {},
@@ -197,7 +196,7 @@ class FakeStore:
         for vpc in self.data["vpcs"].values():
             if vpc["region"] == region and vpc["default"]:
                 return vpc
-        return self._new_vpc(region, f"default-{region}", PRIVATE_RANGE, default=True)
+        return self._new_vpc(region, f"default-{region}", str(self.vpc_range), default=True)
 
     def _new_vpc(self, region: str, name: str, ip_range: str, default: bool) -> dict:
         vpc_id = str(uuid.uuid4())
@@ -293,7 +292,7 @@ class FakeStore:
             vpc_uuid = self._droplet_vpc(body.get("vpc_uuid"), region["slug"])
             self.ensure_tags(tags)
             droplet_id = self._new_id()
-            private_ip = f"10.110.{(droplet_id // 250) % 250}.{droplet_id % 250 + 2}"
+            private_ip = self._free_private_ip()
             droplet = {
                 "id": droplet_id, "name": body["name"], "memory": size["memory"],
                 "vcpus": size["vcpus"], "disk": size["disk"], "disk_info": size["disk_info"],
@@ -303,8 +302,8 @@ class FakeStore:
                 "image": {"id": 1, "slug": body["image"], "name": str(body["image"]),
                           "distribution": "Ubuntu", "public": True},
                 "volume_ids": [], "size": size, "size_slug": size["slug"],
-                "networks": {"v4": [{"ip_address": private_ip, "netmask": "255.255.0.0",
-                                      "gateway": "10.110.0.1", "type": "private"}], "v6": []},
+                "networks": {"v4": [{"ip_address": private_ip, "netmask": str(self.vpc_range.netmask),
+                                      "gateway": str(self.vpc_range[1]), "type": "private"}], "v6": []},
                 "region": region, "tags": list(tags),
                 "vpc_uuid": vpc_uuid,
                 # "_" fields are the fake's own bookkeeping, never shown by the API
@@ -313,6 +312,18 @@ class FakeStore:
             self.data["droplets"][str(droplet_id)] = droplet
             action = self._new_action("create", droplet_id)
             return copy.deepcopy(droplet), copy.deepcopy(action), public_keys
+
+    def _free_private_ip(self) -> str:
+        """The VPC's lowest address no droplet holds (the first is the gateway): addresses are
+        unique while droplets live, and a machine made for the address can really take it."""
+        taken = {n["ip_address"] for d in self.data["droplets"].values()
+                 for n in d["networks"]["v4"] if n["type"] == "private"}
+        hosts = self.vpc_range.hosts()
+        next(hosts, None)                                   # the gateway
+        for address in hosts:                               # lazily: a /16 has 65,534
+            if str(address) not in taken:
+                return str(address)
+        raise unprocessable(f"no free address left in the VPC {self.vpc_range}")
 
     def _new_action(self, kind: str, droplet_id: int) -> dict:
         action = {"id": self._new_id(), "status": "in-progress", "type": kind,

@@ -184,6 +184,7 @@ TRAEFIK = Recipe(
 # and Pebble, Let's Encrypt's own test CA, both straight from Debian's packages.
 DNS_TAG = "stackdeploy-lab/knot:bookworm"
 PEBBLE_TAG = "stackdeploy-lab/pebble:bookworm"
+REGISTRY_TAG = "stackdeploy-lab/registry:bookworm"
 
 DNS = Recipe(
     tag=DNS_TAG,
@@ -209,6 +210,20 @@ PEBBLE = Recipe(
              'CMD ["pebble", "-config", "/etc/pebble/lab.json"]', "ENTRYPOINT []",
              "EXPOSE 14000 15000"),
 )
-INFRA: dict[str, Recipe] = {r.tag: r for r in (DNS, PEBBLE)}
+# The stand-in for DigitalOcean Container Registry (lab/services/registry.py): images built
+# once per release on the swarm leader reach the other nodes through it.
+REGISTRY = Recipe(
+    tag=REGISTRY_TAG,
+    packages=("docker-registry",),
+    post="""
+        mkdir -p /etc/docker/registry/tls /etc/docker/registry/auth /var/lib/docker-registry
+        docker-registry --version
+    """,
+    files=(("/etc/docker/registry/lab.yml", "registry.yml"),
+           ("/usr/local/bin/registry-entrypoint.sh", "registry-entrypoint.sh")),
+    changes=('CMD ["registry-entrypoint.sh"]', "ENTRYPOINT []",
+             "VOLUME /var/lib/docker-registry", "EXPOSE 443"),
+)
+INFRA: dict[str, Recipe] = {r.tag: r for r in (DNS, PEBBLE, REGISTRY)}
 
 STANDINS: dict[str, Recipe] = {r.tag: r for r in (PYTHON, NODE, NGINX, POSTGRES, REDIS, TRAEFIK)}

@@ -7,20 +7,14 @@ names it validates through the lab's DNS server and checks HTTP-01 on port 80.
 """
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from lab import state
 from lab.config import LabConfig
 from lab.images.recipes import PEBBLE_TAG
+from lab.services import labca
 from lab.services.containers import ensure_container, wait_until
 
 Log = Callable[[str], None]
@@ -41,50 +35,11 @@ def directory_url(cfg: LabConfig) -> str:
     return f"https://{cfg.pebble_ip}:{ACME_PORT}/dir"
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _covers(cert_pem: Path, ip: str) -> bool:
-    try:
-        cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (OSError, ValueError, x509.ExtensionNotFound):
-        return False
-    ok_until = cert.not_valid_after_utc - datetime.timedelta(days=7)
-    return ipaddress.ip_address(ip) in san.get_values_for_type(x509.IPAddress) and \
-        datetime.datetime.now(datetime.timezone.utc) < ok_until
-
-
 def ensure_listener_tls(cfg: LabConfig) -> Path:
     """CA + listener certificate for Pebble's address, made once per address."""
     directory = tls_dir(cfg)
-    cert_path = directory / "tls" / "cert.pem"
-    if _covers(cert_path, cfg.pebble_ip) and ca_path(cfg).exists():
-        return directory
-    (directory / "tls").mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name(f"{cfg.name} Pebble listener CA"))
-          .issuer_name(_name(f"{cfg.name} Pebble listener CA")).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-          .not_valid_after(now + datetime.timedelta(days=365))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    leaf = (x509.CertificateBuilder().subject_name(_name("pebble")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=365))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("pebble"),
-                                                        x509.IPAddress(ipaddress.ip_address(cfg.pebble_ip))]),
-                           critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    state.write_private(directory / "tls" / "key.pem", key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode())
-    (directory / "tls" / "cert.pem").write_bytes(leaf.public_bytes(pem))
-    ca_path(cfg).write_bytes(ca.public_bytes(pem))
+    labca.ensure_server_tls(directory / "tls", ca_path(cfg), f"{cfg.name} Pebble listener CA", "pebble",
+                            cfg.pebble_ip)
     return directory
 
 

@@ -6,7 +6,6 @@ that the validation notices a broken answer or request, so a pass means somethin
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 from typing import Any
 
@@ -15,17 +14,13 @@ import pytest
 from deploy import cloud
 from deploy.cloud import CloudError
 from tests.cloud.conftest import with_
-from tests.conftest import need
 from lab.fake_do.faults import RequestRecord
-from tests.fake_do.contract import SPEC_PATH, load_contract, off_spec
+from tests.fake_do.contract import contract_or_skip, off_spec
 
 
 @pytest.fixture(scope="module")
 def contract() -> Any:
-    need(SPEC_PATH.is_file(), f"DigitalOcean's OpenAPI spec {SPEC_PATH}", missing="is missing",
-         provided_by="CI lays shared/ beside the clone (see shared/specs/README.md)")
-    need(importlib.util.find_spec("openapi_core") is not None, "openapi-core (test extra)")
-    return load_contract()
+    return contract_or_skip()
 
 
 def operation(record: RequestRecord) -> str:

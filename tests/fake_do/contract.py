@@ -9,6 +9,8 @@ it). `off_spec` returns one readable line per problem: a passing check is an emp
 from __future__ import annotations
 
 import copy
+import functools
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any, Iterable
@@ -33,6 +35,22 @@ def load_contract(path: Path = SPEC_PATH) -> Any:
     # No spec self-check: DigitalOcean's bundle fails it in schemas we never use (a null
     # default under a oneOf) and checking 3 MB costs ~10 s. We check exchanges, not the spec.
     return OpenAPI.from_dict(data, config=Config(spec_validator_cls=None))
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_contract() -> Any:
+    return load_contract()
+
+
+def contract_or_skip() -> Any:
+    """The contract for a test, loaded once per session; a missing spec or openapi-core skips
+    the test locally and fails it in CI (which provides both)."""
+    from tests.conftest import need
+
+    need(SPEC_PATH.is_file(), f"DigitalOcean's OpenAPI spec {SPEC_PATH}", missing="is missing",
+         provided_by="CI lays shared/ beside the clone (see shared/specs/README.md)")
+    need(importlib.util.find_spec("openapi_core") is not None, "openapi-core (test extra)")
+    return _shared_contract()
 
 
 def _parameters_without_read_only(spec: dict) -> None:

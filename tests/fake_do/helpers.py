@@ -20,10 +20,12 @@ class RecordingBackend:
         self.tagged: list[tuple[int, list[dict], dict[str, list[int]]]] = []
         self.lock = threading.Lock()
 
-    def create(self, droplet_id, name, ssh_public_keys, user_data, tags) -> str:
+    vpc_range = "10.110.0.0/16"
+
+    def create(self, droplet_id, name, ssh_public_keys, user_data, tags, private_ip=None) -> str:
         with self.lock:
             self.created.append({"id": droplet_id, "name": name, "keys": list(ssh_public_keys),
-                                 "user_data": user_data, "tags": list(tags)})
+                                 "user_data": user_data, "tags": list(tags), "private_ip": private_ip})
         self.release.wait()
         return self.ip
 

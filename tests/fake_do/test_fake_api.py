@@ -317,3 +317,18 @@ def test_bad_backend_factory_is_a_clear_error():
                           "--backend-factory", "nope"], capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and "module:callable" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_each_droplet_gets_its_own_vpc_address_and_the_machine_is_made_with_it(fake, backend):
+    """Swarm nodes talk over their private addresses: the machine must really hold the address
+    the API reports, and two live droplets never share one."""
+    first, second = new_droplet("node-1"), new_droplet("node-2")
+    wait_until(lambda: len(backend.created) == 2)
+    reported = {}
+    for d in (first, second):
+        wait_until(lambda d=d: d.load().status == "active")
+        reported[d.id] = [n["ip_address"] for n in d.networks["v4"] if n["type"] == "private"][0]
+    made = {c["id"]: c["private_ip"] for c in backend.created}
+    assert made == reported
+    assert len(set(reported.values())) == 2
+    assert all(ipaddress.ip_address(ip) in ipaddress.ip_network(backend.vpc_range) for ip in reported.values())

@@ -13,6 +13,7 @@ from dotenv import dotenv_values
 
 from lab.docker import docker, inspect, list_labelled
 from lab.services import dns as labdns
+from lab.services import registry as labregistry
 
 from .conftest import make_cfg
 
@@ -64,6 +65,14 @@ def test_up_env_droplet_down_removes_only_the_lab(project, tmp_path, images, key
         assert env["ACME_TEST_CA"] == "true" and env["ACME_CA_SERVER"] == f"https://{cfg.pebble_ip}:14000/dir"
         directory = requests.get(env["ACME_CA_SERVER"], verify=env["ACME_TEST_CA_ROOT"], timeout=10).json()
         assert directory["newOrder"].startswith(f"https://{cfg.pebble_ip}:14000/")
+        # The container registry (DOCR's stand-in): the API's Docker login names it, it takes the token.
+        made = requests.post(env["DIGITALOCEAN_END_POINT"] + "registry", headers=auth, timeout=5,
+                             json={"name": "lab", "subscription_tier_slug": "basic"})
+        assert made.status_code == 201, made.text
+        creds = requests.get(env["DIGITALOCEAN_END_POINT"] + "registry/docker-credentials", headers=auth,
+                             timeout=5).json()
+        assert list(creds["auths"]) == [labregistry.server(cfg)]
+        assert labregistry.answers(cfg, env["DIGITALOCEAN_TOKEN"])
         if (Path(__file__).parents[2] / "stack" / ".env.example").exists():
             assert env["POSTGRES_PASSWORD"] and "change-me" not in env["POSTGRES_PASSWORD"]
             assert env["DASHBOARD_ALLOWLIST"] == f"{cfg.gateway}/32"
@@ -92,6 +101,7 @@ def test_up_env_droplet_down_removes_only_the_lab(project, tmp_path, images, key
             requests.get(env["OPERATOR_IP_URL"], timeout=2)
         assert not (cfg.state_dir / "state.json").exists()
         assert not (cfg.state_dir / "dns").exists() and not (cfg.state_dir / "pebble").exists()
+        assert not (cfg.state_dir / "registry").exists()
         assert inspect("container", other)["State"]["Running"] and inspect("volume", other)
         assert inspect("image", "redis:7-bookworm") is not None   # cache kept unless --purge-images
     finally:

@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
     ({"LAB_API_PORT": "http"}, "LAB_API_PORT"),
     ({"LAB_IMAGES": "hub"}, "LAB_IMAGES"),
     ({"LAB_NAME": "lab_1!"}, "LAB_NAME"),
+    ({"LAB_VPC_SUBNET": "10.177.0.0/33"}, "LAB_VPC_SUBNET"),
+    ({"LAB_VPC_SUBNET": "10.77.0.0/16"}, "LAB_VPC_SUBNET"),          # overlaps the default subnet
 ])
 def test_bad_settings_name_the_variable_and_the_fix(env, needle):
     with pytest.raises(LabError) as err:
@@ -33,6 +35,21 @@ def test_settings_precedence_yaml_then_environment():
     cfg = labconfig.load({"subnet": "10.90.0.0/24", "api_port": 9000}, environ={"LAB_API_PORT": "9001"})
     assert (cfg.subnet, cfg.api_port, cfg.gateway) == ("10.90.0.0/24", 9001, "10.90.0.1")
     assert labconfig.load({}, environ=cfg.to_env()) == cfg
+
+
+@pytest.mark.parametrize("subnet,vpc", [("10.77.0.0/24", "10.177.0.0/24"), ("10.200.4.0/24", "10.44.4.0/24"),
+                                        ("192.168.5.0/28", "10.12.5.0/28")])
+def test_each_lab_subnet_has_its_own_private_vpc(subnet, vpc):
+    """Labs run side by side (CI, a benchmark): their VPCs must not collide, and must be private."""
+    cfg = labconfig.load({"subnet": subnet}, environ={})
+    assert cfg.vpc == vpc and cfg.vpc_network == "stackdeploy-lab-vpc"
+    assert labconfig.load({}, environ={**cfg.to_env(), "LAB_VPC_SUBNET": "10.99.0.0/24"}).vpc == "10.99.0.0/24"
+
+
+def test_the_firewall_also_guards_the_vpc_interface():
+    """A DigitalOcean Cloud Firewall filters private (VPC) traffic as well as public."""
+    script = firewall.script([{"protocol": "tcp", "ports": "22", "sources": {"addresses": ["10.0.0.1"]}}])
+    assert "-I PREROUTING 1 -i eth0 -j LAB-FW" in script and "-I PREROUTING 1 -i eth1 -j LAB-FW" in script
 
 
 def test_firewall_rules_allow_listed_sources_then_drop():

@@ -1,0 +1,305 @@
+"""Docker Swarm over the droplets' VPC: form it (idempotently), label the data node, and read
+what `inv verify` reports (nodes, services, tasks).
+
+The command builders are pure (tested as strings); ``form`` runs them through each node's
+Target. Every node advertises and listens on its private address only: Swarm's ports
+(2377/tcp, 7946/tcp+udp, 4789/udp) then never face the internet, and the Cloud Firewall admits
+them only from the cluster's tag.
+
+Join tokens are secrets (a token is all a machine needs to join and, for the manager token,
+to run anything on the cluster). ``form`` registers each one with the run's redaction registry
+the moment it is read, and hands it to a joining node in a 0600 file that the join command
+deletes: never on a command line, which `ps` shows and the run log records.
+"""
+from __future__ import annotations
+
+import json
+import time
+import posixpath
+import shlex
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from remote.errors import RemoteError
+from remote.target import Target
+
+SWARM_PORT = 2377
+DATA_LABEL = "stackdeploy.data"
+HINT = ("check Docker runs on every node (`docker info`) and that the nodes reach each other on "
+        "their private addresses (the Cloud Firewall must admit 2377/tcp, 7946/tcp+udp and "
+        "4789/udp from the cluster's tag)")
+
+
+@dataclass(frozen=True)
+class Node:
+    """A droplet as the cluster sees it: its Target and its private (VPC) address."""
+
+    target: Target
+    private_ip: str
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """`docker info`'s Swarm section on one node."""
+
+    state: str            # inactive | pending | active | error | locked
+    node_id: str
+    manager: bool         # ControlAvailable: this node runs the Raft store
+    cluster_id: str
+
+    @property
+    def joined(self) -> bool:
+        return self.state == "active"
+
+
+@dataclass(frozen=True)
+class SwarmResult:
+    managers: tuple[str, ...]              # node names
+    workers: tuple[str, ...]
+    joined: tuple[str, ...]                # nodes that joined during this call
+    node_ids: dict[str, str] = field(default_factory=dict)   # name -> swarm node id
+
+
+# --- command builders (pure) ------------------------------------------------------------------
+def info_command() -> str:
+    return "docker info --format '{{json .Swarm}}'"
+
+
+def init_command(private_ip: str) -> str:
+    ip = shlex.quote(private_ip)
+    return (f"docker swarm init --advertise-addr {ip} --listen-addr {ip}:{SWARM_PORT} "
+            f"--data-path-addr {ip}")
+
+
+def join_token_command(role: str) -> str:
+    if role not in ("worker", "manager"):
+        raise ValueError(f"a swarm role is worker or manager, not {role!r}")
+    return f"docker swarm join-token -q {role}"
+
+
+def join_command(token_file: str, manager_ip: str, private_ip: str) -> str:
+    """Join with the token read from ``token_file``, which is removed whatever happens."""
+    f, ip = shlex.quote(token_file), shlex.quote(private_ip)
+    return (f"trap 'rm -f {f}' EXIT; docker swarm join --token \"$(cat {f})\" --advertise-addr {ip} "
+            f"--listen-addr {ip}:{SWARM_PORT} --data-path-addr {ip} {shlex.quote(manager_ip)}:{SWARM_PORT}")
+
+
+def label_command(node_id: str, label: str, value: str = "true") -> str:
+    return f"docker node update --label-add {shlex.quote(f'{label}={value}')} {shlex.quote(node_id)}"
+
+
+def nodes_command() -> str:
+    return "docker node ls --format '{{json .}}'"
+
+
+def services_command() -> str:
+    return "docker service ls --format '{{json .}}'"
+
+
+def tasks_command(stack: str) -> str:
+    return f"docker stack ps --no-trunc --format '{{{{json .}}}}' {shlex.quote(stack)}"
+
+
+# --- parsing (pure) -----------------------------------------------------------------------------
+def parse_info(text: str) -> LocalState:
+    data = json.loads(text.strip() or "{}")
+    return LocalState(state=str(data.get("LocalNodeState") or "inactive"), node_id=str(data.get("NodeID") or ""),
+                      manager=bool(data.get("ControlAvailable")), cluster_id=str((data.get("Cluster") or {}).get("ID") or ""))
+
+
+def json_lines(text: str) -> list[dict]:
+    """`--format '{{json .}}'` output: one object per line."""
+    return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+
+
+def manager_count(nodes: int) -> int:
+    """One manager below three nodes, three from three on: Raft keeps a quorum through the loss
+    of one manager only with three (two managers would be worse than one: either loss stops it)."""
+    return 3 if nodes >= 3 else 1
+
+
+# --- on the nodes -------------------------------------------------------------------------------
+def local_state(target: Target) -> LocalState:
+    return parse_info(target.run(info_command(), f"reading the swarm state of {target.name}", hint=HINT).stdout)
+
+
+def _join(node: Node, token: str, manager_ip: str) -> None:
+    token_file = posixpath.join("/tmp", f".swarm-join-{secrets.token_hex(6)}")
+    node.target.put(token_file, token.encode(), mode=0o600)
+    node.target.run(join_command(token_file, manager_ip, node.private_ip), f"joining {node.name} to the swarm",
+                    timeout=120, hint=HINT)
+
+
+def form(nodes: Sequence[Node], register_secret: Callable[[str], None],
+         on_event: Callable[[str], None] = lambda _m: None) -> SwarmResult:
+    """Make ``nodes`` one swarm: the first node is the leader (``swarm init`` if no node is in a
+    swarm yet), the first ``manager_count`` nodes are managers, the rest workers. Nodes already
+    in this swarm are left alone; a node in another swarm is an error, never silently moved.
+    The first node carries DATA_LABEL (PostgreSQL and Redis stay with their volumes there)."""
+    if not nodes:
+        raise ValueError("a swarm needs at least one node")
+    states = {n.name: local_state(n.target) for n in nodes}
+    leader = nodes[0]
+    cluster = states[leader.name].cluster_id if states[leader.name].joined else ""
+    if not cluster:
+        if any(s.joined for s in states.values()):
+            others = ", ".join(n for n, s in states.items() if s.joined)
+            raise RemoteError(f"{others} already belong to a swarm but {leader.name} (the first node) does not",
+                              f"make {leader.name} leave nothing behind: on each of {others} run "
+                              "`docker swarm leave --force`, then deploy again")
+        leader.target.run(init_command(leader.private_ip), f"starting the swarm on {leader.name}", hint=HINT)
+        on_event(f"swarm started on {leader.name} ({leader.private_ip})")
+        states[leader.name] = local_state(leader.target)
+        cluster = states[leader.name].cluster_id
+    elif not states[leader.name].manager:
+        raise RemoteError(f"{leader.name} is in a swarm but not a manager of it",
+                          f"promote it from a manager (`docker node promote {leader.name}`) or make it leave "
+                          "(`docker swarm leave --force`), then deploy again")
+    tokens: dict[str, str] = {}
+
+    def token(role: str) -> str:
+        if role not in tokens:
+            value = leader.target.run(join_token_command(role), f"reading the {role} join token",
+                                      hint=HINT).stdout.strip()
+            register_secret(value)
+            tokens[role] = value
+        return tokens[role]
+
+    wanted_managers = manager_count(len(nodes))
+    joined: list[str] = []
+    for index, node in enumerate(nodes[1:], start=1):
+        state = states[node.name]
+        if state.joined and state.cluster_id and state.cluster_id != cluster:
+            raise RemoteError(f"{node.name} belongs to another swarm ({state.cluster_id[:12]})",
+                              f"on {node.name} run `docker swarm leave --force` if that swarm is not in use, "
+                              "then deploy again")
+        if state.joined:
+            continue
+        role = "manager" if index < wanted_managers else "worker"
+        _join(node, token(role), leader.private_ip)
+        joined.append(node.name)
+        on_event(f"{node.name} joined the swarm as a {role}")
+    ids = {n.name: local_state(n.target).node_id for n in nodes}
+    leader.target.run(label_command(ids[leader.name], DATA_LABEL), f"labelling {leader.name} as the data node",
+                      hint=HINT)
+    listed = {n["ID"]: n for n in json_lines(leader.target.run(nodes_command(), "listing the swarm's nodes",
+                                                                hint=HINT).stdout)}
+    managers = tuple(n.name for n in nodes if listed.get(ids[n.name], {}).get("ManagerStatus"))
+    workers = tuple(n.name for n in nodes if n.name not in managers)
+    return SwarmResult(managers=managers, workers=workers, joined=tuple(joined), node_ids=ids)
+
+
+# --- a stack's rollout --------------------------------------------------------------------------
+IN_PROGRESS = {"updating", "rollback_started"}
+ROLLED_BACK = {"rollback_completed", "rollback_paused", "paused"}
+
+
+@dataclass(frozen=True)
+class ServiceRollout:
+    name: str
+    running: int
+    desired: int
+    update_state: str            # "" when the service was not updated since `since`
+    message: str = ""
+
+    @property
+    def settled(self) -> bool:
+        return self.running >= self.desired and self.update_state not in IN_PROGRESS
+
+
+class RolloutFailed(RemoteError):
+    """Swarm rolled a service back (its new tasks failed their healthcheck), or it never settled."""
+
+    def __init__(self, message: str, hint: str, services: dict[str, ServiceRollout]) -> None:
+        super().__init__(message, hint)
+        self.services = services
+
+
+def clock_command() -> str:
+    return "date -u +%Y-%m-%dT%H:%M:%S.%NZ"
+
+
+def inspect_command(services: Sequence[str]) -> str:
+    # One line per service: name, then its UpdateStatus (null when never updated).
+    return ("docker service inspect --format '{{.Spec.Name}} {{json .UpdateStatus}}' "
+            + " ".join(shlex.quote(s) for s in services))
+
+
+def parse_replicas(text: str) -> tuple[int, int]:
+    """`docker service ls`'s Replicas column: "2/3", "1/1 (max 1 per node)", "0/0"."""
+    running, _, rest = text.strip().partition("/")
+    desired = rest.split()[0] if rest.split() else "0"
+    return int(running or 0), int(desired or 0)
+
+
+def parse_update_status(line: str, since: str) -> tuple[str, str, str]:
+    """(service, state, message) from one `inspect_command` line; the state is "" when the last
+    update started before ``since`` (an earlier deploy's outcome is not this one's)."""
+    name, _, raw = line.strip().partition(" ")
+    status = json.loads(raw or "null") or {}
+    started = str(status.get("StartedAt") or "")
+    if not status or _instant(started) < _instant(since):
+        return name, "", ""
+    return name, str(status.get("State") or ""), str(status.get("Message") or "")
+
+
+def _instant(stamp: str) -> str:
+    """An RFC 3339 UTC time as a string that sorts in time order: Docker trims the trailing zeros
+    of the nanoseconds, so the fraction is padded to nine digits."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return f"{whole}.{fraction[:9]:0<9}"
+
+
+def rollout_state(target: Target, stack: str, since: str) -> dict[str, ServiceRollout]:
+    listed = json_lines(target.run(f"{services_command()} --filter label=com.docker.stack.namespace={shlex.quote(stack)}",
+                                   "listing the stack's services", hint=HINT).stdout)
+    names = [row["Name"] for row in listed]
+    updates: dict[str, tuple[str, str]] = {}
+    if names:
+        out = target.run(inspect_command(names), "reading the services' update status", hint=HINT).stdout
+        for line in out.splitlines():
+            if line.strip():
+                name, state, message = parse_update_status(line, since)
+                updates[name] = (state, message)
+    out: dict[str, ServiceRollout] = {}
+    for row in listed:
+        running, desired = parse_replicas(str(row.get("Replicas") or "0/0"))
+        state, message = updates.get(row["Name"], ("", ""))
+        out[row["Name"]] = ServiceRollout(row["Name"], running, desired, state, message)
+    return out
+
+
+def wait_rollout(target: Target, stack: str, since: str, timeout: float, poll: float = 2.0,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[dict[str, ServiceRollout]], None] = lambda _s: None) -> dict[str, ServiceRollout]:
+    """Until every service of ``stack`` runs its replicas and no update is in progress. A service
+    Swarm rolled back (its new tasks failed) is a RolloutFailed naming it: the old tasks serve."""
+    deadline = clock() + timeout
+    last: dict[str, ServiceRollout] = {}
+    while True:
+        states = rollout_state(target, stack, since)
+        if states != last:
+            on_change(states)
+            last = states
+        rolled = [s for s in states.values() if s.update_state in ROLLED_BACK]
+        if rolled and all(s.settled for s in states.values()):
+            names = ", ".join(sorted(s.name for s in rolled))
+            why = "; ".join(f"{s.name}: {s.message}" for s in rolled if s.message)
+            raise RolloutFailed(f"Swarm rolled back {names}: the new tasks did not stay healthy ({why or 'no message'}); "
+                                "the previous version serves", f"read `docker service ps {stack}_<service> --no-trunc` "
+                                "(collected as swarm-tasks.txt) and the service's logs, fix it and deploy again", states)
+        if states and all(s.settled for s in states.values()):
+            return states
+        if clock() >= deadline:
+            waiting = ", ".join(f"{s.name} {s.running}/{s.desired}{' ' + s.update_state if s.update_state else ''}"
+                                for s in sorted(states.values(), key=lambda s: s.name) if not s.settled)
+            raise RolloutFailed(f"the stack {stack} did not settle within {timeout:g} s (waiting for {waiting or 'services'})",
+                                "read swarm-tasks.txt in the run folder (why tasks do not start: image pull, "
+                                "placement, healthcheck), or raise WAIT_TIMEOUT", states)
+        sleep(poll)

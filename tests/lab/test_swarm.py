@@ -1,0 +1,224 @@
+"""A Docker Swarm formed over three real lab droplets' VPC: managers and workers, the data node's
+label, a rerun that changes nothing, join tokens kept out of everything written, and an overlay
+network that carries traffic between tasks on different nodes (dnsrr: this kernel has no IPVS)."""
+from __future__ import annotations
+
+import ipaddress
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from deploy import hostkey
+from deploy.cloud_init import build_user_data
+from deploy.redact import SecretRegistry
+from lab import config as labconfig
+from lab import control, state
+from lab.droplets import ContainerBackend
+from remote import cloudinit, swarm
+from remote.connection import SshTarget, connector, host_entry
+from remote.layout import ReleaseLayout
+from remote.target import Target
+
+from .conftest import TEST_PRELOAD, free_port, free_subnet
+
+pytestmark = [pytest.mark.docker, pytest.mark.lab]
+
+BASE = "/opt/stackdeploy"
+STACK = """\
+version: "3.9"
+services:
+  cache:
+    image: redis:7-bookworm
+    deploy:
+      endpoint_mode: dnsrr
+      placement: {constraints: ["node.labels.stackdeploy.data == true"]}
+    networks: [mesh]
+  client:
+    image: redis:7-bookworm
+    command: ["sh", "-c", "until redis-cli -h cache set crossed yes; do sleep 1; done; sleep infinity"]
+    deploy:
+      endpoint_mode: dnsrr
+      placement: {constraints: ["node.labels.stackdeploy.data != true"]}
+    networks: [mesh]
+networks:
+  mesh: {driver: overlay}
+"""
+
+
+class Cluster:
+    """Three brand-new droplets on one lab VPC (cloud-init installs Docker on each: ~1 min, in parallel)."""
+
+    def __init__(self, tmp, images) -> None:
+        self.cfg = labconfig.LabConfig(name=f"labtest-{uuid.uuid4().hex[:8]}", subnet=free_subnet(),
+                                       api_port=free_port(), state_dir=tmp / ".lab", preload=TEST_PRELOAD)
+        self.key = state.ensure_keypair(tmp / "keys")
+        self.known_hosts = tmp / "known_hosts"
+        self.backend = ContainerBackend(self.cfg, log=lambda m: None)
+        pub = self.key.with_suffix(".pub").read_text()
+        vpc = list(ipaddress.ip_network(self.cfg.vpc).hosts())
+        specs = [(201 + i, f"node-{i + 1}", str(vpc[i + 1])) for i in range(3)]
+
+        def make(spec):
+            did, name, private = spec
+            host_key = hostkey.generate(SecretRegistry())
+            ip = self.backend.create(did, name, [pub], build_user_data("deploy", pub, host_key, BASE), ["swarm"],
+                                     private_ip=private)
+            return did, name, private, ip, host_key
+
+        with ThreadPoolExecutor(3) as pool:
+            made = list(pool.map(make, specs))
+        self.nodes: list[swarm.Node] = []
+        self.ids: dict[str, int] = {}
+        for did, name, private, ip, host_key in made:
+            hostkey.pin(self.known_hosts, host_entry(ip, 22), host_key.public)
+            ssh = SshTarget(host=ip, user="deploy", key_path=self.key, known_hosts_path=self.known_hosts,
+                            connect_timeout=10, retries=1, backoff=0.5)
+            target = Target(name=name, host=ip, layout=ReleaseLayout(BASE), connector=connector(ssh)).open()
+            self.nodes.append(swarm.Node(target, private))
+            self.ids[name] = did
+        with ThreadPoolExecutor(3) as pool:
+            states = list(pool.map(lambda n: cloudinit.wait(n.target, 600), self.nodes))
+        assert all(s.state == "done" for s in states), states
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.target.close()
+        control.down(self.cfg, log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, images):
+    c = Cluster(tmp_path_factory.mktemp("swarm"), images)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def formed(cluster):
+    registered: list[str] = []
+    events: list[str] = []
+    result = swarm.form(cluster.nodes, registered.append, events.append)
+    return result, registered, events
+
+
+def test_three_nodes_form_one_swarm_of_three_managers_over_the_vpc(cluster, formed):
+    result, _, events = formed
+    names = [n.name for n in cluster.nodes]
+    assert result.managers == tuple(names) and result.workers == ()       # 3 nodes: 3 managers (Raft quorum)
+    assert result.joined == ("node-2", "node-3")
+    listed = swarm.json_lines(cluster.nodes[0].target.run(swarm.nodes_command()).stdout)
+    assert sorted(n["Hostname"] for n in listed) == names
+    assert {n["Status"] for n in listed} == {"Ready"}
+    # every node advertises its private address, never the public one
+    for node in cluster.nodes:
+        addr = cluster.nodes[0].target.run(
+            f"docker node inspect {result.node_ids[node.name]} --format '{{{{.Status.Addr}}}}'").stdout.strip()
+        assert addr == node.private_ip
+    labels = cluster.nodes[0].target.run(
+        f"docker node inspect {result.node_ids['node-1']} --format '{{{{json .Spec.Labels}}}}'").stdout
+    assert '"stackdeploy.data":"true"' in labels
+    assert any("swarm started on node-1" in e for e in events)
+
+
+def test_join_tokens_are_registered_as_secrets_and_leave_no_file_behind(cluster, formed):
+    _, registered, _ = formed
+    live = {cluster.nodes[0].target.run(swarm.join_token_command(r)).stdout.strip() for r in ("manager",)}
+    assert live <= set(registered) and all(t.startswith("SWMTKN-") for t in registered)
+    for node in cluster.nodes[1:]:
+        assert node.target.run("ls -a /tmp").stdout.count(".swarm-join-") == 0
+
+
+def test_forming_again_changes_nothing(cluster, formed):
+    first, _, _ = formed
+    again = swarm.form(cluster.nodes, lambda _t: None)
+    assert again.joined == () and again.node_ids == first.node_ids and again.managers == first.managers
+
+
+def test_a_node_of_another_swarm_is_refused_not_moved(cluster, formed, tmp_path):
+    outsider = cluster.nodes[2]
+    leader = cluster.nodes[0]
+    # node-3 leaves and starts a swarm of its own: forming must name it and the fix
+    leader.target.run(f"docker node demote {outsider.name}")
+    outsider.target.run("docker swarm leave --force")
+    deadline = time.monotonic() + 60
+    while "Down" not in leader.target.run(f"docker node inspect {outsider.name} --format '{{{{.Status.State}}}}'",
+                                          check=False).stdout.title() and time.monotonic() < deadline:
+        time.sleep(1)
+    leader.target.run(f"docker node rm --force {outsider.name}")
+    outsider.target.run(swarm.init_command(outsider.private_ip))
+    try:
+        with pytest.raises(swarm.RemoteError) as err:
+            swarm.form(cluster.nodes, lambda _t: None)
+        assert "node-3 belongs to another swarm" in str(err.value) and "docker swarm leave --force" in err.value.hint
+    finally:
+        outsider.target.run("docker swarm leave --force")
+    rejoined = swarm.form(cluster.nodes, lambda _t: None)
+    assert rejoined.joined == ("node-3",) and rejoined.managers == tuple(n.name for n in cluster.nodes)
+
+
+def test_the_overlay_carries_traffic_between_tasks_on_different_nodes(cluster, formed):
+    leader = cluster.nodes[0].target
+    leader.run("mkdir -p ~/mesh")
+    leader.put("/home/deploy/mesh/stack.yml", STACK.encode())
+    leader.run("docker stack deploy -c ~/mesh/stack.yml mesh", timeout=120)
+    try:
+        deadline = time.monotonic() + 180
+        value = ""
+        while time.monotonic() < deadline:
+            value = leader.run("cid=$(docker ps -q -f label=com.docker.swarm.service.name=mesh_cache); "
+                               "[ -n \"$cid\" ] && docker exec $cid redis-cli get crossed", check=False).stdout.strip()
+            if value == "yes":
+                break
+            time.sleep(2)
+        tasks = swarm.json_lines(leader.run(swarm.tasks_command("mesh")).stdout)
+        running = {t["Name"].split(".")[0]: t["Node"] for t in tasks if t["CurrentState"].startswith("Running")}
+        assert running["mesh_cache"] == "node-1" and running["mesh_client"] != "node-1", tasks
+        assert value == "yes", "the client on another node never reached the cache over the overlay"
+    finally:
+        leader.run("docker stack rm mesh", check=False)
+
+
+ROLLING = """\
+version: "3.9"
+services:
+  web:
+    image: redis:7-bookworm
+    command: ["redis-server", "--port", "{port}"]
+    environment: {{RELEASE: "{release}"}}
+    healthcheck: {{test: ["CMD", "redis-cli", "ping"], interval: 1s, timeout: 2s, retries: 3}}
+    deploy:
+      endpoint_mode: dnsrr
+      replicas: 3
+      update_config: {{order: start-first, parallelism: 1, failure_action: rollback, monitor: 5s}}
+      rollback_config: {{order: start-first, parallelism: 1}}
+"""
+
+
+def _roll(leader: Target, release: str, port: int = 6379) -> str:
+    since = leader.run(swarm.clock_command()).stdout.strip()
+    leader.put("/home/deploy/mesh/rolling.yml", ROLLING.format(port=port, release=release).encode())
+    leader.run("docker stack deploy -c ~/mesh/rolling.yml roll", timeout=120)
+    return since
+
+
+def test_a_rolling_update_settles_and_a_failing_one_is_rolled_back_by_swarm_and_named(cluster, formed):
+    leader = cluster.nodes[0].target
+    leader.run("mkdir -p ~/mesh")
+    try:
+        states = swarm.wait_rollout(leader, "roll", _roll(leader, "one"), timeout=180)
+        assert states["roll_web"].running == states["roll_web"].desired == 3
+        states = swarm.wait_rollout(leader, "roll", _roll(leader, "two"), timeout=180)
+        assert states["roll_web"].update_state == "completed"
+        # The new tasks listen elsewhere, so their healthcheck fails: Swarm must roll back
+        with pytest.raises(swarm.RolloutFailed) as err:
+            swarm.wait_rollout(leader, "roll", _roll(leader, "three", port=6380), timeout=240)
+        assert "roll_web" in str(err.value) and "previous version serves" in str(err.value)
+        env = leader.run("docker service inspect roll_web --format '{{json .Spec.TaskTemplate.ContainerSpec.Env}}'").stdout
+        assert "RELEASE=two" in env
+        running = [t for t in swarm.json_lines(leader.run(
+            "docker service ps roll_web --filter desired-state=running --format '{{json .}}'").stdout)]
+        assert len(running) == 3 and all(t["CurrentState"].startswith("Running") for t in running)
+    finally:
+        leader.run("docker stack rm roll", check=False)

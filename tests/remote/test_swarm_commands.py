@@ -1,0 +1,62 @@
+"""Swarm command builders and parsers, as strings: what runs on a node, without a node."""
+from __future__ import annotations
+
+import pytest
+
+from remote import swarm
+
+
+def test_a_node_advertises_listens_and_carries_data_on_its_private_address_only():
+    cmd = swarm.init_command("10.177.0.2")
+    assert "--advertise-addr 10.177.0.2" in cmd and "--listen-addr 10.177.0.2:2377" in cmd
+    assert "--data-path-addr 10.177.0.2" in cmd
+
+
+def test_the_join_token_is_read_from_a_file_the_command_removes_never_from_its_arguments():
+    cmd = swarm.join_command("/tmp/.swarm-join-ab", "10.177.0.2", "10.177.0.3")
+    assert "SWMTKN" not in cmd
+    assert "$(cat /tmp/.swarm-join-ab)" in cmd and "trap 'rm -f /tmp/.swarm-join-ab' EXIT" in cmd
+    assert cmd.endswith("10.177.0.2:2377") and "--advertise-addr 10.177.0.3" in cmd
+
+
+def test_a_role_other_than_worker_or_manager_is_refused():
+    assert swarm.join_token_command("worker") == "docker swarm join-token -q worker"
+    with pytest.raises(ValueError, match="worker or manager"):
+        swarm.join_token_command("root")
+
+
+@pytest.mark.parametrize("nodes,managers", [(1, 1), (2, 1), (3, 3), (5, 3), (9, 3)])
+def test_three_managers_from_three_nodes_on_one_below(nodes, managers):
+    assert swarm.manager_count(nodes) == managers
+
+
+def test_docker_info_swarm_section_parsed():
+    inactive = swarm.parse_info('{"NodeID":"","LocalNodeState":"inactive","ControlAvailable":false}\n')
+    assert not inactive.joined and not inactive.manager
+    active = swarm.parse_info('{"NodeID":"n1","LocalNodeState":"active","ControlAvailable":true,'
+                              '"Cluster":{"ID":"c1"}}')
+    assert active.joined and active.manager and active.node_id == "n1" and active.cluster_id == "c1"
+
+
+def test_json_lines_skips_what_is_not_an_object():
+    assert swarm.json_lines('{"ID":"a"}\n\nwarning: x\n{"ID":"b"}\n') == [{"ID": "a"}, {"ID": "b"}]
+
+
+def test_a_stack_name_is_quoted():
+    assert swarm.tasks_command("my stack").endswith("'my stack'")
+
+
+@pytest.mark.parametrize("text,expected", [("3/3", (3, 3)), ("0/1", (0, 1)), ("1/1 (max 1 per node)", (1, 1)),
+                                           ("0/0", (0, 0))])
+def test_replicas_column(text, expected):
+    assert swarm.parse_replicas(text) == expected
+
+
+def test_an_update_that_started_before_this_deploy_is_not_this_deploys_outcome():
+    since = "2026-11-27T03:30:01.500000000Z"
+    old = 'st_api {"State":"rollback_completed","StartedAt":"2026-11-27T03:10:00.1Z","Message":"rollback done"}'
+    assert swarm.parse_update_status(old, since) == ("st_api", "", "")
+    # Docker trims trailing zeros: .6Z is after .500000000Z
+    new = 'st_api {"State":"rollback_completed","StartedAt":"2026-11-27T03:30:01.6Z","Message":"update rolled back"}'
+    assert swarm.parse_update_status(new, since) == ("st_api", "rollback_completed", "update rolled back")
+    assert swarm.parse_update_status("st_db null", since) == ("st_db", "", "")
