@@ -946,6 +946,19 @@ def _checked_input(spec: CloudSpec, planning: bool = False) -> str:
     return user_data
 
 
+def _begin(spec: CloudSpec, on_event: OnEvent, account: AccountInfo | None) -> tuple[str, str | None]:
+    """(user data, operator IP or None without a firewall): the input checked before any API
+    call, then the token (unless ``account`` says it was checked this run), then the operator's
+    address, known before anything is created: a new droplet carries its creator's announcement."""
+    user_data = _checked_input(spec)
+    if account is None:
+        account = check_token(spec, on_event)
+        on_event("info", f"DigitalOcean token accepted ({account.email})")
+    operator_ip = (discover_operator_ip(spec.operator_ip_url, spec.operator_ip_timeout)
+                   if spec.firewall_enabled else None)
+    return user_data, operator_ip
+
+
 def provision(spec: CloudSpec, on_event: OnEvent = _log_event,
               account: AccountInfo | None = None,
               on_droplet: Callable[[DropletInfo], None] | None = None) -> ProvisionResult:
@@ -958,13 +971,7 @@ def provision(spec: CloudSpec, on_event: OnEvent = _log_event,
             on_droplet(info)
         return info
 
-    user_data = _checked_input(spec)
-    if account is None:
-        account = check_token(spec, on_event)
-        on_event("info", f"DigitalOcean token accepted ({account.email})")
-    # Known before anything is created: a new droplet carries its creator's announcement.
-    operator_ip = (discover_operator_ip(spec.operator_ip_url, spec.operator_ip_timeout)
-                   if spec.firewall_enabled else None)
+    user_data, operator_ip = _begin(spec, on_event, account)
     warnings: list[str] = []
     with _library_env(spec):
         droplet = _find(spec, on_event)
@@ -1137,13 +1144,8 @@ def provision_cluster(spec: CloudSpec, on_event: OnEvent = _log_event,
             on_droplet(info)
         return info
 
-    user_data = _checked_input(spec)
+    user_data, operator_ip = _begin(spec, on_event, account)
     tag = cluster_tag(spec.droplet_name)
-    if account is None:
-        account = check_token(spec, on_event)
-        on_event("info", f"DigitalOcean token accepted ({account.email})")
-    operator_ip = (discover_operator_ip(spec.operator_ip_url, spec.operator_ip_timeout)
-                   if spec.firewall_enabled else None)
     warnings: list[str] = []
     names = node_names(spec.droplet_name, spec.nodes)
     specs = [spec] + [_node_spec(spec, name, tag) for name in names[1:]]

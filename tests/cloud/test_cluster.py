@@ -15,6 +15,8 @@ from deploy.redact import SecretRegistry
 from lab.fake_do import FakeDigitalOcean
 from tests.cloud.conftest import TOKEN, with_
 from tests.cloud.test_concurrency import race, together
+from tests.cloud.test_contract import operation
+from tests.fake_do.contract import contract_or_skip, off_spec
 from tests.fake_do.helpers import RecordingBackend, ssh_allowed_from
 
 TAG = "stack-1-swarm"
@@ -188,9 +190,12 @@ def test_a_node_in_another_vpc_stops_the_run_before_anything_is_written(fake, ap
     assert writes(fake) == [] and len(fake.state["droplets"]) == 2
 
 
-def test_without_host_keys_for_the_nodes_nothing_is_asked_of_the_api(fake, api_spec):
+def test_without_host_keys_for_the_nodes_nothing_is_asked_of_the_api(fake, api_spec, key_for):
     with pytest.raises(CloudError, match="host keys"):
         cloud.provision_cluster(with_(api_spec, nodes=2))
+    with pytest.raises(CloudError, match="0 droplets") as err:
+        cluster(api_spec, key_for, 0)
+    assert "1 or more" in err.value.hint
     assert fake.requests == []
 
 
@@ -229,19 +234,10 @@ def test_new_nodes_join_node_ones_vpc_even_when_it_is_not_the_default(fake, api_
 
 @pytest.fixture(scope="module")
 def contract():
-    import importlib.util
-
-    from tests.conftest import need
-    from tests.fake_do.contract import SPEC_PATH, load_contract
-    need(SPEC_PATH.is_file(), f"DigitalOcean's OpenAPI spec {SPEC_PATH}", missing="is missing",
-         provided_by="CI lays shared/ beside the clone (see shared/specs/README.md)")
-    need(importlib.util.find_spec("openapi_core") is not None, "openapi-core (test extra)")
-    return load_contract()
+    return contract_or_skip()
 
 
 def test_growing_reattaching_and_shrinking_are_on_spec(fake, api_spec, key_for, contract):
-    from tests.cloud.test_contract import operation
-    from tests.fake_do.contract import off_spec
     cloud.provision(api_spec)
     cluster(api_spec, key_for, 3)                       # node 1 tagged, nodes created in its VPC
     fw_id = next(iter(fake.state["firewalls"]))

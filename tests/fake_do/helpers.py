@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import threading
 
+TOKEN = "dop_v1_fake_test_token_1234567890"   # the token of the fake API in tests/fake_do/conftest.py
+
 
 class RecordingBackend:
     def __init__(self, ip: str = "127.0.0.1", hold: bool = False) -> None:

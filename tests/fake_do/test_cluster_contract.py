@@ -3,7 +3,6 @@ region (GET /v2/vpcs), firewall rules whose sources are tags, droplets listed by
 machines' firewalls following the droplets that carry a tag."""
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import digitalocean
@@ -11,34 +10,16 @@ import pytest
 import requests
 
 from lab.fake_do import FakeDigitalOcean
-from tests.conftest import need
-from tests.fake_do.contract import SPEC_PATH, load_contract, off_spec
-from tests.fake_do.helpers import RecordingBackend
+from tests.fake_do.contract import contract_or_skip, off_spec
+from tests.fake_do.helpers import TOKEN, RecordingBackend
 
-TOKEN = "dop_v1_fake_cluster_token_0123456789"
 SWARM = [{"protocol": "tcp", "ports": "2377", "sources": {"tags": ["stack-swarm"]}},
          {"protocol": "udp", "ports": "4789", "sources": {"tags": ["stack-swarm"]}}]
 
 
 @pytest.fixture(scope="module")
 def contract():
-    need(SPEC_PATH.is_file(), f"DigitalOcean's OpenAPI spec {SPEC_PATH}", missing="is missing",
-         provided_by="CI lays shared/ beside the clone (see shared/specs/README.md)")
-    need(importlib.util.find_spec("openapi_core") is not None, "openapi-core (test extra)")
-    return load_contract()
-
-
-@pytest.fixture
-def backend() -> RecordingBackend:
-    return RecordingBackend(ip="127.0.0.1")
-
-
-@pytest.fixture
-def fake(backend, monkeypatch):
-    api = FakeDigitalOcean(TOKEN, backend=backend, operator_ip="198.51.100.7", max_per_page=2)
-    monkeypatch.setenv("DIGITALOCEAN_END_POINT", api.start())
-    yield api
-    api.stop()
+    return contract_or_skip()
 
 
 def get(fake, path: str) -> requests.Response:

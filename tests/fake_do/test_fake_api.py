@@ -13,23 +13,9 @@ import pytest
 import requests
 
 from lab.fake_do import FakeDigitalOcean
-from tests.fake_do.helpers import RecordingBackend, ssh_allowed_from
+from tests.fake_do.helpers import TOKEN, RecordingBackend, ssh_allowed_from
 
-TOKEN = "dop_v1_fake_test_token_1234567890"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC4jrRa0yZJ6g+UZ+MjK3caPGp7kdFgadfOjU5smSsEk test"
-
-
-@pytest.fixture
-def backend() -> RecordingBackend:
-    return RecordingBackend(ip="127.0.0.1")
-
-
-@pytest.fixture
-def fake(backend, monkeypatch):
-    api = FakeDigitalOcean(TOKEN, backend=backend, operator_ip="198.51.100.7", max_per_page=2)
-    monkeypatch.setenv("DIGITALOCEAN_END_POINT", api.start())
-    yield api
-    api.stop()
 
 
 def mgr() -> digitalocean.Manager:
