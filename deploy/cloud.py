@@ -89,6 +89,7 @@ class CloudSpec:
     retry_max_total: float = 120.0      # no API call keeps retrying longer than this
     operator: str = ""                  # user@host of this run, named on the droplet's presence tag
     allowlist_ttl: float = 3 * 3600.0   # seconds an operator stays allowed after their last provision
+    nodes: int = 1                      # droplets in the cluster (provision_cluster); 1: one droplet, no Swarm
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class DropletInfo:
     status: str
     public_ipv4: str | None
     created: bool
+    private_ipv4: str | None = None     # its VPC address (what Swarm nodes talk over)
 
 
 @dataclass(frozen=True)
@@ -371,11 +373,20 @@ def public_ipv4(networks: dict | None) -> str | None:
     return None
 
 
+def private_ipv4(networks: dict | None) -> str | None:
+    """The droplet's VPC IPv4: type == "private", wherever it is listed."""
+    for net in (networks or {}).get("v4") or []:
+        if net.get("type") == "private" and net.get("ip_address"):
+            return net["ip_address"]
+    return None
+
+
 def _info(droplet: Any, created: bool) -> DropletInfo:
     region = droplet.region.get("slug") if isinstance(droplet.region, dict) else droplet.region
     return DropletInfo(id=int(droplet.id), name=droplet.name, region=str(region),
                        size=str(getattr(droplet, "size_slug", "") or ""), status=droplet.status,
-                       public_ipv4=public_ipv4(droplet.networks), created=created)
+                       public_ipv4=public_ipv4(droplet.networks), created=created,
+                       private_ipv4=private_ipv4(droplet.networks))
 
 
 def _named(spec: CloudSpec, on_event: OnEvent) -> list[Any]:
@@ -395,15 +406,18 @@ def _named(spec: CloudSpec, on_event: OnEvent) -> list[Any]:
     return sorted(matches, key=lambda d: int(d.id))
 
 
-def _find(spec: CloudSpec, on_event: OnEvent) -> Any | None:
-    matches = _named(spec, on_event)
+def _one_named(name: str, matches: list[Any]) -> Any | None:
     if len(matches) > 1:
         ids = ", ".join(str(d.id) for d in matches)
-        raise CloudError(f"{len(matches)} droplets are named {spec.droplet_name!r} (ids {ids})",
+        raise CloudError(f"{len(matches)} droplets are named {name!r} (ids {ids})",
                          "if another deploy is creating the droplet right now, wait a minute and run again "
                          "(the newer one deletes itself); otherwise delete or rename the extra droplets, "
                          "or set DROPLET_NAME to a unique name")
     return matches[0] if matches else None
+
+
+def _find(spec: CloudSpec, on_event: OnEvent) -> Any | None:
+    return _one_named(spec.droplet_name, _named(spec, on_event))
 
 
 def find_droplet(spec: CloudSpec) -> DropletInfo | None:
@@ -468,12 +482,15 @@ def _ensure_ssh_key(spec: CloudSpec, on_event: OnEvent) -> tuple[int, bool]:
 
 
 def _create_droplet(spec: CloudSpec, key_id: int, user_data: str, on_event: OnEvent,
-                    extra_tags: tuple[str, ...] = ()) -> Any:
+                    extra_tags: tuple[str, ...] = (), vpc_uuid: str | None = None) -> Any:
+    """``vpc_uuid`` None: the region's default VPC (the field is left out)."""
     # The body is ours, not Droplet.create()'s: the library always sends "vpc_uuid": null,
     # which DigitalOcean's contract does not allow (a string, or the field left out).
     body = {"name": spec.droplet_name, "region": spec.region, "size": spec.size,
             "image": spec.image, "ssh_keys": [key_id], "tags": [*spec.tags, *extra_tags],
             "user_data": user_data, "ipv6": False, "monitoring": True}
+    if vpc_uuid:
+        body["vpc_uuid"] = vpc_uuid
     api = digitalocean.Droplet(token=spec.token)
 
     def create() -> Any:
@@ -603,6 +620,20 @@ def firewall_rules(operator_ips: list[str], extra_cidrs: tuple[str, ...]) -> tup
     return inbound, outbound
 
 
+# Docker Swarm's ports: cluster management (manager), node gossip, overlay network traffic (VXLAN).
+SWARM_PORTS = (("tcp", "2377"), ("tcp", "7946"), ("udp", "7946"), ("udp", "4789"))
+
+
+def swarm_rules(cluster: str) -> list[dict]:
+    """Inbound rules opening the Swarm ports to the droplets carrying the tag ``cluster`` and to
+    nothing else: the source is the tag, never an address (so never 0.0.0.0/0), and it follows
+    the nodes as they are added or removed. A Cloud Firewall filters the VPC's traffic too, so
+    without these rules nodes could not reach each other's Swarm ports even privately. (An
+    encrypted overlay would need ESP, which a Cloud Firewall cannot admit: don't use one.)"""
+    return [{"protocol": protocol, "ports": ports, "sources": {"tags": [cluster]}}
+            for protocol, ports in SWARM_PORTS]
+
+
 # Every kind of source/destination DigitalOcean documents for a firewall rule.
 _TARGET_KINDS = ("addresses", "droplet_ids", "load_balancer_uids", "kubernetes_ids", "tags")
 
@@ -638,13 +669,17 @@ class _FirewallState:
 
 
 def _compare(operator_ip: str, inbound: list[dict], outbound: list[dict], current: dict | None,
-             droplet_id: int | None) -> _FirewallState:
+             droplet_id: int | None, tag: str | None = None) -> _FirewallState:
+    """``tag``: the firewall is to be attached by that tag (a cluster), else to ``droplet_id``."""
     if current is None:
         return _FirewallState(operator_ip, inbound, outbound, None, False, False)
     same_rules = (_rule_key(current.get("inbound_rules") or [], "sources") == _rule_key(inbound, "sources")
                   and _rule_key(current.get("outbound_rules") or [], "destinations")
                   == _rule_key(outbound, "destinations"))
-    attached = droplet_id is not None and droplet_id in (current.get("droplet_ids") or [])
+    if tag is not None:
+        attached = tag in (current.get("tags") or [])
+    else:
+        attached = droplet_id is not None and droplet_id in (current.get("droplet_ids") or [])
     return _FirewallState(operator_ip, inbound, outbound, current, same_rules, attached)
 
 
@@ -665,9 +700,13 @@ def _firewall_state(spec: CloudSpec, droplet_id: int | None, on_event: OnEvent) 
 
 
 def _ensure_firewall(spec: CloudSpec, droplet_id: int, operator_ip: str, allowed: list[str],
-                     on_event: OnEvent) -> FirewallResult:
-    """The firewall named after the droplet, with SSH from the ``allowed`` operators only."""
+                     on_event: OnEvent, cluster: str | None = None) -> FirewallResult:
+    """The firewall named after the droplet, with SSH from the ``allowed`` operators only.
+    ``cluster``: the cluster tag; the Swarm ports open between the droplets carrying it, and
+    the firewall is attached by it (every node, and a node added later from its creation)."""
     inbound, outbound = firewall_rules(allowed, spec.extra_ssh_cidrs)
+    if cluster is not None:
+        inbound += swarm_rules(cluster)
     who = ", ".join(allowed)
 
     def named() -> list[dict]:
@@ -677,11 +716,12 @@ def _ensure_firewall(spec: CloudSpec, droplet_id: int, operator_ip: str, allowed
         _call(spec, "deleting a duplicate firewall",
               digitalocean.Firewall(token=spec.token, id=extra["id"]).destroy, on_event, missing_ok=True)
         on_event("warning", f"deleted duplicate firewall {extra['id']} named {spec.droplet_name}")
-    state = _compare(operator_ip, inbound, outbound, mine[0] if mine else None, droplet_id)
+    state = _compare(operator_ip, inbound, outbound, mine[0] if mine else None, droplet_id, cluster)
     current = state.current
     if current is None:
         fw = digitalocean.Firewall(
-            token=spec.token, name=spec.droplet_name, droplet_ids=[droplet_id], tags=[],
+            token=spec.token, name=spec.droplet_name, droplet_ids=[] if cluster else [droplet_id],
+            tags=[cluster] if cluster else [],
             inbound_rules=[digitalocean.InboundRule(r["protocol"], r["ports"],
                                                     digitalocean.Sources(**r["sources"]))
                            for r in inbound],
@@ -691,18 +731,24 @@ def _ensure_firewall(spec: CloudSpec, droplet_id: int, operator_ip: str, allowed
         # After a lost answer the firewall may exist: a second one would keep its own SSH rule.
         _call(spec, "creating the firewall", fw.create, on_event,
               before_retry=lambda: named() or None)
-        on_event("info", f"created firewall {spec.droplet_name}: SSH only from {who}")
+        on_event("info", f"created firewall {spec.droplet_name}: SSH only from {who}"
+                         + (f", Swarm ports between the droplets tagged {cluster}" if cluster else ""))
         return FirewallResult("created", operator_ip, inbound)
     if state.action == "unchanged":
         return FirewallResult("unchanged", operator_ip, inbound)
     api = digitalocean.Firewall(token=spec.token, id=current["id"])
     if state.action == "update":
+        ids, tags = list(current.get("droplet_ids") or []), list(current.get("tags") or [])
         body = {"name": spec.droplet_name, "inbound_rules": inbound, "outbound_rules": outbound,
-                "droplet_ids": sorted(set(current.get("droplet_ids") or []) | {droplet_id}),
-                "tags": current.get("tags") or []}
+                "droplet_ids": sorted(set(ids) if cluster else set(ids) | {droplet_id}),
+                "tags": tags + [cluster] if cluster and cluster not in tags else tags}
         _call(spec, "updating the firewall",
               lambda: api.get_data(f"firewalls/{current['id']}", type="PUT", params=body), on_event)
-        on_event("info", f"updated firewall {spec.droplet_name}: SSH only from {who}")
+        on_event("info", f"updated firewall {spec.droplet_name}: SSH only from {who}"
+                         + (f", Swarm ports between the droplets tagged {cluster}" if cluster else ""))
+    elif cluster:
+        _call(spec, "attaching the firewall", lambda: api.add_tags([cluster]), on_event)
+        on_event("info", f"attached firewall {spec.droplet_name} to the droplets tagged {cluster}")
     else:
         _call(spec, "attaching the firewall", lambda: api.add_droplets([droplet_id]), on_event)
         on_event("info", f"attached firewall {spec.droplet_name} to droplet {droplet_id}")
@@ -786,13 +832,15 @@ def _announce(spec: CloudSpec, droplet: Any, operator_ip: str, on_event: OnEvent
     return sorted({p.address for p in live})
 
 
-def _ensure_allowlist(spec: CloudSpec, droplet: Any, operator_ip: str, on_event: OnEvent) -> FirewallResult:
+def _ensure_allowlist(spec: CloudSpec, droplet: Any, operator_ip: str, on_event: OnEvent,
+                      cluster: str | None = None) -> FirewallResult:
     """Write the firewall from the operators announced, then read them again: one who was
-    announced meanwhile (a concurrent deploy) gets the firewall written again with them in."""
+    announced meanwhile (a concurrent deploy) gets the firewall written again with them in.
+    ``droplet`` holds the announcements (a cluster's first node); ``cluster``: see _ensure_firewall."""
     allowed = _announce(spec, droplet, operator_ip, on_event)
     status = "unchanged"
     for _ in range(ALLOWLIST_ROUNDS):
-        result = _ensure_firewall(spec, int(droplet.id), operator_ip, allowed, on_event)
+        result = _ensure_firewall(spec, int(droplet.id), operator_ip, allowed, on_event, cluster)
         status = result.status if status == "unchanged" else status
         now = sorted({p.address for p in _operators(spec, droplet, on_event)[0]})
         if now == allowed:
@@ -898,6 +946,19 @@ def _checked_input(spec: CloudSpec, planning: bool = False) -> str:
     return user_data
 
 
+def _begin(spec: CloudSpec, on_event: OnEvent, account: AccountInfo | None) -> tuple[str, str | None]:
+    """(user data, operator IP or None without a firewall): the input checked before any API
+    call, then the token (unless ``account`` says it was checked this run), then the operator's
+    address, known before anything is created: a new droplet carries its creator's announcement."""
+    user_data = _checked_input(spec)
+    if account is None:
+        account = check_token(spec, on_event)
+        on_event("info", f"DigitalOcean token accepted ({account.email})")
+    operator_ip = (discover_operator_ip(spec.operator_ip_url, spec.operator_ip_timeout)
+                   if spec.firewall_enabled else None)
+    return user_data, operator_ip
+
+
 def provision(spec: CloudSpec, on_event: OnEvent = _log_event,
               account: AccountInfo | None = None,
               on_droplet: Callable[[DropletInfo], None] | None = None) -> ProvisionResult:
@@ -910,13 +971,7 @@ def provision(spec: CloudSpec, on_event: OnEvent = _log_event,
             on_droplet(info)
         return info
 
-    user_data = _checked_input(spec)
-    if account is None:
-        account = check_token(spec, on_event)
-        on_event("info", f"DigitalOcean token accepted ({account.email})")
-    # Known before anything is created: a new droplet carries its creator's announcement.
-    operator_ip = (discover_operator_ip(spec.operator_ip_url, spec.operator_ip_timeout)
-                   if spec.firewall_enabled else None)
+    user_data, operator_ip = _begin(spec, on_event, account)
     warnings: list[str] = []
     with _library_env(spec):
         droplet = _find(spec, on_event)
@@ -961,6 +1016,211 @@ def provision(spec: CloudSpec, on_event: OnEvent = _log_event,
                or bool(dns.records_changed))
     return ProvisionResult(droplet=info, firewall=firewall, dns=dns, warnings=warnings,
                            changed=changed, ssh_ready=ssh_ready, ssh_key_registered=key_registered)
+
+
+# --- a cluster: N droplets, one tag, one VPC, one firewall ---------------------------------
+CLUSTER_SUFFIX = "-swarm"
+
+
+def cluster_tag(droplet_name: str) -> str:
+    """The tag every node of the cluster named ``droplet_name`` carries: the name in
+    DigitalOcean's tag alphabet (letters, digits, '-', '_', ':'; at most 255) plus "-swarm"."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", droplet_name)[:255 - len(CLUSTER_SUFFIX)] + CLUSTER_SUFFIX
+
+
+def node_names(droplet_name: str, count: int) -> list[str]:
+    """Node 1 keeps ``droplet_name`` (growing from one droplet keeps the live one), then
+    ``<droplet_name>-2``, ``-3``, ..."""
+    return [droplet_name] + [f"{droplet_name}-{k}" for k in range(2, count + 1)]
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    """What provision_cluster() made or found. ``surplus``: nodes numbered beyond spec.nodes
+    (a smaller count than the cluster has), left exactly as they are, still running, tagged and
+    behind the firewall: a later step drains them out of the Swarm and deletes them."""
+
+    nodes: tuple[DropletInfo, ...]      # node 1 (named droplet_name) first, then -2, -3, ...
+    surplus: tuple[DropletInfo, ...]
+    tag: str                            # the cluster tag ("" for one droplet: no cluster)
+    vpc_uuid: str | None                # the VPC every node is in (None: not known, one droplet)
+    firewall: FirewallResult
+    dns: DnsResult                      # the records point at node 1
+    warnings: list[str]
+    changed: bool
+    ssh_ready: bool = False             # every node's sshd answered
+    ssh_key_registered: bool = False
+
+    @property
+    def droplet(self) -> DropletInfo:
+        """Node 1: the droplet DNS points at (the one droplet when there is no cluster)."""
+        return self.nodes[0]
+
+
+HostKeyFor = Callable[[str], HostKey]
+
+
+def _node_spec(spec: CloudSpec, name: str, tag: str) -> CloudSpec:
+    """Node 2..N: looked up, created and settled as a droplet of its own whose first tag is the
+    cluster tag, so a droplet of that name without the tag (another deployment's) is never adopted."""
+    return dataclasses.replace(spec, droplet_name=name, tags=(tag, *(t for t in spec.tags if t != tag)))
+
+
+def _members(spec: CloudSpec, tag: str, on_event: OnEvent) -> dict[int, Any]:
+    """Nodes 2.. of the cluster as listed by its tag, by number (node 1 is found by its name)."""
+    listed = _call(spec, "listing the cluster's droplets",
+                   lambda: _manager(spec).get_all_droplets(tag_name=tag), on_event)
+    numbered = re.compile(rf"^{re.escape(spec.droplet_name)}-([1-9][0-9]*)$")
+    by_number: dict[int, list[Any]] = {}
+    for droplet in listed:
+        match = numbered.match(droplet.name)
+        if match and int(match.group(1)) >= 2:
+            by_number.setdefault(int(match.group(1)), []).append(droplet)
+    return {k: _one_named(f"{spec.droplet_name}-{k}", sorted(ds, key=lambda d: int(d.id)))
+            for k, ds in sorted(by_number.items())}
+
+
+def _same_vpc(spec: CloudSpec, found: dict[int, Any]) -> str | None:
+    """The VPC of the nodes that exist (node 1's, else the lowest node's); CloudError, before
+    anything is written, when they are not all in it: Swarm nodes talk over one VPC."""
+    if not found:
+        return None
+    first = min(found)
+    vpc = getattr(found[first], "vpc_uuid", None) or None
+    strays = [d for d in found.values() if (getattr(d, "vpc_uuid", None) or None) != vpc]
+    if strays:
+        stray = strays[0]
+        raise CloudError(f"droplet {stray.name} (id {stray.id}) is in VPC {stray.vpc_uuid}, not in "
+                         f"{found[first].name}'s VPC {vpc}: the cluster's nodes talk over one VPC",
+                         f"remove the tag {cluster_tag(spec.droplet_name)!r} from {stray.name} and delete "
+                         "it once its work is moved; the next deploy creates it again in the right VPC")
+    return vpc
+
+
+def _join_tag(spec: CloudSpec, droplet: Any, tag: str, on_event: OnEvent) -> bool:
+    """Tag a node that lacks the cluster tag (node 1 of a single-droplet deploy); True if tagged."""
+    if tag in (droplet.tags or []):
+        return False
+    api = digitalocean.Tag(token=spec.token, name=tag)
+    _call(spec, "creating the cluster tag", api.create, on_event)   # same name: same tag
+    _call(spec, f"tagging droplet {droplet.name} as a cluster node",
+          lambda: api.add_droplets([int(droplet.id)]), on_event)
+    droplet.tags = [*(droplet.tags or []), tag]
+    on_event("info", f"droplet {droplet.name} joined the cluster tag {tag}")
+    return True
+
+
+def provision_cluster(spec: CloudSpec, on_event: OnEvent = _log_event,
+                      account: AccountInfo | None = None,
+                      on_droplet: Callable[[DropletInfo], None] | None = None,
+                      host_key_for: HostKeyFor | None = None) -> ClusterResult:
+    """``spec.nodes`` droplets in one VPC, each carrying the cluster tag (cluster_tag()) beside
+    spec.tags, behind one firewall attached by that tag: SSH from the operators, 80/443 from
+    anywhere, the Swarm ports (swarm_rules()) only between the nodes. DNS points at node 1.
+
+    spec.nodes == 1 is provision() exactly (same droplet, same requests, no tag, no Swarm rules).
+    Node 1 is spec.droplet_name, so growing from one droplet keeps it (it is tagged, and the
+    firewall gains the Swarm rules and the tag); nodes 2..N are created in node 1's VPC.
+    Shrinking deletes nothing here: nodes beyond spec.nodes come back as ``surplus`` for a
+    later step to drain and delete. Node 1 carries the operators' announcements (the SSH
+    allowlist); concurrency, retries and the token check behave as in provision().
+
+    ``host_key_for(name)``: the SSH host key for node ``name`` (2..N) about to be created
+    (node 1's is spec.host_key); a node of its own key each, kept and pinned by the caller.
+    ``on_droplet`` hears of every node as in provision()."""
+    if spec.nodes < 1:
+        raise CloudError(f"a cluster of {spec.nodes} droplets makes no sense", "set the node count to 1 or more")
+    if spec.nodes == 1:
+        one = provision(spec, on_event, account, on_droplet)
+        return ClusterResult(nodes=(one.droplet,), surplus=(), tag="", vpc_uuid=None, firewall=one.firewall,
+                             dns=one.dns, warnings=one.warnings, changed=one.changed,
+                             ssh_ready=one.ssh_ready, ssh_key_registered=one.ssh_key_registered)
+    if host_key_for is None:
+        raise CloudError("no SSH host keys were generated for the cluster's nodes",
+                         "provision through deploy.steps, which generates and pins one per node")
+
+    def report(info: DropletInfo) -> DropletInfo:
+        if on_droplet is not None:
+            on_droplet(info)
+        return info
+
+    user_data, operator_ip = _begin(spec, on_event, account)
+    tag = cluster_tag(spec.droplet_name)
+    warnings: list[str] = []
+    names = node_names(spec.droplet_name, spec.nodes)
+    specs = [spec] + [_node_spec(spec, name, tag) for name in names[1:]]
+    with _library_env(spec):
+        first = _find(spec, on_event)
+        members = _members(spec, tag, on_event)
+        surplus = [members[k] for k in sorted(members) if k > spec.nodes]
+        found = {k: d for k, d in members.items() if k <= spec.nodes} | ({1: first} if first else {})
+        for k, node in enumerate(specs[1:], 2):  # before anything is made: is the name somebody else's?
+            if k not in found and (droplet := _find(node, on_event)) is not None:
+                found[k] = droplet               # ours, created meanwhile
+        vpc = _same_vpc(spec, found)
+        key_id, key_registered = None, False
+        droplets: list[Any] = []
+        created: set[int] = set()
+        announce = (presence_tag(operator_ip, now_s(), spec.operator),) if operator_ip else ()
+        for k, node in enumerate(specs, 1):
+            droplet = found.get(k)
+            if droplet is None:
+                if key_id is None:
+                    key_id, key_registered = _ensure_ssh_key(spec, on_event)
+                data = user_data if k == 1 else _checked_input(
+                    dataclasses.replace(node, host_key=host_key_for(node.droplet_name)))
+                droplet = _create_droplet(node, key_id, data, on_event,
+                                          (*announce, tag) if k == 1 else announce, vpc_uuid=vpc)
+                created.add(k)
+                _settle_creation(node, droplet, on_event)  # a concurrent deploy's older node wins
+                vpc = vpc or getattr(droplet, "vpc_uuid", None) or None
+            else:
+                on_event("info", f"found droplet {droplet.name} (id {droplet.id}, {droplet.status})")
+            droplets.append(droplet)
+            report(_info(droplet, k in created))
+        tagged = _join_tag(spec, droplets[0], tag, on_event)
+        if operator_ip:  # before the nodes are reachable, so SSH is never open to all
+            firewall = _ensure_allowlist(spec, droplets[0], operator_ip, on_event, cluster=tag)
+        else:
+            firewall = FirewallResult("skipped", None, [])
+            on_event("info", "allowlist skipped: the Cloud Firewall was not touched "
+                             "(nor the Swarm ports opened between the nodes)")
+        infos = []
+        for k, (node, droplet) in enumerate(zip(specs, droplets), 1):
+            infos.append(report(_info(_wait_active(node, droplet, on_event), k in created)))
+        ssh_ready = True
+        for info in infos:
+            if info.public_ipv4 is None:
+                warnings.append(f"droplet {info.name} has no public IPv4 address yet; remote steps "
+                                "need one (check the droplet's networking in the control panel)")
+                on_event("warning", warnings[-1])
+                ssh_ready = False
+            elif spec.ssh_wait_timeout > 0:
+                if not wait_for_ssh(info.public_ipv4, spec.ssh_port, spec.ssh_wait_timeout):
+                    warnings.append(f"SSH on {info.name} ({info.public_ipv4}:{spec.ssh_port}) did not answer "
+                                    f"within {spec.ssh_wait_timeout:g} s; check the firewall allowlist "
+                                    "(your IP) or raise DO_SSH_WAIT_TIMEOUT")
+                    on_event("warning", warnings[-1])
+                    ssh_ready = False
+            else:
+                ssh_ready = False
+        lead = infos[0]
+        if not spec.domain:
+            dns = DnsResult("skipped", [], "no DOMAIN configured: DNS records were not managed")
+        elif lead.public_ipv4 is None:
+            dns = DnsResult("skipped", [], f"DNS not updated: droplet {lead.name} has no public IPv4")
+        else:
+            dns = _ensure_dns(spec, lead.public_ipv4, on_event)
+    if dns.warning and dns.warning not in warnings:
+        warnings.append(dns.warning)
+    if surplus:
+        on_event("info", f"{len(surplus)} node(s) beyond the {spec.nodes} wanted kept for draining: "
+                         + ", ".join(d.name for d in surplus))
+    changed = (bool(created) or key_registered or tagged or firewall.status in ("created", "updated")
+               or bool(dns.records_changed))
+    return ClusterResult(nodes=tuple(infos), surplus=tuple(_info(d, False) for d in surplus), tag=tag,
+                         vpc_uuid=vpc, firewall=firewall, dns=dns, warnings=warnings, changed=changed,
+                         ssh_ready=ssh_ready, ssh_key_registered=key_registered)
 
 
 # --- the plan: what provision() would do, from GET requests only -----------------------

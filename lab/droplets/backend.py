@@ -124,25 +124,30 @@ class ContainerBackend:
         if inspect("volume", self.volume(droplet_id)) is not None:
             docker("volume", "rm", "-f", self.volume(droplet_id))
 
-    def apply_firewall(self, droplet_id: int, inbound_rules: list[dict]) -> None:
+    def apply_firewall(self, droplet_id: int, inbound_rules: list[dict],
+                       tagged: dict[str, list[int]] | None = None) -> None:
         cname = self.container(droplet_id)
         if inspect("container", cname) is None:
             raise LabError(f"no droplet container {cname} to attach the firewall to")
-        docker("exec", "-i", cname, "sh", input=firewall.script(inbound_rules, self._droplet_ips()).encode())
+        docker("exec", "-i", cname, "sh",
+               input=firewall.script(inbound_rules, self._droplet_ips(), tagged).encode())
 
     # -- helpers -----------------------------------------------------------------------
     def _labels(self, droplet_id: int) -> list[str]:
         return ["--label", self.cfg.label, "--label", f"{DROPLET_LABEL}={droplet_id}",
                 "--label", "stackdeploy.lab.kind=droplet"]
 
-    def _droplet_ips(self) -> dict[int, str]:
-        out: dict[int, str] = {}
+    def _droplet_ips(self) -> dict[int, list[str]]:
+        """Each droplet's addresses on every lab network it is on: a rule naming a droplet (by
+        id or tag) admits it from any of them, as DigitalOcean admits its public and VPC ones."""
+        out: dict[int, list[str]] = {}
         for cid in list_labelled("container", self.cfg.label):
             info = inspect("container", cid) or {}
             did = (info.get("Config", {}).get("Labels") or {}).get(DROPLET_LABEL)
-            net = info.get("NetworkSettings", {}).get("Networks", {}).get(self.cfg.network) or {}
-            if did and net.get("IPAddress"):
-                out[int(did)] = net["IPAddress"]
+            nets = (info.get("NetworkSettings", {}).get("Networks") or {}).values()
+            ips = [net["IPAddress"] for net in nets if net.get("IPAddress")]
+            if did and ips:
+                out[int(did)] = ips
         return out
 
     def _wait_ssh(self, cname: str, ip: str) -> None:

@@ -27,9 +27,12 @@ class DropletBackend(Protocol):
     def delete(self, droplet_id: int) -> None:
         """Remove the machine and everything made for it. Idempotent."""
 
-    def apply_firewall(self, droplet_id: int, inbound_rules: list[dict]) -> None:
-        """Enforce DigitalOcean-shaped inbound_rules ({protocol, ports, sources:{addresses}})
-        on the machine; an empty list means no firewall attached (everything open)."""
+    def apply_firewall(self, droplet_id: int, inbound_rules: list[dict],
+                       tagged: dict[str, list[int]] | None = None) -> None:
+        """Enforce DigitalOcean-shaped inbound_rules ({protocol, ports, sources: {addresses,
+        droplet_ids, tags}}) on the machine; an empty list means no firewall attached (everything
+        open). ``tagged``: the droplet ids carrying each tag the rules name (the API calls again
+        whenever that changes)."""
 
 
 class NullBackend:
@@ -44,7 +47,8 @@ class NullBackend:
     def delete(self, droplet_id: int) -> None:
         return None
 
-    def apply_firewall(self, droplet_id: int, inbound_rules: list[dict]) -> None:
+    def apply_firewall(self, droplet_id: int, inbound_rules: list[dict],
+                       tagged: dict[str, list[int]] | None = None) -> None:
         return None
 
 

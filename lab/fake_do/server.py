@@ -1,7 +1,8 @@
 """FakeDigitalOcean: a stateful DigitalOcean-compatible API on 127.0.0.1 (stdlib only).
 
 It speaks enough of /v2/ for python-digitalocean: account, droplets (+actions), ssh keys,
-firewalls, domains + records, tags, the container registry (registry.py); pagination via links.pages.next, ratelimit headers,
+firewalls, domains + records, tags, VPCs (read: one default per region), the container registry
+(registry.py); pagination via links.pages.next, ratelimit headers,
 {"id", "message"} error bodies and 401 for a wrong token. Machines come from a
 DropletBackend, called from worker threads so a droplet stays "new" while it is built.
 """
@@ -171,8 +172,8 @@ class FakeDigitalOcean:
                                          error=f"{type(exc).__name__}: {exc}")
                 self._save_state()
                 return
-            if alive:
-                self._apply_firewalls({droplet["id"]})
+            if alive:  # its own firewall, and those of droplets admitting one of its tags
+                self._apply_firewalls({droplet["id"]} | self.store.referencing(droplet["tags"]))
             else:  # deleted while building: drop the machine we just made
                 self.backend.delete(droplet["id"])
             self._save_state()
@@ -181,10 +182,13 @@ class FakeDigitalOcean:
                          daemon=True).start()
 
     def _apply_firewalls(self, droplet_ids: set[int]) -> None:
+        """Hand each active droplet's inbound rules to its machine, with the droplets carrying
+        each tag the rules admit (the machine resolves them to addresses)."""
         for droplet_id in sorted(droplet_ids):
             rules = self.store.effective_inbound(droplet_id)
             if rules is not None:
-                self.backend.apply_firewall(droplet_id, rules)
+                tags = {t for r in rules for t in r["sources"].get("tags") or []}
+                self.backend.apply_firewall(droplet_id, rules, tagged=self.store.tagged(tags))
 
     # --- routing -----------------------------------------------------------------------
     def _build_routes(self) -> list[Route]:
@@ -213,6 +217,8 @@ class FakeDigitalOcean:
             ("DELETE", r"/firewalls/([\w-]+)", self._delete_firewall),
             ("POST", r"/firewalls/([\w-]+)/droplets", lambda q, b, f: self._fw_droplets(f, b, True)),
             ("DELETE", r"/firewalls/([\w-]+)/droplets", lambda q, b, f: self._fw_droplets(f, b, False)),
+            ("POST", r"/firewalls/([\w-]+)/tags", lambda q, b, f: self._fw_tags(f, b, True)),
+            ("DELETE", r"/firewalls/([\w-]+)/tags", lambda q, b, f: self._fw_tags(f, b, False)),
             ("GET", r"/domains", lambda q, b: self._page(q, "domains", s.list_domains())),
             ("POST", r"/domains", lambda q, b: self._write(201, {"domain": s.create_domain(b)})),
             ("GET", r"/domains/([^/]+)", lambda q, b, d: (200, {"domain": s.domain(d)})),
@@ -228,10 +234,12 @@ class FakeDigitalOcean:
              lambda q, b, d, i: self._write(200, {"domain_record": s.update_record(d, int(i), b)})),
             ("DELETE", r"/domains/([^/]+)/records/(\d+)",
              lambda q, b, d, i: self._write(204, s.delete_record(d, int(i)))),
+            ("GET", r"/vpcs", lambda q, b: self._page(q, "vpcs", s.list_vpcs())),
+            ("GET", r"/vpcs/([\w-]+)", lambda q, b, v: (200, {"vpc": s.vpc(v)})),
             ("GET", r"/tags", lambda q, b: self._page(q, "tags", s.list_tags())),
             ("POST", r"/tags", self._create_tag),
             ("GET", r"/tags/([^/]+)", lambda q, b, t: (200, {"tag": s.tag(t)})),
-            ("DELETE", r"/tags/([^/]+)", lambda q, b, t: self._write(204, s.delete_tag(t))),
+            ("DELETE", r"/tags/([^/]+)", self._delete_tag),
             ("POST", r"/tags/([^/]+)/resources", lambda q, b, t: self._tag_resources(t, b, True)),
             ("DELETE", r"/tags/([^/]+)/resources", lambda q, b, t: self._tag_resources(t, b, False)),
             *self.registry.routes(self._write),
@@ -291,7 +299,8 @@ class FakeDigitalOcean:
              "href": f"{self.base_url}actions/{action['id']}"}]}}
 
     def _delete_droplet(self, query: dict, body: Any, droplet_id: str) -> tuple[int, None]:
-        self.store.delete_droplet(int(droplet_id))
+        tags = self.store.delete_droplet(int(droplet_id))
+        self._apply_firewalls(self.store.referencing(tags))  # its addresses are let in no more
         threading.Thread(target=self.backend.delete, args=(int(droplet_id),), daemon=True,
                          name=f"fake-do-delete-{droplet_id}").start()
         return self._write(204, None)
@@ -315,6 +324,10 @@ class FakeDigitalOcean:
         self._apply_firewalls(affected)
         return self._write(204, None)
 
+    def _fw_tags(self, fw_id: str, body: Any, add: bool) -> tuple[int, None]:
+        self._apply_firewalls(self.store.firewall_tags(fw_id, (body or {}).get("tags"), add))
+        return self._write(204, None)
+
     def _create_tag(self, query: dict, body: Any) -> tuple[int, dict]:
         name = (body or {}).get("name")
         self.store.ensure_tags([name])
@@ -322,7 +335,14 @@ class FakeDigitalOcean:
 
     def _tag_resources(self, tag: str, body: Any, add: bool) -> tuple[int, None]:
         touched = self.store.tag_resources(tag, (body or {}).get("resources"), add)
-        self._apply_firewalls(set(touched))  # tag-attached firewalls follow the tag
+        # tag-attached firewalls follow the tag, and rules admitting the tag its droplets
+        self._apply_firewalls(set(touched) | self.store.referencing({tag}))
+        return self._write(204, None)
+
+    def _delete_tag(self, query: dict, body: Any, tag: str) -> tuple[int, None]:
+        carried = set(self.store.tagged({tag})[tag])
+        self.store.delete_tag(tag)
+        self._apply_firewalls(carried | self.store.referencing({tag}))
         return self._write(204, None)
 
     # --- request entry (called by the handler) -------------------------------------------

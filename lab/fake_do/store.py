@@ -107,8 +107,9 @@ class FakeStore:
         self.vpc_range = ipaddress.IPv4Network(vpc_range)
         self.data: dict = data or {
             "next_id": 1000, "droplets": {}, "actions": {}, "ssh_keys": {},
-            "firewalls": {}, "domains": {}, "records": {}, "tags": [],
+            "firewalls": {}, "domains": {}, "records": {}, "tags": [], "vpcs": {},
         }
+        self.data.setdefault("vpcs", {})  # a state file written before the fake knew VPCs
 
     # --- persistence ---------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -176,6 +177,62 @@ class FakeStore:
                 touched.append(droplet["id"])
             return touched
 
+    def tagged(self, names: set[str] | list[str]) -> dict[str, list[int]]:
+        """The droplets carrying each tag in ``names`` (ids, in creation order)."""
+        with self._lock:
+            return {name: [d["id"] for d in self.data["droplets"].values() if name in d["tags"]]
+                    for name in names}
+
+    def _require_tags(self, names: list[str], where: str) -> None:
+        """The contract's existing_tags_array: "Tag names must exist in order to be referenced"."""
+        missing = [n for n in names if n not in self.data["tags"]]
+        if missing:
+            raise unprocessable(f"{where}: tag {missing[0]!r} does not exist; create it first (POST /v2/tags)")
+
+    # --- VPCs ----------------------------------------------------------------------
+    def _default_vpc(self, region: str) -> dict:
+        """The region's default VPC, made on first use (as DigitalOcean does for an account's
+        first resource in a region)."""
+        for vpc in self.data["vpcs"].values():
+            if vpc["region"] == region and vpc["default"]:
+                return vpc
+        return self._new_vpc(region, f"default-{region}", str(self.vpc_range), default=True)
+
+    def _new_vpc(self, region: str, name: str, ip_range: str, default: bool) -> dict:
+        vpc_id = str(uuid.uuid4())
+        vpc = {"id": vpc_id, "urn": f"do:vpc:{vpc_id}", "name": name, "description": "",
+               "region": region, "ip_range": ip_range, "default": default, "created_at": now_iso()}
+        self.data["vpcs"][vpc_id] = vpc
+        return vpc
+
+    def create_vpc(self, region: str, name: str, ip_range: str) -> dict:
+        """A VPC of one's own (not the region's default): for tests and lab setups."""
+        with self._lock:
+            return copy.deepcopy(self._new_vpc(region, name, ip_range, default=False))
+
+    def _droplet_vpc(self, requested: Any, region: str) -> str:
+        """The VPC a new droplet joins: the one named (it must exist, in the droplet's region),
+        else the region's default."""
+        if requested in (None, ""):
+            return self._default_vpc(region)["id"]
+        vpc = self.data["vpcs"].get(str(requested))
+        if vpc is None:
+            raise unprocessable(f"vpc_uuid: there is no VPC {requested}")
+        if vpc["region"] != region:
+            raise unprocessable(f"vpc_uuid: VPC {requested} is in region {vpc['region']}, not {region}")
+        return vpc["id"]
+
+    def vpc(self, vpc_id: str) -> dict:
+        with self._lock:
+            vpc = self.data["vpcs"].get(vpc_id)
+            if vpc is None:
+                raise not_found()
+            return copy.deepcopy(vpc)
+
+    def list_vpcs(self) -> list[dict]:
+        with self._lock:
+            return copy.deepcopy(list(self.data["vpcs"].values()))
+
     # --- ssh keys ------------------------------------------------------------------
     def create_key(self, body: dict) -> dict:
         name, public_key = body.get("name"), body.get("public_key")
@@ -232,6 +289,7 @@ class FakeStore:
         features = ["private_networking"] + [f for f in ("ipv6", "monitoring") if body.get(f)]
         with self._lock:
             public_keys = [self.key(str(k))["public_key"] for k in body.get("ssh_keys") or []]
+            vpc_uuid = self._droplet_vpc(body.get("vpc_uuid"), region["slug"])
             self.ensure_tags(tags)
             droplet_id = self._new_id()
             private_ip = self._free_private_ip()
@@ -247,7 +305,7 @@ class FakeStore:
                 "networks": {"v4": [{"ip_address": private_ip, "netmask": str(self.vpc_range.netmask),
                                       "gateway": str(self.vpc_range[1]), "type": "private"}], "v6": []},
                 "region": region, "tags": list(tags),
-                "vpc_uuid": body.get("vpc_uuid") or str(uuid.uuid4()),
+                "vpc_uuid": vpc_uuid,
                 # "_" fields are the fake's own bookkeeping, never shown by the API
                 "_user_data": body.get("user_data"), "_public_keys": public_keys,
             }
@@ -315,13 +373,15 @@ class FakeStore:
             return [self.public_droplet(d) for d in self.data["droplets"].values()
                     if tag_name is None or tag_name in d["tags"]]
 
-    def delete_droplet(self, droplet_id: int) -> None:
+    def delete_droplet(self, droplet_id: int) -> list[str]:
+        """Delete it; returns the tags it carried (firewalls naming them change meaning)."""
         with self._lock:
-            self.droplet(droplet_id)
+            tags = list(self.droplet(droplet_id)["tags"])
             del self.data["droplets"][str(droplet_id)]
             for fw in self.data["firewalls"].values():
                 if droplet_id in fw["droplet_ids"]:
                     fw["droplet_ids"].remove(droplet_id)
+            return tags
 
     def droplet_actions(self, droplet_id: int) -> list[dict]:
         with self._lock:
@@ -357,11 +417,16 @@ class FakeStore:
         for droplet_id in droplet_ids:
             self.droplet(droplet_id)
         tags = list(body.get("tags") or [])
-        self.ensure_tags(tags)
+        self._require_tags(tags, "tags")
+        inbound = _clean_rules(body.get("inbound_rules"), "inbound")
+        outbound = _clean_rules(body.get("outbound_rules"), "outbound")
+        for direction, rules, side in (("inbound_rules", inbound, "sources"),
+                                       ("outbound_rules", outbound, "destinations")):
+            for rule in rules:
+                self._require_tags(rule[side].get("tags") or [], f"{direction}.{side}.tags")
         return {"id": fw_id, "name": body["name"], "status": "succeeded",
                 "created_at": created_at, "pending_changes": [],
-                "inbound_rules": _clean_rules(body.get("inbound_rules"), "inbound"),
-                "outbound_rules": _clean_rules(body.get("outbound_rules"), "outbound"),
+                "inbound_rules": inbound, "outbound_rules": outbound,
                 "droplet_ids": droplet_ids, "tags": tags}
 
     def create_firewall(self, body: dict) -> dict:
@@ -404,6 +469,21 @@ class FakeStore:
                     fw["droplet_ids"].remove(droplet_id)
             return set(ids)
 
+    def firewall_tags(self, fw_id: str, tags: Any, add: bool) -> set[int]:
+        """Attach/detach the firewall by tag; returns the droplets covered before or after."""
+        with self._lock:
+            fw = self.firewall(fw_id)
+            if not isinstance(tags, list) or not tags:
+                raise unprocessable("tags is required")
+            self._require_tags(tags, "tags")
+            before = self.covered_droplets(fw)
+            for tag in tags:
+                if add and tag not in fw["tags"]:
+                    fw["tags"].append(tag)
+                if not add and tag in fw["tags"]:
+                    fw["tags"].remove(tag)
+            return before | self.covered_droplets(fw)
+
     def delete_firewall(self, fw_id: str) -> set[int]:
         with self._lock:
             affected = self.covered_droplets(self.firewall(fw_id))
@@ -416,6 +496,16 @@ class FakeStore:
             for droplet in self.data["droplets"].values():
                 if set(droplet["tags"]) & set(fw["tags"]):
                     ids.add(droplet["id"])
+            return ids
+
+    def referencing(self, tags: set[str] | list[str]) -> set[int]:
+        """Droplets behind a firewall whose inbound rules admit one of ``tags``: what they let
+        in changes when a droplet carrying such a tag comes, goes, or is (un)tagged."""
+        with self._lock:
+            wanted, ids = set(tags), set()
+            for fw in self.data["firewalls"].values():
+                if any(wanted & set(r["sources"].get("tags") or []) for r in fw["inbound_rules"]):
+                    ids |= self.covered_droplets(fw)
             return ids
 
     def effective_inbound(self, droplet_id: int) -> list[dict] | None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import threading
 
+TOKEN = "dop_v1_fake_test_token_1234567890"   # the token of the fake API in tests/fake_do/conftest.py
+
 
 class RecordingBackend:
     def __init__(self, ip: str = "127.0.0.1", hold: bool = False) -> None:
@@ -17,6 +19,7 @@ class RecordingBackend:
         self.created: list[dict] = []
         self.deleted: list[int] = []
         self.firewalls: list[tuple[int, list[dict]]] = []
+        self.tagged: list[tuple[int, list[dict], dict[str, list[int]]]] = []
         self.lock = threading.Lock()
 
     vpc_range = "10.110.0.0/16"
@@ -32,9 +35,11 @@ class RecordingBackend:
         with self.lock:
             self.deleted.append(droplet_id)
 
-    def apply_firewall(self, droplet_id: int, inbound_rules: list[dict]) -> None:
+    def apply_firewall(self, droplet_id: int, inbound_rules: list[dict],
+                       tagged: dict[str, list[int]] | None = None) -> None:
         with self.lock:
             self.firewalls.append((droplet_id, inbound_rules))
+            self.tagged.append((droplet_id, inbound_rules, dict(tagged or {})))
 
     def rules_for(self, droplet_id: int) -> list[dict] | None:
         with self.lock:

@@ -13,23 +13,9 @@ import pytest
 import requests
 
 from lab.fake_do import FakeDigitalOcean
-from tests.fake_do.helpers import RecordingBackend, ssh_allowed_from
+from tests.fake_do.helpers import TOKEN, RecordingBackend, ssh_allowed_from
 
-TOKEN = "dop_v1_fake_test_token_1234567890"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC4jrRa0yZJ6g+UZ+MjK3caPGp7kdFgadfOjU5smSsEk test"
-
-
-@pytest.fixture
-def backend() -> RecordingBackend:
-    return RecordingBackend(ip="127.0.0.1")
-
-
-@pytest.fixture
-def fake(backend, monkeypatch):
-    api = FakeDigitalOcean(TOKEN, backend=backend, operator_ip="198.51.100.7", max_per_page=2)
-    monkeypatch.setenv("DIGITALOCEAN_END_POINT", api.start())
-    yield api
-    api.stop()
 
 
 def mgr() -> digitalocean.Manager:
@@ -200,6 +186,7 @@ def test_firewall_keeps_every_documented_target_kind(fake):
     targets = {"addresses": ["203.0.113.0/24"], "droplet_ids": [], "tags": ["web"],
                "load_balancer_uids": ["4de7ac8b-495b-4884-9a69-1050c6793cd6"],
                "kubernetes_ids": ["bd5f5959-5e1e-4205-a714-a914373942af"]}
+    digitalocean.Tag(token=TOKEN, name="web").create()   # a tag must exist to be referenced
     made = mgr().get_data("firewalls", type="POST", params={"name": "fw", "inbound_rules": [
         {"protocol": "tcp", "ports": "443", "sources": targets}]})
     # empty lists are left out, as the real API echoes them

@@ -65,6 +65,32 @@ def test_firewall_rules_allow_listed_sources_then_drop():
     assert not any("::/0" in " ".join(line) for line in lines)   # IPv4-only lab network
 
 
+def test_a_tag_source_admits_every_address_of_the_droplets_carrying_the_tag_only():
+    swarm = {"tags": ["stack-swarm"]}
+    rules = [{"protocol": "tcp", "ports": "22", "sources": {"addresses": ["198.51.100.7/32"]}},
+             {"protocol": "tcp", "ports": "2377", "sources": swarm},
+             {"protocol": "udp", "ports": "4789", "sources": swarm},
+             {"protocol": "tcp", "ports": "7946", "sources": {**swarm, "droplet_ids": [6]}}]
+    ips = {5: ["10.77.0.5", "10.177.0.2"], 6: "10.77.0.6", 7: ["10.77.0.7"]}   # 7: not in the swarm
+    # 8 carries the tag but has no machine yet: nothing to admit until the rules are applied again
+    lines = firewall.rule_lines(rules, ips, {"stack-swarm": [5, 6, 8]})
+    admitted = {(line[3], line[5], line[7] if "--dport" in line else None) for line in lines if "-s" in line}
+    swarm_sources = {"10.77.0.5/32", "10.177.0.2/32", "10.77.0.6/32"}
+    assert admitted == ({("tcp", "198.51.100.7/32", "22")}
+                        | {("tcp", s, "2377") for s in swarm_sources} | {("udp", s, "4789") for s in swarm_sources}
+                        | {("tcp", s, "7946") for s in swarm_sources})   # 6 by id and by tag: one line
+    assert len([line for line in lines if "7946" in line]) == 3
+    assert lines[-1] == ["-A", "LAB-FW", "-j", "DROP"]
+
+
+def test_a_tag_nobody_carries_admits_nobody():
+    rules = [{"protocol": "tcp", "ports": "2377", "sources": {"tags": ["stack-swarm"]}}]
+    for tagged in (None, {"stack-swarm": []}):
+        lines = firewall.rule_lines(rules, {5: "10.77.0.5"}, tagged)
+        assert not any("2377" in line for line in lines) and lines[-1][-1] == "DROP"
+    assert "-s 10.77.0.5/32 --dport 2377" in firewall.script(rules, {5: "10.77.0.5"}, {"stack-swarm": [5]})
+
+
 def test_no_rules_means_an_open_droplet_but_the_chain_is_still_reset():
     assert firewall.rule_lines([]) == []
     script = firewall.script([])
