@@ -28,14 +28,17 @@ def _flags(no_timestamp: bool = False, skip_allowlist: bool = False, deploy_env:
             "plan": "Show what the deploy would do (droplet, firewall, DNS, files, builds, recreated services, "
                     "migrations) and change nothing; also with --update-only.",
             "skip_allowlist": "Do not create or update the Cloud Firewall SSH allowlist.",
-            "deploy_env": "Override DEPLOY_ENV (production, staging, development)."})
+            "deploy_env": "Override DEPLOY_ENV (production, staging, development).",
+            "nodes": "Droplets to run on (NODES): 1 is one droplet with Compose; more form a Docker Swarm."})
 def deploy(c, update_only=False, plan=False, env_file=None, skip_allowlist=False, no_timestamp=False,
-           deploy_env=None):
+           deploy_env=None, nodes=None):
     """Provision (or find) the droplet, ship the stack, start it, wait until healthy, verify, collect."""
     mode = ("update" if update_only else "full") + ("-plan" if plan else "")
     flow = flows.plan if plan else flows.deploy
-    run_task(c, "deploy", mode, _flags(no_timestamp, skip_allowlist, deploy_env), env_file,
-             lambda run, s: flow(run, s, update_only=update_only))
+    flags = _flags(no_timestamp, skip_allowlist, deploy_env)
+    if nodes is not None:
+        flags["NODES"] = nodes
+    run_task(c, "deploy", mode, flags, env_file, lambda run, s: flow(run, s, update_only=update_only))
 
 
 @task(help={**COMMON_HELP, "skip_allowlist": "Do not create or update the Cloud Firewall SSH allowlist."})

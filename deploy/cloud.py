@@ -1080,6 +1080,17 @@ def _members(spec: CloudSpec, tag: str, on_event: OnEvent) -> dict[int, Any]:
             for k, ds in sorted(by_number.items())}
 
 
+def find_cluster(spec: CloudSpec) -> list[DropletInfo]:
+    """Read-only: the cluster's nodes 1..spec.nodes that exist, node 1 first (empty without node 1)."""
+    with _library_env(spec):
+        first = _find(spec, _log_event)
+        if first is None:
+            return []
+        members = _members(spec, cluster_tag(spec.droplet_name), _log_event)
+    nodes = [first] + [d for k, d in sorted(members.items()) if d is not None and k <= spec.nodes]
+    return [_info(d, created=False) for d in nodes]
+
+
 def _same_vpc(spec: CloudSpec, found: dict[int, Any]) -> str | None:
     """The VPC of the nodes that exist (node 1's, else the lowest node's); CloudError, before
     anything is written, when they are not all in it: Swarm nodes talk over one VPC."""

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Iterator, Sequence
 
 from deploy import plan as deploy_plan
-from deploy import steps, wiring
+from deploy import steps, swarm_flow, wiring
 from deploy.errors import OperatorError
 from deploy.run import Run
 from deploy.settings import Settings, require_stack_keys
@@ -148,6 +148,9 @@ def provision_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> N
 
 
 def deploy(run: Run, settings: Settings, update_only: bool = False, edges: Edges = REAL_EDGES) -> None:
+    if settings["NODES"] > 1:
+        swarm_flow.deploy(run, settings, update_only, edges)
+        return
     settings.require("DOMAIN")
     account = None if update_only else steps.token_check(run, edges.cloud, wiring.cloud_spec(settings, need_key=False))
     require_stack_keys(settings)  # before anything is created: nothing is made for a deploy that cannot start
@@ -173,6 +176,9 @@ def plan(run: Run, settings: Settings, update_only: bool = False, edges: Edges =
     """What `inv deploy` (or --update-only) would do, changing nothing: GET requests only to
     DigitalOcean, commands that only read on the droplet, and no deploy lock (the plan says who
     holds it). The same checks as a deploy come first, so a plan also finds what would stop one."""
+    if settings["NODES"] > 1:
+        raise OperatorError("--plan reads one droplet; it does not plan a swarm (NODES > 1) yet",
+                            "run `inv deploy --plan --nodes 1` to see the plan for node 1 alone, or deploy without --plan")
     settings.require("DOMAIN")
     account = None if update_only else steps.token_check(run, edges.cloud, wiring.cloud_spec(settings, need_key=False))
     require_stack_keys(settings)
@@ -237,6 +243,9 @@ def up_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
 
 
 def verify_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
+    if settings["NODES"] > 1 and not settings["DROPLET_IP"]:
+        swarm_flow.verify_only(run, settings, edges)
+        return
     verify(run, settings, edges, find_hosts(run, settings, edges, required=False))
 
 
@@ -255,6 +264,9 @@ ROLLBACK_OK = ("success", "rolled-back")   # releases that were live and healthy
 
 def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = REAL_EDGES) -> None:
     """Start a previous successful release again: its files, env snapshot and images; no rebuild."""
+    if settings["NODES"] > 1:
+        swarm_flow.rollback(run, settings, release, edges, choose_rollback)
+        return
     hosts = find_hosts(run, settings, edges, required=True)
     compose_file = sync.read_compose(settings.stack_dir / "compose.yml")
     spec = wiring.compose_spec(settings)

@@ -113,6 +113,7 @@ def cloud_spec(settings: Settings, need_key: bool = True) -> cloud.CloudSpec:
         ssh_port=s["SSH_PORT"],
         operator=operator_name(),
         allowlist_ttl=s["ALLOWLIST_TTL"],
+        nodes=s["NODES"],
     )
 
 

@@ -26,7 +26,8 @@ from remote.errors import RemoteError
 from remote.target import Target
 
 SWARM_PORT = 2377
-DATA_LABEL = "stackdeploy.data"
+DATA_LABEL = "stackdeploy.data"    # PostgreSQL and Redis stay with their volumes here
+EDGE_LABEL = "stackdeploy.edge"    # Traefik: its ports, certificates and the address DNS names
 HINT = ("check Docker runs on every node (`docker info`) and that the nodes reach each other on "
         "their private addresses (the Cloud Firewall must admit 2377/tcp, 7946/tcp+udp and "
         "4789/udp from the cluster's tag)")
@@ -149,7 +150,7 @@ def form(nodes: Sequence[Node], register_secret: Callable[[str], None],
     """Make ``nodes`` one swarm: the first node is the leader (``swarm init`` if no node is in a
     swarm yet), the first ``manager_count`` nodes are managers, the rest workers. Nodes already
     in this swarm are left alone; a node in another swarm is an error, never silently moved.
-    The first node carries DATA_LABEL (PostgreSQL and Redis stay with their volumes there)."""
+    The first node carries DATA_LABEL and EDGE_LABEL (see remote/stackfile.py's placement)."""
     if not nodes:
         raise ValueError("a swarm needs at least one node")
     states = {n.name: local_state(n.target) for n in nodes}
@@ -194,8 +195,8 @@ def form(nodes: Sequence[Node], register_secret: Callable[[str], None],
         joined.append(node.name)
         on_event(f"{node.name} joined the swarm as a {role}")
     ids = {n.name: local_state(n.target).node_id for n in nodes}
-    leader.target.run(label_command(ids[leader.name], DATA_LABEL), f"labelling {leader.name} as the data node",
-                      hint=HINT)
+    for label in (DATA_LABEL, EDGE_LABEL):
+        leader.target.run(label_command(ids[leader.name], label), f"labelling {leader.name} {label}", hint=HINT)
     listed = {n["ID"]: n for n in json_lines(leader.target.run(nodes_command(), "listing the swarm's nodes",
                                                                 hint=HINT).stdout)}
     managers = tuple(n.name for n in nodes if listed.get(ids[n.name], {}).get("ManagerStatus"))

@@ -24,6 +24,7 @@ from lab.droplets import firewall, seed
 from lab.droplets.network import ensure_network, ensure_vpc
 from lab.errors import LabError
 from lab.images import builder
+from lab.services import registry as labregistry
 
 Log = Callable[[str], None]
 DROPLET_LABEL = "stackdeploy.lab.droplet"
@@ -90,7 +91,7 @@ class ContainerBackend:
         try:
             docker("cp", "-a", "-", f"{cname}:/", input=seed.as_tar(seed.files(
                 droplet_id, _hostname(name), ssh_public_keys, user_data, host_nameservers(),
-                cgroup_parent=f"/{cname}")))
+                cgroup_parent=f"/{cname}", registry_cas=self._registry_cas())))
             started = time.monotonic()
             docker("start", cname)
             ip = self.ip(droplet_id)
@@ -136,6 +137,11 @@ class ContainerBackend:
     def _labels(self, droplet_id: int) -> list[str]:
         return ["--label", self.cfg.label, "--label", f"{DROPLET_LABEL}={droplet_id}",
                 "--label", "stackdeploy.lab.kind=droplet"]
+
+    def _registry_cas(self) -> dict[str, bytes]:
+        """The lab registry's CA, once `lab.up` has made it."""
+        ca = labregistry.ca_path(self.cfg)
+        return {labregistry.server(self.cfg): ca.read_bytes()} if ca.is_file() else {}
 
     def _droplet_ips(self) -> dict[int, list[str]]:
         """Each droplet's addresses on every lab network it is on: a rule naming a droplet (by

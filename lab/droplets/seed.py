@@ -37,8 +37,11 @@ def meta_data(droplet_id: int, hostname: str, ssh_public_keys: list[str]) -> str
 
 
 def files(droplet_id: int, hostname: str, ssh_public_keys: list[str], user_data: str | None,
-          nameservers: list[str], cgroup_parent: str) -> dict[str, tuple[bytes, int]]:
-    """path in the droplet -> (content, mode)."""
+          nameservers: list[str], cgroup_parent: str,
+          registry_cas: dict[str, bytes] | None = None) -> dict[str, tuple[bytes, int]]:
+    """path in the droplet -> (content, mode). ``registry_cas``: registry server -> the CA its
+    certificate chains to, trusted by the droplet's engine (a real cloud's registry has a
+    publicly trusted certificate; the lab's has the lab's own CA)."""
     daemon = {"log-driver": "json-file", "log-opts": {"max-size": "10m"},
               # inner containers stay apart from the host engine's own cgroups
               "cgroup-parent": cgroup_parent}
@@ -48,6 +51,7 @@ def files(droplet_id: int, hostname: str, ssh_public_keys: list[str], user_data:
         f"{SEED_DIR}/vendor-data": (VENDOR_DATA.encode(), 0o600),
         "etc/lab/nameservers": ("".join(f"{ns}\n" for ns in nameservers).encode(), 0o644),
         "etc/docker/daemon.json": (json.dumps(daemon, indent=2).encode(), 0o644),
+        **{f"etc/docker/certs.d/{server}/ca.crt": (pem, 0o644) for server, pem in (registry_cas or {}).items()},
     }
 
 

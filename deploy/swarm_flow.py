@@ -1,0 +1,303 @@
+"""`inv deploy` with NODES > 1: the same release, run by Docker Swarm over N droplets.
+
+    provision-cluster   N droplets, one tag, one VPC, one firewall (Swarm ports only between nodes)
+    connect, bootstrap  every node (cloud-init done: Docker is there)
+    lock                on node 1, the leader: one deploy at a time for the whole cluster
+    swarm               form it over the VPC (idempotent), label node 1 as the data and edge node
+    push, build         on the leader only, exactly as for one droplet: images built once
+    registry            the account's container registry; the leader logs in and pushes
+    switch, stack-up    `current` names the release; `docker stack deploy`; Swarm rolls each
+                        changed service start-first and rolls it back itself if the new tasks fail
+    checks, collect     from outside against node 1 (DNS names it); swarm state + every node
+
+A failure before the switch changes nothing that runs. After it, `current` goes back to the
+previous release (Swarm has already put the previous tasks back). Node 1 keeps its name, so
+growing from one droplet keeps it: its Compose stack is stopped (volumes kept) the first time
+the stack starts under Swarm.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+from deploy import cloud, hostkey, registry, steps, wiring
+from deploy.errors import OperatorError
+from deploy.run import Run
+from deploy.settings import Settings, require_stack_keys
+from deploy.wiring import Edges, Host, Inventory
+from remote import collect as remote_collect
+from remote import commands as cmd
+from remote import registry_cmds, stackfile, swarm, swarm_release, sync
+from remote.target import Target
+
+
+def provision_cluster(run: Run, cloud_port, spec: cloud.CloudSpec, account: cloud.AccountInfo,
+                      known_hosts: Path) -> cloud.ClusterResult:
+    """Every node with an SSH host key of its own, generated here and pinned before anyone connects."""
+    keys = {name: hostkey.generate(run.registry) for name in cloud.node_names(spec.droplet_name, spec.nodes)}
+    try:
+        for name, key in keys.items():
+            hostkey.save_pending(key, known_hosts, name)
+    except OSError as exc:
+        raise OperatorError(f"cannot keep the new droplets' SSH host keys beside {known_hosts} "
+                            f"({exc.strerror or type(exc).__name__})",
+                            "point SSH_KNOWN_HOSTS to a file in a folder this user can write") from None
+    spec = dataclasses.replace(spec, host_key=keys[spec.droplet_name])
+
+    def on_droplet(droplet: cloud.DropletInfo) -> None:
+        if droplet.name == spec.droplet_name:
+            steps._record_target(run, droplet)
+        if droplet.created:
+            hostkey.promote(known_hosts, droplet.name)
+
+    with run.step("provision") as step:
+        try:
+            result = cloud_port.provision_cluster(
+                spec, on_event=lambda level, msg: run.warn(msg) if level == "warning" else run.log(msg),
+                account=account, on_droplet=on_droplet, host_key_for=keys.__getitem__)
+        finally:
+            for name in keys:
+                hostkey.drop_pending(known_hosts, name)
+        steps._record_target(run, result.droplet)
+        for node in result.nodes:
+            if node.public_ipv4:
+                steps._pin_host_key(run, known_hosts, node, spec.ssh_port)
+        run.record("provision", result)
+        made = sum(1 for n in result.nodes if n.created)
+        step.note(f"{len(result.nodes)} nodes ({made} created) tagged {result.tag}; firewall {result.firewall.status}; "
+                  f"dns {result.dns.status}" + (f"; {len(result.surplus)} surplus" if result.surplus else ""))
+        if result.warnings:
+            step.warn(step.step.message + "; " + "; ".join(result.warnings))
+    run.artifacts.write_json("provision.json", run.details["provision"])
+    missing = [n.name for n in result.nodes if not (n.public_ipv4 and n.private_ipv4)]
+    if missing:
+        raise OperatorError(f"{', '.join(missing)} have no public and private IPv4 address yet, so the swarm "
+                            "cannot form", "check the droplets' networking in the DigitalOcean console, then rerun")
+    return result
+
+
+def form_swarm(run: Run, nodes: Sequence[swarm.Node]) -> swarm.SwarmResult:
+    with run.step("swarm") as step:
+        result = swarm.form(nodes, run.registry.add_value, run.log)
+        run.record("swarm", {"managers": list(result.managers), "workers": list(result.workers),
+                             "joined": list(result.joined)})
+        step.note(f"{len(result.managers)} manager(s), {len(result.workers)} worker(s)"
+                  + (f"; joined {', '.join(result.joined)}" if result.joined else ""))
+    return result
+
+
+def registry_login(run: Run, spec: cloud.CloudSpec, name: str, leader: Target) -> tuple[str, str]:
+    """(server, config folder): the leader's docker client logged in to the account's registry."""
+    with run.step("registry") as step:
+        info = registry.ensure_registry(spec, name, on_event=lambda level, msg: run.log(msg))
+        login = registry.docker_credentials(spec, registry=run.registry)
+        config_dir = leader.layout.base.rstrip("/") + "/.docker-deploy"
+        registry_cmds.login(leader, config_dir, login.server, login.auth.reveal())
+        step.note(f"{info.name} at {login.server} ({'created' if info.created else 'found'})")
+    return f"{login.server}/{info.name}", config_dir
+
+
+def stack_up(run: Run, leader: Target, settings: Settings, release_id: str, previous: str | None,
+             image_map: dict[str, dict[str, str]], prefix: str, config_dir: str, nodes: int) -> dict:
+    """Push the images, write the stack file from compose's model of the live release, deploy it
+    and wait for Swarm's rollout. On failure `current` goes back to ``previous``."""
+    spec = wiring.compose_spec(settings)
+    project = settings.project
+    with run.step("stack-up") as step:
+        try:
+            local = {name: entry["ref"] for name, entry in image_map.items()}
+            refs = swarm_release.registry_refs(local, lambda repo, tag: f"{prefix}/{repo}:{tag}")
+            swarm_release.publish(leader, config_dir, local, refs)
+            stack = stackfile.swarm_stack(swarm_release.normalized_config(leader, spec), refs, nodes=nodes,
+                                          data_node_label=swarm.DATA_LABEL, edge_node_label=swarm.EDGE_LABEL)
+            path = swarm_release.write_stack(leader, release_id, stack)
+            if leader.run(cmd.service_containers(project, "traefik"), check=False).stdout.strip():
+                # the first start under Swarm on a droplet that ran Compose: ports 80/443 must be free
+                leader.run(f"docker compose -p {project} down --remove-orphans", "stopping the Compose stack "
+                           "(volumes kept) before Swarm takes over", timeout=600)
+            since = swarm_release.deploy(leader, config_dir, path, project)
+            states = swarm.wait_rollout(leader, project, since, timeout=float(settings["HEALTH_TIMEOUT"]),
+                                        on_change=lambda s: run.log("swarm: " + ", ".join(
+                                            f"{v.name.removeprefix(project + '_')} {v.running}/{v.desired}"
+                                            for v in sorted(s.values(), key=lambda v: v.name))))
+        except (OperatorError, ValueError) as exc:
+            sync.record_outcome(leader, release_id, "failed")
+            if previous:
+                sync.switch(leader, previous)
+                run.log(f"current -> {previous} again")
+            if isinstance(exc, swarm.RolloutFailed):
+                run.artifacts.write_text(f"{leader.artifact_prefix}swarm-tasks.txt", leader.run(
+                    swarm.tasks_command(project).replace(" --format '{{json .}}'", ""), check=False).output)
+            if isinstance(exc, ValueError):
+                raise OperatorError(f"the stack cannot run on a swarm: {exc}",
+                                    "fix stack/compose.yml (see README, Scaling out), or deploy with NODES=1") from None
+            raise
+        sync.record_outcome(leader, release_id, "success")
+        summary = {name: f"{s.running}/{s.desired}" for name, s in sorted(states.items())}
+        run.record("stack-up", {"services": summary, "images": refs})
+        step.note(f"{len(states)} services running their replicas")
+    return summary
+
+
+def collect(run: Run, settings: Settings, inventory: Inventory) -> list[dict]:
+    """The swarm from the leader (nodes, services, tasks) plus each node's own state. A node
+    that cannot be reached is reported and skipped."""
+    leader = inventory.targets[0]
+    services: list[dict] = []
+    with run.step("collect") as step:
+        result = remote_collect.collect_swarm(leader, settings.project, run.artifacts.write_text)
+        services = result.services
+        reached = 0
+        for target in inventory:
+            if not target.connected:
+                continue
+            for name, command in (("docker-ps.txt", "docker ps -a"), ("docker-df.txt", cmd.docker_system_df()),
+                                  ("memory.txt", cmd.free_m()), ("host.txt", "uname -a; uptime; df -h /")):
+                res = target.run(command, check=False, timeout=60)
+                run.artifacts.write_text(f"{target.artifact_prefix}{name}", res.stdout if res.ok else
+                                         f"# collection failed\n# command: {command}\n# error: {res.tail()}\n")
+            reached += 1
+        step.note(f"swarm state and {reached} of {len(inventory)} nodes collected")
+    return services
+
+
+def nodes_down(leader: Target) -> list[str]:
+    listed = swarm.json_lines(leader.run(swarm.nodes_command(), check=False).stdout)
+    return sorted(f"{n.get('Hostname')} ({n.get('Status')})" for n in listed if n.get("Status") != "Ready")
+
+
+def find_nodes(run: Run, settings: Settings, spec: cloud.CloudSpec) -> list[cloud.DropletInfo]:
+    """The cluster's nodes, read-only (update-only, verify, rollback): all NODES must exist."""
+    with run.step("discover") as step:
+        nodes = cloud.find_cluster(spec)
+        if len(nodes) < spec.nodes:
+            have = ", ".join(n.name for n in nodes) or "none"
+            raise OperatorError(f"the swarm should have {spec.nodes} nodes but {len(nodes)} exist ({have})",
+                                "run a full `inv deploy` (it creates the missing nodes; update-only never creates "
+                                "droplets), or set NODES to the number that exist")
+        if nodes:
+            steps._record_target(run, nodes[0])
+        step.note(", ".join(f"{n.name} at {n.public_ipv4}" for n in nodes))
+    return nodes
+
+
+def _hosts(nodes: Sequence[cloud.DropletInfo]) -> list[Host]:
+    return [Host(name=n.name, ip=n.public_ipv4 or "", droplet_id=n.id, region=n.region) for n in nodes]
+
+
+def deploy(run: Run, settings: Settings, update_only: bool, edges: Edges) -> None:
+    settings.require("DOMAIN")
+    spec = wiring.cloud_spec(settings, need_key=not update_only)
+    account = steps.token_check(run, edges.cloud, spec)
+    require_stack_keys(settings)
+    local = wiring.local_release(settings)
+    nodes = (find_nodes(run, settings, spec) if update_only
+             else provision_cluster(run, edges.cloud, spec, account, settings.known_hosts_path).nodes)
+    hosts = _hosts(nodes)
+    private = {n.name: n.private_ipv4 or "" for n in nodes}
+    inventory = wiring.inventory(settings, hosts, edges)
+    try:
+        for target in inventory:
+            steps.connect(run, target)
+            if not update_only:
+                steps.bootstrap(run, target, settings["CLOUD_INIT_TIMEOUT"])
+        leader = inventory.targets[0]
+        compose = wiring.compose_spec(settings)
+        try:
+            with steps.locked(run, leader, local.release_id, settings["LOCK_WAIT"]):
+                form_swarm(run, [swarm.Node(t, private[t.name]) for t in inventory])
+                pushed = steps.push(run, leader, local, settings.stack_env_file(), settings["MIN_FREE_MB"])
+                image_map = steps.build(run, leader, compose, pushed, local.compose,
+                                        pushed.changed_services if update_only else None)
+                prefix, config_dir = registry_login(run, spec, settings["REGISTRY_NAME"], leader)
+                steps.switch(run, leader, pushed.release_id)
+                stack_up(run, leader, settings, pushed.release_id, pushed.previous_release, image_map, prefix,
+                         config_dir, len(hosts))
+                steps.prune(run, leader, settings["RELEASES_KEEP"])
+        except OperatorError:
+            try:
+                collect(run, settings, inventory)
+            except Exception as exc:  # noqa: BLE001 - the original failure is what gets reported
+                run.warn(f"could not collect the swarm's state after the failure: {exc}")
+            raise
+        verify(run, settings, edges, hosts, inventory)
+    finally:
+        inventory.close()
+
+
+def verify(run: Run, settings: Settings, edges: Edges, hosts: Sequence[Host], inventory: Inventory) -> None:
+    report = steps.run_checks(run, edges.run_checks, wiring.check_target(settings, hosts[0].ip),
+                              wiring.checks_config(settings))
+    services = collect(run, settings, inventory)
+    down = steps.not_serving(services) + [f"node {n}" for n in nodes_down(inventory.targets[0])]
+    failed = report.by_status("fail")
+    if failed or down:
+        problems = ([f"{len(failed)} check(s) failed: " + ", ".join(r.name for r in failed)] if failed else []) \
+            + (["not running all their replicas or down: " + ", ".join(down)] if down else [])
+        raise steps.CheckFailures("; ".join(problems), "swarm-services.json, swarm-nodes.json and swarm-tasks.txt "
+                                  "in the run folder show which tasks are missing and why")
+
+
+def verify_only(run: Run, settings: Settings, edges: Edges) -> None:
+    """Checks against node 1, then the swarm's state and every node's; a node that cannot be
+    reached is reported (and the set marked partial), not a crash."""
+    settings.require("DOMAIN")
+    spec = wiring.cloud_spec(settings, need_key=False)
+    steps.token_check(run, edges.cloud, spec)
+    hosts = _hosts(find_nodes(run, settings, spec))
+    inventory = wiring.inventory(settings, hosts, edges)
+    try:
+        for target in inventory:
+            try:
+                steps.connect(run, target, quick=True)
+            except OperatorError as exc:
+                run.mark_partial(f"node {target.name}", exc.message)
+        if not inventory.targets[0].connected:
+            run.skip_step("collect", f"the leader {inventory.targets[0].name} cannot be reached")
+            report = steps.run_checks(run, edges.run_checks, wiring.check_target(settings, hosts[0].ip),
+                                      wiring.checks_config(settings))
+            if report.by_status("fail"):
+                raise steps.CheckFailures(f"{len(report.by_status('fail'))} check(s) failed",
+                                          "each check's observed value is in summary.md and http/")
+            return
+        verify(run, settings, edges, hosts, inventory)
+    finally:
+        inventory.close()
+
+
+def rollback(run: Run, settings: Settings, release: str | None, edges: Edges, choose) -> None:
+    """A previous successful release's stack file again (its images are in the registry): Swarm
+    rolls each service that differs back, start-first."""
+    spec = wiring.cloud_spec(settings, need_key=False)
+    steps.token_check(run, edges.cloud, spec)
+    hosts = _hosts(find_nodes(run, settings, spec))
+    inventory = wiring.inventory(settings, hosts, edges)
+    try:
+        for target in inventory:
+            steps.connect(run, target)
+        leader = inventory.targets[0]
+        with steps.locked(run, leader, release or "(previous)", settings["LOCK_WAIT"]):
+            with run.step("choose-release") as step:
+                current, chosen = choose(leader, release)
+                stack_path = leader.layout.release(chosen.id) + "/" + swarm_release.STACK_FILE
+                if not leader.run(f"test -f {stack_path}", check=False).ok:
+                    raise OperatorError(f"release {chosen.id} never ran on the swarm (it has no {swarm_release.STACK_FILE})",
+                                        "pick a release deployed with NODES > 1 from `inv releases`")
+                step.note(f"{current or '(none)'} -> {chosen.id}")
+            prefix, config_dir = registry_login(run, spec, settings["REGISTRY_NAME"], leader)
+            steps.switch(run, leader, chosen.id)
+            with run.step("stack-up") as step:
+                try:
+                    since = swarm_release.deploy(leader, config_dir, stack_path, settings.project)
+                    states = swarm.wait_rollout(leader, settings.project, since, float(settings["HEALTH_TIMEOUT"]))
+                except OperatorError:
+                    if current:
+                        sync.switch(leader, current)
+                    raise
+                step.note(f"{len(states)} services running their replicas")
+            if current and current != chosen.id:
+                sync.record_outcome(leader, current, "rolled-back")
+        verify(run, settings, edges, hosts, inventory)
+    finally:
+        inventory.close()
