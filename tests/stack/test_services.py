@@ -245,3 +245,39 @@ def test_each_django_role_starts_with_only_its_own_variables(stack_env):
     assert res.returncode == 2 and "POSTGRES_DB is not set" in res.stderr
     res = _django_check({**broker, "DJANGO_ROLE": "cron"})
     assert res.returncode == 2 and "DJANGO_ROLE='cron' is not valid" in res.stderr and "Traceback" not in res.stderr
+
+
+def _read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    sock.settimeout(timeout)
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_connection_accepted_just_before_sigterm_is_still_served(workdir, stack_env, django_server):
+    """A release stops the old api container while the proxy may have just connected to it: the
+    request it is about to write must be answered, not met by a closed connection (a 502 the
+    proxy cannot retry, seen under load in the release benchmark)."""
+    proc, svc = start_api(workdir, api_env(stack_env, django_server.url, API_RPM), "api-sigterm", workers=1)
+    try:
+        early = socket.create_connection(("127.0.0.1", svc.port), timeout=5)
+        time.sleep(0.3)                                # accepted by a worker, no request yet
+        proc.send_signal(15)
+        time.sleep(0.5)                                # the shutdown has begun
+        early.sendall(b"GET /api/health HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n")
+        answer = _read_all(early)
+        assert answer.split(b"\r\n", 1)[0] in (b"HTTP/1.1 200 OK", b"HTTP/1.1 503 Service Unavailable"), answer[:200]
+        # new connections are refused at once: a proxy dials the next address before writing anything
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", svc.port), timeout=5).close()
+        assert proc.wait(timeout=30) in (0, -15)           # it ends by itself (uvicorn re-raises SIGTERM)
+    finally:
+        if proc.poll() is None:
+            stop(proc)

@@ -14,15 +14,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description="Run the stack API.")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     try:
         load_settings()
     except ConfigError as exc:
         print(f"api: configuration error: {exc}", file=sys.stderr)
         return 2
+    # http: a protocol that lets connections accepted just before SIGTERM finish (app/drain.py)
     uvicorn.run("app.main:app", host=args.host, port=args.port, workers=args.workers,
-                server_header=False, log_level="info")
+                server_header=False, log_level="info", http="app.drain:DrainingH11Protocol")
     return 0
 
 
