@@ -46,7 +46,7 @@ def token_check(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec) -> cloud
     return account
 
 
-def _record_target(run: Run, droplet: cloud.DropletInfo) -> None:
+def record_target(run: Run, droplet: cloud.DropletInfo) -> None:
     run.target = {"name": droplet.name, "region": droplet.region, "ip": droplet.public_ipv4,
                   "droplet_id": droplet.id}
 
@@ -69,7 +69,7 @@ def provision(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec,
     def on_droplet(droplet: cloud.DropletInfo) -> None:
         # The target is recorded as soon as the droplet is known: run.json names it even when
         # the provision fails or is interrupted after creating it.
-        _record_target(run, droplet)
+        record_target(run, droplet)
         if droplet.created:
             hostkey.promote(known_hosts, droplet.name)
 
@@ -81,9 +81,9 @@ def provision(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec,
         finally:
             hostkey.drop_pending(known_hosts, spec.droplet_name)
         d = result.droplet
-        _record_target(run, d)
+        record_target(run, d)
         if d.public_ipv4:
-            _pin_host_key(run, known_hosts, d, spec.ssh_port)
+            pin_host_key(run, known_hosts, d, spec.ssh_port)
         run.record("provision", result)
         step.note(("created" if d.created else "found") + f" droplet {d.name} ({d.public_ipv4 or 'no public IPv4'});"
                   f" firewall {result.firewall.status}; dns {result.dns.status}")
@@ -93,7 +93,7 @@ def provision(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec,
     return result
 
 
-def _pin_host_key(run: Run, known_hosts: Path, d: cloud.DropletInfo, port: int) -> None:
+def pin_host_key(run: Run, known_hosts: Path, d: cloud.DropletInfo, port: int) -> None:
     """A droplet created now carries the key kept for its name: pin it. A droplet found is
     already pinned (or was created by a run that stopped before pinning: pin its kept key)."""
     entry = host_entry(d.public_ipv4, port)
@@ -116,7 +116,7 @@ def discover(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec) -> Host:
             raise OperatorError(f"no droplet named {spec.droplet_name} in the account",
                                 "run a full `inv deploy` first (update-only never creates a droplet), "
                                 "or check DROPLET_NAME")
-        _record_target(run, droplet)
+        record_target(run, droplet)
         if not droplet.public_ipv4:
             raise OperatorError(f"droplet {droplet.name} has no public IPv4 address",
                                 "check the droplet's networking in the DigitalOcean console, or set DROPLET_IP")

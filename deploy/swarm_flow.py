@@ -18,8 +18,9 @@ the stack starts under Swarm.
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from deploy import cloud, hostkey, registry, steps, wiring
 from deploy.errors import OperatorError
@@ -47,7 +48,7 @@ def provision_cluster(run: Run, cloud_port, spec: cloud.CloudSpec, account: clou
 
     def on_droplet(droplet: cloud.DropletInfo) -> None:
         if droplet.name == spec.droplet_name:
-            steps._record_target(run, droplet)
+            steps.record_target(run, droplet)
         if droplet.created:
             hostkey.promote(known_hosts, droplet.name)
 
@@ -59,10 +60,10 @@ def provision_cluster(run: Run, cloud_port, spec: cloud.CloudSpec, account: clou
         finally:
             for name in keys:
                 hostkey.drop_pending(known_hosts, name)
-        steps._record_target(run, result.droplet)
+        steps.record_target(run, result.droplet)
         for node in result.nodes:
             if node.public_ipv4:
-                steps._pin_host_key(run, known_hosts, node, spec.ssh_port)
+                steps.pin_host_key(run, known_hosts, node, spec.ssh_port)
         run.record("provision", result)
         made = sum(1 for n in result.nodes if n.created)
         step.note(f"{len(result.nodes)} nodes ({made} created) tagged {result.tag}; firewall {result.firewall.status}; "
@@ -87,15 +88,24 @@ def form_swarm(run: Run, nodes: Sequence[swarm.Node]) -> swarm.SwarmResult:
     return result
 
 
-def registry_login(run: Run, spec: cloud.CloudSpec, name: str, leader: Target) -> tuple[str, str]:
-    """(server, config folder): the leader's docker client logged in to the account's registry."""
+@contextmanager
+def registry_login(run: Run, spec: cloud.CloudSpec, name: str, leader: Target) -> Iterator[tuple[str, str]]:
+    """(image prefix, config folder): the leader's docker client logged in to the account's
+    registry for the block, logged out after it (the swarm keeps the auth it was handed by
+    `stack deploy --with-registry-auth` for its pulls; nothing stays on the leader's disk)."""
     with run.step("registry") as step:
         info = registry.ensure_registry(spec, name, on_event=lambda level, msg: run.log(msg))
         login = registry.docker_credentials(spec, registry=run.registry)
         config_dir = leader.layout.base.rstrip("/") + "/.docker-deploy"
         registry_cmds.login(leader, config_dir, login.server, login.auth.reveal())
         step.note(f"{info.name} at {login.server} ({'created' if info.created else 'found'})")
-    return f"{login.server}/{info.name}", config_dir
+    try:
+        yield f"{login.server}/{info.name}", config_dir
+    finally:
+        res = leader.run(registry_cmds.logout_command(config_dir, login.server), check=False)
+        if not res.ok:
+            run.warn(f"logging the leader out of {login.server} failed ({res.tail()}): remove "
+                     f"{config_dir}/config.json on {leader.name}")
 
 
 def stack_up(run: Run, leader: Target, settings: Settings, release_id: str, previous: str | None,
@@ -177,7 +187,7 @@ def find_nodes(run: Run, settings: Settings, spec: cloud.CloudSpec) -> list[clou
                                 "run a full `inv deploy` (it creates the missing nodes; update-only never creates "
                                 "droplets), or set NODES to the number that exist")
         if nodes:
-            steps._record_target(run, nodes[0])
+            steps.record_target(run, nodes[0])
         step.note(", ".join(f"{n.name} at {n.public_ipv4}" for n in nodes))
     return nodes
 
@@ -210,10 +220,10 @@ def deploy(run: Run, settings: Settings, update_only: bool, edges: Edges) -> Non
                 pushed = steps.push(run, leader, local, settings.stack_env_file(), settings["MIN_FREE_MB"])
                 image_map = steps.build(run, leader, compose, pushed, local.compose,
                                         pushed.changed_services if update_only else None)
-                prefix, config_dir = registry_login(run, spec, settings["REGISTRY_NAME"], leader)
-                steps.switch(run, leader, pushed.release_id)
-                stack_up(run, leader, settings, pushed.release_id, pushed.previous_release, image_map, prefix,
-                         config_dir, len(hosts))
+                with registry_login(run, spec, settings["REGISTRY_NAME"], leader) as (prefix, config_dir):
+                    steps.switch(run, leader, pushed.release_id)
+                    stack_up(run, leader, settings, pushed.release_id, pushed.previous_release, image_map, prefix,
+                             config_dir, len(hosts))
                 steps.prune(run, leader, settings["RELEASES_KEEP"])
         except OperatorError:
             try:
@@ -285,17 +295,17 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges, ch
                     raise OperatorError(f"release {chosen.id} never ran on the swarm (it has no {swarm_release.STACK_FILE})",
                                         "pick a release deployed with NODES > 1 from `inv releases`")
                 step.note(f"{current or '(none)'} -> {chosen.id}")
-            prefix, config_dir = registry_login(run, spec, settings["REGISTRY_NAME"], leader)
-            steps.switch(run, leader, chosen.id)
-            with run.step("stack-up") as step:
-                try:
-                    since = swarm_release.deploy(leader, config_dir, stack_path, settings.project)
-                    states = swarm.wait_rollout(leader, settings.project, since, float(settings["HEALTH_TIMEOUT"]))
-                except OperatorError:
-                    if current:
-                        sync.switch(leader, current)
-                    raise
-                step.note(f"{len(states)} services running their replicas")
+            with registry_login(run, spec, settings["REGISTRY_NAME"], leader) as (_prefix, config_dir):
+                steps.switch(run, leader, chosen.id)
+                with run.step("stack-up") as step:
+                    try:
+                        since = swarm_release.deploy(leader, config_dir, stack_path, settings.project)
+                        states = swarm.wait_rollout(leader, settings.project, since, float(settings["HEALTH_TIMEOUT"]))
+                    except OperatorError:
+                        if current:
+                            sync.switch(leader, current)
+                        raise
+                    step.note(f"{len(states)} services running their replicas")
             if current and current != chosen.id:
                 sync.record_outcome(leader, current, "rolled-back")
         verify(run, settings, edges, hosts, inventory)

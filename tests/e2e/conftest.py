@@ -19,6 +19,7 @@ from tests.conftest import need
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = {"LAB_NAME": "sdtest-e2e", "LAB_API_PORT": "8787", "LAB_SUBNET": "10.78.0.0/24"}
+SWARM_LAB = {"LAB_NAME": "sdtest-swarm", "LAB_API_PORT": "8789", "LAB_SUBNET": "10.75.0.0/24"}
 
 
 @dataclass
@@ -28,10 +29,11 @@ class Lab:
     stack: Path
     logs: Path
     values: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=lambda: dict(LAB))
 
     def env(self, extra: dict | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGITALOCEAN", "DOMAIN", "DEPLOY_", "SSH_"))}
-        env.update(LAB, LAB_STATE_DIR=str(self.tmp / "lab-state"), LOGS_DIR=str(self.logs), STACK_DIR=str(self.stack),
+        env.update(self.settings, LAB_STATE_DIR=str(self.tmp / "lab-state"), LOGS_DIR=str(self.logs), STACK_DIR=str(self.stack),
                    SSH_KNOWN_HOSTS=str(self.tmp / "known_hosts"), COLUMNS="120")
         env.update(extra or {})
         return env
@@ -49,19 +51,26 @@ class Lab:
         return json.loads(((folder or self.last_run()) / "run.json").read_text())
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory):
+def started_lab(tmp_path_factory, settings: dict[str, str]):
+    """A lab of its own (name, port, subnet) with a copy of stack/; taken down afterwards."""
     need(shutil.which("docker") is not None and os.path.exists("/var/run/docker.sock"), "a running Docker engine")
-    tmp = tmp_path_factory.mktemp("e2e")
+    tmp = tmp_path_factory.mktemp(settings["LAB_NAME"])
     stack = tmp / "stack"
     shutil.copytree(REPO / "stack", stack, ignore=shutil.ignore_patterns("node_modules", "dist", "__pycache__", ".env"))
-    lab = Lab(tmp=tmp, env_file=tmp / "lab.env", stack=stack, logs=tmp / "runs")
+    lab = Lab(tmp=tmp, env_file=tmp / "lab.env", stack=stack, logs=tmp / "runs", settings=dict(settings))
     up = lab.inv("lab.up", env_file=False, timeout=3600)
     assert up.returncode == 0, up.stdout + up.stderr
     env = lab.inv("lab.env", env_file=False, timeout=120)
     assert env.returncode == 0, env.stderr
     lab.env_file.write_text(env.stdout)
     lab.values = dict(line.split("=", 1) for line in env.stdout.splitlines() if "=" in line and not line.startswith("#"))
-    yield lab
-    down = lab.inv("lab.down", env_file=False, timeout=600)
-    assert down.returncode == 0, down.stdout + down.stderr
+    try:
+        yield lab
+    finally:
+        down = lab.inv("lab.down", env_file=False, timeout=600)
+        assert down.returncode == 0, down.stdout + down.stderr
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    yield from started_lab(tmp_path_factory, LAB)

@@ -34,12 +34,15 @@ def free_port() -> int:
 
 
 def free_subnet() -> str:
-    """A /24 in 10.80-10.199 that no Docker network or host route uses yet."""
+    """A /24 in 10.10-10.69 that no Docker network or host route uses yet, nor its VPC sibling
+    (10.<+100>: see LabConfig.vpc). The named labs (e2e, benchmarks) live at 10.75-10.81 and
+    their VPCs at 10.175-10.181, apart from these."""
     used = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
     nets = [ipaddress.ip_network(w, strict=False) for w in used.split() if "/" in w]
-    for second in range(80 + os.getpid() % 100, 200):
+    for second in [*range(10 + os.getpid() % 60, 70), *range(10, 70)]:
         cand = ipaddress.ip_network(f"10.{second}.0.0/24")
-        if not any(cand.overlaps(n) for n in nets):
+        vpc = ipaddress.ip_network(f"10.{second + 100}.0.0/24")
+        if not any(cand.overlaps(n) or vpc.overlaps(n) for n in nets):
             return str(cand)
     raise RuntimeError("no free 10.x.0.0/24 for the test lab")
 

@@ -136,3 +136,11 @@ def test_lab_env_values_pass_the_deployers_secret_checks(tmp_path):
     env.write_text(stackenv.format_env(values))
     s = load_settings({"stack": {"dir": "stack"}}, env_file=env, environ={}, registry=SecretRegistry(), base_dir=tmp_path)
     assert missing_stack_keys(s) == []
+
+
+def test_a_droplet_trusts_the_lab_registrys_ca_for_that_registry_only():
+    from lab.droplets import seed
+    files = seed.files(7, "node-1", ["ssh-ed25519 AAAA x"], "#cloud-config\n", ["10.0.0.53"], "/lab-7",
+                       registry_cas={"10.75.0.252": b"-----BEGIN CERTIFICATE-----\n"})
+    assert files["etc/docker/certs.d/10.75.0.252/ca.crt"] == (b"-----BEGIN CERTIFICATE-----\n", 0o644)
+    assert not [p for p in seed.files(7, "n", [], None, [], "/x") if p.startswith("etc/docker/certs.d")]
