@@ -138,7 +138,7 @@ def stack_up(run: Run, leader: Target, settings: Settings, release_id: str, prev
                 run.log(f"current -> {previous} again")
             if isinstance(exc, swarm.RolloutFailed):
                 run.artifacts.write_text(f"{leader.artifact_prefix}swarm-tasks.txt", leader.run(
-                    swarm.tasks_command(project).replace(" --format '{{json .}}'", ""), check=False).output)
+                    swarm.tasks_command(project, as_json=False), check=False).output)
             if isinstance(exc, ValueError):
                 raise OperatorError(f"the stack cannot run on a swarm: {exc}",
                                     "fix stack/compose.yml (see README, Scaling out), or deploy with NODES=1") from None

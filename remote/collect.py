@@ -141,7 +141,7 @@ def collect_swarm(leader: Target, stack: str, write: Callable[[str, str], Any], 
     item("swarm-nodes.json", swarm.nodes_command())
     services = item("swarm-services.json", f"{swarm.services_command()} --filter "
                                            f"label=com.docker.stack.namespace={stack}")
-    item("swarm-tasks.txt", swarm.tasks_command(stack).replace(" --format '{{json .}}'", ""))
+    item("swarm-tasks.txt", swarm.tasks_command(stack, as_json=False))
     for row in swarm.json_lines(services or ""):
         running, desired = swarm.parse_replicas(str(row.get("Replicas") or "0/0"))
         name = str(row.get("Name") or "").removeprefix(f"{stack}_")

@@ -112,8 +112,10 @@ def services_command() -> str:
     return "docker service ls --format '{{json .}}'"
 
 
-def tasks_command(stack: str) -> str:
-    return f"docker stack ps --no-trunc --format '{{{{json .}}}}' {shlex.quote(stack)}"
+def tasks_command(stack: str, as_json: bool = True) -> str:
+    """Every task of the stack; ``as_json=False``: docker's table, for people (swarm-tasks.txt)."""
+    fmt = " --format '{{json .}}'" if as_json else ""
+    return f"docker stack ps --no-trunc{fmt} {shlex.quote(stack)}"
 
 
 # --- parsing (pure) -----------------------------------------------------------------------------

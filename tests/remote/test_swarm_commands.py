@@ -50,6 +50,11 @@ def test_a_stack_name_is_quoted():
     assert swarm.tasks_command("my stack").endswith("'my stack'")
 
 
+def test_the_tasks_as_json_for_parsing_and_as_a_table_for_the_run_folder():
+    assert swarm.tasks_command("st") == "docker stack ps --no-trunc --format '{{json .}}' st"
+    assert swarm.tasks_command("st", as_json=False) == "docker stack ps --no-trunc st"
+
+
 @pytest.mark.parametrize("text,expected", [("3/3", (3, 3)), ("0/1", (0, 1)), ("1/1 (max 1 per node)", (1, 1)),
                                            ("0/0", (0, 0))])
 def test_replicas_column(text, expected):
