@@ -15,7 +15,7 @@ import requests
 from lab.config import LabConfig
 from lab.images.recipes import PEBBLE_TAG
 from lab.services import labca
-from lab.services.containers import ensure_container, wait_until
+from lab.services.containers import ensure_container, spec_digest, wait_until
 
 Log = Callable[[str], None]
 ROLE = "pebble"
@@ -56,7 +56,7 @@ def ensure(cfg: LabConfig, log: Log = print) -> str:
     name = ensure_container(cfg, ROLE, PEBBLE_TAG, cfg.pebble_ip,
                             ["-v", f"{directory / 'tls'}:/etc/pebble/tls:ro"],
                             ["pebble", "-config", "/etc/pebble/lab.json", "-dnsserver", f"{cfg.dns_ip}:53"],
-                            log=log)
+                            log=log, content=spec_digest((directory / "tls" / "cert.pem").read_text()))
     wait_until(lambda: _answers(cfg), name, "ACME test CA (Pebble)")
     return directory_url(cfg)
 

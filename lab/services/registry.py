@@ -28,10 +28,10 @@ import bcrypt
 
 from lab import state, stackenv
 from lab.config import LabConfig
-from lab.docker import docker, inspect
+from lab.docker import docker
 from lab.images.recipes import REGISTRY_TAG
 from lab.services import labca
-from lab.services.containers import KIND_LABEL, container_name, ensure_container, wait_until
+from lab.services.containers import KIND_LABEL, ensure_container, spec_digest, wait_until
 
 Log = Callable[[str], None]
 ROLE = "registry"
@@ -99,16 +99,15 @@ def ensure(cfg: LabConfig, token: str, log: Log = print) -> str:
     """The registry running at address(cfg), accepting ``token``; returns its server name."""
     ip = address(cfg)
     state.ensure_dir(cfg.state_dir)
-    new_tls = labca.ensure_server_tls(registry_dir(cfg) / "tls", ca_path(cfg),
-                                      f"{cfg.name} registry CA", ROLE, ip)
-    new_auth = ensure_htpasswd(cfg, token)
-    name = container_name(cfg, ROLE)
-    if (new_tls or new_auth) and inspect("container", name):
-        docker("rm", "-f", name)   # distribution reads its certificate and htpasswd at start only
+    labca.ensure_server_tls(registry_dir(cfg) / "tls", ca_path(cfg), f"{cfg.name} registry CA", ROLE, ip)
+    ensure_htpasswd(cfg, token)
     docker("volume", "create", "--label", cfg.label, "--label", f"{KIND_LABEL}={ROLE}", volume_name(cfg))
-    ensure_container(cfg, ROLE, REGISTRY_TAG, ip,
-                     ["-v", f"{registry_dir(cfg) / 'tls'}:{CONFIG_DIR}/tls:ro",
-                      "-v", f"{htpasswd_path(cfg).parent}:{CONFIG_DIR}/auth:ro",
-                      "-v", f"{volume_name(cfg)}:{DATA_DIR}"], log=log)
+    # distribution reads its certificate and htpasswd at start only: new ones, a new container.
+    name = ensure_container(cfg, ROLE, REGISTRY_TAG, ip,
+                            ["-v", f"{registry_dir(cfg) / 'tls'}:{CONFIG_DIR}/tls:ro",
+                             "-v", f"{htpasswd_path(cfg).parent}:{CONFIG_DIR}/auth:ro",
+                             "-v", f"{volume_name(cfg)}:{DATA_DIR}"], log=log,
+                            content=spec_digest((registry_dir(cfg) / "tls" / "cert.pem").read_text(),
+                                                htpasswd_path(cfg).read_text()))
     wait_until(lambda: answers(cfg, token), name, "container registry")
     return server(cfg)
