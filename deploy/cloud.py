@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import digitalocean
 import requests
@@ -424,7 +424,22 @@ def find_droplet(spec: CloudSpec) -> DropletInfo | None:
     """Read-only lookup by name (and first tag); None when absent."""
     with _library_env(spec):
         droplet = _find(spec, _log_event)
+    _refuse_swarm_leader(spec, droplet)
     return _info(droplet, created=False) if droplet else None
+
+
+def _refuse_swarm_leader(spec: CloudSpec, droplet: Any | None) -> None:
+    """One droplet (NODES=1) asked of a droplet that leads a swarm (it carries the cluster tag
+    since a NODES > 1 deploy): Compose beside the swarm's stack would fight it for 80/443."""
+    tag = cluster_tag(spec.droplet_name)
+    if droplet is None or spec.nodes != 1 or tag not in (getattr(droplet, "tags", None) or []):
+        return
+    raise CloudError(f"droplet {droplet.name} is node 1 of a Docker Swarm (it carries the tag {tag}), "
+                     "and NODES is 1", f"set NODES (or --nodes) to the swarm's node count: its droplets carry "
+                     f"the tag {tag}. Back to one droplet is not automated: shrink to 2 nodes, then on "
+                     f"{droplet.name} `docker stack rm <project>` and `docker swarm leave --force`, delete "
+                     f"{droplet.name}-2, remove the tag {tag} from {droplet.name}, and deploy with NODES=1 "
+                     "(the data volumes are kept)")
 
 
 # --- ssh key and droplet ---------------------------------------------------------------
@@ -975,6 +990,7 @@ def provision(spec: CloudSpec, on_event: OnEvent = _log_event,
     warnings: list[str] = []
     with _library_env(spec):
         droplet = _find(spec, on_event)
+        _refuse_swarm_leader(spec, droplet)
         created = key_registered = False
         if droplet is None:
             key_id, key_registered = _ensure_ssh_key(spec, on_event)
@@ -1081,14 +1097,34 @@ def _members(spec: CloudSpec, tag: str, on_event: OnEvent) -> dict[int, Any]:
 
 
 def find_cluster(spec: CloudSpec) -> list[DropletInfo]:
-    """Read-only: the cluster's nodes 1..spec.nodes that exist, node 1 first (empty without node 1)."""
+    """Read-only: every node of the cluster that exists, node 1 first, then by number (also
+    those beyond spec.nodes: the caller sees a changed count); empty without node 1."""
     with _library_env(spec):
         first = _find(spec, _log_event)
         if first is None:
             return []
         members = _members(spec, cluster_tag(spec.droplet_name), _log_event)
-    nodes = [first] + [d for k, d in sorted(members.items()) if d is not None and k <= spec.nodes]
+    nodes = [first] + [d for k, d in sorted(members.items()) if d is not None]
     return [_info(d, created=False) for d in nodes]
+
+
+def delete_surplus(spec: CloudSpec, surplus: Sequence[DropletInfo], on_event: OnEvent = _log_event) -> list[str]:
+    """Delete the nodes a smaller cluster no longer has, once they are out of the Swarm. Only a
+    droplet listed under the cluster tag, numbered beyond spec.nodes, with the id given, is
+    deleted: never node 1, never a droplet that merely shares a name. Returns the names deleted."""
+    tag = cluster_tag(spec.droplet_name)
+    wanted = {d.id for d in surplus}
+    deleted: list[str] = []
+    with _library_env(spec):
+        members = _members(spec, tag, on_event)
+        for k, droplet in sorted(members.items()):
+            if droplet is None or k <= spec.nodes or int(droplet.id) not in wanted:
+                continue
+            _call(spec, f"deleting droplet {droplet.name} (id {droplet.id})", droplet.destroy, on_event,
+                  missing_ok=True)
+            deleted.append(droplet.name)
+            on_event("info", f"deleted droplet {droplet.name} (id {droplet.id}): it left the swarm")
+    return deleted
 
 
 def _same_vpc(spec: CloudSpec, found: dict[int, Any]) -> str | None:
@@ -1290,6 +1326,7 @@ def plan_provision(spec: CloudSpec, on_event: OnEvent = _log_event,
     warnings: list[str] = []
     with _library_env(spec):
         found = _find(spec, on_event)
+        _refuse_swarm_leader(spec, found)
         info = _info(found, created=False) if found is not None else None
         if info is None:
             key = "present" if _find_ssh_key(spec, on_event) is not None else "register"

@@ -8,6 +8,7 @@
     registry            the account's container registry; the leader logs in and pushes
     switch, stack-up    `current` names the release; `docker stack deploy`; Swarm rolls each
                         changed service start-first and rolls it back itself if the new tasks fail
+    shrink              nodes beyond NODES: tasks moved off start-first, out of the swarm, deleted
     checks, collect     from outside against node 1 (DNS names it); swarm state + every node
 
 A failure before the switch changes nothing that runs. After it, `current` goes back to the
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from deploy import cloud, hostkey, registry, steps, wiring
-from deploy.errors import OperatorError
+from deploy.errors import EXIT_CONFIG, OperatorError
 from deploy.run import Run
 from deploy.settings import Settings, require_stack_keys
 from deploy.wiring import Edges, Host, Inventory
@@ -177,23 +178,58 @@ def nodes_down(leader: Target) -> list[str]:
     return sorted(f"{n.get('Hostname')} ({n.get('Status')})" for n in listed if n.get("Status") != "Ready")
 
 
-def find_nodes(run: Run, settings: Settings, spec: cloud.CloudSpec) -> list[cloud.DropletInfo]:
-    """The cluster's nodes, read-only (update-only, verify, rollback): all NODES must exist."""
+def find_nodes(run: Run, settings: Settings, spec: cloud.CloudSpec, exact: bool = True) -> list[cloud.DropletInfo]:
+    """The cluster's nodes, read-only (update-only, verify, rollback): all NODES must exist.
+    More than NODES: ``exact`` refuses (update-only and rollback never change the count);
+    otherwise (verify) every node that exists is checked."""
     with run.step("discover") as step:
         nodes = cloud.find_cluster(spec)
         if len(nodes) < spec.nodes:
             have = ", ".join(n.name for n in nodes) or "none"
             raise OperatorError(f"the swarm should have {spec.nodes} nodes but {len(nodes)} exist ({have})",
                                 "run a full `inv deploy` (it creates the missing nodes; update-only never creates "
-                                "droplets), or set NODES to the number that exist")
+                                "droplets), or set NODES to the number that exist", exit_code=EXIT_CONFIG)
+        if len(nodes) > spec.nodes:
+            extra = ", ".join(n.name for n in nodes[spec.nodes:])
+            message = f"the swarm has {len(nodes)} nodes but NODES is {spec.nodes} ({extra} beyond it)"
+            if exact:
+                raise OperatorError(message, "a new node count is a full `inv deploy` (it drains the surplus nodes "
+                                    f"out of the swarm and deletes them), or set NODES={len(nodes)}",
+                                    exit_code=EXIT_CONFIG)
         if nodes:
             steps.record_target(run, nodes[0])
         step.note(", ".join(f"{n.name} at {n.public_ipv4}" for n in nodes))
+        if len(nodes) > spec.nodes:
+            step.warn(f"{message}; every node is checked: " + step.step.message)
     return nodes
 
 
 def _hosts(nodes: Sequence[cloud.DropletInfo]) -> list[Host]:
     return [Host(name=n.name, ip=n.public_ipv4 or "", droplet_id=n.id, region=n.region) for n in nodes]
+
+
+def shrink(run: Run, leader: Target, leaving: Inventory, surplus: Sequence[cloud.DropletInfo],
+           settings: Settings, spec: cloud.CloudSpec, cloud_port) -> None:
+    """The nodes beyond NODES: their tasks moved start-first to the others, out of the swarm,
+    then their droplets deleted. Node 1 (data, edge) is never among them."""
+    with run.step("shrink") as step:
+        removed = swarm.retire(leader, [swarm.Leaving(t.name, t) for t in leaving], settings.project,
+                               timeout=float(settings["HEALTH_TIMEOUT"]), on_event=run.log)
+        deleted = cloud_port.delete_surplus(spec, surplus, on_event=lambda level, msg: run.log(msg))
+        run.record("shrink", {"left_swarm": removed, "deleted": deleted})
+        step.note(f"{len(removed)} node(s) left the swarm, {len(deleted)} droplet(s) deleted: "
+                  + ", ".join(deleted or removed or ["none"]))
+
+
+def _reach_leaving(run: Run, leaving: Inventory) -> None:
+    """A node about to be removed is asked to leave the swarm itself; one that does not answer is
+    removed from the leader's side alone."""
+    for target in leaving:
+        try:
+            steps.connect(run, target, quick=True)
+        except OperatorError as exc:
+            run.warn(f"{target.name} (being removed) cannot be reached ({exc.message}): the swarm drops it "
+                     "without it leaving; its droplet is deleted all the same")
 
 
 def deploy(run: Run, settings: Settings, update_only: bool, edges: Edges) -> None:
@@ -202,16 +238,23 @@ def deploy(run: Run, settings: Settings, update_only: bool, edges: Edges) -> Non
     account = steps.token_check(run, edges.cloud, spec)
     require_stack_keys(settings)
     local = wiring.local_release(settings)
-    nodes = (find_nodes(run, settings, spec) if update_only
-             else provision_cluster(run, edges.cloud, spec, account, settings.known_hosts_path).nodes)
+    surplus: tuple[cloud.DropletInfo, ...] = ()
+    if update_only:
+        nodes = find_nodes(run, settings, spec)
+    else:
+        cluster = provision_cluster(run, edges.cloud, spec, account, settings.known_hosts_path)
+        nodes, surplus = list(cluster.nodes), cluster.surplus
     hosts = _hosts(nodes)
     private = {n.name: n.private_ipv4 or "" for n in nodes}
     inventory = wiring.inventory(settings, hosts, edges)
+    leaving = wiring.inventory(settings, _hosts(surplus), edges) if surplus else None
     try:
         for target in inventory:
             steps.connect(run, target)
             if not update_only:
                 steps.bootstrap(run, target, settings["CLOUD_INIT_TIMEOUT"])
+        if leaving is not None:
+            _reach_leaving(run, leaving)
         leader = inventory.targets[0]
         compose = wiring.compose_spec(settings)
         try:
@@ -224,6 +267,8 @@ def deploy(run: Run, settings: Settings, update_only: bool, edges: Edges) -> Non
                     steps.switch(run, leader, pushed.release_id)
                     stack_up(run, leader, settings, pushed.release_id, pushed.previous_release, image_map, prefix,
                              config_dir, len(hosts))
+                if leaving is not None:
+                    shrink(run, leader, leaving, surplus, settings, spec, edges.cloud)
                 steps.prune(run, leader, settings["RELEASES_KEEP"])
         except OperatorError:
             try:
@@ -234,6 +279,8 @@ def deploy(run: Run, settings: Settings, update_only: bool, edges: Edges) -> Non
         verify(run, settings, edges, hosts, inventory)
     finally:
         inventory.close()
+        if leaving is not None:
+            leaving.close()
 
 
 def verify(run: Run, settings: Settings, edges: Edges, hosts: Sequence[Host], inventory: Inventory) -> None:
@@ -255,7 +302,7 @@ def verify_only(run: Run, settings: Settings, edges: Edges) -> None:
     settings.require("DOMAIN")
     spec = wiring.cloud_spec(settings, need_key=False)
     steps.token_check(run, edges.cloud, spec)
-    hosts = _hosts(find_nodes(run, settings, spec))
+    hosts = _hosts(find_nodes(run, settings, spec, exact=False))
     inventory = wiring.inventory(settings, hosts, edges)
     try:
         for target in inventory:

@@ -51,6 +51,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from remote.swarm import DATA_LABEL, EDGE_LABEL
+
 VERSION = "3.9"  # Docker 20.10's stack loader wants a 3.x file; 3.9 has limits.pids
 START_FIRST, STOP_FIRST = "start-first", "stop-first"
 
@@ -99,8 +101,7 @@ _SIZE = re.compile(r"(\d+)([kmg]?)b?", re.IGNORECASE)
 
 
 def swarm_stack(config: Mapping[str, Any], images: Mapping[str, str], *, nodes: int,
-                data_node_label: str = "stackdeploy.data",
-                edge_node_label: str = "stackdeploy.edge") -> dict[str, Any]:
+                data_node_label: str = DATA_LABEL, edge_node_label: str = EDGE_LABEL) -> dict[str, Any]:
     """The stack file for ``config`` (compose's normalized JSON model) on ``nodes`` nodes.
 
     ``images`` maps service -> registry image ref: every built service needs one; a service

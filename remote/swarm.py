@@ -26,6 +26,7 @@ from remote.errors import RemoteError
 from remote.target import Target
 
 SWARM_PORT = 2377
+ROLE_CHANGE_TIMEOUT = 60.0   # a promotion or demotion shows in `docker node ls` within seconds
 DATA_LABEL = "stackdeploy.data"    # PostgreSQL and Redis stay with their volumes here
 EDGE_LABEL = "stackdeploy.edge"    # Traefik: its ports, certificates and the address DNS names
 HINT = ("check Docker runs on every node (`docker info`) and that the nodes reach each other on "
@@ -104,6 +105,41 @@ def label_command(node_id: str, label: str, value: str = "true") -> str:
     return f"docker node update --label-add {shlex.quote(f'{label}={value}')} {shlex.quote(node_id)}"
 
 
+def role_command(node_id: str, manager: bool) -> str:
+    return f"docker node {'promote' if manager else 'demote'} {shlex.quote(node_id)}"
+
+
+def availability_command(node_id: str, availability: str) -> str:
+    if availability not in ("active", "pause", "drain"):
+        raise ValueError(f"a node's availability is active, pause or drain, not {availability!r}")
+    return f"docker node update --availability {availability} {shlex.quote(node_id)}"
+
+
+def node_tasks_command(node_id: str) -> str:
+    """The tasks Swarm wants running on one node."""
+    return f"docker node ps --filter desired-state=running --format '{{{{json .}}}}' {shlex.quote(node_id)}"
+
+
+def scale_info_command(service: str) -> str:
+    """"<replicas> <update order>" of one service."""
+    return (f"docker service inspect --format '{{{{.Spec.Mode.Replicated.Replicas}}}} "
+            f"{{{{.Spec.UpdateConfig.Order}}}}' {shlex.quote(service)}")
+
+
+def scale_command(service: str, replicas: int) -> str:
+    # --detach: the caller waits for the stack to settle (wait_rollout)
+    return f"docker service scale --detach {shlex.quote(f'{service}={int(replicas)}')}"
+
+
+def leave_command() -> str:
+    return "docker swarm leave"
+
+
+def remove_command(node_id: str) -> str:
+    # --force: a node that left (or died) is Down; rm refuses a node it still thinks is up
+    return f"docker node rm --force {shlex.quote(node_id)}"
+
+
 def nodes_command() -> str:
     return "docker node ls --format '{{json .}}'"
 
@@ -123,6 +159,12 @@ def parse_info(text: str) -> LocalState:
     data = json.loads(text.strip() or "{}")
     return LocalState(state=str(data.get("LocalNodeState") or "inactive"), node_id=str(data.get("NodeID") or ""),
                       manager=bool(data.get("ControlAvailable")), cluster_id=str((data.get("Cluster") or {}).get("ID") or ""))
+
+
+def task_service(task_name: str) -> str:
+    """`docker node ps`'s task name ("stack_api.2", or "stack_api.<node id>" for a global
+    service) -> its service ("stack_api")."""
+    return task_name.strip().lstrip("\\_ ").rsplit(".", 1)[0]
 
 
 def json_lines(text: str) -> list[dict]:
@@ -199,11 +241,141 @@ def form(nodes: Sequence[Node], register_secret: Callable[[str], None],
     ids = {n.name: local_state(n.target).node_id for n in nodes}
     for label in (DATA_LABEL, EDGE_LABEL):
         leader.target.run(label_command(ids[leader.name], label), f"labelling {leader.name} {label}", hint=HINT)
-    listed = {n["ID"]: n for n in json_lines(leader.target.run(nodes_command(), "listing the swarm's nodes",
-                                                                hint=HINT).stdout)}
+    listed = _reconcile_roles(leader.target, [ids[n.name] for n in nodes[:wanted_managers]], on_event)
     managers = tuple(n.name for n in nodes if listed.get(ids[n.name], {}).get("ManagerStatus"))
     workers = tuple(n.name for n in nodes if n.name not in managers)
     return SwarmResult(managers=managers, workers=workers, joined=tuple(joined), node_ids=ids)
+
+
+def _listed(leader: Target) -> dict[str, dict]:
+    return {n["ID"]: n for n in json_lines(leader.run(nodes_command(), "listing the swarm's nodes", hint=HINT).stdout)}
+
+
+def _reconcile_roles(leader: Target, wanted: Sequence[str], on_event: Callable[[str], None]) -> dict[str, dict]:
+    """Exactly the ``wanted`` node ids are managers: promoted first, then every other manager
+    (a node joined when the cluster was smaller, or one being removed) demoted, so the Raft
+    quorum never shrinks before it has grown. Returns the swarm's nodes as listed after."""
+    listed = _listed(leader)
+    promote = [i for i in wanted if i in listed and not listed[i].get("ManagerStatus")]
+    demote = [i for i, n in listed.items() if n.get("ManagerStatus") and i not in wanted]
+    for node_id in promote + demote:
+        host = listed[node_id].get("Hostname") or node_id
+        leader.run(role_command(node_id, node_id in promote),
+                   f"{'promoting' if node_id in promote else 'demoting'} {host}", hint=HINT)
+        on_event(f"{host} is now a {'manager' if node_id in promote else 'worker'}")
+    if not (promote or demote):
+        return listed
+    deadline = time.monotonic() + ROLE_CHANGE_TIMEOUT
+    while True:   # a promoted node shows a ManagerStatus only once it has joined the Raft group
+        listed = _listed(leader)
+        managers = {i for i, n in listed.items() if n.get("ManagerStatus")}
+        if managers == {i for i in wanted if i in listed} or time.monotonic() > deadline:
+            return listed
+        time.sleep(1)
+
+
+@dataclass(frozen=True)
+class Leaving:
+    """A node the cluster no longer has: its droplet name and, when it answered, its Target."""
+
+    name: str
+    target: Target | None = None
+
+
+def node_ids_by_name(leader: Target, leaving: Sequence[Leaving]) -> dict[str, str]:
+    """name -> swarm node id of each leaving node that is still in the swarm: asked of the node
+    itself when it answers, else matched by hostname (a droplet's hostname is its name)."""
+    listed = _listed(leader)
+    out: dict[str, str] = {}
+    for node in leaving:
+        node_id = ""
+        if node.target is not None and node.target.connected:
+            node_id = local_state(node.target).node_id
+        if not node_id or node_id not in listed:
+            node_id = next((i for i, n in listed.items() if n.get("Hostname") == node.name), "")
+        if node_id:
+            out[node.name] = node_id
+    return out
+
+
+def _running_on(leader: Target, node_id: str) -> dict[str, int]:
+    """service -> how many of its tasks Swarm wants running on the node."""
+    rows = json_lines(leader.run(node_tasks_command(node_id), "listing the tasks of a leaving node", hint=HINT).stdout)
+    out: dict[str, int] = {}
+    for row in rows:
+        if row.get("Name"):
+            service = task_service(str(row["Name"]))
+            out[service] = out.get(service, 0) + 1
+    return out
+
+
+def _replicas_and_order(leader: Target, service: str) -> tuple[int, str]:
+    out = leader.run(scale_info_command(service), f"reading {service}'s replicas", hint=HINT).stdout.split()
+    replicas = int(out[0]) if out and out[0].isdigit() else 0   # "<no value>": a global service
+    return replicas, (out[1] if len(out) > 1 else "")
+
+
+def retire(leader: Target, leaving: Sequence[Leaving], stack: str, timeout: float,
+           on_event: Callable[[str], None] = lambda _m: None, poll: float = 2.0,
+           sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> list[str]:
+    """Take ``leaving`` out of the swarm without a gap in service, then out of its node list.
+
+    Draining alone stops a node's tasks before their replacements run. So: pause the nodes (no
+    new task lands there; theirs keep serving), scale each start-first service up by the tasks
+    it has there and wait until the extra tasks are healthy elsewhere, drain (only now do the
+    old tasks stop), scale back, and let each node leave. Stop-first services (beat: never
+    two) just move with the drain. The caller has demoted them already (form's role
+    reconciliation). Returns the names removed; a node no longer in the swarm is skipped."""
+    ids = node_ids_by_name(leader, leaving)
+    if not ids:
+        return []
+
+    def settle() -> None:
+        wait_rollout(leader, stack, leader.run(clock_command(), "reading the leader's clock").stdout.strip(),
+                     timeout, poll=poll, sleep=sleep, clock=clock)
+
+    for name, node_id in ids.items():
+        leader.run(availability_command(node_id, "pause"), f"pausing {name} (no new tasks)", hint=HINT)
+    there: dict[str, int] = {}
+    for node_id in ids.values():
+        for service, count in _running_on(leader, node_id).items():
+            there[service] = there.get(service, 0) + count
+    scaled: dict[str, int] = {}
+    for service, count in sorted(there.items()):
+        replicas, order = _replicas_and_order(leader, service)
+        if replicas and order == "start-first":
+            leader.run(scale_command(service, replicas + count), f"adding {count} task(s) to {service}", hint=HINT)
+            scaled[service] = replicas
+    if scaled:
+        on_event(f"starting {', '.join(scaled)} elsewhere before {', '.join(ids)} stop(s) theirs")
+        settle()
+    for name, node_id in ids.items():
+        leader.run(availability_command(node_id, "drain"), f"draining {name}", hint=HINT)
+    deadline = clock() + timeout
+    while True:
+        left = {name: _running_on(leader, node_id) for name, node_id in ids.items()}
+        left = {name: tasks for name, tasks in left.items() if tasks}
+        if not left:
+            break
+        if clock() >= deadline:
+            raise RemoteError(f"tasks still run on the nodes being removed after {timeout:g} s: "
+                              + "; ".join(f"{n}: {', '.join(t)}" for n, t in left.items()),
+                              "read swarm-tasks.txt (a placement constraint may leave them nowhere else to "
+                              "run), fix it and deploy again; the nodes stay in the swarm meanwhile")
+        sleep(poll)
+    for service, replicas in sorted(scaled.items()):
+        leader.run(scale_command(service, replicas), f"scaling {service} back to {replicas}", hint=HINT)
+    settle()
+    removed = []
+    for node in leaving:
+        if node.name not in ids:
+            continue
+        if node.target is not None and node.target.connected:
+            node.target.run(leave_command(), check=False, timeout=60)
+        leader.run(remove_command(ids[node.name]), f"removing {node.name} from the swarm", hint=HINT)
+        removed.append(node.name)
+        on_event(f"{node.name} left the swarm")
+    return removed
 
 
 # --- a stack's rollout --------------------------------------------------------------------------

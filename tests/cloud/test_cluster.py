@@ -138,6 +138,17 @@ def test_growing_from_one_droplet_keeps_it_and_its_firewall(fake, backend, api_s
     assert sorted(tagged[TAG]) == sorted(n.id for n in grown.nodes)
 
 
+def test_one_droplet_is_refused_on_a_swarms_node_one_before_anything_is_written(fake, api_spec, key_for):
+    cluster(api_spec, key_for, 2)
+    fake.clear_requests()
+    for call in (cloud.provision, cloud.find_droplet, cloud.plan_provision):
+        with pytest.raises(CloudError) as err:
+            call(api_spec)                                  # NODES=1
+        assert "node 1 of a Docker Swarm" in err.value.message and TAG in err.value.message
+        assert "NODES" in err.value.hint and "docker swarm leave" in err.value.hint
+    assert writes(fake) == []
+
+
 def test_shrinking_deletes_nothing_and_names_the_surplus(fake, api_spec, key_for):
     three = cluster(api_spec, key_for, 3)
     fake.clear_requests()
@@ -149,6 +160,23 @@ def test_shrinking_deletes_nothing_and_names_the_surplus(fake, api_spec, key_for
     # still tagged, so still behind the firewall and reachable by the others until it is drained
     assert TAG in fake.state["droplets"][str(three.nodes[2].id)]["tags"]
     assert swarm_sources(the_firewall(fake)["inbound_rules"])
+
+
+def test_the_surplus_is_deleted_by_id_and_nothing_else_is(fake, api_spec, key_for):
+    three = cluster(api_spec, key_for, 3)
+    two = with_(api_spec, nodes=2)
+    assert [n.name for n in cloud.find_cluster(two)] == ["stack-1", "stack-1-2", "stack-1-3"]   # the count changed
+    # a droplet of another deployment named like node 3 (no cluster tag) and node 2 passed by mistake
+    stranger, _, _ = fake.store.create_droplet({"name": "stack-1-3", "region": "fra1", "size": "s-1vcpu-1gb",
+                                                "image": "ubuntu-24-04-x64", "tags": ["stackdeploy"]})
+    fake.clear_requests()
+    assert cloud.delete_surplus(two, [three.nodes[1], three.nodes[2]]) == ["stack-1-3"]
+    deletes = [r.path for r in fake.requests if r.method == "DELETE"]
+    assert deletes == [f"/v2/droplets/{three.nodes[2].id}"]
+    assert sorted(d["name"] for d in fake.state["droplets"].values()) == ["stack-1", "stack-1-2", "stack-1-3"]
+    assert str(stranger["id"]) in fake.state["droplets"]
+    assert [n.name for n in cloud.find_cluster(two)] == ["stack-1", "stack-1-2"]
+    assert cloud.delete_surplus(two, [three.nodes[2]]) == []        # already gone: nothing to do
 
 
 def test_one_node_sends_exactly_what_provision_sends(api_spec, key_for):

@@ -4,6 +4,8 @@ network that carries traffic between tasks on different nodes (dnsrr: this kerne
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -222,3 +224,82 @@ def test_a_rolling_update_settles_and_a_failing_one_is_rolled_back_by_swarm_and_
         assert len(running) == 3 and all(t["CurrentState"].startswith("Running") for t in running)
     finally:
         leader.run("docker stack rm roll", check=False)
+
+
+SHRINKING = """\
+version: "3.9"
+services:
+  web:
+    image: redis:7-bookworm
+    healthcheck: {test: ["CMD", "redis-cli", "ping"], interval: 2s, timeout: 2s, retries: 3, start_period: 2s}
+    deploy:
+      replicas: 3
+      endpoint_mode: dnsrr
+      update_config: {order: start-first, parallelism: 1, delay: 1s, failure_action: rollback, monitor: 5s}
+"""
+
+
+def _running_tasks(leader: Target, service: str) -> list[dict]:
+    return swarm.json_lines(leader.run(f"docker service ps {service} --filter desired-state=running "
+                                       "--format '{{json .}}'").stdout)
+
+
+def test_a_node_leaves_after_its_tasks_moved_start_first_and_growing_again_promotes_managers(cluster, formed):
+    """Last in this file: it takes node-3 out of the swarm (and puts it back as a new member)."""
+    leader, leaver = cluster.nodes[0].target, cluster.nodes[2]
+    leader.run("mkdir -p ~/mesh")
+    leader.put("/home/deploy/mesh/shrink.yml", SHRINKING.encode())
+    events: list[str] = []
+    try:
+        since = leader.run(swarm.clock_command()).stdout.strip()
+        leader.run("docker stack deploy -c ~/mesh/shrink.yml shrink", timeout=120)
+        swarm.wait_rollout(leader, "shrink", since, timeout=180)
+        assert "node-3" in {t["Node"] for t in _running_tasks(leader, "shrink_web")}
+
+        # Two nodes want one manager: node-2 and node-3 are demoted (the quorum grew first: no promotion needed)
+        two = swarm.form(cluster.nodes[:2], lambda _t: None, events.append)
+        assert two.managers == ("node-1",) and two.workers == ("node-2",)
+        listed = {n["Hostname"]: n for n in swarm.json_lines(leader.run(swarm.nodes_command()).stdout)}
+        assert not listed["node-3"].get("ManagerStatus")
+
+        # Sampled from outside (docker exec) while node-3 is taken out: never fewer than 3 running
+        container = cluster.backend.container(cluster.ids["node-1"])
+        running: list[int] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                out = subprocess.run(["docker", "exec", container, "docker", "service", "ls", "--filter",
+                                      "name=shrink_web", "--format", "{{.Replicas}}"],
+                                     capture_output=True, text=True).stdout
+                if out.strip():
+                    running.append(swarm.parse_replicas(out)[0])
+                time.sleep(0.3)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            removed = swarm.retire(leader, [swarm.Leaving("node-3", leaver.target)], "shrink", timeout=240,
+                                   on_event=events.append)
+        finally:
+            done.set()
+            sampler.join(10)
+        assert removed == ["node-3"]
+        assert any("starting shrink_web elsewhere before node-3" in e for e in events), events
+        assert len(running) > 10 and min(running) >= 3, running
+        hosts = sorted(n["Hostname"] for n in swarm.json_lines(leader.run(swarm.nodes_command()).stdout))
+        assert hosts == ["node-1", "node-2"]
+        tasks = _running_tasks(leader, "shrink_web")
+        assert len(tasks) == 3 and {t["Node"] for t in tasks} <= {"node-1", "node-2"}
+        assert all(t["CurrentState"].startswith("Running") for t in tasks)
+        assert swarm.local_state(leaver.target).state == "inactive"
+        assert swarm.retire(leader, [swarm.Leaving("node-3", leaver.target)], "shrink", timeout=30) == []
+        assert swarm.parse_replicas(leader.run("docker service ls --filter name=shrink_web --format "
+                                               "'{{.Replicas}}'").stdout) == (3, 3)   # scaled back
+
+        # Three again: node-3 joins as a manager and node-2, a worker since the shrink, is promoted
+        three = swarm.form(cluster.nodes, lambda _t: None, events.append)
+        assert three.joined == ("node-3",) and three.managers == ("node-1", "node-2", "node-3")
+        assert "node-2 is now a manager" in events
+    finally:
+        leader.run("docker stack rm shrink", check=False)

@@ -69,3 +69,23 @@ def test_an_update_that_started_before_this_deploy_is_not_this_deploys_outcome()
     new = 'st_api {"State":"rollback_completed","StartedAt":"2026-11-27T03:30:01.6Z","Message":"update rolled back"}'
     assert swarm.parse_update_status(new, since) == ("st_api", "rollback_completed", "update rolled back")
     assert swarm.parse_update_status("st_db null", since) == ("st_db", "", "")
+
+
+def test_a_leaving_node_is_paused_drained_and_force_removed_by_id_its_services_scaled_around_it():
+    assert swarm.availability_command("abc123", "drain") == "docker node update --availability drain abc123"
+    assert swarm.availability_command("abc123", "pause") == "docker node update --availability pause abc123"
+    with pytest.raises(ValueError, match="active, pause or drain"):
+        swarm.availability_command("abc123", "off")
+    assert swarm.role_command("abc123", manager=False) == "docker node demote abc123"
+    assert swarm.role_command("x y", manager=True) == "docker node promote 'x y'"
+    assert swarm.remove_command("abc123") == "docker node rm --force abc123"
+    assert swarm.scale_command("stackdeploy_api", 3) == "docker service scale --detach stackdeploy_api=3"
+    assert "{{.Spec.Mode.Replicated.Replicas}} {{.Spec.UpdateConfig.Order}}" in swarm.scale_info_command("x")
+    assert "--filter desired-state=running" in swarm.node_tasks_command("abc123")
+
+
+@pytest.mark.parametrize("task,service", [("stackdeploy_api.2", "stackdeploy_api"),
+                                          ("stackdeploy_web.x3k9v0n2", "stackdeploy_web"),
+                                          (" \\_ stackdeploy_api.1", "stackdeploy_api")])
+def test_a_task_name_names_its_service(task, service):
+    assert swarm.task_service(task) == service
