@@ -20,6 +20,7 @@ from deploy.errors import ConfigError
 RELEASE_META = ".release.json"
 RELEASE_ENV = ".env"
 RELEASE_IMAGES = "compose.release.yml"
+RELEASE_STACK = "stack.yml"          # the Swarm stack file a NODES > 1 deploy writes into its release
 LOCK_HOLDER = "holder.json"
 
 

@@ -115,9 +115,10 @@ def availability_command(node_id: str, availability: str) -> str:
     return f"docker node update --availability {availability} {shlex.quote(node_id)}"
 
 
-def node_tasks_command(node_id: str) -> str:
-    """The tasks Swarm wants running on one node."""
-    return f"docker node ps --filter desired-state=running --format '{{{{json .}}}}' {shlex.quote(node_id)}"
+def node_tasks_command(node_id: str, every_state: bool = False) -> str:
+    """The tasks Swarm wants running on one node (``every_state``: with those told to stop)."""
+    wanted = "" if every_state else " --filter desired-state=running"
+    return f"docker node ps{wanted} --format '{{{{json .}}}}' {shlex.quote(node_id)}"
 
 
 def scale_info_command(service: str) -> str:
@@ -298,12 +299,18 @@ def node_ids_by_name(leader: Target, leaving: Sequence[Leaving]) -> dict[str, st
     return out
 
 
-def _running_on(leader: Target, node_id: str) -> dict[str, int]:
-    """service -> how many of its tasks Swarm wants running on the node."""
-    rows = json_lines(leader.run(node_tasks_command(node_id), "listing the tasks of a leaving node", hint=HINT).stdout)
+ENDED = ("Shutdown", "Failed", "Complete", "Rejected", "Orphaned", "Remove")
+
+
+def _running_on(leader: Target, node_id: str, stopping_too: bool = False) -> dict[str, int]:
+    """service -> how many of its tasks Swarm wants running on the node; ``stopping_too``: also
+    those told to stop that have not stopped yet (a drained node's, during their grace period)."""
+    rows = json_lines(leader.run(node_tasks_command(node_id, every_state=stopping_too),
+                                 "listing the tasks of a leaving node", hint=HINT).stdout)
     out: dict[str, int] = {}
     for row in rows:
-        if row.get("Name"):
+        ended = str(row.get("CurrentState") or "").startswith(ENDED)
+        if row.get("Name") and (row.get("DesiredState") == "Running" or (stopping_too and not ended)):
             service = task_service(str(row["Name"]))
             out[service] = out.get(service, 0) + 1
     return out
@@ -353,7 +360,7 @@ def retire(leader: Target, leaving: Sequence[Leaving], stack: str, timeout: floa
         leader.run(availability_command(node_id, "drain"), f"draining {name}", hint=HINT)
     deadline = clock() + timeout
     while True:
-        left = {name: _running_on(leader, node_id) for name, node_id in ids.items()}
+        left = {name: _running_on(leader, node_id, stopping_too=True) for name, node_id in ids.items()}
         left = {name: tasks for name, tasks in left.items() if tasks}
         if not left:
             break

@@ -20,10 +20,11 @@ from remote import commands as cmd
 from remote import registry_cmds, stackfile
 from remote.compose import ComposeSpec
 from remote.errors import RemoteError
+from remote.layout import RELEASE_STACK
 from remote.swarm import clock_command
 from remote.target import Target
 
-STACK_FILE = "stack.yml"
+STACK_FILE = RELEASE_STACK
 HINT = ("check the registry login (DIGITALOCEAN_TOKEN with registry read/write) and the leader's disk; "
         "the run folder's swarm-tasks.txt says why a task did not start")
 

@@ -25,7 +25,7 @@ import yaml
 
 from remote import commands as cmd
 from remote.errors import RemoteError
-from remote.layout import RELEASE_ENV, RELEASE_IMAGES, RELEASE_META
+from remote.layout import RELEASE_ENV, RELEASE_IMAGES, RELEASE_META, RELEASE_STACK
 from remote.target import Target
 
 IGNORED_DIRS = frozenset({"node_modules", "__pycache__", ".git", "dist", ".pytest_cache",
@@ -367,7 +367,7 @@ def parse_fingerprint(text: str) -> Manifest:
 
 def drift(target: Target, release_id: str, manifest: Mapping[str, Mapping[str, Any]]) -> Drift:
     """Compare a published release's files with its manifest (files changed behind our back)."""
-    own = (RELEASE_META, RELEASE_ENV, RELEASE_IMAGES)
+    own = (RELEASE_META, RELEASE_ENV, RELEASE_IMAGES, RELEASE_STACK)   # the deployer's own files
     found = parse_fingerprint(target.run(cmd.release_fingerprint(target.layout, release_id, own),
                                          f"reading release {release_id}'s files", timeout=300).stdout)
     return Drift(changed=sorted(p for p in manifest if p in found and not same_entry(found[p], manifest[p])),

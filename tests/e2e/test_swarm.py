@@ -125,6 +125,8 @@ def test_shrinking_to_two_nodes_moves_the_tasks_first_then_deletes_the_third_wit
     assert summary["failed"] == 0, json.dumps(summary["routes"])
     data = swarm_lab.manifest()
     assert data["details"]["shrink"] == {"left_swarm": [third], "deleted": [third]}
+    # the stack file the last deploy wrote into its release is the deployer's own, not drift
+    assert {s["name"]: s["status"] for s in data["steps"]}["push"] == "ok", data["steps"]
     services = data["details"]["stack-up"]["services"]
     assert services["stackdeploy_api"] == services["stackdeploy_frontend"] == "2/2", services
     leader = _droplets(swarm_lab)[leader_name]

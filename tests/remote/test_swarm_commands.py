@@ -82,6 +82,8 @@ def test_a_leaving_node_is_paused_drained_and_force_removed_by_id_its_services_s
     assert swarm.scale_command("stackdeploy_api", 3) == "docker service scale --detach stackdeploy_api=3"
     assert "{{.Spec.Mode.Replicated.Replicas}} {{.Spec.UpdateConfig.Order}}" in swarm.scale_info_command("x")
     assert "--filter desired-state=running" in swarm.node_tasks_command("abc123")
+    # after a drain: also the tasks told to stop that are still stopping
+    assert "desired-state" not in swarm.node_tasks_command("abc123", every_state=True)
 
 
 @pytest.mark.parametrize("task,service", [("stackdeploy_api.2", "stackdeploy_api"),

@@ -12,7 +12,7 @@ import pytest
 from deploy.errors import ConfigError
 from remote import sync
 from remote.errors import RemoteError
-from remote.layout import ReleaseLayout
+from remote.layout import RELEASE_STACK, ReleaseLayout
 from remote.sync import ReleaseError
 from remote.target import SshExecutor
 from tests.remote.stackfixture import make_stack
@@ -232,3 +232,15 @@ def test_an_overlay_replaces_a_stack_file_and_adds_one_and_counts_in_the_release
     assert (new / "extra/ca.pem").read_bytes() == overlay["extra/ca.pem"]
     assert (stack / "api/main.py").read_text() == "print('v1')\n"  # the local stack is untouched
     assert sync.drift(host, second.release_id, local.manifest).paths == []
+
+
+def test_the_stack_file_a_swarm_deploy_writes_into_its_release_is_not_drift(host, base, stack):
+    """A NODES > 1 deploy writes stack.yml into the release it runs: the deployer's own file, like
+    .env, so the next push neither warns about it nor strips it."""
+    first = push(host, stack, now=T0)
+    sync.switch(host, first.release_id)
+    (rel(base, first.release_id) / RELEASE_STACK).write_text("version: '3.9'\n")
+    local = sync.LocalRelease.read(stack, now=T0 + timedelta(minutes=1))
+    assert sync.drift(host, first.release_id, local.manifest).paths == []
+    second = sync.push(host, local, "A=1\n")
+    assert second.drift.paths == [] and second.removed == []
