@@ -160,11 +160,12 @@ def ensure_registry(spec: CloudSpec, name: str, tier: str = "basic",
 
 
 def docker_credentials(spec: CloudSpec, expiry_seconds: int = 0, registry: SecretRegistry = REGISTRY,
-                       on_event: OnEvent = _log_event) -> RegistryLogin:
-    """Read-write Docker credentials for the account's registry (``expiry_seconds`` > 0: they
-    stop working after that long). The auth and the user and password inside it are registered
-    with ``registry`` before anything else sees them."""
-    params: dict[str, Any] = {"read_write": "true"}
+                       on_event: OnEvent = _log_event, read_write: bool = True) -> RegistryLogin:
+    """Docker credentials for the account's registry: read-write to push, read-only
+    (``read_write=False``) for what only pulls (``expiry_seconds`` > 0: they stop working after
+    that long). The auth and the user and password inside it are registered with ``registry``
+    before anything else sees them."""
+    params: dict[str, Any] = {"read_write": "true" if read_write else "false"}
     if expiry_seconds:
         params["expiry_seconds"] = int(expiry_seconds)
     data = _call(spec, "reading the container registry's Docker credentials",

@@ -5,7 +5,8 @@
     lock                on node 1, the leader: one deploy at a time for the whole cluster
     swarm               form it over the VPC (idempotent), label node 1 as the data and edge node
     push, build         on the leader only, exactly as for one droplet: images built once
-    registry            the account's container registry; the leader logs in and pushes
+    registry            the account's container registry; the leader logs in and pushes, then
+                        hands the swarm a read-only login for its pulls
     switch, stack-up    `current` names the release; `docker stack deploy`; Swarm rolls each
                         changed service start-first and rolls it back itself if the new tasks fail
     shrink              nodes beyond NODES: tasks moved off start-first, out of the swarm, deleted
@@ -21,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from deploy import cloud, hostkey, registry, steps, wiring
 from deploy.errors import EXIT_CONFIG, OperatorError
@@ -90,16 +91,19 @@ def form_swarm(run: Run, nodes: Sequence[swarm.Node]) -> swarm.SwarmResult:
 
 
 @contextmanager
-def registry_login(run: Run, spec: cloud.CloudSpec, name: str, leader: Target) -> Iterator[tuple[str, str]]:
+def registry_login(run: Run, spec: cloud.CloudSpec, name: str, leader: Target,
+                   read_write: bool = True) -> Iterator[tuple[str, str]]:
     """(image prefix, config folder): the leader's docker client logged in to the account's
-    registry for the block, logged out after it (the swarm keeps the auth it was handed by
-    `stack deploy --with-registry-auth` for its pulls; nothing stays on the leader's disk)."""
+    registry for the block (read-write to push; a rollback only pulls), logged out after it
+    (the swarm keeps the auth it was handed by `stack deploy --with-registry-auth` for its
+    pulls; nothing stays on the leader's disk)."""
     with run.step("registry") as step:
         info = registry.ensure_registry(spec, name, on_event=lambda level, msg: run.log(msg))
-        login = registry.docker_credentials(spec, registry=run.registry)
+        login = registry.docker_credentials(spec, registry=run.registry, read_write=read_write)
         config_dir = leader.layout.base.rstrip("/") + "/.docker-deploy"
         registry_cmds.login(leader, config_dir, login.server, login.auth.reveal())
-        step.note(f"{info.name} at {login.server} ({'created' if info.created else 'found'})")
+        step.note(f"{info.name} at {login.server} ({'created' if info.created else 'found'}; "
+                  f"{'read-write' if read_write else 'read-only'} login)")
     try:
         yield f"{login.server}/{info.name}", config_dir
     finally:
@@ -109,10 +113,20 @@ def registry_login(run: Run, spec: cloud.CloudSpec, name: str, leader: Target) -
                      f"{config_dir}/config.json on {leader.name}")
 
 
+def pull_only_login(run: Run, spec: cloud.CloudSpec, leader: Target, config_dir: str) -> None:
+    """Replace the push's read-write login with a read-only one that never expires: it is what
+    `stack deploy --with-registry-auth` hands every node, kept for every later pull (a task
+    rescheduled after a node's loss pulls again), so it must not be able to push."""
+    login = registry.docker_credentials(spec, registry=run.registry, read_write=False)
+    registry_cmds.login(leader, config_dir, login.server, login.auth.reveal())
+
+
 def stack_up(run: Run, leader: Target, settings: Settings, release_id: str, previous: str | None,
-             image_map: dict[str, dict[str, str]], prefix: str, config_dir: str, nodes: int) -> dict:
+             image_map: dict[str, dict[str, str]], prefix: str, config_dir: str, nodes: int,
+             before_deploy: Callable[[], None] = lambda: None) -> dict:
     """Push the images, write the stack file from compose's model of the live release, deploy it
-    and wait for Swarm's rollout. On failure `current` goes back to ``previous``."""
+    and wait for Swarm's rollout. ``before_deploy`` runs between the push and the deploy (the
+    read-only login). On failure `current` goes back to ``previous``."""
     spec = wiring.compose_spec(settings)
     project = settings.project
     with run.step("stack-up") as step:
@@ -123,6 +137,7 @@ def stack_up(run: Run, leader: Target, settings: Settings, release_id: str, prev
             stack = stackfile.swarm_stack(swarm_release.normalized_config(leader, spec), refs, nodes=nodes,
                                           data_node_label=swarm.DATA_LABEL, edge_node_label=swarm.EDGE_LABEL)
             path = swarm_release.write_stack(leader, release_id, stack)
+            before_deploy()
             if leader.run(cmd.service_containers(project, "traefik"), check=False).stdout.strip():
                 # the first start under Swarm on a droplet that ran Compose: ports 80/443 must be free
                 leader.run(f"docker compose -p {project} down --remove-orphans", "stopping the Compose stack "
@@ -266,7 +281,7 @@ def deploy(run: Run, settings: Settings, update_only: bool, edges: Edges) -> Non
                 with registry_login(run, spec, settings["REGISTRY_NAME"], leader) as (prefix, config_dir):
                     steps.switch(run, leader, pushed.release_id)
                     stack_up(run, leader, settings, pushed.release_id, pushed.previous_release, image_map, prefix,
-                             config_dir, len(hosts))
+                             config_dir, len(hosts), lambda: pull_only_login(run, spec, leader, config_dir))
                 if leaving is not None:
                     shrink(run, leader, leaving, surplus, settings, spec, edges.cloud)
                 steps.prune(run, leader, settings["RELEASES_KEEP"])
@@ -342,7 +357,7 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges, ch
                     raise OperatorError(f"release {chosen.id} never ran on the swarm (it has no {swarm_release.STACK_FILE})",
                                         "pick a release deployed with NODES > 1 from `inv releases`")
                 step.note(f"{current or '(none)'} -> {chosen.id}")
-            with registry_login(run, spec, settings["REGISTRY_NAME"], leader) as (_prefix, config_dir):
+            with registry_login(run, spec, settings["REGISTRY_NAME"], leader, read_write=False) as (_prefix, config_dir):
                 steps.switch(run, leader, chosen.id)
                 with run.step("stack-up") as step:
                     try:

@@ -111,6 +111,13 @@ def test_docker_credentials_are_a_registered_secret_for_the_registry_server(fake
     assert not problems, "\n".join(problems)
 
 
+def test_read_only_credentials_are_asked_as_such_and_never_expire(fake, api_spec):
+    """What a swarm keeps for its pulls: it pulls again whenever a task is rescheduled."""
+    registry.ensure_registry(api_spec, "stackdeploy")
+    registry.docker_credentials(api_spec, registry=SecretRegistry(), read_write=False)
+    assert fake.requests[-1].query == {"read_write": ["false"]}
+
+
 def test_the_lab_api_hands_out_a_login_for_the_lab_registry(api_spec):
     with FakeDigitalOcean(TOKEN, registry_server=LAB_SERVER) as lab_api:
         spec = with_(api_spec, endpoint=lab_api.base_url)
