@@ -1108,6 +1108,33 @@ def find_cluster(spec: CloudSpec) -> list[DropletInfo]:
     return [_info(d, created=False) for d in nodes]
 
 
+@dataclass(frozen=True)
+class ClusterPlan:
+    """What provision_cluster() would do with the droplets: ``nodes`` 1..N, each the droplet
+    found or None (to be created); ``surplus``: nodes beyond N, to be drained and deleted."""
+
+    tag: str
+    nodes: tuple[tuple[str, DropletInfo | None], ...]
+    surplus: tuple[DropletInfo, ...]
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.surplus) or any(d is None for _, d in self.nodes)
+
+
+def plan_cluster(spec: CloudSpec, on_event: OnEvent = _log_event) -> ClusterPlan:
+    """The cluster's nodes as provision_cluster() would find them, with GET requests only."""
+    tag = cluster_tag(spec.droplet_name)
+    with _library_env(spec):
+        first = _find(spec, on_event)
+        members = _members(spec, tag, on_event)
+    found = {k: d for k, d in members.items() if d is not None} | ({1: first} if first is not None else {})
+    nodes = tuple((name, _info(found[k], created=False) if k in found else None)
+                  for k, name in enumerate(node_names(spec.droplet_name, spec.nodes), 1))
+    surplus = tuple(_info(d, created=False) for k, d in sorted(found.items()) if k > spec.nodes)
+    return ClusterPlan(tag=tag, nodes=nodes, surplus=surplus)
+
+
 def delete_surplus(spec: CloudSpec, surplus: Sequence[DropletInfo], on_event: OnEvent = _log_event) -> list[str]:
     """Delete the nodes a smaller cluster no longer has, once they are out of the Swarm. Only a
     droplet listed under the cluster tag, numbered beyond spec.nodes, with the id given, is

@@ -177,8 +177,7 @@ def plan(run: Run, settings: Settings, update_only: bool = False, edges: Edges =
     DigitalOcean, commands that only read on the droplet, and no deploy lock (the plan says who
     holds it). The same checks as a deploy come first, so a plan also finds what would stop one."""
     if settings["NODES"] > 1:
-        raise OperatorError("--plan reads one droplet; it does not plan a swarm (NODES > 1) yet",
-                            "run `inv deploy --plan --nodes 1` to see the plan for node 1 alone, or deploy without --plan")
+        return swarm_flow.plan(run, settings, update_only, edges)
     settings.require("DOMAIN")
     account = None if update_only else steps.token_check(run, edges.cloud, wiring.cloud_spec(settings, need_key=False))
     require_stack_keys(settings)

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from deploy import cloud
 from remote import commands as cmd
-from remote import images, lock, sync
+from remote import images, lock, swarm, sync
 from remote.compose import ComposeSpec
 from remote.target import Target
 
@@ -71,6 +71,7 @@ class DeployPlan:
     mode: str                                   # full | update
     provision: cloud.ProvisionPlan | None       # None with --update-only (the droplet is only found)
     releases: list[ReleasePlan]
+    cluster: cloud.ClusterPlan | None = None    # NODES > 1: the swarm's droplets
 
 
 # -- reading the droplet ----------------------------------------------------------------------------
@@ -212,6 +213,24 @@ def _provision_rows(p: cloud.ProvisionPlan) -> list[tuple[str, str]]:
     return rows
 
 
+def _cluster_rows(c: cloud.ClusterPlan, update_only: bool) -> list[tuple[str, str]]:
+    found = [f"{name} ({d.public_ipv4 or 'no public IPv4'})" for name, d in c.nodes if d is not None]
+    create = [name for name, d in c.nodes if d is None]
+    rows = [("nodes", "; ".join(part for part in (
+        f"found {', '.join(found)}" if found else "", f"create {', '.join(create)} (tagged {c.tag})" if create else "")
+        if part))]
+    if update_only and (create or c.surplus):
+        rows.append(("node count", f"{len(found) + len(c.surplus)} exist, NODES is {len(c.nodes)}: --update-only "
+                                   "would stop (exit 2); a full `inv deploy` changes the count"))
+    elif c.surplus:
+        rows.append(("remove", f"{', '.join(d.name for d in c.surplus)}: tasks moved start-first to the other "
+                               "nodes, out of the swarm, droplet deleted"))
+    managers = swarm.manager_count(len(c.nodes))
+    rows.append(("swarm", f"{managers} manager(s): {', '.join(name for name, _ in c.nodes[:managers])}; "
+                          "images pushed to the registry once, rolled out by Swarm start-first"))
+    return rows
+
+
 def _release_rows(r: ReleasePlan) -> list[tuple[str, str]]:
     rows = [("lock", f"held by {r.lock}: a deploy now would wait LOCK_WAIT seconds, then stop (exit 5)"
              if r.lock else "free (the plan did not take it)")]
@@ -240,6 +259,8 @@ def table(plan: DeployPlan) -> Table:
     out.add_column("what", style="bold")
     out.add_column("would happen", overflow="fold")
     sections = [_provision_rows(plan.provision)] if plan.provision else []
+    if plan.cluster is not None:
+        sections.append(_cluster_rows(plan.cluster, plan.mode == "update"))
     for release in plan.releases:
         rows = _release_rows(release)
         sections.append([(f"{release.host} {what}", text) for what, text in rows] if len(plan.releases) > 1 else rows)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from deploy import cloud, hostkey, registry, steps, wiring
+from deploy import plan as deploy_plan
 from deploy.errors import EXIT_CONFIG, OperatorError
 from deploy.run import Run
 from deploy.settings import Settings, require_stack_keys
@@ -217,6 +218,44 @@ def find_nodes(run: Run, settings: Settings, spec: cloud.CloudSpec, exact: bool 
         if len(nodes) > spec.nodes:
             step.warn(f"{message}; every node is checked: " + step.step.message)
     return nodes
+
+
+def plan(run: Run, settings: Settings, update_only: bool, edges: Edges) -> deploy_plan.DeployPlan:
+    """What `inv deploy --nodes N` would do, changing nothing: the cluster's droplets (GET
+    requests only) and node 1's release plan (commands that only read). On the swarm a service
+    the release plan "recreates" is one Swarm rolls, start-first."""
+    settings.require("DOMAIN")
+    spec = wiring.cloud_spec(settings, need_key=False)
+    steps.token_check(run, edges.cloud, spec)
+    require_stack_keys(settings)
+    local = wiring.local_release(settings)
+    compose, env = wiring.compose_spec(settings), settings.stack_env_file()
+    with run.step("plan-cluster") as step:
+        cluster = edges.cloud.plan_cluster(spec, on_event=lambda level, msg: run.log(msg))
+        step.note(f"{sum(1 for _, d in cluster.nodes if d)} of {len(cluster.nodes)} nodes exist"
+                  + (f", {len(cluster.surplus)} surplus" if cluster.surplus else ""))
+    name, leader = cluster.nodes[0]
+    releases: list[deploy_plan.ReleasePlan] = []
+    if leader is None:
+        releases.append(deploy_plan.release_plan(name, local, deploy_plan.LiveState(), compose, env, update_only))
+    elif not leader.public_ipv4:
+        run.mark_partial("the release plan", f"node {name} has no public IPv4 address to read it from")
+    else:
+        steps.record_target(run, leader)
+        inventory = wiring.inventory(settings, _hosts([leader]), edges)
+        try:
+            target = inventory.targets[0]
+            try:
+                steps.connect(run, target, quick=True)
+                releases.append(steps.plan_release(run, target, local, compose, env, update_only))
+            except OperatorError as exc:
+                run.mark_partial(f"the release plan for {target.name}", f"{exc.message} ({exc.hint})")
+        finally:
+            inventory.close()
+    result = deploy_plan.DeployPlan(mode="update" if update_only else "full", provision=None, releases=releases,
+                                    cluster=cluster)
+    deploy_plan.publish(run, result)
+    return result
 
 
 def _hosts(nodes: Sequence[cloud.DropletInfo]) -> list[Host]:

@@ -34,6 +34,13 @@ class CloudPort(Protocol):
 
     def plan_provision(self, spec: cloud.CloudSpec, on_event: Any = ..., account: Any = None) -> cloud.ProvisionPlan: ...
 
+    def plan_cluster(self, spec: cloud.CloudSpec, on_event: Any = ...) -> cloud.ClusterPlan: ...
+
+    def provision_cluster(self, spec: cloud.CloudSpec, on_event: Any = ..., account: Any = None,
+                          on_droplet: Any = None, host_key_for: Any = None) -> cloud.ClusterResult: ...
+
+    def delete_surplus(self, spec: cloud.CloudSpec, surplus: Any, on_event: Any = ...) -> list[str]: ...
+
 
 @dataclass(frozen=True)
 class Edges:

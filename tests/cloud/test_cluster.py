@@ -179,6 +179,19 @@ def test_the_surplus_is_deleted_by_id_and_nothing_else_is(fake, api_spec, key_fo
     assert cloud.delete_surplus(two, [three.nodes[2]]) == []        # already gone: nothing to do
 
 
+def test_the_plan_reads_the_cluster_with_get_requests_only(fake, api_spec, key_for):
+    three = cluster(api_spec, key_for, 3)
+    fake.clear_requests()
+    smaller = cloud.plan_cluster(with_(api_spec, nodes=2))
+    assert [(name, d.id if d else None) for name, d in smaller.nodes] == [
+        ("stack-1", three.nodes[0].id), ("stack-1-2", three.nodes[1].id)]
+    assert [d.name for d in smaller.surplus] == ["stack-1-3"] and smaller.changes
+    larger = cloud.plan_cluster(with_(api_spec, nodes=4))
+    assert [name for name, d in larger.nodes if d is None] == ["stack-1-4"] and larger.surplus == ()
+    assert not cloud.plan_cluster(with_(api_spec, nodes=3)).changes
+    assert fake.requests and writes(fake) == []
+
+
 def test_one_node_sends_exactly_what_provision_sends(api_spec, key_for):
     def exchange(call) -> list[tuple]:
         api = FakeDigitalOcean(TOKEN, backend=RecordingBackend(ip="127.0.0.1"), operator_ip="198.51.100.7",

@@ -16,7 +16,7 @@ from lab import config as labconfig
 from lab.prober import DEFAULT_ROUTES, Prober
 from lab.services import registry as labregistry
 
-from .conftest import SWARM_LAB, started_lab
+from .conftest import REPO, SWARM_LAB, started_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 
@@ -115,6 +115,26 @@ def test_update_only_rolls_the_api_forward_with_zero_failed_requests(swarm_lab):
     assert health["versions"]["api"] == "9.0.1"
 
 
+def _api_version(lab) -> str:
+    return json.loads(subprocess.run(["curl", "-sk", "--resolve", f"{lab.values['DOMAIN']}:443:{STATE['ip']}",
+                                      f"https://{lab.values['DOMAIN']}/api/health"],
+                                     capture_output=True, text=True).stdout)["versions"]["api"]
+
+
+def test_rollback_puts_the_previous_release_back_with_zero_failed_requests(swarm_lab):
+    original = re.search(r'__version__ = "(.*)"', (REPO / "stack" / "api" / "app" / "__init__.py").read_text())[1]
+    assert _api_version(swarm_lab) == "9.0.1"
+    res, summary = _probed(swarm_lab, "rollback", extra=NODES)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    STATE["rollback"] = summary
+    print(f"swarm rollback: {summary['sent']} requests, {summary['failed']} failed: {json.dumps(summary['routes'])}")
+    assert summary["failed"] == 0, json.dumps(summary["routes"])
+    assert _api_version(swarm_lab) == original
+    data = swarm_lab.manifest()
+    assert {s["name"]: s["status"] for s in data["steps"]}.get("build") is None     # nothing rebuilt
+    assert "read-only login" in {s["name"]: s.get("message", "") for s in data["steps"]}["registry"]
+
+
 def test_shrinking_to_two_nodes_moves_the_tasks_first_then_deletes_the_third_with_zero_failed_requests(swarm_lab):
     leader_name = swarm_lab.manifest()["target"]["name"]
     third = f"{leader_name}-3"
@@ -166,3 +186,17 @@ def test_a_stopped_node_is_survived_and_reported_by_verify(swarm_lab):
         assert any(s["what"] == f"node {victim_name}" for s in data["skipped"]), data["skipped"]
     finally:
         subprocess.run(["docker", "start", victim], check=True, capture_output=True)
+
+
+def test_growing_back_to_three_adds_a_node_and_promotes_managers_with_zero_failed_requests(swarm_lab):
+    leader_name = swarm_lab.manifest()["target"]["name"]
+    res, summary = _probed(swarm_lab, "deploy", extra=NODES)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    STATE["grow"] = summary
+    print(f"grow 2 -> 3: {summary['sent']} requests, {summary['failed']} failed: {json.dumps(summary['routes'])}")
+    assert summary["failed"] == 0, json.dumps(summary["routes"])
+    data = swarm_lab.manifest()
+    assert data["details"]["swarm"]["joined"] == [f"{leader_name}-3"]
+    assert len(data["details"]["swarm"]["managers"]) == 3          # node 2, a worker at two nodes, promoted
+    assert data["details"]["stack-up"]["services"]["stackdeploy_api"] == "3/3"
+    assert sorted(_droplets(swarm_lab)) == [leader_name, f"{leader_name}-2", f"{leader_name}-3"]

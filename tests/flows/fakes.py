@@ -451,6 +451,7 @@ class FakeCloud:
     exists: bool = True
     token_ok: bool = True
     fail_after_droplet: Exception | None = None   # raised once the droplet is known (e.g. a firewall fault)
+    members: dict[int, cloud.DropletInfo] = field(default_factory=dict)   # swarm nodes 2.. by number
     calls: list[str] = field(default_factory=list)
 
     def _droplet(self, created: bool) -> cloud.DropletInfo:
@@ -481,6 +482,14 @@ class FakeCloud:
     def find_droplet(self, spec: cloud.CloudSpec) -> cloud.DropletInfo | None:
         self.calls.append("find_droplet")
         return self._droplet(False) if self.exists else None
+
+    def plan_cluster(self, spec: cloud.CloudSpec, on_event=None) -> cloud.ClusterPlan:
+        self.calls.append("plan_cluster")
+        found = {k: d for k, d in self.members.items()} | ({1: self._droplet(False)} if self.exists else {})
+        names = cloud.node_names(spec.droplet_name, spec.nodes)
+        return cloud.ClusterPlan(tag=cloud.cluster_tag(spec.droplet_name),
+                                 nodes=tuple((n, found.get(k)) for k, n in enumerate(names, 1)),
+                                 surplus=tuple(d for k, d in sorted(found.items()) if k > spec.nodes))
 
     def plan_provision(self, spec: cloud.CloudSpec, on_event=None, account=None) -> cloud.ProvisionPlan:
         self.calls.append("plan_provision")

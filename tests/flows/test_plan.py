@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from deploy import flows
+from deploy import cloud, flows
 from remote.lock import LockHolder
 from tests.flows.fakes import Unreachable
 
@@ -149,3 +149,31 @@ def test_plan_with_the_droplet_unreachable_is_partial_and_says_why(world):
     assert out.manifest["outcome"] == "partial" and world.cloud.calls[-2:] == ["check_token", "plan_provision"]
     assert any("release plan" in s["what"] and "connection refused" in s["why"] for s in out.manifest["skipped"])
     assert plan_of(out)["releases"] == [] and plan_of(out)["provision"]["droplet_action"] == "found"
+
+
+def _node(number: int) -> "cloud.DropletInfo":
+    return cloud.DropletInfo(id=100 + number, name=f"stackdeploy-1-{number}", region="fra1", size="s-2vcpu-4gb",
+                             status="active", public_ipv4=f"203.0.113.{20 + number}", created=False,
+                             private_ipv4=f"10.110.0.{number}")
+
+
+def test_a_swarm_plan_names_the_nodes_to_create_and_remove_and_node_ones_release(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0          # node 1 exists, runs a release
+    world.cloud.members = {2: _node(2), 4: _node(4)}
+    world.set_env(NODES="3")
+    out = planned(world)
+    assert out.exit_code == 0, out.message
+    assert out.step_names == ["settings", "token-check", "plan-cluster", "connect", "plan-release"]
+    cluster = plan_of(out)["cluster"]
+    assert [(name, bool(d)) for name, d in cluster["nodes"]] == [
+        ("stackdeploy-1", True), ("stackdeploy-1-2", True), ("stackdeploy-1-3", False)]
+    assert [d["name"] for d in cluster["surplus"]] == ["stackdeploy-1-4"]
+    assert "create stackdeploy-1-3 (tagged stackdeploy-1-swarm)" in out.message
+    assert "stackdeploy-1-4: tasks moved start-first" in out.message
+    assert "3 manager(s): stackdeploy-1, stackdeploy-1-2, stackdeploy-1-3" in out.message
+    [release] = plan_of(out)["releases"]
+    assert release["host"] == "stackdeploy-1" and release["live_release"] == world.current()
+
+    # update-only never changes the count: the plan says the deploy would stop
+    out = planned(world, update_only=True)
+    assert out.exit_code == 0 and "--update-only would stop (exit 2)" in out.message
