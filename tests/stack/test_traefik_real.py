@@ -7,7 +7,9 @@ we may not reach); routers and middlewares are exactly those in stack/traefik/.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import time
 import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -59,7 +61,8 @@ def _traefik_binary() -> Path:
     return binary
 
 
-def _start_edge(tmp: Path, backends: dict[str, str], env: dict[str, str], stack: ExitStack) -> Edge:
+def _start_edge(tmp: Path, backends: dict[str, str], env: dict[str, str], stack: ExitStack,
+                extra_api_servers: tuple[str, ...] = ()) -> Edge:
     ports = {name: free_port() for name in ("web", "websecure", "traefik")}
     static = yaml.safe_load((STACK / "traefik" / "traefik.yml").read_text())
     for name, port in ports.items():
@@ -75,6 +78,9 @@ def _start_edge(tmp: Path, backends: dict[str, str], env: dict[str, str], stack:
     for name, url in BACKENDS.items():
         assert url in dynamic, f"service {name} URL changed: update the test's address map"
         dynamic = dynamic.replace(url, backends[name])
+    for extra in extra_api_servers:   # listed before the real one: round robin tries them first
+        dynamic = dynamic.replace(f"          - url: {backends['api']}\n",
+                                  f"          - url: {extra}\n          - url: {backends['api']}\n")
     (tmp / "dynamic.yml").write_text(dynamic)
 
     log = tmp / "traefik.log"
@@ -210,3 +216,33 @@ def test_access_log_records_requests_without_credentials(staging):
     assert FLOWER_PASSWORD not in text and "Authorization" not in text
     entries = [json.loads(l) for l in text.splitlines() if l.startswith("{") and '"RequestHost"' in l]
     assert entries and all("request_Authorization" not in e for e in entries)
+
+
+@pytest.fixture
+def black_hole():
+    """A local address whose connects hang, as one to a replaced container's address does while
+    the edge's host still holds its stale ARP entry: a listener that never accepts, its accept
+    queue (listen(0)) filled by one connection, so Linux drops every further SYN."""
+    with ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        stack.enter_context(socket.create_connection(address, timeout=1))
+        with socket.socket() as probe, pytest.raises(TimeoutError):
+            probe.settimeout(0.5)
+            probe.connect(address)
+        yield f"http://{address[0]}:{address[1]}"
+
+
+def test_a_backend_address_that_swallows_connects_costs_seconds_not_the_request(backends, black_hole,
+                                                                                 tmp_path):
+    """dialTimeout: a dial that hangs fails after 2 s and the retry middleware dials the next
+    address. Traefik's default (30 s) outlasted the prober's 10 s: a failed request."""
+    with ExitStack() as stack:
+        edge = _start_edge(tmp_path, backends, _env("staging", "127.0.0.1/32"), stack, extra_api_servers=(black_hole,))
+        for _ in range(4):   # round robin: every other request dials the black hole first
+            started = time.monotonic()
+            resp = edge.get("stack.test", "/api/health")
+            assert resp.status_code == 200 and resp.json()["backend"] == "api"
+            assert time.monotonic() - started < 4.5
