@@ -400,7 +400,8 @@ class ServiceRollout:
 
     @property
     def settled(self) -> bool:
-        return self.running >= self.desired and self.update_state not in IN_PROGRESS
+        # exactly: after a scale-down the extra tasks still running have not stopped yet
+        return self.running == self.desired and self.update_state not in IN_PROGRESS
 
 
 class RolloutFailed(RemoteError):

@@ -74,3 +74,16 @@ def started_lab(tmp_path_factory, settings: dict[str, str]):
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
     yield from started_lab(tmp_path_factory, LAB)
+
+
+# The releases under traffic (the prober counts every failed request) run right after the first
+# deploy: in CI that is while only the rest's tests share the 2-core machine; the fault matrix
+# follows and meets the swarm's lab building three droplets (scripts/test.sh).
+MODULE_ORDER = ("test_lab_deploy.py", "test_zero_downtime.py")
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    def rank(item) -> int:
+        name = item.path.name
+        return MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER)
+    items.sort(key=rank)   # stable: file order within each module, other modules after

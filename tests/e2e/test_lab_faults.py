@@ -7,8 +7,8 @@ asserts the same clean ending:
 - no secret of the lab's env file in the run folder or the console,
 - nothing lost: a note written to PostgreSQL before the fault is still served after it.
 
-Runs after test_lab_deploy.py on the same lab droplet (file order); each test leaves the stack
-healthy for the next one."""
+Runs after test_lab_deploy.py and test_zero_downtime.py on the same lab droplet (conftest.py
+orders them); each test leaves the stack healthy for the next one."""
 from __future__ import annotations
 
 import json

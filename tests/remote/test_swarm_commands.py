@@ -91,3 +91,12 @@ def test_a_leaving_node_is_paused_drained_and_force_removed_by_id_its_services_s
                                           (" \\_ stackdeploy_api.1", "stackdeploy_api")])
 def test_a_task_name_names_its_service(task, service):
     assert swarm.task_service(task) == service
+
+
+
+@pytest.mark.parametrize("running,desired,state,settled", [
+    (3, 3, "completed", True), (3, 3, "", True), (2, 3, "", False), (3, 3, "updating", False),
+    (3, 2, "", False),                   # scaled down: the extra task is still stopping
+    (1, 1, "rollback_completed", True)])
+def test_a_service_is_settled_when_exactly_its_replicas_run_and_no_update_is_in_flight(running, desired, state, settled):
+    assert swarm.ServiceRollout("s", running, desired, state).settled is settled
