@@ -195,7 +195,8 @@ def form(nodes: Sequence[Node], register_secret: Callable[[str], None],
     """Make ``nodes`` one swarm: the first node is the leader (``swarm init`` if no node is in a
     swarm yet), the first ``manager_count`` nodes are managers, the rest workers. Nodes already
     in this swarm are left alone; a node in another swarm is an error, never silently moved.
-    The first node carries DATA_LABEL and EDGE_LABEL (see remote/stackfile.py's placement)."""
+    The first node carries DATA_LABEL and EDGE_LABEL (see remote/stackfile.py's placement).
+    Roles follow the count (_reconcile_roles) and every node is active (takes tasks)."""
     if not nodes:
         raise ValueError("a swarm needs at least one node")
     states = {n.name: local_state(n.target) for n in nodes}
@@ -243,6 +244,12 @@ def form(nodes: Sequence[Node], register_secret: Callable[[str], None],
     for label in (DATA_LABEL, EDGE_LABEL):
         leader.target.run(label_command(ids[leader.name], label), f"labelling {leader.name} {label}", hint=HINT)
     listed = _reconcile_roles(leader.target, [ids[n.name] for n in nodes[:wanted_managers]], on_event)
+    for node in nodes:   # a node a failed shrink left paused or drained is wanted again: it takes tasks
+        availability = str(listed.get(ids[node.name], {}).get("Availability") or "Active")
+        if availability.lower() != "active":
+            leader.target.run(availability_command(ids[node.name], "active"), f"making {node.name} active again",
+                              hint=HINT)
+            on_event(f"{node.name} was {availability.lower()}: active again")
     managers = tuple(n.name for n in nodes if listed.get(ids[n.name], {}).get("ManagerStatus"))
     workers = tuple(n.name for n in nodes if n.name not in managers)
     return SwarmResult(managers=managers, workers=workers, joined=tuple(joined), node_ids=ids)

@@ -138,6 +138,19 @@ def test_forming_again_changes_nothing(cluster, formed):
     assert again.joined == () and again.node_ids == first.node_ids and again.managers == first.managers
 
 
+def test_a_node_a_failed_shrink_left_drained_is_made_active_again(cluster, formed):
+    """NODES raised back after a shrink that stopped half-way: the node must take tasks again."""
+    first, _, _ = formed
+    leader = cluster.nodes[0].target
+    leader.run(swarm.availability_command(first.node_ids["node-3"], "drain"))
+    events: list[str] = []
+    swarm.form(cluster.nodes, lambda _t: None, events.append)
+    assert "node-3 was drain: active again" in events
+    listed = {n["Hostname"]: n for n in swarm.json_lines(leader.run(swarm.nodes_command()).stdout)}
+    assert {h: n["Availability"] for h, n in listed.items()} == {"node-1": "Active", "node-2": "Active",
+                                                                 "node-3": "Active"}
+
+
 def test_a_node_of_another_swarm_is_refused_not_moved(cluster, formed, tmp_path):
     outsider = cluster.nodes[2]
     leader = cluster.nodes[0]
