@@ -71,10 +71,14 @@ def rule_lines(inbound_rules: list[dict], droplet_ips: DropletIps | None = None,
 
 def script(inbound_rules: list[dict], droplet_ids: DropletIps | None = None,
            tagged: dict[str, list[int]] | None = None) -> str:
-    """A shell script that (re)installs the chain; idempotent."""
+    """A shell script that (re)installs the chain; idempotent. One at a time per machine (flock):
+    the fake API applies rules from several threads, and a flush landing between another run's
+    lines would leave that run's final DROP ahead of the rules."""
     ipt = "iptables -w -t mangle"
     cmds = [
         "set -e",
+        "exec 9>/run/lab-firewall.lock",
+        "flock 9",
         f"{ipt} -N {CHAIN} 2>/dev/null || true",
         f"{ipt} -F {CHAIN}",
     ]

@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import paramiko
 import pytest
@@ -16,7 +17,7 @@ from deploy.redact import SecretRegistry
 from lab import config as labconfig
 from lab import control, state
 from lab.docker import docker, list_labelled
-from lab.droplets import ContainerBackend
+from lab.droplets import ContainerBackend, firewall
 from lab.droplets.backend import DROPLET_LABEL
 from remote import cloudinit
 from remote.connection import SshError, SshTarget, connect, connector, host_entry
@@ -147,6 +148,25 @@ def test_a_key_not_given_at_creation_is_refused(droplet, tmp_path):
     other = state.ensure_keypair(tmp_path / "other")
     with pytest.raises(SshError, match="refused key"):
         connect(droplet.ssh_target(key_path=other))
+
+
+def test_firewall_applied_from_many_threads_at_once_ends_as_one_whole_rule_set(droplet):
+    """The fake API applies a droplet's rules from several threads at once (each new droplet's
+    build, each firewall change). A flush landing between another apply's lines left that
+    apply's final DROP first in the chain: SSH to a new swarm node timed out."""
+    backend, did, gateway = droplet.backend, 101, droplet.cfg.gateway
+    rules = [{"protocol": "tcp", "ports": "22", "sources": {"addresses": [f"{gateway}/32"]}}] + [
+        {"protocol": "tcp", "ports": str(8000 + i), "sources": {"addresses": ["0.0.0.0/0"]}} for i in range(20)]
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: backend.apply_firewall(did, rules), range(16)))
+        chain = [line for line in docker("exec", backend.container(did), "iptables", "-w", "-t", "mangle",
+                                         "-S", firewall.CHAIN).splitlines() if line.startswith("-A ")]
+        assert len(chain) == len(firewall.rule_lines(rules)), chain
+        assert chain[-1] == f"-A {firewall.CHAIN} -j DROP" and chain.count(chain[-1]) == 1
+        assert reachable(droplet.ip, 22)
+    finally:
+        backend.apply_firewall(did, [])
 
 
 def test_firewall_allowlist_is_enforced_inside_the_droplet(droplet):
