@@ -52,7 +52,7 @@ def test_a_full_deploy_on_three_nodes_runs_every_service_with_its_replicas(swarm
     res = swarm_lab.inv("deploy", extra=NODES)
     data = swarm_lab.manifest()
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
-    STATE["ip"] = data["target"]["ip"]
+    STATE["ip"], STATE["leader"] = data["target"]["ip"], data["target"]["name"]
     assert data["details"]["swarm"]["managers"] and len(data["details"]["swarm"]["managers"]) == 3
     services = data["details"]["stack-up"]["services"]
     for name in ("stackdeploy_api", "stackdeploy_django", "stackdeploy_frontend", "stackdeploy_worker"):
@@ -136,7 +136,7 @@ def test_rollback_puts_the_previous_release_back_with_zero_failed_requests(swarm
 
 
 def test_shrinking_to_two_nodes_moves_the_tasks_first_then_deletes_the_third_with_zero_failed_requests(swarm_lab):
-    leader_name = swarm_lab.manifest()["target"]["name"]
+    leader_name = STATE["leader"]
     third = f"{leader_name}-3"
     res, summary = _probed(swarm_lab, "deploy", extra={**NODES, "NODES": "2"})
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
@@ -166,7 +166,7 @@ def test_shrinking_to_two_nodes_moves_the_tasks_first_then_deletes_the_third_wit
 
 def test_a_stopped_node_is_survived_and_reported_by_verify(swarm_lab):
     nodes = _droplets(swarm_lab)
-    leader_name = swarm_lab.manifest()["target"]["name"]
+    leader_name = STATE["leader"]
     victim_name, victim = next((n, c) for n, c in nodes.items() if n != leader_name)
     with Prober(STATE["ip"], swarm_lab.values["DOMAIN"], DEFAULT_ROUTES) as prober:
         time.sleep(5)
@@ -189,7 +189,7 @@ def test_a_stopped_node_is_survived_and_reported_by_verify(swarm_lab):
 
 
 def test_growing_back_to_three_adds_a_node_and_promotes_managers_with_zero_failed_requests(swarm_lab):
-    leader_name = swarm_lab.manifest()["target"]["name"]
+    leader_name = STATE["leader"]
     res, summary = _probed(swarm_lab, "deploy", extra=NODES)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     STATE["grow"] = summary
