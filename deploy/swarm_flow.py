@@ -135,8 +135,7 @@ def stack_up(run: Run, leader: Target, settings: Settings, release_id: str, prev
             local = {name: entry["ref"] for name, entry in image_map.items()}
             refs = swarm_release.registry_refs(local, lambda repo, tag: f"{prefix}/{repo}:{tag}")
             swarm_release.publish(leader, config_dir, local, refs)
-            stack = stackfile.swarm_stack(swarm_release.normalized_config(leader, spec), refs, nodes=nodes,
-                                          data_node_label=swarm.DATA_LABEL, edge_node_label=swarm.EDGE_LABEL)
+            stack = stackfile.swarm_stack(swarm_release.normalized_config(leader, spec), refs, nodes=nodes)
             path = swarm_release.write_stack(leader, release_id, stack)
             before_deploy()
             if leader.run(cmd.service_containers(project, "traefik"), check=False).stdout.strip():
@@ -194,28 +193,31 @@ def nodes_down(leader: Target) -> list[str]:
     return sorted(f"{n.get('Hostname')} ({n.get('Status')})" for n in listed if n.get("Status") != "Ready")
 
 
-def find_nodes(run: Run, settings: Settings, spec: cloud.CloudSpec, exact: bool = True) -> list[cloud.DropletInfo]:
-    """The cluster's nodes, read-only (update-only, verify, rollback): all NODES must exist.
-    More than NODES: ``exact`` refuses (update-only and rollback never change the count);
-    otherwise (verify) every node that exists is checked."""
+def find_nodes(run: Run, cloud_port, spec: cloud.CloudSpec, exact: bool = True) -> list[cloud.DropletInfo]:
+    """The cluster's nodes 1..NODES by name, read-only (update-only, verify, rollback): each
+    must exist. Others beyond NODES: ``exact`` refuses (update-only and rollback never change
+    the count); otherwise (verify) they are checked too."""
     with run.step("discover") as step:
-        nodes = cloud.find_cluster(spec)
-        if len(nodes) < spec.nodes:
-            have = ", ".join(n.name for n in nodes) or "none"
-            raise OperatorError(f"the swarm should have {spec.nodes} nodes but {len(nodes)} exist ({have})",
+        found = cloud_port.find_cluster(spec)
+        names = cloud.node_names(spec.droplet_name, spec.nodes)
+        by_name = {n.name: n for n in found}
+        missing = [name for name in names if name not in by_name]
+        extra = [n for n in found if n.name not in names]
+        if missing:
+            raise OperatorError(f"the swarm should have {spec.nodes} nodes but {spec.nodes - len(missing)} exist "
+                                f"(missing: {', '.join(missing)})",
                                 "run a full `inv deploy` (it creates the missing nodes; update-only never creates "
                                 "droplets), or set NODES to the number that exist", exit_code=EXIT_CONFIG)
-        if len(nodes) > spec.nodes:
-            extra = ", ".join(n.name for n in nodes[spec.nodes:])
-            message = f"the swarm has {len(nodes)} nodes but NODES is {spec.nodes} ({extra} beyond it)"
-            if exact:
-                raise OperatorError(message, "a new node count is a full `inv deploy` (it drains the surplus nodes "
-                                    f"out of the swarm and deletes them), or set NODES={len(nodes)}",
-                                    exit_code=EXIT_CONFIG)
-        if nodes:
-            steps.record_target(run, nodes[0])
+        message = (f"the swarm has {len(found)} nodes but NODES is {spec.nodes} "
+                   f"({', '.join(n.name for n in extra)} beyond it)")
+        if extra and exact:
+            raise OperatorError(message, "a new node count is a full `inv deploy` (it drains the surplus nodes "
+                                f"out of the swarm and deletes them), or set NODES={len(found)}",
+                                exit_code=EXIT_CONFIG)
+        nodes = [by_name[name] for name in names] + extra
+        steps.record_target(run, nodes[0])
         step.note(", ".join(f"{n.name} at {n.public_ipv4}" for n in nodes))
-        if len(nodes) > spec.nodes:
+        if extra:
             step.warn(f"{message}; every node is checked: " + step.step.message)
     return nodes
 
@@ -294,7 +296,7 @@ def deploy(run: Run, settings: Settings, update_only: bool, edges: Edges) -> Non
     local = wiring.local_release(settings)
     surplus: tuple[cloud.DropletInfo, ...] = ()
     if update_only:
-        nodes = find_nodes(run, settings, spec)
+        nodes = find_nodes(run, edges.cloud, spec)
     else:
         cluster = provision_cluster(run, edges.cloud, spec, account, settings.known_hosts_path)
         nodes, surplus = list(cluster.nodes), cluster.surplus
@@ -356,7 +358,7 @@ def verify_only(run: Run, settings: Settings, edges: Edges) -> None:
     settings.require("DOMAIN")
     spec = wiring.cloud_spec(settings, need_key=False)
     steps.token_check(run, edges.cloud, spec)
-    hosts = _hosts(find_nodes(run, settings, spec, exact=False))
+    hosts = _hosts(find_nodes(run, edges.cloud, spec, exact=False))
     inventory = wiring.inventory(settings, hosts, edges)
     try:
         for target in inventory:
@@ -382,7 +384,7 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges, ch
     rolls each service that differs back, start-first."""
     spec = wiring.cloud_spec(settings, need_key=False)
     steps.token_check(run, edges.cloud, spec)
-    hosts = _hosts(find_nodes(run, settings, spec))
+    hosts = _hosts(find_nodes(run, edges.cloud, spec))
     inventory = wiring.inventory(settings, hosts, edges)
     try:
         for target in inventory:

@@ -483,6 +483,10 @@ class FakeCloud:
         self.calls.append("find_droplet")
         return self._droplet(False) if self.exists else None
 
+    def find_cluster(self, spec: cloud.CloudSpec) -> list[cloud.DropletInfo]:
+        self.calls.append("find_cluster")
+        return [self._droplet(False), *(d for _, d in sorted(self.members.items()))] if self.exists else []
+
     def plan_cluster(self, spec: cloud.CloudSpec, on_event=None) -> cloud.ClusterPlan:
         self.calls.append("plan_cluster")
         found = {k: d for k, d in self.members.items()} | ({1: self._droplet(False)} if self.exists else {})

@@ -174,6 +174,16 @@ def test_a_swarm_plan_names_the_nodes_to_create_and_remove_and_node_ones_release
     [release] = plan_of(out)["releases"]
     assert release["host"] == "stackdeploy-1" and release["live_release"] == world.current()
 
-    # update-only never changes the count: the plan says the deploy would stop
+    # update-only never changes the count: the plan says the deploy would stop, and it does,
+    # before any SSH connection or write (nodes 1, 2 and 4 exist; NODES is 3 after all)
     out = planned(world, update_only=True)
     assert out.exit_code == 0 and "--update-only would stop (exit 2)" in out.message
+    droplets_before, calls_before = len(world.droplets), len(world.cloud.calls)
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    # three droplets, but node 3 is not among them: node 4 never stands in for it
+    assert out.exit_code == 2 and "the swarm should have 3 nodes but 2 exist (missing: stackdeploy-1-3)" in out.message
+    world.set_env(NODES="2")
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 2 and "the swarm has 3 nodes but NODES is 2 (stackdeploy-1-4 beyond it)" in out.message
+    assert "full `inv deploy`" in out.message and "set NODES=3" in out.message
+    assert len(world.droplets) == droplets_before and not set(world.cloud.calls[calls_before:]) & world.cloud.WRITES
