@@ -110,6 +110,8 @@ class SshExecutor:
         except ConnectionError:
             raise       # the connection dropped, not the disk: Target.put says so
         except OSError as exc:  # paramiko's IOError; a full disk is only "Failure" (SSH_FX_FAILURE)
+            if not getattr(self.conn, "is_connected", True):   # paramiko's "Socket is closed"
+                raise ConnectionError(f"the SSH connection to {self.host} closed during the upload") from None
             with contextlib.suppress(OSError):
                 self._sftp.remove(tmp)
             folder = posixpath.dirname(path) or "/"

@@ -244,3 +244,13 @@ def test_the_stack_file_a_swarm_deploy_writes_into_its_release_is_not_drift(host
     assert sync.drift(host, first.release_id, local.manifest).paths == []
     second = sync.push(host, local, "A=1\n")
     assert second.drift.paths == [] and second.removed == []
+
+
+def test_a_connection_dropped_during_an_upload_is_a_dropped_connection_not_a_full_disk():
+    """paramiko reports a transport that died mid-write as a plain OSError ('Socket is closed'):
+    the lab's fault test once got the disk-full hint for it instead of 'run the same command again'."""
+    sftp = _FullDiskSftp()
+    sftp.write = lambda data: (_ for _ in ()).throw(OSError("Socket is closed"))
+    executor = SshExecutor(SimpleNamespace(host="203.0.113.10", sftp=lambda: sftp, is_connected=False))
+    with pytest.raises(ConnectionError):
+        executor.put("/opt/app/releases/.upload.tar.gz", b"archive")
