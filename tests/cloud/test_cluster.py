@@ -14,7 +14,7 @@ from deploy.errors import EXIT_LOCKED
 from deploy.redact import SecretRegistry
 from lab.fake_do import FakeDigitalOcean
 from tests.cloud.conftest import TOKEN, with_
-from tests.cloud.test_concurrency import race, together
+from tests.cloud.test_concurrency import patient, race, together
 from tests.cloud.test_contract import operation
 from tests.fake_do.contract import contract_or_skip, off_spec
 from tests.fake_do.helpers import RecordingBackend, ssh_allowed_from
@@ -251,8 +251,9 @@ def test_a_lost_answer_to_a_node_create_makes_no_duplicate(fake, api_spec, key_f
 
 def test_two_deploys_adding_the_same_node_at_once_leave_one(fake, api_spec, key_for):
     cloud.provision(api_spec)
-    together(fake, "POST", r"^/v2/droplets$")          # both created node 2 before either settled
-    results = race(lambda: cluster(api_spec, key_for, 2), lambda: cluster(api_spec, key_for, 2))
+    together(fake, "GET", r"^/v2/account/keys/")   # both looked for node 2 (then the key): none yet
+    slow = patient(api_spec)
+    results = race(lambda: cluster(slow, key_for, 2), lambda: cluster(slow, key_for, 2))
     [won] = [r for r in results if isinstance(r, cloud.ClusterResult)]
     [lost] = [r for r in results if isinstance(r, CloudError)]
     assert lost.exit_code == EXIT_LOCKED and "another deploy created droplet stack-1-2 first" in lost.message
