@@ -142,8 +142,8 @@ def failing_services(states: dict[str, ServiceState]) -> list[tuple[str, str]]:
 _BUILD_EVENT = re.compile(r"^\s*Image (\S+) (Building|Built)\s*$", re.M)
 
 
-def failed_build_image(output: str) -> str | None:
-    """The image whose build started but never finished, from compose's progress lines."""
+def unfinished_build_images(output: str) -> list[str]:
+    """Images whose build started but never finished, from compose's progress lines."""
     started: list[str] = []
     done: set[str] = set()
     for image, event in _BUILD_EVENT.findall(output):
@@ -151,7 +151,13 @@ def failed_build_image(output: str) -> str | None:
             started.append(image)
         elif event == "Built":
             done.add(image)
-    pending = [i for i in started if i not in done]
+    return [i for i in started if i not in done]
+
+
+def failed_build_image(output: str) -> str | None:
+    """The image whose build failed, when the progress lines tell: the only one unfinished.
+    Compose cancels the builds still running when one fails, so often they do not."""
+    pending = unfinished_build_images(output)
     return pending[0] if len(pending) == 1 else None
 
 
@@ -223,20 +229,40 @@ def build(target: Target, spec: ComposeSpec, release_id: str, services: set[str]
     if res.exited == 0:
         return text
     images = build_images(_build_config(target, t), spec.project)
+    timed_out = res.exited is None or (spec.build_timeout and "timed out" in text.lower())
+    disk_full = DISK_FULL in text.lower()
+    logs = {"compose-build.txt": text}
     image = failed_build_image(text)
     service = images.get(image) if image else None
+    if service is None and not (timed_out or disk_full):
+        service = _isolate_failed_build(target, t, spec, services, images, text, logs)
     if service is None:
         candidates = sorted(services)
         service = candidates[0] if len(candidates) == 1 else ", ".join(candidates)
-    timed_out = res.exited is None or (spec.build_timeout and "timed out" in text.lower())
     reason = (f"image build did not finish within {spec.build_timeout} s" if timed_out
               else "image build failed")
-    hint = ("read compose-build.txt in the run folder (the failing Dockerfile "
+    log = f"compose-build-{service}.txt" if f"compose-build-{service}.txt" in logs else "compose-build.txt"
+    hint = (f"read {log} in the run folder (the failing Dockerfile "
             "step is near its end); fix it and deploy again")
-    if DISK_FULL in text.lower():   # not the Dockerfile's fault: say so, and how to make room
+    if disk_full:   # not the Dockerfile's fault: say so, and how to make room
         reason += f": the droplet's disk is full ({DISK_FULL})"
         hint = DISK_FULL_HINT
-    raise ComposeError(service, reason, diagnostics(target, spec, [], {"compose-build.txt": text}), hint=hint)
+    raise ComposeError(service, reason, diagnostics(target, spec, [], logs), hint=hint)
+
+
+def _isolate_failed_build(target: Target, t: cmd.ComposeTarget, spec: ComposeSpec, services: set[str],
+                          images: dict[str, str], output: str, logs: dict[str, str]) -> str | None:
+    """Several builds were cut short together: build each unfinished one alone (what finished is
+    cached) until one fails, so the error names that service, its log in compose-build-<name>.txt."""
+    unfinished = [images[i] for i in unfinished_build_images(output) if images.get(i) in services]
+    if len(services) < 2 or not unfinished:
+        return None
+    for name in sorted(unfinished):
+        alone = _run(target, cmd.build(t, {name}), timeout=spec.build_timeout)
+        if not alone.ok:
+            logs[f"compose-build-{name}.txt"] = alone.output
+            return name
+    return None
 
 
 def up(target: Target, spec: ComposeSpec, services_to_recreate: Iterable[str] = ()) -> UpResult:

@@ -31,6 +31,11 @@ BROKEN = """\
 FROM {base}
 RUN /bin/false
 """
+SLOW = """\
+FROM {base}
+RUN sleep 4
+CMD ["/bin/sh", "-c", "echo {name}-started; exec sleep 100000"]
+"""
 
 
 def compose_yaml(services: dict[str, str]) -> str:
@@ -153,10 +158,14 @@ def test_unhealthy_service_is_named_with_its_logs_and_health(host, deploy):
 
 
 def test_build_failure_names_the_service_and_switches_nothing(host, deploy):
+    """The api's build is still running when the broken one fails, so compose cancels it: its
+    progress lines cannot tell which build failed (seen in CI, where load slowed a quick build)."""
     spec, write, release, _ = deploy
-    write({"api": "true", "broken": "true"}, {"api": HEALTHY, "broken": BROKEN})
+    write({"api": "true", "broken": "true"}, {"api": SLOW, "broken": BROKEN})
     with pytest.raises(ComposeError) as err:
         release()
     assert err.value.service == "broken" and "build failed" in err.value.reason
     assert "/bin/false" in err.value.diagnostics["compose-build.txt"]
+    assert "/bin/false" in err.value.diagnostics["compose-build-broken.txt"]   # built alone to tell
+    assert "compose-build-broken.txt" in err.value.hint
     assert sync.current_release(host) is None
