@@ -78,7 +78,24 @@ def provision_cluster(run: Run, cloud_port, spec: cloud.CloudSpec, account: clou
     if missing:
         raise OperatorError(f"{', '.join(missing)} have no public and private IPv4 address yet, so the swarm "
                             "cannot form", "check the droplets' networking in the DigitalOcean console, then rerun")
+    refuse_shared_addresses(result.nodes)
     return result
+
+
+def refuse_shared_addresses(nodes: Sequence[cloud.DropletInfo]) -> None:
+    """Two nodes the API lists at one address are one machine to SSH, whose host key is pinned
+    by address: a deploy would treat node 3 as node 2 (seen on the lab, when a restarted node
+    came back at another address than the one listed)."""
+    by_address: dict[str, list[str]] = {}
+    for node in nodes:
+        if node.public_ipv4:
+            by_address.setdefault(node.public_ipv4, []).append(node.name)
+    shared = {address: names for address, names in by_address.items() if len(names) > 1}
+    if shared:
+        raise OperatorError("; ".join(f"{' and '.join(names)} are both listed at {address}"
+                                      for address, names in shared.items()) + ", so the deploy cannot tell them apart",
+                            "check the droplets' addresses in the DigitalOcean console (a droplet just deleted or "
+                            "powered off may still be listed); run again once each node has its own")
 
 
 def form_swarm(run: Run, nodes: Sequence[swarm.Node]) -> swarm.SwarmResult:
@@ -215,6 +232,7 @@ def find_nodes(run: Run, cloud_port, spec: cloud.CloudSpec, exact: bool = True) 
                                 f"out of the swarm and deletes them), or set NODES={len(found)}",
                                 exit_code=EXIT_CONFIG)
         nodes = [by_name[name] for name in names] + extra
+        refuse_shared_addresses(nodes)
         steps.record_target(run, nodes[0])
         step.note(", ".join(f"{n.name} at {n.public_ipv4}" for n in nodes))
         if extra:

@@ -10,7 +10,9 @@ and the droplet id, so delete and `lab.down` find exactly it.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import threading
 import os
 import socket
 import subprocess
@@ -28,6 +30,8 @@ from lab.services import registry as labregistry
 
 Log = Callable[[str], None]
 DROPLET_LABEL = "stackdeploy.lab.droplet"
+SERVICE_ADDRESSES = 16          # the top of the lab network, kept for service containers
+_ADDRESSES = threading.Lock()   # the fake API creates droplets from several threads at once
 
 # Docker-in-Docker without --privileged (which fails on this kind of host).
 DIND_FLAGS = ("--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
@@ -85,9 +89,10 @@ class ContainerBackend:
         cname, labels = self.container(droplet_id), self._labels(droplet_id)
         docker("volume", "create", *labels, self.volume(droplet_id))
         mounts = ["-v", f"{preload}:{seed.PRELOAD_PATH}:ro"] if preload else []
-        docker("create", "--name", cname, "--hostname", _hostname(name),
-               "--network", self.cfg.network, *labels, *DIND_FLAGS, *SYSTEMD_FLAGS,
-               "-v", f"{self.volume(droplet_id)}:/var/lib/docker", *mounts, image)
+        with _ADDRESSES:   # a fixed address, kept through stop and start (as a droplet's)
+            docker("create", "--name", cname, "--hostname", _hostname(name),
+                   "--network", self.cfg.network, "--ip", self._free_public_ip(), *labels, *DIND_FLAGS,
+                   *SYSTEMD_FLAGS, "-v", f"{self.volume(droplet_id)}:/var/lib/docker", *mounts, image)
         try:
             docker("cp", "-a", "-", f"{cname}:/", input=seed.as_tar(seed.files(
                 droplet_id, _hostname(name), ssh_public_keys, user_data, host_nameservers(),
@@ -134,6 +139,22 @@ class ContainerBackend:
                input=firewall.script(inbound_rules, self._droplet_ips(), tagged).encode())
 
     # -- helpers -----------------------------------------------------------------------
+    def _free_public_ip(self) -> str:
+        """The lowest address of the lab network that no container holds or will take back on
+        start (a stopped droplet keeps its own), below the lab services' fixed ones."""
+        network = inspect("network", self.cfg.network) or {}
+        gateway = next((c.get("Gateway") for c in (network.get("IPAM") or {}).get("Config") or []), None)
+        taken = {gateway} | {c["IPv4Address"].split("/")[0] for c in (network.get("Containers") or {}).values()}
+        for cid in list_labelled("container", self.cfg.label):
+            net = (((inspect("container", cid) or {}).get("NetworkSettings") or {}).get("Networks") or {}
+                   ).get(self.cfg.network) or {}
+            taken |= {net.get("IPAddress"), (net.get("IPAMConfig") or {}).get("IPv4Address")}
+        # The highest addresses are the lab services' fixed ones (DNS, Pebble, registry: config.py).
+        for address in list(ipaddress.ip_network(self.cfg.subnet).hosts())[:-SERVICE_ADDRESSES]:
+            if str(address) not in taken:
+                return str(address)
+        raise LabError(f"no free address left for a droplet on {self.cfg.subnet} (LAB_SUBNET)")
+
     def _labels(self, droplet_id: int) -> list[str]:
         return ["--label", self.cfg.label, "--label", f"{DROPLET_LABEL}={droplet_id}",
                 "--label", "stackdeploy.lab.kind=droplet"]

@@ -2,6 +2,8 @@
 is hashed before and after) and no write call to the cloud."""
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import os
@@ -187,3 +189,17 @@ def test_a_swarm_plan_names_the_nodes_to_create_and_remove_and_node_ones_release
     assert out.exit_code == 2 and "the swarm has 3 nodes but NODES is 2 (stackdeploy-1-4 beyond it)" in out.message
     assert "full `inv deploy`" in out.message and "set NODES=3" in out.message
     assert len(world.droplets) == droplets_before and not set(world.cloud.calls[calls_before:]) & world.cloud.WRITES
+
+
+def test_two_nodes_listed_at_one_address_are_refused_before_any_connection(world):
+    """One address is one machine to SSH (host keys are pinned by address): node 3 would be
+    deployed as node 2. Seen on the lab, never expected of DigitalOcean, refused either way."""
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    twin = dataclasses.replace(_node(3), public_ipv4=_node(2).public_ipv4)
+    world.cloud.members = {2: _node(2), 3: twin}
+    world.set_env(NODES="3")
+    for invoked in (world.invoke("deploy", flows.deploy, mode="update", update_only=True),
+                    world.invoke("verify", flows.verify_only, mode="verify")):
+        assert invoked.exit_code == 1, invoked.run.folder.joinpath("run.log").read_text()
+        assert f"stackdeploy-1-2 and stackdeploy-1-3 are both listed at {twin.public_ipv4}" in invoked.message
+        assert "connect" not in invoked.step_names

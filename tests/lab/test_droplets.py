@@ -219,6 +219,23 @@ def test_delete_removes_the_container_and_its_volume(lab_cfg, keypair):
     backend.delete(102)                                   # idempotent
 
 
+def test_a_droplet_keeps_its_public_address_through_a_power_cycle(lab_cfg, keypair):
+    """As on DigitalOcean: a droplet powered off and on keeps its address, and no droplet created
+    meanwhile gets it (CI: a swarm node stopped and started again came back at another address
+    while the API still listed the old one, which the next new node was then given)."""
+    backend = ContainerBackend(lab_cfg, log=lambda m: None)
+    keys = [keypair.with_suffix(".pub").read_text()]
+    try:
+        first = backend.create(103, "bare-1", keys, None, ["lab"])
+        docker("stop", "-t", "0", backend.container(103))
+        second = backend.create(104, "bare-2", keys, None, ["lab"])
+        docker("start", backend.container(103))
+        assert second != first and backend.ip(103) == first
+    finally:
+        backend.delete(103)
+        backend.delete(104)
+
+
 def test_delete_of_an_unknown_droplet_is_a_no_op(lab_cfg):
     ContainerBackend(lab_cfg, log=lambda m: None).delete(987654)
 
