@@ -1,13 +1,18 @@
 """Releases under traffic on the lab: failed requests and latency while the deployer rolls forward,
 rolls back, and meets a release that never becomes healthy.
 
-    .venv/bin/python benchmarks/rollout.py [--keep]
+    .venv/bin/python benchmarks/rollout.py [--keep] [--repeat N]
 
 Starts its own lab (name sdroll, port 8798, subnet 10.80.0.0/24), deploys a copy of stack/, then,
 each with lab/prober.py sending 20 req/s to /, 5 req/s to /api/health and 1 req/s to /api/notes
 (which reaches Django through the API): (a) an update-only that changes api, django and the
 front end, (b) a rollback, (c) an update whose api never becomes healthy. Prints, per scenario:
 requests sent and failed, p50/p99 latency during the deploy, wall time. Asserts nothing.
+
+--repeat N then rolls the api forward N more times (the replacement where a rare failed request
+was seen) and, for every failed request, prints what Traefik logged about it: its access-log
+line (status from the api or from Traefik itself, retry attempts, the backend address) and its
+error lines, read from the lab droplet with `docker exec`.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ LAB = {"LAB_NAME": "sdroll", "LAB_API_PORT": "8798", "LAB_SUBNET": "10.80.0.0/24
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
+    parser.add_argument("--repeat", type=int, default=0, help="api-only roll-forwards after the scenarios")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sdroll-"))
     stack = tmp / "stack"
@@ -55,11 +61,28 @@ def main() -> int:
         return json.loads((sorted((tmp / "runs").iterdir())[-1] / "run.json").read_text())
 
     def probed(name: str, *argv: str, ok: bool = True) -> dict:
+        since = int(time.time())
         with Prober(ip, domain, DEFAULT_ROUTES) as prober:
             seconds, res = inv(*argv, ok=ok)
         summary = prober.report.summary()
-        return {"scenario": name, "exit": res.returncode, "seconds": seconds, **summary,
+        failures = [(p.route, p.at, p.status, p.error) for p in prober.report.failed]
+        if failures:   # at once: the edge's log is read before the next scenario adds to it
+            print(f"--- {name}: {failures}\n{edge_errors(since)}", flush=True)
+        return {"scenario": name, "exit": res.returncode, "seconds": seconds, **summary, "failures": failures,
                 "replaced": last_run()["details"].get("up", {}).get("replaced", [])}
+
+    def edge_errors(since: int) -> str:
+        """Traefik's lines since ``since`` about failed requests: 5xx access-log lines and errors."""
+        droplet = subprocess.run(["docker", "ps", "-q", "--filter", f"label=stackdeploy.lab={LAB['LAB_NAME']}",
+                                  "--filter", "label=stackdeploy.lab.kind=droplet"],
+                                 capture_output=True, text=True).stdout.split()
+        if not droplet:
+            return "(no lab droplet running)"
+        script = ("docker logs --since %d $(docker ps -q --filter label=com.docker.compose.service=traefik) 2>&1"
+                  % since)
+        out = subprocess.run(["docker", "exec", droplet[0], "sh", "-c", script], capture_output=True, text=True).stdout
+        return "\n".join(line for line in out.splitlines()
+                         if '"DownstreamStatus":5' in line or "ERR" in line or "WRN" in line)
 
     def bump_api(version: str) -> None:
         init = stack / "api" / "app" / "__init__.py"
@@ -87,6 +110,9 @@ def main() -> int:
         main_py.write_text(good + "\nraise SystemExit('this release cannot start')\n")
         rows.append(probed("(c) api never healthy", "deploy", "--update-only", ok=False))
         main_py.write_text(good)
+        for n in range(args.repeat):
+            bump_api(f"1.1.{n}")
+            rows.append(probed(f"(r{n}) update-only: api", "deploy", "--update-only"))
         print(f"{'scenario':42} {'exit':>4} {'wall s':>7} {'sent':>6} {'failed':>6} {'p50 ms':>7} {'p99 ms':>7}  replaced")
         for r in rows:
             print(f"{r['scenario']:42} {r['exit']:4d} {r['seconds']:7.1f} {r['sent']:6d} {r['failed']:6d} "
