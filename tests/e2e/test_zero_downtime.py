@@ -1,10 +1,11 @@
 """Releases under traffic, on the lab: a prober sends ~26 req/s (20/s on /, 5/s on /api/health,
 1/s on /api/notes, which reaches Django through the API) while the deployer rolls forward, rolls
 back, and meets a release that never becomes healthy. Any non-2xx/3xx answer or connection
-error is a failed request. The goal is zero, and most runs see zero; a rare single 502 on
-/api/health while the api is replaced is still seen (about 1 in 2,400 requests, in some runs),
-so the assertion allows at most STRAY failed requests per scenario, and every failure is logged
-in probes.log with its route and status. Before start-first cutover: 53 of 417.
+error is a failed request, and none is allowed; every failure is logged in probes.log with its
+route and status (benchmarks/rollout.py --repeat N prints Traefik's own lines about each).
+Before start-first cutover: 53 of 417; the last strays (a 502 on a connection the old api closed,
+read timeouts on a dial to a replaced container's address) are explained and fixed in the
+README's "Releases under traffic".
 
 Runs after test_lab_deploy.py on the same lab droplet."""
 from __future__ import annotations
@@ -21,7 +22,6 @@ pytestmark = [pytest.mark.lab, pytest.mark.docker]
 # The prober's /api traffic must not exhaust its own rate-limit bucket (Traefik allows 4x, the
 # API 1x RATE_LIMIT_API_RPM per client and minute).
 UNDER_LOAD = {**QUIET, "RATE_LIMIT_API_RPM": "1200"}
-STRAY = 2   # failed requests tolerated per scenario (see the module docstring); the README reports each run
 
 
 def probed(lab, *args: str):
@@ -36,7 +36,7 @@ def probed(lab, *args: str):
 def assert_available(report) -> None:
     summary = report.summary()
     assert summary["sent"] > 200, summary
-    assert len(report.failed) <= STRAY, summary
+    assert report.failed == [], summary
 
 
 def live_api_version(lab) -> str:
