@@ -64,10 +64,11 @@ def provision_cluster(run: Run, cloud_port, spec: cloud.CloudSpec, account: clou
             for name in keys:
                 hostkey.drop_pending(known_hosts, name)
         steps.record_target(run, result.droplet)
+        run.record("provision", result)
+        refuse_shared_addresses(result.nodes)   # before a key is pinned for an address two nodes share
         for node in result.nodes:
             if node.public_ipv4:
                 steps.pin_host_key(run, known_hosts, node, spec.ssh_port)
-        run.record("provision", result)
         made = sum(1 for n in result.nodes if n.created)
         step.note(f"{len(result.nodes)} nodes ({made} created) tagged {result.tag}; firewall {result.firewall.status}; "
                   f"dns {result.dns.status}" + (f"; {len(result.surplus)} surplus" if result.surplus else ""))
@@ -78,7 +79,6 @@ def provision_cluster(run: Run, cloud_port, spec: cloud.CloudSpec, account: clou
     if missing:
         raise OperatorError(f"{', '.join(missing)} have no public and private IPv4 address yet, so the swarm "
                             "cannot form", "check the droplets' networking in the DigitalOcean console, then rerun")
-    refuse_shared_addresses(result.nodes)
     return result
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import threading
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from collections.abc import Callable
