@@ -29,7 +29,8 @@ def _flags(no_timestamp: bool = False, skip_allowlist: bool = False, deploy_env:
                     "migrations) and change nothing; also with --update-only.",
             "skip_allowlist": "Do not create or update the Cloud Firewall SSH allowlist.",
             "deploy_env": "Override DEPLOY_ENV (production, staging, development).",
-            "nodes": "Droplets to run on (NODES): 1 is one droplet with Compose; more form a Docker Swarm."})
+            "nodes": "Droplets to run on (NODES): 1 is one droplet with Compose; more form a Docker Swarm. Unset: as "
+                     "many as the cluster has (1 for a new stack)."})
 def deploy(c, update_only=False, plan=False, env_file=None, skip_allowlist=False, no_timestamp=False,
            deploy_env=None, nodes=None):
     """Provision (or find) the droplet, ship the stack, start it, wait until healthy, verify, collect."""
@@ -41,21 +42,30 @@ def deploy(c, update_only=False, plan=False, env_file=None, skip_allowlist=False
     run_task(c, "deploy", mode, flags, env_file, lambda run, s: flow(run, s, update_only=update_only))
 
 
-@task(help={**COMMON_HELP, "skip_allowlist": "Do not create or update the Cloud Firewall SSH allowlist."})
-def provision(c, env_file=None, skip_allowlist=False, no_timestamp=False):
-    """Check the token, find or create the droplet, ensure firewall allowlist and DNS records."""
-    run_task(c, "provision", "full", _flags(no_timestamp, skip_allowlist), env_file, flows.provision_only)
+@task(help={**COMMON_HELP, "skip_allowlist": "Do not create or update the Cloud Firewall SSH allowlist.",
+            "no_wait": "Return once the droplet(s) exist, without waiting for cloud-init to install Docker.",
+            "nodes": "Droplets to provision (NODES): 1 is one droplet; more form a cluster for a Docker Swarm."})
+def provision(c, env_file=None, skip_allowlist=False, no_timestamp=False, no_wait=False, nodes=None):
+    """Check the token, find or create the droplet(s), firewall allowlist and DNS; wait until each is ready
+    (cloud-init finished, Docker answering)."""
+    flags = _flags(no_timestamp, skip_allowlist)
+    if nodes is not None:
+        flags["NODES"] = nodes
+    run_task(c, "provision", "full", flags, env_file,
+             lambda run, s: flows.provision_only(run, s, wait=not no_wait))
 
 
 @task(help=COMMON_HELP)
 def push(c, env_file=None, no_timestamp=False):
-    """Upload the stack as a new release (delta) and the env file (0600); switch `current`."""
+    """Upload the stack to the droplet (node 1 of a swarm) as a new release and build its images; nothing live
+    changes (`inv up` puts it live)."""
     run_task(c, "push", "update", _flags(no_timestamp), env_file, flows.push_only)
 
 
 @task(help=COMMON_HELP)
 def up(c, env_file=None, no_timestamp=False):
-    """Build and start the current release with Docker Compose; wait until every service is healthy."""
+    """Put the release `inv push` left live with the zero-downtime cutover of a deploy (with nothing newer pushed,
+    start the live release again); wait until every service is healthy."""
     run_task(c, "up", "update", _flags(no_timestamp), env_file, flows.up_only)
 
 
@@ -73,20 +83,20 @@ def collect(c, env_file=None, no_timestamp=False):
 
 @task(help={**COMMON_HELP, "release": "Release id to return to (default: the one before the current release)."})
 def rollback(c, release=None, env_file=None, no_timestamp=False):
-    """Switch `current` to the previous (or a named) release, bring it up, verify and collect."""
+    """Put the previous (or a named) healthy release live again without a build, then verify and collect."""
     run_task(c, "rollback", "rollback", _flags(no_timestamp), env_file,
              lambda run, s: flows.rollback(run, s, release))
 
 
 @task(help=COMMON_HELP)
 def releases(c, env_file=None, no_timestamp=False):
-    """List the releases on the droplet with their dates and outcomes (* = current)."""
+    """List the releases on the droplet (node 1 of a swarm) with their dates and outcomes (* = current)."""
     run_task(c, "releases", "list", _flags(no_timestamp), env_file, flows.releases)
 
 
 @task(name="status", help=COMMON_HELP)
 def lock_status(c, env_file=None, no_timestamp=False):
-    """Show who holds the deploy lock on the droplet, if anyone."""
+    """Show who holds the deploy lock (one per cluster, on node 1), if anyone."""
     run_task(c, "lock-status", "lock", _flags(no_timestamp), env_file, flows.lock_status)
 
 

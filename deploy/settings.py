@@ -53,7 +53,7 @@ KEYS: tuple[Key, ...] = (
     Key("DROPLET_SIZE", "droplet.size", "str", "Size slug for a new droplet."),
     Key("DROPLET_IMAGE", "droplet.image", "str", "Image slug for a new droplet (an Ubuntu LTS)."),
     Key("DROPLET_TAGS", "droplet.tags", "list", "Comma-separated tags put on the droplet and used to find it."),
-    Key("NODES", "droplet.nodes", "int", "Droplets the stack runs on: 1 is one droplet with Docker Compose; more form a Docker Swarm (same tag, same VPC), images through the container registry (same as --nodes)."),
+    Key("NODES", "droplet.nodes", "int", "Droplets the stack runs on: 1 is one droplet with Docker Compose; more form a Docker Swarm (same tag, same VPC), images through the container registry (same as --nodes). Unset: as many as the cluster has (1 for a new stack); another number is a scale request, which only a full deploy carries out."),
     Key("REGISTRY_NAME", "registry.name", "str", "DigitalOcean Container Registry the swarm's images go through (NODES > 1); created if the account has none (one per account)."),
     Key("DROPLET_IP", None, "str", "Skip IP discovery and use this address (verify without API access)."),
     Key("DEPLOY_USER", "ssh.user", "str", "SSH user on the droplet (created by cloud-init, in the docker group)."),

@@ -5,7 +5,6 @@ does) and none reaches into another step's handle.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from deploy import checks, cloud, hostkey
 from deploy import plan as deploy_plan
 from deploy.errors import OperatorError, Terminated
 from deploy.run import Run
-from deploy.wiring import CloudPort, Host
+from deploy.wiring import CloudPort
 from remote import collect as remote_collect
 from remote import commands as cmd
 from remote import cloudinit, compose, images, lock, progress, sync
@@ -51,48 +50,6 @@ def record_target(run: Run, droplet: cloud.DropletInfo) -> None:
                   "droplet_id": droplet.id}
 
 
-def provision(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec,
-              account: cloud.AccountInfo, known_hosts: Path) -> cloud.ProvisionResult:
-    """Droplet, firewall allowlist and DNS (the token is already checked). A new droplet gets
-    the SSH host key generated here, pinned in ``known_hosts`` before anyone connects."""
-    host_key = hostkey.generate(run.registry)
-    # Kept before the create call, promoted as soon as the droplet exists: a run interrupted
-    # between create and pin can still pin it next time.
-    try:
-        hostkey.save_pending(host_key, known_hosts, spec.droplet_name)
-    except OSError as exc:
-        raise OperatorError(f"cannot keep the new droplet's SSH host key beside {known_hosts} "
-                            f"({exc.strerror or type(exc).__name__})",
-                            "point SSH_KNOWN_HOSTS to a file in a folder this user can write") from None
-    spec = dataclasses.replace(spec, host_key=host_key)
-
-    def on_droplet(droplet: cloud.DropletInfo) -> None:
-        # The target is recorded as soon as the droplet is known: run.json names it even when
-        # the provision fails or is interrupted after creating it.
-        record_target(run, droplet)
-        if droplet.created:
-            hostkey.promote(known_hosts, droplet.name)
-
-    with run.step("provision") as step:
-        try:
-            result = cloud_port.provision(
-                spec, on_event=lambda level, msg: run.warn(msg) if level == "warning" else run.log(msg),
-                account=account, on_droplet=on_droplet)
-        finally:
-            hostkey.drop_pending(known_hosts, spec.droplet_name)
-        d = result.droplet
-        record_target(run, d)
-        if d.public_ipv4:
-            pin_host_key(run, known_hosts, d, spec.ssh_port)
-        run.record("provision", result)
-        step.note(("created" if d.created else "found") + f" droplet {d.name} ({d.public_ipv4 or 'no public IPv4'});"
-                  f" firewall {result.firewall.status}; dns {result.dns.status}")
-        if result.warnings:
-            step.warn(step.step.message + "; " + "; ".join(result.warnings))
-    run.artifacts.write_json("provision.json", run.details["provision"])
-    return result
-
-
 def pin_host_key(run: Run, known_hosts: Path, d: cloud.DropletInfo, port: int) -> None:
     """A droplet created now carries the key kept for its name: pin it. A droplet found is
     already pinned (or was created by a run that stopped before pinning: pin its kept key)."""
@@ -106,22 +63,6 @@ def pin_host_key(run: Run, known_hosts: Path, d: cloud.DropletInfo, port: int) -
         return
     hostkey.pin(known_hosts, entry, public)
     run.log(f"pinned the SSH host key of {d.name} ({entry}) in {known_hosts}")
-
-
-def discover(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec) -> Host:
-    """Find the droplet by name through the API (read-only). Raises when there is none."""
-    with run.step("discover") as step:
-        droplet = cloud_port.find_droplet(spec)
-        if droplet is None:
-            raise OperatorError(f"no droplet named {spec.droplet_name} in the account",
-                                "run a full `inv deploy` first (update-only never creates a droplet), "
-                                "or check DROPLET_NAME")
-        record_target(run, droplet)
-        if not droplet.public_ipv4:
-            raise OperatorError(f"droplet {droplet.name} has no public IPv4 address",
-                                "check the droplet's networking in the DigitalOcean console, or set DROPLET_IP")
-        step.note(f"{droplet.name} at {droplet.public_ipv4}")
-    return Host(name=droplet.name, ip=droplet.public_ipv4, droplet_id=droplet.id, region=droplet.region)
 
 
 def connect(run: Run, target: Target, quick: bool = False) -> Target:
@@ -153,6 +94,14 @@ def bootstrap(run: Run, target: Target, cloud_init_timeout: float) -> BootstrapR
         step.note(f"cloud-init {state.state} (waited {waited:.0f}s); {base} {result.base_state}; "
                   f"docker {result.docker}, compose {result.compose}")
     return result
+
+
+def settled(run: Run, target: Target, cloud_init_timeout: float) -> None:
+    """One command when cloud-init has finished; while it still runs (a task right after a new
+    droplet's `inv provision`), wait for it with progress."""
+    with run.step("cloud-init") as step:
+        state = cloudinit.wait(target, cloud_init_timeout, on_progress=run.log)
+        step.note(f"{target.name}: {state.state}")
 
 
 @contextmanager
@@ -277,24 +226,24 @@ def build(run: Run, target: Target, spec: compose.ComposeSpec, pushed: sync.Push
     return image_map
 
 
-def migrate(run: Run, target: Target, spec: compose.ComposeSpec, pushed: sync.PushResult,
+def migrate(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str, live: str | None,
             compose_file: dict) -> None:
     """The release's migration, once, before the cutover, while the live release serves. A first
     release has no database yet: its own start migrates."""
     found = compose.migration(compose_file)
-    if found is None or not pushed.previous_release:
+    if found is None or not live:
         run.skip_step("migrate", "first release: the database is created by its first start" if found
                       else "the stack declares no x-release-migrate")
         return
     service, argv = found
     with run.step("migrate") as step:
         try:
-            with _interruptible(run, target, pushed.release_id, pushed.previous_release):
-                output = compose.migrate(target, spec, pushed.release_id, service, argv)
+            with _interruptible(run, target, release_id, live):
+                output = compose.migrate(target, spec, release_id, service, argv)
         except compose.ComposeError as exc:
             _keep_diagnostics(run, target, exc)
-            sync.record_outcome(target, pushed.release_id, "failed")
-            exc.message = f"{exc.message}; still serving release {pushed.previous_release}"
+            sync.record_outcome(target, release_id, "failed")
+            exc.message = f"{exc.message}; still serving release {live}"
             raise
         run.artifacts.write_text(f"{target.artifact_prefix}migrate.txt", output)
         step.note(output.strip().splitlines()[-1] if output.strip() else "done")

@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from deploy import acme, checks, cloud, resolvers
+from deploy.cluster import Node
 from deploy.errors import ConfigError
 from deploy.run import operator_name
 from deploy.settings import Settings
@@ -52,16 +53,6 @@ class Edges:
 
 
 REAL_EDGES = Edges(cloud=cloud, connector=connection.connector, run_checks=checks.run_checks)
-
-
-@dataclass(frozen=True)
-class Host:
-    """A droplet as the cloud (or DROPLET_IP) names it."""
-
-    name: str
-    ip: str
-    droplet_id: int | None = None
-    region: str | None = None
 
 
 class Inventory:
@@ -122,7 +113,7 @@ def cloud_spec(settings: Settings, need_key: bool = True) -> cloud.CloudSpec:
         ssh_port=s["SSH_PORT"],
         operator=operator_name(),
         allowlist_ttl=s["ALLOWLIST_TTL"],
-        nodes=s["NODES"],
+        nodes=s["NODES"] or 1,   # unset: the flow sets the count of the cluster it finds
     )
 
 
@@ -136,13 +127,13 @@ def layout(settings: Settings) -> ReleaseLayout:
     return ReleaseLayout(settings.remote_base)
 
 
-def inventory(settings: Settings, hosts: Sequence[Host], edges: Edges = REAL_EDGES) -> Inventory:
-    """One Target per host; with several, each collects into remote/<name>/."""
-    several = len(hosts) > 1
+def inventory(settings: Settings, nodes: Sequence[Node], edges: Edges = REAL_EDGES) -> Inventory:
+    """One Target per node; with several, each collects into remote/<name>/."""
+    several = len(nodes) > 1
     return Inventory([Target(name=h.name, host=h.ip, layout=layout(settings),
                              connector=edges.connector(ssh_target(settings, h.ip)),
                              artifact_prefix=f"remote/{h.name}/" if several else "remote/")
-                      for h in hosts])
+                      for h in nodes])
 
 
 def compose_files(settings: Settings) -> tuple[str, ...]:

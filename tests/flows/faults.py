@@ -76,7 +76,7 @@ class Trap:
     def install(self, world: World) -> "Trap":
         world.fault = self
         cloud = world.cloud
-        for name in ("check_token", "provision", "find_droplet"):
+        for name in ("check_token", "provision", "find_cluster"):
             setattr(cloud, name, self._before(f"cloud {name}", getattr(cloud, name)))
         world.checks = self._before("checks", world.checks)  # type: ignore[assignment]
         return self

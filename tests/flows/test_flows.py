@@ -11,7 +11,6 @@ import subprocess
 import time
 
 from deploy import cloud, flows
-from deploy.wiring import Host
 from remote.layout import RELEASE_IMAGES, RELEASE_META
 from remote.lock import LockHolder
 from tests.flows.fakes import Unreachable
@@ -29,7 +28,7 @@ def test_full_deploy_runs_every_step_in_order_and_leaves_the_release_live(world)
     assert out.exit_code == 0, out.message
     assert out.step_names == FULL_STEPS
     assert [s["name"] for s in out.manifest["steps"] if s["status"] != "ok"] == ["migrate"]   # skipped: first release
-    assert world.cloud.calls == ["check_token", "provision"]        # the token is checked once
+    assert world.cloud.calls == ["check_token", "find_cluster", "provision"]   # token checked once; NODES unset: the count found
     pushed = out.manifest["details"]["push"]["release_id"]
     assert world.current() == pushed
     assert world.release_meta(pushed)["outcome"] == "success"
@@ -52,7 +51,7 @@ def test_update_only_rebuilds_only_what_changed_and_keeps_the_rest_running(world
     out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
     assert out.exit_code == 0, out.message
     assert out.step_names == UPDATE_STEPS
-    assert world.cloud.calls[-2:] == ["check_token", "find_droplet"]   # no provisioning
+    assert world.cloud.calls[-2:] == ["check_token", "find_cluster"]   # no provisioning
     assert world.built()[-1] == ["api"]
     after = {n: c.id for n, c in world.docker.containers.items()}
     assert [n for n in after if after[n] != before[n]] == ["api"]
@@ -308,17 +307,6 @@ def test_old_releases_are_pruned_only_after_a_healthy_release(world):
     after = sorted(p.name for p in (world.base / "releases").iterdir())
     assert set(kept) <= set(after)                # a failed release removes nothing to roll back to
     assert len([a for a in world.docker.calls if a[2:3] == ["prune"]]) == 6   # and prunes nothing
-
-
-def test_with_several_hosts_each_collects_into_its_own_folder(world):
-    assert world.invoke("deploy", flows.deploy).exit_code == 0
-    hosts = [Host(name="node-a", ip="203.0.113.10"), Host(name="node-b", ip="203.0.113.11")]
-    out = world.invoke("verify", lambda run, s, edges: flows.verify(run, s, edges, hosts), mode="verify")
-    assert out.exit_code == 0, out.message
-    assert {"remote/node-a/compose-ps.json", "remote/node-b/compose-ps.json"} <= out.files
-    assert not any(f.startswith("remote/compose-ps") for f in out.files)
-    assert [d.host for d in world.droplets[-2:]] == ["203.0.113.10", "203.0.113.11"]
-    assert world.checks.calls[-1] == "203.0.113.10"   # the checks go to the edge, once
 
 
 def test_changed_services_are_replaced_start_first_dependencies_first(world):

@@ -61,7 +61,7 @@ def test_plan_for_a_new_droplet_lists_everything_it_would_create(world):
     out = planned(world)
     assert out.exit_code == 0, out.message
     assert out.step_names == ["settings", "token-check", "plan-provision"]
-    assert world.cloud.calls == ["check_token", "plan_provision"] and world.droplets == []   # no SSH either
+    assert world.cloud.calls == ["check_token", "find_cluster", "plan_provision"] and world.droplets == []   # no SSH either
     plan = plan_of(out)
     p = plan["provision"]
     assert (p["droplet_action"], p["name"], p["size"], p["region"]) == ("create", "stackdeploy-1", "s-2vcpu-4gb", "fra1")
@@ -148,7 +148,7 @@ def test_plan_with_the_droplet_unreachable_is_partial_and_says_why(world):
     world.connector = Unreachable()
     out = world.invoke("deploy", flows.plan, mode="full-plan")
     assert out.exit_code == 4
-    assert out.manifest["outcome"] == "partial" and world.cloud.calls[-2:] == ["check_token", "plan_provision"]
+    assert out.manifest["outcome"] == "partial" and world.cloud.calls[-3:] == ["check_token", "find_cluster", "plan_provision"]
     assert any("release plan" in s["what"] and "connection refused" in s["why"] for s in out.manifest["skipped"])
     assert plan_of(out)["releases"] == [] and plan_of(out)["provision"]["droplet_action"] == "found"
 
@@ -183,11 +183,11 @@ def test_a_swarm_plan_names_the_nodes_to_create_and_remove_and_node_ones_release
     droplets_before, calls_before = len(world.droplets), len(world.cloud.calls)
     out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
     # three droplets, but node 3 is not among them: node 4 never stands in for it
-    assert out.exit_code == 2 and "the swarm should have 3 nodes but 2 exist (missing: stackdeploy-1-3)" in out.message
+    assert out.exit_code == 2 and "the cluster should have 3 nodes but 2 exist (missing: stackdeploy-1-3)" in out.message
     world.set_env(NODES="2")
     out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
-    assert out.exit_code == 2 and "the swarm has 3 nodes but NODES is 2 (stackdeploy-1-4 beyond it)" in out.message
-    assert "full `inv deploy`" in out.message and "set NODES=3" in out.message
+    assert out.exit_code == 2 and "the cluster has 3 nodes but NODES is 2 (stackdeploy-1-4 beyond it)" in out.message
+    assert "full `inv deploy --nodes N`" in out.message and "unset NODES" in out.message
     assert len(world.droplets) == droplets_before and not set(world.cloud.calls[calls_before:]) & world.cloud.WRITES
 
 
@@ -198,8 +198,9 @@ def test_two_nodes_listed_at_one_address_are_refused_before_any_connection(world
     twin = dataclasses.replace(_node(3), public_ipv4=_node(2).public_ipv4)
     world.cloud.members = {2: _node(2), 3: twin}
     world.set_env(NODES="3")
-    for invoked in (world.invoke("deploy", flows.deploy, mode="update", update_only=True),
-                    world.invoke("verify", flows.verify_only, mode="verify")):
-        assert invoked.exit_code == 1, invoked.run.folder.joinpath("run.log").read_text()
+    # a deploy stops (exit 1); verify says what it could not look at (partial, exit 4)
+    for invoked, code in ((world.invoke("deploy", flows.deploy, mode="update", update_only=True), 1),
+                          (world.invoke("verify", flows.verify_only, mode="verify"), 4)):
+        assert invoked.exit_code == code, invoked.run.folder.joinpath("run.log").read_text()
         assert f"stackdeploy-1-2 and stackdeploy-1-3 are both listed at {twin.public_ipv4}" in invoked.message
         assert "connect" not in invoked.step_names

@@ -11,7 +11,7 @@ def test_provision_creates_then_changes_nothing(cli, fake):
     requests.post(fake.base_url + "domains", json={"name": "example.test"},
                   headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).raise_for_status()
 
-    first = cli.run("provision")
+    first = cli.run("provision", "--no-wait")   # the API side alone: the sshd here is no droplet
     assert first.returncode == 0, first.stdout + first.stderr
     data = cli.manifest()
     assert data["outcome"] == "success"
@@ -24,7 +24,7 @@ def test_provision_creates_then_changes_nothing(cli, fake):
     assert a_records == {"app": "127.0.0.1", "flower.app": "127.0.0.1", "admin.app": "127.0.0.1"}
 
     fake.clear_requests()
-    second = cli.run("provision")
+    second = cli.run("provision", "--no-wait")
     assert second.returncode == 0, second.stdout + second.stderr
     writes = [f"{r.method} {r.path}" for r in fake.requests if r.is_write]
     assert writes == [], f"a second provision must change nothing, but sent {writes}"

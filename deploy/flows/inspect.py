@@ -1,0 +1,129 @@
+"""The tasks that look without changing what runs: verify, collect, releases and the deploy
+lock. A node that cannot be reached makes the artifact set partial, never a crash."""
+from __future__ import annotations
+
+from deploy import steps, wiring
+from deploy.cluster import Cluster
+from deploy.errors import OperatorError
+from deploy.flows import reach
+from deploy.run import Run
+from deploy.runtime import Runtime, for_cluster
+from deploy.settings import Settings
+from deploy.wiring import REAL_EDGES, Edges, Inventory
+from remote import lock, sync
+
+
+def verify(run: Run, settings: Settings, edges: Edges, cluster: Cluster | None, runtime: Runtime | None,
+           inventory: Inventory | None = None) -> None:
+    """Checks from here against the edge (the leader), then the cluster's state over SSH.
+    Missing pieces make the set partial."""
+    if cluster is None or runtime is None:
+        run.skip_step("checks", "no droplet IP")
+        run.skip_step("collect", "no droplet IP")
+        return
+    settings.require("DOMAIN")
+    report = steps.run_checks(run, edges.run_checks, wiring.check_target(settings, cluster.leader.ip),
+                              wiring.checks_config(settings))
+    down = _inspect(run, settings, edges, cluster, runtime, inventory)
+    failed = report.by_status("fail")
+    if failed or down:
+        problems = ([f"{len(failed)} check(s) failed: " + ", ".join(r.name for r in failed)] if failed else []) \
+            + (["not running or not healthy: " + ", ".join(down)] if down else [])
+        raise steps.CheckFailures("; ".join(problems), (f"{runtime.down_hint}; " if down else "")
+                                  + "each check's observed value and message are in summary.md and http/ in the run folder")
+
+
+def _inspect(run: Run, settings: Settings, edges: Edges, cluster: Cluster, runtime: Runtime,
+             inventory: Inventory | None) -> list[str]:
+    """Collect what the nodes that answer can tell; what is not serving as it should."""
+    own = inventory is None
+    inventory = inventory or wiring.inventory(settings, cluster.nodes, edges)
+    try:
+        for target in inventory:
+            if not target.connected:
+                try:
+                    steps.connect(run, target, quick=True)
+                except OperatorError as exc:
+                    run.mark_partial("remote collection" if len(inventory) == 1 else f"node {target.name}",
+                                     f"{exc.message}. Check that SSH_KEY_PATH's public key is on the droplet for "
+                                     f"{settings['DEPLOY_USER']} and that port {settings['SSH_PORT']} is allowed "
+                                     "from this machine (inv provision updates the allowlist)")
+        leader = inventory.targets[0]
+        if not leader.connected:
+            run.skip_step("collect", f"{leader.name} cannot be reached")
+            return []
+        down = runtime.inspect(run, inventory)
+        steps.check_drift(run, leader)
+        return down
+    finally:
+        if own:
+            inventory.close()
+
+
+def _found(run: Run, settings: Settings, edges: Edges, required: bool) -> tuple[Cluster | None, Runtime | None]:
+    cluster = reach.find(run, settings, edges, required=required, exact=False)
+    return cluster, (for_cluster(cluster, settings, edges.cloud) if cluster is not None else None)
+
+
+def verify_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
+    verify(run, settings, edges, *_found(run, settings, edges, required=False))
+
+
+def collect_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
+    cluster, runtime = _found(run, settings, edges, required=False)
+    if cluster is None or runtime is None:
+        run.skip_step("collect", "no droplet IP")
+        return
+    _inspect(run, settings, edges, cluster, runtime, None)
+
+
+def releases(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> list[sync.ReleaseInfo]:
+    """The releases on the leader (the only node that holds them), oldest first."""
+    cluster, _ = _found(run, settings, edges, required=True)
+    assert cluster is not None
+    with reach.connected(run, settings, edges, cluster.nodes[:1]) as inventory:
+        found = steps.list_releases(run, inventory.targets[0])
+    lines = [release_line(r) for r in found]
+    run.artifacts.write_text("releases.txt", "\n".join(lines) + "\n")
+    for line in lines:
+        run.console.print(line, markup=False)
+    return found
+
+
+def release_line(r: sync.ReleaseInfo) -> str:
+    """`* <id>  success  2026-11-26T13:00:00+00:00  by ops@laptop  api=3f2a1b4c9d0e ...` (* = live)."""
+    imgs = " ".join(f"{n}={str(e.get('id', '')).removeprefix('sha256:')[:12]}"
+                    for n, e in sorted((r.meta.get("images") or {}).items()))
+    return (f"{'*' if r.current else ' '} {r.id}  {r.outcome or 'never-live':11} {r.created or '?'}"
+            f"  by {r.meta.get('by') or '?'}  {imgs or '(no image map)'}")
+
+
+def lock_status(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
+    """The cluster's one deploy lock, on the leader."""
+    cluster, _ = _found(run, settings, edges, required=True)
+    assert cluster is not None
+    with reach.connected(run, settings, edges, cluster.nodes[:1]) as inventory:
+        state = lock.read(inventory.targets[0])
+    run.record("lock", state)
+    if state is None:
+        run.log("deploy lock: free")
+        return
+    stale = lock.stale_reason(state, settings["LOCK_TTL"])
+    run.log(f"deploy lock: held by {state.describe()}"
+            + (f"; stale: {stale} (`inv lock.release --if-stale` releases it)" if stale else ""))
+
+
+def lock_release(run: Run, settings: Settings, edges: Edges = REAL_EDGES, if_stale: bool = False) -> None:
+    """Release the deploy lock; ``if_stale``: only when its holder is surely gone (else LockHeld)."""
+    cluster, _ = _found(run, settings, edges, required=True)
+    assert cluster is not None
+    with reach.connected(run, settings, edges, cluster.nodes[:1]) as inventory:
+        leader = inventory.targets[0]
+        if if_stale:
+            released = lock.release_if_stale(leader, settings["LOCK_TTL"])
+            run.log(f"stale deploy lock released (held by {released[0].describe()}: {released[1]})"
+                    if released else "deploy lock was already free")
+            return
+        holder = lock.status(leader)
+        lock.release(leader)
+        run.log(f"deploy lock released (was held by {holder})" if holder else "deploy lock was already free")

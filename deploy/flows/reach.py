@@ -1,0 +1,162 @@
+"""Finding or making the cluster, and reaching its nodes: the start every task shares.
+
+NODES unset means "the cluster that exists" (its droplets carry the cluster tag, so the cloud
+says how many there are; 1 for a new stack). NODES set to another size is a scale request,
+which only a full deploy carries out; every other task refuses it before anything changes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from contextlib import contextmanager
+from typing import Iterator
+
+from deploy import cloud, hostkey, steps, wiring
+from deploy.cluster import Cluster, Node, refuse_shared_addresses
+from deploy.errors import EXIT_CONFIG, OperatorError
+from deploy.run import Run
+from deploy.settings import Settings
+from deploy.wiring import Edges, Inventory
+
+
+def find(run: Run, settings: Settings, edges: Edges, required: bool, exact: bool = True) -> Cluster | None:
+    """DROPLET_IP, else the cluster found by node 1's name and the cluster tag (token checked
+    once, read-only). ``required``: every failure is an error; otherwise (verify, collect) the
+    run goes on without remote steps and is marked partial, with the reason and the fix.
+    ``exact``: a NODES that differs from the nodes found is refused (tasks that change
+    something); otherwise every node found is looked at, with a warning."""
+    if settings["DROPLET_IP"]:
+        node = Node(name=settings["DROPLET_NAME"], ip=settings["DROPLET_IP"])
+        run.target = {"name": node.name, "region": None, "ip": node.ip}
+        run.skip_step("discover", f"DROPLET_IP={node.ip} given")
+        return Cluster((node,))
+    try:
+        spec = wiring.cloud_spec(settings, need_key=False)
+        steps.token_check(run, edges.cloud, spec)
+        return _discover(run, edges, spec, settings["NODES"], exact)
+    except OperatorError as exc:
+        if required:
+            raise
+        run.registry.add_help(exc.hint)  # our own help text: keep its wording readable
+        run.mark_partial("remote verification", f"{exc.message}; set DROPLET_IP or fix it ({exc.hint})")
+        return None
+
+
+def _discover(run: Run, edges: Edges, spec: cloud.CloudSpec, wanted: int | None, exact: bool) -> Cluster:
+    with run.step("discover") as step:
+        found = edges.cloud.find_cluster(spec)
+        if not found:
+            raise OperatorError(f"no droplet named {spec.droplet_name} in the account",
+                                "run a full `inv deploy` first (only a full deploy creates droplets), "
+                                "or check DROPLET_NAME")
+        names = cloud.node_names(spec.droplet_name, wanted or len(found))
+        by_name = {d.name: d for d in found}
+        missing = [name for name in names if name not in by_name]
+        if missing:
+            raise OperatorError(f"the cluster should have {len(names)} nodes but {len(names) - len(missing)} exist "
+                                f"(missing: {', '.join(missing)})",
+                                "run a full `inv deploy` (it creates the missing nodes; no other task creates "
+                                "droplets), or unset NODES to use the nodes that exist", exit_code=EXIT_CONFIG)
+        extra = [d for d in found if d.name not in names]
+        message = f"the cluster has {len(found)} nodes but NODES is {wanted} ({', '.join(d.name for d in extra)} beyond it)"
+        if extra and exact:
+            raise OperatorError(message, "a new node count is a full `inv deploy --nodes N` (it drains the surplus "
+                                "nodes out of the swarm and deletes them); unset NODES to use the nodes that exist",
+                                exit_code=EXIT_CONFIG)
+        cluster = Cluster.of([by_name[name] for name in names] + extra)
+        refuse_shared_addresses(cluster.nodes)
+        steps.record_target(run, found[0])
+        run.record("nodes", cluster.record())
+        if not cluster.leader.ip:
+            raise OperatorError(f"droplet {cluster.leader.name} has no public IPv4 address",
+                                "check the droplet's networking in the DigitalOcean console, or set DROPLET_IP")
+        step.note(", ".join(f"{n.name} at {n.ip}" for n in cluster.nodes))
+        if extra:
+            step.warn(f"{message}; every node is looked at: " + step.step.message)
+    return cluster
+
+
+def provision(run: Run, settings: Settings, edges: Edges, account: cloud.AccountInfo) -> Cluster:
+    """Droplet(s), firewall allowlist and DNS; every new node carries an SSH host key generated
+    here, pinned in known_hosts before anyone connects. One droplet is a cluster of one."""
+    spec = wiring.cloud_spec(settings)
+    count = settings["NODES"] or max(1, len(edges.cloud.find_cluster(spec)))
+    names = cloud.node_names(spec.droplet_name, count)
+    known_hosts = settings.known_hosts_path
+    keys = {name: hostkey.generate(run.registry) for name in names}
+    # Kept before the create call, promoted as soon as the droplet exists: a run interrupted
+    # between create and pin can still pin it next time.
+    try:
+        for name, key in keys.items():
+            hostkey.save_pending(key, known_hosts, name)
+    except OSError as exc:
+        raise OperatorError(f"cannot keep the new droplets' SSH host keys beside {known_hosts} "
+                            f"({exc.strerror or type(exc).__name__})",
+                            "point SSH_KNOWN_HOSTS to a file in a folder this user can write") from None
+    spec = dataclasses.replace(spec, nodes=count, host_key=keys[names[0]])
+
+    def on_droplet(droplet: cloud.DropletInfo) -> None:
+        # run.json names the target as soon as it is known, even when provisioning fails after
+        if droplet.name == names[0]:
+            steps.record_target(run, droplet)
+        if droplet.created:
+            hostkey.promote(known_hosts, droplet.name)
+
+    def on_event(level: str, msg: str) -> None:
+        run.warn(msg) if level == "warning" else run.log(msg)
+
+    with run.step("provision") as step:
+        try:
+            if count == 1:
+                result = edges.cloud.provision(spec, on_event=on_event, account=account, on_droplet=on_droplet)
+                droplets, surplus = [result.droplet], []
+            else:
+                result = edges.cloud.provision_cluster(spec, on_event=on_event, account=account,
+                                                       on_droplet=on_droplet, host_key_for=keys.__getitem__)
+                droplets, surplus = list(result.nodes), list(result.surplus)
+        finally:
+            for name in names:
+                hostkey.drop_pending(known_hosts, name)
+        cluster = Cluster.of(droplets, surplus)
+        steps.record_target(run, droplets[0])
+        run.record("provision", result)
+        run.record("nodes", cluster.record())
+        refuse_shared_addresses(cluster.nodes)   # before a key is pinned for an address two nodes share
+        for droplet in droplets:
+            if droplet.public_ipv4:
+                steps.pin_host_key(run, known_hosts, droplet, spec.ssh_port)
+        made = sum(1 for d in droplets if d.created)
+        what = (f"{'created' if made else 'found'} droplet {cluster.leader.name} ({cluster.leader.ip or 'no public IPv4'})"
+                if count == 1 else f"{count} nodes ({made} created)" + (f", {len(surplus)} surplus" if surplus else ""))
+        step.note(f"{what}; firewall {result.firewall.status}; dns {result.dns.status}")
+        if result.warnings:
+            step.warn(step.step.message + "; " + "; ".join(result.warnings))
+    run.artifacts.write_json("provision.json", run.details["provision"])
+    unreachable = [n.name for n in cluster.nodes if not n.ip or (cluster.is_swarm and not n.private_ip)]
+    if unreachable:
+        raise OperatorError(f"{', '.join(unreachable)} {'has' if len(unreachable) == 1 else 'have'} no public"
+                            + (" and private" if cluster.is_swarm else "") + " IPv4 address yet, so nothing can be "
+                            "shipped", "check the droplets' networking in the DigitalOcean console, then rerun")
+    return cluster
+
+
+@contextmanager
+def connected(run: Run, settings: Settings, edges: Edges, nodes: tuple[Node, ...]) -> Iterator[Inventory]:
+    """An inventory whose targets are all connected; closed whatever happens."""
+    inventory = wiring.inventory(settings, nodes, edges)
+    try:
+        for target in inventory:
+            steps.connect(run, target)
+        yield inventory
+    finally:
+        inventory.close()
+
+
+def settle(run: Run, settings: Settings, inventory: Inventory, new: bool) -> None:
+    """Every node can take a release: a new one gets the full bootstrap (cloud-init done, the
+    release root ours, Docker answering); a found one one command that waits only while
+    cloud-init still runs (a task right after `inv provision` of a new droplet)."""
+    for target in inventory:
+        if new:
+            steps.bootstrap(run, target, settings["CLOUD_INIT_TIMEOUT"])
+        else:
+            steps.settled(run, target, settings["CLOUD_INIT_TIMEOUT"])

@@ -1,0 +1,49 @@
+"""The runtime interface and the release it takes live."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from deploy.cluster import Node
+from deploy.run import Run
+from deploy.wiring import Inventory
+from remote.target import Target
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A release whose files and images are on the leader, about to go live."""
+
+    release_id: str
+    live: str | None                         # the release serving now: the way back on a failure
+    images: dict[str, dict[str, str]]        # service -> {"ref", "id"}: what must run
+    recreate: frozenset[str] = field(default_factory=frozenset)   # bind-mounted files changed (Compose)
+    migrate: bool = True                     # run the release's migration first (not for a rollback)
+    publish: bool = True                     # push its images and write its stack file (Swarm)
+
+
+class Runtime(Protocol):
+    name: str
+
+    def prepare(self, run: Run, inventory: Inventory) -> None:
+        """Under the deploy lock, before anything ships: the cluster can run a release."""
+
+    def go_live(self, run: Run, leader: Target, release: Candidate) -> None:
+        """Switch `current` to the release and start it with zero downtime; on failure the
+        previous release serves again and the error says so."""
+
+    def restart(self, run: Run, leader: Target, release_id: str, images: dict[str, dict[str, str]]) -> None:
+        """Start the live release again as it is (after a reboot, a container removed by hand)."""
+
+    def can_return_to(self, leader: Target, release_id: str, images: dict[str, dict[str, str]]) -> str | None:
+        """Why the release cannot start again without a build (None: it can)."""
+
+    def retire(self, run: Run, leader: Target, leaving: Inventory, surplus: Sequence[Node]) -> None:
+        """The nodes beyond the count asked for leave the cluster without a gap, then their
+        droplets are deleted."""
+
+    def inspect(self, run: Run, inventory: Inventory) -> list[str]:
+        """Collect the cluster's state into the run folder; what is not serving as it should."""
+
+    down_hint: str
+
