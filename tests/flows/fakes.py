@@ -186,12 +186,24 @@ class FakeDocker:
         if sub == "config" and "--hash" in args:
             return Result(command, 0, "".join(f"{n} {_hash(d)}\n" for n, d in sorted(compose.items())))
         if sub == "config":
-            return Result(command, 0, json.dumps({"services": compose}))
+            return Result(command, 0, json.dumps(_normalized(compose, opts, self._top(opts["-f"]))))
+        if sub == "down":   # the project's containers stop and go; its volumes stay (no -v)
+            self._remove([c.id for c in self._all()], stop=True)
+            return Result(command, 0, "")
         if sub == "logs":
             return Result(command, 0, f"{services[-1]} | log line\n")
         if sub == "exec":
             return Result(command, 0, "entryPoints: {}\n")
         return Result(command, 1, "", f"fake compose: unsupported {sub}\n")
+
+    @staticmethod
+    def _top(files: list[str]) -> dict:
+        top: dict = {}
+        for path in files:
+            data = _parse_file(Path(path).resolve(), Path(path).resolve().stat().st_mtime_ns)
+            for key in ("networks", "volumes"):
+                top.setdefault(key, {}).update(data.get(key) or {})
+        return top
 
     def _build(self, compose: dict, folder: str, services: list[str], command: str) -> Result:
         """Tags each service's image ref; the id is a hash of its build context, as with a layer
@@ -299,9 +311,52 @@ def _load_compose(files: list[str]) -> dict:
 
 
 @functools.lru_cache(maxsize=64)
+def _parse_file(path: Path, mtime_ns: int) -> dict:
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+
+
 def _parse(path: Path, mtime_ns: int) -> dict:
-    data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
-    return data.get("services") or {}
+    return _parse_file(path, mtime_ns).get("services") or {}
+
+
+def _normalized(services: dict, opts: dict, top: dict) -> dict:
+    """`compose config --format json` as compose prints it, as far as the deployer reads it:
+    ports, volumes and networks in their long form, top-level networks and volumes named
+    <project>_<name>, bind sources absolute under the project folder (not resolved: `current`
+    stays a link). Not done: interpolation (values stay ${VAR:?...}), size and duration units."""
+    project = opts.get("-p", "")
+    folder = opts.get("--project-directory") or os.path.dirname(opts["-f"][0])
+
+    def port(p):
+        if isinstance(p, dict):
+            return p
+        published, _, target = str(p).rpartition(":")
+        return {"mode": "ingress", "target": int(target), "published": published, "protocol": "tcp"}
+
+    def volume(v):
+        if isinstance(v, dict):
+            return v
+        source, target, *mode = str(v).split(":")
+        if source.startswith((".", "/")):
+            out = {"type": "bind", "source": os.path.normpath(os.path.join(folder, source)), "target": target,
+                   "bind": {"create_host_path": True}}
+        else:
+            out = {"type": "volume", "source": source, "target": target, "volume": {}}
+        return out | ({"read_only": True} if mode == ["ro"] else {})
+
+    out = {}
+    for name, d in services.items():
+        d = dict(d or {})
+        if d.get("ports"):
+            d["ports"] = [port(p) for p in d["ports"]]
+        if d.get("volumes"):
+            d["volumes"] = [volume(v) for v in d["volumes"]]
+        if isinstance(d.get("networks"), list):
+            d["networks"] = {n: None for n in d["networks"]}
+        out[name] = d
+    return {"name": project, "services": out,
+            **{key: {n: {"name": f"{project}_{n}", **(v or {})} for n, v in top.get(key, {}).items()}
+               for key in ("networks", "volumes") if top.get(key)}}
 
 
 def _hash(definition: dict) -> str:
@@ -443,20 +498,33 @@ class FakeDroplet:
 
 @dataclass
 class FakeCloud:
-    """The DigitalOcean edge: token, provision, find, plan; every call recorded."""
+    """The DigitalOcean edge: token, provision, find, plan, and the cluster calls of NODES > 1;
+    every call recorded. The account's droplets stay here between runs: node 1 (``exists``, at
+    ``ip``; ``tagged`` once it carries the cluster tag) and the nodes 2.. that carry the cluster
+    tag (``members``, by number), so a second deploy finds what the first created and a smaller
+    NODES leaves surplus to delete. Not modelled: the firewall and DNS (always "unchanged" and
+    "managed"), VPCs (one), SSH waits, concurrent deploys, droplets of other names."""
 
-    WRITES = frozenset({"provision", "provision+token"})   # the calls that may change the account
+    WRITES = frozenset({"provision", "provision+token", "provision_cluster", "delete_surplus"})
 
     ip: str = "203.0.113.10"
     exists: bool = True
     token_ok: bool = True
     fail_after_droplet: Exception | None = None   # raised once the droplet is known (e.g. a firewall fault)
     members: dict[int, cloud.DropletInfo] = field(default_factory=dict)   # swarm nodes 2.. by number
+    tagged: bool = False                          # node 1 carries the cluster tag
+    addresses: dict[str, str] = field(default_factory=dict)   # name -> the public address a new node gets
+    deleted: list[str] = field(default_factory=list)           # droplets deleted, in order
     calls: list[str] = field(default_factory=list)
 
     def _droplet(self, created: bool) -> cloud.DropletInfo:
         return cloud.DropletInfo(id=42, name="stackdeploy-1", region="fra1", size="s-2vcpu-4gb",
-                                 status="active", public_ipv4=self.ip, created=created)
+                                 status="active", public_ipv4=self.ip, created=created, private_ipv4="10.110.0.10")
+
+    def name_at(self, address: str) -> str | None:
+        """The droplet SSH reaches at ``address`` (the first listed there, as one machine)."""
+        listed = ([self._droplet(False)] if self.exists else []) + [d for _, d in sorted(self.members.items())]
+        return next((d.name for d in listed if d.public_ipv4 == address), None)
 
     def check_token(self, spec: cloud.CloudSpec) -> cloud.AccountInfo:
         self.calls.append("check_token")
@@ -469,6 +537,7 @@ class FakeCloud:
 
     def provision(self, spec: cloud.CloudSpec, on_event=None, account=None, on_droplet=None) -> cloud.ProvisionResult:
         self.calls.append("provision" if account is not None else "provision+token")
+        self._refuse_swarm_leader(spec)
         created = not self.exists
         self.exists = True
         if on_droplet is not None:  # as the adapter does: as soon as it is found or created, before its IP
@@ -479,8 +548,17 @@ class FakeCloud:
                                      firewall=cloud.FirewallResult("unchanged", "198.51.100.7", []),
                                      dns=cloud.DnsResult("managed", [], None), warnings=[], changed=created)
 
+    def _refuse_swarm_leader(self, spec: cloud.CloudSpec) -> None:
+        """As the real adapter: one droplet (NODES=1) asked of node 1 of a swarm is refused."""
+        if self.exists and self.tagged and spec.nodes == 1:
+            tag = cloud.cluster_tag(spec.droplet_name)
+            raise cloud.CloudError(f"droplet {spec.droplet_name} is node 1 of a Docker Swarm (it carries the tag "
+                                   f"{tag}), and NODES is 1", f"set NODES (or --nodes) to the swarm's node count: "
+                                   f"its droplets carry the tag {tag}")
+
     def find_droplet(self, spec: cloud.CloudSpec) -> cloud.DropletInfo | None:
         self.calls.append("find_droplet")
+        self._refuse_swarm_leader(spec)
         return self._droplet(False) if self.exists else None
 
     def find_cluster(self, spec: cloud.CloudSpec) -> list[cloud.DropletInfo]:
@@ -494,6 +572,56 @@ class FakeCloud:
         return cloud.ClusterPlan(tag=cloud.cluster_tag(spec.droplet_name),
                                  nodes=tuple((n, found.get(k)) for k, n in enumerate(names, 1)),
                                  surplus=tuple(d for k, d in sorted(found.items()) if k > spec.nodes))
+
+    def provision_cluster(self, spec: cloud.CloudSpec, on_event=None, account=None, on_droplet=None,
+                          host_key_for=None) -> cloud.ClusterResult:
+        """As deploy/cloud.py's: node 1 found or created, nodes 2..N found by the tag or created
+        (each asking ``host_key_for`` its key), every node tagged and reported to ``on_droplet``
+        (first without an address, then active); nodes beyond N come back as surplus, untouched."""
+        self.calls.append("provision_cluster")
+        if spec.nodes == 1:
+            one = self.provision(spec, on_event, account, on_droplet)
+            return cloud.ClusterResult(nodes=(one.droplet,), surplus=(), tag="", vpc_uuid=None, firewall=one.firewall,
+                                       dns=one.dns, warnings=one.warnings, changed=one.changed)
+        if host_key_for is None:
+            raise cloud.CloudError("no SSH host keys were generated for the cluster's nodes",
+                                   "provision through deploy.steps, which generates and pins one per node")
+        report = on_droplet or (lambda _d: None)
+        made: list[cloud.DropletInfo] = []
+        for k, name in enumerate(cloud.node_names(spec.droplet_name, spec.nodes), 1):
+            if k == 1:
+                node = self._droplet(created=not self.exists)
+                self.exists = True
+            elif k in self.members:
+                node = self.members[k]
+            else:
+                host_key_for(name)       # the real adapter puts it in the node's cloud-init
+                node = cloud.DropletInfo(id=100 + k, name=name, region="fra1", size="s-2vcpu-4gb", status="active",
+                                         public_ipv4=self.addresses.get(name, f"203.0.113.{20 + k}"), created=True,
+                                         private_ipv4=f"10.110.0.{k}")
+                self.members[k] = dataclasses.replace(node, created=False)
+            report(dataclasses.replace(node, status="new", public_ipv4=None, private_ipv4=None) if node.created else node)
+            made.append(node)
+        self.tagged = True
+        if self.fail_after_droplet is not None:
+            raise self.fail_after_droplet
+        for node in made:
+            report(node)
+        return cloud.ClusterResult(nodes=tuple(made), surplus=tuple(d for k, d in sorted(self.members.items())
+                                                                    if k > spec.nodes),
+                                   tag=cloud.cluster_tag(spec.droplet_name), vpc_uuid="vpc-fra1",
+                                   firewall=cloud.FirewallResult("unchanged", "198.51.100.7", []),
+                                   dns=cloud.DnsResult("managed", [], None), warnings=[],
+                                   changed=any(n.created for n in made))
+
+    def delete_surplus(self, spec: cloud.CloudSpec, surplus, on_event=None) -> list[str]:
+        """Only a tagged node numbered beyond spec.nodes with an id given: never node 1."""
+        self.calls.append("delete_surplus")
+        wanted = {d.id for d in surplus}
+        gone = [k for k, d in sorted(self.members.items()) if k > spec.nodes and d.id in wanted]
+        for k in gone:
+            self.deleted.append(self.members.pop(k).name)
+        return self.deleted[-len(gone):] if gone else []
 
     def plan_provision(self, spec: cloud.CloudSpec, on_event=None, account=None) -> cloud.ProvisionPlan:
         self.calls.append("plan_provision")

@@ -1,0 +1,186 @@
+"""The swarm path (NODES > 1) of deploy, update-only, rollback, verify and plan, against
+FakeCloud's cluster and the fake swarm of tests/flows/fake_swarm.py: what a user sees (exit
+code, run.json, artifacts) and what the swarm ends up running."""
+from __future__ import annotations
+
+import pytest
+
+from tests.flows.conftest import World, flows
+from tests.flows.fake_swarm import FakeSwarm, docr, use_swarm  # noqa: F401 - docr is a fixture
+
+NODES = ["stackdeploy-1", "stackdeploy-1-2", "stackdeploy-1-3"]
+BUILT = ["api", "beat", "django", "flower", "frontend", "postgres", "traefik", "worker"]
+
+
+@pytest.fixture
+def swarm(world: World, docr) -> FakeSwarm:
+    world.cloud.exists = False      # a new cluster: every node is created
+    return use_swarm(world, docr, nodes=3)
+
+
+def deployed(world: World, **kwargs):
+    out = world.invoke("deploy", flows.deploy, mode="update" if kwargs.get("update_only") else "full", **kwargs)
+    assert out.exit_code == 0, out.message
+    return out
+
+
+def next_api(world: World, text: str) -> None:
+    (world.stack / "api" / "app" / "main.py").write_text(f"# {text}\n")
+
+
+def releases(world: World) -> list[str]:
+    return sorted(p.name for p in (world.base / "releases").iterdir())
+
+
+def test_a_three_node_deploy_forms_the_swarm_builds_once_on_node_one_and_runs_every_service(world, swarm):
+    out = deployed(world)
+    assert [n["name"] for n in out.manifest["details"]["provision"]["nodes"]] == NODES
+    assert out.manifest["details"]["swarm"]["managers"] == NODES          # three nodes: three managers
+    assert sorted(n.hostname for n in swarm.nodes.values()) == NODES
+    # images built once, on node 1, then pushed: the stack runs exactly what was pushed
+    assert world.built() == [BUILT]
+    assert not any("build" in argv for name in NODES[1:] for argv in swarm.engine(name).calls)
+    running = swarm.running()
+    assert sorted(running) == sorted(BUILT + ["redis"])
+    assert all(running[s] in swarm.registry for s in BUILT) and running["redis"] == "redis:7-bookworm"
+    assert swarm.placement("stackdeploy_api") == NODES                    # one api task per node
+    assert swarm.placement("stackdeploy_postgres") == ["stackdeploy-1"]   # with its volume, on the data node
+    assert out.step("stack-up")["status"] == "ok" and out.manifest["outcome"] == "success"
+    for name in NODES:
+        assert {f"remote/{name}/docker-ps.txt", f"remote/{name}/host.txt"} <= out.files
+    assert {"remote/stackdeploy-1/swarm-nodes.json", "remote/stackdeploy-1/swarm-services.json"} <= out.files
+    assert "api" in world.release_meta(world.current())["images"]
+
+
+def test_update_only_on_three_nodes_rebuilds_and_rolls_only_what_changed(world, swarm):
+    deployed(world)
+    before = swarm.running()
+    next_api(world, "v2")
+    out = deployed(world, update_only=True)
+    assert world.built()[-1] == ["api"]
+    after = swarm.running()
+    assert after["api"] != before["api"] and after["api"] in swarm.registry
+    assert {s: i for s, i in after.items() if s != "api"} == {s: i for s, i in before.items() if s != "api"}
+    updated = [n for n, s in swarm.services.items() if s.update_status]
+    assert updated == ["stackdeploy_api"] and swarm.services["stackdeploy_api"].update_status["State"] == "completed"
+    assert "provision" not in out.step_names and "bootstrap" not in out.step_names
+
+
+def test_rollback_on_the_swarm_returns_the_previous_stack(world, swarm):
+    deployed(world)
+    first, first_api = world.current(), swarm.running()["api"]
+    next_api(world, "v2")
+    deployed(world, update_only=True)
+    second = world.current()
+    out = world.invoke("rollback", flows.rollback, mode="rollback", release=None)
+    assert out.exit_code == 0, out.message
+    assert world.current() == first and swarm.running()["api"] == first_api
+    assert swarm.deploys[-1].path.endswith(f"/releases/{first}/" + swarm.deploys[-1].path.rsplit("/", 1)[1])
+    assert world.release_meta(second)["outcome"] == "rolled-back"
+
+
+def test_a_rollout_swarm_rolls_back_switches_current_back_and_exits_non_zero(world, swarm):
+    deployed(world)
+    good, good_api = world.current(), swarm.running()["api"]
+    world.docker.unhealthy = {"api"}          # the next api image never gets healthy
+    next_api(world, "v2, crashes at start")
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code != 0 and "Swarm rolled back stackdeploy_api" in out.message
+    assert world.current() == good and swarm.running()["api"] == good_api
+    failed = max(r for r in releases(world) if r != good)
+    assert world.release_meta(failed)["outcome"] == "failed"
+    assert "remote/stackdeploy-1/swarm-tasks.txt" in out.files
+    assert "unhealthy container" in (out.run.folder / "remote/stackdeploy-1/swarm-tasks.txt").read_text()
+    assert not world.lock_held()
+
+
+def test_shrinking_to_two_drains_the_third_node_before_deleting_it_and_never_node_one(world, swarm):
+    deployed(world)
+    third = swarm.node_named("stackdeploy-1-3").id
+    world.set_env(NODES="2")
+    out = deployed(world)
+    assert world.cloud.deleted == ["stackdeploy-1-3"]
+    assert sorted(n.hostname for n in swarm.nodes.values()) == NODES[:2]
+    assert out.manifest["details"]["shrink"] == {"left_swarm": ["stackdeploy-1-3"], "deleted": ["stackdeploy-1-3"]}
+    leader = [" ".join(a) for a in world.docker.calls]
+    drained = leader.index(f"docker node update --availability drain {third}")
+    assert drained < leader.index(f"docker node rm --force {third}")
+    assert swarm.placement("stackdeploy_api") == NODES[:2]
+    assert all(s.replicas == 2 or s.replicas == 1 for s in swarm.services.values())
+    assert [n.hostname for n in swarm.nodes.values() if n.manager] == ["stackdeploy-1"]   # two nodes: one manager
+    assert [d.name for d in world.cloud.find_cluster(None)] == NODES[:2]
+
+
+def test_growing_from_two_to_three_adds_a_node_and_promotes_it_to_manager(world, docr):
+    world.cloud.exists = False
+    swarm = use_swarm(world, docr, nodes=2)
+    deployed(world)
+    assert [n.hostname for n in swarm.nodes.values() if n.manager] == ["stackdeploy-1"]
+    world.set_env(NODES="3")
+    out = deployed(world)
+    assert [n["created"] for n in out.manifest["details"]["provision"]["nodes"]] == [False, False, True]
+    assert sorted(n.hostname for n in swarm.nodes.values() if n.manager) == NODES
+    assert swarm.placement("stackdeploy_api") == NODES and world.cloud.deleted == []
+
+
+@pytest.mark.parametrize("task,flow,mode,nodes,why", [
+    ("deploy", flows.deploy, "update", "2", "the swarm has 3 nodes but NODES is 2"),
+    ("deploy", flows.deploy, "update", "4", "the swarm should have 4 nodes but 3 exist"),
+    ("rollback", flows.rollback, "rollback", "2", "the swarm has 3 nodes but NODES is 2"),
+])
+def test_update_only_or_rollback_with_another_node_count_is_refused_before_anything_is_written(
+        world, swarm, task, flow, mode, nodes, why):
+    deployed(world)
+    next_api(world, "v2")
+    before, connections, calls = releases(world), len(world.droplets), len(world.cloud.calls)
+    world.set_env(NODES=nodes)
+    kwargs = {"update_only": True} if task == "deploy" else {"release": None}
+    out = world.invoke(task, flow, mode=mode, **kwargs)
+    assert out.exit_code == 2 and why in out.message
+    assert releases(world) == before and len(world.droplets) == connections
+    assert not set(world.cloud.calls[calls:]) & world.cloud.WRITES and not world.lock_held()
+
+
+def test_two_new_nodes_given_one_address_are_refused_before_connecting_or_pinning_a_key(world, swarm):
+    world.cloud.addresses = {"stackdeploy-1-3": "203.0.113.22"}    # node 2's
+    out = world.invoke("deploy", flows.deploy)
+    assert out.exit_code == 1
+    assert "stackdeploy-1-2 and stackdeploy-1-3 are both listed at 203.0.113.22" in out.message
+    assert "connect" not in out.step_names and world.droplets == []
+    known = world.tmp / "known_hosts"
+    assert "203.0.113.22" not in (known.read_text() if known.exists() else "")
+
+
+def test_verify_with_one_node_unreachable_is_partial_and_reports_the_others(world, swarm):
+    deployed(world)
+    swarm.unreachable.add("stackdeploy-1-3")
+    out = world.invoke("verify", flows.verify_only, mode="verify")
+    assert out.manifest["outcome"] == "partial" and out.exit_code == 4, out.message
+    assert any("stackdeploy-1-3" in s["what"] for s in out.manifest["skipped"])
+    assert "remote/stackdeploy-1-2/docker-ps.txt" in out.files
+    assert not any(f.startswith("remote/stackdeploy-1-3/") for f in out.files)
+    assert "remote/stackdeploy-1/swarm-services.json" in out.files
+
+
+def test_verify_names_a_node_that_is_down(world, swarm):
+    deployed(world)
+    swarm.power_off("stackdeploy-1-3")
+    out = world.invoke("verify", flows.verify_only, mode="verify")
+    assert out.exit_code not in (0, 4) and "node stackdeploy-1-3 (Down)" in out.message
+    placed = swarm.placement("stackdeploy_api")      # Swarm moved node 3's task to the others
+    assert len(placed) == 3 and "stackdeploy-1-3" not in placed
+
+
+def test_a_plan_with_three_nodes_changes_nothing(world, swarm):
+    deployed(world)
+    next_api(world, "v2")
+    state = (releases(world), world.current(), swarm.running(), len(swarm.deploys), len(swarm.nodes),
+             sorted(world.cloud.members))
+    calls = len(world.cloud.calls)
+    out = world.invoke("deploy", flows.plan, mode="full-plan")
+    assert out.exit_code == 0, out.message
+    [release] = out.manifest["details"]["plan"]["releases"]
+    assert release["host"] == "stackdeploy-1" and "api" in str(release["build"])
+    assert state == (releases(world), world.current(), swarm.running(), len(swarm.deploys), len(swarm.nodes),
+                     sorted(world.cloud.members))
+    assert not set(world.cloud.calls[calls:]) & world.cloud.WRITES and not world.lock_held()
