@@ -51,7 +51,7 @@ def test_first_run_creates_droplet_firewall_and_dns(fake, backend, spec):
     assert fw["name"] == "stack-1" and fw["droplet_ids"] == [d.id]
     assert ssh_allowed_from(backend.rules_for(d.id)) == ["198.51.100.7/32", "203.0.113.0/24"]
     web = {r["ports"]: r["sources"]["addresses"] for r in fw["inbound_rules"]}
-    assert web["80"] == web["443"] == ["0.0.0.0/0"]   # IPv6 is off: no ::/0 (README, Security)
+    assert web["80"] == web["443"] == ["0.0.0.0/0"]   # IPv6 is off: no ::/0 (docs/security.md)
     assert {r["protocol"] for r in fw["outbound_rules"]} == {"tcp", "udp", "icmp"}
 
     assert result.dns.status == "managed"

@@ -1,11 +1,87 @@
-"""The README's configuration reference stays true: every setting is documented."""
+"""The docs stay true: every setting is in the configuration reference, and every relative link
+in README.md, docs/*.md and stack/README.md points to a file (and heading) that exists."""
+from __future__ import annotations
+
+import re
 from pathlib import Path
+
+import pytest
 
 from deploy.settings import KEYS
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+REPO = Path(__file__).resolve().parents[2]
+CONFIGURATION = REPO / "docs" / "configuration.md"
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "stack" / "README.md"]
+
+# [text](target) and ![alt](target); a target ends at whitespace or ')'. Code spans and indented
+# code blocks are left out first, so shell examples such as `a](b)` are not taken for links.
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+CODE_SPAN = re.compile(r"`[^`\n]*`")
+INDENTED = re.compile(r"^(?: {4}|\t).*$", re.M)
 
 
-def test_every_setting_is_in_the_readme():
-    missing = [k.env for k in KEYS if f"`{k.env}`" not in README]
-    assert not missing, f"add these to README's configuration reference (python -m deploy.settings): {missing}"
+def missing_settings(text: str) -> list[str]:
+    return [k.env for k in KEYS if f"`{k.env}`" not in text]
+
+
+def test_every_setting_is_in_the_configuration_reference():
+    missing = missing_settings(CONFIGURATION.read_text())
+    assert not missing, f"add these to docs/configuration.md (python -m deploy.settings): {missing}"
+
+
+def test_a_setting_missing_from_the_configuration_reference_is_caught():
+    text = CONFIGURATION.read_text()
+    name = KEYS[0].env
+    assert missing_settings(text.replace(f"`{name}`", "")) == [name]
+
+
+def anchors(md: str) -> set[str]:
+    """GitHub's heading ids: lower case, punctuation other than '-' and '_' dropped, spaces -> '-'."""
+    out = set()
+    for line in FENCE.sub("", md).splitlines():
+        m = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if m:
+            out.add(re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-"))
+    return out
+
+
+def shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def broken_links(md_file: Path) -> list[str]:
+    text = INDENTED.sub("", CODE_SPAN.sub("", FENCE.sub("", md_file.read_text())))
+    broken = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I):   # http:, https:, mailto: ...
+            continue
+        path, _, fragment = target.partition("#")
+        dest = (md_file.parent / path).resolve() if path else md_file
+        if not dest.exists():
+            broken.append(f"{target} (no file {shown(dest)})")
+        elif fragment and dest.suffix == ".md" and fragment not in anchors(dest.read_text()):
+            broken.append(f"{target} (no heading #{fragment} in {shown(dest)})")
+    return broken
+
+
+@pytest.mark.parametrize("md_file", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_points_to_an_existing_file(md_file):
+    assert broken_links(md_file) == []
+
+
+def test_the_docs_have_links_to_check():
+    readme = REPO / "README.md"
+    targets = LINK.findall(readme.read_text())
+    assert "docs/configuration.md" in targets and "docs/report.png" in targets
+
+
+def test_a_broken_link_is_caught(tmp_path):
+    (tmp_path / "there.md").write_text("# A heading\n")
+    (tmp_path / "pic.png").write_bytes(b"")
+    page = tmp_path / "page.md"
+    page.write_text("[ok](there.md) [ok](there.md#a-heading) ![ok](pic.png) [web](https://example.com/x)\n"
+                    "`[code](nowhere.md)`\n\n    [indented](nowhere.md)\n\n"
+                    "[gone](missing.md) ![gone](img/missing.png) [gone](there.md#no-such-heading)\n")
+    assert [b.split(" ")[0] for b in broken_links(page)] == ["missing.md", "img/missing.png",
+                                                            "there.md#no-such-heading"]

@@ -4,8 +4,8 @@ back, and meets a release that never becomes healthy. Any non-2xx/3xx answer or 
 error is a failed request, and none is allowed; every failure is logged in probes.log with its
 route and status (benchmarks/rollout.py --repeat N prints Traefik's own lines about each).
 Before start-first cutover: 53 of 417; the last strays (a 502 on a connection the old api closed,
-read timeouts on a dial to a replaced container's address) are explained and fixed in the
-README's "Releases under traffic".
+read timeouts on a dial to a replaced container's address) are explained and fixed in
+docs/figures.md, "Releases under traffic".
 
 Runs after test_lab_deploy.py on the same lab droplet."""
 from __future__ import annotations
