@@ -124,9 +124,9 @@ def test_growing_from_two_to_three_adds_a_node_and_promotes_it_to_manager(world,
 
 
 @pytest.mark.parametrize("task,flow,mode,nodes,why", [
-    ("deploy", flows.deploy, "update", "2", "the swarm has 3 nodes but NODES is 2"),
-    ("deploy", flows.deploy, "update", "4", "the swarm should have 4 nodes but 3 exist"),
-    ("rollback", flows.rollback, "rollback", "2", "the swarm has 3 nodes but NODES is 2"),
+    ("deploy", flows.deploy, "update", "2", "the cluster has 3 nodes but NODES is 2"),
+    ("deploy", flows.deploy, "update", "4", "the cluster should have 4 nodes but 3 exist"),
+    ("rollback", flows.rollback, "rollback", "2", "the cluster has 3 nodes but NODES is 2"),
 ])
 def test_update_only_or_rollback_with_another_node_count_is_refused_before_anything_is_written(
         world, swarm, task, flow, mode, nodes, why):
