@@ -4,6 +4,7 @@ from __future__ import annotations
 from invoke import Collection, task
 
 from deploy import flows
+from deploy.settings import Flags
 from deploy.taskrun import run_task
 
 COMMON_HELP = {
@@ -12,8 +13,8 @@ COMMON_HELP = {
 }
 
 
-def _flags(no_timestamp: bool = False, skip_allowlist: bool = False, deploy_env: str | None = None) -> dict:
-    flags: dict = {}
+def _flags(no_timestamp: bool = False, skip_allowlist: bool = False, deploy_env: str | None = None) -> Flags:
+    flags: Flags = {}
     if no_timestamp:
         flags["LOGS_TIMESTAMP"] = False
     if skip_allowlist:
@@ -38,7 +39,7 @@ def deploy(c, update_only=False, plan=False, env_file=None, skip_allowlist=False
     flow = flows.plan if plan else flows.deploy
     flags = _flags(no_timestamp, skip_allowlist, deploy_env)
     if nodes is not None:
-        flags["NODES"] = nodes
+        flags["NODES"] = nodes  # text from the command line: load_settings converts and checks it
     run_task(c, "deploy", mode, flags, env_file, lambda run, s: flow(run, s, update_only=update_only))
 
 

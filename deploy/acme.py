@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -23,6 +23,20 @@ TEST_CA_RELEASE_PATH = "traefik/ca/test-ca.pem"
 TEST_CA_CONTAINER_PATH = "/etc/traefik/ca/test-ca.pem"
 _CA_SERVER_LINE = re.compile(r"^(?P<indent>\s*)caServer:\s*\S+.*$", re.MULTILINE)
 
+if TYPE_CHECKING:
+    from deploy.settings import Settings
+
+# Settings, or its string-keyed view settings.values, which deploy/wiring.py still passes.
+AcmeSource = Union["Settings", Mapping[str, Any]]
+
+
+def _choice(source: AcmeSource) -> tuple[str, bool, str | None]:
+    """(CA directory URL, marked as a test CA, test CA listener root or None)."""
+    if isinstance(source, Mapping):  # settings.values, until deploy/wiring.py passes Settings
+        url, test_ca, root = (source.get(name) for name in ("ACME_CA_SERVER", "ACME_TEST_CA", "ACME_TEST_CA_ROOT"))
+        return url or STAGING_CA_URL, bool(test_ca), root or None
+    return source.acme_ca_server or STAGING_CA_URL, source.acme_test_ca, source.acme_test_ca_root or None
+
 
 def is_le_production(url: str) -> bool:
     """Any Let's Encrypt API host that is not staging (acme-v02, acme-v01, future names)."""
@@ -34,11 +48,9 @@ def is_le_staging(url: str) -> bool:
     return url.strip().rstrip("/") == STAGING_CA_URL
 
 
-def validate(values: Mapping[str, Any]) -> None:
+def validate(settings: AcmeSource) -> None:
     """ConfigError for a CA the simulation must not use; names the setting and the fix."""
-    url = values.get("ACME_CA_SERVER") or STAGING_CA_URL
-    test_ca = bool(values.get("ACME_TEST_CA"))
-    root = values.get("ACME_TEST_CA_ROOT")
+    url, test_ca, root = _choice(settings)
     if is_le_production(url):
         raise ConfigError("ACME_CA_SERVER", "is Let's Encrypt's production directory, which this simulation "
                           "must never use (staging certificates only, FR-011)",
@@ -75,9 +87,9 @@ def _check_root(path: Path) -> None:
         raise ConfigError("ACME_TEST_CA_ROOT", f"= {path} holds no PEM certificate", fix) from None
 
 
-def test_ca_server(values: Mapping[str, Any]) -> str | None:
+def test_ca_server(settings: AcmeSource) -> str | None:
     """The test CA's directory URL when one is configured (validated), else None."""
-    url = values.get("ACME_CA_SERVER") or STAGING_CA_URL
+    url = _choice(settings)[0]
     return None if is_le_staging(url) else url
 
 
@@ -90,9 +102,9 @@ def render_static_config(text: str, ca_server: str) -> str:
     return _CA_SERVER_LINE.sub(lambda m: f"{m.group('indent')}caServer: {ca_server}  # test CA (ACME_TEST_CA)", text)
 
 
-def release_overlay(values: Mapping[str, Any], stack_dir: Path) -> dict[str, bytes]:
+def release_overlay(settings: AcmeSource, stack_dir: Path) -> dict[str, bytes]:
     """Files that replace or join the stack's in the release: nothing for Let's Encrypt staging."""
-    url = test_ca_server(values)
+    url = test_ca_server(settings)
     if url is None:
         return {}
     static = stack_dir / "traefik" / "traefik.yml"
@@ -100,13 +112,13 @@ def release_overlay(values: Mapping[str, Any], stack_dir: Path) -> dict[str, byt
         raise ConfigError("ACME_CA_SERVER", f"cannot be applied: {static} does not exist",
                           "keep the stack's traefik/traefik.yml in STACK_DIR (the test CA is written into a copy of it)")
     out = {"traefik/traefik.yml": render_static_config(static.read_text(encoding="utf-8"), url).encode()}
-    root = values.get("ACME_TEST_CA_ROOT")
+    root = _choice(settings)[2]
     if root:
         out[TEST_CA_RELEASE_PATH] = Path(str(root)).expanduser().read_bytes()
     return out
 
 
-def stack_values(values: Mapping[str, Any]) -> dict[str, str]:
+def stack_values(settings: AcmeSource) -> dict[str, str]:
     """Stack variables the CA choice sets: lego trusts the test CA's listener only when given."""
-    root = values.get("ACME_TEST_CA_ROOT") if test_ca_server(values) else None
+    root = _choice(settings)[2] if test_ca_server(settings) else None
     return {"LEGO_CA_CERTIFICATES": TEST_CA_CONTAINER_PATH if root else ""}

@@ -1,19 +1,73 @@
-"""invoke.yaml defaults + env file + environment + task flags -> one frozen, validated Settings.
+"""invoke.yaml + env file + environment + task flags -> one frozen, validated, typed Settings.
 
 Precedence, highest first: task flags, real environment variables, the env file, invoke.yaml,
 built-in defaults. Real environment variables win over the env file (python-dotenv's
 ``override=False`` convention), so a CI secret store can override a checked-out file.
-Every key is declared once in KEYS: the README's configuration reference lists the same table.
+
+One declaration per setting
+---------------------------
+Every setting is one typed field of ``Settings`` below, declared with ``setting(...)``: its
+type (the annotation), its built-in default, its help text, whether it is secret, its aliases,
+where invoke.yaml may override it, and its validation (a check returning the problem, and the
+fix to print). Everything else is derived from those fields:
+
+* ``KEYS`` (the old table, still imported by taskrun and tests) and the string-keyed
+  ``settings["NODES"]`` view, kept until deploy/flows.py, swarm_flow.py and wiring.py read
+  attributes;
+* parsing and validation in ``load_settings``;
+* the configuration table (``python -m deploy.settings``) and the root .env.example
+  (``python -m deploy.settings --env-example``); tests/core/test_docs.py and
+  tests/core/test_env_example.py fail when the committed copies drift.
+
+The defaults live here only: invoke.yaml holds the operator's overrides, so a value whose
+source is ``default`` was not set by anyone (``settings.is_set("NODES")``) and the two cannot
+disagree (tests/core/test_settings.py refuses an invoke.yaml key that is not declared or that
+repeats its default).
+
+Attributes are declared dataclass fields, so ``settings.nodes`` is an ``int`` to mypy and
+``settings.nodez`` is an error there (and an AttributeError at run time); no ``__getattr__``.
+
+Why not pydantic-settings
+-------------------------
+It was considered (it is the usual answer, and it is installed here as a test-only
+dependency of openapi-core). It would have replaced the declaration syntax and little else,
+and every requirement this module has would have needed an override of it:
+
+* Env file: pydantic-settings calls ``dotenv_values(path)`` with interpolation on and lets
+  python-dotenv's "could not parse" warnings go to logging. Ours reads with
+  ``interpolate=False`` (bcrypt lines and passwords hold ``$``) and turns an unparseable line
+  into a ConfigError naming file:line but never the content. We would replace its dotenv
+  source, i.e. the part that is "already integrated".
+* Precedence and empty values: an empty value in the env file or environment means "unset"
+  here, aliases count at each level, and invoke.yaml is a nested section addressed by dotted
+  paths. That is five custom sources (flags, environment, env file, yaml, defaults), which is
+  the loop below.
+* ``Settings.sources`` (where each value came from, used by ``is_set`` and the run's
+  settings.json) has no counterpart: pydantic-settings merges its sources and forgets which
+  one won.
+* Secrets: ours are ``deploy.redact.Secret`` objects registered with the redaction registry
+  *before* any validation can print; pydantic's ``ValidationError`` text carries the input
+  value, so every error would have to be caught and rewritten into a ConfigError naming the
+  setting and the fix anyway, and SecretStr would have to be converted at the boundary.
+* Lists: pydantic-settings decodes list fields from the environment as JSON unless each is
+  marked ``NoDecode``; ours are comma-separated.
+* Dependency: pydantic and its compiled core would become runtime dependencies of the
+  deployer (today: invoke, fabric, python-dotenv, PyYAML, ...) for 48 flat scalar settings.
+
+What the issue wanted from it (one typed declaration, attribute access, validation next to
+the field, generated docs) is what the dataclass below gives, in about the same lines.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import os
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypedDict
 
 from dotenv import dotenv_values
 
@@ -21,124 +75,247 @@ from deploy import acme, resolvers
 from deploy.errors import ConfigError
 from deploy.redact import (DISTINCTIVE_ONE_CLASS_LENGTH, MIN_SECRET_VALUE_LENGTH, REGISTRY, Secret,
                            SecretRegistry, char_classes, is_distinctive, is_secret_name)
+from deploy.tls import STAGING_CA_URL
 
 DEPLOY_ENVS = ("production", "staging", "development")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
 _PLACEHOLDER = re.compile(r"(?i)change[-_ ]?me|replace[-_ ]?me|^<.*>$|^x{4,}$")
+_REGISTRY_NAME = re.compile(r"^[a-z0-9-]{1,63}$")
+
+Check = Callable[[Any], "str | None"]
 
 
 @dataclass(frozen=True)
 class Key:
-    """One setting: its environment name, where invoke.yaml keeps its default, and its type."""
+    """One setting as derived from its field of Settings (see ``setting``)."""
 
     env: str
     path: str | None
-    kind: str  # str | int | float | bool | list
+    kind: str  # str | int | float | bool | list | path | secret
     doc: str
     secret: bool = False
     aliases: tuple[str, ...] = ()
     default: Any = None
+    attr: str = ""
+    check: Check | None = None
+    fix: str = ""
+    example: str | None = None
+    base_relative: bool = False
 
 
-KEYS: tuple[Key, ...] = (
-    Key("DIGITALOCEAN_TOKEN", None, "str", "DigitalOcean API token (read+write). Required for deploy and provision.",
-        secret=True, aliases=("DIGITALOCEAN_ACCESS_TOKEN",)),
-    Key("DIGITALOCEAN_END_POINT", None, "str", "API endpoint, ending in /v2/ (python-digitalocean's own variable); the lab sets it."),
-    Key("DOMAIN", None, "str", "Public host name of the stack, e.g. app.example.com. Required."),
-    Key("DEPLOY_ENV", "deploy_env", "str", "production, staging or development; the admin router exists only outside production."),
-    Key("PROJECT_NAME", "project", "str", "Compose project name and /opt/<project> on the droplet."),
-    Key("SUBDOMAINS", "subdomains", "list", "Comma-separated subdomains given A records beside the apex."),
-    Key("DROPLET_NAME", "droplet.name", "str", "Droplet to find or create."),
-    Key("DROPLET_REGION", "droplet.region", "str", "Region slug for a new droplet."),
-    Key("DROPLET_SIZE", "droplet.size", "str", "Size slug for a new droplet."),
-    Key("DROPLET_IMAGE", "droplet.image", "str", "Image slug for a new droplet (an Ubuntu LTS)."),
-    Key("DROPLET_TAGS", "droplet.tags", "list", "Comma-separated tags put on the droplet and used to find it."),
-    Key("NODES", "droplet.nodes", "int", "Droplets the stack runs on: 1 is one droplet with Docker Compose; more form a Docker Swarm (same tag, same VPC), images through the container registry (same as --nodes). Unset: as many as the cluster has (1 for a new stack); another number is a scale request, which only a full deploy carries out."),
-    Key("REGISTRY_NAME", "registry.name", "str", "DigitalOcean Container Registry the swarm's images go through (NODES > 1); created if the account has none (one per account)."),
-    Key("DROPLET_IP", None, "str", "Skip IP discovery and use this address (verify without API access)."),
-    Key("DEPLOY_USER", "ssh.user", "str", "SSH user on the droplet (created by cloud-init, in the docker group)."),
-    Key("SSH_KEY_PATH", "ssh.key_path", "str", "Private key for SSH; its .pub is registered with DigitalOcean."),
-    Key("SSH_PORT", "ssh.port", "int", "SSH port on the droplet."),
-    Key("SSH_KNOWN_HOSTS", "ssh.known_hosts", "str", "Where droplet host keys are pinned before the first contact (no trust on first use)."),
-    Key("SSH_CONNECT_TIMEOUT", "ssh.connect_timeout", "float", "Seconds to wait for an SSH connection."),
-    Key("SSH_RETRIES", "ssh.retries", "int", "Connection attempts before SSH is declared unreachable."),
-    Key("DO_REQUEST_TIMEOUT", "cloud.request_timeout", "float", "Seconds per DigitalOcean API request."),
-    Key("DO_ACTIVE_TIMEOUT", "cloud.active_timeout", "float", "Seconds to wait for a new droplet to become active."),
-    Key("DO_SSH_WAIT_TIMEOUT", "cloud.ssh_wait_timeout", "float", "Seconds to wait for SSH on a new droplet."),
-    Key("DO_MAX_RETRIES", "cloud.max_retries", "int", "Attempts for transient API errors (429, 5xx, timeouts)."),
-    Key("SKIP_ALLOWLIST", "allowlist.skip", "bool", "Do not touch the Cloud Firewall (same as --skip-allowlist)."),
-    Key("OPERATOR_IP_URL", "allowlist.operator_ip_url", "str", "URL answering with the operator's public IP, for the SSH allowlist."),
-    Key("OPERATOR_IP_TIMEOUT", "allowlist.operator_ip_timeout", "float", "Seconds to wait for OPERATOR_IP_URL."),
-    Key("ALLOWLIST_EXTRA_CIDRS", "allowlist.extra_ssh_cidrs", "list", "More CIDRs allowed to reach SSH."),
-    Key("ALLOWLIST_TTL", "allowlist.ttl", "float", "Seconds an operator's address stays allowed to reach SSH after their last provision (concurrent deploys keep each other's access)."),
-    Key("REMOTE_BASE_DIR", "remote.base_dir", "str", "Release root on the droplet (default /opt/<project>)."),
-    Key("RELEASES_KEEP", "remote.releases_keep", "int", "Releases kept on the droplet."),
-    Key("CLOUD_INIT_TIMEOUT", "remote.cloud_init_timeout", "float", "Seconds a full deploy waits for cloud-init to finish setting up the droplet (Docker install)."),
-    Key("HEALTH_TIMEOUT", "remote.health_timeout", "float", "Seconds for every service to become healthy."),
-    Key("LOCK_WAIT", "remote.lock_wait", "float", "Seconds to wait for another deploy's lock before failing."),
-    Key("LOCK_TTL", "remote.lock_ttl", "float", "Seconds after which another machine's deploy lock counts as stale for `inv lock.release --if-stale` (longer than any deploy)."),
-    Key("MIN_FREE_MB", "remote.min_free_mb", "int", "Free MB the droplet needs under the release root before a push (on a droplet Docker's images share that disk); 0 turns the check off."),
-    Key("CHECK_SAMPLES", "checks.samples", "int", "Latency samples per public route."),
-    Key("CHECK_TIMEOUT", "checks.timeout", "float", "Seconds per check request."),
-    Key("CHECK_P95_BUDGET", "checks.p95_budget", "float", "p95 latency budget in seconds (NFR-007)."),
-    Key("CHECK_RATE_LIMIT", "checks.rate_limit_burst", "bool", "Run the rate-limit burst check (NFR-002)."),
-    Key("CHECK_CERT_WAIT", "checks.cert_wait", "float", "Seconds the TLS check waits while Traefik still serves its default certificate (ACME issuing right after a Traefik start)."),
-    Key("DNS_RESOLVER", "checks.dns_resolver", "list", "Name servers the DNS check asks (IPs or host names, optional :port); `system` uses this machine's resolver. The default, DigitalOcean's authoritative servers, sees a wrong record before caches expire."),
-    Key("ACME_CA_SERVER", "acme.ca_server", "str", "ACME directory Traefik gets certificates from. Let's Encrypt staging by default; production is refused; any other CA needs ACME_TEST_CA."),
-    Key("ACME_TEST_CA", "acme.test_ca", "bool", "Marks ACME_CA_SERVER as a test CA (e.g. Pebble); required for any CA but Let's Encrypt staging."),
-    Key("ACME_TEST_CA_ROOT", "acme.test_ca_root", "str", "PEM file of the CA that signs the test CA's HTTPS listener; shipped to Traefik (LEGO_CA_CERTIFICATES)."),
-    Key("LOGS_DIR", "logs.dir", "str", "Where run folders are written."),
-    Key("LOGS_TIMESTAMP", "logs.timestamp", "bool", "One new timestamped folder per run; false reuses local_run_logs/latest."),
-    Key("STACK_DIR", "stack.dir", "str", "The stack shipped to the droplet."),
-)
-KEYS_BY_ENV = {k.env: k for k in KEYS}
-_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False, "": False}
+def setting(default: Any, doc: str, *, path: str | None = None, secret: bool = False,
+            aliases: tuple[str, ...] = (), check: Check | None = None, fix: str = "",
+            example: str | None = None, base_relative: bool = False) -> Any:
+    """Declare one setting (a field of Settings; its env name is the field name upper-cased).
+
+    ``path``: where invoke.yaml's ``deploy:`` section may override it. ``check``: returns the
+    problem (or None) for a converted value that is not None; ``fix`` says how to correct it.
+    ``example``: put uncommented into .env.example with this value (an essential setting).
+    ``base_relative``: a relative path is taken from the project directory.
+    """
+    meta = {"doc": doc, "path": path, "secret": secret, "aliases": aliases, "check": check, "fix": fix,
+            "example": example, "base_relative": base_relative}
+    return field(default=default, metadata={"setting": meta})
+
+
+def _ip_problem(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"is {value!r}, which is not an IP address"
+    return None
+
+
+def _resolvers_problem(value: tuple[str, ...]) -> str | None:
+    resolvers.parse(value)  # raises its own ConfigError, naming the bad entry
+    return None
+
+
+def _at_least(low: float, why: str = "") -> Check:
+    return lambda v: None if v >= low else f"must be at least {low:g}{why}"
+
+
+def _between(low: float, high: float, what: str) -> Check:
+    return lambda v: None if low <= v <= high else f"must be {low:g} to {high:g}{what}"
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a run needs. Secrets are Secret objects; repr never shows them."""
+    """Everything a run needs, typed. Secrets are Secret objects; repr never shows them.
 
-    values: Mapping[str, Any]
-    stack_env: Mapping[str, str | Secret]
-    secret_keys: frozenset[str]
-    env_file: Path | None
-    sources: Mapping[str, str] = field(repr=False)
+    The declared fields come first, in the order of the configuration table; the last five
+    fields are what load_settings adds (the stack's env file, where each value came from, ...).
+    """
+
+    digitalocean_token: Secret | None = setting(
+        None, "DigitalOcean API token (read+write). Required for deploy and provision.",
+        secret=True, aliases=("DIGITALOCEAN_ACCESS_TOKEN",), example="")
+    digitalocean_end_point: str | None = setting(
+        None, "API endpoint, ending in /v2/ (python-digitalocean's own variable); the lab sets it.",
+        check=lambda v: None if re.match(r"^https?://", v) and v.endswith("/v2/") else "must be an http(s) URL ending in /v2/",
+        fix="unset it for the real API, or use e.g. http://127.0.0.1:8765/v2/ (inv lab.env prints it)")
+    domain: str | None = setting(
+        None, "Public host name of the stack, e.g. app.example.com. Required.",
+        check=lambda v: None if _HOSTNAME.match(v) else "is not a valid host name (lower case, dots, no scheme or path)",
+        fix="set DOMAIN to the bare host name, e.g. DOMAIN=app.example.com", example="app.example.com")
+    deploy_env: str = setting(
+        "production", "production, staging or development; the admin router exists only outside production.",
+        path="deploy_env", check=lambda v: None if v in DEPLOY_ENVS else f"must be one of {', '.join(DEPLOY_ENVS)}",
+        fix="set DEPLOY_ENV=production (default), staging or development", example="production")
+    project_name: str = setting(
+        "stackdeploy", "Compose project name and /opt/<project> on the droplet.", path="project")
+    subdomains: tuple[str, ...] = setting(
+        ("flower", "admin"), "Comma-separated subdomains given A records beside the apex.", path="subdomains")
+    droplet_name: str = setting("stackdeploy-1", "Droplet to find or create.", path="droplet.name")
+    droplet_region: str = setting("fra1", "Region slug for a new droplet.", path="droplet.region")
+    droplet_size: str = setting("s-2vcpu-4gb", "Size slug for a new droplet.", path="droplet.size")
+    droplet_image: str = setting(
+        "ubuntu-24-04-x64", "Image slug for a new droplet (an Ubuntu LTS).", path="droplet.image")
+    droplet_tags: tuple[str, ...] = setting(
+        ("stackdeploy",), "Comma-separated tags put on the droplet and used to find it.", path="droplet.tags")
+    nodes: int | None = setting(
+        None, "Droplets the stack runs on: 1 is one droplet with Docker Compose; more form a Docker Swarm "
+              "(same tag, same VPC), images through the container registry (same as `--nodes`). Unset: as many "
+              "as the cluster has (1 for a new stack); another number is a scale request, which only a full "
+              "deploy carries out.",
+        path="droplet.nodes", check=_between(1, 25, " (a DigitalOcean account's default droplet limit)"),
+        fix="set NODES=1 for one droplet, or 3 for a swarm that survives the loss of a node")
+    registry_name: str = setting(
+        "stackdeploy", "DigitalOcean Container Registry the swarm's images go through (NODES > 1); "
+                       "created if the account has none (one per account).",
+        path="registry.name",
+        check=lambda v: None if _REGISTRY_NAME.match(v) else "must be 1 to 63 lower-case letters, digits or dashes",
+        fix="set REGISTRY_NAME to your registry's name, e.g. REGISTRY_NAME=acme")
+    droplet_ip: str | None = setting(
+        None, "Skip IP discovery and use this address (verify without API access).", check=_ip_problem,
+        fix="set DROPLET_IP to the droplet's public IPv4 (e.g. 203.0.113.10), or unset it to find the droplet by name")
+    deploy_user: str = setting(
+        "deploy", "SSH user on the droplet (created by cloud-init, in the docker group).", path="ssh.user")
+    ssh_key_path: Path = setting(
+        Path("~/.ssh/id_ed25519"), "Private key for SSH; its .pub is registered with DigitalOcean.",
+        path="ssh.key_path", example="~/.ssh/id_ed25519")
+    ssh_port: int = setting(
+        22, "SSH port on the droplet.", path="ssh.port",
+        check=lambda v: None if 0 < v < 65536 else "must be a port number", fix="set SSH_PORT to 22 or the droplet's SSH port")
+    ssh_known_hosts: Path = setting(
+        Path("~/.config/stackdeploy/known_hosts"),
+        "Where droplet host keys are pinned before the first contact (no trust on first use).", path="ssh.known_hosts")
+    ssh_connect_timeout: float = setting(10, "Seconds to wait for an SSH connection.", path="ssh.connect_timeout")
+    ssh_retries: int = setting(3, "Connection attempts before SSH is declared unreachable.", path="ssh.retries")
+    do_request_timeout: float = setting(15, "Seconds per DigitalOcean API request.", path="cloud.request_timeout")
+    do_active_timeout: float = setting(
+        300, "Seconds to wait for a new droplet to become active.", path="cloud.active_timeout")
+    do_ssh_wait_timeout: float = setting(
+        300, "Seconds to wait for SSH on a new droplet.", path="cloud.ssh_wait_timeout")
+    do_max_retries: int = setting(
+        5, "Attempts for transient API errors (429, 5xx, timeouts).", path="cloud.max_retries")
+    skip_allowlist: bool = setting(
+        False, "Do not touch the Cloud Firewall (same as --skip-allowlist).", path="allowlist.skip")
+    operator_ip_url: str = setting(
+        "https://api.ipify.org", "URL answering with the operator's public IP, for the SSH allowlist.",
+        path="allowlist.operator_ip_url")
+    operator_ip_timeout: float = setting(
+        5, "Seconds to wait for OPERATOR_IP_URL.", path="allowlist.operator_ip_timeout")
+    allowlist_extra_cidrs: tuple[str, ...] = setting(
+        (), "More CIDRs allowed to reach SSH.", path="allowlist.extra_ssh_cidrs")
+    allowlist_ttl: float = setting(
+        10800, "Seconds an operator's address stays allowed to reach SSH after their last provision "
+               "(concurrent deploys keep each other's access).",
+        path="allowlist.ttl", check=_at_least(600, " seconds (longer than a deploy)"),
+        fix="set ALLOWLIST_TTL=10800 (three hours)")
+    remote_base_dir: str = setting(
+        "", "Release root on the droplet (default /opt/<project>).", path="remote.base_dir")
+    releases_keep: int = setting(
+        5, "Releases kept on the droplet.", path="remote.releases_keep",
+        check=_at_least(2, " (the current release and one to roll back to)"), fix="set RELEASES_KEEP=5")
+    cloud_init_timeout: float = setting(
+        900, "Seconds a full deploy waits for cloud-init to finish setting up the droplet (Docker install).",
+        path="remote.cloud_init_timeout")
+    health_timeout: float = setting(
+        600, "Seconds for every service to become healthy.", path="remote.health_timeout")
+    lock_wait: float = setting(
+        0, "Seconds to wait for another deploy's lock before failing.", path="remote.lock_wait")
+    lock_ttl: float = setting(
+        10800, "Seconds after which another machine's deploy lock counts as stale for "
+               "`inv lock.release --if-stale` (longer than any deploy).",
+        path="remote.lock_ttl", check=_at_least(600, " seconds (a deploy must never outlive it)"),
+        fix="set LOCK_TTL=10800 (three hours), longer than your slowest deploy")
+    min_free_mb: int = setting(
+        1024, "Free MB the droplet needs under the release root before a push (on a droplet Docker's "
+              "images share that disk); 0 turns the check off.",
+        path="remote.min_free_mb", check=lambda v: None if v >= 0 else "must be 0 or more",
+        fix="set MIN_FREE_MB=1024 (0 turns the check off)")
+    check_samples: int = setting(
+        5, "Latency samples per public route.", path="checks.samples", check=_at_least(1),
+        fix="set CHECK_SAMPLES=5")
+    check_timeout: float = setting(10, "Seconds per check request.", path="checks.timeout")
+    check_p95_budget: float = setting(5.0, "p95 latency budget in seconds (NFR-007).", path="checks.p95_budget")
+    check_rate_limit: bool = setting(
+        True, "Run the rate-limit burst check (NFR-002).", path="checks.rate_limit_burst")
+    check_cert_wait: float = setting(
+        60, "Seconds the TLS check waits while Traefik still serves its default certificate "
+            "(ACME issuing right after a Traefik start).",
+        path="checks.cert_wait", check=_between(0, 600, " seconds"), fix="set CHECK_CERT_WAIT=60 (0 turns the wait off)")
+    dns_resolver: tuple[str, ...] = setting(
+        ("ns1.digitalocean.com", "ns2.digitalocean.com", "ns3.digitalocean.com"),
+        "Name servers the DNS check asks (IPs or host names, optional :port); `system` uses this "
+        "machine's resolver. The default, DigitalOcean's authoritative servers, sees a wrong record "
+        "before caches expire.", path="checks.dns_resolver", check=_resolvers_problem)
+    acme_ca_server: str = setting(
+        STAGING_CA_URL, "ACME directory Traefik gets certificates from. Let's Encrypt staging by default; "
+                        "production is refused; any other CA needs ACME_TEST_CA.", path="acme.ca_server")
+    acme_test_ca: bool = setting(
+        False, "Marks ACME_CA_SERVER as a test CA (e.g. Pebble); required for any CA but Let's Encrypt staging.",
+        path="acme.test_ca")
+    acme_test_ca_root: str = setting(
+        "", "PEM file of the CA that signs the test CA's HTTPS listener; shipped to Traefik (LEGO_CA_CERTIFICATES).",
+        path="acme.test_ca_root")
+    logs_dir: Path = setting(
+        Path("local_run_logs"), "Where run folders are written.", path="logs.dir", base_relative=True)
+    logs_timestamp: bool = setting(
+        True, "One new timestamped folder per run; false reuses local_run_logs/latest.", path="logs.timestamp")
+    stack_dir: Path = setting(
+        Path("stack"), "The stack shipped to the droplet.", path="stack.dir", base_relative=True)
+
+    # --- not settings: what load_settings adds --------------------------------------------
+    stack_env: Mapping[str, str | Secret] = field(default_factory=dict)
+    secret_keys: frozenset[str] = frozenset()
+    env_file: Path | None = None
+    sources: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # The string-keyed view (settings["NODES"]): values as converted, paths as strings.
+    values: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __getitem__(self, env_name: str) -> Any:
+        """settings["NODES"]: kept until every caller reads attributes (settings.nodes)."""
         return self.values[env_name]
+
+    def source(self, env_name: str) -> str:
+        """Where the value came from: flag, environment (NAME), env file (NAME), invoke.yaml or default."""
+        _key(env_name)
+        return self.sources.get(env_name, "default")
+
+    def is_set(self, env_name: str) -> bool:
+        """True when the operator set the setting (task flag, environment, env file or invoke.yaml),
+        False when it is the built-in default. ``settings.is_set("NODES")``."""
+        return self.source(env_name) != "default"
 
     @property
     def token(self) -> Secret | None:
-        return self.values.get("DIGITALOCEAN_TOKEN")
+        return self.digitalocean_token
 
     @property
     def project(self) -> str:
-        return self.values["PROJECT_NAME"]
+        return self.project_name
 
     @property
     def remote_base(self) -> str:
-        return self.values["REMOTE_BASE_DIR"] or f"/opt/{self.project}"
-
-    @property
-    def ssh_key_path(self) -> Path:
-        return Path(os.path.expanduser(self.values["SSH_KEY_PATH"]))
+        return self.remote_base_dir or f"/opt/{self.project}"
 
     @property
     def known_hosts_path(self) -> Path:
-        return Path(os.path.expanduser(self.values["SSH_KNOWN_HOSTS"]))
-
-    @property
-    def stack_dir(self) -> Path:
-        return Path(self.values["STACK_DIR"])
-
-    @property
-    def logs_dir(self) -> Path:
-        return Path(self.values["LOGS_DIR"])
-
-    @property
-    def logs_timestamp(self) -> bool:
-        return bool(self.values["LOGS_TIMESTAMP"])
+        return self.ssh_known_hosts
 
     def snapshot(self) -> dict[str, Any]:
         """The effective settings with their source; secrets masked by type, not by guess."""
@@ -160,10 +337,44 @@ class Settings:
         """Fail with a ConfigError naming the first missing setting and how to set it."""
         for name in names:
             if not self.values.get(name):
-                key = KEYS_BY_ENV[name]
+                key = _key(name)
                 also = f" (or {', '.join(key.aliases)})" if key.aliases else ""
                 where = f"in {self.env_file}" if self.env_file else "in the env file (--env-file)"
                 raise ConfigError(name, "is not set", f"set {name}{also} {where} or in the environment. {key.doc}")
+
+
+# The annotation of a declared field -> how a raw value (env text, yaml value, flag) is converted.
+_KINDS = {"str": "str", "str | None": "str", "int": "int", "int | None": "int", "float": "float", "bool": "bool",
+          "tuple[str, ...]": "list", "Path": "path", "Secret | None": "secret"}
+
+
+def _declared(f: dataclasses.Field) -> Key:
+    meta = f.metadata["setting"]
+    if f.type not in _KINDS:
+        raise TypeError(f"Settings.{f.name}: no conversion for the type {f.type!r}; known: {', '.join(_KINDS)}")
+    return Key(env=f.name.upper(), kind=_KINDS[str(f.type)], default=f.default, attr=f.name, **meta)
+
+
+KEYS: tuple[Key, ...] = tuple(_declared(f) for f in dataclasses.fields(Settings) if "setting" in f.metadata)
+KEYS_BY_ENV = {k.env: k for k in KEYS}
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False, "": False}
+
+
+def _key(env_name: str) -> Key:
+    try:
+        return KEYS_BY_ENV[env_name]
+    except KeyError:
+        raise KeyError(f"{env_name!r} is not a setting (declared in deploy/settings.py: {', '.join(KEYS_BY_ENV)})") from None
+
+
+class Flags(TypedDict, total=False):
+    """Task flags (tasks.py), keyed by setting name: mypy refuses a misspelt key. They win over
+    every other source; load_settings refuses a name that is not a setting."""
+
+    NODES: int
+    DEPLOY_ENV: str
+    SKIP_ALLOWLIST: bool
+    LOGS_TIMESTAMP: bool
 
 
 def _quote_env_value(value: str) -> str:
@@ -229,7 +440,7 @@ def _convert(key: Key, raw: Any, source: str) -> Any:
     except (KeyError, ValueError):
         expected = {"bool": "true or false", "int": "a whole number", "float": "a number"}[key.kind]
         raise ConfigError(key.env, f"from {source} is not {expected}", f"set {key.env} to {expected}") from None
-    return str(raw)
+    return str(raw)  # str, path (a string until load_settings makes the Path) and secret
 
 
 def parse_stack_example(path: Path) -> dict[str, str]:
@@ -247,7 +458,8 @@ def load_settings(
     registry: SecretRegistry | None = None,
     base_dir: Path | None = None,
 ) -> Settings:
-    """Build Settings. ``config`` is the ``deploy`` section of invoke.yaml; ``flags`` uses env names.
+    """Build Settings. ``config`` is the ``deploy`` section of invoke.yaml; ``flags`` uses
+    setting names (see ``Flags``).
 
     Every secret value seen (from any source) is registered with the redactor before anything
     can be logged, including values of stack keys.
@@ -256,6 +468,9 @@ def load_settings(
     environ = dict(os.environ if environ is None else environ)
     flags = dict(flags or {})
     base = base_dir or Path.cwd()
+    unknown = sorted(set(flags) - set(KEYS_BY_ENV))
+    if unknown:
+        raise ValueError(f"task flags name no setting: {', '.join(unknown)} (see deploy.settings.Flags)")
 
     explicit_file = env_file is not None
     env_path = Path(env_file) if env_file is not None else base / ".env"
@@ -275,10 +490,10 @@ def load_settings(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key in KEYS:
-        raw, source = None, "default"
-        default = _lookup(config, key.path) if key.path else key.default
-        if default is not None:
-            raw, source = default, "invoke.yaml"
+        raw, source = key.default, "default"
+        overridden = _lookup(config, key.path) if key.path else None
+        if overridden is not None:
+            raw, source = overridden, "invoke.yaml"
         for name in (key.env, *key.aliases):
             if name in file_values and file_values[name] != "":
                 raw, source = file_values[name], f"env file ({name})"
@@ -294,17 +509,21 @@ def load_settings(
             value = Secret(value)
             registry.add_name(key.env)
             registry.add_value(value)
+        if key.base_relative and value is not None and not Path(value).is_absolute():
+            value = str(base / value)
         values[key.env] = value
         sources[key.env] = source
 
-    _validate(values)
+    for key in KEYS:
+        value = values[key.env]
+        problem = key.check(value) if key.check is not None and value is not None else None
+        if problem:
+            raise ConfigError(key.env, problem, key.fix)
+    typed: dict[str, Any] = {k.attr: (Path(os.path.expanduser(values[k.env])) if k.kind == "path" else values[k.env]) for k in KEYS}
+    settings = Settings(**typed, sources=sources, values=values)
+    acme.validate(settings)  # the checks that involve several settings
 
-    logs_dir = Path(values["LOGS_DIR"] or "local_run_logs")
-    values["LOGS_DIR"] = str(logs_dir if logs_dir.is_absolute() else base / logs_dir)
-    stack_dir = Path(values["STACK_DIR"] or "stack")
-    if not stack_dir.is_absolute():
-        stack_dir = base / stack_dir
-        values["STACK_DIR"] = str(stack_dir)
+    stack_dir = settings.stack_dir
     example = parse_stack_example(stack_dir / ".env.example")
     stack_env: dict[str, str | Secret] = {}
     secret_keys = {k.env for k in KEYS if k.secret}
@@ -325,7 +544,7 @@ def load_settings(
             stack_env[name] = Secret(raw_value)
         else:
             stack_env[name] = raw_value
-    stack_env.update({k: v for k, v in acme.stack_values(values).items() if k in example})
+    stack_env.update({k: v for k, v in acme.stack_values(settings).items() if k in example})
 
     where = f"{env_path if env_path.is_file() else 'the env file (--env-file)'} or in the environment"
     for name, value in [(k.env, values[k.env]) for k in KEYS if k.secret] + list(stack_env.items()):
@@ -333,8 +552,8 @@ def load_settings(
             _refuse_weak_secret(name, value.reveal(), example.get(name, ""), where)
     _check_app_role(stack_env, where)
 
-    return Settings(values=values, stack_env=stack_env, secret_keys=frozenset(secret_keys),
-                    env_file=env_path if env_path.is_file() else None, sources=sources)
+    return dataclasses.replace(settings, stack_env=stack_env, secret_keys=frozenset(secret_keys),
+                               env_file=env_path if env_path.is_file() else None)
 
 
 # Stack secrets that must be long random values, and their minimum length.
@@ -442,72 +661,86 @@ def require_stack_keys(settings: Settings) -> None:
                           f"set {', '.join(missing)} in {settings.env_file or 'the env file'}")
 
 
-_CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "DEPLOY_ENV": lambda v: None if v in DEPLOY_ENVS else f"must be one of {', '.join(DEPLOY_ENVS)}",
-    "DOMAIN": lambda v: None if v is None or _HOSTNAME.match(v) else "is not a valid host name (lower case, dots, no scheme or path)",
-    "DIGITALOCEAN_END_POINT": lambda v: None if v is None or (re.match(r"^https?://", v) and v.endswith("/v2/")) else "must be an http(s) URL ending in /v2/",
-    "SSH_PORT": lambda v: None if 0 < v < 65536 else "must be a port number",
-    "RELEASES_KEEP": lambda v: None if v >= 2 else "must be at least 2 (the current release and one to roll back to)",
-    "CHECK_SAMPLES": lambda v: None if v >= 1 else "must be at least 1",
-    "NODES": lambda v: None if 1 <= v <= 25 else "must be 1 to 25 (a DigitalOcean account's default droplet limit)",
-    "REGISTRY_NAME": lambda v: None if v and re.match(r"^[a-z0-9-]{1,63}$", v) else "must be 1 to 63 lower-case letters, digits or dashes",
-    "CHECK_CERT_WAIT": lambda v: None if 0 <= v <= 600 else "must be 0 to 600 seconds",
-    "MIN_FREE_MB": lambda v: None if v >= 0 else "must be 0 or more",
-    "ALLOWLIST_TTL": lambda v: None if v >= 600 else "must be at least 600 seconds (longer than a deploy)",
-    "LOCK_TTL": lambda v: None if v >= 600 else "must be at least 600 seconds (a deploy must never outlive it)",
-    "DROPLET_IP": lambda v: None if not v or _is_ip(v) else f"is {v!r}, which is not an IP address",
-}
-_FIXES = {
-    "DEPLOY_ENV": "set DEPLOY_ENV=production (default), staging or development",
-    "DOMAIN": "set DOMAIN to the bare host name, e.g. DOMAIN=app.example.com",
-    "DIGITALOCEAN_END_POINT": "unset it for the real API, or use e.g. http://127.0.0.1:8765/v2/ (inv lab.env prints it)",
-    "SSH_PORT": "set SSH_PORT to 22 or the droplet's SSH port",
-    "RELEASES_KEEP": "set RELEASES_KEEP=5",
-    "CHECK_SAMPLES": "set CHECK_SAMPLES=5",
-    "NODES": "set NODES=1 for one droplet, or 3 for a swarm that survives the loss of a node",
-    "REGISTRY_NAME": "set REGISTRY_NAME to your registry's name, e.g. REGISTRY_NAME=acme",
-    "CHECK_CERT_WAIT": "set CHECK_CERT_WAIT=60 (0 turns the wait off)",
-    "MIN_FREE_MB": "set MIN_FREE_MB=1024 (0 turns the check off)",
-    "ALLOWLIST_TTL": "set ALLOWLIST_TTL=10800 (three hours)",
-    "LOCK_TTL": "set LOCK_TTL=10800 (three hours), longer than your slowest deploy",
-    "DROPLET_IP": "set DROPLET_IP to the droplet's public IPv4 (e.g. 203.0.113.10), or unset it to find the droplet by name",
-}
+def _default_text(key: Key) -> str:
+    """A default as an operator writes it (lists comma-separated); None as empty."""
+    if key.default is None:
+        return ""
+    if isinstance(key.default, bool):
+        return "true" if key.default else "false"
+    return ",".join(key.default) if isinstance(key.default, tuple) else str(key.default)
 
 
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _validate(values: Mapping[str, Any]) -> None:
-    for name, check in _CHECKS.items():
-        value = values.get(name)
-        if value is None and name not in ("DOMAIN", "DIGITALOCEAN_END_POINT"):
-            continue
-        problem = check(value)
-        if problem:
-            raise ConfigError(name, problem, _FIXES[name])
-    acme.validate(values)
-    resolvers.parse(values.get("DNS_RESOLVER") or ())
-
-
-def reference_markdown(config: Mapping[str, Any]) -> str:
-    """The configuration reference table for the README (python -m deploy.settings)."""
+def reference_markdown() -> str:
+    """The configuration table of the docs (python -m deploy.settings), from the declarations."""
     rows = ["| key | default (invoke.yaml key) | secret | meaning |", "|---|---|---|---|"]
     for k in KEYS:
         names = " / ".join(f"`{n}`" for n in (k.env, *k.aliases))
-        default = _lookup(config, k.path) if k.path else None
-        shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        where = f"`{shown}` (deploy.{k.path})" if k.path else "-"
+        shown = str(k.default) if isinstance(k.default, bool) else _default_text(k)
+        where = (f"`{shown}`" if k.default is not None else "unset") + f" (deploy.{k.path})" if k.path else "-"
         rows.append(f"| {names} | {where} | {'yes' if k.secret else 'no'} | {k.doc} |")
-    return "\n".join(rows)
+    return "\n".join(rows) + "\n"
+
+
+ENV_EXAMPLE_HEADER = """\
+# Generated by `python -m deploy.settings --env-example` from the declarations in
+# deploy/settings.py and from stack/.env.example: change those, then regenerate this file
+# (tests/core/test_env_example.py fails when it drifts).
+# Copy to .env and fill in. .env is ignored by git; never commit it.
+# Real environment variables win over this file; task flags win over both.
+# A commented line shows the built-in default; invoke.yaml's deploy: section may override it too.
+"""
+
+
+def env_example(stack_example: Path) -> str:
+    """The root .env.example: every setting (essential ones uncommented), then the stack's keys
+    from stack/.env.example with their comments, secret values left empty."""
+    out = [ENV_EXAMPLE_HEADER, "# --- the deployer " + "-" * 80]
+    for k in KEYS:
+        doc = k.doc + (f" Also read as {', '.join(k.aliases)}." if k.aliases else "") + (" Secret." if k.secret else "")
+        out += textwrap.wrap(doc, width=98, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False)
+        out.append(f"{k.env}={k.example}" if k.example is not None else f"# {k.env}={_default_text(k)}")
+    out += ["", "# --- the stack (stack/.env.example is the contract; exactly these keys are uploaded) " + "-" * 14,
+            "# Secret values are left empty here: stack/.env.example's examples are refused.", ""]
+    out += _stack_section(stack_example.read_text(encoding="utf-8").splitlines())
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _stack_section(lines: list[str]) -> list[str]:
+    """stack/.env.example without its header, without the keys declared above, secrets emptied."""
+    body = lines[next((i for i, line in enumerate(lines) if not line.strip()), len(lines)):]
+    out: list[str] = []
+    comments: list[str] = []  # the comment block above the next key
+    for line in body:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comments.append(line)
+            continue
+        name = stripped.removeprefix("export ").split("=", 1)[0].strip()
+        if not stripped:
+            out += comments
+            comments = []
+            if out and out[-1] != "":
+                out.append("")
+        elif name in KEYS_BY_ENV:
+            comments = []
+        else:
+            out += comments + [f"{name}=" if is_secret_name(name) else line]
+            comments = []
+    return out + comments
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m deploy.settings", description=(
+        "Print the configuration table (docs/configuration.md, else README.md) or the root .env.example, "
+        "both generated from the declarations in deploy/settings.py."))
+    parser.add_argument("--env-example", action="store_true", help="print the root .env.example instead of the table")
+    args = parser.parse_args(argv)
+    root = Path(__file__).resolve().parent.parent
+    print(env_example(root / "stack" / ".env.example") if args.env_example else reference_markdown(), end="")
+    return 0
 
 
 if __name__ == "__main__":
-    import yaml
-
-    invoke_yaml = Path(__file__).resolve().parent.parent / "invoke.yaml"
-    print(reference_markdown(yaml.safe_load(invoke_yaml.read_text())["deploy"]))
+    raise SystemExit(main())

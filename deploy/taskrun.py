@@ -44,11 +44,11 @@ def _fallback_logs(config: Mapping[str, Any], flags: Mapping[str, Any],
         from_file = read_env_file(path if path.is_absolute() else PROJECT_ROOT / path) if path.exists() else {}
     except OperatorError:  # the env file itself is broken: that is the error the run reports
         from_file = {}
-    folder = Path(os.environ.get("LOGS_DIR") or from_file.get("LOGS_DIR") or logs.get("dir") or "local_run_logs")
+    folder = Path(os.environ.get("LOGS_DIR") or from_file.get("LOGS_DIR") or logs.get("dir") or Settings.logs_dir)
     if not folder.is_absolute():
         folder = PROJECT_ROOT / folder
     stamp = os.environ.get("LOGS_TIMESTAMP") or from_file.get("LOGS_TIMESTAMP")
-    timestamp = bool(logs.get("timestamp", True)) if stamp is None else stamp.lower() not in ("0", "false", "no", "off")
+    timestamp = bool(logs.get("timestamp", Settings.logs_timestamp)) if stamp is None else stamp.lower() not in ("0", "false", "no", "off")
     if flags.get("LOGS_TIMESTAMP") is False:
         timestamp = False
     return folder, timestamp

@@ -15,9 +15,9 @@ PEBBLE = "https://10.77.0.253:14000/dir"
 
 def test_default_is_lets_encrypt_staging(tmp_path):
     s = load(tmp_path)
-    assert s["ACME_CA_SERVER"] is None or acme.is_le_staging(s["ACME_CA_SERVER"])
-    assert acme.test_ca_server(s.values) is None
-    assert acme.release_overlay(s.values, s.stack_dir) == {}
+    assert acme.is_le_staging(s.acme_ca_server) and not s.is_set("ACME_CA_SERVER")
+    assert acme.test_ca_server(s) is None
+    assert acme.release_overlay(s, s.stack_dir) == {}
 
 
 @pytest.mark.parametrize("url", [
@@ -52,8 +52,9 @@ def test_marked_test_ca_with_its_root_is_accepted_and_shipped(tmp_path):
         "certificatesResolvers:\n  le:\n    acme:\n      caServer: " + STAGING_URL + "\n      storage: /a.json\n")
     (stack / ".env.example").write_text("LEGO_CA_CERTIFICATES=\nDOMAIN=example.com\n")
     s = load(tmp_path, environ={"ACME_CA_SERVER": PEBBLE, "ACME_TEST_CA": "1", "ACME_TEST_CA_ROOT": str(root)})
-    assert acme.test_ca_server(s.values) == PEBBLE
-    overlay = acme.release_overlay(s.values, s.stack_dir)
+    assert acme.test_ca_server(s) == PEBBLE
+    overlay = acme.release_overlay(s, s.stack_dir)
+    assert acme.release_overlay(s.values, s.stack_dir) == overlay  # the view deploy/wiring.py still passes
     static = overlay["traefik/traefik.yml"].decode()
     assert f"      caServer: {PEBBLE}" in static and STAGING_URL not in static
     assert "storage: /a.json" in static
@@ -99,5 +100,5 @@ def test_a_test_ca_without_the_stack_traefik_yml_is_a_clear_error(tmp_path):
     root = make_cert(tmp_path, STAGING, "x.test").ca
     s = load(tmp_path, environ={"ACME_CA_SERVER": PEBBLE, "ACME_TEST_CA": "1", "ACME_TEST_CA_ROOT": str(root)})
     with pytest.raises(ConfigError) as err:
-        acme.release_overlay(s.values, s.stack_dir)
+        acme.release_overlay(s, s.stack_dir)
     assert err.value.key == "ACME_CA_SERVER" and "traefik.yml does not exist" in str(err.value)

@@ -1,5 +1,6 @@
-"""The docs stay true: every setting is in the configuration reference, and every relative link
-in README.md, docs/*.md and stack/README.md points to a file (and heading) that exists."""
+"""The docs stay true: the settings table in docs/configuration.md is the one the declarations in
+deploy/settings.py generate, and every relative link in README.md, docs/*.md and stack/README.md
+points to a file (and heading) that exists."""
 from __future__ import annotations
 
 import re
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.settings import KEYS
+from deploy.settings import KEYS, reference_markdown
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGURATION = REPO / "docs" / "configuration.md"
@@ -85,3 +86,32 @@ def test_a_broken_link_is_caught(tmp_path):
                     "[gone](missing.md) ![gone](img/missing.png) [gone](there.md#no-such-heading)\n")
     assert [b.split(" ")[0] for b in broken_links(page)] == ["missing.md", "img/missing.png",
                                                             "there.md#no-such-heading"]
+
+
+REGENERATE = "regenerate it with `python -m deploy.settings` and paste it over the table"
+
+
+def _table_in(text: str) -> list[str]:
+    """The committed table: from its header row to the first line that is not a table row."""
+    lines = text.splitlines()
+    header = reference_markdown().splitlines()[0]
+    assert header in lines, f"no configuration table (header {header!r}); {REGENERATE}"
+    start = lines.index(header)
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
+def test_the_table_is_the_generated_one():
+    doc = CONFIGURATION
+    committed, generated = _table_in(doc.read_text()), reference_markdown().splitlines()
+    drift = [f"- {line}" for line in committed if line not in generated] + \
+            [f"+ {line}" for line in generated if line not in committed]
+    assert committed == generated, f"{doc.relative_to(REPO)}'s settings table drifted; {REGENERATE}:\n" + "\n".join(drift)
+
+
+def test_a_changed_declaration_is_drift(monkeypatch):
+    import deploy.settings as settings
+
+    changed = [k if k.env != "NODES" else settings.Key(**{**k.__dict__, "default": 3}) for k in KEYS]
+    monkeypatch.setattr(settings, "KEYS", tuple(changed))
+    assert _table_in(CONFIGURATION.read_text()) != reference_markdown().splitlines()

@@ -35,4 +35,4 @@ def test_settings_validate_dns_resolver(tmp_path):
     with pytest.raises(ConfigError) as err:
         load(tmp_path, environ={"DNS_RESOLVER": "ns1.example.com,bad_name!"})
     assert err.value.key == "DNS_RESOLVER"
-    assert load(tmp_path, environ={"DNS_RESOLVER": "10.0.0.53"})["DNS_RESOLVER"] == ("10.0.0.53",)
+    assert load(tmp_path, environ={"DNS_RESOLVER": "10.0.0.53"}).dns_resolver == ("10.0.0.53",)

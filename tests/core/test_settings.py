@@ -1,13 +1,15 @@
 """Settings: env file parsing (FR-003), precedence, validation errors that name key and fix."""
+import os
 import shutil
 from pathlib import Path
 
 import bcrypt
 import pytest
+import yaml
 
 from deploy.errors import ConfigError
 from deploy.redact import Secret, SecretRegistry, redact
-from deploy.settings import load_settings, missing_stack_keys, read_env_file
+from deploy.settings import KEYS, KEYS_BY_ENV, Flags, Settings, load_settings, missing_stack_keys, read_env_file
 
 CONFIG = {
     "project": "demo", "deploy_env": "production", "subdomains": ["flower", "admin"],
@@ -53,19 +55,19 @@ def test_env_file_syntax(tmp_path):
         'DROPLET_REGION="ams3"\n'
     )
     s = load(tmp_path, text)
-    assert s["DOMAIN"] == "app.example.com"
-    assert s["DROPLET_NAME"] == "web-1"
+    assert s.domain == "app.example.com"
+    assert s.droplet_name == "web-1"
     assert s.token.reveal() == "tok=with#hash"
-    assert s["DROPLET_REGION"] == "ams3"
+    assert s.droplet_region == "ams3"
     assert s.sources["DROPLET_NAME"].startswith("env file")
 
 
 def test_precedence_flag_over_environment_over_file_over_yaml(tmp_path):
     s = load(tmp_path, "DROPLET_NAME=from-file\nDEPLOY_ENV=staging\n", environ={"DROPLET_NAME": "from-env"})
-    assert s["DROPLET_NAME"] == "from-env" and s["DEPLOY_ENV"] == "staging"
-    assert s["DROPLET_SIZE"] == "s-1vcpu-1gb"  # invoke.yaml
+    assert s.droplet_name == "from-env" and s.deploy_env == "staging"
+    assert s.droplet_size == "s-1vcpu-1gb"  # invoke.yaml
     s = load(tmp_path, "SKIP_ALLOWLIST=false\n", flags={"SKIP_ALLOWLIST": True})
-    assert s["SKIP_ALLOWLIST"] is True
+    assert s.skip_allowlist is True
 
 
 def test_token_alias_and_secret_masking(tmp_path):
@@ -220,3 +222,94 @@ def test_the_app_database_role_must_be_a_plain_name_and_not_the_superuser(tmp_pa
     # the example's role name is the default, and it is accepted
     s = load(tmp_path, "".join(f"{k}='{v}'\n" for k, v in STRONG.items()), example=example)
     assert s.stack_env["POSTGRES_APP_USER"] == "stack_app"
+
+
+# --- typed settings: one declaration per setting ------------------------------------------------
+
+def test_attributes_are_typed_and_agree_with_the_string_keyed_view(tmp_path):
+    s = load(tmp_path, "DOMAIN=app.example.com\nNODES=3\nSSH_PORT=2222\nDROPLET_TAGS=a, b\n")
+    assert s.nodes == 3 and s.ssh_port == 2222 and s.droplet_tags == ("a", "b") and s.domain == "app.example.com"
+    assert isinstance(s.ssh_connect_timeout, float) and isinstance(s.check_rate_limit, bool)
+    assert s.ssh_key_path == Path("~/.ssh/id_ed25519").expanduser() and s.stack_dir == tmp_path / "stack"
+    for key in KEYS:
+        attr, item = getattr(s, key.attr), s[key.env]
+        assert attr == (Path(os.path.expanduser(item)) if key.kind == "path" else item), key.env
+
+
+def test_a_misspelt_setting_is_an_error_not_a_lookup(tmp_path):
+    s = load(tmp_path)
+    assert "__getattr__" not in vars(Settings)  # attributes are declared, so mypy checks them
+    with pytest.raises(AttributeError):
+        s.nodez  # noqa: B018
+    with pytest.raises(KeyError, match="not a setting"):
+        s.is_set("NODEZ")
+    with pytest.raises(ValueError, match="NODEZ"):
+        load(tmp_path, flags={"NODEZ": 3})
+
+
+def test_is_set_tells_the_operators_value_from_the_default(tmp_path):
+    s = load(tmp_path)
+    assert s.nodes is None and not s.is_set("NODES") and s.source("NODES") == "default"
+    assert s.is_set("DROPLET_NAME") and s.source("DROPLET_NAME") == "invoke.yaml"   # CONFIG sets it
+    assert load(tmp_path, "NODES=1\n").is_set("NODES")                             # even to the default
+    assert load(tmp_path, environ={"NODES": "2"}).source("NODES") == "environment (NODES)"
+    assert load(tmp_path, flags={"NODES": "3"}).source("NODES") == "flag"
+    assert load_settings({"droplet": {"nodes": 2}}, environ={}, registry=SecretRegistry(), base_dir=tmp_path).is_set("NODES")
+    assert not load(tmp_path, "NODES=\n").is_set("NODES")                           # empty means unset
+
+
+def test_built_in_defaults_apply_without_invoke_yaml(tmp_path):
+    s = load_settings({}, environ={}, registry=SecretRegistry(), base_dir=tmp_path)
+    assert not any(s.is_set(k.env) for k in KEYS)
+    assert (s.deploy_env, s.nodes, s.releases_keep, s.check_p95_budget) == ("production", None, 5, 5.0)
+    assert s.logs_dir == tmp_path / "local_run_logs" and s.remote_base == "/opt/stackdeploy"
+
+
+@pytest.mark.parametrize("name, value, problem", [
+    ("NODES", "0", "must be 1 to 25"),
+    ("NODES", "1.5", "is not a whole number"),
+    ("SSH_PORT", "70000", "must be a port number"),
+    ("RELEASES_KEEP", "1", "at least 2"),
+    ("DROPLET_IP", "not-an-ip", "not an IP address"),
+    ("REGISTRY_NAME", "Has_Caps", "lower-case"),
+    ("SKIP_ALLOWLIST", "maybe", "true or false"),
+    ("LOCK_TTL", "60", "at least 600"),
+])
+def test_each_declared_check_names_the_setting_and_the_fix(tmp_path, name, value, problem):
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, environ={name: value})
+    assert err.value.key == name and problem in err.value.message and name in err.value.hint
+
+
+def test_every_setting_is_declared_completely():
+    for key in KEYS:
+        assert key.doc.endswith((".", ")")) and key.kind, key.env
+        assert (key.check is None) == (key.fix == "") or key.env == "DNS_RESOLVER", f"{key.env}: a check needs its fix"
+        if key.default is not None:  # the default passes its own check
+            value = key.default if key.kind != "path" else str(key.default)
+            assert key.check is None or key.check(value) is None, key.env
+    assert set(Flags.__annotations__) <= set(KEYS_BY_ENV)
+    for name, kind in {"NODES": "int", "DEPLOY_ENV": "str", "SKIP_ALLOWLIST": "bool", "LOGS_TIMESTAMP": "bool"}.items():
+        assert KEYS_BY_ENV[name].kind == kind
+
+
+def _leaves(node, prefix=""):
+    for name, value in node.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", value
+
+
+def test_invoke_yaml_and_the_declarations_cannot_disagree():
+    """invoke.yaml holds overrides only: every key is a declared setting's path, no value repeats
+    the built-in default (the defaults live in deploy/settings.py alone), and it loads."""
+    section = yaml.safe_load((REPO / "invoke.yaml").read_text())["deploy"] or {}
+    by_path = {k.path: k for k in KEYS if k.path}
+    for path, value in _leaves(section):
+        assert path in by_path, f"invoke.yaml: deploy.{path} is not a setting; known: {sorted(by_path)}"
+        key = by_path[path]
+        default = list(key.default) if isinstance(key.default, tuple) else key.default
+        assert value != default and str(value) != str(default), (
+            f"invoke.yaml: deploy.{path} repeats the built-in default of {key.env}; remove it (it would count as set)")
+    load_settings(section, environ={}, registry=SecretRegistry(), base_dir=REPO)
