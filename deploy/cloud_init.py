@@ -9,7 +9,7 @@ root/password SSH logins off, and the SSH host key the deployer generated and pi
 (deploy/hostkey.py), so the first contact needs no trust on first use. Nothing here is
 distribution-specific: the same document serves Ubuntu 24.04 on DigitalOcean and the
 lab's Debian 12 droplets. No port is opened here: the Cloud Firewall is the only gate,
-managed by deploy/cloud.py.
+managed by deploy/cloud/firewall.py.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 stack runs on several droplets (built once on the swarm leader, pushed, pulled by the others).
 
 python-digitalocean has no registry support: this module speaks the API's `/v2/registry` paths
-with plain requests, and goes through deploy/cloud.py's `_call` for the same bounded retries,
+with plain requests, and goes through deploy/cloud/api.py's `_call` for the same bounded retries,
 Retry-After handling and error classification (a failed answer is raised as the library's
 error types, with the response as `req` in the raising frame, which is where `_call` looks).
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import requests
 
-from deploy.cloud import (ENDPOINT_VAR, CloudError, CloudSpec, DataReadError, JSONReadError, NotFoundError,
-                          OnEvent, TokenError, _call, _log_event)
+from deploy.cloud.api import (ENDPOINT_VAR, CloudError, CloudSpec, DataReadError, JSONReadError, NotFoundError,
+                              OnEvent, TokenError, _call, _log_event)
 from deploy.redact import REGISTRY, Secret, SecretRegistry
 
 DOCR_SERVER = "registry.digitalocean.com"
