@@ -19,12 +19,13 @@ from lab import control, state
 from lab.docker import docker, list_labelled
 from lab.droplets import ContainerBackend, firewall
 from lab.droplets.backend import DROPLET_LABEL
+from lab.ports import free_port
 from remote import cloudinit
 from remote.connection import SshError, SshTarget, connect, connector, host_entry
 from remote.layout import ReleaseLayout
 from remote.target import Target
 
-from .conftest import TEST_PRELOAD, free_port, free_subnet, reachable
+from .conftest import TEST_PRELOAD, free_subnet, reachable
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab]
 

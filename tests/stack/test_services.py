@@ -15,8 +15,10 @@ import pytest
 import redis
 import requests
 
+from lab.ports import free_port
+
 from .conftest import API_RPM, api_env, start_api
-from .helpers import STACK, VENV_BIN, free_port, start, stop, wait_until
+from .helpers import STACK, VENV_BIN, start, stop, wait_until
 
 
 def client(ip: str | None = None) -> dict[str, str]:
