@@ -8,7 +8,6 @@ Prints figures; asserts nothing. Uses its own lab name, port and subnet.
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from lab import config as labconfig  # noqa: E402
 from lab import control  # noqa: E402
 from lab.droplets import ContainerBackend  # noqa: E402
 from lab.images import builder  # noqa: E402
+from lab.ports import free_port  # noqa: E402
 from lab import state  # noqa: E402
 from deploy import hostkey  # noqa: E402
 from deploy.cloud_init import build_user_data  # noqa: E402
@@ -28,12 +28,6 @@ from remote import cloudinit  # noqa: E402
 from remote.connection import SshTarget, connector, host_entry  # noqa: E402
 from remote.layout import ReleaseLayout  # noqa: E402
 from remote.target import Target  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed(label: str, fn) -> float:

@@ -3,12 +3,12 @@ real check results against the local edge servers: short, readable, never a dict
 from __future__ import annotations
 
 import re
-import socket
 
 import pytest
 
 from deploy.checks import CheckTarget, ChecksReport, run_checks
 from deploy.checks.lines import MAX_LINE, human_line
+from lab.ports import free_port
 from tests.checks.certs import TRAEFIK_DEFAULT
 from tests.checks.conftest import fast_config, target_for
 from tests.checks.servers import health_json
@@ -70,9 +70,7 @@ def test_slow_route_line_names_the_budget(edge):
 
 
 def test_skipped_and_unreachable_checks_say_why():
-    with socket.socket() as probe:  # a port that was just free: nothing listens there
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     target = CheckTarget("127.0.0.1", "localhost", "staging", https_port=port, http_port=port)
     got = lines(run_checks(target, fast_config(samples=1, rate_limit_burst=False)))
 

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from deploy.checks import ChecksReport, rate_limit_burst_size, run_checks
+from lab.ports import free_port
 from tests.checks.certs import PRODUCTION, TRAEFIK_DEFAULT
 from tests.checks.conftest import fast_config, target_for
 from tests.checks.servers import health_json
@@ -199,12 +200,7 @@ def test_dns_pointing_elsewhere_warns_and_checks_still_run_against_the_ip(edge):
 
 def test_unreachable_droplet_fails_each_check_without_stopping_the_others():
     from deploy.checks import CheckTarget
-    import socket
-
-    # A port that was just free: nothing listens there.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     target = CheckTarget("127.0.0.1", "localhost", "staging", https_port=port, http_port=port)
     report = run_checks(target, fast_config(samples=1))
     results = statuses(report)

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 
 import pytest
 
 from deploy import cloud
 from deploy.cloud import CloudError, CloudUnavailable, TokenMissing, TokenRejected
+from lab.ports import free_port
 from tests.cloud.conftest import TOKEN, with_
 from tests.fake_do.helpers import ssh_allowed_from
 
@@ -256,9 +256,7 @@ def test_ratelimit_reset_is_honoured_without_retry_after(fake, spec):
 
 
 def test_unreachable_api_fails_the_token_check_quickly(spec):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v2/"
+    dead = f"http://127.0.0.1:{free_port()}/v2/"
     started = time.monotonic()
     with pytest.raises(CloudUnavailable) as err:
         cloud.check_token(with_(spec, endpoint=dead, retry_base_delay=0.5, max_retries=10,
@@ -325,9 +323,7 @@ def test_no_public_ip_is_a_warning_not_an_error(fake, backend, spec):
 
 
 def test_ssh_not_answering_is_a_bounded_warning(fake, spec):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
+    closed_port = free_port()
     started = time.monotonic()
     result = cloud.provision(with_(spec, ssh_port=closed_port, ssh_wait_timeout=1.0))
     assert 1.0 <= time.monotonic() - started < 4
@@ -336,9 +332,7 @@ def test_ssh_not_answering_is_a_bounded_warning(fake, spec):
 
 
 def test_operator_ip_unreachable_is_an_actionable_error(fake, spec):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{s.getsockname()[1]}/ip"
+    url = f"http://127.0.0.1:{free_port()}/ip"
     with pytest.raises(CloudError) as err:
         cloud.provision(with_(spec, operator_ip_url=url, operator_ip_timeout=0.5))
     assert "OPERATOR_IP_URL" in str(err.value) and "--skip-allowlist" in str(err.value)

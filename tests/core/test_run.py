@@ -156,10 +156,12 @@ def test_adapter_errors_are_operator_errors_and_pass_through_a_step_unchanged(tm
     (lambda: __import__("deploy.cloud", fromlist=["x"]).CloudUnavailable("API down", "retry"), 1, "failed"),
 ])
 def test_each_adapter_error_sets_its_own_exit_code(tmp_path, make, exit_code, outcome):
-    with pytest.raises(Exception):
+    error = make()
+    with pytest.raises(type(error)) as raised:
         with Run(tmp_path, "deploy", "full", ["inv"], console=quiet(), registry=SecretRegistry()) as run:
             with run.step("token-check"):
-                raise make()
+                raise error
+    assert raised.value is error                  # the adapter's own error reaches the task, unwrapped
     assert (run.exit_code, run.outcome) == (exit_code, outcome)
 
 

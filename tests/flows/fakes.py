@@ -669,3 +669,10 @@ class Unreachable:
             raise SshError(f"cannot reach {ssh.host}:{ssh.port}: connection refused",
                            "check the droplet is running and the firewall allows SSH from this machine")
         return refuse
+
+
+def gone_pid() -> int:
+    """The id of a process that has exited: a deployer killed while it held the lock."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid

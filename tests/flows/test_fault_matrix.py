@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 from deploy import flows
 from remote.lock import LockHolder
 from tests.flows.conftest import Outcome, World, make_world
-from tests.flows.fakes import FakeDocker, Unreachable
+from tests.flows.fakes import FakeDocker, Unreachable, gone_pid
 from tests.flows.faults import INTERRUPTS, Trap, assert_clean_ending, pushed, release_meta_outcome, track_steps
 
 FULL = ["token-check", "provision", "connect", "bootstrap", "lock", "push", "build", "migrate", "switch", "up",
@@ -245,14 +244,8 @@ def test_two_concurrent_full_deploys_one_proceeds_the_other_names_the_holder(wor
                         fix=[f"is held by {ME}", f"deploying {pushed(winner)}", "LOCK_WAIT"])
 
 
-def _gone_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
-
-
 def test_a_stale_lock_from_a_killed_deployer_is_reported_with_the_command_that_frees_it(world, baseline):
-    pid = _gone_pid()
+    pid = gone_pid()
     (world.base / "lock").mkdir()
     holder = LockHolder(who=ME, when="2026-11-26T10:00:00+00:00", release="r-killed", command="inv deploy", pid=pid)
     (world.base / "lock" / "holder.json").write_text(json.dumps(holder.__dict__))

@@ -7,13 +7,12 @@ import getpass
 import json
 import os
 import socket
-import subprocess
 import time
 
 from deploy import cloud, flows
 from remote.layout import RELEASE_IMAGES, RELEASE_META
 from remote.lock import LockHolder
-from tests.flows.fakes import Unreachable
+from tests.flows.fakes import Unreachable, gone_pid
 
 FULL_STEPS = ["settings", "token-check", "provision", "connect", "bootstrap", "lock", "push", "build", "migrate",
               "switch", "up", "checks", "collect", "drift"]
@@ -470,12 +469,6 @@ def _hold_lock(world, who: str, pid: int | None, age_s: float = 0) -> None:
     os.utime(folder, (then, then))
 
 
-def _gone_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
-
-
 def test_lock_release_if_stale_refuses_a_live_lock_and_names_its_holder(world):
     assert world.invoke("deploy", flows.deploy).exit_code == 0
     _hold_lock(world, "alice@laptop", pid=4242, age_s=60)     # another machine, a minute ago
@@ -494,7 +487,7 @@ def test_lock_release_if_stale_refuses_a_live_lock_and_names_its_holder(world):
 
 def test_lock_release_if_stale_releases_a_lock_whose_process_is_gone(world):
     assert world.invoke("deploy", flows.deploy).exit_code == 0
-    pid = _gone_pid()
+    pid = gone_pid()
     _hold_lock(world, f"{getpass.getuser()}@{socket.gethostname()}", pid=pid)
     held = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
     assert held.exit_code == 5

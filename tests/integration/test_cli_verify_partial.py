@@ -1,19 +1,13 @@
 """US3 / SC-005: when the droplet cannot be reached, verify still writes a partial,
 well-formed artifact set, warns, and says what was skipped and why."""
-import socket
 
+from lab.ports import free_port
 from tests.integration.conftest import CANARIES, TOKEN, assert_no_secret_in
 
 
 def _without(cli, *keys):
     lines = cli.env_file.read_text().splitlines()
     cli.env_file.write_text("\n".join(l for l in lines if not l.startswith(keys)) + "\n")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_no_token_and_no_ip_gives_a_partial_set(cli):
@@ -41,7 +35,7 @@ def test_rejected_token_in_verify_is_partial_not_a_crash(cli):
 
 
 def test_ssh_unreachable_skips_remote_collection_with_guidance(cli):
-    port = _free_port()  # nothing listens there: connection refused
+    port = free_port()  # nothing listens there: connection refused
     res = cli.run("verify", env_extra={"DROPLET_IP": "127.0.0.1", "SSH_PORT": str(port), "CHECK_RATE_LIMIT": "false",
                                         "CHECK_SAMPLES": "1", "CHECK_TIMEOUT": "2"})
     data = cli.manifest()

@@ -13,6 +13,7 @@ import pytest
 from lab import config as labconfig
 from lab import control, state
 from lab.docker import engine_problem
+from lab.ports import free_port
 
 # Tests only load what they use into droplets: a full preload is `inv lab.up`'s business.
 TEST_PRELOAD = ("redis:7-bookworm",)
@@ -25,12 +26,6 @@ def require_docker() -> None:
         if os.environ.get("CI"):
             pytest.fail(problem)
         pytest.skip(problem)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def free_subnet() -> str:

@@ -16,15 +16,16 @@ from deploy.cloud_init import build_user_data
 from deploy.redact import SecretRegistry
 from lab import config as labconfig
 from lab import control, state
-from lab.docker import docker, list_labelled
+from lab.docker import docker, inspect, list_labelled
 from lab.droplets import ContainerBackend, firewall
 from lab.droplets.backend import DROPLET_LABEL
+from lab.ports import free_port
 from remote import cloudinit
 from remote.connection import SshError, SshTarget, connect, connector, host_entry
 from remote.layout import ReleaseLayout
 from remote.target import Target
 
-from .conftest import TEST_PRELOAD, free_port, free_subnet, reachable
+from .conftest import TEST_PRELOAD, free_subnet, reachable
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab]
 
@@ -237,7 +238,17 @@ def test_a_droplet_keeps_its_public_address_through_a_power_cycle(lab_cfg, keypa
 
 
 def test_delete_of_an_unknown_droplet_is_a_no_op(lab_cfg):
-    ContainerBackend(lab_cfg, log=lambda m: None).delete(987654)
+    backend = ContainerBackend(lab_cfg, log=lambda m: None)
+    neighbour = backend.container(203)
+    docker("create", "--name", neighbour, *backend._labels(203), "redis:7-bookworm")
+    try:
+        backend.delete(987654)                     # no error: there is nothing to delete
+        assert inspect("container", neighbour) is not None, "deleting an unknown droplet removed another one"
+        assert inspect("container", backend.container(987654)) is None
+        assert inspect("volume", backend.volume(987654)) is None
+    finally:
+        backend.delete(203)
+    assert inspect("container", neighbour) is None
 
 
 def test_delete_retries_when_the_engine_refuses_a_removal_once(lab_cfg, tmp_path, monkeypatch):

@@ -18,12 +18,13 @@ from deploy.redact import SecretRegistry
 from lab import config as labconfig
 from lab import control, state
 from lab.droplets import ContainerBackend
+from lab.ports import free_port
 from remote import cloudinit, swarm
 from remote.connection import SshTarget, connector, host_entry
 from remote.layout import ReleaseLayout
 from remote.target import Target
 
-from .conftest import TEST_PRELOAD, free_port, free_subnet
+from .conftest import TEST_PRELOAD, free_subnet
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab]
 

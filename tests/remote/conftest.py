@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import fabric
@@ -10,25 +8,7 @@ import pytest
 from remote.connection import SshTarget, connect
 from remote.layout import ReleaseLayout
 from remote.target import SshExecutor, Target
-from tests.remote.sshd import SSHD, Sshd, make_sshd, pin
-
-
-def need(ok: bool, reason: str) -> None:
-    """Skip only on a developer machine; in CI (env CI set) a missing tool is a failure."""
-    if ok:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI installs it: see scripts/apt/remote.txt)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory) -> Sshd:
-    need(os.path.exists(SSHD) and shutil.which("ssh-keygen") is not None,
-         "openssh-server is not installed")
-    server = make_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
+from tests.remote.sshd import Sshd, pin
 
 
 @pytest.fixture

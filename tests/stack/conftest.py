@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from .helpers import STACK, VENV_BIN, compose, free_port, port_open, start, stop, unavailable, wait_until
+from lab.ports import free_port
+
+from tests.conftest import need
+
+from .helpers import PROVIDED_BY, STACK, VENV_BIN, compose, port_open, start, stop, wait_until
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -38,8 +42,7 @@ def redis_server(workdir):
     """compose's own redis command (Debian's redis-server is what the lab image runs too):
     requirepass from REDIS_PASSWORD via a config file, protected mode on; paths and port adapted.
     Yields the URL with the password, as compose builds it for the clients."""
-    if not shutil.which("redis-server"):
-        unavailable("redis-server is not installed (apt: redis-server)")
+    need(shutil.which("redis-server") is not None, "redis-server (apt: redis-server)", provided_by=PROVIDED_BY)
     port = free_port()
     log = workdir / "redis.log"
     password = secrets.token_urlsafe(32)
@@ -63,8 +66,7 @@ class Postgres:
 
 @pytest.fixture(scope="session")
 def postgres_server(workdir):
-    if not (PG_BIN / "initdb").exists():
-        unavailable("PostgreSQL 15 is not installed (apt: postgresql-15)")
+    need((PG_BIN / "initdb").exists(), "PostgreSQL 15 (apt: postgresql-15)", provided_by=PROVIDED_BY)
     pg = Postgres(port=free_port(), db="stack", user="stack", password=secrets.token_urlsafe(16))
     root = workdir / "pg"
     root.mkdir()

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import pytest
 import yaml
 
 from .gotemplate import render
@@ -30,17 +29,8 @@ BASE_ENV = {
 }
 
 
-def unavailable(reason: str) -> None:
-    """Skip locally when a tool is truly missing; in CI (env CI set) fail loudly instead."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI installs it: see requirements/stack.txt, scripts/apt/stack.txt)")
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# For tests.conftest.need: where CI gets what the stack tests run.
+PROVIDED_BY = "CI installs it: see requirements/stack.txt, scripts/apt/stack.txt"
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str,

@@ -10,8 +10,9 @@ import pytest
 import requests
 
 from tests.browser import chromium
+from tests.conftest import need
 
-from .helpers import STACK, unavailable
+from .helpers import PROVIDED_BY, STACK
 from .servers import nginx_headers, serving, spa_server
 
 FRONTEND = STACK / "frontend"
@@ -25,8 +26,7 @@ def _npm(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def frontend_deps():
     """npm ci from the committed lockfile (this fixture is the only install step CI needs)."""
-    if not shutil.which("npm"):
-        unavailable("npm is not installed (Node 20+ with npm)")
+    need(shutil.which("npm") is not None, "npm (Node 20+ with npm)", provided_by=PROVIDED_BY)
     lock = FRONTEND / "package-lock.json"
     marker = FRONTEND / "node_modules" / ".package-lock.json"
     if not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:

@@ -21,7 +21,9 @@ import requests
 import yaml
 from urllib3.exceptions import InsecureRequestWarning
 
-from .helpers import BASE_ENV, STACK, VENV_BIN, free_port, start, stop, wait_until
+from lab.ports import free_port
+
+from .helpers import BASE_ENV, STACK, VENV_BIN, start, stop, wait_until
 from .servers import echo_server, serving
 
 FLOWER_PASSWORD = "flower-test-pass"
