@@ -1,4 +1,4 @@
-"""The whole product on the lab: full deploy, data kept across update-only and rollback,
+"""The whole product on the lab: provision -> push -> up -> verify -> collect on a new droplet, data kept across update-only and rollback,
 only what changed rebuilt, lock contention, verify's complete and partial artifact sets.
 Tests run in file order and build on the deployment the first one makes."""
 from __future__ import annotations
@@ -53,15 +53,33 @@ def steps(data: dict) -> dict:
     return {s["name"]: s for s in data["steps"]}
 
 
-def test_full_deploy_brings_every_service_up_healthy(lab):
+def test_provision_push_up_verify_collect_put_a_new_droplet_live_step_by_step(lab):
+    """The chain does what `inv deploy` does: provision ends with the droplet ready (push right
+    after it needs no wait), push builds without going live, up puts the pushed release live."""
     t0 = time.monotonic()
-    res = lab.inv("deploy", extra=QUIET)
+    res = lab.inv("provision")
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    prov = lab.manifest()
+    ip = prov["target"]["ip"]
+    STATE["ip"] = ip
+    assert steps(prov)["bootstrap"]["status"] == "ok" and prov["details"]["bootstrap"]["cloud_init"] == "done"
+    assert ssh(lab, ip, "docker compose version --short").strip()       # Docker answers the deploy user
+    res = lab.inv("push", extra=QUIET)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    pushed = lab.manifest()["details"]["push"]["release_id"]
+    assert ssh(lab, ip, "readlink /opt/stackdeploy/current || echo none").strip() == "none"   # nothing live yet
+    res = lab.inv("up", extra=QUIET)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert lab.manifest()["details"]["live_release"] == pushed
+    res = lab.inv("verify", extra=QUIET)
     STATE["full_seconds"] = time.monotonic() - t0
+    STATE["verify_folder"] = lab.last_run()
     data = lab.manifest()
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert data["outcome"] == "success"
-    ip = data["target"]["ip"]
-    STATE["ip"] = ip
+    assert data["details"]["current_release"] == pushed
+    res = lab.inv("collect")
+    assert res.returncode == 0 and lab.manifest()["outcome"] == "success", res.stdout[-4000:]
     services = {s["service"]: s for s in data["details"]["services"]}
     expected = {"traefik", "frontend", "api", "django", "worker", "beat", "flower", "redis", "postgres"}
     assert expected <= set(services), services.keys()
@@ -95,7 +113,7 @@ def test_the_served_certificate_chains_to_the_running_pebbles_root(lab, tmp_path
 
 
 def test_artifact_set_is_complete_and_redacted(lab):
-    folder = lab.last_run()
+    folder = STATE["verify_folder"]
     for name in REMOTE_FILES:
         text = (folder / "remote" / name).read_text()
         assert not text.startswith("# collection failed"), f"{name}: {text[:300]}"
