@@ -7,9 +7,8 @@ names it, plus the PEM that signs its HTTPS listener for lego's LEGO_CA_CERTIFIC
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -26,15 +25,8 @@ _CA_SERVER_LINE = re.compile(r"^(?P<indent>\s*)caServer:\s*\S+.*$", re.MULTILINE
 if TYPE_CHECKING:
     from deploy.settings import Settings
 
-# Settings, or its string-keyed view settings.values, which deploy/wiring.py still passes.
-AcmeSource = Union["Settings", Mapping[str, Any]]
-
-
-def _choice(source: AcmeSource) -> tuple[str, bool, str | None]:
+def _choice(source: "Settings") -> tuple[str, bool, str | None]:
     """(CA directory URL, marked as a test CA, test CA listener root or None)."""
-    if isinstance(source, Mapping):  # settings.values, until deploy/wiring.py passes Settings
-        url, test_ca, root = (source.get(name) for name in ("ACME_CA_SERVER", "ACME_TEST_CA", "ACME_TEST_CA_ROOT"))
-        return url or STAGING_CA_URL, bool(test_ca), root or None
     return source.acme_ca_server or STAGING_CA_URL, source.acme_test_ca, source.acme_test_ca_root or None
 
 
@@ -48,7 +40,7 @@ def is_le_staging(url: str) -> bool:
     return url.strip().rstrip("/") == STAGING_CA_URL
 
 
-def validate(settings: AcmeSource) -> None:
+def validate(settings: "Settings") -> None:
     """ConfigError for a CA the simulation must not use; names the setting and the fix."""
     url, test_ca, root = _choice(settings)
     if is_le_production(url):
@@ -87,7 +79,7 @@ def _check_root(path: Path) -> None:
         raise ConfigError("ACME_TEST_CA_ROOT", f"= {path} holds no PEM certificate", fix) from None
 
 
-def test_ca_server(settings: AcmeSource) -> str | None:
+def test_ca_server(settings: "Settings") -> str | None:
     """The test CA's directory URL when one is configured (validated), else None."""
     url = _choice(settings)[0]
     return None if is_le_staging(url) else url
@@ -102,7 +94,7 @@ def render_static_config(text: str, ca_server: str) -> str:
     return _CA_SERVER_LINE.sub(lambda m: f"{m.group('indent')}caServer: {ca_server}  # test CA (ACME_TEST_CA)", text)
 
 
-def release_overlay(settings: AcmeSource, stack_dir: Path) -> dict[str, bytes]:
+def release_overlay(settings: "Settings", stack_dir: Path) -> dict[str, bytes]:
     """Files that replace or join the stack's in the release: nothing for Let's Encrypt staging."""
     url = test_ca_server(settings)
     if url is None:
@@ -118,7 +110,7 @@ def release_overlay(settings: AcmeSource, stack_dir: Path) -> dict[str, bytes]:
     return out
 
 
-def stack_values(settings: AcmeSource) -> dict[str, str]:
+def stack_values(settings: "Settings") -> dict[str, str]:
     """Stack variables the CA choice sets: lego trusts the test CA's listener only when given."""
     root = _choice(settings)[2] if test_ca_server(settings) else None
     return {"LEGO_CA_CERTIFICATES": TEST_CA_CONTAINER_PATH if root else ""}

@@ -11,9 +11,7 @@ type (the annotation), its built-in default, its help text, whether it is secret
 where invoke.yaml may override it, and its validation (a check returning the problem, and the
 fix to print). Everything else is derived from those fields:
 
-* ``KEYS`` (the old table, still imported by taskrun and tests) and the string-keyed
-  ``settings["NODES"]`` view, kept until deploy/flows.py, swarm_flow.py and wiring.py read
-  attributes;
+* ``KEYS`` (the table of declarations, by env name: taskrun, the docs and the tests read it);
 * parsing and validation in ``load_settings``;
 * the configuration table (``python -m deploy.settings``) and the root .env.example
   (``python -m deploy.settings --env-example``); tests/core/test_docs.py and
@@ -284,12 +282,8 @@ class Settings:
     secret_keys: frozenset[str] = frozenset()
     env_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict, repr=False)
-    # The string-keyed view (settings["NODES"]): values as converted, paths as strings.
+    # By env name, as converted (paths as written): the snapshot and require() read it.
     values: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-    def __getitem__(self, env_name: str) -> Any:
-        """settings["NODES"]: kept until every caller reads attributes (settings.nodes)."""
-        return self.values[env_name]
 
     def source(self, env_name: str) -> str:
         """Where the value came from: flag, environment (NAME), env file (NAME), invoke.yaml or default."""

@@ -90,37 +90,37 @@ def cloud_spec(settings: Settings, need_key: bool = True) -> cloud.CloudSpec:
     s = settings
     return cloud.CloudSpec(
         token=s.token.reveal() if s.token else "",
-        droplet_name=s["DROPLET_NAME"],
-        region=s["DROPLET_REGION"],
-        size=s["DROPLET_SIZE"],
-        image=s["DROPLET_IMAGE"],
-        tags=tuple(s["DROPLET_TAGS"] or ()),
+        droplet_name=s.droplet_name,
+        region=s.droplet_region,
+        size=s.droplet_size,
+        image=s.droplet_image,
+        tags=s.droplet_tags,
         ssh_public_key=public_key(s) if need_key else "",
-        ssh_key_name=f"{s.project}-{s['DEPLOY_USER']}",
-        deploy_user=s["DEPLOY_USER"],
+        ssh_key_name=f"{s.project}-{s.deploy_user}",
+        deploy_user=s.deploy_user,
         base_dir=s.remote_base,
-        domain=s["DOMAIN"],
-        subdomains=tuple(s["SUBDOMAINS"] or ()),
-        firewall_enabled=not s["SKIP_ALLOWLIST"],
-        operator_ip_url=s["OPERATOR_IP_URL"],
-        operator_ip_timeout=s["OPERATOR_IP_TIMEOUT"],
-        extra_ssh_cidrs=tuple(s["ALLOWLIST_EXTRA_CIDRS"] or ()),
-        request_timeout=s["DO_REQUEST_TIMEOUT"],
-        active_timeout=s["DO_ACTIVE_TIMEOUT"],
-        ssh_wait_timeout=s["DO_SSH_WAIT_TIMEOUT"],
-        max_retries=s["DO_MAX_RETRIES"],
-        endpoint=s["DIGITALOCEAN_END_POINT"],
-        ssh_port=s["SSH_PORT"],
+        domain=s.domain,
+        subdomains=s.subdomains,
+        firewall_enabled=not s.skip_allowlist,
+        operator_ip_url=s.operator_ip_url,
+        operator_ip_timeout=s.operator_ip_timeout,
+        extra_ssh_cidrs=s.allowlist_extra_cidrs,
+        request_timeout=s.do_request_timeout,
+        active_timeout=s.do_active_timeout,
+        ssh_wait_timeout=s.do_ssh_wait_timeout,
+        max_retries=s.do_max_retries,
+        endpoint=s.digitalocean_end_point,
+        ssh_port=s.ssh_port,
         operator=operator_name(),
-        allowlist_ttl=s["ALLOWLIST_TTL"],
-        nodes=s["NODES"] or 1,   # unset: the flow sets the count of the cluster it finds
+        allowlist_ttl=s.allowlist_ttl,
+        nodes=s.nodes or 1,   # unset: the flow sets the count of the cluster it finds
     )
 
 
 def ssh_target(settings: Settings, ip: str) -> connection.SshTarget:
-    return connection.SshTarget(host=ip, user=settings["DEPLOY_USER"], key_path=settings.ssh_key_path,
-                                port=settings["SSH_PORT"], known_hosts_path=settings.known_hosts_path,
-                                connect_timeout=settings["SSH_CONNECT_TIMEOUT"], retries=settings["SSH_RETRIES"])
+    return connection.SshTarget(host=ip, user=settings.deploy_user, key_path=settings.ssh_key_path,
+                                port=settings.ssh_port, known_hosts_path=settings.known_hosts_path,
+                                connect_timeout=settings.ssh_connect_timeout, retries=settings.ssh_retries)
 
 
 def layout(settings: Settings) -> ReleaseLayout:
@@ -139,39 +139,39 @@ def inventory(settings: Settings, nodes: Sequence[Node], edges: Edges = REAL_EDG
 def compose_files(settings: Settings) -> tuple[str, ...]:
     """Relative to the release folder; the non-production override only outside production."""
     files = ["compose.yml"]
-    if settings["DEPLOY_ENV"] != "production" and (settings.stack_dir / NONPROD_OVERRIDE).is_file():
+    if settings.deploy_env != "production" and (settings.stack_dir / NONPROD_OVERRIDE).is_file():
         files.append(NONPROD_OVERRIDE)
     return tuple(files)
 
 
 def compose_spec(settings: Settings) -> ComposeSpec:
     return ComposeSpec(project=settings.project, compose_files=compose_files(settings),
-                       wait_timeout=int(settings["HEALTH_TIMEOUT"]))
+                       wait_timeout=int(settings.health_timeout))
 
 
 def collect_spec(settings: Settings) -> CollectSpec:
-    return CollectSpec(compose=compose_spec(settings), domain=settings["DOMAIN"],
+    return CollectSpec(compose=compose_spec(settings), domain=settings.domain,
                        edge_network=f"{settings.project}_edge")
 
 
 def check_target(settings: Settings, ip: str) -> checks.CheckTarget:
-    return checks.CheckTarget(ip=ip, domain=settings["DOMAIN"], deploy_env=settings["DEPLOY_ENV"])
+    return checks.CheckTarget(ip=ip, domain=settings.domain, deploy_env=settings.deploy_env)
 
 
 def checks_config(settings: Settings) -> checks.ChecksConfig:
     rpm = str(settings.stack_env.get("RATE_LIMIT_API_RPM") or 60)
     if not rpm.isdigit():
         raise ConfigError("RATE_LIMIT_API_RPM", f"is {rpm!r}, not a whole number", "set RATE_LIMIT_API_RPM=60")
-    return checks.ChecksConfig(samples=settings["CHECK_SAMPLES"], timeout=settings["CHECK_TIMEOUT"],
-                               p95_budget_s=settings["CHECK_P95_BUDGET"],
-                               rate_limit_burst=settings["CHECK_RATE_LIMIT"],
+    return checks.ChecksConfig(samples=settings.check_samples, timeout=settings.check_timeout,
+                               p95_budget_s=settings.check_p95_budget,
+                               rate_limit_burst=settings.check_rate_limit,
                                rate_limit_requests=checks.rate_limit_burst_size(int(rpm)),
-                               dns_resolvers=resolvers.parse(settings["DNS_RESOLVER"] or ()),
-                               test_ca_server=acme.test_ca_server(settings.values),
-                               cert_wait_s=settings["CHECK_CERT_WAIT"] or 0.0)
+                               dns_resolvers=resolvers.parse(settings.dns_resolver),
+                               test_ca_server=acme.test_ca_server(settings),
+                               cert_wait_s=settings.check_cert_wait)
 
 
 def local_release(settings: Settings) -> sync.LocalRelease:
     """The stack as shipped: its files plus what the CA choice renders (a test CA's traefik.yml
     and root); read once per run, so the release id covers both."""
-    return sync.LocalRelease.read(settings.stack_dir, overlay=acme.release_overlay(settings.values, settings.stack_dir))
+    return sync.LocalRelease.read(settings.stack_dir, overlay=acme.release_overlay(settings, settings.stack_dir))

@@ -46,7 +46,7 @@ def _inspect(run: Run, settings: Settings, edges: Edges, cluster: Cluster, runti
                 except OperatorError as exc:
                     run.mark_partial("remote collection" if len(inventory) == 1 else f"node {target.name}",
                                      f"{exc.message}. Check that SSH_KEY_PATH's public key is on the droplet for "
-                                     f"{settings['DEPLOY_USER']} and that port {settings['SSH_PORT']} is allowed "
+                                     f"{settings.deploy_user} and that port {settings.ssh_port} is allowed "
                                      "from this machine (inv provision updates the allowlist)")
         leader = inventory.targets[0]
         if not leader.connected:
@@ -108,7 +108,7 @@ def lock_status(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None
     if state is None:
         run.log("deploy lock: free")
         return
-    stale = lock.stale_reason(state, settings["LOCK_TTL"])
+    stale = lock.stale_reason(state, settings.lock_ttl)
     run.log(f"deploy lock: held by {state.describe()}"
             + (f"; stale: {stale} (`inv lock.release --if-stale` releases it)" if stale else ""))
 
@@ -120,7 +120,7 @@ def lock_release(run: Run, settings: Settings, edges: Edges = REAL_EDGES, if_sta
     with reach.connected(run, settings, edges, cluster.nodes[:1]) as inventory:
         leader = inventory.targets[0]
         if if_stale:
-            released = lock.release_if_stale(leader, settings["LOCK_TTL"])
+            released = lock.release_if_stale(leader, settings.lock_ttl)
             run.log(f"stale deploy lock released (held by {released[0].describe()}: {released[1]})"
                     if released else "deploy lock was already free")
             return

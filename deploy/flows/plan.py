@@ -19,14 +19,14 @@ from deploy.wiring import REAL_EDGES, Edges
 def plan(run: Run, settings: Settings, update_only: bool = False, edges: Edges = REAL_EDGES) -> deploy_plan.DeployPlan:
     settings.require("DOMAIN")
     spec = wiring.cloud_spec(settings, need_key=False)
-    account = steps.token_check(run, edges.cloud, spec) if not update_only or (settings["NODES"] or 1) > 1 else None
+    account = steps.token_check(run, edges.cloud, spec) if not update_only or (settings.nodes or 1) > 1 else None
     require_stack_keys(settings)
     local = wiring.local_release(settings)
     compose, env = wiring.compose_spec(settings), settings.stack_env_file()
     provision = cluster = None
     leader: Node | None = None
     name = spec.droplet_name
-    count = settings["NODES"] or (max(1, len(edges.cloud.find_cluster(spec))) if account else 1)
+    count = settings.nodes or (max(1, len(edges.cloud.find_cluster(spec))) if account else 1)
     if count > 1:
         with run.step("plan-cluster") as step:
             cluster = edges.cloud.plan_cluster(dataclasses.replace(spec, nodes=count),

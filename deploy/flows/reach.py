@@ -24,15 +24,15 @@ def find(run: Run, settings: Settings, edges: Edges, required: bool, exact: bool
     run goes on without remote steps and is marked partial, with the reason and the fix.
     ``exact``: a NODES that differs from the nodes found is refused (tasks that change
     something); otherwise every node found is looked at, with a warning."""
-    if settings["DROPLET_IP"]:
-        node = Node(name=settings["DROPLET_NAME"], ip=settings["DROPLET_IP"])
+    if settings.droplet_ip:
+        node = Node(name=settings.droplet_name, ip=settings.droplet_ip)
         run.target = {"name": node.name, "region": None, "ip": node.ip}
         run.skip_step("discover", f"DROPLET_IP={node.ip} given")
         return Cluster((node,))
     try:
         spec = wiring.cloud_spec(settings, need_key=False)
         steps.token_check(run, edges.cloud, spec)
-        return _discover(run, edges, spec, settings["NODES"], exact)
+        return _discover(run, edges, spec, settings.nodes, exact)
     except OperatorError as exc:
         if required:
             raise
@@ -79,7 +79,7 @@ def provision(run: Run, settings: Settings, edges: Edges, account: cloud.Account
     """Droplet(s), firewall allowlist and DNS; every new node carries an SSH host key generated
     here, pinned in known_hosts before anyone connects. One droplet is a cluster of one."""
     spec = wiring.cloud_spec(settings)
-    count = settings["NODES"] or max(1, len(edges.cloud.find_cluster(spec)))
+    count = settings.nodes or max(1, len(edges.cloud.find_cluster(spec)))
     names = cloud.node_names(spec.droplet_name, count)
     known_hosts = settings.known_hosts_path
     keys = {name: hostkey.generate(run.registry) for name in names}
@@ -157,6 +157,6 @@ def settle(run: Run, settings: Settings, inventory: Inventory, new: bool) -> Non
     cloud-init still runs (a task right after `inv provision` of a new droplet)."""
     for target in inventory:
         if new:
-            steps.bootstrap(run, target, settings["CLOUD_INIT_TIMEOUT"])
+            steps.bootstrap(run, target, settings.cloud_init_timeout)
         else:
-            steps.settled(run, target, settings["CLOUD_INIT_TIMEOUT"])
+            steps.settled(run, target, settings.cloud_init_timeout)

@@ -53,9 +53,9 @@ def ship(run: Run, settings: Settings, runtime: Runtime, inventory: Inventory, l
     failure before going live changes nothing live; a failure after it switches back."""
     leader = inventory.targets[0]
     try:
-        with steps.locked(run, leader, local.release_id, settings["LOCK_WAIT"]):
+        with steps.locked(run, leader, local.release_id, settings.lock_wait):
             runtime.prepare(run, inventory)
-            pushed = steps.push(run, leader, local, settings.stack_env_file(), settings["MIN_FREE_MB"])
+            pushed = steps.push(run, leader, local, settings.stack_env_file(), settings.min_free_mb)
             # Update-only builds just the services whose build inputs changed (None: all), plus
             # any whose image is missing on the droplet.
             image_map = steps.build(run, leader, wiring.compose_spec(settings), pushed, local.compose,
@@ -66,7 +66,7 @@ def ship(run: Run, settings: Settings, runtime: Runtime, inventory: Inventory, l
                                                    frozenset(recreate)))
             if leaving is not None:
                 runtime.retire(run, leader, leaving, cluster.surplus)
-            steps.prune(run, leader, settings["RELEASES_KEEP"])
+            steps.prune(run, leader, settings.releases_keep)
     except OperatorError:
         inspect_best_effort(run, runtime, inventory)
         raise
@@ -105,8 +105,8 @@ def push_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
     with reach.connected(run, settings, edges, cluster.nodes[:1]) as inventory:   # images are built once
         reach.settle(run, settings, inventory, new=False)
         leader = inventory.targets[0]
-        with steps.locked(run, leader, local.release_id, settings["LOCK_WAIT"]):
-            pushed = steps.push(run, leader, local, settings.stack_env_file(), settings["MIN_FREE_MB"])
+        with steps.locked(run, leader, local.release_id, settings.lock_wait):
+            pushed = steps.push(run, leader, local, settings.stack_env_file(), settings.min_free_mb)
             steps.build(run, leader, wiring.compose_spec(settings), pushed, local.compose, pushed.changed_services)
     run.log(f"release {pushed.release_id} is on {leader.name}, built and not live: `inv up` puts it live")
 
@@ -121,7 +121,7 @@ def up_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
     with reach.connected(run, settings, edges, cluster.nodes) as inventory:
         reach.settle(run, settings, inventory, new=False)
         leader = inventory.targets[0]
-        with steps.locked(run, leader, "(up)", settings["LOCK_WAIT"]):
+        with steps.locked(run, leader, "(up)", settings.lock_wait):
             runtime.prepare(run, inventory)
             with run.step("choose-release") as step:
                 current, pushed = _pushed_release(leader)
@@ -135,7 +135,7 @@ def up_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
                 return
             runtime.go_live(run, leader, Candidate(pushed.id, current, pushed.meta.get("images") or {},
                                                    _mount_changes(settings, leader, current, pushed)))
-            steps.prune(run, leader, settings["RELEASES_KEEP"])
+            steps.prune(run, leader, settings.releases_keep)
 
 
 def _pushed_release(leader: Target) -> tuple[str | None, sync.ReleaseInfo | None]:
@@ -168,7 +168,7 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = R
     runtime = for_cluster(cluster, settings, edges.cloud)
     with reach.connected(run, settings, edges, cluster.nodes) as inventory:
         leader = inventory.targets[0]
-        with steps.locked(run, leader, release or "(previous)", settings["LOCK_WAIT"]):
+        with steps.locked(run, leader, release or "(previous)", settings.lock_wait):
             with run.step("choose-release") as step:
                 current, chosen = choose_rollback(leader, release)
                 wanted = chosen.meta.get("images") or {}

@@ -36,7 +36,7 @@ class SwarmRuntime:
         self.project = settings.project
         # the count is the cluster's (NODES may be unset): delete_surplus deletes beyond it
         self.spec = dataclasses.replace(wiring.cloud_spec(settings, need_key=False), nodes=len(cluster.nodes))
-        self.timeout = float(settings["HEALTH_TIMEOUT"])
+        self.timeout = float(settings.health_timeout)
 
     def prepare(self, run: Run, inventory: Inventory) -> None:
         """Form the swarm over the VPC (idempotent: joins new nodes, reconciles manager roles)."""
@@ -112,7 +112,7 @@ class SwarmRuntime:
         (the swarm keeps the auth it was handed by `stack deploy --with-registry-auth` for its
         pulls; nothing stays on the leader's disk)."""
         with run.step("registry") as step:
-            info = registry.ensure_registry(self.spec, self.settings["REGISTRY_NAME"],
+            info = registry.ensure_registry(self.spec, self.settings.registry_name,
                                             on_event=lambda level, msg: run.log(msg))
             login = registry.docker_credentials(self.spec, registry=run.registry, read_write=read_write)
             config_dir = leader.layout.base.rstrip("/") + "/.docker-deploy"

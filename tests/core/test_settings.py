@@ -226,13 +226,13 @@ def test_the_app_database_role_must_be_a_plain_name_and_not_the_superuser(tmp_pa
 
 # --- typed settings: one declaration per setting ------------------------------------------------
 
-def test_attributes_are_typed_and_agree_with_the_string_keyed_view(tmp_path):
+def test_attributes_are_typed_and_agree_with_the_values_by_env_name(tmp_path):
     s = load(tmp_path, "DOMAIN=app.example.com\nNODES=3\nSSH_PORT=2222\nDROPLET_TAGS=a, b\n")
     assert s.nodes == 3 and s.ssh_port == 2222 and s.droplet_tags == ("a", "b") and s.domain == "app.example.com"
     assert isinstance(s.ssh_connect_timeout, float) and isinstance(s.check_rate_limit, bool)
     assert s.ssh_key_path == Path("~/.ssh/id_ed25519").expanduser() and s.stack_dir == tmp_path / "stack"
     for key in KEYS:
-        attr, item = getattr(s, key.attr), s[key.env]
+        attr, item = getattr(s, key.attr), s.values[key.env]
         assert attr == (Path(os.path.expanduser(item)) if key.kind == "path" else item), key.env
 
 
