@@ -113,7 +113,7 @@ def lock_release(c, if_stale=False, env_file=None, no_timestamp=False):
 @task(name="list", default=True)
 def runs_list(c):
     """List past runs: time, task, mode, outcome, duration."""
-    from deploy.runs import list_runs
+    from deploy.report.runs import list_runs
     from deploy.taskrun import logs_dir
 
     for r in list_runs(logs_dir(c)):
@@ -127,7 +127,7 @@ def runs_diff(c, a, b="latest"):
     """Show what changed between two runs' artifacts (Traefik config, containers, headers, checks)."""
     from invoke.exceptions import Exit
 
-    from deploy.runs import diff_runs, resolve_run
+    from deploy.report.runs import diff_runs, resolve_run
     from deploy.taskrun import logs_dir
 
     try:

@@ -22,7 +22,7 @@ from lab.images import builder  # noqa: E402
 from lab.ports import free_port  # noqa: E402
 from lab import state  # noqa: E402
 from deploy import hostkey  # noqa: E402
-from deploy.cloud_init import build_user_data  # noqa: E402
+from deploy.cloud.user_data import build_user_data  # noqa: E402
 from deploy.redact import SecretRegistry  # noqa: E402
 from remote import cloudinit  # noqa: E402
 from remote.connection import SshTarget, connector, host_entry  # noqa: E402

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from deploy.errors import ConfigError
+from core.errors import ConfigError
 from deploy.tls import STAGING_CA_URL
 
 LE_API_SUFFIX = ".api.letsencrypt.org"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from deploy import cloud
-from deploy.errors import OperatorError
+from core.errors import OperatorError
 
 LEADER = "leader"   # node 1: the edge DNS names, the data, the releases and the deploy lock
 WORKER = "worker"   # nodes 2..N of a swarm

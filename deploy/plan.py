@@ -30,7 +30,7 @@ from remote.compose import ComposeSpec
 from remote.target import Target
 
 if TYPE_CHECKING:
-    from deploy.run import Run
+    from deploy.report.run import Run
 
 # A Django (or Alembic-style) migration module: <app>/migrations/<name>.py, not the package marker.
 MIGRATION = re.compile(r"(^|/)migrations/(?!__init__\.py$)[^/]+\.py$")

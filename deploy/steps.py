@@ -13,8 +13,8 @@ from typing import Callable, Iterator
 
 from deploy import checks, cloud, hostkey
 from deploy import plan as deploy_plan
-from deploy.errors import OperatorError, Terminated
-from deploy.run import Run
+from core.errors import OperatorError, Terminated
+from deploy.report.run import Run
 from deploy.wiring import CloudPort
 from remote import collect as remote_collect
 from remote import commands as cmd
@@ -81,7 +81,7 @@ def bootstrap(run: Run, target: Target, cloud_init_timeout: float) -> BootstrapR
         state = cloudinit.wait(target, cloud_init_timeout, on_progress=run.log)
         waited = time.monotonic() - t0
         res = target.run(cmd.ensure_base_dir(target.layout), f"checking {base}",
-                         hint=f"cloud-init creates {base} for the deploy user (deploy/cloud_init.py); on a droplet "
+                         hint=f"cloud-init creates {base} for the deploy user (deploy/cloud/user_data.py); on a droplet "
                               f"made another way create it as root: install -d -o <user> -g <user> {base} "
                               "(REMOTE_BASE_DIR chooses another place)")
         docker = target.run(cmd.docker_ready(), "checking Docker and Compose",

@@ -11,10 +11,10 @@ from typing import Any, Callable, Mapping
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from deploy.artifacts import LOGS_HINT
-from deploy.errors import EXIT_FAILED, OperatorError
+from deploy.report.artifacts import LOGS_HINT
+from core.errors import EXIT_FAILED, OperatorError
 from deploy.redact import redact_mapping
-from deploy.run import Run
+from deploy.report.run import Run
 from deploy.settings import KEYS, Settings, load_settings, read_env_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,8 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from deploy import acme, checks, cloud, resolvers
 from deploy.cluster import Node
-from deploy.errors import ConfigError
-from deploy.run import operator_name
+from core.errors import ConfigError
+from deploy.report.run import operator_name
 from deploy.settings import Settings
 from remote import connection, sync
 from remote.collect import CollectSpec

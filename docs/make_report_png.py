@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from deploy.checks import CheckTarget, ChecksConfig, run_checks  # noqa: E402
-from deploy.run import Run  # noqa: E402
+from deploy.report.run import Run  # noqa: E402
 from tests.browser import chromium  # noqa: E402
 from tests.checks.certs import STAGING, make_cert  # noqa: E402
 from tests.checks.servers import FakeEdge  # noqa: E402

@@ -15,7 +15,7 @@ from remote.errors import RemoteError
 from remote.target import Target
 
 REBUILD_HINT = ("read /var/log/cloud-init.log and /var/log/cloud-init-output.log on the droplet "
-                "(DigitalOcean console), fix the cause (the user data is built by deploy/cloud_init.py), "
+                "(DigitalOcean console), fix the cause (user data: deploy/cloud/user_data.py), "
                 "then destroy the droplet and run `inv deploy` again: cloud-init runs once per droplet")
 
 

@@ -445,7 +445,7 @@ def _num(value: float) -> str:
 
 def ensure_base_dir(layout: ReleaseLayout) -> str:
     """Fails unless the release root exists and the SSH user may write it. Never sudo: the
-    deploy user has none; cloud-init creates the folder and hands it over (deploy/cloud_init.py)."""
+    deploy user has none; cloud-init creates the folder and hands it over (deploy/cloud/user_data.py)."""
     b = q(layout.base)
     return f"[ -d {b} ] && [ -w {b} ] && echo ready"
 

@@ -1,7 +1,7 @@
 """The droplet side's error base: an OperatorError, so a message and a fix reach the operator as is."""
 from __future__ import annotations
 
-from deploy.errors import OperatorError
+from core.errors import OperatorError
 
 
 class RemoteError(OperatorError):

@@ -15,7 +15,7 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from deploy.errors import ConfigError
+from core.errors import ConfigError
 
 RELEASE_META = ".release.json"
 RELEASE_ENV = ".env"

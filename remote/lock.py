@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from deploy.errors import EXIT_LOCKED
+from core.errors import EXIT_LOCKED
 from remote import commands as cmd
 from remote.errors import RemoteError
 from remote.target import Target

@@ -2,7 +2,7 @@
 
 Compose builds and starts the stack as one blocking SSH command; these read the state beside it,
 each poll one short read-only command on its own exec channel of the same connection (an SSH
-connection carries several channels at once). Each returns item -> state for deploy.progress.
+connection carries several channels at once). Each returns item -> state for deploy.report.progress.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from typing import Any, Literal, Mapping
 from deploy import resolvers
 from deploy.checks.headers import parse_policy
 from deploy.resolvers import NameServer
-from deploy.errors import EXIT_CONFIG, OperatorError
+from core.errors import EXIT_CONFIG, OperatorError
 
 Status = Literal["pass", "warn", "fail", "skipped"]
 STATUSES: tuple[Status, ...] = ("pass", "warn", "fail", "skipped")

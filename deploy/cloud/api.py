@@ -23,7 +23,7 @@ import requests
 from digitalocean.baseapi import (DataReadError, EndPointError, JSONReadError, NotFoundError,
                                   TokenError)
 
-from deploy.errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_TOKEN_REJECTED, OperatorError
+from core.errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_TOKEN_REJECTED, OperatorError
 from deploy.hostkey import HostKey
 
 DEFAULT_IMAGE = "ubuntu-24-04-x64"

@@ -14,7 +14,7 @@ from deploy.cloud.droplets import (DropletInfo, _create_droplet, _find, _info, _
 from deploy.cloud.firewall import FirewallResult, _firewall_state, _ssh_sources, discover_operator_ip
 from deploy.cloud.keys import _ensure_ssh_key, _find_ssh_key
 from deploy.cloud.tags import now_s, presence_tag
-from deploy.cloud_init import CloudInitError, build_user_data
+from deploy.cloud.user_data import CloudInitError, build_user_data
 from deploy.redact import SecretRegistry
 
 

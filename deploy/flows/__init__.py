@@ -11,7 +11,7 @@ from deploy.flows import reach
 from deploy.flows.inspect import collect_only, lock_release, lock_status, release_line, releases, verify, verify_only
 from deploy.flows.plan import plan
 from deploy.flows.release import ROLLBACK_OK, choose_rollback, deploy, push_only, rollback, up_only
-from deploy.run import Run
+from deploy.report.run import Run
 from deploy.settings import Settings
 from deploy.wiring import REAL_EDGES, Edges
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from deploy import steps, wiring
 from deploy.cluster import Cluster
-from deploy.errors import OperatorError
+from core.errors import OperatorError
 from deploy.flows import reach
-from deploy.run import Run
+from deploy.report.run import Run
 from deploy.runtime import Runtime, for_cluster
 from deploy.settings import Settings
 from deploy.wiring import REAL_EDGES, Edges, Inventory

@@ -9,9 +9,9 @@ import dataclasses
 from deploy import plan as deploy_plan
 from deploy import steps, wiring
 from deploy.cluster import Node
-from deploy.errors import OperatorError
+from core.errors import OperatorError
 from deploy.flows import reach
-from deploy.run import Run
+from deploy.report.run import Run
 from deploy.settings import Settings, require_stack_keys
 from deploy.wiring import REAL_EDGES, Edges
 

@@ -12,8 +12,8 @@ from typing import Iterator
 
 from deploy import cloud, hostkey, steps, wiring
 from deploy.cluster import Cluster, Node, refuse_shared_addresses
-from deploy.errors import EXIT_CONFIG, OperatorError
-from deploy.run import Run
+from core.errors import EXIT_CONFIG, OperatorError
+from deploy.report.run import Run
 from deploy.settings import Settings
 from deploy.wiring import Edges, Inventory
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from deploy.cluster import Node
-from deploy.run import Run
+from deploy.report.run import Run
 from deploy.wiring import Inventory
 from remote.target import Target
 

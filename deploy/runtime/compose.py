@@ -7,8 +7,8 @@ from typing import Sequence
 
 from deploy import steps, wiring
 from deploy.cluster import Node
-from deploy.errors import OperatorError
-from deploy.run import Run
+from core.errors import OperatorError
+from deploy.report.run import Run
 from deploy.runtime.base import Candidate
 from deploy.settings import Settings
 from deploy.wiring import Inventory

@@ -12,10 +12,11 @@ import dataclasses
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
-from deploy import cloud, registry, steps, wiring
+from deploy import cloud, steps, wiring
+from deploy.cloud import registry
 from deploy.cluster import Cluster, Node
-from deploy.errors import OperatorError
-from deploy.run import Run
+from core.errors import OperatorError
+from deploy.report.run import Run
 from deploy.runtime.base import Candidate
 from deploy.settings import Settings
 from deploy.wiring import CloudPort, Inventory

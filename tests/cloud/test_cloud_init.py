@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from deploy import hostkey
-from deploy.cloud_init import CloudInitError, build_user_data
+from deploy.cloud.user_data import CloudInitError, build_user_data
 from deploy.redact import SecretRegistry
 from tests.cloud.conftest import KEY
 

@@ -10,7 +10,7 @@ import requests
 
 from deploy import cloud, hostkey
 from deploy.cloud import CloudError
-from deploy.errors import EXIT_LOCKED
+from core.errors import EXIT_LOCKED
 from deploy.redact import SecretRegistry
 from lab.fake_do import FakeDigitalOcean
 from tests.cloud.conftest import TOKEN, with_

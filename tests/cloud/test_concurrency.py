@@ -12,7 +12,7 @@ import pytest
 
 from deploy import cloud
 from deploy.cloud import CloudError, CloudSpec
-from deploy.errors import EXIT_LOCKED
+from core.errors import EXIT_LOCKED
 from tests.cloud.conftest import with_
 from tests.fake_do.helpers import ssh_allowed_from
 

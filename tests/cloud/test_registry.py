@@ -1,4 +1,4 @@
-"""deploy/registry.py against the fake API: the account's container registry and its Docker login."""
+"""deploy/cloud/registry.py against the fake API: the account's container registry and its Docker login."""
 from __future__ import annotations
 
 import base64
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from deploy import registry
+from deploy.cloud import registry
 from deploy.cloud import CloudError, CloudUnavailable, TokenRejected
 from deploy.redact import MASK, Secret, SecretRegistry, redact
 from lab.fake_do import FakeDigitalOcean

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from deploy import acme
-from deploy.errors import ConfigError
+from core.errors import ConfigError
 from tests.core.test_settings import load
 from tests.checks.certs import STAGING, make_cert
 

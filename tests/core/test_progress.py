@@ -10,7 +10,7 @@ import time
 from rich.console import Console
 
 from deploy.redact import SecretRegistry
-from deploy.run import Run
+from deploy.report.run import Run
 from remote.connection import SshTarget, connector
 from remote.layout import ReleaseLayout
 from remote.target import Target
@@ -129,7 +129,7 @@ def test_polls_share_one_real_ssh_connection_with_the_command_they_watch(tmp_pat
 
 
 def test_a_poll_hanging_past_the_step_end_delays_it_briefly_and_reports_nothing_late(tmp_path, monkeypatch):
-    from deploy import progress
+    from deploy.report import progress
     monkeypatch.setattr(progress, "STOP_WAIT", 0.2)
     out = io.StringIO()
     run = new_run(tmp_path, Console(file=out, width=120))

@@ -15,9 +15,9 @@ from rich.console import Console
 
 from deploy.checks import CheckTarget, ChecksConfig, run_checks
 from deploy.checks.lines import human_line
-from deploy.errors import OperatorError
+from core.errors import OperatorError
 from deploy.redact import SecretRegistry
-from deploy.run import Run
+from deploy.report.run import Run
 from tests.browser import chromium
 from tests.checks.certs import STAGING, make_cert
 from tests.checks.servers import Behaviour, FakeEdge

@@ -1,7 +1,7 @@
 """DNS_RESOLVER parsing: name servers with optional ports, `system`, and clear errors."""
 import pytest
 
-from deploy.errors import ConfigError
+from core.errors import ConfigError
 from deploy.resolvers import NameServer, parse
 from tests.core.test_settings import load
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from deploy.errors import ConfigError
+from core.errors import ConfigError
 from deploy.redact import SecretRegistry
-from deploy.run import Run, new_run_folder
+from deploy.report.run import Run, new_run_folder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,7 +83,7 @@ def test_sigterm_still_finishes_the_run(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
-        from deploy.run import Run
+        from deploy.report.run import Run
         with Run(__import__('pathlib').Path({str(tmp_path)!r}), "deploy", "full", ["inv"]) as run:
             print("FOLDER=" + str(run.folder), flush=True)
             with run.step("long"):
@@ -121,7 +121,7 @@ def test_no_canary_reaches_any_file(tmp_path):
 def test_json_artifacts_are_redacted_and_stay_valid(tmp_path):
     reg = SecretRegistry()
     reg.add_value("json-canary-123")
-    from deploy.artifacts import ArtifactWriter
+    from deploy.report.artifacts import ArtifactWriter
 
     w = ArtifactWriter(tmp_path, reg)
     w.write_json("x.json", {"note": 'has "json-canary-123" inside', "db_password": "anything", "ok": True,
@@ -133,7 +133,7 @@ def test_json_artifacts_are_redacted_and_stay_valid(tmp_path):
 
 
 def test_adapter_errors_are_operator_errors_and_pass_through_a_step_unchanged(tmp_path):
-    from deploy.errors import OperatorError
+    from core.errors import OperatorError
     from remote.errors import RemoteError
 
     raised = RemoteError("SSH key /k refused for deploy@10.0.0.2", "register /k.pub for deploy")

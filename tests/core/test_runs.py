@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.runs import diff_runs, list_runs, resolve_run
+from deploy.report.runs import diff_runs, list_runs, resolve_run
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import bcrypt
 import pytest
 import yaml
 
-from deploy.errors import ConfigError
+from core.errors import ConfigError
 from deploy.redact import Secret, SecretRegistry, redact
 from deploy.settings import KEYS, KEYS_BY_ENV, Flags, Settings, load_settings, missing_stack_keys, read_env_file
 

@@ -135,6 +135,41 @@ def test_rollback_puts_the_previous_release_back_with_zero_failed_requests(swarm
     assert "read-only login" in {s["name"]: s.get("message", "") for s in data["steps"]}["registry"]
 
 
+def test_with_nodes_unset_push_up_lock_releases_and_collect_act_on_the_swarm(swarm_lab):
+    """NODES unset: every task finds the three nodes by their tag. push builds on node 1 and
+    changes nothing live; up puts that release live through the swarm (no Compose container on
+    any node) with zero failed requests; the lock and the releases are node 1's, once."""
+    unset = {k: v for k, v in NODES.items() if k != "NODES"}
+    before = _api_version(swarm_lab)
+    init = swarm_lab.stack / "api" / "app" / "__init__.py"
+    init.write_text(re.sub(r'__version__ = ".*"', '__version__ = "9.0.2"', init.read_text()))
+    res = swarm_lab.inv("push", extra=unset)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    pushed = swarm_lab.manifest()["details"]["push"]["release_id"]
+    assert _api_version(swarm_lab) == before                       # nothing live changed
+    res, summary = _probed(swarm_lab, "up", extra=unset)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert summary["failed"] == 0, json.dumps(summary["routes"])
+    data = swarm_lab.manifest()
+    assert data["details"]["live_release"] == pushed and data["details"]["stack-up"]["services"]["stackdeploy_api"] == "3/3"
+    assert _api_version(swarm_lab) == "9.0.2"
+    for name, container in _droplets(swarm_lab).items():
+        compose = _as_deploy(container, "docker ps -q --filter label=com.docker.compose.project").stdout.split()
+        assert compose == [], f"Compose containers on {name}: {compose}"
+    res = swarm_lab.inv("lock.status", extra=unset)
+    assert res.returncode == 0 and "deploy lock: free" in res.stdout, res.stdout[-2000:]
+    res = swarm_lab.inv("releases", extra=unset)
+    assert res.returncode == 0, res.stdout[-2000:]
+    listed = (swarm_lab.last_run() / "releases.txt").read_text().splitlines()
+    assert [line.split()[1] for line in listed if line.startswith("*")] == [pushed]
+    assert len({line.lstrip("* ").split()[0] for line in listed}) == len(listed)   # each release once
+    res = swarm_lab.inv("collect", extra=unset)
+    assert res.returncode == 0, res.stdout[-4000:]
+    folder, leader = swarm_lab.last_run(), STATE["leader"]
+    assert (folder / "remote" / leader / "swarm-services.json").is_file()
+    assert all((folder / "remote" / f"{leader}-{k}" / "docker-ps.txt").is_file() for k in (2, 3))
+
+
 def test_shrinking_to_two_nodes_moves_the_tasks_first_then_deletes_the_third_with_zero_failed_requests(swarm_lab):
     leader_name = STATE["leader"]
     third = f"{leader_name}-3"
@@ -161,7 +196,7 @@ def test_shrinking_to_two_nodes_moves_the_tasks_first_then_deletes_the_third_wit
     assert third not in _droplets(swarm_lab)
     # update-only and rollback never change the count: asked for three, they say so
     res = swarm_lab.inv("deploy", "--update-only", extra=NODES)
-    assert res.returncode == 2 and "the swarm should have 3 nodes but 2 exist" in res.stderr + res.stdout
+    assert res.returncode == 2 and "the cluster should have 3 nodes but 2 exist" in res.stderr + res.stdout
 
 
 def test_a_stopped_node_is_survived_and_reported_by_verify(swarm_lab):

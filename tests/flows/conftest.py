@@ -20,7 +20,7 @@ from invoke.exceptions import Exit
 from rich.console import Console
 
 from deploy import flows
-from deploy.run import Run
+from deploy.report.run import Run
 from deploy.taskrun import PROJECT_ROOT, run_task
 from deploy.wiring import Edges
 from remote.target import Target

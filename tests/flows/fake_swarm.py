@@ -537,7 +537,7 @@ class SwarmDroplet(FakeDroplet):
 @pytest.fixture
 def docr() -> Iterator[FakeDigitalOcean]:
     """The DigitalOcean API's container registry paths, over HTTP: the lab's fake API (its
-    requests are checked against DigitalOcean's spec in tests/fake_do). deploy/registry.py talks
+    requests are checked against DigitalOcean's spec in tests/fake_do). deploy/cloud/registry.py talks
     to it through DIGITALOCEAN_END_POINT exactly as to the real API."""
     api = FakeDigitalOcean("dop_v1_" + "ab12" * 16)   # the world's DIGITALOCEAN_TOKEN
     api.start()

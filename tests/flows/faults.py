@@ -14,10 +14,10 @@ from typing import Any, Callable, Iterator
 import paramiko
 import pytest
 
-from deploy.run import Run
+from deploy.report.run import Run
 from tests.flows.conftest import Outcome, World, strong_stack_secrets
 
-INTERRUPTS = {"ctrl-c": 130, "sigterm": 143}     # deploy/errors.py: EXIT_INTERRUPTED, EXIT_TERMINATED
+INTERRUPTS = {"ctrl-c": 130, "sigterm": 143}     # core/errors.py: EXIT_INTERRUPTED, EXIT_TERMINATED
 
 
 def track_steps(monkeypatch: pytest.MonkeyPatch) -> list[str]:

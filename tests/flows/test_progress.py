@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from deploy import flows, progress
+from deploy import flows
+from deploy.report import progress
 from tests.flows.test_flows import ALL_BUILT
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy import registry as docr
+from deploy.cloud import registry as docr
 from deploy.cloud import CloudSpec
 from deploy.redact import SecretRegistry
 from lab import config as labconfig

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from deploy import hostkey
-from deploy.cloud_init import build_user_data
+from deploy.cloud.user_data import build_user_data
 from deploy.redact import SecretRegistry
 from lab import config as labconfig
 from lab import control, state

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from deploy import steps
 from deploy.redact import SecretRegistry
-from deploy.run import Run
+from deploy.report.run import Run
 from remote import compose, sync
 from remote.compose import ComposeError, ComposeSpec
 from tests.conftest import need

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from deploy import steps
 from deploy.redact import SecretRegistry
-from deploy.run import Run
+from deploy.report.run import Run
 from remote import lock
 from remote.connection import connect
 from remote.errors import RemoteError

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.registry import image_ref
+from deploy.cloud.registry import image_ref
 from remote import swarm_release
 
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from deploy.errors import ConfigError
+from core.errors import ConfigError
 from remote import sync
 from remote.errors import RemoteError
 from remote.layout import RELEASE_STACK, ReleaseLayout

@@ -1,9 +1,10 @@
 """summary.md and the console summary: the same facts, for a file and for a terminal."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import io
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
@@ -12,8 +13,28 @@ from rich.table import Table
 from deploy.checks.lines import clip, human_line
 from deploy.redact import redact
 
-if TYPE_CHECKING:
-    from deploy.run import Run
+
+
+class FinishedRun(Protocol):
+    """What a summary reads of a finished Run (deploy/report/run.py, which writes the summaries)."""
+
+    id: str
+    task: str
+    mode: str
+    command: str
+    outcome: str | None
+    exit_code: int
+    error: str | None
+    started_at: datetime
+    folder: Path
+    target: dict[str, Any]
+    steps: list[Any]
+    checks: list[dict[str, Any]]
+    skipped: list[dict[str, str]]
+    warnings: list[str]
+    registry: Any
+    artifacts: Any
+    console: Console
 
 MARK = {"ok": "ok", "pass": "pass", "warning": "WARN", "warn": "WARN", "failed": "FAIL", "fail": "FAIL", "skipped": "skip"}
 _STYLE = {"ok": "green", "pass": "green", "warning": "yellow", "warn": "yellow", "failed": "red", "fail": "red", "skipped": "dim"}
@@ -32,7 +53,7 @@ def _md_cell(value: Any) -> str:
     return str(value if value is not None else "").replace("|", "\\|").replace("\n", " ")
 
 
-def summary_markdown(run: "Run") -> str:
+def summary_markdown(run: FinishedRun) -> str:
     t = run.target or {}
     lines = [
         f"# Run {run.id}",
@@ -63,7 +84,7 @@ def summary_markdown(run: "Run") -> str:
     return "\n".join(lines)
 
 
-def print_console_summary(run: "Run") -> None:
+def print_console_summary(run: FinishedRun) -> None:
     """The compact table on the console; the same text goes to run.log. Cells are redacted."""
     def clean(value: Any) -> str:
         return redact(str(value), run.registry)

@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote
 
 from deploy.checks.lines import human_line, millis
-from deploy.report import FINAL_FILES, MARK, step_line
+from deploy.report.summary import FINAL_FILES, MARK, step_line
 
 Clean = Callable[[str], str]
 

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from deploy.errors import OperatorError
+from core.errors import OperatorError
 from deploy.redact import REGISTRY, SecretRegistry, redact, redact_data
 
 LOGS_HINT = ("free space on that disk, or set LOGS_DIR to a folder with room; the droplet's side is "

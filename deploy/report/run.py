@@ -17,9 +17,10 @@ from typing import Any, Iterator
 
 from rich.console import Console
 
-from deploy.artifacts import ArtifactError, ArtifactWriter
-from deploy.errors import EXIT_FAILED, ConfigError, OperatorError, Terminated, format_error
-from deploy.progress import Poll, Progress
+from deploy.report import html, summary
+from deploy.report.artifacts import ArtifactError, ArtifactWriter
+from core.errors import EXIT_FAILED, ConfigError, OperatorError, Terminated, format_error
+from deploy.report.progress import Poll, Progress
 from deploy.redact import REGISTRY, SecretRegistry, redact
 
 OUTCOMES = ("success", "failed", "partial", "config-error", "interrupted")
@@ -255,20 +256,19 @@ class Run:
         if self.error:
             self.log(f"ERROR: {self.error}", style="bold red")
         self.log(f"outcome: {self.outcome} (exit {self.exit_code}) in {self.duration:.1f}s")
-        from deploy import report, report_html  # late import: reports read a finished Run
 
         # The console summary appends to run.log, so it comes before the inventory in run.json.
         try:
-            report.print_console_summary(self)
+            summary.print_console_summary(self)
         except ArtifactError as exc:
             self.unwritable = self.unwritable or exc
         if self.unwritable is not None and not self.exit_code:   # a run without its record did not succeed
             self.outcome, self.exit_code = "failed", EXIT_FAILED
         # Each file on its own: a failure writing one never costs the run the others.
         errors: list[Exception] = []
-        for write in (lambda: self.artifacts.write_text("summary.md", report.summary_markdown(self)),
+        for write in (lambda: self.artifacts.write_text("summary.md", summary.summary_markdown(self)),
                       lambda: self.artifacts.write_text(
-                          "report.html", report_html.render(self.manifest(), partial(redact, registry=self.registry))),
+                          "report.html", html.render(self.manifest(), partial(redact, registry=self.registry))),
                       lambda: self.artifacts.write_json("run.json", self.manifest())):
             try:
                 write()
@@ -313,7 +313,7 @@ class Run:
 
 
 def _outcome_for(exc: BaseException | None, partial: bool) -> tuple[str, int]:
-    from deploy import errors
+    from core import errors
 
     if exc is None:
         return ("partial", errors.EXIT_PARTIAL) if partial else ("success", errors.EXIT_OK)
