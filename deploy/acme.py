@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -22,10 +22,16 @@ TEST_CA_RELEASE_PATH = "traefik/ca/test-ca.pem"
 TEST_CA_CONTAINER_PATH = "/etc/traefik/ca/test-ca.pem"
 _CA_SERVER_LINE = re.compile(r"^(?P<indent>\s*)caServer:\s*\S+.*$", re.MULTILINE)
 
-if TYPE_CHECKING:
-    from deploy.settings import Settings
 
-def _choice(source: "Settings") -> tuple[str, bool, str | None]:
+class AcmeChoice(Protocol):
+    """The three settings that choose the CA (deploy/settings.py's Settings has them)."""
+
+    acme_ca_server: str
+    acme_test_ca: bool
+    acme_test_ca_root: str
+
+
+def _choice(source: AcmeChoice) -> tuple[str, bool, str | None]:
     """(CA directory URL, marked as a test CA, test CA listener root or None)."""
     return source.acme_ca_server or STAGING_CA_URL, source.acme_test_ca, source.acme_test_ca_root or None
 
@@ -40,7 +46,7 @@ def is_le_staging(url: str) -> bool:
     return url.strip().rstrip("/") == STAGING_CA_URL
 
 
-def validate(settings: "Settings") -> None:
+def validate(settings: AcmeChoice) -> None:
     """ConfigError for a CA the simulation must not use; names the setting and the fix."""
     url, test_ca, root = _choice(settings)
     if is_le_production(url):
@@ -79,7 +85,7 @@ def _check_root(path: Path) -> None:
         raise ConfigError("ACME_TEST_CA_ROOT", f"= {path} holds no PEM certificate", fix) from None
 
 
-def test_ca_server(settings: "Settings") -> str | None:
+def test_ca_server(settings: AcmeChoice) -> str | None:
     """The test CA's directory URL when one is configured (validated), else None."""
     url = _choice(settings)[0]
     return None if is_le_staging(url) else url
@@ -94,7 +100,7 @@ def render_static_config(text: str, ca_server: str) -> str:
     return _CA_SERVER_LINE.sub(lambda m: f"{m.group('indent')}caServer: {ca_server}  # test CA (ACME_TEST_CA)", text)
 
 
-def release_overlay(settings: "Settings", stack_dir: Path) -> dict[str, bytes]:
+def release_overlay(settings: AcmeChoice, stack_dir: Path) -> dict[str, bytes]:
     """Files that replace or join the stack's in the release: nothing for Let's Encrypt staging."""
     url = test_ca_server(settings)
     if url is None:
@@ -110,7 +116,7 @@ def release_overlay(settings: "Settings", stack_dir: Path) -> dict[str, bytes]:
     return out
 
 
-def stack_values(settings: "Settings") -> dict[str, str]:
+def stack_values(settings: AcmeChoice) -> dict[str, str]:
     """Stack variables the CA choice sets: lego trusts the test CA's listener only when given."""
     root = _choice(settings)[2] if test_ca_server(settings) else None
     return {"LEGO_CA_CERTIFICATES": TEST_CA_CONTAINER_PATH if root else ""}

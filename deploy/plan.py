@@ -123,7 +123,7 @@ def _definition_changes(before: Mapping[str, dict], after: Mapping[str, dict]) -
 
 def release_plan(host: str, local: sync.LocalRelease, live: LiveState, spec: ComposeSpec, env_content: str,
                  update_only: bool) -> ReleasePlan:
-    """What shipping ``local`` onto a droplet in state ``live`` would do; mirrors flows.ship."""
+    """What shipping ``local`` onto a droplet in state ``live`` would do; mirrors deploy.flows.release.ship."""
     old_manifest = live.meta.get("manifest") or {}
     changed, removed = sync.diff_manifests(old_manifest, local.manifest)
     touched = changed + removed

@@ -11,7 +11,7 @@ import contextlib
 import posixpath
 import secrets
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import fabric
 import paramiko
@@ -84,7 +84,8 @@ class SshExecutor:
     def __init__(self, conn: fabric.Connection) -> None:
         self.conn = conn
         self.host = conn.host
-        self._sftp = None
+        self._sftp: Any = None
+        self._sftp_transport: Any = None
 
     def run(self, command: str, timeout: float | None = None) -> Result:
         try:
@@ -94,26 +95,36 @@ class SshExecutor:
             return Result(command, None, res.stdout or "", res.stderr or "")
         return Result(command, res.exited, res.stdout or "", res.stderr or "")
 
+    def _client(self) -> Any:
+        """An SFTP client on the connection's live transport. A command reconnects by itself
+        after a drop (Fabric opens a new transport), but an SFTP client stays bound to the
+        transport it was opened on, and Fabric's own cache keeps it: open one per transport."""
+        if not self.conn.is_connected:
+            self.conn.open()
+        if self._sftp is None or self._sftp_transport is not self.conn.transport:
+            self._sftp = self.conn.client.open_sftp()
+            self._sftp_transport = self.conn.transport
+        return self._sftp
+
     def put(self, path: str, data: bytes, mode: int | None = None) -> None:
         """Write via a temp name + rename: readers never see half a file, and a file that is
         hard-linked into an older release is replaced, never rewritten through its inode."""
-        if self._sftp is None:
-            self._sftp = self.conn.sftp()
+        sftp = self._client()
         tmp = f"{path}.tmp-{secrets.token_hex(4)}"
         try:
-            with self._sftp.open(tmp, "wb") as fh:
+            with sftp.open(tmp, "wb") as fh:
                 if mode is not None:
                     fh.chmod(mode)  # before any byte is written
                 fh.set_pipelined(True)
                 fh.write(data)
-            self._sftp.posix_rename(tmp, path)
+            sftp.posix_rename(tmp, path)
         except ConnectionError:
             raise       # the connection dropped, not the disk: Target.put says so
         except OSError as exc:  # paramiko's IOError; a full disk is only "Failure" (SSH_FX_FAILURE)
             if not getattr(self.conn, "is_connected", True):   # paramiko's "Socket is closed"
                 raise ConnectionError(f"the SSH connection to {self.host} closed during the upload") from None
             with contextlib.suppress(OSError):
-                self._sftp.remove(tmp)
+                sftp.remove(tmp)
             folder = posixpath.dirname(path) or "/"
             raise RemoteError(
                 f"writing {path} on {self.host} failed over SFTP: {exc.strerror or exc}",
@@ -122,6 +133,9 @@ class SshExecutor:
                 "fewer releases); otherwise check the folder exists and the deploy user may write it") from None
 
     def close(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):   # its transport may be gone already
+                self._sftp.close()
         self.conn.close()
 
 

@@ -292,7 +292,7 @@ def provision_cluster(spec: CloudSpec, on_event: OnEvent = _log_event,
         return _cluster_of_one(provision(spec, on_event, account, on_droplet))
     if host_key_for is None:
         raise CloudError("no SSH host keys were generated for the cluster's nodes",
-                         "provision through deploy.steps, which generates and pins one per node")
+                         "provision through deploy.flows.reach.provision, which generates and pins one per node")
 
     def report(info: DropletInfo) -> DropletInfo:
         if on_droplet is not None:

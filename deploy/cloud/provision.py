@@ -35,7 +35,7 @@ def _checked_input(spec: CloudSpec, planning: bool = False) -> str:
     A plan (no host key: nothing is created) checks the same inputs with a throwaway key."""
     if spec.host_key is None and not planning:
         raise CloudError("no SSH host key was generated for the new droplet",
-                         "provision through deploy.steps.provision, which generates and pins one")
+                         "provision through deploy.flows.reach.provision, which generates and pins one")
     try:
         # A plan creates nothing: a throwaway key (never kept, never sent) checks the rest.
         key = spec.host_key or hostkey.generate(SecretRegistry())

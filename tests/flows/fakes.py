@@ -490,7 +490,8 @@ class FakeDroplet:
         if self.fault is not None:
             self.fault("put", path)
         sftp = _LocalSftp(full=bool(self.disk_full_on) and self.disk_full_on in path)
-        SshExecutor(SimpleNamespace(host=self.host, sftp=lambda: sftp)).put(path, data, mode)
+        SshExecutor(SimpleNamespace(host=self.host, is_connected=True, transport=self, open=lambda: None,
+                                    client=SimpleNamespace(open_sftp=lambda: sftp))).put(path, data, mode)
 
     def close(self) -> None:
         self.closed = True

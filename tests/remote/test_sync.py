@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
+import paramiko
 import pytest
 
 from core.errors import ConfigError
@@ -175,6 +176,42 @@ def test_an_sftp_write_into_a_missing_folder_is_a_remote_error_naming_the_path(h
     assert "df -h" in err.value.hint
 
 
+def _connection(sftp, connected: bool = True) -> SimpleNamespace:
+    """What SshExecutor uses of a Fabric connection: its state, its transport, its SFTP."""
+    return SimpleNamespace(host="203.0.113.10", is_connected=connected, transport=object(), open=lambda: None,
+                           client=SimpleNamespace(open_sftp=lambda: sftp))
+
+
+class _RecordingSftp:
+    """An SFTP client on a live connection: writes land (tmp name, then rename)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.written: dict[str, bytes] = {}
+
+    def open(self, path: str, mode: str) -> "_RecordingSftp":
+        self._path, self._data = path, b""
+        return self
+
+    def __enter__(self) -> "_RecordingSftp":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.files[self._path] = self._data
+
+    def chmod(self, mode: int) -> None:
+        pass
+
+    def set_pipelined(self, on: bool) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self._data += data
+
+    def posix_rename(self, src: str, dst: str) -> None:
+        self.written[dst] = self.files.pop(src)
+
+
 class _FullDiskSftp:
     """What paramiko does when the droplet's disk fills up: a bare OSError('Failure')."""
 
@@ -209,7 +246,7 @@ class _FullDiskSftp:
 
 def test_a_full_disk_during_an_upload_says_so_and_leaves_no_temp_file():
     sftp = _FullDiskSftp()
-    executor = SshExecutor(SimpleNamespace(host="203.0.113.10", sftp=lambda: sftp))
+    executor = SshExecutor(_connection(sftp))
     path = "/opt/app/releases/.upload-r1.tar.gz"
     with pytest.raises(RemoteError) as err:
         executor.put(path, b"archive")
@@ -251,6 +288,25 @@ def test_a_connection_dropped_during_an_upload_is_a_dropped_connection_not_a_ful
     the lab's fault test once got the disk-full hint for it instead of 'run the same command again'."""
     sftp = _FullDiskSftp()
     sftp.write = lambda data: (_ for _ in ()).throw(OSError("Socket is closed"))
-    executor = SshExecutor(SimpleNamespace(host="203.0.113.10", sftp=lambda: sftp, is_connected=False))
+    executor = SshExecutor(_connection(sftp, connected=False))
     with pytest.raises(ConnectionError):
         executor.put("/opt/app/releases/.upload.tar.gz", b"archive")
+
+
+def test_an_upload_after_fabric_reconnected_uses_an_sftp_client_on_the_new_connection():
+    """Seen on the lab ('SSH dropped mid-cutover'): the droplet's sshd session was killed between
+    two commands; the next command reconnected (Fabric opens a new transport by itself) and the
+    cutover finished, but the release record's upload went through the SFTP client of the dead
+    transport ('Socket is closed', reported as a full disk). Each transport gets its own client."""
+    first, second = _RecordingSftp(), _RecordingSftp()
+    opened = iter([first, second])
+    conn = SimpleNamespace(host="203.0.113.10", is_connected=True, transport=object(), open=lambda: None,
+                           client=SimpleNamespace(open_sftp=lambda: next(opened)))
+    conn.sftp = lambda: first      # Fabric's own cache keeps the first client, whatever happens
+    executor = SshExecutor(conn)
+    executor.put("/opt/app/releases/r1/.env", b"A=1\n")
+    first.write = lambda data: (_ for _ in ()).throw(OSError("Socket is closed"))   # its transport died
+    conn.transport = object()      # ... and a command has reconnected since
+    executor.put("/opt/app/releases/r1/.release.json", b'{"outcome": "success"}')
+    assert first.written == {"/opt/app/releases/r1/.env": b"A=1\n"}
+    assert second.written == {"/opt/app/releases/r1/.release.json": b'{"outcome": "success"}'}
