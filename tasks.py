@@ -92,7 +92,7 @@ def rollback(c, release=None, env_file=None, no_timestamp=False):
 @task(help=COMMON_HELP)
 def releases(c, env_file=None, no_timestamp=False):
     """List the releases on the droplet (node 1 of a swarm) with their dates and outcomes (* = current)."""
-    run_task(c, "releases", "list", _flags(no_timestamp), env_file, flows.releases)
+    run_task(c, "releases", "list", _flags(no_timestamp), env_file, flows.list_releases)
 
 
 @task(name="status", help=COMMON_HELP)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from core.errors import EXIT_CONFIG, OperatorError
 from deploy import cloud
-from core.errors import OperatorError
 
 LEADER = "leader"   # node 1: the edge DNS names, the data, the releases and the deploy lock
 WORKER = "worker"   # nodes 2..N of a swarm
@@ -75,3 +75,18 @@ def refuse_shared_addresses(nodes: Sequence[Node]) -> None:
                                       for address, names in shared.items()) + ", so the deploy cannot tell them apart",
                             "check the droplets' addresses in the DigitalOcean console (a droplet just deleted or "
                             "powered off may still be listed); run again once each node has its own")
+
+
+def wanted_count(asked: int | None, existing: int, droplet_name: str, project: str) -> int:
+    """How many nodes a full deploy makes the cluster: NODES, or unset the cluster's own size (1
+    for a new stack). One node of a swarm is refused: Compose beside the swarm would fight it
+    for 80/443 and start an empty PostgreSQL, and the way back is manual."""
+    count = asked or max(1, existing)
+    if count == 1 and existing > 1:
+        raise OperatorError(
+            f"the cluster runs {existing} nodes as a Docker Swarm and NODES is 1",
+            f"unset NODES to keep the {existing} nodes. Back to one droplet is not automated: `inv deploy "
+            f"--nodes 2`, then on {droplet_name} `docker stack rm {project}` and `docker swarm leave --force`, "
+            f"delete {droplet_name}-2, remove the tag {cloud.cluster_tag(droplet_name)} from {droplet_name}, and "
+            "deploy with NODES=1 (the data volumes are kept)", exit_code=EXIT_CONFIG)
+    return count

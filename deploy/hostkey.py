@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import secrets
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from core.errors import OperatorError
 from deploy.redact import REGISTRY, SecretRegistry
 
 KEY_TYPE = "ssh-ed25519"
@@ -114,3 +117,23 @@ def is_pinned(known_hosts: Path, host_entry: str) -> bool:
     except (OSError, paramiko.SSHException):
         return False
     return keys.lookup(host_entry) is not None
+
+
+@contextmanager
+def pending(known_hosts: Path, names: Sequence[str], registry: SecretRegistry = REGISTRY) -> Iterator[dict[str, HostKey]]:
+    """A new host key per droplet name for the block that creates them, each kept beside
+    known_hosts before the create call (a run interrupted between create and pin can still pin
+    it next time: promote() it once the droplet exists); what was not promoted is dropped after."""
+    keys = {name: generate(registry) for name in names}
+    try:
+        for name, key in keys.items():
+            save_pending(key, known_hosts, name)
+    except OSError as exc:
+        raise OperatorError(f"cannot keep the new droplets' SSH host keys beside {known_hosts} "
+                            f"({exc.strerror or type(exc).__name__})",
+                            "point SSH_KNOWN_HOSTS to a file in a folder this user can write") from None
+    try:
+        yield keys
+    finally:
+        for name in names:
+            drop_pending(known_hosts, name)

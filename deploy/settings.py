@@ -69,8 +69,8 @@ from typing import Any, Callable, Mapping, TypedDict
 
 from dotenv import dotenv_values
 
-from deploy import acme, resolvers
 from core.errors import ConfigError
+from deploy import acme, resolvers
 from deploy.redact import (DISTINCTIVE_ONE_CLASS_LENGTH, MIN_SECRET_VALUE_LENGTH, REGISTRY, Secret,
                            SecretRegistry, char_classes, is_distinctive, is_secret_name)
 from deploy.tls import STAGING_CA_URL

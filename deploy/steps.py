@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from core.errors import OperatorError, Terminated
 from deploy import checks, cloud, hostkey
 from deploy import plan as deploy_plan
-from core.errors import OperatorError, Terminated
 from deploy.report.run import Run
 from deploy.wiring import CloudPort
 from remote import collect as remote_collect

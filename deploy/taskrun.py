@@ -11,8 +11,8 @@ from typing import Any, Callable, Mapping
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from deploy.report.artifacts import LOGS_HINT
 from core.errors import EXIT_FAILED, OperatorError
+from deploy.report.artifacts import LOGS_HINT
 from deploy.redact import redact_mapping
 from deploy.report.run import Run
 from deploy.settings import KEYS, Settings, load_settings, read_env_file

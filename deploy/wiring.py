@@ -11,9 +11,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
+from core.errors import ConfigError
 from deploy import acme, checks, cloud, resolvers
 from deploy.cluster import Node
-from core.errors import ConfigError
 from deploy.report.run import operator_name
 from deploy.settings import Settings
 from remote import connection, sync

@@ -6,10 +6,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
+from core.errors import EXIT_CONFIG, OperatorError
 from deploy import resolvers
 from deploy.checks.headers import parse_policy
 from deploy.resolvers import NameServer
-from core.errors import EXIT_CONFIG, OperatorError
 
 Status = Literal["pass", "warn", "fail", "skipped"]
 STATUSES: tuple[Status, ...] = ("pass", "warn", "fail", "skipped")

@@ -2,15 +2,19 @@
 lock. A node that cannot be reached makes the artifact set partial, never a crash."""
 from __future__ import annotations
 
-from deploy import steps, wiring
-from deploy.cluster import Cluster
+from contextlib import contextmanager
+from typing import Iterator
+
 from core.errors import OperatorError
+from deploy import releases, steps, wiring
+from deploy.cluster import Cluster
 from deploy.flows import reach
 from deploy.report.run import Run
 from deploy.runtime import Runtime, for_cluster
 from deploy.settings import Settings
 from deploy.wiring import REAL_EDGES, Edges, Inventory
 from remote import lock, sync
+from remote.target import Target
 
 
 def verify(run: Run, settings: Settings, edges: Edges, cluster: Cluster | None, runtime: Runtime | None,
@@ -60,50 +64,46 @@ def _inspect(run: Run, settings: Settings, edges: Edges, cluster: Cluster, runti
             inventory.close()
 
 
-def _found(run: Run, settings: Settings, edges: Edges, required: bool) -> tuple[Cluster | None, Runtime | None]:
-    cluster = reach.find(run, settings, edges, required=required, exact=False)
-    return cluster, (for_cluster(cluster, settings, edges.cloud) if cluster is not None else None)
+def _found(run: Run, settings: Settings, edges: Edges) -> tuple[Cluster | None, Runtime | None]:
+    cluster = reach.find_or_partial(run, settings, edges)
+    return cluster, (for_cluster(cluster, settings, edges) if cluster is not None else None)
 
 
 def verify_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
-    verify(run, settings, edges, *_found(run, settings, edges, required=False))
+    verify(run, settings, edges, *_found(run, settings, edges))
 
 
 def collect_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
-    cluster, runtime = _found(run, settings, edges, required=False)
+    cluster, runtime = _found(run, settings, edges)
     if cluster is None or runtime is None:
         run.skip_step("collect", "no droplet IP")
         return
     _inspect(run, settings, edges, cluster, runtime, None)
 
 
-def releases(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> list[sync.ReleaseInfo]:
-    """The releases on the leader (the only node that holds them), oldest first."""
-    cluster, _ = _found(run, settings, edges, required=True)
-    assert cluster is not None
+@contextmanager
+def _on_leader(run: Run, settings: Settings, edges: Edges) -> Iterator[Target]:
+    """Node 1, connected: it alone holds the releases and the cluster's one deploy lock."""
+    cluster = reach.find(run, settings, edges, exact=False)
     with reach.connected(run, settings, edges, cluster.nodes[:1]) as inventory:
-        found = steps.list_releases(run, inventory.targets[0])
-    lines = [release_line(r) for r in found]
+        yield inventory.targets[0]
+
+
+def list_releases(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> list[sync.ReleaseInfo]:
+    """The releases on the leader (the only node that holds them), oldest first."""
+    with _on_leader(run, settings, edges) as leader:
+        found = steps.list_releases(run, leader)
+    lines = [releases.line(r) for r in found]
     run.artifacts.write_text("releases.txt", "\n".join(lines) + "\n")
     for line in lines:
         run.console.print(line, markup=False)
     return found
 
 
-def release_line(r: sync.ReleaseInfo) -> str:
-    """`* <id>  success  2026-11-26T13:00:00+00:00  by ops@laptop  api=3f2a1b4c9d0e ...` (* = live)."""
-    imgs = " ".join(f"{n}={str(e.get('id', '')).removeprefix('sha256:')[:12]}"
-                    for n, e in sorted((r.meta.get("images") or {}).items()))
-    return (f"{'*' if r.current else ' '} {r.id}  {r.outcome or 'never-live':11} {r.created or '?'}"
-            f"  by {r.meta.get('by') or '?'}  {imgs or '(no image map)'}")
-
-
 def lock_status(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
     """The cluster's one deploy lock, on the leader."""
-    cluster, _ = _found(run, settings, edges, required=True)
-    assert cluster is not None
-    with reach.connected(run, settings, edges, cluster.nodes[:1]) as inventory:
-        state = lock.read(inventory.targets[0])
+    with _on_leader(run, settings, edges) as leader:
+        state = lock.read(leader)
     run.record("lock", state)
     if state is None:
         run.log("deploy lock: free")
@@ -115,10 +115,7 @@ def lock_status(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None
 
 def lock_release(run: Run, settings: Settings, edges: Edges = REAL_EDGES, if_stale: bool = False) -> None:
     """Release the deploy lock; ``if_stale``: only when its holder is surely gone (else LockHeld)."""
-    cluster, _ = _found(run, settings, edges, required=True)
-    assert cluster is not None
-    with reach.connected(run, settings, edges, cluster.nodes[:1]) as inventory:
-        leader = inventory.targets[0]
+    with _on_leader(run, settings, edges) as leader:
         if if_stale:
             released = lock.release_if_stale(leader, settings.lock_ttl)
             run.log(f"stale deploy lock released (held by {released[0].describe()}: {released[1]})"

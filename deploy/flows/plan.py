@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from core.errors import OperatorError
 from deploy import plan as deploy_plan
 from deploy import steps, wiring
-from deploy.cluster import Node
-from core.errors import OperatorError
+from deploy.cluster import Node, wanted_count
 from deploy.flows import reach
 from deploy.report.run import Run
 from deploy.settings import Settings, require_stack_keys
@@ -26,7 +26,8 @@ def plan(run: Run, settings: Settings, update_only: bool = False, edges: Edges =
     provision = cluster = None
     leader: Node | None = None
     name = spec.droplet_name
-    count = settings.nodes or (max(1, len(edges.cloud.find_cluster(spec))) if account else 1)
+    count = (wanted_count(settings.nodes, len(edges.cloud.find_cluster(spec)), name, settings.project)
+             if account else 1)
     if count > 1:
         with run.step("plan-cluster") as step:
             cluster = edges.cloud.plan_cluster(dataclasses.replace(spec, nodes=count),
@@ -38,8 +39,7 @@ def plan(run: Run, settings: Settings, update_only: bool = False, edges: Edges =
             steps.record_target(run, found)
             leader = Node.of(found)
     elif update_only:
-        found_cluster = reach.find(run, settings, edges, required=True)
-        leader = found_cluster.leader if found_cluster else None
+        leader = reach.find(run, settings, edges).leader
     else:
         assert account is not None
         provision = steps.plan_provision(run, edges.cloud, wiring.cloud_spec(settings), account)

@@ -10,32 +10,34 @@ import dataclasses
 from contextlib import contextmanager
 from typing import Iterator
 
-from deploy import cloud, hostkey, steps, wiring
-from deploy.cluster import Cluster, Node, refuse_shared_addresses
 from core.errors import EXIT_CONFIG, OperatorError
+from deploy import cloud, hostkey, steps, wiring
+from deploy.cluster import Cluster, Node, refuse_shared_addresses, wanted_count
 from deploy.report.run import Run
 from deploy.settings import Settings
 from deploy.wiring import Edges, Inventory
 
 
-def find(run: Run, settings: Settings, edges: Edges, required: bool, exact: bool = True) -> Cluster | None:
+def find(run: Run, settings: Settings, edges: Edges, exact: bool = True) -> Cluster:
     """DROPLET_IP, else the cluster found by node 1's name and the cluster tag (token checked
-    once, read-only). ``required``: every failure is an error; otherwise (verify, collect) the
-    run goes on without remote steps and is marked partial, with the reason and the fix.
-    ``exact``: a NODES that differs from the nodes found is refused (tasks that change
-    something); otherwise every node found is looked at, with a warning."""
+    once, read-only). ``exact``: a NODES that differs from the nodes found is refused (tasks
+    that change something); otherwise every node found is looked at, with a warning."""
     if settings.droplet_ip:
         node = Node(name=settings.droplet_name, ip=settings.droplet_ip)
         run.target = {"name": node.name, "region": None, "ip": node.ip}
         run.skip_step("discover", f"DROPLET_IP={node.ip} given")
         return Cluster((node,))
+    spec = wiring.cloud_spec(settings, need_key=False)
+    steps.token_check(run, edges.cloud, spec)
+    return _discover(run, edges, spec, settings.nodes, exact)
+
+
+def find_or_partial(run: Run, settings: Settings, edges: Edges) -> Cluster | None:
+    """For the tasks that only look (verify, collect): a cluster that cannot be found makes the
+    run partial, with the reason and the fix, instead of stopping it."""
     try:
-        spec = wiring.cloud_spec(settings, need_key=False)
-        steps.token_check(run, edges.cloud, spec)
-        return _discover(run, edges, spec, settings.nodes, exact)
+        return find(run, settings, edges, exact=False)
     except OperatorError as exc:
-        if required:
-            raise
         run.registry.add_help(exc.hint)  # our own help text: keep its wording readable
         run.mark_partial("remote verification", f"{exc.message}; set DROPLET_IP or fix it ({exc.hint})")
         return None
@@ -79,20 +81,9 @@ def provision(run: Run, settings: Settings, edges: Edges, account: cloud.Account
     """Droplet(s), firewall allowlist and DNS; every new node carries an SSH host key generated
     here, pinned in known_hosts before anyone connects. One droplet is a cluster of one."""
     spec = wiring.cloud_spec(settings)
-    count = settings.nodes or max(1, len(edges.cloud.find_cluster(spec)))
+    count = wanted_count(settings.nodes, len(edges.cloud.find_cluster(spec)), spec.droplet_name, settings.project)
     names = cloud.node_names(spec.droplet_name, count)
     known_hosts = settings.known_hosts_path
-    keys = {name: hostkey.generate(run.registry) for name in names}
-    # Kept before the create call, promoted as soon as the droplet exists: a run interrupted
-    # between create and pin can still pin it next time.
-    try:
-        for name, key in keys.items():
-            hostkey.save_pending(key, known_hosts, name)
-    except OSError as exc:
-        raise OperatorError(f"cannot keep the new droplets' SSH host keys beside {known_hosts} "
-                            f"({exc.strerror or type(exc).__name__})",
-                            "point SSH_KNOWN_HOSTS to a file in a folder this user can write") from None
-    spec = dataclasses.replace(spec, nodes=count, host_key=keys[names[0]])
 
     def on_droplet(droplet: cloud.DropletInfo) -> None:
         # run.json names the target as soon as it is known, even when provisioning fails after
@@ -104,18 +95,15 @@ def provision(run: Run, settings: Settings, edges: Edges, account: cloud.Account
     def on_event(level: str, msg: str) -> None:
         run.warn(msg) if level == "warning" else run.log(msg)
 
-    with run.step("provision") as step:
-        try:
-            if count == 1:
-                result = edges.cloud.provision(spec, on_event=on_event, account=account, on_droplet=on_droplet)
-                droplets, surplus = [result.droplet], []
-            else:
-                result = edges.cloud.provision_cluster(spec, on_event=on_event, account=account,
-                                                       on_droplet=on_droplet, host_key_for=keys.__getitem__)
-                droplets, surplus = list(result.nodes), list(result.surplus)
-        finally:
-            for name in names:
-                hostkey.drop_pending(known_hosts, name)
+    with run.step("provision") as step, hostkey.pending(known_hosts, names, run.registry) as keys:
+        spec = dataclasses.replace(spec, nodes=count, host_key=keys[names[0]])
+        if count == 1:
+            result = edges.cloud.provision(spec, on_event=on_event, account=account, on_droplet=on_droplet)
+            droplets, surplus = [result.droplet], []
+        else:
+            result = edges.cloud.provision_cluster(spec, on_event=on_event, account=account,
+                                                   on_droplet=on_droplet, host_key_for=keys.__getitem__)
+            droplets, surplus = list(result.nodes), list(result.surplus)
         cluster = Cluster.of(droplets, surplus)
         steps.record_target(run, droplets[0])
         run.record("provision", result)

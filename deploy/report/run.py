@@ -17,9 +17,9 @@ from typing import Any, Iterator
 
 from rich.console import Console
 
+from core.errors import EXIT_FAILED, ConfigError, OperatorError, Terminated, format_error
 from deploy.report import html, summary
 from deploy.report.artifacts import ArtifactError, ArtifactWriter
-from core.errors import EXIT_FAILED, ConfigError, OperatorError, Terminated, format_error
 from deploy.report.progress import Poll, Progress
 from deploy.redact import REGISTRY, SecretRegistry, redact
 

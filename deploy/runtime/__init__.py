@@ -12,12 +12,12 @@ from deploy.runtime.base import Candidate, Runtime
 from deploy.runtime.compose import ComposeRuntime
 from deploy.runtime.swarm import SwarmRuntime
 from deploy.settings import Settings
-from deploy.wiring import CloudPort
+from deploy.wiring import Edges
 
 __all__ = ["Candidate", "Runtime", "ComposeRuntime", "SwarmRuntime", "for_cluster"]
 
 
-def for_cluster(cluster: Cluster, settings: Settings, cloud_port: CloudPort) -> Runtime:
+def for_cluster(cluster: Cluster, settings: Settings, edges: Edges) -> Runtime:
     if cluster.is_swarm:
-        return SwarmRuntime(settings, cloud_port, cluster)
+        return SwarmRuntime(settings, edges, cluster)
     return ComposeRuntime(settings)

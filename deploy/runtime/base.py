@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
-from deploy.cluster import Node
 from deploy.report.run import Run
 from deploy.wiring import Inventory
 from remote.target import Target
@@ -38,9 +37,9 @@ class Runtime(Protocol):
     def can_return_to(self, leader: Target, release_id: str, images: dict[str, dict[str, str]]) -> str | None:
         """Why the release cannot start again without a build (None: it can)."""
 
-    def retire(self, run: Run, leader: Target, leaving: Inventory, surplus: Sequence[Node]) -> None:
-        """The nodes beyond the count asked for leave the cluster without a gap, then their
-        droplets are deleted."""
+    def retire(self, run: Run, leader: Target) -> None:
+        """The nodes beyond the count asked for (the cluster's surplus) leave it without a gap,
+        then their droplets are deleted."""
 
     def inspect(self, run: Run, inventory: Inventory) -> list[str]:
         """Collect the cluster's state into the run folder; what is not serving as it should."""

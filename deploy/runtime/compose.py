@@ -3,11 +3,8 @@ downtime (remote/compose.py's cutover), and a failed start puts the previous rel
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Sequence
 
 from deploy import steps, wiring
-from deploy.cluster import Node
-from core.errors import OperatorError
 from deploy.report.run import Run
 from deploy.runtime.base import Candidate
 from deploy.settings import Settings
@@ -46,8 +43,8 @@ class ComposeRuntime:
         missing = sorted(ref for ref, image_id in present.items() if image_id == images.MISSING)
         return f"its images {', '.join(missing)} are gone from the droplet" if missing else None
 
-    def retire(self, run: Run, leader: Target, leaving: Inventory, surplus: Sequence[Node]) -> None:
-        raise OperatorError("one droplet has no nodes to retire", "a smaller cluster is a swarm of 2 or more")
+    def retire(self, run: Run, leader: Target) -> None:
+        """One droplet has no surplus: a cluster of one is never shrunk (deploy/cluster.py refuses 3 -> 1)."""
 
     def inspect(self, run: Run, inventory: Inventory) -> list[str]:
         down: list[str] = []

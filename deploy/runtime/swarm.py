@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterator
 
+from core.errors import OperatorError
 from deploy import cloud, steps, wiring
 from deploy.cloud import registry
-from deploy.cluster import Cluster, Node
-from core.errors import OperatorError
+from deploy.cluster import Cluster
 from deploy.report.run import Run
 from deploy.runtime.base import Candidate
 from deploy.settings import Settings
-from deploy.wiring import CloudPort, Inventory
+from deploy.wiring import Edges, Inventory
 from remote import collect as remote_collect
 from remote import commands as cmd
 from remote import registry_cmds, stackfile, swarm, swarm_release, sync
@@ -30,9 +30,9 @@ class SwarmRuntime:
     name = "swarm"
     down_hint = "swarm-services.json, swarm-nodes.json and swarm-tasks.txt in the run folder show which tasks are missing and why"
 
-    def __init__(self, settings: Settings, cloud_port: CloudPort, cluster: Cluster) -> None:
+    def __init__(self, settings: Settings, edges: Edges, cluster: Cluster) -> None:
         self.settings = settings
-        self.cloud_port = cloud_port
+        self.edges = edges
         self.cluster = cluster
         self.project = settings.project
         # the count is the cluster's (NODES may be unset): delete_surplus deletes beyond it
@@ -65,19 +65,34 @@ class SwarmRuntime:
             return None
         return f"it never ran on the swarm (it has no {swarm_release.STACK_FILE})"
 
-    def retire(self, run: Run, leader: Target, leaving: Inventory, surplus: Sequence[Node]) -> None:
+    def retire(self, run: Run, leader: Target) -> None:
         """The nodes beyond NODES: their tasks moved start-first to the others, out of the swarm,
-        then their droplets deleted. Node 1 (data, edge) is never among them."""
-        with run.step("shrink") as step:
-            removed = swarm.retire(leader, [swarm.Leaving(t.name, t) for t in leaving], self.project,
-                                   timeout=self.timeout, on_event=run.log)
-            droplets = [cloud.DropletInfo(id=n.droplet_id or 0, name=n.name, region=n.region or "", size="",
-                                          status="active", public_ipv4=n.ip or None, created=False,
-                                          private_ipv4=n.private_ip or None) for n in surplus]
-            deleted = self.cloud_port.delete_surplus(self.spec, droplets, on_event=lambda level, msg: run.log(msg))
-            run.record("shrink", {"left_swarm": removed, "deleted": deleted})
-            step.note(f"{len(removed)} node(s) left the swarm, {len(deleted)} droplet(s) deleted: "
-                      + ", ".join(deleted or removed or ["none"]))
+        then their droplets deleted. Node 1 (data, edge) is never among them. A node that does
+        not answer is removed from the leader's side alone."""
+        surplus = self.cluster.surplus
+        if not surplus:
+            return
+        leaving = wiring.inventory(self.settings, surplus, self.edges)
+        try:
+            for target in leaving:
+                try:
+                    steps.connect(run, target, quick=True)
+                except OperatorError as exc:
+                    run.warn(f"{target.name} (being removed) cannot be reached ({exc.message}): the swarm drops it "
+                             "without it leaving; its droplet is deleted all the same")
+            with run.step("shrink") as step:
+                removed = swarm.retire(leader, [swarm.Leaving(t.name, t) for t in leaving], self.project,
+                                       timeout=self.timeout, on_event=run.log)
+                droplets = [cloud.DropletInfo(id=n.droplet_id or 0, name=n.name, region=n.region or "", size="",
+                                              status="active", public_ipv4=n.ip or None, created=False,
+                                              private_ipv4=n.private_ip or None) for n in surplus]
+                deleted = self.edges.cloud.delete_surplus(self.spec, droplets,
+                                                          on_event=lambda level, msg: run.log(msg))
+                run.record("shrink", {"left_swarm": removed, "deleted": deleted})
+                step.note(f"{len(removed)} node(s) left the swarm, {len(deleted)} droplet(s) deleted: "
+                          + ", ".join(deleted or removed or ["none"]))
+        finally:
+            leaving.close()
 
     def inspect(self, run: Run, inventory: Inventory) -> list[str]:
         """The swarm from the leader (nodes, services, tasks) plus each node's own state. A node

@@ -8,9 +8,9 @@ import re
 import pytest
 import requests
 
+from core.errors import EXIT_LOCKED
 from deploy import cloud, hostkey
 from deploy.cloud import CloudError
-from core.errors import EXIT_LOCKED
 from deploy.redact import SecretRegistry
 from lab.fake_do import FakeDigitalOcean
 from tests.cloud.conftest import TOKEN, with_

@@ -10,9 +10,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from core.errors import EXIT_LOCKED
 from deploy import cloud
 from deploy.cloud import CloudError, CloudSpec
-from core.errors import EXIT_LOCKED
 from tests.cloud.conftest import with_
 from tests.fake_do.helpers import ssh_allowed_from
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy import acme
 from core.errors import ConfigError
+from deploy import acme
 from tests.core.test_settings import load
 from tests.checks.certs import STAGING, make_cert
 

@@ -13,9 +13,9 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from rich.console import Console
 
+from core.errors import OperatorError
 from deploy.checks import CheckTarget, ChecksConfig, run_checks
 from deploy.checks.lines import human_line
-from core.errors import OperatorError
 from deploy.redact import SecretRegistry
 from deploy.report.run import Run
 from tests.browser import chromium

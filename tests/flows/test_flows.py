@@ -230,7 +230,7 @@ def test_rollback_starts_the_previous_release_with_its_images_and_env_without_re
     assert world.release_meta(second)["outcome"] == "rolled-back"
     assert f"{second} -> {first}" in out.step("choose-release")["message"]
     assert not world.lock_held()
-    listed = world.invoke("releases", flows.releases, mode="list")
+    listed = world.invoke("releases", flows.list_releases, mode="list")
     assert f"* {first}  success" in listed.message and f"  {second}  rolled-back" in listed.message
     assert "api=" in listed.message and " by " in listed.message
 

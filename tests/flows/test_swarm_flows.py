@@ -141,6 +141,22 @@ def test_update_only_or_rollback_with_another_node_count_is_refused_before_anyth
     assert not set(world.cloud.calls[calls:]) & world.cloud.WRITES and not world.lock_held()
 
 
+@pytest.mark.parametrize("task,flow,mode", [("deploy", flows.deploy, "full"), ("provision", flows.provision_only, "full"),
+                                            ("push", flows.push_only, "update")])
+def test_one_node_asked_of_a_three_node_swarm_is_refused_before_anything_changes(world, swarm, task, flow, mode):
+    """3 -> 1 is not automated: Compose beside the swarm would fight it for 80/443 and start an
+    empty PostgreSQL. Refused (exit 2) before any write, SSH connection or lock, with the way back."""
+    deployed(world)
+    next_api(world, "v2")
+    before, connections, calls = releases(world), len(world.droplets), len(world.cloud.calls)
+    world.set_env(NODES="1")
+    out = world.invoke(task, flow, mode=mode)
+    assert out.exit_code == 2, out.message
+    assert "3 nodes" in out.message and "NODES is 1" in out.message and "unset NODES" in out.message
+    assert releases(world) == before and len(world.droplets) == connections
+    assert not set(world.cloud.calls[calls:]) & world.cloud.WRITES and not world.lock_held()
+
+
 def test_two_new_nodes_given_one_address_are_refused_before_connecting_or_pinning_a_key(world, swarm):
     world.cloud.addresses = {"stackdeploy-1-3": "203.0.113.22"}    # node 2's
     out = world.invoke("deploy", flows.deploy)

@@ -94,7 +94,7 @@ def test_releases_lists_node_ones_releases_once(world, swarm):
     (world.stack / "api" / "app" / "main.py").write_text("# v2\n")
     assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
     since = len(world.droplets)
-    out = world.invoke("releases", flows.releases, mode="releases")
+    out = world.invoke("releases", flows.list_releases, mode="releases")
     assert out.exit_code == 0, out.message
     lines = (out.run.folder / "releases.txt").read_text().splitlines()
     assert [line.lstrip("* ").split()[0] for line in lines] == releases(world)     # two, each once

@@ -1,0 +1,69 @@
+"""Which release a task acts on, from the leader's release history (pure: no I/O).
+
+    rollback    the named release, or the newest healthy one before the live one
+    up          the newest release pushed and built after the live one, never live yet
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from core.errors import OperatorError
+from remote import sync
+from remote.sync import ReleaseInfo
+
+ROLLBACK_OK = ("success", "rolled-back")   # releases that were live and healthy
+
+
+def live(found: Sequence[ReleaseInfo]) -> str | None:
+    return next((r.id for r in found if r.current), None)
+
+
+def rollback_target(found: Sequence[ReleaseInfo], release: str | None) -> ReleaseInfo:
+    """The named release, or the newest good one before the live one. Only releases that were
+    live and healthy, with their image map, qualify."""
+    current = live(found)
+    good = [r for r in found if r.outcome in ROLLBACK_OK and r.meta.get("images") and r.id != current]
+    names = ", ".join(r.id for r in good[-5:]) or "none"
+    if release is not None:
+        pick = next((r for r in good if r.id == release), None)
+        if pick is None:
+            known = next((r for r in found if r.id == release), None)
+            why = "does not exist" if known is None else (
+                "is the live release" if release == current else f"never became healthy (outcome {known.outcome or 'none'})")
+            raise OperatorError(f"release {release} {why}; it cannot be rolled back to",
+                                f"pick one of the releases that ran healthy: {names} (see `inv releases`)")
+        return pick
+    older = [r for r in good if current is None or r.id < current]
+    if not older:
+        raise OperatorError(f"no release older than {current or '(none)'} ran healthy: nothing to roll back to",
+                            "list releases with `inv releases`")
+    return older[-1]
+
+
+def pushed(found: Sequence[ReleaseInfo]) -> ReleaseInfo | None:
+    """The newest release, when `inv push` left it built and it never went live (nor failed)."""
+    newest = found[-1] if found else None
+    current = live(found)
+    if newest is None or newest.current or newest.outcome is not None or not newest.meta.get("images"):
+        return None
+    return None if current is not None and newest.id < current else newest
+
+
+def mount_changes(compose_file: Mapping, live_meta: Mapping | None, chosen: ReleaseInfo) -> frozenset[str]:
+    """Services whose bind-mounted files differ between the live release and ``chosen`` (Traefik's
+    config): only they are recreated, as recreating Traefik for nothing would drop requests.
+    Nothing live: every container is new."""
+    if live_meta is None:
+        return frozenset()
+    live_manifest = live_meta.get("manifest")
+    changed = (sum(sync.diff_manifests(live_manifest, chosen.meta.get("manifest") or {}), [])
+               if live_manifest is not None else None)
+    return frozenset(sync.services_for_mounts(compose_file, changed))
+
+
+def line(r: ReleaseInfo) -> str:
+    """`* <id>  success  2026-11-26T13:00:00+00:00  by ops@laptop  api=3f2a1b4c9d0e ...` (* = live)."""
+    imgs = " ".join(f"{n}={str(e.get('id', '')).removeprefix('sha256:')[:12]}"
+                    for n, e in sorted((r.meta.get("images") or {}).items()))
+    return (f"{'*' if r.current else ' '} {r.id}  {r.outcome or 'never-live':11} {r.created or '?'}"
+            f"  by {r.meta.get('by') or '?'}  {imgs or '(no image map)'}")
