@@ -25,9 +25,9 @@ from deploy import hostkey  # noqa: E402
 from deploy.cloud.user_data import build_user_data  # noqa: E402
 from deploy.redact import SecretRegistry  # noqa: E402
 from remote import cloudinit  # noqa: E402
-from remote.connection import SshTarget, connector, host_entry  # noqa: E402
+from remote.connection import SshEndpoint, connector, host_entry  # noqa: E402
 from remote.layout import ReleaseLayout  # noqa: E402
-from remote.target import Target  # noqa: E402
+from remote.host import Host  # noqa: E402
 
 
 def timed(label: str, fn) -> float:
@@ -46,8 +46,8 @@ def boot(backend: ContainerBackend, tmp: Path, holder: dict) -> None:
     user_data = build_user_data("deploy", key.with_suffix(".pub").read_text(), hk, "/opt/stackdeploy")
     ip = backend.create(1, "bench-1", [key.with_suffix(".pub").read_text()], user_data, [])
     hostkey.pin(tmp / "known_hosts", host_entry(ip, 22), hk.public)
-    ssh = SshTarget(host=ip, user="deploy", key_path=key, known_hosts_path=tmp / "known_hosts")
-    holder["target"] = Target(name="bench-1", host=ip, layout=ReleaseLayout("/opt/stackdeploy"),
+    ssh = SshEndpoint(host=ip, user="deploy", key_path=key, known_hosts_path=tmp / "known_hosts")
+    holder["target"] = Host(name="bench-1", host=ip, layout=ReleaseLayout("/opt/stackdeploy"),
                               connector=connector(ssh)).open()
 
 

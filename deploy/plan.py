@@ -27,7 +27,7 @@ from deploy import cloud
 from remote import commands as cmd
 from remote import images, lock, swarm, sync
 from remote.compose import ComposeSpec
-from remote.target import Target
+from remote.host import Host
 
 if TYPE_CHECKING:
     from deploy.report.run import Run
@@ -76,7 +76,7 @@ class DeployPlan:
 
 # -- reading the droplet ----------------------------------------------------------------------------
 
-def read_live(target: Target, local: sync.LocalRelease, compose_files: Iterable[str]) -> LiveState:
+def read_live(target: Host, local: sync.LocalRelease, compose_files: Iterable[str]) -> LiveState:
     """Everything the plan needs from the droplet, by commands that only read."""
     holder = lock.status(target)
     release = sync.current_release(target)

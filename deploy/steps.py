@@ -1,4 +1,4 @@
-"""The steps of a run. Each takes the Run, a Target (or the cloud edge) and plain values, does
+"""The steps of a run. Each takes the Run, a Host (or the cloud edge) and plain values, does
 one thing, records its typed result on the Run and returns it. No step reads Settings (wiring
 does) and none reaches into another step's handle.
 """
@@ -20,7 +20,7 @@ from remote import collect as remote_collect
 from remote import commands as cmd
 from remote import cloudinit, compose, images, lock, progress, sync
 from remote.connection import host_entry
-from remote.target import ConnectionLost, Target
+from remote.host import ConnectionLost, Host
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,14 @@ def pin_host_key(run: Run, known_hosts: Path, d: cloud.DropletInfo, port: int) -
     run.log(f"pinned the SSH host key of {d.name} ({entry}) in {known_hosts}")
 
 
-def connect(run: Run, target: Target, quick: bool = False) -> Target:
+def connect(run: Run, target: Host, quick: bool = False) -> Host:
     with run.step("connect") as step:
         target.open(quick=quick)
         step.note(f"{target.name} at {target.host}")
     return target
 
 
-def bootstrap(run: Run, target: Target, cloud_init_timeout: float) -> BootstrapResult:
+def bootstrap(run: Run, target: Host, cloud_init_timeout: float) -> BootstrapResult:
     """Full deploy only: cloud-init has finished (a new droplet answers SSH while it still
     installs Docker), the release root exists and is ours, Docker and Compose answer."""
     base = target.layout.base
@@ -96,7 +96,7 @@ def bootstrap(run: Run, target: Target, cloud_init_timeout: float) -> BootstrapR
     return result
 
 
-def settled(run: Run, target: Target, cloud_init_timeout: float) -> None:
+def settled(run: Run, target: Host, cloud_init_timeout: float) -> None:
     """One command when cloud-init has finished; while it still runs (a task right after a new
     droplet's `inv provision`), wait for it with progress."""
     with run.step("cloud-init") as step:
@@ -105,7 +105,7 @@ def settled(run: Run, target: Target, cloud_init_timeout: float) -> None:
 
 
 @contextmanager
-def locked(run: Run, target: Target, release: str | None, wait: float) -> Iterator[lock.LockHolder]:
+def locked(run: Run, target: Host, release: str | None, wait: float) -> Iterator[lock.LockHolder]:
     """Hold the deploy lock for the block; on the way out release it only while it is ours."""
     holder = lock.LockHolder.here(release, run.command)
     with run.step("lock") as step:
@@ -119,7 +119,7 @@ def locked(run: Run, target: Target, release: str | None, wait: float) -> Iterat
     _unlock(run, target, holder, failing=False)
 
 
-def _unlock(run: Run, target: Target, holder: lock.LockHolder, failing: bool) -> None:
+def _unlock(run: Run, target: Host, holder: lock.LockHolder, failing: bool) -> None:
     """Release the lock while it is ours. When that fails (the connection is gone), say who holds
     it and how to free it; the run's own error, if any, stays the one reported."""
     try:
@@ -136,7 +136,7 @@ def _unlock(run: Run, target: Target, holder: lock.LockHolder, failing: bool) ->
             raise
 
 
-def push(run: Run, target: Target, local: sync.LocalRelease, env_content: str,
+def push(run: Run, target: Host, local: sync.LocalRelease, env_content: str,
          min_free_mb: int = 0) -> sync.PushResult:
     """The release's files (only what changed since ``current``) and its env file (0600), once
     ``min_free_mb`` is free on the droplet."""
@@ -164,7 +164,7 @@ def _plain_drift(found: sync.Drift) -> dict[str, list[str]]:
     return {"changed": found.changed, "missing": found.missing, "extra": found.extra}
 
 
-def check_drift(run: Run, target: Target) -> sync.Drift | None:
+def check_drift(run: Run, target: Host) -> sync.Drift | None:
     """Does the live release still hold what was deployed? (`inv verify`)"""
     with run.step("drift") as step:
         current = sync.current_release(target)
@@ -186,12 +186,12 @@ def check_drift(run: Run, target: Target) -> sync.Drift | None:
     return found
 
 
-def _keep_diagnostics(run: Run, target: Target, exc: compose.ComposeError) -> None:
+def _keep_diagnostics(run: Run, target: Host, exc: compose.ComposeError) -> None:
     for name, text in (exc.diagnostics or {}).items():
         run.artifacts.write_text(f"{target.artifact_prefix}diagnostics/{name}", text)
 
 
-def build(run: Run, target: Target, spec: compose.ComposeSpec, pushed: sync.PushResult,
+def build(run: Run, target: Host, spec: compose.ComposeSpec, pushed: sync.PushResult,
           compose_file: dict, changed: set[str] | None) -> dict[str, dict[str, str]]:
     """Build the new release's images while the live release keeps serving; returns its image map
     (service -> ref and id), also kept in the release. ``changed`` None: build every service."""
@@ -226,7 +226,7 @@ def build(run: Run, target: Target, spec: compose.ComposeSpec, pushed: sync.Push
     return image_map
 
 
-def migrate(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str, live: str | None,
+def migrate(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, live: str | None,
             compose_file: dict) -> None:
     """The release's migration, once, before the cutover, while the live release serves. A first
     release has no database yet: its own start migrates."""
@@ -249,14 +249,14 @@ def migrate(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str
         step.note(output.strip().splitlines()[-1] if output.strip() else "done")
 
 
-def switch(run: Run, target: Target, release_id: str) -> str:
+def switch(run: Run, target: Host, release_id: str) -> str:
     with run.step("switch") as step:
         sync.switch(target, release_id)
         step.note(f"current -> {release_id}")
     return release_id
 
 
-def up(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str, wanted: dict[str, dict[str, str]],
+def up(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, wanted: dict[str, dict[str, str]],
        recreate: set[str] = frozenset(), fallback: str | None = None,
        fallback_recreate: set[str] = frozenset()) -> compose.UpResult:
     """Start the live release and wait until healthy; then compare what runs with ``wanted`` (the
@@ -294,7 +294,7 @@ def up(run: Run, target: Target, spec: compose.ComposeSpec, release_id: str, wan
     return result
 
 
-def _ensure_wanted(target: Target, spec: compose.ComposeSpec, result: compose.UpResult,
+def _ensure_wanted(target: Host, spec: compose.ComposeSpec, result: compose.UpResult,
                    wanted: dict[str, dict[str, str]]) -> None:
     """What runs must be what the release names: a container on another image is recreated once,
     and a second mismatch is an error (never a success while the wrong code runs)."""
@@ -311,7 +311,7 @@ def _ensure_wanted(target: Target, spec: compose.ComposeSpec, result: compose.Up
 
 
 @contextmanager
-def _interruptible(run: Run, target: Target, release_id: str, live: str | None,
+def _interruptible(run: Run, target: Host, release_id: str, live: str | None,
                    restore: Callable[[], str] | None = None) -> Iterator[None]:
     """Ctrl-C or SIGTERM inside the block leaves a defined state: the release is recorded as
     interrupted and, once the cutover had begun, the live release is started again. A second
@@ -333,7 +333,7 @@ def _interruptible(run: Run, target: Target, release_id: str, live: str | None,
         raise
 
 
-def _restore(run: Run, target: Target, spec: compose.ComposeSpec, fallback: str, recreate: set[str]) -> str:
+def _restore(run: Run, target: Host, spec: compose.ComposeSpec, fallback: str, recreate: set[str]) -> str:
     try:
         sync.switch(target, fallback)
         compose.cutover(target, spec, services_to_recreate=recreate)
@@ -345,7 +345,7 @@ def _restore(run: Run, target: Target, spec: compose.ComposeSpec, fallback: str,
     return f"still serving release {fallback}"
 
 
-def prune(run: Run, target: Target, keep: int) -> list[str]:
+def prune(run: Run, target: Host, keep: int) -> list[str]:
     """Old releases beyond ``keep``, the images only they used, then dangling images and old
     build cache (after a healthy release only: a busy droplet must not fill its disk)."""
     before = {r.id: r for r in sync.list_releases(target)}
@@ -366,7 +366,7 @@ def prune(run: Run, target: Target, keep: int) -> list[str]:
     return removed
 
 
-def run_checks(run: Run, run_checks_edge, target: checks.CheckTarget, config: checks.ChecksConfig) -> checks.ChecksReport:
+def run_checks(run: Run, run_checks_edge, target: checks.PublicSite, config: checks.ChecksConfig) -> checks.ChecksReport:
     """The outside-in checks; their files land in http/, their results in run.json."""
     with run.step("checks") as step:
         report = run_checks_edge(target, config)
@@ -386,7 +386,7 @@ def run_checks(run: Run, run_checks_edge, target: checks.CheckTarget, config: ch
     return report
 
 
-def collect(run: Run, target: Target, spec: remote_collect.CollectSpec) -> remote_collect.CollectResult:
+def collect(run: Run, target: Host, spec: remote_collect.CollectSpec) -> remote_collect.CollectResult:
     with run.step("collect") as step:
         result = remote_collect.collect(target, spec, run.artifacts.write_text)
         run.record("services", result.services)
@@ -410,7 +410,7 @@ def not_serving(services: list[dict]) -> list[str]:
     return out
 
 
-def list_releases(run: Run, target: Target) -> list[sync.ReleaseInfo]:
+def list_releases(run: Run, target: Host) -> list[sync.ReleaseInfo]:
     with run.step("releases") as step:
         found = sync.list_releases(target)
         step.note(f"{len(found)} releases")
@@ -432,7 +432,7 @@ def plan_provision(run: Run, cloud_port: CloudPort, spec: cloud.CloudSpec,
     return result
 
 
-def plan_release(run: Run, target: Target, local: sync.LocalRelease, spec: compose.ComposeSpec, env_content: str,
+def plan_release(run: Run, target: Host, local: sync.LocalRelease, spec: compose.ComposeSpec, env_content: str,
                  update_only: bool) -> deploy_plan.ReleasePlan:
     """What shipping ``local`` would do on ``target``, from commands that only read (no lock taken)."""
     with run.step("plan-release") as step:

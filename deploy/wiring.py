@@ -20,7 +20,7 @@ from remote import connection, sync
 from remote.collect import CollectSpec
 from remote.compose import ComposeSpec
 from remote.layout import ReleaseLayout
-from remote.target import Executor, Target
+from remote.host import Executor, Host
 
 NONPROD_OVERRIDE = "compose.nonprod.yml"
 
@@ -48,8 +48,8 @@ class CloudPort(Protocol):
 @dataclass(frozen=True)
 class Edges:
     cloud: CloudPort | ModuleType
-    connector: Callable[[connection.SshTarget], Callable[[bool], Executor]]
-    run_checks: Callable[[checks.CheckTarget, checks.ChecksConfig], checks.ChecksReport]
+    connector: Callable[[connection.SshEndpoint], Callable[[bool], Executor]]
+    run_checks: Callable[[checks.PublicSite, checks.ChecksConfig], checks.ChecksReport]
 
 
 REAL_EDGES = Edges(cloud=cloud, connector=connection.connector, run_checks=checks.run_checks)
@@ -58,12 +58,12 @@ REAL_EDGES = Edges(cloud=cloud, connector=connection.connector, run_checks=check
 class Inventory:
     """The targets of a run. One today; nothing below assumes one (artifact prefixes differ)."""
 
-    def __init__(self, targets: Sequence[Target]) -> None:
+    def __init__(self, targets: Sequence[Host]) -> None:
         if not targets:
             raise ValueError("an inventory needs at least one target")
         self.targets = tuple(targets)
 
-    def __iter__(self) -> Iterator[Target]:
+    def __iter__(self) -> Iterator[Host]:
         return iter(self.targets)
 
     def __len__(self) -> int:
@@ -117,8 +117,8 @@ def cloud_spec(settings: Settings, need_key: bool = True) -> cloud.CloudSpec:
     )
 
 
-def ssh_target(settings: Settings, ip: str) -> connection.SshTarget:
-    return connection.SshTarget(host=ip, user=settings.deploy_user, key_path=settings.ssh_key_path,
+def ssh_target(settings: Settings, ip: str) -> connection.SshEndpoint:
+    return connection.SshEndpoint(host=ip, user=settings.deploy_user, key_path=settings.ssh_key_path,
                                 port=settings.ssh_port, known_hosts_path=settings.known_hosts_path,
                                 connect_timeout=settings.ssh_connect_timeout, retries=settings.ssh_retries)
 
@@ -128,9 +128,9 @@ def layout(settings: Settings) -> ReleaseLayout:
 
 
 def inventory(settings: Settings, nodes: Sequence[Node], edges: Edges = REAL_EDGES) -> Inventory:
-    """One Target per node; with several, each collects into remote/<name>/."""
+    """One Host per node; with several, each collects into remote/<name>/."""
     several = len(nodes) > 1
-    return Inventory([Target(name=h.name, host=h.ip, layout=layout(settings),
+    return Inventory([Host(name=h.name, host=h.ip, layout=layout(settings),
                              connector=edges.connector(ssh_target(settings, h.ip)),
                              artifact_prefix=f"remote/{h.name}/" if several else "remote/")
                       for h in nodes])
@@ -154,8 +154,8 @@ def collect_spec(settings: Settings) -> CollectSpec:
                        edge_network=f"{settings.project}_edge")
 
 
-def check_target(settings: Settings, ip: str) -> checks.CheckTarget:
-    return checks.CheckTarget(ip=ip, domain=settings.domain, deploy_env=settings.deploy_env)
+def check_target(settings: Settings, ip: str) -> checks.PublicSite:
+    return checks.PublicSite(ip=ip, domain=settings.domain, deploy_env=settings.deploy_env)
 
 
 def checks_config(settings: Settings) -> checks.ChecksConfig:

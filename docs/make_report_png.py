@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deploy.checks import CheckTarget, ChecksConfig, run_checks  # noqa: E402
+from deploy.checks import PublicSite, ChecksConfig, run_checks  # noqa: E402
 from deploy.report.run import Run  # noqa: E402
 from tests.browser import chromium  # noqa: E402
 from tests.checks.certs import STAGING, make_cert  # noqa: E402
@@ -25,7 +25,7 @@ def make_run(work: Path) -> Path:
             run.target = {"name": "stackdeploy-demo", "region": "fra1", "ip": "127.0.0.1"}
             run.skip_step("discover", "DROPLET_IP=127.0.0.1 given")
             with run.step("checks") as step:
-                target = CheckTarget("127.0.0.1", DOMAIN, "staging", https_port=edge.https_port,
+                target = PublicSite("127.0.0.1", DOMAIN, "staging", https_port=edge.https_port,
                                      http_port=edge.http_port)
                 report = run_checks(target, ChecksConfig(samples=5, timeout=5, rate_limit_requests=10))
                 run.checks = [r.to_dict() for r in report.results]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import requests
 from urllib3.exceptions import InsecureRequestWarning
 
-from deploy.checks import CheckTarget
+from deploy.checks import PublicSite
 from deploy.checks.pinned import pinned_session
 
 
@@ -73,7 +73,7 @@ class Prober:
 
     def __init__(self, ip: str, domain: str, routes: list[Route], timeout: float = 10.0,
                  max_seconds: float = 1800.0) -> None:
-        self.target = CheckTarget(ip=ip, domain=domain, deploy_env="production")
+        self.target = PublicSite(ip=ip, domain=domain, deploy_env="production")
         self.routes = routes
         self.timeout = timeout
         self.max_seconds = max_seconds

@@ -12,7 +12,7 @@ from typing import Callable
 
 from remote import commands as cmd
 from remote.errors import RemoteError
-from remote.target import Target
+from remote.host import Host
 
 REBUILD_HINT = ("read /var/log/cloud-init.log and /var/log/cloud-init-output.log on the droplet "
                 "(DigitalOcean console), fix the cause (user data: deploy/cloud/user_data.py), "
@@ -47,7 +47,7 @@ def parse_state(text: str) -> CloudInitState:
     return CloudInitState(state, v1.get("stage") if state == "running" else None, tuple(errors))
 
 
-def wait(target: Target, timeout: float, on_progress: Callable[[str], None] = lambda _: None,
+def wait(target: Host, timeout: float, on_progress: Callable[[str], None] = lambda _: None,
          interval: float = 2.0, clock: Callable[[], float] = time.monotonic,
          sleep: Callable[[float], None] = time.sleep) -> CloudInitState:
     """Until cloud-init has finished (or the droplet has none). Raises CloudInitFailed with

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from remote import commands as cmd
 from remote import swarm
 from remote.compose import ComposeSpec
-from remote.target import Target
+from remote.host import Host
 
 TRAEFIK_SERVICE = "traefik"
 TRAEFIK_STATIC = "/etc/traefik/traefik.yml"
@@ -64,7 +64,7 @@ def env_lines(docker_env_json: str) -> str:
     return "\n".join(sorted(values)) + "\n"
 
 
-def collect(target: Target, spec: CollectSpec, write: Callable[[str, str], Any]) -> CollectResult:
+def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any]) -> CollectResult:
     """Run every collection item on ``target``; ``write(relpath, text)`` is the artifact writer.
     Files land under the target's artifact prefix (remote/, or remote/<host>/ for several)."""
     result = CollectResult()
@@ -120,7 +120,7 @@ def collect(target: Target, spec: CollectSpec, write: Callable[[str, str], Any])
     return result
 
 
-def collect_swarm(leader: Target, stack: str, write: Callable[[str, str], Any], timeout: float = 60) -> CollectResult:
+def collect_swarm(leader: Host, stack: str, write: Callable[[str, str], Any], timeout: float = 60) -> CollectResult:
     """The swarm as its leader sees it: nodes (a node that is down shows as Down, it is reported,
     not a crash), services with their replicas, and every task of the stack with its error.
     ``services`` are in the compose-ps shape (service, state, health, status) so verify reads

@@ -28,7 +28,7 @@ def join(argv: Iterable[str]) -> str:
 
 
 @dataclass(frozen=True)
-class ComposeTarget:
+class ComposeProject:
     """What pins every compose call to one project: a fixed name, files and env file.
 
     A fixed ``-p`` keeps the project name independent of the release folder, and a
@@ -60,12 +60,12 @@ def compose(project: str, compose_files: Sequence[str], env_file: str | None, *a
     return join([*argv, *args])
 
 
-def _c(t: ComposeTarget, *args: str) -> str:
+def _c(t: ComposeProject, *args: str) -> str:
     return compose(t.project, t.compose_files, t.env_file, *args,
                    project_directory=t.project_directory)
 
 
-def build(t: ComposeTarget, services: Iterable[str] | None = None, pull: bool = False) -> str:
+def build(t: ComposeProject, services: Iterable[str] | None = None, pull: bool = False) -> str:
     """Build all services, or only ``services`` (sorted for a stable command)."""
     args = ["build"]
     if pull:
@@ -73,12 +73,12 @@ def build(t: ComposeTarget, services: Iterable[str] | None = None, pull: bool = 
     return _c(t, *args, *sorted(services or ()))
 
 
-def run_once(t: ComposeTarget, service: str, argv: Sequence[str]) -> str:
+def run_once(t: ComposeProject, service: str, argv: Sequence[str]) -> str:
     """A one-off container of ``service`` (its image and env), removed afterwards; no deps started."""
     return _c(t, "run", "--rm", "--no-deps", "-T", service, *argv)
 
 
-def scale_up(t: ComposeTarget, service: str, count: int) -> str:
+def scale_up(t: ComposeProject, service: str, count: int) -> str:
     """Start ``count`` containers of ``service`` without touching the running ones: the extra
     one runs the current config (the new release) beside the old (start-first)."""
     return _c(t, "up", "-d", "--no-build", "--no-deps", "--no-recreate", "--scale", f"{service}={int(count)}", service)
@@ -109,7 +109,7 @@ def container_logs(container: str, tail: int = 200) -> str:
     return join(["docker", "logs", "--timestamps", "--tail", str(int(tail)), container]) + " 2>&1"
 
 
-def config_hashes(t: ComposeTarget) -> str:
+def config_hashes(t: ComposeProject) -> str:
     """``<service> <hash>`` per service: the hash compose labels a container with, for the
     config the files describe now (a container whose label differs is out of date)."""
     return _c(t, "config", "--hash", "*")
@@ -125,7 +125,7 @@ def remove_now(containers: Iterable[str]) -> str:
     return join(["docker", "rm", "-f", *ids]) + " >/dev/null" if ids else "true"
 
 
-def up(t: ComposeTarget, wait_timeout: int, services: Iterable[str] | None = None,
+def up(t: ComposeProject, wait_timeout: int, services: Iterable[str] | None = None,
        no_deps: bool = False, remove_orphans: bool = True, force_recreate: bool = False) -> str:
     """``up -d --wait``: returns only when every service is running/healthy or on timeout.
 
@@ -144,7 +144,7 @@ def up(t: ComposeTarget, wait_timeout: int, services: Iterable[str] | None = Non
     return _c(t, *args, *sorted(services or ()))
 
 
-def ps(t: ComposeTarget, json: bool = False, all: bool = True) -> str:
+def ps(t: ComposeProject, json: bool = False, all: bool = True) -> str:
     args = ["ps"]
     if all:
         args.append("--all")
@@ -153,24 +153,24 @@ def ps(t: ComposeTarget, json: bool = False, all: bool = True) -> str:
     return _c(t, *args)
 
 
-def logs(t: ComposeTarget, service: str, tail: int = 200, timestamps: bool = True) -> str:
+def logs(t: ComposeProject, service: str, tail: int = 200, timestamps: bool = True) -> str:
     args = ["logs", "--no-color", "--tail", str(int(tail))]
     if timestamps:
         args.append("--timestamps")
     return _c(t, *args, service)
 
 
-def config(t: ComposeTarget, json: bool = False) -> str:
+def config(t: ComposeProject, json: bool = False) -> str:
     """The resolved compose config. Interpolated values may be secret: redact before saving."""
     return _c(t, "config", *(["--format", "json"] if json else []))
 
 
-def images(t: ComposeTarget) -> str:
+def images(t: ComposeProject) -> str:
     """Images used by the project's containers, as JSON (service -> image id)."""
     return _c(t, "images", "--format", "json")
 
 
-def exec_cat(t: ComposeTarget, service: str, path: str) -> str:
+def exec_cat(t: ComposeProject, service: str, path: str) -> str:
     """Print a file from inside a running service (e.g. Traefik's dynamic config)."""
     return _c(t, "exec", "-T", service, "cat", path)
 

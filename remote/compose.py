@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from remote import commands as cmd
 from remote.errors import RemoteError
 from remote.layout import RELEASE_ENV, RELEASE_IMAGES, ReleaseLayout
-from remote.target import Result, Target
+from remote.host import Result, Host
 
 
 @dataclass(frozen=True)
@@ -31,18 +31,18 @@ class ComposeSpec:
     build_timeout: int | None = 1800
     log_tail: int = 200
 
-    def on(self, layout: ReleaseLayout) -> cmd.ComposeTarget:
+    def on(self, layout: ReleaseLayout) -> cmd.ComposeProject:
         """The live release. A fixed --project-directory (the ``current`` link) keeps the config
         hash of an unchanged service stable across releases, so it is not recreated."""
         return self._in(layout.current)
 
-    def for_release(self, layout: ReleaseLayout, release_id: str) -> cmd.ComposeTarget:
+    def for_release(self, layout: ReleaseLayout, release_id: str) -> cmd.ComposeProject:
         """A release that is not live (yet): its images are built from its own folder."""
         return self._in(layout.release(release_id))
 
-    def _in(self, folder: str) -> cmd.ComposeTarget:
+    def _in(self, folder: str) -> cmd.ComposeProject:
         files = (*self.compose_files, RELEASE_IMAGES)
-        return cmd.ComposeTarget(project=self.project, compose_files=tuple(posixpath.join(folder, f) for f in files),
+        return cmd.ComposeProject(project=self.project, compose_files=tuple(posixpath.join(folder, f) for f in files),
                                  env_file=posixpath.join(folder, RELEASE_ENV), project_directory=folder)
 
 
@@ -172,11 +172,11 @@ def build_images(config: dict, project: str) -> dict[str, str]:
 
 # --- remote ---------------------------------------------------------------------------
 
-def _run(target: Target, command: str, timeout: float | None = None) -> Result:
+def _run(target: Host, command: str, timeout: float | None = None) -> Result:
     return target.run(command, check=False, timeout=timeout)
 
 
-def snapshot(target: Target, spec: ComposeSpec) -> dict[str, ServiceState]:
+def snapshot(target: Host, spec: ComposeSpec) -> dict[str, ServiceState]:
     """Current service states with full container and image ids."""
     t = spec.on(target.layout)
     res = _run(target, cmd.ps(t, json=True))
@@ -196,7 +196,7 @@ def snapshot(target: Target, spec: ComposeSpec) -> dict[str, ServiceState]:
             for name, s in states.items()}
 
 
-def diagnostics(target: Target, spec: ComposeSpec, services: Iterable[str],
+def diagnostics(target: Host, spec: ComposeSpec, services: Iterable[str],
                 extra: dict[str, str] | None = None) -> dict[str, str]:
     """compose ps, plus logs (bounded tail) and healthcheck output of the given services."""
     t = spec.on(target.layout)
@@ -210,7 +210,7 @@ def diagnostics(target: Target, spec: ComposeSpec, services: Iterable[str],
     return out
 
 
-def _build_config(target: Target, t: cmd.ComposeTarget) -> dict:
+def _build_config(target: Host, t: cmd.ComposeProject) -> dict:
     # Parsed in memory only: the resolved config may contain interpolated secrets.
     res = _run(target, cmd.config(t, json=True))
     try:
@@ -219,7 +219,7 @@ def _build_config(target: Target, t: cmd.ComposeTarget) -> dict:
         return {}
 
 
-def build(target: Target, spec: ComposeSpec, release_id: str, services: set[str]) -> str:
+def build(target: Host, spec: ComposeSpec, release_id: str, services: set[str]) -> str:
     """Build ``services`` of a release that is not live: the running containers are untouched."""
     if not services:
         return ""
@@ -250,7 +250,7 @@ def build(target: Target, spec: ComposeSpec, release_id: str, services: set[str]
     raise ComposeError(service, reason, diagnostics(target, spec, [], logs), hint=hint)
 
 
-def _isolate_failed_build(target: Target, t: cmd.ComposeTarget, spec: ComposeSpec, services: set[str],
+def _isolate_failed_build(target: Host, t: cmd.ComposeProject, spec: ComposeSpec, services: set[str],
                           images: dict[str, str], output: str, logs: dict[str, str]) -> str | None:
     """Several builds were cut short together: build each unfinished one alone (what finished is
     cached) until one fails, so the error names that service, its log in compose-build-<name>.txt."""
@@ -265,7 +265,7 @@ def _isolate_failed_build(target: Target, t: cmd.ComposeTarget, spec: ComposeSpe
     return None
 
 
-def up(target: Target, spec: ComposeSpec, services_to_recreate: Iterable[str] = ()) -> UpResult:
+def up(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str] = ()) -> UpResult:
     """Start the live release's images (never builds) and wait until every service is healthy.
 
     ``services_to_recreate`` are recreated even when compose sees no change (their bind-mounted
@@ -297,7 +297,7 @@ def up(target: Target, spec: ComposeSpec, services_to_recreate: Iterable[str] = 
     return UpResult(services=after, recreated=recreated, rebuilt=rebuilt, output="".join(log))
 
 
-def force_recreate(target: Target, spec: ComposeSpec, services: Iterable[str]) -> dict[str, ServiceState]:
+def force_recreate(target: Host, spec: ComposeSpec, services: Iterable[str]) -> dict[str, ServiceState]:
     """Recreate ``services`` with the images the live release names; the new states."""
     t = spec.on(target.layout)
     _run(target, cmd.up(t, spec.wait_timeout, services=services, no_deps=True, force_recreate=True),
@@ -316,7 +316,7 @@ def migration(compose_file: dict) -> tuple[str, list[str]] | None:
     return str(spec["service"]), [str(a) for a in spec["command"]]
 
 
-def migrate(target: Target, spec: ComposeSpec, release_id: str, service: str, argv: list[str]) -> str:
+def migrate(target: Host, spec: ComposeSpec, release_id: str, service: str, argv: list[str]) -> str:
     """Run a release's migration once, with its image and env, while the live release serves."""
     res = _run(target, cmd.run_once(spec.for_release(target.layout, release_id), service, argv),
                timeout=spec.wait_timeout + 300)
@@ -371,16 +371,16 @@ def rolling_order(config: dict) -> list[str]:
     return ordered
 
 
-def _ids(target: Target, project: str, service: str) -> list[str]:
+def _ids(target: Host, project: str, service: str) -> list[str]:
     return target.run(cmd.service_containers(project, service), f"listing {service} containers").stdout.split()
 
 
-def _hashes(target: Target, t: cmd.ComposeTarget) -> dict[str, str]:
+def _hashes(target: Host, t: cmd.ComposeProject) -> dict[str, str]:
     out = _run(target, cmd.config_hashes(t)).stdout
     return dict(line.split(None, 1) for line in out.splitlines() if len(line.split()) == 2)
 
 
-def _wait_healthy(target: Target, container: str, timeout: float, poll: float,
+def _wait_healthy(target: Host, container: str, timeout: float, poll: float,
                   sleep: Callable[[float], None]) -> str | None:
     """None once the container is healthy (or running without a healthcheck); else why not."""
     deadline = time.monotonic() + timeout
@@ -396,7 +396,7 @@ def _wait_healthy(target: Target, container: str, timeout: float, poll: float,
         sleep(poll)
 
 
-def replace(target: Target, spec: ComposeSpec, service: str, grace: int, health_timeout: float,
+def replace(target: Host, spec: ComposeSpec, service: str, grace: int, health_timeout: float,
             poll: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> str:
     """Start-first replacement of one service: a new container beside the old one(s), healthy
     before the old ones get SIGTERM and ``grace`` seconds to finish what they serve. Until then
@@ -422,7 +422,7 @@ def replace(target: Target, spec: ComposeSpec, service: str, grace: int, health_
     return new[0]
 
 
-def _remove_strays(target: Target, spec: ComposeSpec, services: Iterable[str], wanted: dict[str, str]) -> None:
+def _remove_strays(target: Host, spec: ComposeSpec, services: Iterable[str], wanted: dict[str, str]) -> None:
     """A start-first replacement cut short (Ctrl-C, lost SSH) can leave a second container of a
     service running beside the first. Where one of them matches the config, the others go."""
     for name in services:
@@ -435,7 +435,7 @@ def _remove_strays(target: Target, spec: ComposeSpec, services: Iterable[str], w
             target.run(cmd.stop_and_remove(strays, 10), f"removing a stray {name} container", timeout=120)
 
 
-def in_place(target: Target, spec: ComposeSpec, services_to_recreate: Iterable[str] = ()) -> list[str]:
+def in_place(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str] = ()) -> list[str]:
     """Running services that the live release's config will recreate stop-first (the old container
     stops before the new one starts): what a deploy must announce before it begins."""
     before = snapshot(target, spec)
@@ -453,7 +453,7 @@ def in_place(target: Target, spec: ComposeSpec, services_to_recreate: Iterable[s
     return out
 
 
-def cutover(target: Target, spec: ComposeSpec, services_to_recreate: Iterable[str] = (),
+def cutover(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str] = (),
             poll: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> UpResult:
     """Bring the live release up with no dropped request where the stack allows it: every
     start-first service whose config changed is replaced new-beside-old, dependencies first; then

@@ -20,7 +20,7 @@ import paramiko
 from paramiko.hostkeys import HostKeys
 
 from remote.errors import RemoteError
-from remote.target import SshExecutor
+from remote.host import SshExecutor
 
 # Errors that mean "nothing is listening yet / network not ready": worth retrying
 # (a freshly booted droplet refuses SSH for a while). Auth and host-key errors are not.
@@ -33,7 +33,7 @@ class SshError(RemoteError):
 
 
 @dataclass(frozen=True)
-class SshTarget:
+class SshEndpoint:
     host: str
     user: str
     key_path: Path
@@ -49,7 +49,7 @@ class SshTarget:
         return f"{self.user}@{self.host}:{self.port}"
 
 
-def load_key(target: SshTarget) -> paramiko.PKey:
+def load_key(target: SshEndpoint) -> paramiko.PKey:
     """Load the private key, turning every failure into an SshError naming the setting."""
     path = Path(os.path.expanduser(str(target.key_path)))
     if not path.exists():
@@ -112,7 +112,7 @@ class _RefuseUnpinned(paramiko.MissingHostKeyPolicy):
         raise UnpinnedHostKey(hostname, key)
 
 
-def _known_hosts_for(target: SshTarget, path: Path) -> HostKeys:
+def _known_hosts_for(target: SshEndpoint, path: Path) -> HostKeys:
     keys = HostKeys()
     if path.exists():
         try:
@@ -123,7 +123,7 @@ def _known_hosts_for(target: SshTarget, path: Path) -> HostKeys:
     return keys
 
 
-def _new_connection(target: SshTarget, pkey: paramiko.PKey, known_hosts: Path) -> fabric.Connection:
+def _new_connection(target: SshEndpoint, pkey: paramiko.PKey, known_hosts: Path) -> fabric.Connection:
     # load_ssh_configs=False: the user's ~/.ssh/config must not redirect our connection.
     # in_stream=False: remote commands never read our terminal (no prompts, no stdin leaks).
     config = fabric.Config(overrides={"load_ssh_configs": False,
@@ -145,7 +145,7 @@ def _new_connection(target: SshTarget, pkey: paramiko.PKey, known_hosts: Path) -
     return conn
 
 
-def connect(target: SshTarget, sleep: Callable[[float], None] = time.sleep) -> fabric.Connection:
+def connect(target: SshEndpoint, sleep: Callable[[float], None] = time.sleep) -> fabric.Connection:
     """Open and verify a connection (runs ``true``). Reuse it for the whole run; close it after."""
     pkey = load_key(target)
     known_hosts = Path(os.path.expanduser(str(target.known_hosts_path)))
@@ -229,8 +229,8 @@ def ssh_reachable(host: str, port: int, timeout: float = 5) -> str | None:
         return f"cannot reach {host}:{port}: {exc}"
 
 
-def connector(target: SshTarget) -> Callable[[bool], SshExecutor]:
-    """What a remote.target.Target calls to open its connection. ``quick``: fail at once,
+def connector(target: SshEndpoint) -> Callable[[bool], SshExecutor]:
+    """What a remote.host.Host calls to open its connection. ``quick``: fail at once,
     without retries, when the SSH port does not answer (verify must not wait on a dead host)."""
     def open_connection(quick: bool) -> SshExecutor:
         if quick:

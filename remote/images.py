@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from remote import commands as cmd
-from remote.target import Target
+from remote.host import Host
 
 MISSING = "missing"
 
@@ -86,7 +86,7 @@ def override(refs: Mapping[str, str], release_id: str) -> str:
                                    sort_keys=True)
 
 
-def lookup(target: Target, refs: Iterable[str]) -> dict[str, str]:
+def lookup(target: Host, refs: Iterable[str]) -> dict[str, str]:
     """ref -> image id on the droplet, or MISSING."""
     refs = sorted({r for r in refs if r})
     if not refs:

@@ -28,7 +28,7 @@ from typing import Callable
 from core.errors import EXIT_LOCKED
 from remote import commands as cmd
 from remote.errors import RemoteError
-from remote.target import Target
+from remote.host import Host
 
 LOCK_HINT = "check the deploy user can write the remote base folder"
 IF_STALE = ("`inv lock.release --if-stale` releases it once its process is gone (a holder on this machine) "
@@ -75,7 +75,7 @@ class LockHeld(LockError):
 
     exit_code = EXIT_LOCKED
 
-    def __init__(self, target: Target, state: LockState, stale: str | None = None, *,
+    def __init__(self, target: Host, state: LockState, stale: str | None = None, *,
                  problem: str = "", hint: str = "") -> None:
         stale_note = f"; it looks stale: {stale}" if stale else ""
         super().__init__(
@@ -104,7 +104,7 @@ def _parse_holder(text: str) -> LockHolder | None:
         return None
 
 
-def read(target: Target) -> LockState | None:
+def read(target: Host) -> LockState | None:
     """The held lock, or None when it is free.
 
     A lock that exists but has no readable details (left by an older version) is reported with
@@ -120,7 +120,7 @@ def read(target: Target) -> LockState | None:
     return LockState(holder, float(age) if age.lstrip("-").isdigit() else None)
 
 
-def status(target: Target) -> LockHolder | None:
+def status(target: Host) -> LockHolder | None:
     """The current holder, or None when the lock is free."""
     state = read(target)
     return state.holder if state else None
@@ -149,7 +149,7 @@ def stale_reason(state: LockState, ttl: float, hostname: str | None = None) -> s
     return None
 
 
-def acquire(target: Target, holder: LockHolder, wait: float = 0, poll: float = 1.0,
+def acquire(target: Host, holder: LockHolder, wait: float = 0, poll: float = 1.0,
             sleep: Callable[[float], None] = time.sleep) -> LockHolder:
     """Take the lock or raise LockHeld after ``wait`` seconds (default: fail at once)."""
     layout = target.layout
@@ -178,13 +178,13 @@ def acquire(target: Target, holder: LockHolder, wait: float = 0, poll: float = 1
                 pass
 
 
-def release(target: Target) -> None:
+def release(target: Host) -> None:
     """Remove the lock whoever holds it (``inv lock.release``)."""
     target.run(cmd.lock_release(target.layout, target.layout.lock_staging(secrets.token_hex(6))),
                "releasing the deploy lock", hint=LOCK_HINT)
 
 
-def release_if_ours(target: Target, holder: LockHolder) -> bool:
+def release_if_ours(target: Host, holder: LockHolder) -> bool:
     """Release the lock only if ``holder`` still has it. After a force release another deploy may
     hold it now: removing theirs would let a third deploy run beside it. False when not ours."""
     if status(target) != holder:
@@ -193,7 +193,7 @@ def release_if_ours(target: Target, holder: LockHolder) -> bool:
     return True
 
 
-def release_if_stale(target: Target, ttl: float) -> tuple[LockState, str] | None:
+def release_if_stale(target: Host, ttl: float) -> tuple[LockState, str] | None:
     """Release the lock only if its holder is gone (``inv lock.release --if-stale``); returns what
     was released and why (None: it was free). A live holder is refused with LockHeld, naming it."""
     state = read(target)

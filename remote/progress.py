@@ -11,7 +11,7 @@ from typing import Mapping
 from remote import commands as cmd
 from remote import images
 from remote.compose import ComposeSpec, ServiceState, parse_ps_json, states_from_ps
-from remote.target import Target
+from remote.host import Host
 
 POLL_TIMEOUT = 30        # seconds; a poll that hangs must not hold the step up for long
 
@@ -29,7 +29,7 @@ class ServiceStates:
     that keeps running untouched is not progress; a recreated one goes created -> starting ->
     healthy. Services are keyed by compose service name."""
 
-    def __init__(self, target: Target, spec: ComposeSpec) -> None:
+    def __init__(self, target: Host, spec: ComposeSpec) -> None:
         self.target, self.spec = target, spec
         self._baseline: dict[str, tuple[str, str]] | None = None
 
@@ -48,7 +48,7 @@ class BuiltImages:
     """Each service being built: ``building`` until its release-tagged image exists, then ``built``
     (services sharing an image are built together)."""
 
-    def __init__(self, target: Target, refs: Mapping[str, str]) -> None:
+    def __init__(self, target: Host, refs: Mapping[str, str]) -> None:
         self.target, self.refs = target, dict(refs)
 
     def __call__(self) -> dict[str, str]:

@@ -19,7 +19,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from remote.target import Target
+    from remote.host import Host
 
 CONFIG_FILE = "config.json"
 
@@ -72,7 +72,7 @@ def logout_command(config_dir: str, server: str) -> str:
     return f"{docker(config_dir)} logout {shlex.quote(server)}"
 
 
-def login(target: "Target", config_dir: str, server: str, auth: str) -> None:
+def login(target: "Host", config_dir: str, server: str, auth: str) -> None:
     """Log ``target``'s docker client (with ``--config config_dir``) in to ``server``."""
     staged = staged_path(config_dir)
     target.put(staged, docker_config(server, auth).encode(), mode=0o600)

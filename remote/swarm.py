@@ -2,7 +2,7 @@
 what `inv verify` reports (nodes, services, tasks).
 
 The command builders are pure (tested as strings); ``form`` runs them through each node's
-Target. Every node advertises and listens on its private address only: Swarm's ports
+Host. Every node advertises and listens on its private address only: Swarm's ports
 (2377/tcp, 7946/tcp+udp, 4789/udp) then never face the internet, and the Cloud Firewall admits
 them only from the cluster's tag.
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from remote.errors import RemoteError
-from remote.target import Target
+from remote.host import Host
 
 SWARM_PORT = 2377
 ROLE_CHANGE_TIMEOUT = 60.0   # a promotion or demotion shows in `docker node ls` within seconds
@@ -35,10 +35,10 @@ HINT = ("check Docker runs on every node (`docker info`) and that the nodes reac
 
 
 @dataclass(frozen=True)
-class Node:
-    """A droplet as the cluster sees it: its Target and its private (VPC) address."""
+class Member:
+    """A droplet as the cluster sees it: its Host and its private (VPC) address."""
 
-    target: Target
+    target: Host
     private_ip: str
 
     @property
@@ -180,17 +180,17 @@ def manager_count(nodes: int) -> int:
 
 
 # --- on the nodes -------------------------------------------------------------------------------
-def local_state(target: Target) -> LocalState:
+def local_state(target: Host) -> LocalState:
     return parse_info(target.run(info_command(), f"reading the swarm state of {target.name}", hint=HINT).stdout)
 
 
-def _join(node: Node, token: str, manager_ip: str) -> None:
+def _join(node: Member, token: str, manager_ip: str) -> None:
     body_file = posixpath.join("/tmp", f".swarm-join-{secrets.token_hex(6)}")
     node.target.put(body_file, join_body(token, manager_ip, node.private_ip), mode=0o600)
     node.target.run(join_command(body_file), f"joining {node.name} to the swarm", timeout=120, hint=HINT)
 
 
-def form(nodes: Sequence[Node], register_secret: Callable[[str], None],
+def form(nodes: Sequence[Member], register_secret: Callable[[str], None],
          on_event: Callable[[str], None] = lambda _m: None) -> SwarmResult:
     """Make ``nodes`` one swarm: the first node is the leader (``swarm init`` if no node is in a
     swarm yet), the first ``manager_count`` nodes are managers, the rest workers. Nodes already
@@ -255,11 +255,11 @@ def form(nodes: Sequence[Node], register_secret: Callable[[str], None],
     return SwarmResult(managers=managers, workers=workers, joined=tuple(joined), node_ids=ids)
 
 
-def _listed(leader: Target) -> dict[str, dict]:
+def _listed(leader: Host) -> dict[str, dict]:
     return {n["ID"]: n for n in json_lines(leader.run(nodes_command(), "listing the swarm's nodes", hint=HINT).stdout)}
 
 
-def _reconcile_roles(leader: Target, wanted: Sequence[str], on_event: Callable[[str], None]) -> dict[str, dict]:
+def _reconcile_roles(leader: Host, wanted: Sequence[str], on_event: Callable[[str], None]) -> dict[str, dict]:
     """Exactly the ``wanted`` node ids are managers: promoted first, then every other manager
     (a node joined when the cluster was smaller, or one being removed) demoted, so the Raft
     quorum never shrinks before it has grown. Returns the swarm's nodes as listed after."""
@@ -284,13 +284,13 @@ def _reconcile_roles(leader: Target, wanted: Sequence[str], on_event: Callable[[
 
 @dataclass(frozen=True)
 class Leaving:
-    """A node the cluster no longer has: its droplet name and, when it answered, its Target."""
+    """A node the cluster no longer has: its droplet name and, when it answered, its Host."""
 
     name: str
-    target: Target | None = None
+    target: Host | None = None
 
 
-def node_ids_by_name(leader: Target, leaving: Sequence[Leaving]) -> dict[str, str]:
+def node_ids_by_name(leader: Host, leaving: Sequence[Leaving]) -> dict[str, str]:
     """name -> swarm node id of each leaving node that is still in the swarm: asked of the node
     itself when it answers, else matched by hostname (a droplet's hostname is its name)."""
     listed = _listed(leader)
@@ -309,7 +309,7 @@ def node_ids_by_name(leader: Target, leaving: Sequence[Leaving]) -> dict[str, st
 ENDED = ("Shutdown", "Failed", "Complete", "Rejected", "Orphaned", "Remove")
 
 
-def _running_on(leader: Target, node_id: str, stopping_too: bool = False) -> dict[str, int]:
+def _running_on(leader: Host, node_id: str, stopping_too: bool = False) -> dict[str, int]:
     """service -> how many of its tasks Swarm wants running on the node; ``stopping_too``: also
     those told to stop that have not stopped yet (a drained node's, during their grace period)."""
     rows = json_lines(leader.run(node_tasks_command(node_id, every_state=stopping_too),
@@ -323,13 +323,13 @@ def _running_on(leader: Target, node_id: str, stopping_too: bool = False) -> dic
     return out
 
 
-def _replicas_and_order(leader: Target, service: str) -> tuple[int, str]:
+def _replicas_and_order(leader: Host, service: str) -> tuple[int, str]:
     out = leader.run(scale_info_command(service), f"reading {service}'s replicas", hint=HINT).stdout.split()
     replicas = int(out[0]) if out and out[0].isdigit() else 0   # "<no value>": a global service
     return replicas, (out[1] if len(out) > 1 else "")
 
 
-def retire(leader: Target, leaving: Sequence[Leaving], stack: str, timeout: float,
+def retire(leader: Host, leaving: Sequence[Leaving], stack: str, timeout: float,
            on_event: Callable[[str], None] = lambda _m: None, poll: float = 2.0,
            sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> list[str]:
     """Take ``leaving`` out of the swarm without a gap in service, then out of its node list.
@@ -454,7 +454,7 @@ def _instant(stamp: str) -> str:
     return f"{whole}.{fraction[:9]:0<9}"
 
 
-def rollout_state(target: Target, stack: str, since: str) -> dict[str, ServiceRollout]:
+def rollout_state(target: Host, stack: str, since: str) -> dict[str, ServiceRollout]:
     listed = json_lines(target.run(f"{services_command()} --filter label=com.docker.stack.namespace={shlex.quote(stack)}",
                                    "listing the stack's services", hint=HINT).stdout)
     names = [row["Name"] for row in listed]
@@ -473,7 +473,7 @@ def rollout_state(target: Target, stack: str, since: str) -> dict[str, ServiceRo
     return out
 
 
-def wait_rollout(target: Target, stack: str, since: str, timeout: float, poll: float = 2.0,
+def wait_rollout(target: Host, stack: str, since: str, timeout: float, poll: float = 2.0,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
                  on_change: Callable[[dict[str, ServiceRollout]], None] = lambda _s: None) -> dict[str, ServiceRollout]:

@@ -22,7 +22,7 @@ from remote.compose import ComposeSpec
 from remote.errors import RemoteError
 from remote.layout import RELEASE_STACK
 from remote.swarm import clock_command
-from remote.target import Target
+from remote.host import Host
 
 STACK_FILE = RELEASE_STACK
 HINT = ("check the registry login (DIGITALOCEAN_TOKEN with registry read/write) and the leader's disk; "
@@ -40,7 +40,7 @@ def registry_refs(local: Mapping[str, str], remote_ref: Callable[[str, str], str
     return out
 
 
-def publish(target: Target, config_dir: str, local: Mapping[str, str], remote: Mapping[str, str]) -> list[str]:
+def publish(target: Host, config_dir: str, local: Mapping[str, str], remote: Mapping[str, str]) -> list[str]:
     """Tag and push each service's image under its registry ref; returns the refs pushed (an
     image pushed by an earlier release is pushed again: the registry answers "layer exists")."""
     pushed = []
@@ -53,7 +53,7 @@ def publish(target: Target, config_dir: str, local: Mapping[str, str], remote: M
     return pushed
 
 
-def normalized_config(target: Target, spec: ComposeSpec) -> dict:
+def normalized_config(target: Host, spec: ComposeSpec) -> dict:
     """Compose's model of the live release (held in memory only: it carries secrets)."""
     res = target.run(cmd.config(spec.on(target.layout), json=True), "reading the live release's compose model",
                      hint="run `docker compose config` in the release folder to see what compose refuses")
@@ -64,7 +64,7 @@ def normalized_config(target: Target, spec: ComposeSpec) -> dict:
                           "run `docker compose config --format json` in the release folder") from None
 
 
-def write_stack(target: Target, release_id: str, stack: Mapping) -> str:
+def write_stack(target: Host, release_id: str, stack: Mapping) -> str:
     path = posixpath.join(target.layout.release(release_id), STACK_FILE)
     target.put(path, stackfile.dump(stack).encode(), mode=0o600)
     return path
@@ -75,7 +75,7 @@ def deploy_command(config_dir: str, stack_path: str, project: str) -> str:
             f"-c {shlex.quote(stack_path)} {shlex.quote(project)}")
 
 
-def deploy(target: Target, config_dir: str, stack_path: str, project: str) -> str:
+def deploy(target: Host, config_dir: str, stack_path: str, project: str) -> str:
     """`stack deploy` the file; returns the leader's clock just before (updates started after it
     are this deploy's)."""
     since = target.run(clock_command(), "reading the leader's clock").stdout.strip()

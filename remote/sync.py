@@ -1,6 +1,6 @@
 """Releases on the droplet: delta push by content hash, atomic switch, retention, .env.
 
-The paths are remote.layout.ReleaseLayout's; every command goes through a Target.
+The paths are remote.layout.ReleaseLayout's; every command goes through a Host.
 
 A new release starts as a hard-link copy of the current one (``cp -al``) and then
 receives only the files whose sha256/mode changed, as one tar.gz. Every file we
@@ -26,7 +26,7 @@ import yaml
 from remote import commands as cmd
 from remote.errors import RemoteError
 from remote.layout import RELEASE_ENV, RELEASE_IMAGES, RELEASE_META, RELEASE_STACK
-from remote.target import Target
+from remote.host import Host
 
 IGNORED_DIRS = frozenset({"node_modules", "__pycache__", ".git", "dist", ".pytest_cache",
                           ".venv"})
@@ -275,17 +275,17 @@ def _norm(path: str) -> str:
 
 # --- remote ---------------------------------------------------------------------------
 
-def current_release(target: Target) -> str | None:
+def current_release(target: Host) -> str | None:
     out = target.run(cmd.readlink_current(target.layout), "reading the current release").stdout.strip()
     return posixpath.basename(out) if out else None
 
 
-def release_ids(target: Target) -> list[str]:
+def release_ids(target: Host) -> list[str]:
     out = target.run(cmd.list_release_dirs(target.layout), "listing releases").stdout
     return sorted(line.strip() for line in out.splitlines() if line.strip())
 
 
-def release_state(target: Target) -> tuple[str | None, list[str], dict | None, int | None]:
+def release_state(target: Host) -> tuple[str | None, list[str], dict | None, int | None]:
     """(current release id, all release ids, current release metadata, MB free under releases/)
     in one round trip."""
     out = target.run(cmd.release_state(target.layout), "reading the release state").stdout
@@ -302,7 +302,7 @@ def release_state(target: Target) -> tuple[str | None, list[str], dict | None, i
     return (posixpath.basename(link) if link else None), ids, meta, (int(free_kb) // 1024 if free_kb.isdigit() else None)
 
 
-def _require_free_space(target: Target, free_mb: int | None, min_free_mb: int) -> None:
+def _require_free_space(target: Host, free_mb: int | None, min_free_mb: int) -> None:
     """Refuse before anything is uploaded: a disk that fills up mid-push or mid-build fails late
     and obscurely (SFTP says only 'Failure')."""
     if free_mb is None or free_mb >= min_free_mb:
@@ -315,7 +315,7 @@ def _require_free_space(target: Target, free_mb: int | None, min_free_mb: int) -
         "stack's builds need less")
 
 
-def _after_failed_upload(target: Target, release_id: str, archive_bytes: int, exc: RemoteError) -> None:
+def _after_failed_upload(target: Host, release_id: str, archive_bytes: int, exc: RemoteError) -> None:
     """Remove the half-made release (the upload and staging folder would otherwise hold the disk
     until the next push) and, when the disk is what ran out, say so instead of SFTP's bare
     'Failure'. Best effort: over a dropped connection the original error is the one to report."""
@@ -338,7 +338,7 @@ def _after_failed_upload(target: Target, release_id: str, archive_bytes: int, ex
             "refuse before uploading when less than that is free") from exc
 
 
-def read_release_meta(target: Target, release_id: str) -> dict | None:
+def read_release_meta(target: Host, release_id: str) -> dict | None:
     res = target.run(cmd.cat_release_meta(target.layout, release_id), check=False)
     if not res.ok:
         return None
@@ -365,7 +365,7 @@ def parse_fingerprint(text: str) -> Manifest:
     return out
 
 
-def drift(target: Target, release_id: str, manifest: Mapping[str, Mapping[str, Any]]) -> Drift:
+def drift(target: Host, release_id: str, manifest: Mapping[str, Mapping[str, Any]]) -> Drift:
     """Compare a published release's files with its manifest (files changed behind our back)."""
     own = (RELEASE_META, RELEASE_ENV, RELEASE_IMAGES, RELEASE_STACK)   # the deployer's own files
     found = parse_fingerprint(target.run(cmd.release_fingerprint(target.layout, release_id, own),
@@ -375,7 +375,7 @@ def drift(target: Target, release_id: str, manifest: Mapping[str, Mapping[str, A
                  extra=sorted(p for p in found if p not in manifest))
 
 
-def push(target: Target, local: LocalRelease, env_content: str, by: str = "", min_free_mb: int = 0) -> PushResult:
+def push(target: Host, local: LocalRelease, env_content: str, by: str = "", min_free_mb: int = 0) -> PushResult:
 
     """Create release ``local.release_id`` on the droplet with its env file (0600, over sftp only:
     it holds secrets) and return what was sent. Does not switch ``current``. Fails before any
@@ -439,7 +439,7 @@ def push(target: Target, local: LocalRelease, env_content: str, by: str = "", mi
                       drift=found)
 
 
-def previous_release(target: Target, ids: list[str] | None = None) -> str:
+def previous_release(target: Host, ids: list[str] | None = None) -> str:
     """The newest release older than ``current``: what a rollback returns to."""
     ids = release_ids(target) if ids is None else ids
     cur = current_release(target)
@@ -451,7 +451,7 @@ def previous_release(target: Target, ids: list[str] | None = None) -> str:
     return older[-1]
 
 
-def switch(target: Target, release_id: str | None = None) -> str:
+def switch(target: Host, release_id: str | None = None) -> str:
     """Point ``current`` at ``release_id`` (default: the release before the current one)."""
     ids = release_ids(target)
     if release_id is None:
@@ -464,7 +464,7 @@ def switch(target: Target, release_id: str | None = None) -> str:
     return release_id
 
 
-def record_outcome(target: Target, release_id: str, outcome: str) -> None:
+def record_outcome(target: Host, release_id: str, outcome: str) -> None:
     """Store the deploy outcome (e.g. success/failed/rolled-back) in the release metadata."""
     if not outcome or "\n" in outcome:
         raise ValueError("outcome must be a short single-line word such as 'success'")
@@ -477,7 +477,7 @@ def record_outcome(target: Target, release_id: str, outcome: str) -> None:
     target.put(target.layout.meta(release_id), json.dumps(meta, indent=1, sort_keys=True).encode())
 
 
-def set_images(target: Target, release_id: str, images: Mapping[str, Mapping[str, str]], override: str) -> None:
+def set_images(target: Host, release_id: str, images: Mapping[str, Mapping[str, str]], override: str) -> None:
     """Record the images a release runs (service -> {"ref", "id"}) in its metadata and its
     compose override, before it ever goes live."""
     meta = read_release_meta(target, release_id)
@@ -489,7 +489,7 @@ def set_images(target: Target, release_id: str, images: Mapping[str, Mapping[str
     target.put(target.layout.meta(release_id), json.dumps(meta, indent=1, sort_keys=True).encode())
 
 
-def list_releases(target: Target) -> list[ReleaseInfo]:
+def list_releases(target: Host) -> list[ReleaseInfo]:
     """Releases oldest first, with creation time, recorded outcome and which one is current."""
     cur = current_release(target)
     out = target.run(cmd.read_all_release_meta(target.layout), "reading release metadata").stdout
@@ -512,7 +512,7 @@ def list_releases(target: Target) -> list[ReleaseInfo]:
             for rid in sorted(metas)]
 
 
-def prune(target: Target, keep: int) -> list[str]:
+def prune(target: Host, keep: int) -> list[str]:
     """Delete all but the newest ``keep`` releases; never ``current`` nor the one before it."""
     if keep < 1:
         raise ValueError("keep must be at least 1 (the current release)")

@@ -9,7 +9,7 @@ from deploy.checks.model import (
     ChecksConfigError,
     CheckResult,
     ChecksReport,
-    CheckTarget,
+    PublicSite,
     config_from_settings,
     rate_limit_burst_size,
 )
@@ -21,7 +21,7 @@ __all__ = [
     "ChecksConfigError",
     "CheckResult",
     "ChecksReport",
-    "CheckTarget",
+    "PublicSite",
     "config_from_settings",
     "rate_limit_burst_size",
     "run_checks",

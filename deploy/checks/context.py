@@ -6,7 +6,7 @@ from typing import Any
 
 import requests
 
-from deploy.checks.model import CheckTarget, ChecksConfig
+from deploy.checks.model import PublicSite, ChecksConfig
 
 # Appended to the message of every HTTPS check, so nobody mistakes a pass for a trusted chain.
 UNVERIFIED_NOTE = "TLS chain not verified (staging certificates are not publicly trusted; see the tls check)"
@@ -14,7 +14,7 @@ UNVERIFIED_NOTE = "TLS chain not verified (staging certificates are not publicly
 
 @dataclass
 class Context:
-    target: CheckTarget
+    target: PublicSite
     config: ChecksConfig
     session: requests.Session
     files: dict[str, str] = field(default_factory=dict)

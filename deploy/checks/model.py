@@ -54,7 +54,7 @@ def rate_limit_burst_size(rpm: int, margin: int = 10) -> int:
 
 
 @dataclass(frozen=True)
-class CheckTarget:
+class PublicSite:
     """Where to send the checks: the droplet's IP, reached with the domain as SNI and Host."""
 
     ip: str

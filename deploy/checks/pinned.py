@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from deploy.checks.model import CheckTarget
+from deploy.checks.model import PublicSite
 
 USER_AGENT = "stackdeploy-checks/0.1"
 
@@ -23,7 +23,7 @@ class PinningError(requests.exceptions.InvalidURL):
 
 
 class PinnedAdapter(HTTPAdapter):
-    def __init__(self, target: CheckTarget, **kwargs: Any) -> None:
+    def __init__(self, target: PublicSite, **kwargs: Any) -> None:
         self._target = target
         super().__init__(**kwargs)
 
@@ -57,7 +57,7 @@ class PinnedAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
-def pinned_session(target: CheckTarget, verify: bool = False) -> requests.Session:
+def pinned_session(target: PublicSite, verify: bool = False) -> requests.Session:
     """Session for the checks. verify=False by default: staging certificates are not trusted."""
     session = requests.Session()
     # Never through the operator's HTTP(S)_PROXY: the point is to reach the droplet directly.

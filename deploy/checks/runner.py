@@ -13,7 +13,7 @@ from deploy.checks.cert import check_tls
 from deploy.checks.context import Context, describe_error
 from deploy.checks.dns import check_dns
 from deploy.checks.headers import parse_policy
-from deploy.checks.model import CheckResult, ChecksConfig, ChecksReport, CheckTarget
+from deploy.checks.model import CheckResult, ChecksConfig, ChecksReport, PublicSite
 from deploy.checks.pinned import pinned_session
 from deploy.checks.ratelimit import check_rate_limit
 from deploy.checks.routes import check_api_health, check_home, check_http_redirect, check_security_headers
@@ -54,7 +54,7 @@ def _guarded(names: tuple[str, ...], check: CheckFn, ctx: Context) -> list[Check
     return results
 
 
-def run_checks(target: CheckTarget, config: ChecksConfig | None = None) -> ChecksReport:
+def run_checks(target: PublicSite, config: ChecksConfig | None = None) -> ChecksReport:
     """Run every check against target and return results plus the http/ files to store.
 
     Pure data out: nothing is written here; the caller routes `files` through the redactor.

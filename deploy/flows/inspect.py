@@ -14,7 +14,7 @@ from deploy.runtime import Runtime, for_cluster
 from deploy.settings import Settings
 from deploy.wiring import REAL_EDGES, Edges, Inventory
 from remote import lock, sync
-from remote.target import Target
+from remote.host import Host
 
 
 def verify(run: Run, settings: Settings, edges: Edges, cluster: Cluster | None, runtime: Runtime | None,
@@ -82,7 +82,7 @@ def collect_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> Non
 
 
 @contextmanager
-def _on_leader(run: Run, settings: Settings, edges: Edges) -> Iterator[Target]:
+def _on_leader(run: Run, settings: Settings, edges: Edges) -> Iterator[Host]:
     """Node 1, connected: it alone holds the releases and the cluster's one deploy lock."""
     cluster = reach.find(run, settings, edges, exact=False)
     with reach.connected(run, settings, edges, cluster.nodes[:1]) as inventory:

@@ -17,7 +17,7 @@ from deploy.runtime import Candidate, Runtime, for_cluster
 from deploy.settings import Settings, require_stack_keys
 from deploy.wiring import REAL_EDGES, Edges, Inventory
 from remote import sync
-from remote.target import Target
+from remote.host import Host
 
 
 def deploy(run: Run, settings: Settings, update_only: bool = False, edges: Edges = REAL_EDGES) -> None:
@@ -58,7 +58,7 @@ def ship(run: Run, settings: Settings, runtime: Runtime, inventory: Inventory, l
         raise
 
 
-def _push_and_build(run: Run, settings: Settings, leader: Target, local: sync.LocalRelease,
+def _push_and_build(run: Run, settings: Settings, leader: Host, local: sync.LocalRelease,
                     every: bool) -> tuple[sync.PushResult, dict[str, dict[str, str]]]:
     """The release's files to the leader, then its images built there (``every``: all services;
     otherwise those whose build inputs changed, plus any whose image is missing)."""
@@ -116,7 +116,7 @@ def up_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
             steps.prune(run, leader, settings.releases_keep)
 
 
-def _mount_changes(settings: Settings, leader: Target, current: str | None, chosen: sync.ReleaseInfo) -> frozenset[str]:
+def _mount_changes(settings: Settings, leader: Host, current: str | None, chosen: sync.ReleaseInfo) -> frozenset[str]:
     live_meta = (sync.read_release_meta(leader, current) or {}) if current else None
     return releases.mount_changes(sync.read_compose(settings.stack_dir / "compose.yml"), live_meta, chosen)
 

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from deploy.report.run import Run
 from deploy.wiring import Inventory
-from remote.target import Target
+from remote.host import Host
 
 
 @dataclass(frozen=True)
@@ -27,17 +27,17 @@ class Runtime(Protocol):
     def prepare(self, run: Run, inventory: Inventory) -> None:
         """Under the deploy lock, before anything ships: the cluster can run a release."""
 
-    def go_live(self, run: Run, leader: Target, release: Candidate) -> None:
+    def go_live(self, run: Run, leader: Host, release: Candidate) -> None:
         """Switch `current` to the release and start it with zero downtime; on failure the
         previous release serves again and the error says so."""
 
-    def restart(self, run: Run, leader: Target, release_id: str, images: dict[str, dict[str, str]]) -> None:
+    def restart(self, run: Run, leader: Host, release_id: str, images: dict[str, dict[str, str]]) -> None:
         """Start the live release again as it is (after a reboot, a container removed by hand)."""
 
-    def can_return_to(self, leader: Target, release_id: str, images: dict[str, dict[str, str]]) -> str | None:
+    def can_return_to(self, leader: Host, release_id: str, images: dict[str, dict[str, str]]) -> str | None:
         """Why the release cannot start again without a build (None: it can)."""
 
-    def retire(self, run: Run, leader: Target) -> None:
+    def retire(self, run: Run, leader: Host) -> None:
         """The nodes beyond the count asked for (the cluster's surplus) leave it without a gap,
         then their droplets are deleted."""
 

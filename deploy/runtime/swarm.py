@@ -23,7 +23,7 @@ from deploy.wiring import Edges, Inventory
 from remote import collect as remote_collect
 from remote import commands as cmd
 from remote import registry_cmds, stackfile, swarm, swarm_release, sync
-from remote.target import Target
+from remote.host import Host
 
 
 class SwarmRuntime:
@@ -43,13 +43,13 @@ class SwarmRuntime:
         """Form the swarm over the VPC (idempotent: joins new nodes, reconciles manager roles)."""
         private = {n.name: n.private_ip for n in self.cluster.nodes}
         with run.step("swarm") as step:
-            result = swarm.form([swarm.Node(t, private[t.name]) for t in inventory], run.registry.add_value, run.log)
+            result = swarm.form([swarm.Member(t, private[t.name]) for t in inventory], run.registry.add_value, run.log)
             run.record("swarm", {"managers": list(result.managers), "workers": list(result.workers),
                                  "joined": list(result.joined)})
             step.note(f"{len(result.managers)} manager(s), {len(result.workers)} worker(s)"
                       + (f"; joined {', '.join(result.joined)}" if result.joined else ""))
 
-    def go_live(self, run: Run, leader: Target, release: Candidate) -> None:
+    def go_live(self, run: Run, leader: Host, release: Candidate) -> None:
         if not release.publish:
             self._redeploy(run, leader, release.release_id, release.live)
             return
@@ -57,15 +57,15 @@ class SwarmRuntime:
             steps.switch(run, leader, release.release_id)
             self._stack_up(run, leader, release, prefix, config_dir)
 
-    def restart(self, run: Run, leader: Target, release_id: str, images: dict[str, dict[str, str]]) -> None:
+    def restart(self, run: Run, leader: Host, release_id: str, images: dict[str, dict[str, str]]) -> None:
         self._redeploy(run, leader, release_id, release_id)
 
-    def can_return_to(self, leader: Target, release_id: str, images: dict[str, dict[str, str]]) -> str | None:
+    def can_return_to(self, leader: Host, release_id: str, images: dict[str, dict[str, str]]) -> str | None:
         if leader.run(f"test -f {self._stack_path(leader, release_id)}", check=False).ok:
             return None
         return f"it never ran on the swarm (it has no {swarm_release.STACK_FILE})"
 
-    def retire(self, run: Run, leader: Target) -> None:
+    def retire(self, run: Run, leader: Host) -> None:
         """The nodes beyond NODES: their tasks moved start-first to the others, out of the swarm,
         then their droplets deleted. Node 1 (data, edge) is never among them. A node that does
         not answer is removed from the leader's side alone."""
@@ -118,11 +118,11 @@ class SwarmRuntime:
 
     # -- the pieces ---------------------------------------------------------------------------------
 
-    def _stack_path(self, leader: Target, release_id: str) -> str:
+    def _stack_path(self, leader: Host, release_id: str) -> str:
         return leader.layout.release(release_id) + "/" + swarm_release.STACK_FILE
 
     @contextmanager
-    def _registry_login(self, run: Run, leader: Target, read_write: bool = True) -> Iterator[tuple[str, str]]:
+    def _registry_login(self, run: Run, leader: Host, read_write: bool = True) -> Iterator[tuple[str, str]]:
         """(image prefix, config folder): the leader's docker client logged in to the account's
         registry for the block (read-write to push; a rollback only pulls), logged out after it
         (the swarm keeps the auth it was handed by `stack deploy --with-registry-auth` for its
@@ -143,14 +143,14 @@ class SwarmRuntime:
                 run.warn(f"logging the leader out of {login.server} failed ({res.tail()}): remove "
                          f"{config_dir}/config.json on {leader.name}")
 
-    def _pull_only_login(self, run: Run, leader: Target, config_dir: str) -> None:
+    def _pull_only_login(self, run: Run, leader: Host, config_dir: str) -> None:
         """Replace the push's read-write login with a read-only one that never expires: it is what
         `stack deploy --with-registry-auth` hands every node, kept for every later pull (a task
         rescheduled after a node's loss pulls again), so it must not be able to push."""
         login = registry.docker_credentials(self.spec, registry=run.registry, read_write=False)
         registry_cmds.login(leader, config_dir, login.server, login.auth.reveal())
 
-    def _stack_up(self, run: Run, leader: Target, release: Candidate, prefix: str, config_dir: str) -> None:
+    def _stack_up(self, run: Run, leader: Host, release: Candidate, prefix: str, config_dir: str) -> None:
         """Push the images, write the stack file from compose's model of the release, deploy it
         and wait for Swarm's rollout. On failure `current` goes back to the live release."""
         spec = wiring.compose_spec(self.settings)
@@ -174,7 +174,7 @@ class SwarmRuntime:
             run.record("live_release", release.release_id)
             step.note(f"{len(states)} services running their replicas")
 
-    def _redeploy(self, run: Run, leader: Target, release_id: str, live: str | None) -> None:
+    def _redeploy(self, run: Run, leader: Host, release_id: str, live: str | None) -> None:
         """A release's own stack file again (its images are in the registry): Swarm rolls each
         service that differs, start-first (a rollback; `inv up` of the live release)."""
         with self._registry_login(run, leader, read_write=False) as (_prefix, config_dir):
@@ -187,7 +187,7 @@ class SwarmRuntime:
                 run.record("live_release", release_id)
                 step.note(f"{len(states)} services running their replicas")
 
-    def _deploy_and_wait(self, run: Run, leader: Target, config_dir: str, path: str) -> dict:
+    def _deploy_and_wait(self, run: Run, leader: Host, config_dir: str, path: str) -> dict:
         since = swarm_release.deploy(leader, config_dir, path, self.project)
         project = self.project
         return swarm.wait_rollout(leader, project, since, timeout=self.timeout,
@@ -196,7 +196,7 @@ class SwarmRuntime:
                                       for v in sorted(s.values(), key=lambda v: v.name))))
 
     @contextmanager
-    def _back_on_failure(self, run: Run, leader: Target, release_id: str, live: str | None,
+    def _back_on_failure(self, run: Run, leader: Host, release_id: str, live: str | None,
                          record: bool = True) -> Iterator[None]:
         """A failed rollout: the release is marked failed and `current` names the live one again
         (Swarm has already put its tasks back)."""

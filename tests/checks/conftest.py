@@ -6,7 +6,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from deploy.checks import ChecksConfig, CheckTarget
+from deploy.checks import ChecksConfig, PublicSite
 from tests.checks.certs import STAGING, make_cert
 from tests.checks.servers import Behaviour, FakeEdge
 
@@ -38,8 +38,8 @@ def edge(tmp_path: Path) -> Iterator[Callable[..., FakeEdge]]:
         server.__exit__(None, None, None)
 
 
-def target_for(server: FakeEdge, domain: str = "localhost", env: str = "staging", ip: str = "127.0.0.1") -> CheckTarget:
-    return CheckTarget(ip=ip, domain=domain, deploy_env=env, https_port=server.https_port, http_port=server.http_port)
+def target_for(server: FakeEdge, domain: str = "localhost", env: str = "staging", ip: str = "127.0.0.1") -> PublicSite:
+    return PublicSite(ip=ip, domain=domain, deploy_env=env, https_port=server.https_port, http_port=server.http_port)
 
 
 def fast_config(**overrides) -> ChecksConfig:

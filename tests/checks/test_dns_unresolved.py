@@ -16,8 +16,8 @@ from tests.checks.conftest import FAST, require, target_for
 DOMAIN = "app.example.invalid"
 CHILD = """
 import json, sys
-from deploy.checks import ChecksConfig, CheckTarget, run_checks
-report = run_checks(CheckTarget(**json.loads(sys.argv[1])), ChecksConfig(**json.loads(sys.argv[2])))
+from deploy.checks import ChecksConfig, PublicSite, run_checks
+report = run_checks(PublicSite(**json.loads(sys.argv[1])), ChecksConfig(**json.loads(sys.argv[2])))
 print(json.dumps({"report": report.to_dict(), "files": report.files}))
 """
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from deploy.checks import CheckTarget, ChecksReport, run_checks
+from deploy.checks import PublicSite, ChecksReport, run_checks
 from deploy.checks.lines import MAX_LINE, human_line
 from lab.ports import free_port
 from tests.checks.certs import TRAEFIK_DEFAULT
@@ -71,7 +71,7 @@ def test_slow_route_line_names_the_budget(edge):
 
 def test_skipped_and_unreachable_checks_say_why():
     port = free_port()  # nothing listens there
-    target = CheckTarget("127.0.0.1", "localhost", "staging", https_port=port, http_port=port)
+    target = PublicSite("127.0.0.1", "localhost", "staging", https_port=port, http_port=port)
     got = lines(run_checks(target, fast_config(samples=1, rate_limit_burst=False)))
 
     assert got["tls"].startswith("could not run: ") and "Connection refused" in got["tls"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.checks import ChecksConfig, ChecksConfigError, CheckTarget, rate_limit_burst_size
+from deploy.checks import ChecksConfig, ChecksConfigError, PublicSite, rate_limit_burst_size
 from deploy.checks.headers import evaluate, parse_rule
 from deploy.checks.routes import percentile
 from deploy.tls import classify_issuer, parse_certificate
@@ -62,15 +62,15 @@ def test_bad_checks_settings_name_the_setting(kwargs, setting):
 def test_bad_target_names_the_setting(kwargs, fragment):
     base = {"ip": "203.0.113.10", "domain": "app.example.com", "deploy_env": "production"}
     with pytest.raises(ChecksConfigError, match=fragment):
-        CheckTarget(**{**base, **kwargs})
+        PublicSite(**{**base, **kwargs})
 
 
 def test_target_normalises_domain_and_knows_production():
-    target = CheckTarget("2001:db8::1", "App.Example.COM.", "Production")
+    target = PublicSite("2001:db8::1", "App.Example.COM.", "Production")
     assert target.domain == "app.example.com" and target.is_production
-    assert not CheckTarget("203.0.113.10", "app.example.com", "staging").is_production
+    assert not PublicSite("203.0.113.10", "app.example.com", "staging").is_production
     # Like the stack's Traefik template: anything but staging/development is production (fail closed).
-    assert CheckTarget("203.0.113.10", "app.example.com", "prod-typo").is_production
+    assert PublicSite("203.0.113.10", "app.example.com", "prod-typo").is_production
 
 
 @pytest.mark.parametrize("issuer, verdict", [(STAGING, "pass"), (PRODUCTION, "fail"), (TRAEFIK_DEFAULT, "warn"),

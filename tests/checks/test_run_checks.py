@@ -199,9 +199,9 @@ def test_dns_pointing_elsewhere_warns_and_checks_still_run_against_the_ip(edge):
 
 
 def test_unreachable_droplet_fails_each_check_without_stopping_the_others():
-    from deploy.checks import CheckTarget
+    from deploy.checks import PublicSite
     port = free_port()  # nothing listens there
-    target = CheckTarget("127.0.0.1", "localhost", "staging", https_port=port, http_port=port)
+    target = PublicSite("127.0.0.1", "localhost", "staging", https_port=port, http_port=port)
     report = run_checks(target, fast_config(samples=1))
     results = statuses(report)
     assert results["dns"] == "pass"

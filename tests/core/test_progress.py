@@ -11,9 +11,9 @@ from rich.console import Console
 
 from deploy.redact import SecretRegistry
 from deploy.report.run import Run
-from remote.connection import SshTarget, connector
+from remote.connection import SshEndpoint, connector
 from remote.layout import ReleaseLayout
-from remote.target import Target
+from remote.host import Host
 from tests.remote.sshd import pin
 
 
@@ -103,10 +103,10 @@ def test_terminal_console_shows_the_services_live_and_keeps_the_lines_in_run_log
 def test_polls_share_one_real_ssh_connection_with_the_command_they_watch(tmp_path, sshd):
     # Compose runs as one blocking command; the poller sends its reads on other exec channels of
     # the same Fabric connection, at the same time (a real sshd: no Docker needed).
-    ssh = SshTarget(host="127.0.0.1", user=sshd.user, key_path=sshd.user_key, port=sshd.port,
+    ssh = SshEndpoint(host="127.0.0.1", user=sshd.user, key_path=sshd.user_key, port=sshd.port,
                     known_hosts_path=pin(sshd, tmp_path / "known_hosts"), connect_timeout=5, retries=1,
                     backoff=0.1)
-    target = Target(name="droplet", host="127.0.0.1", layout=ReleaseLayout("/tmp/unused"),
+    target = Host(name="droplet", host="127.0.0.1", layout=ReleaseLayout("/tmp/unused"),
                     connector=connector(ssh)).open()
     marker = tmp_path / "running"
     seen_running: list[bool] = []

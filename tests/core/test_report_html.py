@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from core.errors import OperatorError
-from deploy.checks import CheckTarget, ChecksConfig, run_checks
+from deploy.checks import PublicSite, ChecksConfig, run_checks
 from deploy.checks.lines import human_line
 from deploy.redact import SecretRegistry
 from deploy.report.run import Run
@@ -43,7 +43,7 @@ def finished_run(tmp_path: Path) -> Run:
                 step.note(f"waited, token {CANARY}")
             with run.step("checks") as step, FakeEdge(make_cert(tmp_path, STAGING, "localhost"),
                                                        Behaviour(flower_open=True)) as edge:
-                target = CheckTarget("127.0.0.1", "localhost", "staging", https_port=edge.https_port, http_port=edge.http_port)
+                target = PublicSite("127.0.0.1", "localhost", "staging", https_port=edge.https_port, http_port=edge.http_port)
                 report = run_checks(target, ChecksConfig(samples=2, timeout=5, rate_limit_burst=False))
                 run.checks = [r.to_dict() for r in report.results]
                 step.step.status = "failed"  # as deploy.steps.run_checks marks the step when a check fails

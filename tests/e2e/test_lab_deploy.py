@@ -12,7 +12,7 @@ import time
 import pytest
 from urllib3.util.retry import Retry
 
-from deploy.checks import CheckTarget
+from deploy.checks import PublicSite
 from deploy.checks.pinned import PinnedAdapter, pinned_session
 from lab import config as labconfig
 from lab.services import pebble
@@ -32,7 +32,7 @@ def api(lab, ip: str):
     """A session to the lab's API that waits out a 429: the verify at the end of this module
     spends the operator's per-minute budget on purpose (its rate-limit burst), and the next
     module's first request must not fail for that."""
-    target = CheckTarget(ip=ip, domain=lab.values["DOMAIN"], deploy_env="production")
+    target = PublicSite(ip=ip, domain=lab.values["DOMAIN"], deploy_env="production")
     session = pinned_session(target)
     patient = PinnedAdapter(target, max_retries=Retry(total=3, status_forcelist=[429], allowed_methods=None,
                                                       respect_retry_after_header=True, raise_on_status=False))

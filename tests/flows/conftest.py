@@ -23,7 +23,7 @@ from deploy import flows
 from deploy.report.run import Run
 from deploy.taskrun import PROJECT_ROOT, run_task
 from deploy.wiring import Edges
-from remote.target import Target
+from remote.host import Host
 from tests.flows.fakes import Fault, FakeChecks, FakeCloud, FakeDocker, FakeDroplet
 
 BCRYPT_CHARS = string.ascii_letters + string.digits + "./"
@@ -173,4 +173,4 @@ def make_world(tmp_path: Path) -> World:
     return w
 
 
-__all__ = ["World", "Outcome", "flows", "Target"]
+__all__ = ["World", "Outcome", "flows", "Host"]

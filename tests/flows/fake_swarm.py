@@ -57,7 +57,7 @@ import yaml
 from lab.fake_do import FakeDigitalOcean
 from remote import swarm as remote_swarm
 from remote.connection import SshError
-from remote.target import Result
+from remote.host import Result
 from tests.flows.fakes import FakeCloud, FakeDocker, FakeDroplet
 
 LEADER = "stackdeploy-1"

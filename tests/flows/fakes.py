@@ -32,7 +32,7 @@ from deploy.checks import dns as dns_check
 from deploy.checks.context import Context
 from deploy.checks.model import CheckResult, ChecksReport
 from remote.connection import SshError
-from remote.target import Result, SshExecutor
+from remote.host import Result, SshExecutor
 
 _ids = itertools.count(1)
 
@@ -449,7 +449,7 @@ Fault = Callable[[str, str], None]   # (edge, detail): may raise, e.g. ("run", c
 
 
 class FakeDroplet:
-    """An executor for remote.target.Target: shell for files, FakeDocker for docker and curl.
+    """An executor for remote.host.Host: shell for files, FakeDocker for docker and curl.
     Files are written through the real SshExecutor.put over a local stand-in for SFTP."""
 
     def __init__(self, root: Path, docker: FakeDocker, host: str = "203.0.113.10", fault: Fault | None = None) -> None:
@@ -646,7 +646,7 @@ class FakeChecks:
     calls: list[str] = field(default_factory=list)
     dns_answer: list[str] | None = None   # what the domain resolves to: the real dns check judges it
 
-    def __call__(self, target: checks.CheckTarget, config: checks.ChecksConfig) -> ChecksReport:
+    def __call__(self, target: checks.PublicSite, config: checks.ChecksConfig) -> ChecksReport:
         self.calls.append(target.ip)
         names = ("home", "api-health", "tls", "headers")
         results = [CheckResult(name=n, status="fail" if n in self.failing else "pass", observed="ok",

@@ -6,7 +6,7 @@ import requests
 
 from deploy.checks.context import Context
 from deploy.checks.dns import check_dns
-from deploy.checks.model import CheckTarget, ChecksConfig
+from deploy.checks.model import PublicSite, ChecksConfig
 from lab.droplets.network import ensure_network
 from lab.fake_do.server import FakeDigitalOcean
 from lab.services import dns as labdns
@@ -17,7 +17,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _check(cfg, ip: str, domain: str = "app.lab.test"):
-    ctx = Context(CheckTarget(ip=ip, domain=domain, deploy_env="production"),
+    ctx = Context(PublicSite(ip=ip, domain=domain, deploy_env="production"),
                   ChecksConfig(dns_resolvers=(cfg.dns_ip,), timeout=3), requests.Session())
     return check_dns(ctx), ctx.files["http/dns.txt"]
 

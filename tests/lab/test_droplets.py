@@ -21,9 +21,9 @@ from lab.droplets import ContainerBackend, firewall
 from lab.droplets.backend import DROPLET_LABEL
 from lab.ports import free_port
 from remote import cloudinit
-from remote.connection import SshError, SshTarget, connect, connector, host_entry
+from remote.connection import SshError, SshEndpoint, connect, connector, host_entry
 from remote.layout import ReleaseLayout
-from remote.target import Target
+from remote.host import Host
 
 from .conftest import TEST_PRELOAD, free_subnet, reachable
 
@@ -58,17 +58,17 @@ class Droplet:
         self.ssh_after = time.monotonic() - self.booted
         self.known_hosts = tmp / "known_hosts"
         hostkey.pin(self.known_hosts, host_entry(self.ip, 22), self.host_key.public)
-        self.target = Target(name="web-1", host=self.ip, layout=ReleaseLayout(BASE),
+        self.target = Host(name="web-1", host=self.ip, layout=ReleaseLayout(BASE),
                              connector=connector(self.ssh_target())).open()
         self.progress: list[str] = []
         self.cloud_init = cloudinit.wait(self.target, 600, on_progress=self.progress.append)
         self.ready_after = time.monotonic() - self.booted
         print(f"droplet: SSH after {self.ssh_after:.1f}s, cloud-init done after {self.ready_after:.1f}s")
 
-    def ssh_target(self, **kw) -> SshTarget:
+    def ssh_target(self, **kw) -> SshEndpoint:
         args = dict(host=self.ip, user="deploy", key_path=self.key, known_hosts_path=self.known_hosts,
                     connect_timeout=10, retries=1, backoff=0.5)
-        return SshTarget(**{**args, **kw})
+        return SshEndpoint(**{**args, **kw})
 
     def run(self, command: str, check: bool = True):
         return self.target.run(command, check=check, timeout=180)

@@ -1,7 +1,7 @@
 """The lab's container registry, for real: Debian's docker-registry in a container on a throwaway
 lab network, the host's Docker engine as its client (trusting the lab CA through
 /etc/docker/certs.d/<address>/ for the test's length), the node-side commands run through a real
-SSH Target, and the login handed out by the fake API in-process. No droplet is started."""
+SSH Host, and the login handed out by the fake API in-process. No droplet is started."""
 from __future__ import annotations
 
 import base64
@@ -30,9 +30,9 @@ from lab.images import builder, recipes
 from lab.services import registry
 from lab.services.containers import container_name
 from remote import registry_cmds as rc
-from remote.connection import SshTarget, connect
+from remote.connection import SshEndpoint, connect
 from remote.layout import ReleaseLayout
-from remote.target import SshExecutor, Target
+from remote.host import SshExecutor, Host
 from tests.conftest import need
 from tests.lab.conftest import make_cfg, require_docker
 from tests.remote.conftest import commands_run  # noqa: F401 - a fixture: every command line sent over SSH
@@ -146,10 +146,10 @@ def test_docker_login_from_the_host_takes_the_token_and_refuses_a_wrong_password
 @pytest.fixture
 def node(sshd, tmp_path, commands_run):
     """The host as a node the deploy reaches over SSH, and every command line sent to it."""
-    ssh = SshTarget(host="127.0.0.1", user=getpass.getuser(), key_path=sshd.user_key, port=sshd.port,
+    ssh = SshEndpoint(host="127.0.0.1", user=getpass.getuser(), key_path=sshd.user_key, port=sshd.port,
                     known_hosts_path=pin(sshd, tmp_path / "known_hosts"), connect_timeout=5, retries=2, backoff=0.1)
     conn = connect(ssh)
-    target = Target(name="node", host="127.0.0.1", layout=ReleaseLayout(str(tmp_path / "opt")),
+    target = Host(name="node", host="127.0.0.1", layout=ReleaseLayout(str(tmp_path / "opt")),
                     connector=lambda quick: SshExecutor(conn)).open()
     yield target, commands_run
     conn.close()

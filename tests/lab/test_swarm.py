@@ -20,9 +20,9 @@ from lab import control, state
 from lab.droplets import ContainerBackend
 from lab.ports import free_port
 from remote import cloudinit, swarm
-from remote.connection import SshTarget, connector, host_entry
+from remote.connection import SshEndpoint, connector, host_entry
 from remote.layout import ReleaseLayout
-from remote.target import Target
+from remote.host import Host
 
 from .conftest import TEST_PRELOAD, free_subnet
 
@@ -72,14 +72,14 @@ class Cluster:
 
         with ThreadPoolExecutor(3) as pool:
             made = list(pool.map(make, specs))
-        self.nodes: list[swarm.Node] = []
+        self.nodes: list[swarm.Member] = []
         self.ids: dict[str, int] = {}
         for did, name, private, ip, host_key in made:
             hostkey.pin(self.known_hosts, host_entry(ip, 22), host_key.public)
-            ssh = SshTarget(host=ip, user="deploy", key_path=self.key, known_hosts_path=self.known_hosts,
+            ssh = SshEndpoint(host=ip, user="deploy", key_path=self.key, known_hosts_path=self.known_hosts,
                             connect_timeout=10, retries=1, backoff=0.5)
-            target = Target(name=name, host=ip, layout=ReleaseLayout(BASE), connector=connector(ssh)).open()
-            self.nodes.append(swarm.Node(target, private))
+            target = Host(name=name, host=ip, layout=ReleaseLayout(BASE), connector=connector(ssh)).open()
+            self.nodes.append(swarm.Member(target, private))
             self.ids[name] = did
         with ThreadPoolExecutor(3) as pool:
             states = list(pool.map(lambda n: cloudinit.wait(n.target, 600), self.nodes))
@@ -212,7 +212,7 @@ services:
 """
 
 
-def _roll(leader: Target, release: str, port: int = 6379) -> str:
+def _roll(leader: Host, release: str, port: int = 6379) -> str:
     since = leader.run(swarm.clock_command()).stdout.strip()
     leader.put("/home/deploy/mesh/rolling.yml", ROLLING.format(port=port, release=release).encode())
     leader.run("docker stack deploy -c ~/mesh/rolling.yml roll", timeout=120)
@@ -253,7 +253,7 @@ services:
 """
 
 
-def _running_tasks(leader: Target, service: str) -> list[dict]:
+def _running_tasks(leader: Host, service: str) -> list[dict]:
     return swarm.json_lines(leader.run(f"docker service ps {service} --filter desired-state=running "
                                        "--format '{{json .}}'").stdout)
 

@@ -5,17 +5,17 @@ from pathlib import Path
 import fabric
 import pytest
 
-from remote.connection import SshTarget, connect
+from remote.connection import SshEndpoint, connect
 from remote.layout import ReleaseLayout
-from remote.target import SshExecutor, Target
+from remote.host import SshExecutor, Host
 from tests.remote.sshd import Sshd, pin
 
 
 @pytest.fixture
-def target(sshd: Sshd, tmp_path: Path) -> SshTarget:
+def target(sshd: Sshd, tmp_path: Path) -> SshEndpoint:
     """A target with a fresh known_hosts per test, the sshd's host key pinned in it (out of band,
     as the deployer pins a droplet it creates)."""
-    return SshTarget(host="127.0.0.1", user=sshd.user, key_path=sshd.user_key, port=sshd.port,
+    return SshEndpoint(host="127.0.0.1", user=sshd.user, key_path=sshd.user_key, port=sshd.port,
                      known_hosts_path=pin(sshd, tmp_path / "state" / "known_hosts"),
                      connect_timeout=5, retries=2, backoff=0.1)
 
@@ -35,7 +35,7 @@ def commands_run(monkeypatch) -> list[str]:
 
 
 @pytest.fixture
-def conn(target: SshTarget, commands_run):
+def conn(target: SshEndpoint, commands_run):
     c = connect(target)
     yield c
     c.close()
@@ -48,13 +48,13 @@ def base(tmp_path: Path) -> str:
     return str(d)
 
 
-def target_over(conn: fabric.Connection, base: str) -> Target:
-    """A deploy Target whose executor is an already open connection to the test sshd."""
-    return Target(name="sshd", host=conn.host, layout=ReleaseLayout(base),
+def target_over(conn: fabric.Connection, base: str) -> Host:
+    """A deploy Host whose executor is an already open connection to the test sshd."""
+    return Host(name="sshd", host=conn.host, layout=ReleaseLayout(base),
                   connector=lambda quick: SshExecutor(conn)).open()
 
 
 @pytest.fixture
-def host(conn, base) -> Target:
+def host(conn, base) -> Host:
     """The droplet as the deploy code sees it: the test sshd, with the release layout under ``base``."""
     return target_over(conn, base)

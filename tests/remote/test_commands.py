@@ -9,7 +9,7 @@ import pytest
 from remote import commands as cmd
 from remote.layout import ReleaseLayout
 
-T = cmd.ComposeTarget(project="myapp", compose_files=("/opt/my app/current/compose.yml",),
+T = cmd.ComposeProject(project="myapp", compose_files=("/opt/my app/current/compose.yml",),
                       env_file="/opt/my app/shared/.env", project_directory="/opt/my app/current")
 
 
@@ -75,7 +75,7 @@ def test_docker_and_host_probes():
 
 def test_hostile_values_stay_single_arguments():
     evil = "x'; rm -rf / #"
-    line = cmd.logs(cmd.ComposeTarget("p", ("c.yml",)), evil)
+    line = cmd.logs(cmd.ComposeProject("p", ("c.yml",)), evil)
     assert shlex.split(line)[-1] == evil
     assert shlex.split(cmd.remove_paths("/r", [evil]))[-1] == f"/r/{evil}"
     assert shlex.split(cmd.container_env(evil))[-1] == evil

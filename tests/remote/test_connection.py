@@ -12,9 +12,9 @@ import paramiko
 import pytest
 
 from lab.ports import free_port
-from remote.connection import SshError, SshTarget, connect, load_key
+from remote.connection import SshError, SshEndpoint, connect, load_key
 from remote.layout import ReleaseLayout
-from remote.target import ConnectionLost, SshExecutor, Target
+from remote.host import ConnectionLost, SshExecutor, Host
 from tests.remote.sshd import keygen, pin
 
 
@@ -144,7 +144,7 @@ def test_a_key_readable_by_group_or_others_is_refused_with_the_chmod_fix(tmp_pat
     key = keygen(tmp_path / "id_ed25519")
     key.chmod(mode)
     with pytest.raises(SshError) as err:
-        load_key(SshTarget(host="127.0.0.1", user="deploy", key_path=key))
+        load_key(SshEndpoint(host="127.0.0.1", user="deploy", key_path=key))
     assert str(key) in str(err.value) and oct(mode)[2:] in str(err.value)
     assert f"chmod 600 {key}" in err.value.hint and "SSH_KEY_PATH" in err.value.hint
 
@@ -153,7 +153,7 @@ def test_a_key_readable_by_group_or_others_is_refused_with_the_chmod_fix(tmp_pat
 def test_a_private_key_only_its_owner_reads_is_used(tmp_path, mode):
     key = keygen(tmp_path / "id_ed25519")
     key.chmod(mode)
-    assert load_key(SshTarget(host="127.0.0.1", user="deploy", key_path=key)).get_name() == "ssh-ed25519"
+    assert load_key(SshEndpoint(host="127.0.0.1", user="deploy", key_path=key)).get_name() == "ssh-ed25519"
 
 
 @pytest.mark.parametrize("existing_mode", [None, 0o644])
@@ -180,7 +180,7 @@ def test_a_session_killed_under_a_command_is_a_lost_connection_not_a_failed_comm
     reports exit -1. That is a lost connection with its fix, not "<command> failed" with a hint
     about disk space, and the next command reconnects."""
     conn = connect(target)
-    host = Target(name="sshd", host=conn.host, layout=ReleaseLayout(str(tmp_path / "base")),
+    host = Host(name="sshd", host=conn.host, layout=ReleaseLayout(str(tmp_path / "base")),
                   connector=lambda quick: SshExecutor(conn)).open()
     try:
         def kill_the_session() -> None:

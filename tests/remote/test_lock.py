@@ -16,7 +16,7 @@ from remote.connection import connect
 from remote.errors import RemoteError
 from remote.layout import ReleaseLayout
 from remote.lock import LockHeld, LockHolder
-from remote.target import SshExecutor, Target
+from remote.host import SshExecutor, Host
 from tests.remote.conftest import target_over
 
 
@@ -104,7 +104,7 @@ class _DiesWhileWriting(SshExecutor):
 
 
 def test_a_fault_while_taking_the_lock_leaves_no_anonymous_lock(host, conn, base):
-    dying = Target(name="sshd", host=conn.host, layout=ReleaseLayout(base),
+    dying = Host(name="sshd", host=conn.host, layout=ReleaseLayout(base),
                    connector=lambda quick: _DiesWhileWriting(conn)).open()
     with pytest.raises(RemoteError, match="connection dropped"):
         lock.acquire(dying, LockHolder.here("r1", "inv deploy"))

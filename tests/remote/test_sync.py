@@ -15,7 +15,7 @@ from remote import sync
 from remote.errors import RemoteError
 from remote.layout import RELEASE_STACK, ReleaseLayout
 from remote.sync import ReleaseError
-from remote.target import SshExecutor
+from remote.host import SshExecutor
 from tests.remote.stackfixture import make_stack
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)

@@ -1,9 +1,9 @@
-"""A Target is one droplet: its name and address, its release layout, and the one way to run a
+"""A Host is one droplet: its name and address, its release layout, and the one way to run a
 command on it (``run``) or to write a file (``put``). Every droplet-side module (sync, lock,
-compose, collect) talks to the droplet through a Target and nothing else.
+compose, collect) talks to the droplet through a Host and nothing else.
 
 The executor underneath is SSH (``SshExecutor``, a Fabric connection) in production; tests
-may give a Target any object with the same three methods.
+may give a Host any object with the same three methods.
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ class SshExecutor:
                 fh.write(data)
             sftp.posix_rename(tmp, path)
         except ConnectionError:
-            raise       # the connection dropped, not the disk: Target.put says so
+            raise       # the connection dropped, not the disk: Host.put says so
         except OSError as exc:  # paramiko's IOError; a full disk is only "Failure" (SSH_FX_FAILURE)
             if not getattr(self.conn, "is_connected", True):   # paramiko's "Socket is closed"
                 raise ConnectionError(f"the SSH connection to {self.host} closed during the upload") from None
@@ -140,7 +140,7 @@ class SshExecutor:
 
 
 @dataclass
-class Target:
+class Host:
     """One droplet. ``open()`` connects (through ``connector``); ``close()`` is idempotent."""
 
     name: str
@@ -150,7 +150,7 @@ class Target:
     artifact_prefix: str = "remote/"    # remote/<name>/ once an inventory holds several
     executor: Executor | None = field(default=None, repr=False)
 
-    def open(self, quick: bool = False) -> "Target":
+    def open(self, quick: bool = False) -> "Host":
         """Connect. ``quick``: give up at once when the SSH port does not answer (verify)."""
         if self.executor is None:
             self.executor = self.connector(quick)
