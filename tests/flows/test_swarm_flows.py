@@ -111,6 +111,28 @@ def test_shrinking_to_two_drains_the_third_node_before_deleting_it_and_never_nod
     assert [d.name for d in world.cloud.find_cluster(None)] == NODES[:2]
 
 
+def test_growing_from_one_droplet_to_three_keeps_node_one_and_its_data(world, docr):
+    """1 -> 3: the Compose droplet becomes node 1 of the swarm; its Compose stack is stopped with
+    its volumes kept (PostgreSQL's data among them) once the swarm's stack is about to start."""
+    world.cloud.exists = False
+    swarm = use_swarm(world, docr, nodes=1)
+    world.set_env(NODES=None)                                   # unset: a new stack is one droplet
+    deployed(world)
+    assert "postgres" in world.docker.containers and not swarm.nodes   # Compose, no swarm
+    first = world.current()
+    world.set_env(NODES="3")
+    out = deployed(world)
+    assert [(n["name"], n["created"]) for n in out.manifest["details"]["provision"]["nodes"]] == [
+        ("stackdeploy-1", False), ("stackdeploy-1-2", True), ("stackdeploy-1-3", True)]
+    assert any(argv[1:2] == ["compose"] and "down" in argv for argv in world.docker.calls)
+    assert world.docker.volume_removals == [] and not any("-v" in argv or "--volumes" in argv
+                                                          for argv in world.docker.calls if "down" in argv)
+    assert swarm.placement("stackdeploy_postgres") == ["stackdeploy-1"] and world.current() != first
+    world.set_env(NODES=None)                                   # unset again: the three nodes are the cluster
+    out = world.invoke("verify", flows.verify_only, mode="verify")
+    assert out.exit_code == 0 and "remote/stackdeploy-1-3/docker-ps.txt" in out.files, out.message
+
+
 def test_growing_from_two_to_three_adds_a_node_and_promotes_it_to_manager(world, docr):
     world.cloud.exists = False
     swarm = use_swarm(world, docr, nodes=2)
