@@ -4,7 +4,6 @@ does) and none reaches into another step's handle.
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from remote import collect as remote_collect
 from remote import commands as cmd
 from remote import cloudinit, compose, images, lock, progress, sync
 from remote.connection import host_entry
-from remote.host import ConnectionLost, Host
+from remote.host import Host
 
 
 @dataclass(frozen=True)
@@ -186,7 +185,7 @@ def check_drift(run: Run, target: Host) -> sync.Drift | None:
     return found
 
 
-def _keep_diagnostics(run: Run, target: Host, exc: compose.ComposeError) -> None:
+def keep_diagnostics(run: Run, target: Host, exc: compose.ComposeError) -> None:
     for name, text in (exc.diagnostics or {}).items():
         run.artifacts.write_text(f"{target.artifact_prefix}diagnostics/{name}", text)
 
@@ -202,11 +201,11 @@ def build(run: Run, target: Host, spec: compose.ComposeSpec, pushed: sync.PushRe
         plan = images.plan(compose_file, spec.project, release_id, previous, changed, present)
         target.put(target.layout.images_file(release_id), images.override(plan.refs, release_id).encode())
         try:
-            with _interruptible(run, target, release_id, pushed.previous_release), \
+            with interruptible(run, target, release_id, pushed.previous_release), \
                     run.watching("build", progress.BuiltImages(target, {n: plan.refs[n] for n in plan.build})):
                 compose.build(target, spec, release_id, plan.build)
         except compose.ComposeError as exc:
-            _keep_diagnostics(run, target, exc)
+            keep_diagnostics(run, target, exc)
             sync.record_outcome(target, release_id, "failed")
             if pushed.previous_release:
                 exc.message = f"{exc.message}; still serving release {pushed.previous_release}"
@@ -226,29 +225,6 @@ def build(run: Run, target: Host, spec: compose.ComposeSpec, pushed: sync.PushRe
     return image_map
 
 
-def migrate(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, live: str | None,
-            compose_file: dict) -> None:
-    """The release's migration, once, before the cutover, while the live release serves. A first
-    release has no database yet: its own start migrates."""
-    found = compose.migration(compose_file)
-    if found is None or not live:
-        run.skip_step("migrate", "first release: the database is created by its first start" if found
-                      else "the stack declares no x-release-migrate")
-        return
-    service, argv = found
-    with run.step("migrate") as step:
-        try:
-            with _interruptible(run, target, release_id, live):
-                output = compose.migrate(target, spec, release_id, service, argv)
-        except compose.ComposeError as exc:
-            _keep_diagnostics(run, target, exc)
-            sync.record_outcome(target, release_id, "failed")
-            exc.message = f"{exc.message}; still serving release {live}"
-            raise
-        run.artifacts.write_text(f"{target.artifact_prefix}migrate.txt", output)
-        step.note(output.strip().splitlines()[-1] if output.strip() else "done")
-
-
 def switch(run: Run, target: Host, release_id: str) -> str:
     with run.step("switch") as step:
         sync.switch(target, release_id)
@@ -256,62 +232,8 @@ def switch(run: Run, target: Host, release_id: str) -> str:
     return release_id
 
 
-def up(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, wanted: dict[str, dict[str, str]],
-       recreate: set[str] = frozenset(), fallback: str | None = None,
-       fallback_recreate: set[str] = frozenset()) -> compose.UpResult:
-    """Start the live release and wait until healthy; then compare what runs with ``wanted`` (the
-    release's image ids). On failure, switch back to ``fallback`` and start it again, so the run
-    can say which release is serving."""
-    with run.step("up") as step:
-        try:
-            # `current` names the new release already: from here on an interrupt switches back
-            with _interruptible(run, target, release_id, fallback,
-                                restore=lambda: _restore(run, target, spec, fallback, fallback_recreate)):
-                stop_first = compose.in_place(target, spec, recreate)
-                run.record("recreated_in_place", stop_first)
-                if stop_first:  # said before it happens: these have one container, replaced stop-first
-                    run.log(f"recreated in place, a brief interruption for what uses them: {', '.join(stop_first)}")
-                result = compose.cutover(target, spec, services_to_recreate=recreate)
-                _ensure_wanted(target, spec, result, wanted)
-        except (compose.ComposeError, ConnectionLost) as exc:
-            # After a lost connection the next command reconnects: after a brief drop the live
-            # release can still be put back, and the run says which one serves (or that
-            # restoring failed too). Recording the outcome is best effort for the same reason.
-            if isinstance(exc, compose.ComposeError):
-                _keep_diagnostics(run, target, exc)
-            with contextlib.suppress(OperatorError):
-                sync.record_outcome(target, release_id, "failed")
-            if fallback:
-                exc.message = f"{exc.message}; {_restore(run, target, spec, fallback, fallback_recreate)}"
-            raise
-        run.record("up", {"recreated": result.recreated, "rebuilt": result.rebuilt, "replaced": result.replaced,
-                          "services": {n: s.status for n, s in result.services.items()}})
-        step.note(f"replaced start-first {', '.join(result.replaced) or 'nothing'}; recreated "
-                  f"{', '.join(sorted(set(result.recreated) - set(result.replaced))) or 'nothing else'}; every service "
-                  "healthy and running its release image")
-    sync.record_outcome(target, release_id, "success")
-    run.record("live_release", release_id)
-    return result
-
-
-def _ensure_wanted(target: Host, spec: compose.ComposeSpec, result: compose.UpResult,
-                   wanted: dict[str, dict[str, str]]) -> None:
-    """What runs must be what the release names: a container on another image is recreated once,
-    and a second mismatch is an error (never a success while the wrong code runs)."""
-    def wrong(states: dict[str, compose.ServiceState]) -> list[str]:
-        return sorted(n for n, w in wanted.items() if n in states and states[n].image_id != w.get("id"))
-
-    mismatch = wrong(result.services)
-    if mismatch:
-        mismatch = wrong(compose.force_recreate(target, spec, mismatch))
-    if mismatch:
-        name = mismatch[0]
-        raise compose.ComposeError(name, f"runs another image than its release names ({wanted[name]['ref']})", {},
-                                   hint="run `inv verify` and read remote/compose-ps.txt; deploy again")
-
-
 @contextmanager
-def _interruptible(run: Run, target: Host, release_id: str, live: str | None,
+def interruptible(run: Run, target: Host, release_id: str, live: str | None,
                    restore: Callable[[], str] | None = None) -> Iterator[None]:
     """Ctrl-C or SIGTERM inside the block leaves a defined state: the release is recorded as
     interrupted and, once the cutover had begun, the live release is started again. A second
@@ -331,18 +253,6 @@ def _interruptible(run: Run, target: Host, release_id: str, live: str | None,
             run.warn(f"interrupted again while cleaning up ({type(again).__name__}): which release serves is "
                      "unknown; run `inv verify`, then `inv deploy --update-only` or `inv rollback`")
         raise
-
-
-def _restore(run: Run, target: Host, spec: compose.ComposeSpec, fallback: str, recreate: set[str]) -> str:
-    try:
-        sync.switch(target, fallback)
-        compose.cutover(target, spec, services_to_recreate=recreate)
-    except OperatorError as exc:
-        run.warn(f"restoring release {fallback} failed: {exc.message}")
-        return f"restoring release {fallback} failed too ({exc.message})"
-    run.record("live_release", fallback)
-    run.warn(f"switched back: release {fallback} is serving")
-    return f"still serving release {fallback}"
 
 
 def prune(run: Run, target: Host, keep: int) -> list[str]:

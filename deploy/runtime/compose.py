@@ -2,15 +2,17 @@
 downtime (remote/compose.py's cutover), and a failed start puts the previous release back."""
 from __future__ import annotations
 
+import contextlib
 from contextlib import AbstractContextManager
 
+from core.errors import OperatorError
 from deploy import steps, wiring
 from deploy.report.run import Run
 from deploy.runtime.base import Candidate
 from deploy.settings import Settings
 from deploy.wiring import Inventory
-from remote import images, progress, sync
-from remote.host import Host
+from remote import compose, images, progress, sync
+from remote.host import ConnectionLost, Host
 
 
 class ComposeRuntime:
@@ -27,16 +29,16 @@ class ComposeRuntime:
 
     def go_live(self, run: Run, leader: Host, release: Candidate) -> None:
         if release.migrate:
-            steps.migrate(run, leader, self.spec, release.release_id, release.live, self.compose_file)
+            _migrate(run, leader, self.spec, release.release_id, release.live, self.compose_file)
         steps.switch(run, leader, release.release_id)
         recreate = set(release.recreate)
         with self._watched_up(run, leader):
-            steps.up(run, leader, self.spec, release.release_id, release.images, recreate,
+            _up(run, leader, self.spec, release.release_id, release.images, recreate,
                      fallback=release.live, fallback_recreate=recreate)
 
     def restart(self, run: Run, leader: Host, release_id: str, images_: dict[str, dict[str, str]]) -> None:
         with self._watched_up(run, leader):
-            steps.up(run, leader, self.spec, release_id, images_)
+            _up(run, leader, self.spec, release_id, images_)
 
     def can_return_to(self, leader: Host, release_id: str, images_: dict[str, dict[str, str]]) -> str | None:
         present = images.lookup(leader, [e["ref"] for e in images_.values()])
@@ -59,3 +61,92 @@ class ComposeRuntime:
         """Live progress of the up step: each recreated service's state (created, starting,
         healthy) while compose starts the stack in one blocking command."""
         return run.watching("up", progress.ServiceStates(target, self.spec))
+
+
+def _migrate(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, live: str | None,
+            compose_file: dict) -> None:
+    """The release's migration, once, before the cutover, while the live release serves. A first
+    release has no database yet: its own start migrates."""
+    found = compose.migration(compose_file)
+    if found is None or not live:
+        run.skip_step("migrate", "first release: the database is created by its first start" if found
+                      else "the stack declares no x-release-migrate")
+        return
+    service, argv = found
+    with run.step("migrate") as step:
+        try:
+            with steps.interruptible(run, target, release_id, live):
+                output = compose.migrate(target, spec, release_id, service, argv)
+        except compose.ComposeError as exc:
+            steps.keep_diagnostics(run, target, exc)
+            sync.record_outcome(target, release_id, "failed")
+            exc.message = f"{exc.message}; still serving release {live}"
+            raise
+        run.artifacts.write_text(f"{target.artifact_prefix}migrate.txt", output)
+        step.note(output.strip().splitlines()[-1] if output.strip() else "done")
+
+
+def _up(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, wanted: dict[str, dict[str, str]],
+       recreate: set[str] = frozenset(), fallback: str | None = None,
+       fallback_recreate: set[str] = frozenset()) -> compose.UpResult:
+    """Start the live release and wait until healthy; then compare what runs with ``wanted`` (the
+    release's image ids). On failure, switch back to ``fallback`` and start it again, so the run
+    can say which release is serving."""
+    with run.step("up") as step:
+        try:
+            # `current` names the new release already: from here on an interrupt switches back
+            with steps.interruptible(run, target, release_id, fallback,
+                                restore=lambda: _restore(run, target, spec, fallback, fallback_recreate)):
+                stop_first = compose.in_place(target, spec, recreate)
+                run.record("recreated_in_place", stop_first)
+                if stop_first:  # said before it happens: these have one container, replaced stop-first
+                    run.log(f"recreated in place, a brief interruption for what uses them: {', '.join(stop_first)}")
+                result = compose.cutover(target, spec, services_to_recreate=recreate)
+                _ensure_wanted(target, spec, result, wanted)
+        except (compose.ComposeError, ConnectionLost) as exc:
+            # After a lost connection the next command reconnects: after a brief drop the live
+            # release can still be put back, and the run says which one serves (or that
+            # restoring failed too). Recording the outcome is best effort for the same reason.
+            if isinstance(exc, compose.ComposeError):
+                steps.keep_diagnostics(run, target, exc)
+            with contextlib.suppress(OperatorError):
+                sync.record_outcome(target, release_id, "failed")
+            if fallback:
+                exc.message = f"{exc.message}; {_restore(run, target, spec, fallback, fallback_recreate)}"
+            raise
+        run.record("up", {"recreated": result.recreated, "rebuilt": result.rebuilt, "replaced": result.replaced,
+                          "services": {n: s.status for n, s in result.services.items()}})
+        step.note(f"replaced start-first {', '.join(result.replaced) or 'nothing'}; recreated "
+                  f"{', '.join(sorted(set(result.recreated) - set(result.replaced))) or 'nothing else'}; every service "
+                  "healthy and running its release image")
+    sync.record_outcome(target, release_id, "success")
+    run.record("live_release", release_id)
+    return result
+
+
+def _ensure_wanted(target: Host, spec: compose.ComposeSpec, result: compose.UpResult,
+                   wanted: dict[str, dict[str, str]]) -> None:
+    """What runs must be what the release names: a container on another image is recreated once,
+    and a second mismatch is an error (never a success while the wrong code runs)."""
+    def wrong(states: dict[str, compose.ServiceState]) -> list[str]:
+        return sorted(n for n, w in wanted.items() if n in states and states[n].image_id != w.get("id"))
+
+    mismatch = wrong(result.services)
+    if mismatch:
+        mismatch = wrong(compose.force_recreate(target, spec, mismatch))
+    if mismatch:
+        name = mismatch[0]
+        raise compose.ComposeError(name, f"runs another image than its release names ({wanted[name]['ref']})", {},
+                                   hint="run `inv verify` and read remote/compose-ps.txt; deploy again")
+
+
+def _restore(run: Run, target: Host, spec: compose.ComposeSpec, fallback: str, recreate: set[str]) -> str:
+    try:
+        sync.switch(target, fallback)
+        compose.cutover(target, spec, services_to_recreate=recreate)
+    except OperatorError as exc:
+        run.warn(f"restoring release {fallback} failed: {exc.message}")
+        return f"restoring release {fallback} failed too ({exc.message})"
+    run.record("live_release", fallback)
+    run.warn(f"switched back: release {fallback} is serving")
+    return f"still serving release {fallback}"
