@@ -47,8 +47,9 @@ def deploy(c, update_only=False, plan=False, env_file=None, skip_allowlist=False
             "no_wait": "Return once the droplet(s) exist, without waiting for cloud-init to install Docker.",
             "nodes": "Droplets to provision (NODES): 1 is one droplet; more form a cluster for a Docker Swarm."})
 def provision(c, env_file=None, skip_allowlist=False, no_timestamp=False, no_wait=False, nodes=None):
-    """Check the token, find or create the droplet(s), firewall allowlist and DNS; wait until each is ready
-    (cloud-init finished, Docker answering)."""
+    """Find or create the droplet(s), firewall allowlist and DNS; end when each is ready for `inv push`.
+
+    Ready: cloud-init has finished and Docker answers the deploy user (--no-wait returns before)."""
     flags = _flags(no_timestamp, skip_allowlist)
     if nodes is not None:
         flags["NODES"] = nodes
@@ -58,15 +59,17 @@ def provision(c, env_file=None, skip_allowlist=False, no_timestamp=False, no_wai
 
 @task(help=COMMON_HELP)
 def push(c, env_file=None, no_timestamp=False):
-    """Upload the stack to the droplet (node 1 of a swarm) as a new release and build its images; nothing live
-    changes (`inv up` puts it live)."""
+    """Upload the stack as a new release and build its images (on node 1 of a swarm); nothing live changes.
+
+    `inv up` puts it live."""
     run_task(c, "push", "update", _flags(no_timestamp), env_file, flows.push_only)
 
 
 @task(help=COMMON_HELP)
 def up(c, env_file=None, no_timestamp=False):
-    """Put the release `inv push` left live with the zero-downtime cutover of a deploy (with nothing newer pushed,
-    start the live release again); wait until every service is healthy."""
+    """Put the release `inv push` left live, with a deploy's zero-downtime cutover, or restart the live one.
+
+    With nothing newer pushed, the live release starts again (after a reboot, a container removed by hand)."""
     run_task(c, "up", "update", _flags(no_timestamp), env_file, flows.up_only)
 
 
