@@ -557,11 +557,6 @@ class FakeCloud:
                                    f"{tag}), and NODES is 1", f"set NODES (or --nodes) to the swarm's node count: "
                                    f"its droplets carry the tag {tag}")
 
-    def find_droplet(self, spec: cloud.CloudSpec) -> cloud.DropletInfo | None:
-        self.calls.append("find_droplet")
-        self._refuse_swarm_leader(spec)
-        return self._droplet(False) if self.exists else None
-
     def find_cluster(self, spec: cloud.CloudSpec) -> list[cloud.DropletInfo]:
         self.calls.append("find_cluster")
         return [self._droplet(False), *(d for _, d in sorted(self.members.items()))] if self.exists else []
