@@ -3,11 +3,7 @@ droplet (tests/flows/test_swarm_tasks.py does the same on a swarm; tests/e2e on 
 from __future__ import annotations
 
 from tests.flows.conftest import World, flows
-from tests.flows.test_flows import ALL_BUILT
-
-
-def _ci_running(stage: str) -> str:
-    return 'state: running\n{"v1": {"stage": "%s", "init": {"errors": []}}}' % stage
+from tests.flows.test_flows import ALL_BUILT, _ci_running
 
 
 def _api_version(world: World, text: str) -> None:
