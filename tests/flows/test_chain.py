@@ -78,3 +78,16 @@ def test_up_with_nothing_newer_pushed_starts_the_live_release_again(world):
 def test_up_on_an_empty_droplet_says_to_push_first(world):
     out = world.invoke("up", flows.up_only, mode="update")
     assert out.exit_code == 1 and "no release on the droplet yet" in out.message and "inv push" in out.message
+
+
+def test_a_known_hosts_file_that_cannot_be_written_stops_provision_before_any_droplet_is_made(world):
+    """The new droplet's host key is kept beside SSH_KNOWN_HOSTS before the create call; where it
+    cannot be, nothing is created (a droplet whose key is lost could never be trusted)."""
+    world.cloud.exists = False
+    blocker = world.tmp / "not-a-folder"
+    blocker.write_text("a file where a folder should be\n")
+    world.set_env(SSH_KNOWN_HOSTS=str(blocker / "known_hosts"))
+    out = world.invoke("provision", flows.provision_only)
+    assert out.exit_code == 1 and "cannot keep the new droplets' SSH host keys" in out.message
+    assert "point SSH_KNOWN_HOSTS to a file in a folder this user can write" in out.message
+    assert not set(world.cloud.calls) & world.cloud.WRITES and world.droplets == []
