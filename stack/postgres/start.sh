@@ -1,15 +1,23 @@
 #!/bin/bash
 # PostgreSQL's container command: the image's own entrypoint (first start: initdb and
 # /docker-entrypoint-initdb.d), then, once the real server listens on TCP, app-role.sh on
-# every start (idempotent), then /tmp/app-role.ready, which the healthcheck requires.
+# every start (idempotent), then /tmp/app-role.ready, which the healthcheck requires, then the
+# backup schedule (backup-schedule.sh) beside the server.
 # Stop signals go to the server as SIGINT (fast shutdown), as the image would send them.
 set -Eeuo pipefail
 
+# The backup repository's settings, inherited by the server (archive_command, restore_command).
+# shellcheck source=backup-env.sh
+source /usr/local/lib/stack-postgres/backup-env.sh
+
 docker-entrypoint.sh "$@" &
 pid=$!
-trap 'kill -INT "$pid" 2>/dev/null || true' INT TERM
+schedule=""
+trap 'kill -INT "$pid" 2>/dev/null || true; [ -z "$schedule" ] || kill "$schedule" 2>/dev/null || true' INT TERM
 
-# The first-start init server listens on the socket only: TCP means the real server.
+# The first-start init server listens on the socket only: TCP means the real server. After a
+# restore, the server replays WAL before it accepts connections (hot_standby is off), so the
+# app role is never ensured on a database still in recovery.
 until pg_isready -q -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"; do
     if ! kill -0 "$pid" 2>/dev/null; then
         wait "$pid" && exit 0 || exit $?
@@ -20,6 +28,8 @@ done
 if PGHOST=127.0.0.1 PGPASSWORD="$POSTGRES_PASSWORD" bash /usr/local/lib/stack-postgres/app-role.sh; then
     touch /tmp/app-role.ready
     echo "start.sh: app role ${POSTGRES_APP_USER} ensured (owner of ${POSTGRES_DB}, not a superuser)"
+    bash /usr/local/lib/stack-postgres/backup-schedule.sh &
+    schedule=$!
 else
     echo "start.sh: could not ensure the app role ${POSTGRES_APP_USER:-?}: see the error above; stopping" >&2
     kill -INT "$pid" 2>/dev/null || true
@@ -32,4 +42,5 @@ while :; do
     wait "$pid" && status=0 || status=$?
     kill -0 "$pid" 2>/dev/null || break
 done
+[ -z "$schedule" ] || kill "$schedule" 2>/dev/null || true
 exit "$status"

@@ -1,0 +1,48 @@
+"""Commands for the database's backups (pure: they only return strings).
+
+pgBackRest runs inside the postgres service's image through its `pgbr` wrapper, which takes
+the repository's settings (and secrets) from the container's environment: no secret is ever
+part of these commands. A restore runs in a one-off container of the postgres service on its
+data volume while the server is stopped."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from remote.commands import ComposeProject, _c
+
+SERVICE = "postgres"
+
+
+def status(t: ComposeProject) -> str:
+    """backup-status.sh's JSON document (backups, WAL range, archiver, schedule)."""
+    return _c(t, "exec", "-T", SERVICE, "backup-status")
+
+
+def backup(t: ComposeProject, kind: str) -> str:
+    """An on-demand backup of ``kind`` (full, diff or incr), pgBackRest's progress on stdout."""
+    if kind not in ("full", "diff", "incr"):
+        raise ValueError(f"unknown backup type {kind!r}")
+    return _c(t, "exec", "-T", SERVICE, "pgbr", "--log-level-console=info", f"--type={kind}", "backup")
+
+
+def restore_args(target_time: str | None = None, label: str | None = None) -> list[str]:
+    """pgBackRest's restore options: to a point in time (``target_time``, exclusive, so a
+    transaction committed at that instant is not replayed), to the end of one backup
+    (``label``: consistent, no WAL beyond it), or to the end of the archived WAL (neither).
+
+    ``--delta`` rewrites only what differs, so a restore interrupted halfway is finished by
+    running it again. The server promotes itself once the target is reached."""
+    args = ["--log-level-console=info", "--delta"]
+    if target_time and label:
+        raise ValueError("a restore goes to a point in time or to a backup, not both")
+    if target_time:
+        args += ["--type=time", f"--target={target_time}", "--target-exclusive", "--target-action=promote"]
+    elif label:
+        args += [f"--set={label}", "--type=immediate", "--target-action=promote"]
+    return [*args, "restore"]
+
+
+def restore(t: ComposeProject, args: Sequence[str]) -> str:
+    """The restore in a one-off container of the postgres service: its image, its environment
+    (the repository's settings), its data volume; the server must be stopped."""
+    return _c(t, "run", "--rm", "--no-deps", "-T", "--entrypoint", "pgbr", SERVICE, *args)

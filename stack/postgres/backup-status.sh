@@ -1,0 +1,31 @@
+#!/bin/bash
+# One JSON document for the deployer's checks and `inv backups`: the repository's backups and
+# WAL range (pgbackrest info), the server's archiver (pg_stat_archiver), the WAL still waiting
+# to be archived, and the schedule's last round. One command, so one SSH round trip.
+set -uo pipefail
+here="$(dirname "$(readlink -f "$0")")"
+# shellcheck source=backup-env.sh
+source "$here/backup-env.sh"
+
+info_error=""
+if ! info=$(pgbackrest info --output=json 2>&1); then
+    info_error="$info"; info=null
+elif ! printf '%s' "$info" | jq -e . >/dev/null 2>&1; then
+    info_error="$info"; info=null
+fi
+archiver=$(psql -X -A -t -q -h "$PGBACKREST_PG1_SOCKET_PATH" -p "$PGBACKREST_PG1_PORT" -U "$PGBACKREST_PG1_USER" -d postgres -c \
+    "SELECT json_build_object('archived_count', archived_count, 'last_archived_wal', last_archived_wal,
+            'last_archived_at', extract(epoch FROM last_archived_time), 'failed_count', failed_count,
+            'last_failed_wal', last_failed_wal, 'last_failed_at', extract(epoch FROM last_failed_time),
+            'in_recovery', pg_is_in_recovery(), 'now', extract(epoch FROM now()))
+       FROM pg_stat_archiver" 2>/dev/null) || archiver=null
+[ -n "$archiver" ] || archiver=null
+ready=$(find "$PGBACKREST_PG1_PATH/pg_wal/archive_status" -name '*.ready' 2>/dev/null | wc -l)
+schedule=$(cat "${BACKUP_STATUS_FILE:-/tmp/backup-schedule.json}" 2>/dev/null) || schedule=null
+printf '%s' "$schedule" | jq -e . >/dev/null 2>&1 || schedule=null
+
+jq -n --arg repo "$PGBACKREST_REPO1_TYPE" --arg info_error "$info_error" --argjson info "$info" \
+    --argjson archiver "$archiver" --argjson ready "$ready" --argjson schedule "$schedule" \
+    --argjson now "$(date +%s)" \
+    '{repo: $repo, info: $info, info_error: $info_error, archiver: $archiver,
+      wal_ready_segments: $ready, schedule: $schedule, now: $now}'
