@@ -70,7 +70,7 @@ from typing import Any, Callable, Mapping, TypedDict
 from dotenv import dotenv_values
 
 from core.errors import ConfigError
-from deploy import acme, resolvers
+from deploy import acme, backup_config, resolvers
 from deploy.redact import (DISTINCTIVE_ONE_CLASS_LENGTH, MIN_SECRET_VALUE_LENGTH, REGISTRY, Secret,
                            SecretRegistry, char_classes, is_distinctive, is_secret_name)
 from deploy.tls import STAGING_CA_URL
@@ -270,6 +270,9 @@ class Settings:
     acme_test_ca_root: str = setting(
         "", "PEM file of the CA that signs the test CA's HTTPS listener; shipped to Traefik (LEGO_CA_CERTIFICATES).",
         path="acme.test_ca_root")
+    spaces_test_ca_root: str = setting(
+        "", "PEM file of the CA that signs a test S3 endpoint (the lab's) in place of Spaces; shipped to "
+            "PostgreSQL's pgBackRest (SPACES_CA_FILE).", path="backups.test_ca_root")
     logs_dir: Path = setting(
         Path("local_run_logs"), "Where run folders are written.", path="logs.dir", base_relative=True)
     logs_timestamp: bool = setting(
@@ -539,8 +542,10 @@ def load_settings(
         else:
             stack_env[name] = raw_value
     stack_env.update({k: v for k, v in acme.stack_values(settings).items() if k in example})
+    stack_env.update({k: v for k, v in backup_config.stack_values(settings, stack_env).items() if k in example})
 
     where = f"{env_path if env_path.is_file() else 'the env file (--env-file)'} or in the environment"
+    backup_config.validate(settings, stack_env, where)
     for name, value in [(k.env, values[k.env]) for k in KEYS if k.secret] + list(stack_env.items()):
         if isinstance(value, Secret) and value:
             _refuse_weak_secret(name, value.reveal(), example.get(name, ""), where)
@@ -551,7 +556,7 @@ def load_settings(
 
 
 # Stack secrets that must be long random values, and their minimum length.
-_RANDOM_SECRETS = {"DJANGO_SECRET_KEY": 32, "INTERNAL_API_TOKEN": 32, "POSTGRES_PASSWORD": 16,
+_RANDOM_SECRETS = {"DJANGO_SECRET_KEY": 32, "INTERNAL_API_TOKEN": 32, "POSTGRES_PASSWORD": 16, "BACKUP_CIPHER_PASS": 32,
                    "POSTGRES_APP_PASSWORD": 32, "REDIS_PASSWORD": 32}
 # Secrets compose puts into URLs (redis://:PASSWORD@redis:6379/0): no character that needs escaping.
 _URL_SECRETS = ("REDIS_PASSWORD",)

@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from core.errors import ConfigError
-from deploy import acme, checks, cloud, resolvers
+from deploy import acme, backup_config, checks, cloud, resolvers
 from deploy.cluster import Node
 from deploy.report.run import operator_name
 from deploy.settings import Settings
@@ -170,6 +170,7 @@ def checks_config(settings: Settings) -> checks.ChecksConfig:
 
 
 def local_release(settings: Settings) -> sync.LocalRelease:
-    """The stack as shipped: its files plus what the CA choice renders (a test CA's traefik.yml
-    and root); read once per run, so the release id covers both."""
-    return sync.LocalRelease.read(settings.stack_dir, overlay=acme.release_overlay(settings, settings.stack_dir))
+    """The stack as shipped: its files plus what the settings render (a test CA's traefik.yml
+    and root, a test S3 endpoint's CA); read once per run, so the release id covers them."""
+    overlay = {**acme.release_overlay(settings, settings.stack_dir), **backup_config.release_overlay(settings)}
+    return sync.LocalRelease.read(settings.stack_dir, overlay=overlay)

@@ -53,13 +53,16 @@ def test_networks_edge_internal_and_dashboards():
     assert config["networks"]["internal"].get("internal") is True
     assert config["networks"]["dashboards"].get("internal") is True
     services = config["services"]
-    for name in INTERNAL_ONLY - {"django", "flower"}:
+    for name in INTERNAL_ONLY - {"django", "flower", "postgres"}:
         assert services[name]["networks"] == ["internal"], name
     # Traefik reaches the dashboards it routes, never the back-end network with Redis/PostgreSQL.
     assert set(services["traefik"]["networks"]) == {"edge", "dashboards"}
     assert set(services["flower"]["networks"]) == set(services["django"]["networks"]) == {"internal", "dashboards"}
     assert services["frontend"]["networks"] == ["edge"]
     assert set(services["api"]["networks"]) == {"edge", "internal"}
+    # PostgreSQL's way out to the backup repository is its alone.
+    assert config["networks"]["backups"].get("internal") is not True
+    assert [n for n, s in services.items() if "backups" in s["networks"]] == ["postgres"]
     # The dashboards network carries only what dynamic.yml routes to there.
     routed = {s["loadBalancer"]["servers"][0]["url"].split("//")[1].split(":")[0]
               for s in rendered_dynamic("staging")["http"]["services"].values()}
