@@ -98,6 +98,33 @@ def releases(c, env_file=None, no_timestamp=False):
     run_task(c, "releases", "list", _flags(no_timestamp), env_file, flows.list_releases)
 
 
+@task(help={**COMMON_HELP, "full": "A full backup (default: a differential, or a full one when none exists yet)."})
+def backup(c, full=False, env_file=None, no_timestamp=False):
+    """Back up the database now (to SPACES_BUCKET, else the droplet); print its label, type, size and duration."""
+    run_task(c, "backup", "backup", _flags(no_timestamp), env_file, lambda run, s: flows.backup_now(run, s, full=full))
+
+
+@task(help={**COMMON_HELP, "json_": "Print the backups and the recoverable window as JSON."})
+def backups(c, json_=False, env_file=None, no_timestamp=False):
+    """List the database's backups (label, type, times, size, WAL range) and the window a restore can reach."""
+    run_task(c, "backups", "list", _flags(no_timestamp), env_file,
+             lambda run, s: flows.list_backups(run, s, as_json=json_))
+
+
+@task(help={**COMMON_HELP,
+            "latest": "Restore up to the newest archived transaction.",
+            "backup": "Restore the backup with this label (`inv backups` lists them), to its end.",
+            "to": "Restore up to this moment (ISO 8601 with a zone: '2026-12-06 03:00:00+00' or 2026-12-06T03:00:00Z); "
+                  "transactions committed before it are kept, none after.",
+            "yes": "Do not ask for the droplet's name (needed without a terminal)."})
+def restore(c, latest=False, backup=None, to=None, yes=False, env_file=None, no_timestamp=False):
+    """Replace the database with a backup or a point in time, after backing up the current state; then verify.
+
+    The services that write stop while it runs; the run names the backup that undoes it."""
+    run_task(c, "restore", "restore", _flags(no_timestamp), env_file,
+             lambda run, s: flows.restore(run, s, flows.RestoreTarget.of(latest, backup, to), yes=yes))
+
+
 @task(name="status", help=COMMON_HELP)
 def lock_status(c, env_file=None, no_timestamp=False):
     """Show who holds the deploy lock (one per cluster, on node 1), if anyone."""
@@ -141,7 +168,7 @@ def runs_diff(c, a, b="latest"):
 
 lock = Collection("lock", lock_status, lock_release)
 runs = Collection("runs", runs_list, runs_diff)
-ns = Collection(deploy, provision, push, up, verify, collect, rollback, releases, lock, runs)
+ns = Collection(deploy, provision, push, up, verify, collect, rollback, releases, backup, backups, restore, lock, runs)
 try:
     from lab.tasks import ns as lab_ns
 except ImportError:  # the lab is optional for a cloud-only install

@@ -8,21 +8,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from remote.commands import ComposeProject, _c
+from remote.commands import ComposeProject, _c, join, q
 
 SERVICE = "postgres"
+# in_database's exit status when no PostgreSQL container runs on the node.
+NO_CONTAINER = 64
 
 
-def status(t: ComposeProject) -> str:
+def in_database(filters: Sequence[str], argv: Sequence[str]) -> str:
+    """``argv`` in the running PostgreSQL container that ``filters`` (docker ps) find: the same
+    command for a Compose project and a Swarm task."""
+    found = " ".join(f"--filter {q(f)}" for f in filters)
+    return (f'c=$(docker ps -q {found} | head -n 1); '
+            f'if [ -z "$c" ]; then echo "no running {SERVICE} container" >&2; exit {NO_CONTAINER}; fi; '
+            f'docker exec -i "$c" {join(argv)}')
+
+
+def status(filters: Sequence[str]) -> str:
     """backup-status.sh's JSON document (backups, WAL range, archiver, schedule)."""
-    return _c(t, "exec", "-T", SERVICE, "backup-status")
+    return in_database(filters, ["backup-status"])
 
 
-def backup(t: ComposeProject, kind: str) -> str:
+def backup(filters: Sequence[str], kind: str) -> str:
     """An on-demand backup of ``kind`` (full, diff or incr), pgBackRest's progress on stdout."""
     if kind not in ("full", "diff", "incr"):
         raise ValueError(f"unknown backup type {kind!r}")
-    return _c(t, "exec", "-T", SERVICE, "pgbr", "--log-level-console=info", f"--type={kind}", "backup")
+    return in_database(filters, ["pgbr", "--log-level-console=info", f"--type={kind}", "backup"])
+
+
+def archive_now(filters: Sequence[str]) -> str:
+    """Switch to a new WAL segment and wait until the last one is in the repository: every
+    transaction committed so far can then be restored."""
+    return in_database(filters, ["pgbr", "--log-level-console=warn", "check"])
 
 
 def restore_args(target_time: str | None = None, label: str | None = None) -> list[str]:

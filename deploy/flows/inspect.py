@@ -6,7 +6,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from core.errors import OperatorError
-from deploy import releases, steps, wiring
+from deploy import backup_steps, releases, steps, wiring
+from deploy.checks.model import CheckResult
 from deploy.cluster import Cluster
 from deploy.flows import reach
 from deploy.report.run import Run
@@ -28,8 +29,8 @@ def verify(run: Run, settings: Settings, edges: Edges, cluster: Cluster | None, 
     settings.require("DOMAIN")
     report = steps.run_checks(run, edges.run_checks, wiring.check_target(settings, cluster.leader.ip),
                               wiring.checks_config(settings))
-    down = _inspect(run, settings, edges, cluster, runtime, inventory)
-    failed = report.by_status("fail")
+    down, backup_failed = _inspect(run, settings, edges, cluster, runtime, inventory, backups=True)
+    failed = report.by_status("fail") + [_named(name) for name in backup_failed]
     if failed or down:
         problems = ([f"{len(failed)} check(s) failed: " + ", ".join(r.name for r in failed)] if failed else []) \
             + (["not running or not healthy: " + ", ".join(down)] if down else [])
@@ -37,9 +38,14 @@ def verify(run: Run, settings: Settings, edges: Edges, cluster: Cluster | None, 
                                   + "each check's observed value and message are in summary.md and http/ in the run folder")
 
 
+def _named(name: str) -> CheckResult:
+    return CheckResult(name, "fail", None, None, "")
+
+
 def _inspect(run: Run, settings: Settings, edges: Edges, cluster: Cluster, runtime: Runtime,
-             inventory: Inventory | None) -> list[str]:
-    """Collect what the nodes that answer can tell; what is not serving as it should."""
+             inventory: Inventory | None, backups: bool = False) -> tuple[list[str], list[str]]:
+    """Collect what the nodes that answer can tell; what is not serving as it should and
+    (``backups``) the backup checks that fail."""
     own = inventory is None
     inventory = inventory or wiring.inventory(settings, cluster.nodes, edges)
     try:
@@ -55,10 +61,12 @@ def _inspect(run: Run, settings: Settings, edges: Edges, cluster: Cluster, runti
         leader = inventory.targets[0]
         if not leader.connected:
             run.skip_step("collect", f"{leader.name} cannot be reached")
-            return []
+            return [], []
         down = runtime.inspect(run, inventory)
         steps.check_drift(run, leader)
-        return down
+        # A database that is not running has no backup status to give: the services say why.
+        backup_failed = backup_steps.check(run, leader, runtime) if backups and not _db_down(down) else []
+        return down, backup_failed
     finally:
         if own:
             inventory.close()
@@ -79,6 +87,10 @@ def collect_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> Non
         run.skip_step("collect", "no droplet IP")
         return
     _inspect(run, settings, edges, cluster, runtime, None)
+
+
+def _db_down(down: list[str]) -> bool:
+    return any(d.split(": ")[-1].startswith("postgres ") for d in down)
 
 
 @contextmanager

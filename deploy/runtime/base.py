@@ -44,5 +44,9 @@ class Runtime(Protocol):
     def inspect(self, run: Run, inventory: Inventory) -> list[str]:
         """Collect the cluster's state into the run folder; what is not serving as it should."""
 
+    def database(self) -> tuple[str, ...]:
+        """`docker ps` filters that find the running PostgreSQL container on the leader (the
+        node that holds the data)."""
+
     down_hint: str
 

@@ -57,6 +57,9 @@ class ComposeRuntime:
                 down += [prefix + s for s in steps.not_serving(collected.services)]
         return down
 
+    def database(self) -> tuple[str, ...]:
+        return (f"label=com.docker.compose.project={self.spec.project}", "label=com.docker.compose.service=postgres")
+
     def _watched_up(self, run: Run, target: Host) -> AbstractContextManager[None]:
         """Live progress of the up step: each recreated service's state (created, starting,
         healthy) while compose starts the stack in one blocking command."""

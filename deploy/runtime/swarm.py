@@ -39,6 +39,9 @@ class SwarmRuntime:
         self.spec = dataclasses.replace(wiring.cloud_spec(settings, need_key=False), nodes=len(cluster.nodes))
         self.timeout = float(settings.health_timeout)
 
+    def database(self) -> tuple[str, ...]:
+        return (f"label=com.docker.swarm.service.name={self.project}_postgres",)
+
     def prepare(self, run: Run, inventory: Inventory) -> None:
         """Form the swarm over the VPC (idempotent: joins new nodes, reconciles manager roles)."""
         private = {n.name: n.private_ip for n in self.cluster.nodes}

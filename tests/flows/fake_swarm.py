@@ -358,6 +358,10 @@ class SwarmEngine(FakeDocker):
                 f"{t.service}.{t.slot}.{t.id}\n" for t in mine))
         return super()._handle(argv, command)
 
+    def runs_database(self) -> bool:
+        return super().runs_database() or any(t.node == self.node_id and t.desired == "Running"
+                                              and t.service.endswith("_postgres") for t in self.swarm.tasks)
+
     # -- docker info / swarm ---------------------------------------------------------------------
     def _info(self) -> dict:
         node = self.node

@@ -32,7 +32,10 @@ from deploy.checks import dns as dns_check
 from deploy.checks.context import Context
 from deploy.checks.model import CheckResult, ChecksReport
 from remote.connection import SshError
+from remote import backup as backup_cmd
 from remote.host import Result, SshExecutor
+
+from tests.flows.fake_backups import FakeDatabase, exec_argv
 
 _ids = itertools.count(1)
 
@@ -67,6 +70,7 @@ class FakeDocker:
     # would delete one: a deploy must never send such a command, whatever fault it meets.
     volumes: set[str] = field(default_factory=set)
     volume_removals: list[list[str]] = field(default_factory=list)
+    database: FakeDatabase = field(default_factory=FakeDatabase)   # pgBackRest in the postgres container
 
     def _start(self, name: str, definition: dict, image: str) -> Container:
         # distinct in their first 12 characters, the short id `compose ps` shows (as docker's are)
@@ -78,6 +82,10 @@ class FakeDocker:
 
     def _all(self) -> list[Container]:
         return [*self.containers.values(), *self.extra.values()]
+
+    def runs_database(self) -> bool:
+        """A PostgreSQL container runs on this engine (what remote.backup.in_database looks for)."""
+        return "postgres" in self.containers
 
     def _remove(self, ids: list[str], stop: bool) -> None:
         for c in [c for c in self._all() if c.id in ids]:
@@ -166,6 +174,11 @@ class FakeDocker:
             if self.build_output is not None:
                 return Result(command, self.build_output[0], "", self.build_output[1])
             return self._build(compose, opts["--project-directory"], services or _buildable(compose), command)
+        if sub == "run" and "--entrypoint" in args and args[args.index("--entrypoint") + 1] == "pgbr":
+            return self.database.restore(args[args.index("postgres") + 1:], command)
+        if sub == "stop":
+            self._remove([c.id for c in self._all() if c.service in services], stop=True)
+            return Result(command, 0, "")
         if sub == "run":
             self.migrations.append(args)
             return Result(command, 0, "Operations to perform:\n  No migrations to apply.\n")
@@ -472,6 +485,10 @@ class FakeDroplet:
             answer = self.cloud_init.pop(0) if len(self.cloud_init) > 1 else self.cloud_init[0]
             return Result(command, 0, answer + "\n")
         first = command.split(None, 1)[0] if command.strip() else ""
+        if command.startswith("c=$(docker ps "):   # remote.backup.in_database: in the postgres container
+            if not self.docker.runs_database():
+                return Result(command, backup_cmd.NO_CONTAINER, "", "no running postgres container\n")
+            return self.docker.database.exec(exec_argv(command), command)
         if first == "docker" and " api-get " in command and "/api/rawdata" in command:
             # Traefik's API, read inside its container (remote/commands.traefik_api_get)
             return Result(command, 0, "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n"

@@ -25,10 +25,10 @@ from tests.flows.fakes import FakeDocker, Unreachable, gone_pid
 from tests.flows.faults import INTERRUPTS, Trap, assert_clean_ending, pushed, release_meta_outcome, track_steps
 
 FULL = ["token-check", "provision", "connect", "bootstrap", "lock", "push", "build", "migrate", "switch", "up",
-        "checks", "collect", "drift"]
+        "checks", "collect", "drift", "backup-checks"]
 UPDATE = ["token-check", "discover", "connect", "lock", "push", "build", "migrate", "switch", "up", "checks",
-          "collect", "drift"]
-AFTER_UP = {"checks", "collect", "drift"}        # the new release is live and healthy by then
+          "collect", "drift", "backup-checks"]
+AFTER_UP = {"checks", "collect", "drift", "backup-checks"}        # the new release is live and healthy by then
 CUTOVER = {"migrate", "up"}     # steps whose first command is already under the interrupt guard
 ME = f"{getpass.getuser()}@{socket.gethostname()}"
 

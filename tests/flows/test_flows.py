@@ -15,9 +15,9 @@ from remote.lock import LockHolder
 from tests.flows.fakes import Unreachable, gone_pid
 
 FULL_STEPS = ["settings", "token-check", "provision", "connect", "bootstrap", "lock", "push", "build", "migrate",
-              "switch", "up", "checks", "collect", "drift"]
+              "switch", "up", "checks", "collect", "drift", "backup-checks"]
 UPDATE_STEPS = ["settings", "token-check", "discover", "connect", "lock", "push", "build", "migrate", "switch",
-                "up", "checks", "collect", "drift"]
+                "up", "checks", "collect", "drift", "backup-checks"]
 ALL_BUILT = ["api", "beat", "django", "flower", "frontend", "postgres", "traefik", "worker"]
 
 
@@ -146,7 +146,8 @@ def test_verify_over_ssh_collects_without_taking_the_lock(world):
     assert world.invoke("deploy", flows.deploy).exit_code == 0
     out = world.invoke("verify", flows.verify_only, mode="verify")
     assert out.exit_code == 0, out.message
-    assert out.step_names == ["settings", "token-check", "discover", "checks", "connect", "collect", "drift"]
+    assert out.step_names == ["settings", "token-check", "discover", "checks", "connect", "collect", "drift",
+                              "backup-checks"]
     assert "remote/compose-ps.json" in out.files
 
 

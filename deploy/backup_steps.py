@@ -1,0 +1,75 @@
+"""The backup steps over SSH, shared by the backup tasks and verify: read the repository's
+status, take a backup, and turn the status into verify's checks."""
+from __future__ import annotations
+
+import time
+
+from deploy import backups
+from deploy.backups import BackupError, BackupSet, BackupStatus
+from deploy.checks.model import CheckResult
+from deploy.report.run import Run
+from deploy.runtime import Runtime
+from remote import backup as backup_cmd
+from remote.host import Host
+
+# pgBackRest's own words, redacted like every artifact.
+LOG_DIR = "backups"
+
+
+def read_status(run: Run, leader: Host, runtime: Runtime) -> BackupStatus:
+    res = leader.run(backup_cmd.status(runtime.database()), "reading the backup status", check=False, timeout=120)
+    if res.exited == backup_cmd.NO_CONTAINER:
+        raise BackupError(f"PostgreSQL is not running on {leader.name}",
+                          "`inv up` starts the live release again; `inv status` shows what runs")
+    run.artifacts.write_text(f"{LOG_DIR}/status.json", res.stdout)
+    status = backups.parse_status(res.stdout)
+    run.record("backups", status.record())
+    return status
+
+
+def take(run: Run, leader: Host, runtime: Runtime, kind: str, why: str) -> BackupSet:
+    """A backup now; the newest backup in the repository afterwards is it."""
+    with run.step("backup") as step:
+        started = time.monotonic()
+        res = leader.run(backup_cmd.backup(runtime.database(), kind), f"{kind} backup ({why})", check=False, timeout=6 * 3600)
+        run.artifacts.write_text(f"{LOG_DIR}/backup-{kind}.log", res.output)
+        if not res.ok:
+            raise BackupError(f"the {kind} backup failed: {res.tail(lines=3)}", backups.repository_fix(res.output))
+        status = read_status(run, leader, runtime)
+        if not status.backups:
+            raise BackupError("pgBackRest reported a backup but the repository lists none",
+                              f"pgBackRest's output is in {LOG_DIR}/ in the run folder")
+        made = status.backups[-1]
+        step.note(f"{made.kind} {made.label}, {size(made.size)} ({size(made.stored)} stored) in "
+                  f"{time.monotonic() - started:.1f} s")
+    run.record("backup", {**made.record(), "why": why, "seconds": round(time.monotonic() - started, 1)})
+    return made
+
+
+def size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+
+
+def check(run: Run, leader: Host, runtime: Runtime) -> list[str]:
+    """verify's backup checks, recorded with the others; the names of those that fail."""
+    with run.step("backup-checks") as step:
+        try:
+            status = read_status(run, leader, runtime)
+            results = backups.checks(status)
+        except BackupError as exc:
+            results = [CheckResult("backups: repository", "fail", "unknown", "readable", f"{exc.message}; {exc.hint}")]
+        run.checks = list(run.checks or []) + [r.to_dict() for r in results]
+        for r in results:
+            if r.status in ("warn", "fail"):
+                run.warn(f"{r.name}: {r.message}")
+        failed = [r.name for r in results if r.status == "fail"]
+        if failed:
+            step.step.status = "failed"
+        step.note(", ".join(f"{r.name.removeprefix('backups: ')} {r.status}" for r in results))
+    return failed

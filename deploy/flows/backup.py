@@ -1,0 +1,181 @@
+"""The database's backups: take one now, list them, restore one (in place, under the deploy
+lock). A restore names what it replaces and asks for the droplet's name; before it changes
+anything it takes a backup of the current state, so a restore made by mistake can be undone.
+
+    backup      find -> connect node 1 -> lock -> backup -> its label, type, size, duration
+    backups     find -> connect node 1 -> the repository's backups and recoverable window
+    restore     find -> connect node 1 -> lock -> check the target -> confirm -> backup now ->
+                stop the writers -> archive the last WAL -> stop postgres -> restore ->
+                start the live release -> verify
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from core.errors import OperatorError
+from deploy import backups, confirm, releases, steps
+from deploy.backup_steps import LOG_DIR, read_status, size, take
+from deploy.backups import BackupError, BackupSet, BackupStatus, RestoreInputError
+from deploy.flows import reach
+from deploy.flows.inspect import verify
+from deploy.report.run import Run
+from deploy.runtime import ComposeRuntime, Runtime, for_cluster
+from deploy.settings import Settings
+from deploy.wiring import REAL_EDGES, Edges
+from remote import backup as backup_cmd
+from remote import commands as cmd
+from remote import sync
+from remote.host import Host
+
+WRITERS = ("api", "django", "worker", "beat", "flower")
+RESTORE_MARKER = "restore-pending.json"
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """What an operator asked for: the newest point, one backup, or a moment."""
+
+    latest: bool = False
+    label: str | None = None
+    time: str | None = None
+
+    def describe(self) -> str:
+        if self.label:
+            return f"the end of backup {self.label}"
+        if self.time:
+            return self.time
+        return "the newest archived transaction"
+
+    @classmethod
+    def of(cls, latest: bool, label: str | None, to: str | None) -> "RestoreTarget":
+        chosen = [bool(latest), bool(label), bool(to)]
+        if sum(chosen) != 1:
+            raise RestoreInputError("say what to restore: exactly one of --latest, --backup LABEL or --to TIMESTAMP",
+                                    "e.g. `inv restore --latest`, `inv restore --backup 20261206-030000F` or "
+                                    "`inv restore --to '2026-12-06 03:00:00+00'`")
+        return cls(latest=bool(latest), label=label or None, time=to or None)
+
+
+@contextmanager
+def _on_database(run: Run, settings: Settings, edges: Edges) -> Iterator[tuple[Host, Runtime, str]]:
+    """Node 1 (it holds the data), connected; the runtime; the droplet's name."""
+    cluster = reach.find(run, settings, edges, exact=False)
+    runtime = for_cluster(cluster, settings, edges)
+    with reach.connected(run, settings, edges, cluster.nodes[:1]) as inventory:
+        yield inventory.targets[0], runtime, cluster.leader.name
+
+
+def backup_now(run: Run, settings: Settings, edges: Edges = REAL_EDGES, full: bool = False) -> None:
+    """An on-demand backup: full when asked or when none exists, else a differential."""
+    with _on_database(run, settings, edges) as (leader, runtime, _name):
+        with steps.locked(run, leader, "(backup)", settings.lock_wait):
+            status = read_status(run, leader, runtime)
+            if status.problem:
+                raise BackupError(f"the backup repository cannot be used: {status.problem}",
+                                  backups.repository_fix(status.problem))
+            kind = "full" if full or not any(b.kind == "full" for b in status.backups) else "diff"
+            made = take(run, leader, runtime, kind, "inv backup")
+    run.console.print(f"backup {made.label}: {made.kind}, {size(made.size)} ({size(made.stored)} stored), "
+                      f"{(made.stopped - made.started).total_seconds():.0f} s", markup=False)
+
+
+def list_backups(run: Run, settings: Settings, edges: Edges = REAL_EDGES, as_json: bool = False) -> BackupStatus:
+    with _on_database(run, settings, edges) as (leader, runtime, _name):
+        status = read_status(run, leader, runtime)
+    if as_json:
+        run.console.print(json.dumps(status.record(), indent=2), markup=False, soft_wrap=True)
+        return status
+    where = "Spaces bucket" if status.off_droplet else "the droplet itself (not safe from its loss)"
+    lines = [f"repository: {where}"]
+    if status.problem:
+        lines.append(f"cannot be read: {status.problem} ({backups.repository_fix(status.problem)})")
+    for b in status.backups:
+        lines.append(f"{b.label}  {b.kind:<4}  {b.started:%Y-%m-%d %H:%M:%S} -> {b.stopped:%H:%M:%S}Z  "
+                     f"{size(b.size):>10}  {size(b.stored):>10} stored  WAL {b.wal_start}..{b.wal_stop}")
+    if status.earliest:
+        lines.append(f"recoverable: {status.earliest.isoformat()} to {status.latest.isoformat() if status.latest else '?'}")
+    elif not status.problem:
+        lines.append("no backup yet: `inv backup` takes one")
+    run.artifacts.write_text("backups.txt", "\n".join(lines) + "\n")
+    for line in lines:
+        run.console.print(line, markup=False)
+    return status
+
+
+def restore(run: Run, settings: Settings, target: RestoreTarget, yes: bool = False, edges: Edges = REAL_EDGES,
+            ask=input) -> None:
+    with _on_database(run, settings, edges) as (leader, runtime, name):
+        if not isinstance(runtime, ComposeRuntime):
+            raise OperatorError("restoring in place on a swarm is not supported yet",
+                                "scale to one droplet, or restore with `inv deploy --restore` on a new cluster")
+        with steps.locked(run, leader, "(restore)", settings.lock_wait):
+            status = read_status(run, leader, runtime)
+            args = _checked(status, target)
+            current = _live_release(leader)
+            confirm.typed_name(name, f"replace the database on {name} with {target.describe()}", yes, ask=ask)
+            undo = take(run, leader, runtime, "full" if not status.backups else "diff", "before the restore")
+            run.log(f"the database as it was is backup {undo.label}: `inv restore --backup {undo.label}` undoes this restore")
+            _restore_in_place(run, settings, leader, runtime, current, args, target, undo)
+        verify(run, settings, edges, *_cluster_again(run, settings, edges))
+
+
+def _checked(status: BackupStatus, target: RestoreTarget) -> list[str]:
+    """pgBackRest's restore options for the target, refused before anything changes when no
+    backup and WAL can reach it."""
+    if status.problem:
+        raise BackupError(f"the backup repository cannot be used: {status.problem}", backups.repository_fix(status.problem))
+    if not status.backups:
+        raise RestoreInputError("there is no backup to restore from", "`inv backup` takes the first one")
+    if target.label:
+        status.find(target.label)
+        return backup_cmd.restore_args(label=target.label)
+    if target.time:
+        moment = backups.parse_target(target.time)
+        backups.check_target(status, moment)
+        return backup_cmd.restore_args(target_time=backups.pg_time(moment))
+    return backup_cmd.restore_args()
+
+
+def _live_release(leader: Host) -> str:
+    found = sync.list_releases(leader)
+    current = releases.live(found)
+    if current is None:
+        raise OperatorError("no live release on the droplet", "deploy first (`inv deploy`)")
+    return current
+
+
+def _restore_in_place(run: Run, settings: Settings, leader: Host, runtime: ComposeRuntime, current: str,
+                      args: list[str], target: RestoreTarget, undo: BackupSet) -> None:
+    project = runtime.spec.on(leader.layout)
+    marker = f"{leader.layout.base}/{RESTORE_MARKER}"
+    with run.step("stop-writers") as step:
+        leader.run(cmd._c(project, "stop", *WRITERS), "stopping the services that write", timeout=300)
+        # Every transaction committed so far reaches the repository before the server stops.
+        res = leader.run(backup_cmd.archive_now(runtime.database()), "archiving the last WAL", check=False, timeout=300)
+        if not res.ok:
+            raise BackupError(f"the last WAL could not be archived: {res.tail(lines=3)}",
+                              "the database is unchanged and the writers are stopped: `inv up` starts them again; "
+                              + backups.repository_fix(res.output))
+        step.note(", ".join(WRITERS) + " stopped; WAL archived")
+    leader.put(marker, json.dumps({"target": target.describe(), "undo": undo.label, "release": current}).encode(), mode=0o600)
+    with run.step("restore") as step:
+        leader.run(cmd._c(project, "stop", backup_cmd.SERVICE), "stopping PostgreSQL", timeout=300)
+        res = leader.run(backup_cmd.restore(project, args), f"restoring to {target.describe()}", check=False, timeout=6 * 3600)
+        run.artifacts.write_text(f"{LOG_DIR}/restore.log", res.output)
+        if not res.ok:
+            raise BackupError(f"the restore failed before it finished: {res.tail(lines=3)}; the stack stays stopped, "
+                              "so nothing runs on a half-restored database",
+                              f"run the same `inv restore` again (it resumes), or `inv restore --backup {undo.label}` "
+                              "to return to the database as it was; pgBackRest's output is in backups/restore.log")
+        step.note(f"restored to {target.describe()}")
+    meta = sync.read_release_meta(leader, current) or {}
+    runtime.restart(run, leader, current, meta.get("images") or {})
+    leader.run(f"rm -f {cmd.q(marker)}", "clearing the restore marker", timeout=30)
+
+
+def _cluster_again(run: Run, settings: Settings, edges: Edges):
+    cluster = reach.find(run, settings, edges, exact=False)
+    return cluster, for_cluster(cluster, settings, edges)
