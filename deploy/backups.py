@@ -151,8 +151,10 @@ def checks(status: BackupStatus) -> list[CheckResult]:
         out.append(CheckResult("backups: off the droplet", "warn", "droplet", "s3",
                                f"backups are on the same droplet as the data: {SAME_DROPLET_FIX}"))
     if status.problem:
+        # The fix first: a redacted secret in pgBackRest's words may mask the rest of the line.
         out.append(CheckResult("backups: repository", "fail", "unreadable", "readable",
-                               f"the backup repository cannot be used: {status.problem}. {repository_fix(status.problem)}"))
+                               f"the backup repository cannot be used. {repository_fix(status.problem)}. "
+                               f"pgBackRest: {status.problem}"))
         return out
     newest = status.backups[-1] if status.backups else None
     if newest is None:

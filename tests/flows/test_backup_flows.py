@@ -1,0 +1,190 @@
+"""inv backup, inv backups and inv restore end to end against the fake edges (pgBackRest in the
+fake postgres container: tests/flows/fake_backups.py): what each prints and records, the
+restore's order (a backup first, the writers stopped, the last WAL archived, then the restore,
+then the live release started again), and every refusal leaving the database untouched."""
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from deploy import flows
+from remote.lock import LockHolder
+from tests.flows.fake_swarm import docr, use_swarm  # noqa: F401 - docr is a fixture
+
+WRITERS = {"api", "django", "worker", "beat", "flower"}
+
+
+@pytest.fixture
+def deployed(world):
+    world.cloud.exists = False
+    out = world.invoke("deploy", flows.deploy)
+    assert out.exit_code == 0, out.message
+    return world
+
+
+def restore(world, yes=True, ask=None, **target):
+    kwargs = {"yes": yes} | ({"ask": ask} if ask else {})
+    return world.invoke("restore", flows.restore, mode="restore",
+                        target=flows.RestoreTarget.of(target.get("latest", False), target.get("label"), target.get("to")),
+                        **kwargs)
+
+
+def untouched(world, backups_before: int) -> bool:
+    db = world.docker.database
+    return (db.restores == [] and len(db.backups) == backups_before and db.checks == 0
+            and WRITERS | {"postgres"} <= set(world.docker.containers))
+
+
+def test_inv_backup_takes_a_full_backup_first_then_differentials_and_prints_each(deployed):
+    out = deployed.invoke("backup", flows.backup_now, mode="backup")
+    assert out.exit_code == 0, out.message
+    first = out.manifest["details"]["backup"]
+    assert first["type"] == "full" and f"backup {first['label']}: full" in out.message
+    out = deployed.invoke("backup", flows.backup_now, mode="backup")
+    assert out.manifest["details"]["backup"]["type"] == "diff"
+    out = deployed.invoke("backup", flows.backup_now, mode="backup", full=True)
+    assert out.manifest["details"]["backup"]["type"] == "full"
+    assert not deployed.lock_held()
+
+
+def test_inv_backups_lists_labels_and_the_recoverable_window_and_speaks_json(deployed):
+    deployed.docker.database.full("20261206-010000F")
+    out = deployed.invoke("backups", flows.list_backups, mode="list")
+    assert "20261206-010000F  full" in out.message and "recoverable: " in out.message
+    assert "the droplet itself (not safe from its loss)" in out.message
+    out = deployed.invoke("backups", flows.list_backups, mode="list", as_json=True)
+    doc = json.loads(out.message[out.message.index("{"):out.message.rindex("}") + 1])
+    assert doc["repository"] == "droplet" and [b["label"] for b in doc["backups"]] == ["20261206-010000F"]
+    assert doc["window"][0] is not None
+
+
+def test_a_restore_backs_up_first_stops_the_writers_archives_restores_and_starts_the_release_again(deployed):
+    db = deployed.docker.database.full()
+    live = deployed.current()
+    out = restore(deployed, latest=True)
+    assert out.exit_code == 0, out.message
+    names = out.step_names
+    assert names.index("backup") < names.index("stop-writers") < names.index("restore") < names.index("checks")
+    undo = db.backups[-1]["label"]
+    assert f"`inv restore --backup {undo}` undoes this restore" in out.message
+    assert db.checks == 1 and db.restores == [["--log-level-console=info", "--delta", "restore"]]
+    stops = [argv for argv in deployed.docker.calls if argv[1:2] == ["compose"] and "stop" in argv]
+    assert set(stops[0][stops[0].index("stop") + 1:]) == WRITERS and stops[1][-1] == "postgres"
+    assert WRITERS | {"postgres"} <= set(deployed.docker.containers)     # all started again
+    assert deployed.current() == live and not deployed.lock_held()
+    assert not (deployed.base / "restore-pending.json").exists()
+
+
+def test_a_restore_to_a_time_passes_it_exclusive_and_in_utc(deployed):
+    deployed.docker.database.full(stop=datetime.now(timezone.utc).timestamp() - 7200)
+    moment = (datetime.now(timezone.utc) - timedelta(minutes=30)).astimezone(timezone(timedelta(hours=2)))
+    out = restore(deployed, to=moment.isoformat())
+    assert out.exit_code == 0, out.message
+    (args,) = deployed.docker.database.restores
+    assert f"--target={moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}" in " ".join(args)
+    assert "--target-exclusive" in args and "--type=time" in args
+
+
+@pytest.mark.parametrize("target, words", [
+    ({"label": "20990101-000000F"}, ["no backup is labelled '20990101-000000F'", "20261206-030000F"]),
+    ({"to": "2026-12-06 03:00:00"}, ["has no time zone"]),
+    ({"to": "2000-01-01T00:00:00Z"}, ["before the first backup ended", "recoverable window"]),
+    ({"to": "2099-01-01T00:00:00Z"}, ["in the future"]),
+])
+def test_a_target_no_backup_can_reach_is_refused_before_anything_changes(deployed, target, words):
+    deployed.docker.database.full()
+    out = restore(deployed, **target)
+    assert out.exit_code == 2, out.message
+    for w in words:
+        assert w in out.message
+    assert untouched(deployed, 1) and not deployed.lock_held()
+
+
+def test_without_a_terminal_or_yes_a_restore_asks_nothing_and_changes_nothing(deployed, monkeypatch):
+    deployed.docker.database.full()
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    out = restore(deployed, yes=False, latest=True)
+    assert out.exit_code == 2 and "no terminal to ask on" in out.message and "--yes" in out.message
+    assert untouched(deployed, 1)
+
+
+def test_a_wrong_typed_name_changes_nothing_and_the_right_one_restores(deployed, monkeypatch):
+    deployed.docker.database.full()
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setattr("sys.stdin", Tty(""))
+    out = restore(deployed, yes=False, ask=lambda prompt: "stackdeploy-2", latest=True)
+    assert out.exit_code == 2 and "nothing was changed" in out.message
+    assert untouched(deployed, 1)
+    asked: list[str] = []
+    out = restore(deployed, yes=False, ask=lambda prompt: asked.append(prompt) or "stackdeploy-1", latest=True)
+    assert out.exit_code == 0, out.message
+    assert "stackdeploy-1" in asked[0] and "replace the database" in asked[0]
+
+
+def test_a_restore_that_fails_halfway_leaves_the_stack_stopped_and_says_how_to_finish_or_undo(deployed):
+    db = deployed.docker.database.full()
+    db.restore_fails = "ERROR: [047]: unable to write: [28] No space left on device"
+    out = restore(deployed, latest=True)
+    assert out.exit_code == 1
+    undo = db.backups[-1]["label"]
+    assert "No space left on device" in out.message and "run the same `inv restore` again (it resumes)" in out.message
+    assert f"inv restore --backup {undo}" in out.message
+    assert "postgres" not in deployed.docker.containers and not WRITERS & set(deployed.docker.containers)
+    marker = json.loads((deployed.base / "restore-pending.json").read_text())
+    assert marker["undo"] == undo and not deployed.lock_held()
+
+
+def test_a_restore_while_another_holds_the_lock_is_refused(deployed):
+    deployed.docker.database.full()
+    (deployed.base / "lock").mkdir()
+    holder = LockHolder(who="alice@laptop", when="2026-11-26T10:00:00+00:00", release="(restore)",
+                        command="inv restore", pid=1)
+    (deployed.base / "lock" / "holder.json").write_text(json.dumps(holder.__dict__))
+    out = restore(deployed, latest=True)
+    assert out.exit_code == 5 and "held by alice@laptop" in out.message
+    assert untouched(deployed, 1)
+
+
+@pytest.mark.parametrize("problem, fix", [
+    ("HTTP 403 InvalidAccessKeyId: The AWS Access Key Id you provided does not exist", "Check SPACES_KEY and SPACES_SECRET"),
+    ("HTTP 404 NoSuchBucket: The specified bucket does not exist", "Create the bucket SPACES_BUCKET"),
+])
+def test_an_unusable_repository_fails_verify_backup_and_restore_with_the_fix(deployed, problem, fix):
+    db = deployed.docker.database.full()
+    db.problem = problem
+    for out in (deployed.invoke("verify", flows.verify_only, mode="verify"),
+                deployed.invoke("backup", flows.backup_now, mode="backup"),
+                restore(deployed, latest=True)):
+        assert out.exit_code != 0 and fix in out.message, out.message
+    assert db.restores == [] and not deployed.lock_held()
+
+
+def test_verify_reports_wal_waiting_on_the_droplet_when_archiving_fails(deployed):
+    deployed.docker.database.full().archive_fails = True
+    out = deployed.invoke("verify", flows.verify_only, mode="verify")
+    assert out.exit_code == 1
+    assert "7 WAL segment(s) (112 MiB) wait on the droplet" in out.message and "BACKUP_WAL_QUEUE_MAX" in out.message
+
+
+def test_verify_warns_that_backups_on_the_droplet_share_its_fate(deployed):
+    deployed.docker.database.full()
+    out = deployed.invoke("verify", flows.verify_only, mode="verify")
+    assert out.exit_code == 0
+    assert "backups are on the same droplet as the data" in out.message and "SPACES_BUCKET" in out.message
+
+
+def test_on_a_swarm_backups_run_in_postgres_on_node_one_and_an_in_place_restore_is_refused(world, docr):
+    world.cloud.exists = False
+    use_swarm(world, docr, nodes=3)
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    out = world.invoke("backup", flows.backup_now, mode="backup")
+    assert out.exit_code == 0 and out.manifest["details"]["backup"]["type"] == "full", out.message
+    out = restore(world, latest=True)
+    assert out.exit_code == 1 and "on a swarm" in out.message
+    assert world.docker.database.restores == []
