@@ -56,7 +56,7 @@ def _pid_is_api(pid: int) -> bool:
 def build_images(cfg: LabConfig, log: Log = print) -> list[str]:
     """The droplet image (always built here) and the stack's images (stand-ins or pulled)."""
     builder.ensure_droplet_image(log, cfg.debian_mirror)
-    for recipe in recipes.INFRA.values():   # the DNS server and the test CA
+    for recipe in recipes.INFRA.values():   # DNS, the test CA, the registry, S3
         builder.ensure_image(recipe, log, cfg.debian_mirror)
     if cfg.images == "pull":
         return builder.pull_images(recipes.STANDINS, log)
