@@ -4,16 +4,21 @@ client apart from the lab's own signer) as pgBackRest will use it: path style, S
 No droplet is started."""
 from __future__ import annotations
 
+import io
+import json
 import os
 import stat
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import boto3
 import botocore.exceptions
 import pytest
 import requests
 from botocore.config import Config
+from dotenv import dotenv_values
 
 from lab import config as labconfig
 from lab import control
@@ -25,6 +30,8 @@ from lab.services.containers import container_name
 from tests.lab.conftest import make_cfg, require_docker
 
 pytestmark = [pytest.mark.docker]
+INV = str(Path(sys.executable).with_name("inv"))
+REPO = Path(__file__).resolve().parents[2]
 
 
 def quiet(_message: str) -> None:
@@ -249,3 +256,44 @@ def test_debian_12s_pgbackrest_archives_to_the_bucket_and_is_refused_a_wrong_sec
         assert creds.secret not in text
     wrong = pgbackrest(cfg, creds.key, "x" * 40, "pgbackrest repo-ls")
     assert wrong.returncode != 0 and "403" in wrong.stdout + wrong.stderr
+
+
+@pytest.mark.lab
+def test_inv_lab_up_status_env_and_down_handle_the_endpoint(tmp_path, images):
+    cfg = make_cfg(tmp_path)
+    (tmp_path / "tasks.py").write_text(
+        "from invoke import Collection\nimport lab.tasks\nns = Collection()\nns.add_collection(lab.tasks.ns)\n")
+
+    def inv(*args: str) -> subprocess.CompletedProcess:
+        # PYTHONPATH: this checkout's lab, whichever checkout the venv's editable install names
+        proc = subprocess.run([INV, "--search-root", str(tmp_path), *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=600, env={**os.environ, **cfg.to_env(), "PYTHONPATH": str(REPO)})
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    try:
+        up = inv("lab.up")
+        endpoint = f"https://{s3.address(cfg)}/{s3.BUCKET}"
+        assert f"S3 {endpoint}" in up.stderr
+        env = dotenv_values(stream=io.StringIO(inv("lab.env").stdout))
+        assert {k: env[k] for k in s3.ENV_NAMES if k not in ("SPACES_KEY", "SPACES_SECRET")} == {
+            "SPACES_ENDPOINT": s3.address(cfg), "SPACES_REGION": "nyc3", "SPACES_BUCKET": "stackdeploy-backups",
+            "SPACES_TEST_CA_ROOT": str(s3.ca_path(cfg))}
+        assert env["SPACES_TEST_CA_ROOT"].startswith("/") and env["SPACES_KEY"].startswith("AKIA")
+        for text in (up.stdout, up.stderr):
+            assert env["SPACES_KEY"] not in text and env["SPACES_SECRET"] not in text
+        c = client(cfg, env["SPACES_KEY"], env["SPACES_SECRET"])
+        c.put_object(Bucket=env["SPACES_BUCKET"], Key="from-env", Body=b"ok")
+        assert f"S3: {endpoint} (running)" in inv("lab.status").stdout
+        with s3.outage(cfg):
+            assert f"S3: {endpoint} (unreachable)" in inv("lab.status").stdout
+        assert json.loads(inv("lab.status", "--json").stdout)["s3"]["state"] == "running"
+        inv("lab.up")                                        # kept: the same key, the object still there
+        assert dotenv_values(stream=io.StringIO(inv("lab.env").stdout))["SPACES_KEY"] == env["SPACES_KEY"]
+        assert c.get_object(Bucket=env["SPACES_BUCKET"], Key="from-env")["Body"].read() == b"ok"
+        inv("lab.down")
+        assert inspect("container", container_name(cfg, s3.ROLE)) is None
+        assert not s3.s3_dir(cfg).exists()
+        assert f"S3: {endpoint} (absent)" in inv("lab.status").stdout
+    finally:
+        control.down(cfg, log=quiet)
