@@ -26,6 +26,7 @@ from lab.images import builder, recipes
 from lab.services import dns as labdns
 from lab.services import pebble
 from lab.services import registry as labregistry
+from lab.services import s3 as labs3
 
 Log = Callable[[str], None]
 FACTORY = "lab.droplets.factory:from_env"
@@ -56,7 +57,7 @@ def _pid_is_api(pid: int) -> bool:
 def build_images(cfg: LabConfig, log: Log = print) -> list[str]:
     """The droplet image (always built here) and the stack's images (stand-ins or pulled)."""
     builder.ensure_droplet_image(log, cfg.debian_mirror)
-    for recipe in recipes.INFRA.values():   # the DNS server and the test CA
+    for recipe in recipes.INFRA.values():   # DNS, the test CA, the registry, S3
         builder.ensure_image(recipe, log, cfg.debian_mirror)
     if cfg.images == "pull":
         return builder.pull_images(recipes.STANDINS, log)
@@ -84,12 +85,14 @@ def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
     token = st.get("token") or secrets.token_hex(32)   # the container registry takes it too
     # Before the API: it publishes the zones it holds as soon as it starts. Started side by
     # side (Pebble asks the DNS server only when it validates), which halves their wait.
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         dns_started = pool.submit(labdns.ensure, cfg, log)
         registry_started = pool.submit(labregistry.ensure, cfg, token, log)
+        s3_started = pool.submit(labs3.ensure, cfg, log)
         acme_directory = pool.submit(pebble.ensure, cfg, log).result()
         dns_started.result()
         registry_server = registry_started.result()
+        s3_endpoint = s3_started.result()
     if st and _api_alive(st):
         log(f"lab API already running at {st['api_url']} (pid {st['pid']})")
         return st
@@ -112,7 +115,7 @@ def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
           "token": token, "ssh_key": str(key), "operator_ip": gateway, "domain": cfg.domain,
           "subnet": cfg.subnet, "network": cfg.network, "started_at": time.time(),
           "dns_server": cfg.dns_ip, "acme_directory": acme_directory, "acme_ca": str(pebble.ca_path(cfg)),
-          "registry": registry_server, "registry_ca": str(labregistry.ca_path(cfg))}
+          "registry": registry_server, "registry_ca": str(labregistry.ca_path(cfg)), "s3": s3_endpoint}
     state.write(cfg.state_dir, st)
     deadline = time.monotonic() + 30
     while not _api_alive(st):
@@ -122,7 +125,8 @@ def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
         time.sleep(0.2)
     _register_domain(st)
     log(f"lab is up: API {st['api_url']} (pid {proc.pid}), network {cfg.network} {cfg.subnet}, "
-        f"domain {cfg.domain}, DNS {cfg.dns_ip}, ACME {acme_directory}, registry {registry_server}; next: `inv lab.env > .env.lab` then `inv deploy --env-file .env.lab`")
+        f"domain {cfg.domain}, DNS {cfg.dns_ip}, ACME {acme_directory}, registry {registry_server}, "
+        f"S3 https://{s3_endpoint}/{labs3.BUCKET}; next: `inv lab.env > .env.lab` then `inv deploy --env-file .env.lab`")
     return st
 
 
@@ -155,7 +159,8 @@ def status(cfg: LabConfig) -> dict[str, Any]:
     return {"api_running": bool(st and _api_alive(st)), "api_url": (st or {}).get("api_url"),
             "pid": (st or {}).get("pid"), "network": cfg.network,
             "network_exists": inspect("network", cfg.network) is not None,
-            "droplets": droplets(cfg), "images": images}
+            "droplets": droplets(cfg), "images": images,
+            "s3": {"endpoint": labs3.address(cfg), "bucket": labs3.BUCKET, "state": labs3.state_of(cfg)}}
 
 
 def stop_api(cfg: LabConfig, timeout: float = 10.0) -> bool:
@@ -198,7 +203,8 @@ def down(cfg: LabConfig, purge_images: bool = False, log: Log = print) -> dict[s
         if p.exists():
             p.unlink()
             removed["files"].append(str(p))
-    for name in ("dns", "pebble", "registry"):   # zone files, listener certificates and keys, htpasswd
+    # zone files, listener certificates and keys, htpasswd, the S3 access key
+    for name in ("dns", "pebble", "registry", "s3"):
         p = cfg.state_dir / name
         if p.is_dir():
             shutil.rmtree(p)
@@ -224,18 +230,19 @@ def env_values(cfg: LabConfig, stack_example: Path = Path(__file__).resolve().pa
               "ACME_CA_SERVER": st.get("acme_directory") or pebble.directory_url(cfg),
               "ACME_TEST_CA": "true",
               "ACME_TEST_CA_ROOT": st.get("acme_ca") or str(pebble.ca_path(cfg))}
+    spaces = labs3.env_values(cfg)   # Spaces' stand-in: its key, never a generated value
     if stack_example.exists():
         kept_path = cfg.state_dir / "stack.env"
         kept = stackenv.parse_example(kept_path.read_text()) if kept_path.exists() else {}
         pw_path = cfg.state_dir / "dashboard-password"
         if not pw_path.exists():
             state.write_private(pw_path, secrets.token_urlsafe(18) + "\n")
-        example = stackenv.parse_example(stack_example.read_text())
+        example = {k: v for k, v in stackenv.parse_example(stack_example.read_text()).items() if k not in spaces}
         stack = stackenv.lab_values(example, st["domain"], st["operator_ip"], kept,
                                     pw_path.read_text().strip())
         state.write_private(kept_path, stackenv.format_env(stack))
         values.update({k: v for k, v in stack.items() if k != "DOMAIN"})
-    return values
+    return {**values, **spaces}
 
 
 __all__ = ["up", "down", "status", "env_values", "build_images", "droplets", "stop_api"]

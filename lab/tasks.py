@@ -41,14 +41,14 @@ def _guard(fn):
             "images": "`standin` builds the stack's images from Debian packages; `pull` uses Docker Hub",
             "name": "Lab name: prefix and label value of everything it creates (default stackdeploy-lab)"})
 def up(c, port=None, subnet=None, images=None, name=None):
-    """Build/reuse the lab images, start the fake DigitalOcean API and the droplet network."""
+    """Build/reuse the lab images, start the fake DigitalOcean API, its services and the droplet network."""
     cfg = _guard(lambda: _cfg(c, api_port=port, subnet=subnet, images=images, name=name))
     _guard(lambda: control.up(cfg, log=_err))
 
 
 @task(help={"json_": "Print the status as JSON"})
 def status(c, json_=False):
-    """Show the lab API, its droplets (id, IP, state) and which images are built."""
+    """Show the lab API, its S3 endpoint, its droplets (id, IP, state) and which images are built."""
     cfg = _guard(lambda: _cfg(c))
     st = _guard(lambda: control.status(cfg))
     if json_:
@@ -56,6 +56,7 @@ def status(c, json_=False):
         return
     print(f"API: {'running at ' + st['api_url'] if st['api_running'] else 'not running'}")
     print(f"network: {st['network']} ({'present' if st['network_exists'] else 'absent'})")
+    print(f"S3: https://{st['s3']['endpoint']}/{st['s3']['bucket']} ({st['s3']['state']})")
     for d in st["droplets"]:
         print(f"droplet {d['id']}: {d['hostname']} {d['ip']} {d['state']} ({d['container']})")
     if not st["droplets"]:

@@ -185,6 +185,10 @@ TRAEFIK = Recipe(
 DNS_TAG = "stackdeploy-lab/knot:bookworm"
 PEBBLE_TAG = "stackdeploy-lab/pebble:bookworm"
 REGISTRY_TAG = "stackdeploy-lab/registry:bookworm"
+S3_TAG = "stackdeploy-lab/s3:bookworm"
+# Pinned: the lab's S3 setup (lab/services/s3.py) counts moto's unauthenticated actions, which a
+# new moto could count otherwise. Debian has no moto package; its wheels come from PyPI.
+MOTO = "moto[server]==5.2.6"
 
 DNS = Recipe(
     tag=DNS_TAG,
@@ -224,6 +228,20 @@ REGISTRY = Recipe(
     changes=('CMD ["registry-entrypoint.sh"]', "ENTRYPOINT []",
              "VOLUME /var/lib/docker-registry", "EXPOSE 443"),
 )
-INFRA: dict[str, Recipe] = {r.tag: r for r in (DNS, PEBBLE, REGISTRY)}
+# The stand-in for DigitalOcean Spaces (lab/services/s3.py): moto's S3 and IAM in server mode,
+# in a venv of Debian's Python 3.11 from wheels only (nothing compiled in the image).
+S3 = Recipe(
+    tag=S3_TAG,
+    packages=("python3", "python3-venv"),
+    post=f"""
+        python3 -m venv /opt/moto
+        /opt/moto/bin/pip install --no-cache-dir --disable-pip-version-check --only-binary=:all: '{MOTO}'
+        mkdir -p /etc/lab-s3/tls
+        /opt/moto/bin/python -c 'import moto; print("moto", moto.__version__)'
+    """,
+    files=(("/usr/local/bin/lab-s3-server", "s3-server.py"),),
+    changes=('CMD ["/usr/local/bin/lab-s3-server"]', "ENTRYPOINT []", "EXPOSE 443"),
+)
+INFRA: dict[str, Recipe] = {r.tag: r for r in (DNS, PEBBLE, REGISTRY, S3)}
 
 STANDINS: dict[str, Recipe] = {r.tag: r for r in (PYTHON, NODE, NGINX, POSTGRES, REDIS, TRAEFIK)}

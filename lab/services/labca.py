@@ -26,23 +26,25 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def covers(cert_pem: Path, ip: str) -> bool:
-    """The certificate names ``ip`` and stays valid for at least another week."""
+def covers(cert_pem: Path, ip: str, dns_names: tuple[str, ...] = ()) -> bool:
+    """The certificate names ``ip`` (and ``dns_names``) and stays valid for at least another week."""
     try:
         cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (OSError, ValueError, x509.ExtensionNotFound):
         return False
     return ipaddress.ip_address(ip) in san.get_values_for_type(x509.IPAddress) and \
+        set(dns_names) <= set(san.get_values_for_type(x509.DNSName)) and \
         datetime.datetime.now(datetime.timezone.utc) < cert.not_valid_after_utc - RENEW_BEFORE
 
 
-def ensure_server_tls(tls_dir: Path, ca_file: Path, ca_name: str, server_name: str, ip: str) -> bool:
+def ensure_server_tls(tls_dir: Path, ca_file: Path, ca_name: str, server_name: str, ip: str,
+                      dns_names: tuple[str, ...] = ()) -> bool:
     """``tls_dir``/cert.pem + key.pem for ``server_name`` at ``ip``, signed by a new CA whose
     certificate goes to ``ca_file``; made only when missing, expiring or for another address.
-    Returns True when new files were made."""
+    ``dns_names``: more DNS names in it. Returns True when new files were made."""
     cert_path = tls_dir / "cert.pem"
-    if covers(cert_path, ip) and ca_file.exists():
+    if covers(cert_path, ip, dns_names) and ca_file.exists():
         return False
     tls_dir.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -57,7 +59,7 @@ def ensure_server_tls(tls_dir: Path, ca_file: Path, ca_name: str, server_name: s
     leaf = (x509.CertificateBuilder().subject_name(_name(server_name)).issuer_name(ca.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(server_name),
+            .add_extension(x509.SubjectAlternativeName([*(x509.DNSName(n) for n in (server_name, *dns_names)),
                                                         x509.IPAddress(ipaddress.ip_address(ip))]),
                            critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

@@ -20,6 +20,7 @@ from lab.docker import docker, inspect, list_labelled
 from lab.droplets import ContainerBackend, firewall
 from lab.droplets.backend import DROPLET_LABEL
 from lab.ports import free_port
+from lab.services import s3
 from remote import cloudinit
 from remote.connection import SshError, SshEndpoint, connect, connector, host_entry
 from remote.layout import ReleaseLayout
@@ -208,6 +209,27 @@ def test_firewall_allowlist_is_enforced_inside_the_droplet(droplet):
         assert reachable(ip, 22) and from_probe(22)
         droplet.run("docker rm -f edge", check=False)
         docker("rm", "-f", probe, check=False)
+
+
+def test_the_s3_endpoint_is_reached_from_the_droplet_and_its_containers_behind_its_firewall(droplet):
+    """The stack's postgres (pgBackRest) runs in the droplet's engine: its traffic to the lab's S3
+    endpoint leaves through the droplet's eth0 (Docker's masquerade) like the droplet's own; the
+    firewall filters only what comes in, and lets the answers back (conntrack)."""
+    backend, did, cfg = droplet.backend, 101, droplet.cfg
+    s3.ensure(cfg, log=lambda m: None)
+    ip = s3.address(cfg)
+    droplet.target.put("/home/deploy/s3-ca.pem", s3.ca_path(cfg).read_bytes())
+    probe = f"docker run --rm redis:7-bookworm timeout 5 bash -c '</dev/tcp/{ip}/443' && echo open"
+    try:
+        backend.apply_firewall(did, [{"protocol": "tcp", "ports": "22", "sources": {"addresses": [f"{cfg.gateway}/32"]}}])
+        answer = droplet.run(f"curl -sS --max-time 10 --cacert /home/deploy/s3-ca.pem https://{ip}/{s3.BUCKET}")
+        assert "<Code>AccessDenied</Code>" in answer.stdout          # TLS verified, unsigned: refused
+        assert droplet.run(probe).stdout.strip() == "open"          # from a container in the droplet
+        with s3.outage(cfg):
+            assert not droplet.run(probe, check=False).ok
+        assert droplet.run(probe).stdout.strip() == "open"
+    finally:
+        backend.apply_firewall(did, [])
 
 
 def test_delete_removes_the_container_and_its_volume(lab_cfg, keypair):

@@ -53,3 +53,14 @@ def test_pebble_and_the_registry_each_have_their_own_ca_at_their_own_address(tmp
     registry_cert.verify_directly_issued_by(load(registry.ca_path(cfg)))
     with pytest.raises(InvalidSignature):   # trusting Pebble's CA is no trust in the registry
         registry_cert.verify_directly_issued_by(load(pebble.ca_path(cfg)))
+
+
+def test_more_dns_names_are_in_the_certificate_and_one_missing_makes_a_new_one(tmp_path):
+    # The S3 endpoint names its address as a DNS name too, for pgBackRest 2.45 (lab/services/s3.py).
+    args = (tmp_path / "tls", tmp_path / "ca.pem", "lab CA", "s3", "10.77.0.251")
+    labca.ensure_server_tls(*args)
+    assert not labca.covers(tmp_path / "tls" / "cert.pem", "10.77.0.251", dns_names=("10.77.0.251",))
+    assert labca.ensure_server_tls(*args, dns_names=("10.77.0.251",))
+    san = load(tmp_path / "tls" / "cert.pem").extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["s3", "10.77.0.251"]
+    assert not labca.ensure_server_tls(*args, dns_names=("10.77.0.251",))
