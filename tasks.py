@@ -98,6 +98,19 @@ def releases(c, env_file=None, no_timestamp=False):
     run_task(c, "releases", "list", _flags(no_timestamp), env_file, flows.list_releases)
 
 
+@task(help={**COMMON_HELP,
+            "yes": "Do not ask for the droplet's name: remove what the listing shows (for scripts).",
+            "include_data": "Also remove the data: the stack's DigitalOcean volumes and snapshots, and the "
+                            "droplets' backups (backups in Spaces are never removed)."})
+def destroy(c, yes=False, include_data=False, env_file=None, no_timestamp=False):
+    """Remove what this stack created: droplets, firewall, DNS records, SSH key, known_hosts pins.
+
+    Lists it all first, then asks for the droplet's name (or --yes); volumes and snapshots stay
+    without --include-data. Another stack in the account is never touched."""
+    run_task(c, "destroy", "with-data" if include_data else "keep-data", _flags(no_timestamp), env_file,
+             lambda run, s: flows.destroy(run, s, yes=yes, include_data=include_data))
+
+
 @task(name="status", help=COMMON_HELP)
 def lock_status(c, env_file=None, no_timestamp=False):
     """Show who holds the deploy lock (one per cluster, on node 1), if anyone."""
@@ -141,7 +154,7 @@ def runs_diff(c, a, b="latest"):
 
 lock = Collection("lock", lock_status, lock_release)
 runs = Collection("runs", runs_list, runs_diff)
-ns = Collection(deploy, provision, push, up, verify, collect, rollback, releases, lock, runs)
+ns = Collection(deploy, provision, push, up, verify, collect, rollback, releases, destroy, lock, runs)
 try:
     from lab.tasks import ns as lab_ns
 except ImportError:  # the lab is optional for a cloud-only install

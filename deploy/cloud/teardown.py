@@ -63,6 +63,7 @@ class StackInventory:
     backups: tuple[str, ...] = ()           # droplets with DigitalOcean backups (they go with it)
     addresses: tuple[str, ...] = ()         # the public IPv4 of the droplets found
     names: tuple[str, ...] = ()             # the droplets found, node 1 first
+    leader_ip: str | None = None            # node 1's public IPv4, while node 1 is there (the deploy lock)
     foreign_names: frozenset[str] = field(default_factory=frozenset)   # every other droplet's name
     swarm: bool = False
 
@@ -127,7 +128,8 @@ def stack_inventory(spec: CloudSpec, known_addresses: Collection[str] = (),
                                                           if getattr(d, "backup_ids", None)),
                           addresses=tuple(sorted(a for a in (public_ipv4(d.networks) for d in mine) if a)),
                           names=tuple(d.name for d in mine), foreign_names=frozenset(d.name for d in others),
-                          swarm=swarm)
+                          swarm=swarm, leader_ip=next((public_ipv4(d.networks) for d in mine
+                                                       if d.name == spec.droplet_name), None))
 
 
 def _region(droplet: Any) -> str:
@@ -146,7 +148,7 @@ def _records(spec: CloudSpec, addresses: Sequence[str], kept: list[Kept], on_eve
         rel = "@" if host == zone else host[: -(len(zone) + 1)]
         for rec in (r for r in records if r.type == "A" and r.name == rel):
             if rec.data in addresses:
-                out.append(Item("dns", host, f"A -> {rec.data} (zone {zone})", f"domains/{zone}/records/{rec.id}"))
+                out.append(Item("dns", host, f"A -> {rec.data}, zone {zone}", f"domains/{zone}/records/{rec.id}"))
             else:
                 kept.append(Kept(f"DNS A {host} -> {rec.data}", "it points at an address that is not this stack's"))
     return tuple(out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from deploy import steps, wiring
 from deploy.flows import reach
+from deploy.flows.destroy import destroy
 from deploy.flows.inspect import collect_only, list_releases, lock_release, lock_status, verify, verify_only
 from deploy.flows.plan import plan
 from deploy.flows.release import deploy, push_only, rollback, up_only
@@ -15,7 +16,7 @@ from deploy.report.run import Run
 from deploy.settings import Settings
 from deploy.wiring import REAL_EDGES, Edges
 
-__all__ = ["collect_only", "deploy", "list_releases", "lock_release", "lock_status", "plan", "provision_only",
+__all__ = ["collect_only", "deploy", "destroy", "list_releases", "lock_release", "lock_status", "plan", "provision_only",
            "push_only", "rollback", "up_only", "verify", "verify_only"]
 
 
