@@ -136,6 +136,8 @@ class FakeDocker:
                     by_id.setdefault(self.images[ref], []).append(ref)
             # exit 0 even when none is there: the command ends in `|| true`
             return Result(command, 0, "".join(f"{i} {' '.join(t)}\n" for i, t in by_id.items()))
+        if argv[:3] == ["docker", "image", "ls"]:   # every fake image is tagged: none is dangling
+            return Result(command, 0, "" if "dangling=true" in argv else "".join(f"{r}\n" for r in sorted(self.images)))
         if argv[:3] == ["docker", "image", "rm"]:
             for ref in argv[3:]:
                 if not any(c.image == self.images.get(ref) for c in self.containers.values()):
