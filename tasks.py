@@ -98,6 +98,17 @@ def releases(c, env_file=None, no_timestamp=False):
     run_task(c, "releases", "list", _flags(no_timestamp), env_file, flows.list_releases)
 
 
+@task(help={**COMMON_HELP, "dry_run": "List what would be removed (release folders, images, build cache) and "
+                                      "remove nothing."})
+def prune(c, dry_run=False, env_file=None, no_timestamp=False):
+    """Remove old releases, their images, dangling images and old build cache, on every node.
+
+    The pruning each healthy release ends with: the live release and the rollback targets
+    (RELEASES_KEEP) stay with their images, and no volume is ever touched."""
+    run_task(c, "prune", "dry-run" if dry_run else "remove", _flags(no_timestamp), env_file,
+             lambda run, s: flows.prune(run, s, dry_run=dry_run))
+
+
 @task(help={**COMMON_HELP,
             "yes": "Do not ask for the droplet's name: remove what the listing shows (for scripts).",
             "include_data": "Also remove the data: the stack's DigitalOcean volumes and snapshots, and the "
@@ -154,7 +165,7 @@ def runs_diff(c, a, b="latest"):
 
 lock = Collection("lock", lock_status, lock_release)
 runs = Collection("runs", runs_list, runs_diff)
-ns = Collection(deploy, provision, push, up, verify, collect, rollback, releases, destroy, lock, runs)
+ns = Collection(deploy, provision, push, up, verify, collect, rollback, releases, prune, destroy, lock, runs)
 try:
     from lab.tasks import ns as lab_ns
 except ImportError:  # the lab is optional for a cloud-only install
