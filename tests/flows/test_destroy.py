@@ -3,6 +3,7 @@ refusals that remove nothing (exit 2, exit 5), a stack partly gone finished, the
 of this stack forgotten and another's kept, on one droplet and on three."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -171,7 +172,6 @@ def test_another_stacks_pins_and_kept_keys_on_this_machine_stay(world):
     inventory = world.cloud.stack_inventory
 
     def with_foreign(spec, known_addresses=(), on_event=None):
-        import dataclasses
         return dataclasses.replace(inventory(spec, known_addresses, on_event),
                                    foreign_names=frozenset({"stackdeploy-1-2", "blog"}))
     world.cloud.stack_inventory = with_foreign        # type: ignore[method-assign]
