@@ -28,6 +28,7 @@ from remote.connection import host_entry
 from remote.host import Host
 
 Ask = Callable[[str], str]
+REFUSED = "config-error"    # exit 2's outcome (docs/exit-codes.md): an input refused, nothing changed
 
 
 def ask_terminal(prompt: str) -> str:
@@ -90,7 +91,7 @@ def destroy(run: Run, settings: Settings, edges: Edges = REAL_EDGES, yes: bool =
     if found.backups and not include_data:
         raise OperatorError(f"nothing was removed: DigitalOcean deletes a droplet's backups with it ({'; '.join(found.backups)})",
                             "turn the backups you need into snapshots in the control panel (snapshots stay), or "
-                            "pass --include-data to delete them too", exit_code=EXIT_CONFIG)
+                            "pass --include-data to delete them too", exit_code=EXIT_CONFIG, outcome=REFUSED)
     with _deploy_lock(run, settings, edges, found):
         _confirm(run, settings.droplet_name, yes, ask)
         with run.step("remove") as step:
@@ -215,10 +216,10 @@ def _confirm(run: Run, name: str, yes: bool, ask: Ask) -> None:
     except EOFError:
         raise OperatorError("nothing was removed: there is no terminal to type the droplet's name on",
                             "run `inv destroy` in a terminal, or pass --yes to confirm in a script",
-                            exit_code=EXIT_CONFIG) from None
+                            exit_code=EXIT_CONFIG, outcome=REFUSED) from None
     if typed != name:
         raise OperatorError(f"nothing was removed: {typed!r} is not the droplet's name {name!r}",
-                            f"run `inv destroy` again and type {name} exactly", exit_code=EXIT_CONFIG)
+                            f"run `inv destroy` again and type {name} exactly", exit_code=EXIT_CONFIG, outcome=REFUSED)
     run.log(f"{name} typed: removing")
 
 

@@ -85,7 +85,7 @@ def test_a_second_destroy_finds_nothing_left_and_exits_0(world):
 
 def test_without_a_terminal_and_without_yes_nothing_is_removed(world):
     out = destroy(world, ask=no_terminal)
-    assert out.exit_code == 2 and out.manifest["outcome"] == "failed"
+    assert out.exit_code == 2 and out.manifest["outcome"] == "config-error"
     assert "nothing was removed: there is no terminal" in out.manifest["error"] and "--yes" in out.manifest["error"]
     assert world.cloud.removed == [] and world.cloud.exists and not world.lock_held()
 
