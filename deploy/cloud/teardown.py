@@ -69,12 +69,13 @@ class StackInventory:
 
     def removals(self, include_data: bool) -> tuple[Item, ...]:
         """In the order they go. DNS first: a record left pointing at a deleted droplet's address
-        would send the domain's visitors to whoever DigitalOcean hands that address next. A tag that
-        kept data carries stays (it is what finds that data next time)."""
+        would send the domain's visitors to whoever DigitalOcean hands that address next. Data
+        after the droplets (a volume must be detached first) and before the tags; a tag that kept
+        data carries stays (it is what finds that data next time)."""
         held = set() if include_data else {t for item in self.data for t in item.tags}
         tags = tuple(t for t in self.tags if t.name not in held)
-        return (self.records + self.droplets + self.firewalls + self.keys + tags
-                + (self.data if include_data else ()))
+        return (self.records + self.droplets + self.firewalls + self.keys
+                + (self.data if include_data else ()) + tags)
 
     def empty(self, include_data: bool) -> bool:
         return not self.removals(include_data)
