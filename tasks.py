@@ -125,6 +125,30 @@ def restore(c, latest=False, backup=None, to=None, yes=False, env_file=None, no_
              lambda run, s: flows.restore(run, s, flows.RestoreTarget.of(latest, backup, to), yes=yes))
 
 
+@task(help={**COMMON_HELP, "dry_run": "List what would be removed (release folders, images, build cache) and "
+                                      "remove nothing."})
+def prune(c, dry_run=False, env_file=None, no_timestamp=False):
+    """Remove old releases, their images, dangling images and old build cache, on every node.
+
+    The pruning each healthy release ends with: the live release and the rollback targets
+    (RELEASES_KEEP) stay with their images, and no volume is ever touched."""
+    run_task(c, "prune", "dry-run" if dry_run else "remove", _flags(no_timestamp), env_file,
+             lambda run, s: flows.prune(run, s, dry_run=dry_run))
+
+
+@task(help={**COMMON_HELP,
+            "yes": "Do not ask for the droplet's name: remove what the listing shows (for scripts).",
+            "include_data": "Also remove the data: the stack's DigitalOcean volumes and snapshots, and the "
+                            "droplets' backups (backups in Spaces are never removed)."})
+def destroy(c, yes=False, include_data=False, env_file=None, no_timestamp=False):
+    """Remove what this stack created: droplets, firewall, DNS records, SSH key, known_hosts pins.
+
+    Lists it all first, then asks for the droplet's name (or --yes); volumes and snapshots stay
+    without --include-data. Another stack in the account is never touched."""
+    run_task(c, "destroy", "with-data" if include_data else "keep-data", _flags(no_timestamp), env_file,
+             lambda run, s: flows.destroy(run, s, yes=yes, include_data=include_data))
+
+
 @task(name="status", help=COMMON_HELP)
 def lock_status(c, env_file=None, no_timestamp=False):
     """Show who holds the deploy lock (one per cluster, on node 1), if anyone."""
@@ -168,7 +192,8 @@ def runs_diff(c, a, b="latest"):
 
 lock = Collection("lock", lock_status, lock_release)
 runs = Collection("runs", runs_list, runs_diff)
-ns = Collection(deploy, provision, push, up, verify, collect, rollback, releases, backup, backups, restore, lock, runs)
+ns = Collection(deploy, provision, push, up, verify, collect, rollback, releases, backup, backups, restore, prune, destroy,
+                lock, runs)
 try:
     from lab.tasks import ns as lab_ns
 except ImportError:  # the lab is optional for a cloud-only install

@@ -41,6 +41,15 @@ def repo_path(settings: BackupChoice, stack_env: Mapping[str, Any]) -> str:
     return _value(stack_env, "BACKUP_REPO_PATH") or f"/{settings.droplet_name}"
 
 
+def location(settings: BackupChoice, stack_env: Mapping[str, Any]) -> str | None:
+    """Where the backups are kept off the droplet, for listings (destroy keeps them); None when
+    they are on the droplet itself (they go with it)."""
+    if not off_droplet(stack_env):
+        return None
+    where = _value(stack_env, "SPACES_ENDPOINT") or _value(stack_env, "SPACES_REGION")
+    return f"s3://{_value(stack_env, 'SPACES_BUCKET')}{repo_path(settings, stack_env)} ({where})"
+
+
 def stack_values(settings: BackupChoice, stack_env: Mapping[str, Any]) -> dict[str, str]:
     """Stack variables the deployer sets for the postgres service's pgBackRest."""
     return {"BACKUP_REPO_PATH": repo_path(settings, stack_env),

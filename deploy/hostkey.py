@@ -8,11 +8,12 @@ beside the known_hosts file (so a run interrupted between create and pin can sti
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Collection, Iterable, Iterator, Sequence
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -137,3 +138,68 @@ def pending(known_hosts: Path, names: Sequence[str], registry: SecretRegistry = 
     finally:
         for name in names:
             drop_pending(known_hosts, name)
+
+
+# --- forgetting a stack's droplets (`inv destroy`) -------------------------------------------
+def kept_names(known_hosts: Path, droplet_name: str) -> list[str]:
+    """The nodes of the stack named ``droplet_name`` whose host key is kept here: the name itself
+    and <name>-<k> (another stack may be called so: the caller tells them apart)."""
+    folder = key_file(known_hosts, droplet_name).parent
+    numbered = re.compile(rf"^{re.escape(droplet_name)}(-[1-9][0-9]*)?_ed25519\.pub$")
+    found = [p.name[: -len("_ed25519.pub")] for p in folder.glob("*_ed25519.pub") if numbered.match(p.name)]
+    return sorted(found, key=lambda n: (len(n), n))
+
+
+def _pins(known_hosts: Path) -> list[tuple[list[str], str]]:
+    """(host names, key base64) of every plain line of the file."""
+    try:
+        text = known_hosts.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    fields = (line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith(("#", "@")))
+    return [(f[0].split(","), f[2]) for f in fields if len(f) >= 3]
+
+
+def _kept_keys(known_hosts: Path, names: Iterable[str]) -> set[str]:
+    """The base64 of the host keys kept here for ``names``."""
+    return {public.split()[1] for public in (load_public(known_hosts, n) for n in names) if public}
+
+
+def pinned_with(known_hosts: Path, names: Iterable[str]) -> list[str]:
+    """The known_hosts entries pinned with the host key kept for one of ``names``: where those
+    droplets were (an address outlives its droplet here; DNS may still point at it)."""
+    keys = _kept_keys(known_hosts, names)
+    return sorted({host for hosts, key in _pins(known_hosts) if key in keys for host in hosts})
+
+
+def forget(known_hosts: Path, entries: Collection[str], names: Collection[str]) -> list[str]:
+    """Unpin ``entries`` (host names as known_hosts writes them), and every pin of the host key
+    kept for one of ``names``, then delete those kept keys. Every other line stays as it was: the
+    file may be shared with other stacks. Returns what was removed, for the listing."""
+    keys = _kept_keys(known_hosts, names)
+    removed: list[str] = []
+    try:
+        lines = known_hosts.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    out = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3 or line.lstrip().startswith(("#", "@")):
+            out.append(line)
+            continue
+        hosts = fields[0].split(",")
+        gone = hosts if fields[2] in keys else [h for h in hosts if h in entries]
+        removed += [f"known_hosts {h}" for h in gone]
+        stay = [h for h in hosts if h not in gone]
+        if stay:
+            out.append(line if not gone else " ".join([",".join(stay), *fields[1:]]))
+    if len(out) != len(lines) or removed:
+        _write_owner_only(known_hosts, "".join(f"{line}\n" for line in out))
+    for name in names:
+        path = key_file(known_hosts, name)
+        for p in (path, path.with_name(path.name + ".pub"), _pending(path), _pending(path.with_name(path.name + ".pub"))):
+            if p.exists():
+                p.unlink()
+                removed.append(f"host key file {p}")
+    return removed

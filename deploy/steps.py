@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from core.errors import OperatorError, Terminated
 from deploy import checks, cloud, hostkey
@@ -18,6 +18,7 @@ from deploy.wiring import CloudPort
 from remote import collect as remote_collect
 from remote import commands as cmd
 from remote import cloudinit, compose, images, lock, progress, sync
+from remote import prune as remote_prune
 from remote.connection import host_entry
 from remote.host import Host
 
@@ -255,25 +256,40 @@ def interruptible(run: Run, target: Host, release_id: str, live: str | None,
         raise
 
 
-def prune(run: Run, target: Host, keep: int) -> list[str]:
-    """Old releases beyond ``keep``, the images only they used, then dangling images and old
-    build cache (after a healthy release only: a busy droplet must not fill its disk)."""
-    before = {r.id: r for r in sync.list_releases(target)}
-    removed = sync.prune(target, keep)
-    if removed:
-        kept_refs = {e.get("ref") for rid, r in before.items() if rid not in removed
-                     for e in (r.meta.get("images") or {}).values()}
-        doomed = {e.get("ref") for rid in removed for e in (before[rid].meta.get("images") or {}).values()}
-        target.run(cmd.remove_images(sorted(r for r in doomed - kept_refs if r)), "removing old images", check=False)
-        run.log(f"pruned old releases and their images: {', '.join(removed)}")
-    for command, what in ((cmd.prune_dangling_images(), "dangling images"), (cmd.prune_builder_cache(), "build cache")):
-        res = target.run(command, f"pruning {what}", check=False, timeout=600)
-        if res.ok:
-            reclaimed = next((l for l in res.stdout.splitlines() if "reclaimed" in l.lower()), "").strip()
-            run.log(f"pruned {what}" + (f": {reclaimed}" if reclaimed else ""))
-        else:
-            run.warn(f"pruning {what} failed (the deploy itself succeeded): {res.tail()}")
-    return removed
+def prune(run: Run, targets: Sequence[Host], keep: int, dry_run: bool = False
+          ) -> tuple[remote_prune.Doomed, list[remote_prune.NodePlan]]:
+    """The releases beyond ``keep`` on the leader (``targets[0]``), and on every node the images
+    only they used, dangling images and old build cache: after each healthy release (a busy
+    droplet must not fill its disk) and on demand (`inv prune`). ``dry_run``: what would go."""
+    gone = remote_prune.doomed(targets[0], keep)
+    plans = []
+    for k, target in enumerate(targets):
+        node = remote_prune.plan(target, gone, releases=k == 0)
+        plans.append(node)
+        prefix = f"{target.name}: " if len(targets) > 1 else ""
+        if dry_run:
+            for line in prune_lines(node):
+                run.log(prefix + "would remove " + line)
+            continue
+        done = remote_prune.apply(target, node)
+        if node.releases or node.images:
+            run.log(f"{prefix}pruned " + (f"old releases and their images: {', '.join(node.releases)}" if node.releases
+                                          else f"the images of old releases: {', '.join(node.images)}"))
+        for what, line in done.reclaimed.items():
+            run.log(f"{prefix}pruned {what}" + (f": {line}" if line else ""))
+        for what, tail in done.failed.items():
+            run.warn(f"{prefix}pruning {what} failed (nothing else is affected): {tail}")
+    return gone, plans
+
+
+def prune_lines(node: remote_prune.NodePlan) -> list[str]:
+    """What pruning takes from a node, one line per kind, for the operator."""
+    lines = [f"{len(node.releases)} release folder(s): {', '.join(node.releases)}"] if node.releases else []
+    lines += [f"{len(node.images)} image tag(s): {', '.join(node.images)}"] if node.images else []
+    lines += [f"{len(node.dangling)} dangling image(s): {', '.join(node.dangling)}"] if node.dangling else []
+    lines.append(f"build cache unused for {cmd.BUILDER_CACHE_KEEP_HOURS} h"
+                 + (f" (reclaimable in all: {node.build_cache})" if node.build_cache else ""))
+    return lines
 
 
 def run_checks(run: Run, run_checks_edge, target: checks.PublicSite, config: checks.ChecksConfig) -> checks.ChecksReport:

@@ -204,6 +204,21 @@ def prune_builder_cache(keep_hours: int = BUILDER_CACHE_KEEP_HOURS) -> str:
     return join(["docker", "builder", "prune", "--force", "--filter", f"until={int(keep_hours)}h"])
 
 
+def list_image_refs() -> str:
+    """Every tagged image of the engine, one ``repository:tag`` a line (untagged: ``<none>:<none>``)."""
+    return join(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
+
+
+def list_dangling_images() -> str:
+    """The untagged images `docker image prune` takes (less any a container still uses): id and size."""
+    return join(["docker", "image", "ls", "--filter", "dangling=true", "--format", "{{.ID}} {{.Size}}"])
+
+
+def disk_usage() -> str:
+    """One ``<type>|<reclaimable>`` line per kind of disk use (Images, Containers, Local Volumes, Build Cache)."""
+    return join(["docker", "system", "df", "--format", "{{.Type}}|{{.Reclaimable}}"])
+
+
 def inspect_containers(container_ids: Iterable[str]) -> str:
     """One line per container: id, image id, compose service name."""
     ids = list(container_ids)

@@ -512,19 +512,28 @@ def list_releases(target: Host) -> list[ReleaseInfo]:
             for rid in sorted(metas)]
 
 
-def prune(target: Host, keep: int) -> list[str]:
-    """Delete all but the newest ``keep`` releases; never ``current`` nor the one before it."""
+def prunable(ids: Iterable[str], cur: str | None, keep: int) -> list[str]:
+    """The releases pruning removes: all but the newest ``keep``; never ``cur`` nor the one before it."""
     if keep < 1:
         raise ValueError("keep must be at least 1 (the current release)")
-    ids = release_ids(target)
-    cur = current_release(target)
+    ids = sorted(ids)
     protected = set(ids[-keep:])
     if cur in ids:
         protected.add(cur)
         older = [r for r in ids if r < cur]
         if older:
             protected.add(older[-1])
-    doomed = [r for r in ids if r not in protected]
+    return [r for r in ids if r not in protected]
+
+
+def remove_releases(target: Host, doomed: Iterable[str]) -> None:
+    doomed = list(doomed)
     if doomed:
         target.run(cmd.remove_releases(target.layout, doomed), "removing old releases", timeout=600)
+
+
+def prune(target: Host, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` releases; never ``current`` nor the one before it."""
+    doomed = prunable(release_ids(target), current_release(target), keep)
+    remove_releases(target, doomed)
     return doomed

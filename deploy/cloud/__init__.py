@@ -6,7 +6,8 @@ of the code uses the names below as `cloud.X`; each is made in the module of its
 api (CloudSpec, the errors, `_call`: every API request with bounded retries; the token check),
 tags (the cluster tag, operators' presence tags), droplets, keys (our SSH key), firewall,
 allowlist (operators announced on the droplet -> SSH rules), dns, provision (one droplet, and its
-plan) and cluster (N droplets in one VPC behind one firewall, and its plan).
+plan), cluster (N droplets in one VPC behind one firewall, and its plan) and teardown (what this
+stack made, found and removed: `inv destroy`).
 """
 from deploy.cloud.api import (TOKEN_HINT, AccountInfo, CloudError, CloudSpec, CloudUnavailable, ConcurrentDeploy,
                               TokenMissing, TokenRejected, check_token)
@@ -17,6 +18,7 @@ from deploy.cloud.droplets import DropletInfo, find_droplet
 from deploy.cloud.firewall import FirewallResult, swarm_rules
 from deploy.cloud.provision import FirewallPlan, ProvisionPlan, ProvisionResult, plan_provision, provision
 from deploy.cloud.tags import cluster_tag, now_s, parse_presence, presence_tag
+from deploy.cloud.teardown import Item, Kept, StackInventory, remove_stack, stack_inventory
 
 __all__ = [
     "TOKEN_HINT", "AccountInfo", "CloudError", "CloudSpec", "CloudUnavailable", "ConcurrentDeploy", "TokenMissing",
@@ -28,4 +30,5 @@ __all__ = [
     "FirewallResult", "swarm_rules",
     "FirewallPlan", "ProvisionPlan", "ProvisionResult", "plan_provision", "provision",
     "cluster_tag", "now_s", "parse_presence", "presence_tag",
+    "Item", "Kept", "StackInventory", "remove_stack", "stack_inventory",
 ]

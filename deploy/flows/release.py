@@ -52,7 +52,7 @@ def ship(run: Run, settings: Settings, runtime: Runtime, inventory: Inventory, l
             runtime.go_live(run, leader, Candidate(pushed.release_id, pushed.previous_release, image_map,
                                                    frozenset(recreate)))
             runtime.retire(run, leader)
-            steps.prune(run, leader, settings.releases_keep)
+            steps.prune(run, inventory.targets, settings.releases_keep)
     except OperatorError:
         inspect_best_effort(run, runtime, inventory)
         raise
@@ -113,7 +113,7 @@ def up_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
                 return
             runtime.go_live(run, leader, Candidate(pushed.id, current, pushed.meta.get("images") or {},
                                                    _mount_changes(settings, leader, current, pushed)))
-            steps.prune(run, leader, settings.releases_keep)
+            steps.prune(run, inventory.targets, settings.releases_keep)
 
 
 def _mount_changes(settings: Settings, leader: Host, current: str | None, chosen: sync.ReleaseInfo) -> frozenset[str]:

@@ -2,7 +2,7 @@
 
 It speaks enough of /v2/ for python-digitalocean: account, droplets (+actions), ssh keys,
 firewalls, domains + records, tags, VPCs (read: one default per region), the container registry
-(registry.py); pagination via links.pages.next, ratelimit headers,
+(registry.py), block storage volumes and snapshots (storage.py: listed and deleted); pagination via links.pages.next, ratelimit headers,
 {"id", "message"} error bodies and 401 for a wrong token. Machines come from a
 DropletBackend, called from worker threads so a droplet stays "new" while it is built.
 """
@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from .backend import DnsPublisher, DropletBackend, NullBackend
 from .faults import ERROR_IDS, Fault, FaultPlan, RequestRecord, masked_headers
 from .registry import DOCR_SERVER, RegistryApi
+from .storage import StorageApi
 from .store import ApiError, FakeStore, not_found, unprocessable
 
 RATE_LIMIT = 5000
@@ -54,6 +55,7 @@ class FakeDigitalOcean:
         self._thread: threading.Thread | None = None
         self.base_url = ""
         self.registry = RegistryApi(self.store, token, registry_server)   # /v2/registry (DOCR)
+        self.storage = StorageApi(self.store)    # /v2/volumes and /v2/snapshots
         self._routes = self._build_routes()
         self._tls = threading.local()  # the path being served, for pagination links
 
@@ -243,6 +245,7 @@ class FakeDigitalOcean:
             ("POST", r"/tags/([^/]+)/resources", lambda q, b, t: self._tag_resources(t, b, True)),
             ("DELETE", r"/tags/([^/]+)/resources", lambda q, b, t: self._tag_resources(t, b, False)),
             *self.registry.routes(self._write),
+            *self.storage.routes(self._write, self._page),
         ]
         return [(m, re.compile(f"^{p}$"), fn) for m, p, fn in r]
 

@@ -156,9 +156,12 @@ class FakeStore:
             if name not in self.data["tags"]:
                 raise not_found()
             self.data["tags"].remove(name)
-            for droplet in self.data["droplets"].values():
-                if name in droplet["tags"]:
-                    droplet["tags"].remove(name)
+            # every resource loses the tag (volumes and snapshots: lab/fake_do/storage.py)
+            tagged = [*self.data["droplets"].values(), *(self.data.get("volumes") or {}).values(),
+                      *(self.data.get("snapshots") or {}).values()]
+            for resource in tagged:
+                if name in resource["tags"]:
+                    resource["tags"].remove(name)
 
     def tag_resources(self, name: str, resources: list[dict], add: bool) -> list[int]:
         """Tag/untag droplets; returns the droplet ids touched."""

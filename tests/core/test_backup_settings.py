@@ -66,3 +66,11 @@ def test_a_test_ca_that_is_not_a_pem_file_is_refused(tmp_path):
     with pytest.raises(ConfigError) as err:
         settings_with(tmp_path, **BUCKET, SPACES_TEST_CA_ROOT=str(bogus))
     assert err.value.key == "SPACES_TEST_CA_ROOT" and "no PEM certificate" in str(err.value)
+
+
+def test_the_repositorys_location_names_the_bucket_and_the_stacks_path_and_nothing_on_the_droplet(tmp_path):
+    s = settings_with(tmp_path, DROPLET_NAME="shop-1", **BUCKET)
+    assert backup_config.location(s, s.stack_env) == "s3://acme-backups/shop-1 (ams3)"
+    s = settings_with(tmp_path, DROPLET_NAME="shop-1", **{**BUCKET, "SPACES_ENDPOINT": "https://10.77.0.251"})
+    assert backup_config.location(s, s.stack_env) == "s3://acme-backups/shop-1 (https://10.77.0.251)"
+    assert backup_config.location(s, settings_with(tmp_path, DROPLET_NAME="shop-1").stack_env) is None

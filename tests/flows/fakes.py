@@ -144,6 +144,8 @@ class FakeDocker:
                     by_id.setdefault(self.images[ref], []).append(ref)
             # exit 0 even when none is there: the command ends in `|| true`
             return Result(command, 0, "".join(f"{i} {' '.join(t)}\n" for i, t in by_id.items()))
+        if argv[:3] == ["docker", "image", "ls"]:   # every fake image is tagged: none is dangling
+            return Result(command, 0, "" if "dangling=true" in argv else "".join(f"{r}\n" for r in sorted(self.images)))
         if argv[:3] == ["docker", "image", "rm"]:
             for ref in argv[3:]:
                 if not any(c.image == self.images.get(ref) for c in self.containers.values()):
@@ -516,14 +518,14 @@ class FakeDroplet:
 
 @dataclass
 class FakeCloud:
-    """The DigitalOcean edge: token, provision, find, plan, and the cluster calls of NODES > 1;
-    every call recorded. The account's droplets stay here between runs: node 1 (``exists``, at
+    """The DigitalOcean edge: token, provision, find, plan, the cluster calls of NODES > 1 and the
+    destroy's inventory and removal; every call recorded. The account's droplets stay here between runs: node 1 (``exists``, at
     ``ip``; ``tagged`` once it carries the cluster tag) and the nodes 2.. that carry the cluster
     tag (``members``, by number), so a second deploy finds what the first created and a smaller
     NODES leaves surplus to delete. Not modelled: the firewall and DNS (always "unchanged" and
     "managed"), VPCs (one), SSH waits, concurrent deploys, droplets of other names."""
 
-    WRITES = frozenset({"provision", "provision+token", "provision_cluster", "delete_surplus"})
+    WRITES = frozenset({"provision", "provision+token", "provision_cluster", "delete_surplus", "remove_stack"})
 
     ip: str = "203.0.113.10"
     exists: bool = True
@@ -534,6 +536,15 @@ class FakeCloud:
     addresses: dict[str, str] = field(default_factory=dict)   # name -> the public address a new node gets
     deleted: list[str] = field(default_factory=list)           # droplets deleted, in order
     calls: list[str] = field(default_factory=list)
+    # `inv destroy`: the stack's other resources (until removed), its data, what stays and why
+    leftovers: list[cloud.Item] = field(default_factory=lambda: [
+        cloud.Item("dns", "app.example.test", "A -> 203.0.113.10", "domains/example.test/records/7"),
+        cloud.Item("firewall", "stackdeploy-1", "id fw-1", "firewalls/fw-1")])
+    data: list[cloud.Item] = field(default_factory=list)
+    kept: list[cloud.Kept] = field(default_factory=list)
+    backups: tuple[str, ...] = ()
+    removed: list[str] = field(default_factory=list)           # "<kind> <name>" removed by remove_stack, in order
+    fail_removing: str | None = None                            # remove_stack fails at the first item of this kind, once
 
     def _droplet(self, created: bool) -> cloud.DropletInfo:
         return cloud.DropletInfo(id=42, name="stackdeploy-1", region="fra1", size="s-2vcpu-4gb",
@@ -541,8 +552,7 @@ class FakeCloud:
 
     def name_at(self, address: str) -> str | None:
         """The droplet SSH reaches at ``address`` (the first listed there, as one machine)."""
-        listed = ([self._droplet(False)] if self.exists else []) + [d for _, d in sorted(self.members.items())]
-        return next((d.name for d in listed if d.public_ipv4 == address), None)
+        return next((d.name for d in self._listed() if d.public_ipv4 == address), None)
 
     def check_token(self, spec: cloud.CloudSpec) -> cloud.AccountInfo:
         self.calls.append("check_token")
@@ -635,6 +645,40 @@ class FakeCloud:
         for k in gone:
             self.deleted.append(self.members.pop(k).name)
         return self.deleted[-len(gone):] if gone else []
+
+    def _listed(self) -> list[cloud.DropletInfo]:
+        return ([self._droplet(False)] if self.exists else []) + [d for _, d in sorted(self.members.items())]
+
+    def stack_inventory(self, spec: cloud.CloudSpec, known_addresses=(), on_event=None) -> cloud.StackInventory:
+        """As deploy/cloud/teardown.py's: the droplets there are, the leftovers, the data and what stays."""
+        self.calls.append("stack_inventory")
+        droplets = self._listed()
+
+        def kind(name: str) -> tuple[cloud.Item, ...]:
+            return tuple(i for i in self.leftovers if i.kind == name)
+        return cloud.StackInventory(
+            droplets=tuple(cloud.Item("droplet", d.name, f"id {d.id}, {d.public_ipv4}", f"droplets/{d.id}")
+                           for d in droplets),
+            records=kind("dns"), firewalls=kind("firewall"), keys=kind("ssh-key"), tags=kind("tag"),
+            data=tuple(self.data), kept=tuple(self.kept), backups=self.backups,
+            addresses=tuple(d.public_ipv4 for d in droplets if d.public_ipv4), names=tuple(d.name for d in droplets),
+            swarm=bool(self.members), leader_ip=self.ip if self.exists else None)
+
+    def remove_stack(self, spec: cloud.CloudSpec, items, on_event=None) -> list[cloud.Item]:
+        self.calls.append("remove_stack")
+        for item in items:
+            if item.kind == self.fail_removing:
+                self.fail_removing = None
+                raise cloud.CloudUnavailable(f"the DigitalOcean API kept failing while deleting {item.kind} {item.name}",
+                                             "wait a few minutes and run again")
+            if item.kind == "droplet" and item.name == spec.droplet_name:
+                self.exists = self.tagged = False
+            elif item.kind == "droplet":
+                self.members = {k: d for k, d in self.members.items() if d.name != item.name}
+            self.leftovers = [i for i in self.leftovers if i != item]
+            self.data = [i for i in self.data if i != item]
+            self.removed.append(f"{item.kind} {item.name}")
+        return list(items)
 
     def plan_provision(self, spec: cloud.CloudSpec, on_event=None, account=None) -> cloud.ProvisionPlan:
         self.calls.append("plan_provision")

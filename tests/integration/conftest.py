@@ -44,8 +44,10 @@ class Cli:
     def run(self, *args: str, env_extra: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGITALOCEAN", "DOMAIN", "DEPLOY_"))}
         env.update({"LOGS_DIR": str(self.logs), "COLUMNS": "120"}, **(env_extra or {}))
+        # stdin is never this terminal: a task that asks (inv destroy) sees what a script sees
         return subprocess.run([sys.executable, "-m", "invoke", *args, "--env-file", str(self.env_file)],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
 
     def runs(self) -> list[Path]:
         return sorted(p for p in self.logs.iterdir() if p.is_dir())

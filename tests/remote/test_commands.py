@@ -60,6 +60,10 @@ def test_docker_and_host_probes():
     assert cmd.prune_dangling_images() == "docker image prune --force"
     assert cmd.prune_builder_cache() == "docker builder prune --force --filter until=72h"
     assert "system" not in cmd.prune_dangling_images() + cmd.prune_builder_cache()
+    # what `inv prune --dry-run` reads: reads only, nothing that removes
+    assert cmd.list_image_refs() == "docker image ls --format '{{.Repository}}:{{.Tag}}'"
+    assert cmd.list_dangling_images() == "docker image ls --filter dangling=true --format '{{.ID}} {{.Size}}'"
+    assert cmd.disk_usage() == "docker system df --format '{{.Type}}|{{.Reclaimable}}'"
     assert cmd.health("c1") == "docker inspect --format '{{json .State.Health}}' c1"
     assert cmd.inspect_containers(["a", "b"]).startswith("docker inspect --format '{{.Id}} {{.Image}} ")
     with pytest.raises(ValueError):
