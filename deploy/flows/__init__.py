@@ -9,14 +9,18 @@ from __future__ import annotations
 from deploy import steps, wiring
 from deploy.flows import reach
 from deploy.flows.inspect import collect_only, list_releases, lock_release, lock_status, verify, verify_only
+from deploy.flows.logs import logs
 from deploy.flows.plan import plan
 from deploy.flows.release import deploy, push_only, rollback, up_only
+from deploy.flows.shell import django_shell, exec_in, manage
+from deploy.flows.status import status
 from deploy.report.run import Run
 from deploy.settings import Settings
 from deploy.wiring import REAL_EDGES, Edges
 
-__all__ = ["collect_only", "deploy", "list_releases", "lock_release", "lock_status", "plan", "provision_only",
-           "push_only", "rollback", "up_only", "verify", "verify_only"]
+__all__ = ["collect_only", "deploy", "django_shell", "exec_in", "list_releases", "lock_release", "lock_status",
+           "logs", "manage", "plan", "provision_only", "push_only", "rollback", "status", "up_only", "verify",
+           "verify_only"]
 
 
 def provision_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES, wait: bool = True) -> None:
