@@ -44,7 +44,7 @@ def status(run: Run, settings: Settings, edges: Edges = REAL_EDGES, as_json: boo
     report.last_deploy = last_run(settings.logs_dir, DEPLOY_TASKS, skip_modes=("-plan",))
     try:
         cluster = live.find(run, settings, edges)
-    except live.UsageError as exc:     # no droplet yet: nothing to tell, and the report says why
+    except OperatorError as exc:       # no droplet yet (exit 2), the token refused (3): the report says why
         report.errors.append(exc.message)
         _publish(run, report, as_json, out)
         raise

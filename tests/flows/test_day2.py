@@ -166,6 +166,13 @@ def test_status_with_no_droplet_yet_exits_2_and_says_nothing_is_deployed(world):
     assert data["health"] == "unknown" and data["droplets"] == [] and "no droplet named" in data["errors"][0]
 
 
+def test_status_with_the_token_refused_keeps_its_exit_code_and_still_prints_its_document(world):
+    world.cloud.token_ok = False
+    out, printed = run(world, "status", flows.status, as_json=True)
+    data = json.loads(printed)
+    assert out.exit_code == 3 and data["health"] == "unknown" and "401" in data["errors"][0]
+
+
 def test_status_notes_a_certificate_it_cannot_read_and_an_expired_one_is_a_problem(world):
     world.cloud.exists = False
     assert world.invoke("deploy", flows.deploy).exit_code == 0
