@@ -1,9 +1,12 @@
 """Invoke tasks: parse flags, then hand over to deploy.flows inside a Run. Nothing else."""
 from __future__ import annotations
 
+import sys
+
 from invoke import Collection, task
 
 from deploy import flows
+from deploy.flows.logs import DEFAULT_TAIL
 from deploy.settings import Flags
 from deploy.taskrun import run_task
 
@@ -11,6 +14,11 @@ COMMON_HELP = {
     "env_file": "Env file with secrets and settings (default ./.env).",
     "no_timestamp": "Write into local_run_logs/latest/ instead of a new timestamped folder.",
 }
+
+
+def _after_dashes() -> list[str]:
+    """What follows `--` on the command line: Invoke swallows it, so tasks read it here."""
+    return sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
 
 
 def _flags(no_timestamp: bool = False, skip_allowlist: bool = False, deploy_env: str | None = None) -> Flags:
@@ -164,6 +172,62 @@ def lock_release(c, if_stale=False, env_file=None, no_timestamp=False):
              lambda run, s: flows.lock_release(run, s, if_stale=if_stale))
 
 
+@task(help={**COMMON_HELP, "json": "Print one JSON document (its schema: docs/day2.md) instead of the screen."})
+def status(c, json=False, env_file=None, no_timestamp=False):
+    """Show in one screen how the stack is: droplets, live release, services, last deploy, certificate, disk.
+
+    Exit 0 healthy, 1 degraded (a service unhealthy, stopped or restarting), 2 could not tell."""
+    run_task(c, "status", "status", _flags(no_timestamp), env_file,
+             lambda run, s: flows.status(run, s, as_json=json), quiet=True)
+
+
+@task(name="logs", iterable=["service"],
+      help={**COMMON_HELP, "service": "A service to show (repeat it, or a,b; or names after --); default: all.",
+            "follow": "Keep showing new lines until Ctrl-C.",
+            "since": "Only lines since then: a duration (10m, 2h) or a UTC time (2026-12-06T13:00:00Z).",
+            "tail": f"Lines per container to start with (default {DEFAULT_TAIL} without --since).",
+            "grep": "Only lines matching this regular expression (matched after redaction)."})
+def logs_(c, service=None, follow=False, since=None, tail=None, grep=None, env_file=None, no_timestamp=False):
+    """Show the services' logs interleaved in time, secrets redacted; every node's on a swarm.
+
+    inv logs -s api -s worker --since 10m, or inv logs --follow -- api worker."""
+    services = [name for entry in (service or []) for name in entry.split(",") if name] + _after_dashes()
+    run_task(c, "logs", "follow" if follow else "read", _flags(no_timestamp), env_file,
+             lambda run, s: flows.logs(run, s, services=services, follow=follow, since=since, tail=tail, grep=grep),
+             quiet=True)
+
+
+@task(name="exec", positional=["service"], help={**COMMON_HELP, "service": "The service whose running container runs it."})
+def exec_(c, service, env_file=None, no_timestamp=False):
+    """Run a command in a running container of a service: inv exec SERVICE -- CMD ...
+
+    A terminal when stdin is one; the command's exit status is the task's."""
+    if service.startswith("-"):   # Invoke hands `inv exec --help` to the positional
+        from invoke.exceptions import Exit
+        raise Exit(message="usage: inv exec SERVICE -- CMD ...; `inv --help exec` shows the options",
+                   code=0 if service in ("--help", "-h") else 2)
+    argv = _after_dashes()
+    run_task(c, "exec", "exec", _flags(no_timestamp), env_file,
+             lambda run, s: flows.exec_in(run, s, service=service, argv=argv, tty=sys.stdin.isatty()), quiet=True)
+
+
+@task(help=COMMON_HELP)
+def manage(c, env_file=None, no_timestamp=False):
+    """Run Django's manage.py in a one-off container of the live release: inv manage -- ARGS ...
+
+    E.g. inv manage -- showmigrations, inv manage -- createsuperuser; its exit status is the task's."""
+    argv = _after_dashes()
+    run_task(c, "manage", "manage", _flags(no_timestamp), env_file,
+             lambda run, s: flows.manage(run, s, argv=argv, tty=sys.stdin.isatty()), quiet=True)
+
+
+@task(help=COMMON_HELP)
+def shell(c, env_file=None, no_timestamp=False):
+    """Open Django's shell in a one-off container of the live release."""
+    run_task(c, "shell", "shell", _flags(no_timestamp), env_file,
+             lambda run, s: flows.django_shell(run, s, tty=sys.stdin.isatty()), quiet=True)
+
+
 @task(name="list", default=True)
 def runs_list(c):
     """List past runs: time, task, mode, outcome, duration."""
@@ -193,7 +257,7 @@ def runs_diff(c, a, b="latest"):
 lock = Collection("lock", lock_status, lock_release)
 runs = Collection("runs", runs_list, runs_diff)
 ns = Collection(deploy, provision, push, up, verify, collect, rollback, releases, backup, backups, restore, prune, destroy,
-                lock, runs)
+                status, logs_, exec_, manage, shell, lock, runs)
 try:
     from lab.tasks import ns as lab_ns
 except ImportError:  # the lab is optional for a cloud-only install

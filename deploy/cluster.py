@@ -24,15 +24,17 @@ class Node:
     droplet_id: int | None = None
     region: str | None = None
     role: str = LEADER
+    status: str = ""             # DigitalOcean's word (new, active, off, archive); "" unknown (DROPLET_IP)
 
     @classmethod
     def of(cls, droplet: cloud.DropletInfo, role: str = LEADER) -> "Node":
         return cls(name=droplet.name, ip=droplet.public_ipv4 or "", private_ip=droplet.private_ipv4 or "",
-                   droplet_id=droplet.id, region=droplet.region, role=role)
+                   droplet_id=droplet.id, region=droplet.region, role=role, status=droplet.status or "")
 
     def record(self) -> dict[str, Any]:
         return {"name": self.name, "ip": self.ip or None, "private_ip": self.private_ip or None,
-                "droplet_id": self.droplet_id, "region": self.region, "role": self.role}
+                "droplet_id": self.droplet_id, "region": self.region, "role": self.role,
+                "status": self.status or None}
 
 
 @dataclass(frozen=True)

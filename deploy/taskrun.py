@@ -80,10 +80,13 @@ def write_local_snapshot(run: Run, settings: Settings) -> None:
 
 
 def run_task(c: Any, task: str, mode: str, flags: Mapping[str, Any], env_file: str | None,
-             body: Callable[[Run, Settings], None], console: Console | None = None) -> Run:
+             body: Callable[[Run, Settings], None], console: Console | None = None, quiet: bool = False) -> Run:
     """Load the settings, open a Run where they say, run ``body``; exit non-zero with a clean
     message. Tracebacks never reach the console: unexpected errors are summarised there and the
     redacted traceback is kept in the run folder (error-traceback.txt).
+
+    ``quiet``: for the tasks whose own output is the point (logs, exec, status): the Run's lines
+    go to stderr, and only its warnings, its error and a failed run's folder (Run.quiet).
     """
     config = deploy_config(c)
     started = time.monotonic()
@@ -96,7 +99,9 @@ def run_task(c: Any, task: str, mode: str, flags: Mapping[str, Any], env_file: s
         settings_error = exc
         folder, timestamp = _fallback_logs(config, flags, env_file)
     try:
-        run = Run(folder, task, mode, sys.argv, timestamp=timestamp, console=console)
+        if quiet and console is None:
+            console = Console(stderr=True, highlight=False, soft_wrap=True)
+        run = Run(folder, task, mode, sys.argv, timestamp=timestamp, console=console, quiet=quiet)
     except OSError as exc:  # nothing has happened yet, and there is no folder to record it in
         raise Exit(message=f"{task}: cannot create a run folder under {folder} "
                            f"({exc.strerror or type(exc).__name__})\n  fix: {LOGS_HINT}", code=EXIT_FAILED) from None

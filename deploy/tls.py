@@ -74,6 +74,11 @@ class CertificateInfo:
         now = now or datetime.now(timezone.utc)
         return datetime.fromisoformat(self.not_after) < now
 
+    def days_left(self, now: datetime | None = None) -> int:
+        """Whole days until it expires (negative once it has)."""
+        now = now or datetime.now(timezone.utc)
+        return (datetime.fromisoformat(self.not_after) - now).days
+
 
 def _name_matches(pattern: str, hostname: str) -> bool:
     pattern, hostname = pattern.lower().rstrip("."), hostname.lower().rstrip(".")

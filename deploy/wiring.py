@@ -1,8 +1,8 @@
 """Settings -> the objects the steps work with: cloud spec, targets, compose and checks specs.
 
 The only module that reads Settings on behalf of the steps. ``Edges`` names the three places
-where a run leaves this process (the DigitalOcean API, SSH, HTTP checks); production uses the
-real ones, the orchestration tests hand in fakes.
+where a run leaves this process (the DigitalOcean API, SSH, the public site: HTTP checks and the
+certificate it serves); production uses the real ones, the orchestration tests hand in fakes.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from deploy import acme, backup_config, checks, cloud, resolvers
 from deploy.cluster import Node
 from deploy.report.run import operator_name
 from deploy.settings import Settings
+from deploy.tls import CertificateInfo
 from remote import connection, sync
 from remote.collect import CollectSpec
 from remote.compose import ComposeSpec
@@ -53,6 +54,8 @@ class Edges:
     cloud: CloudPort | ModuleType
     connector: Callable[[connection.SshEndpoint], Callable[[bool], Executor]]
     run_checks: Callable[[checks.PublicSite, checks.ChecksConfig], checks.ChecksReport]
+    # the public site's certificate alone (`inv status`), without the checks' requests
+    certificate: Callable[[checks.PublicSite, float], CertificateInfo] = checks.served_certificate
 
 
 REAL_EDGES = Edges(cloud=cloud, connector=connection.connector, run_checks=checks.run_checks)

@@ -2,16 +2,24 @@
 command on it (``run``) or to write a file (``put``). Every droplet-side module (sync, lock,
 compose, collect) talks to the droplet through a Host and nothing else.
 
+Two more ways serve the day-2 tasks: ``stream`` hands a long-running command's output over line
+by line without keeping it (`inv logs --follow`), and ``interactive`` attaches a command to this
+terminal (`inv exec`, `inv shell`).
+
 The executor underneath is SSH (``SshExecutor``, a Fabric connection) in production; tests
-may give a Host any object with the same three methods.
+may give a Host any object with the same methods.
 """
 from __future__ import annotations
 
+import codecs
+import collections
 import contextlib
 import posixpath
 import secrets
+import socket
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import IO, Any, Callable, Protocol
 
 import fabric
 import paramiko
@@ -68,6 +76,12 @@ _DROPPED = (paramiko.SSHException, EOFError, ConnectionError, paramiko.ssh_excep
             TimeoutError)
 
 
+# What a streamed command's Result keeps of its output: the tail an error message quotes.
+STREAM_TAIL_LINES = 20
+# A terminal as wide as a log line may be: the remote side of a pty must not cut lines.
+PTY_WIDTH = 1000
+
+
 class Executor(Protocol):
     host: str
 
@@ -75,7 +89,39 @@ class Executor(Protocol):
 
     def put(self, path: str, data: bytes, mode: int | None = None) -> None: ...
 
+    def stream(self, command: str, on_line: Callable[[str], None], pty: bool = False) -> Result: ...
+
+    def interactive(self, command: str, pty: bool, stdin: IO[str], stdout: IO[str], stderr: IO[str]) -> int | None: ...
+
     def close(self) -> None: ...
+
+
+class LineSplitter:
+    """Bytes as they arrive -> whole lines (UTF-8, a broken sequence replaced), each handed to
+    ``on_line`` without its line end; the last ``keep`` lines are kept for an error message."""
+
+    def __init__(self, on_line: Callable[[str], None], keep: int = STREAM_TAIL_LINES) -> None:
+        self._on_line = on_line
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._pending = ""
+        self.tail: collections.deque[str] = collections.deque(maxlen=keep)
+
+    def feed(self, data: bytes) -> None:
+        self._pending += self._decoder.decode(data)
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._emit(line)
+
+    def close(self) -> None:
+        self._pending += self._decoder.decode(b"", final=True)
+        if self._pending:
+            self._emit(self._pending)
+            self._pending = ""
+
+    def _emit(self, line: str) -> None:
+        line = line.rstrip("\r")     # a pty ends its lines with \r\n
+        self.tail.append(line)
+        self._on_line(line)
 
 
 class SshExecutor:
@@ -132,6 +178,45 @@ class SshExecutor:
                 "and free space (`docker system prune` removes unused images, a lower RELEASES_KEEP keeps "
                 "fewer releases); otherwise check the folder exists and the deploy user may write it") from None
 
+    def stream(self, command: str, on_line: Callable[[str], None], pty: bool = False) -> Result:
+        """Run ``command`` on a channel of its own and hand each line of its output (stdout and
+        stderr together, as a terminal shows them) to ``on_line`` as it arrives. Fabric's run
+        would keep every byte in memory, and `inv logs --follow` may run for days: only the last
+        lines are kept (Result.stdout). ``pty``: the remote side gets a terminal, so closing the
+        session (Ctrl-C here) hangs its processes up at once, rather than at their next write."""
+        if not self.conn.is_connected:
+            self.conn.open()
+        channel = self.conn.transport.open_session()
+        lines = LineSplitter(on_line)
+        try:
+            if pty:
+                channel.get_pty(width=PTY_WIDTH)
+            channel.set_combine_stderr(True)
+            # A short timeout per read: Ctrl-C (KeyboardInterrupt) is seen between reads.
+            channel.settimeout(0.5)
+            channel.exec_command(command)
+            while True:
+                try:
+                    data = channel.recv(32768)
+                except socket.timeout:
+                    continue
+                if not data:
+                    break
+                lines.feed(data)
+            lines.close()
+            channel.settimeout(None)
+            return Result(command, channel.recv_exit_status(), "\n".join(lines.tail) + ("\n" if lines.tail else ""))
+        finally:
+            channel.close()
+
+    def interactive(self, command: str, pty: bool, stdin: IO[str], stdout: IO[str], stderr: IO[str]) -> int | None:
+        """Run ``command`` attached to this terminal: ``stdin`` goes to it, its output comes back
+        as it is (not redacted: the operator asked for this command's output). ``pty``: a remote
+        terminal, for a command a person types into (Ctrl-C then reaches the remote command)."""
+        res = self.conn.run(command, pty=pty, hide=False, warn=True, in_stream=stdin, out_stream=stdout,
+                            err_stream=stderr)
+        return res.exited
+
     def close(self) -> None:
         if self._sftp is not None:
             with contextlib.suppress(Exception):   # its transport may be gone already
@@ -185,6 +270,25 @@ class Host:
             self._exec().put(path, data, mode)
         except _DROPPED as exc:
             raise self._lost(f"writing {path}", exc) from None
+
+    def stream(self, command: str, on_line: Callable[[str], None], what: str = "", *, pty: bool = False) -> Result:
+        """Run ``command``, each output line to ``on_line`` as it arrives (nothing kept but the
+        tail); the Result is returned as is, like run(check=False). A dropped connection raises
+        ConnectionLost. Ctrl-C ends the command (KeyboardInterrupt propagates)."""
+        try:
+            return self._exec().stream(command, on_line, pty=pty)
+        except _DROPPED as exc:
+            raise self._lost(what or f"running `{command.split(None, 1)[0]}`", exc) from None
+
+    def interactive(self, command: str, what: str = "", *, pty: bool, stdin: IO[str] | None = None,
+                    stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int | None:
+        """Run ``command`` attached to this terminal (default: sys.stdin, stdout, stderr); its exit
+        status (None: it gave none). ``pty`` when a person types into it."""
+        try:
+            return self._exec().interactive(command, pty, stdin or sys.stdin, stdout or sys.stdout,
+                                            stderr or sys.stderr)
+        except _DROPPED as exc:
+            raise self._lost(what or f"running `{command.split(None, 1)[0]}`", exc) from None
 
     def _lost(self, what: str, exc: BaseException) -> ConnectionLost:
         return ConnectionLost(f"the SSH connection to {self.host} dropped while {what} "

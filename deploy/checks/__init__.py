@@ -3,6 +3,7 @@
 Every request goes to the droplet's IP with the domain as SNI and Host, so the checks work
 before DNS propagates. Pure data in and out: `run_checks(target, config) -> ChecksReport`.
 """
+from deploy.checks.cert import served_certificate
 from deploy.checks.model import (
     DEFAULT_HEADER_POLICY,
     ChecksConfig,
@@ -25,4 +26,5 @@ __all__ = [
     "config_from_settings",
     "rate_limit_burst_size",
     "run_checks",
+    "served_certificate",
 ]

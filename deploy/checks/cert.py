@@ -5,7 +5,7 @@ import json
 import time
 
 from deploy.checks.context import Context
-from deploy.checks.model import CheckResult, worst
+from deploy.checks.model import CheckResult, PublicSite, worst
 from deploy.tls import CertificateInfo, TlsVerdict, classify_issuer, fetch_certificate, is_traefik_default
 
 
@@ -21,6 +21,11 @@ def _served(ctx: Context) -> tuple[CertificateInfo, TlsVerdict, str, float]:
         if not is_traefik_default(info) or waited + 2 > ctx.config.cert_wait_s:
             return info, status, message, waited
         time.sleep(2)
+
+
+def served_certificate(target: PublicSite, timeout: float) -> CertificateInfo:
+    """The certificate the edge serves for the domain, read once (`inv status`: no wait for ACME)."""
+    return fetch_certificate(target.ip, target.https_port, target.domain, timeout)
 
 
 def check_tls(ctx: Context) -> CheckResult:

@@ -11,15 +11,19 @@ from deploy.flows import reach
 from deploy.flows.backup import RestoreTarget, backup_now, list_backups, restore
 from deploy.flows.destroy import destroy
 from deploy.flows.inspect import collect_only, list_releases, lock_release, lock_status, verify, verify_only
+from deploy.flows.logs import logs
 from deploy.flows.plan import plan
 from deploy.flows.prune import prune
 from deploy.flows.release import deploy, push_only, rollback, up_only
+from deploy.flows.shell import django_shell, exec_in, manage
+from deploy.flows.status import status
 from deploy.report.run import Run
 from deploy.settings import Settings
 from deploy.wiring import REAL_EDGES, Edges
 
-__all__ = ["RestoreTarget", "backup_now", "collect_only", "deploy", "destroy", "list_backups", "list_releases", "lock_release",
-           "lock_status", "plan", "provision_only", "prune", "push_only", "restore", "rollback", "up_only", "verify", "verify_only"]
+__all__ = ["RestoreTarget", "backup_now", "collect_only", "deploy", "destroy", "django_shell", "exec_in", "list_backups",
+           "list_releases", "lock_release", "lock_status", "logs", "manage", "plan", "provision_only", "prune", "push_only",
+           "restore", "rollback", "status", "up_only", "verify", "verify_only"]
 
 
 def provision_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES, wait: bool = True) -> None:

@@ -18,6 +18,11 @@ from deploy.settings import Settings
 from deploy.wiring import Edges, Inventory
 
 
+class NoCluster(OperatorError):
+    """No droplet of this stack exists: nothing was ever deployed (or DROPLET_NAME is wrong).
+    Its own type, so a task that only reads what runs can call it a usage error (exit 2)."""
+
+
 def find(run: Run, settings: Settings, edges: Edges, exact: bool = True) -> Cluster:
     """DROPLET_IP, else the cluster found by node 1's name and the cluster tag (token checked
     once, read-only). ``exact``: a NODES that differs from the nodes found is refused (tasks
@@ -47,7 +52,7 @@ def _discover(run: Run, edges: Edges, spec: cloud.CloudSpec, wanted: int | None,
     with run.step("discover") as step:
         found = edges.cloud.find_cluster(spec)
         if not found:
-            raise OperatorError(f"no droplet named {spec.droplet_name} in the account",
+            raise NoCluster(f"no droplet named {spec.droplet_name} in the account",
                                 "run a full `inv deploy` first (only a full deploy creates droplets), "
                                 "or check DROPLET_NAME")
         names = cloud.node_names(spec.droplet_name, wanted or len(found))

@@ -83,8 +83,13 @@ def new_run_folder(logs_dir: Path, task: str, mode: str, timestamp: bool, now: d
 
 class Run:
     def __init__(self, logs_dir: Path, task: str, mode: str, argv: list[str], timestamp: bool = True,
-                 console: Console | None = None, registry: SecretRegistry | None = None) -> None:
+                 console: Console | None = None, registry: SecretRegistry | None = None,
+                 quiet: bool = False) -> None:
         self.registry = registry or REGISTRY
+        # quiet: the task's own output is what the operator reads (logs, a remote command, a status
+        # screen), so the console gets only warnings, the error and the folder of a failed run;
+        # run.log keeps every line as usual.
+        self.quiet = quiet
         self.started_at = _utc_now()
         self._t0 = time.monotonic()
         self.task = task
@@ -119,7 +124,8 @@ class Run:
     def log(self, message: str, style: str = "") -> None:
         clean = redact(message, self.registry)
         stamp = _utc_now().strftime("%H:%M:%S")
-        self.console.print(f"[dim]{stamp}[/dim] {_escape(clean)}", style=style or None)
+        if not self.quiet or style:   # a quiet run still shows its warnings and its error
+            self.console.print(f"[dim]{stamp}[/dim] {_escape(clean)}", style=style or None)
         self._append_log(f"{stamp} {clean}\n")
 
     def _keep(self, message: str) -> None:
@@ -259,7 +265,10 @@ class Run:
 
         # The console summary appends to run.log, so it comes before the inventory in run.json.
         try:
-            summary.print_console_summary(self)
+            if not self.quiet:
+                summary.print_console_summary(self)
+            elif self.exit_code:
+                self.console.print(_escape(f"run folder: {self.folder}"))
         except ArtifactError as exc:
             self.unwritable = self.unwritable or exc
         if self.unwritable is not None and not self.exit_code:   # a run without its record did not succeed

@@ -52,6 +52,35 @@ def list_runs(logs_dir: Path) -> list[RunInfo]:
     return runs
 
 
+def last_run(logs_dir: Path, tasks: tuple[str, ...], skip_modes: tuple[str, ...] = ()) -> RunInfo | None:
+    """The newest run of one of ``tasks`` (a mode ending in one of ``skip_modes`` left out),
+    reading only the run.json files it must: a year of runs is thousands of folders, and
+    `inv status` has two seconds. Folder names start with their UTC time, so newest is last."""
+    if not logs_dir.is_dir():
+        return None
+    folders = sorted((p for p in logs_dir.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
+    newest: RunInfo | None = None
+    for folder in folders:
+        timestamped = "_" in folder.name
+        if timestamped and not any(f"_{task}-" in folder.name for task in tasks):
+            continue
+        try:
+            data = json.loads((folder / "run.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        mode = str(data.get("mode", ""))
+        if data.get("task") not in tasks or (skip_modes and mode.endswith(skip_modes)):
+            continue
+        info = RunInfo(folder=folder, run_id=data.get("run_id", folder.name), task=data["task"], mode=mode,
+                       start=data.get("start", ""), outcome=data.get("outcome") or "unfinished",
+                       duration=data.get("duration_seconds"))
+        if newest is None or info.start > newest.start:
+            newest = info
+        if timestamped:
+            break     # the newest timestamped one; the fixed folder (latest/) was weighed in if it came first
+    return newest
+
+
 def resolve_run(logs_dir: Path, ref: str) -> Path:
     """A run by folder name, unique prefix, path, ``latest``/``previous``, or a negative index
     (-1 = newest; on the command line write it as --a=-2, since a bare -2 reads as a flag)."""

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from deploy.report.run import Run
 from deploy.wiring import Inventory
 from remote.host import Host
+from remote.logs import LogRequest
+from remote.status import Snapshot
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,20 @@ class Runtime(Protocol):
     def database(self) -> tuple[str, ...]:
         """`docker ps` filters that find the running PostgreSQL container on the leader (the
         node that holds the data)."""
+
+    # -- the day-2 tasks: what runs now, its logs, a command in it -----------------------------------
+
+    def snapshot(self, leader: Host) -> Snapshot:
+        """What runs now, read from the leader in one command (remote/status.py): the live
+        release, each service's containers or tasks (with the node each runs on), free disk."""
+
+    def logs_command(self, leader: Host, request: LogRequest) -> str:
+        """The one command on the leader that prints the services' logs with timestamps (from
+        every node on a swarm), following them with ``request.follow``."""
+
+    def one_off_command(self, leader: Host, service: str, argv: Sequence[str], tty: bool) -> str:
+        """A one-off container of ``service``'s live image and env running ``argv`` on the leader,
+        removed when it ends (`inv manage`)."""
 
     down_hint: str
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from contextlib import AbstractContextManager
+from typing import Sequence
 
 from core.errors import OperatorError
 from deploy import steps, wiring
@@ -11,7 +12,7 @@ from deploy.report.run import Run
 from deploy.runtime.base import Candidate
 from deploy.settings import Settings
 from deploy.wiring import Inventory
-from remote import compose, images, progress, sync
+from remote import compose, images, logs, oneoff, progress, status, sync
 from remote.host import ConnectionLost, Host
 
 
@@ -59,6 +60,17 @@ class ComposeRuntime:
 
     def database(self) -> tuple[str, ...]:
         return (f"label=com.docker.compose.project={self.spec.project}", "label=com.docker.compose.service=postgres")
+
+    def snapshot(self, leader: Host) -> status.Snapshot:
+        res = leader.run(status.compose_probe(leader.layout, self.spec.project), "reading what runs",
+                         check=False, timeout=60)
+        return status.parse_compose(res.stdout, self.spec.project, leader.name)
+
+    def logs_command(self, leader: Host, request: logs.LogRequest) -> str:
+        return logs.compose_command(self.spec.on(leader.layout), request)
+
+    def one_off_command(self, leader: Host, service: str, argv: Sequence[str], tty: bool) -> str:
+        return oneoff.compose_one_off(self.spec.on(leader.layout), service, argv, tty)
 
     def _watched_up(self, run: Run, target: Host) -> AbstractContextManager[None]:
         """Live progress of the up step: each recreated service's state (created, starting,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from core.errors import OperatorError
 from deploy import cloud, steps, wiring
@@ -22,7 +22,7 @@ from deploy.settings import Settings
 from deploy.wiring import Edges, Inventory
 from remote import collect as remote_collect
 from remote import commands as cmd
-from remote import registry_cmds, stackfile, swarm, swarm_release, sync
+from remote import logs, oneoff, registry_cmds, stackfile, status, swarm, swarm_release, sync
 from remote.host import Host
 
 
@@ -118,6 +118,18 @@ class SwarmRuntime:
         nodes_down = sorted(f"node {n.get('Hostname')} ({n.get('Status')})" for n in listed
                             if n.get("Status") != "Ready")
         return steps.not_serving(result.services) + nodes_down
+
+    def snapshot(self, leader: Host) -> status.Snapshot:
+        """The swarm as its leader sees it: every node's tasks come with the node they run on."""
+        res = leader.run(status.swarm_probe(leader.layout, self.project), "reading what runs",
+                         check=False, timeout=60)
+        return status.parse_swarm(res.stdout, self.project)
+
+    def logs_command(self, leader: Host, request: logs.LogRequest) -> str:
+        return logs.swarm_command(self.project, request)
+
+    def one_off_command(self, leader: Host, service: str, argv: Sequence[str], tty: bool) -> str:
+        return oneoff.swarm_one_off(self.project, service, argv, tty)
 
     # -- the pieces ---------------------------------------------------------------------------------
 

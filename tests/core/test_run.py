@@ -215,3 +215,33 @@ def test_run_json_inventory_matches_the_files_as_left(tmp_path):
     assert "run.log" in {f["path"] for f in files}
     for f in files:  # run.log included: the console summary is appended before the inventory is taken
         assert hashlib.sha256((run.folder / f["path"]).read_bytes()).hexdigest() == f["sha256"], f["path"]
+
+
+def test_a_quiet_run_shows_only_its_warnings_its_error_and_a_failed_runs_folder(tmp_path):
+    """logs, exec and status print their own output: the Run must not wrap it in step lines and a
+    table, yet run.log keeps everything and a failure still names its fix and its folder."""
+    def quiet_run(body) -> tuple[Run, str]:
+        out = io.StringIO()
+        run = Run(tmp_path, "status", "status", ["inv", "status"], console=Console(file=out, width=200),
+                  registry=SecretRegistry(), quiet=True)
+        try:
+            with run:
+                with run.step("discover") as step:
+                    step.note("found it")
+                body(run)
+        except ConfigError:
+            pass
+        return run, out.getvalue()
+
+    run, shown = quiet_run(lambda run: run.warn("node 2 cannot be reached"))
+    assert "node 2 cannot be reached" in shown
+    assert "[discover]" not in shown and "run folder" not in shown and "outcome" not in shown
+    log = (run.folder / "run.log").read_text()
+    assert "[discover] ok" in log and "outcome: success" in log
+
+    def fail(run: Run) -> None:
+        raise ConfigError("SERVICE", "names no service of the stack", "pick one of: api, django")
+    run, shown = quiet_run(fail)
+    assert "pick one of: api, django" in shown and f"run folder: {run.folder}" in shown
+    assert "[discover]" not in shown
+    assert json.loads((run.folder / "run.json").read_text())["exit_code"] == 2

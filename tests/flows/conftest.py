@@ -101,7 +101,10 @@ class World:
                 self.droplets.append(droplet)
                 return droplet
             return open_
-        return Edges(cloud=self.cloud, connector=self.connector or connect, run_checks=self.checks)
+        # a fault may wrap the checks in a plain function (tests/flows/faults.py): its certificate is the default
+        certificate = getattr(self.checks, "certificate", FakeChecks().certificate)
+        return Edges(cloud=self.cloud, connector=self.connector or connect, run_checks=self.checks,
+                     certificate=certificate)
 
     def set_env(self, **values: str | None) -> None:
         lines = [l for l in self.env_file.read_text().splitlines()

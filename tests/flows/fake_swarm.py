@@ -223,6 +223,8 @@ class FakeSwarm:
                 break   # pending: no node may run it
             node = min(eligible, key=lambda n: sum(1 for t in self._live(service) if t.node == n.id))
             self.tasks.append(Task(_id("task"), service.name, slot, node.id, service.image))
+            short = service.name.removeprefix(service.stack + "_")
+            self.engine(node.hostname).log(short, f"{short} started")
 
     def _reconcile_all(self) -> None:
         for service in self.services.values():
@@ -299,6 +301,11 @@ class FakeSwarm:
         return rows
 
 
+def _environment(spec: dict) -> dict[str, str]:
+    env = spec.get("environment") or {}
+    return dict(e.split("=", 1) for e in env) if isinstance(env, list) else {k: str(v) for k, v in env.items()}
+
+
 def _logins(config_dir: str) -> dict:
     """The registry logins in a docker client config folder on the (local) droplet."""
     path = Path(config_dir) / "config.json"
@@ -351,6 +358,16 @@ class SwarmEngine(FakeDocker):
             del auths[argv[2]]
             path.write_text(json.dumps({"auths": auths}))
             return Result(command, 0, f"Removing login credentials for {argv[2]}\n")
+        if argv[:2] == ["docker", "run"]:       # a one-off container (remote/oneoff.py)
+            image = next(a for a, before in zip(argv[2:], argv[1:]) if not a.startswith("-")
+                         and before not in ("--network", "--env-file"))
+            return self._one_off(argv[argv.index(image) + 1:], command)
+        if argv[:2] == ["docker", "exec"]:      # into a task's container on this node: <service>.<slot>.<task id>
+            name = next(a for a in argv[2:] if not a.startswith("-"))
+            if not any(t.node == self.node_id and t.desired == "Running" and f"{t.service}.{t.slot}.{t.id}" == name
+                       for t in self.swarm.tasks):
+                return Result(command, 1, "", f"Error: No such container: {name}\n")
+            return self._one_off(argv[argv.index(name) + 1:], command)
         if argv[:2] == ["docker", "ps"] and not any(a.startswith("label=com.docker.compose") for a in argv):
             mine = [t for t in self.swarm.tasks if t.node == self.node_id]
             return Result(command, 0, "CONTAINER ID   IMAGE   STATUS   NAMES\n" + "".join(
@@ -484,7 +501,27 @@ class SwarmEngine(FakeDocker):
                 return Result(command, 1, "", f"Error: no such service: {missing[0]}\n")
             if fmt.startswith("{{.Spec.Name}}"):
                 return Result(command, 0, "".join(f"{n} {json.dumps(s.services[n].update_status)}\n" for n in names))
+            # remote/oneoff.py's one-off: the live task spec's image, networks and env
+            if ".ContainerSpec.Image" in fmt:
+                return Result(command, 0, "".join(s.services[n].image + "\n" for n in names))
+            if ".Networks" in fmt:
+                return Result(command, 0, "".join(f"net-{n.removeprefix(s.services[n].stack + '_')} \n" for n in names))
+            if ".ContainerSpec.Env" in fmt:
+                return Result(command, 0, "".join(f"{k}={v}\n" for n in names
+                                                  for k, v in _environment(s.services[n].spec).items()))
             return Result(command, 0, "".join(f"{s.services[n].replicas} {s.services[n].order}\n" for n in names))
+        if sub == "logs":   # every task's lines, from the engine of the node it runs on
+            full = args[-1]
+            service = s.services.get(full)
+            if service is None:
+                return Result(command, 1, "", f"Error: no such service: {full}\n")
+            short = full.removeprefix(service.stack + "_")
+            out = []
+            for task in (t for t in s.tasks if t.service == full and t.desired == "Running" and t.node in s.nodes):
+                host = s.nodes[task.node].hostname
+                out += [(when, f"{when} {full}.{task.slot}@{host}    | {text}")
+                        for when, text in s.engine(host).service_logs.get(short, [])]
+            return Result(command, 0, "".join(line + "\n" for _, line in sorted(out)))
         if sub == "scale":
             name, _, count = args[-1].partition("=")
             if name not in s.services:

@@ -5,6 +5,9 @@ The droplet is half real: file commands (mkdir, cp -al, tar, ln, mv, the lock's 
 local shell against a folder of this machine, so the release layout on "the droplet" is a real
 tree the tests can look at. Only `docker ...` and `curl ...` are answered by FakeDocker, an
 in-memory engine that builds, starts and reports services from the compose file in `current`.
+A command that runs docker inside a shell script (a pipe into `xargs docker`, a `$(docker ...)`,
+several docker commands in a row) runs in the local shell for real, with a `docker` on its PATH
+that asks the droplet's FakeDocker over a socket (DockerStub).
 """
 from __future__ import annotations
 
@@ -14,12 +17,17 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import select
 import shlex
+import socket
 import subprocess
+import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
@@ -31,6 +39,7 @@ from deploy import checks, cloud
 from deploy.checks import dns as dns_check
 from deploy.checks.context import Context
 from deploy.checks.model import CheckResult, ChecksReport
+from deploy.tls import CertificateInfo
 from remote.connection import SshError
 from remote import backup as backup_cmd
 from remote.host import Result, SshExecutor
@@ -38,6 +47,14 @@ from remote.host import Result, SshExecutor
 from tests.flows.fake_backups import FakeDatabase, exec_argv
 
 _ids = itertools.count(1)
+_last_stamp = [0]
+
+
+def stamp() -> str:
+    """Now as docker prints it with --timestamps (RFC 3339, nanoseconds padded), never twice the same."""
+    ns = max(time.time_ns(), _last_stamp[0] + 1)
+    _last_stamp[0] = ns
+    return datetime.fromtimestamp(ns // 10**9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 10**9:09d}Z"
 
 
 @dataclass
@@ -49,6 +66,9 @@ class Container:
     state: str = "running"
     config_hash: str = ""
     final_health: str = ""    # slow_start: the health a "starting" container will have
+    started: str = field(default_factory=stamp)
+    restarts: int = 0
+    exit_code: int = 0
 
 
 @dataclass
@@ -71,6 +91,17 @@ class FakeDocker:
     volumes: set[str] = field(default_factory=set)
     volume_removals: list[list[str]] = field(default_factory=list)
     database: FakeDatabase = field(default_factory=FakeDatabase)   # pgBackRest in the postgres container
+    # What each service printed: service -> [(docker's timestamp, line)]; a container's start prints one.
+    service_logs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    # `docker exec` into a container, a `compose run` (but the migration) and a `docker run` one-off:
+    # their argv, and what answers them: (exit status, output) for the command after the image/container.
+    ran: list[list[str]] = field(default_factory=list)
+    answer: Callable[[list[str]], tuple[int, str]] = field(default=lambda argv: (0, f"ran {' '.join(argv)}\n"))
+    project: str = "stackdeploy"
+
+    def log(self, service: str, line: str) -> None:
+        """``service`` prints ``line`` now."""
+        self.service_logs.setdefault(service, []).append((stamp(), line))
 
     def _start(self, name: str, definition: dict, image: str) -> Container:
         # distinct in their first 12 characters, the short id `compose ps` shows (as docker's are)
@@ -78,7 +109,16 @@ class FakeDocker:
                       config_hash=_hash(definition),
                       health="unhealthy" if image in self.sick_images else "healthy")
         self.events.append(("start", name, c.id))
+        self.log(name, f"{name} started")
         return c
+
+    def _name(self, c: Container) -> str:
+        return f"{self.project}-{c.service}-{1 if self.containers.get(c.service) is c else 2}"
+
+    def _one_off(self, argv: list[str], command: str) -> Result:
+        self.ran.append(argv)
+        code, output = self.answer(argv)
+        return Result(command, code, output)
 
     def _all(self) -> list[Container]:
         return [*self.containers.values(), *self.extra.values()]
@@ -131,9 +171,16 @@ class FakeDocker:
 
     def _handle(self, argv: list[str], command: str) -> Result:
         if argv[:2] == ["docker", "info"]:
-            return Result(command, 0, "24.0.7\n2.24.6\n")
+            return Result(command, 0, "24.0.7\n")
+        if argv[:3] == ["docker", "compose", "version"]:
+            return Result(command, 0, "2.24.6\n")
         if argv[:2] == ["docker", "compose"]:
             return self._compose(argv, command)
+        if argv[:2] == ["docker", "exec"]:
+            name = next(a for a in argv[2:] if not a.startswith("-"))
+            if not any(c.state == "running" and name in (c.id, self._name(c)) for c in self._all()):
+                return Result(command, 1, "", f"Error response from daemon: container {name} is not running\n")
+            return self._one_off(argv[argv.index(name) + 1:], command)
         if argv[:2] == ["docker", "inspect"]:
             return self._inspect(argv, command)
         if argv[:3] == ["docker", "image", "inspect"]:
@@ -151,9 +198,11 @@ class FakeDocker:
                 if not any(c.image == self.images.get(ref) for c in self.containers.values()):
                     self.images.pop(ref, None)
             return Result(command, 0, "")
-        if argv[:2] == ["docker", "ps"]:
-            service = next(a.split("=", 2)[2] for a in argv if a.startswith("label=com.docker.compose.service="))
-            return Result(command, 0, "".join(c.id + "\n" for c in self._all() if c.service == service))
+        if argv[:2] == ["docker", "ps"]:   # -aq with label filters (project, service, oneoff) and status=running
+            service = next((a.split("=", 2)[2] for a in argv if a.startswith("label=com.docker.compose.service=")), None)
+            running = "status=running" in argv
+            return Result(command, 0, "".join(c.id + "\n" for c in self._all() if service in (None, c.service)
+                                              and (not running or c.state == "running")))
         if argv[:2] in (["docker", "stop"], ["docker", "rm"]):
             self._remove([a for a in argv[2:] if not a.startswith("-") and not a.isdigit()], stop=argv[1] == "stop")
             return Result(command, 0, "")
@@ -183,7 +232,10 @@ class FakeDocker:
             return Result(command, 0, "")
         if sub == "run":
             self.migrations.append(args)
-            return Result(command, 0, "Operations to perform:\n  No migrations to apply.\n")
+            if args[-2:] == ["migrate", "--noinput"]:    # the release's migration (x-release-migrate)
+                return Result(command, 0, "Operations to perform:\n  No migrations to apply.\n")
+            service = next(a for a in args if not a.startswith("-"))
+            return self._one_off(args[args.index(service) + 1:], command)
         if sub == "up" and "--scale" in args:
             name = args[args.index("--scale") + 1].split("=")[0]
             definition = compose[name]
@@ -205,8 +257,14 @@ class FakeDocker:
         if sub == "down":   # the project's containers stop and go; its volumes stay (no -v)
             self._remove([c.id for c in self._all()], stop=True)
             return Result(command, 0, "")
-        if sub == "logs":
-            return Result(command, 0, f"{services[-1]} | log line\n")
+        if sub == "logs":   # `<service>-1  | <time> <line>`, as Compose prints them (--follow: what is there)
+            tail = int(args[args.index("--tail") + 1]) if "--tail" in args else None
+            out = []
+            for name in services or sorted(self.service_logs):
+                lines = self.service_logs.get(name, [])
+                out += [f"{name}-1  | {t} {text}" for t, text in (lines[-tail:] if tail else [] if tail == 0 else lines)]
+            # service by service, as Compose prints a backlog: putting them in time order is the reader's job
+            return Result(command, 0, "".join(line + "\n" for line in out))
         if sub == "exec":
             return Result(command, 0, "entryPoints: {}\n")
         return Result(command, 1, "", f"fake compose: unsupported {sub}\n")
@@ -284,6 +342,11 @@ class FakeDocker:
     def _inspect(self, argv: list[str], command: str) -> Result:
         fmt, ids = argv[argv.index("--format") + 1], argv[argv.index("--format") + 2:]
         found = [c for c in self._all() for i in ids if c.id.startswith(i) or f"-{c.service}-1" in i]
+        if '"restarts":' in fmt:   # remote/status.py's CONTAINER_FORMAT
+            return Result(command, 0, "".join(json.dumps({
+                "service": c.service, "container": "/" + self._name(c), "state": c.state,
+                "health": c.health if c.state == "running" else "", "started": c.started, "restarts": c.restarts,
+                "image": c.image, "exit": c.exit_code}) + "\n" for c in found))
         if "config-hash" in fmt:
             return Result(command, 0, "".join(c.config_hash + "\n" for c in found))
         if "{{.State.Status}}" in fmt:
@@ -395,8 +458,11 @@ class _Shell:
 
     def __init__(self) -> None:
         self._dir = tempfile.mkdtemp(prefix="fake-droplet-shell-")
+        # `docker` is always the stub: no command of a test ever reaches this machine's engine
         self._proc = subprocess.Popen(["bash", "--noprofile", "--norc"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True, env={**os.environ, "LC_ALL": "C"})
+                                      stdout=subprocess.PIPE, text=True,
+                                      env={**os.environ, "LC_ALL": "C",
+                                           "PATH": DockerStub.folder() + os.pathsep + os.environ.get("PATH", "")})
         self._lock = threading.Lock()
 
     def run(self, command: str, timeout: float) -> Result:
@@ -478,6 +544,9 @@ class FakeDroplet:
         self.disk_full_on: str | None = None   # uploads to paths containing this fail as on a full disk
         # What cloud-init's probe answers, one per poll; the last one repeats.
         self.cloud_init = ['state: done\n{"v1": {"datasource": "DataSourceNoCloud", "errors": []}}']
+        self.streamed: list[tuple[str, bool]] = []      # (command, pty) of each Host.stream
+        self.attached: list[tuple[str, bool]] = []      # (command, pty) of each Host.interactive
+        self._stub: DockerStub | None = None
 
     def run(self, command: str, timeout: float | None = None) -> Result:
         self.commands.append(command)
@@ -491,6 +560,8 @@ class FakeDroplet:
             if not self.docker.runs_database():
                 return Result(command, backup_cmd.NO_CONTAINER, "", "no running postgres container\n")
             return self.docker.database.exec(exec_argv(command), command)
+        if _DOCKER_CALL.search(command, 1 if first == "docker" else 0):   # docker inside a script
+            return self._script(command, timeout or 60)
         if first == "docker" and " api-get " in command and "/api/rawdata" in command:
             # Traefik's API, read inside its container (remote/commands.traefik_api_get)
             return Result(command, 0, "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n"
@@ -504,6 +575,32 @@ class FakeDroplet:
             return Result(command, 0, "HTTP/2 200\nstrict-transport-security: max-age=31536000\n")
         return _shell().run(command, timeout or 60)
 
+    def _script(self, command: str, timeout: float) -> Result:
+        """The command in the local shell, its `docker` the stub that asks this droplet's engine."""
+        if self._stub is None:
+            self._stub = DockerStub(self.docker)
+        return _shell().run(f"export FAKE_DOCKER_SOCKET={shlex.quote(self._stub.socket_path)}\n{command}", timeout)
+
+    def stream(self, command: str, on_line: Callable[[str], None], pty: bool = False) -> Result:
+        """Each line of the command's output in turn. A `--follow` never ends by itself: after the
+        lines there are, the operator presses Ctrl-C."""
+        self.streamed.append((command, pty))
+        res = self.run(command)
+        lines = res.output.splitlines()
+        for line in lines:
+            on_line(line)
+        if "--follow" in command:
+            raise KeyboardInterrupt
+        return Result(command, res.exited, "".join(line + "\n" for line in lines[-20:]))
+
+    def interactive(self, command: str, pty: bool, stdin, stdout, stderr) -> int | None:
+        """The command attached to the operator's terminal: its output written there."""
+        self.attached.append((command, pty))
+        res = self.run(command)
+        stdout.write(res.stdout)
+        stderr.write(res.stderr)
+        return res.exited
+
     def put(self, path: str, data: bytes, mode: int | None = None) -> None:
         self.files_put.append(path)
         if self.fault is not None:
@@ -514,6 +611,75 @@ class FakeDroplet:
 
     def close(self) -> None:
         self.closed = True
+        if self._stub is not None:
+            self._stub.close()
+            self._stub = None
+
+
+# A docker command anywhere but at the very start: after ; & | ( { $( a line break, xargs, then, do.
+_DOCKER_CALL = re.compile(r"(?:^|[;&|({\n]|\$\(|\bxargs(?:\s+-\S+)*|\b(?:then|do|else))\s*docker\s")
+
+_STUB = """#!{python} -SE
+# docker for the fake droplet's shell: asks the FakeDocker behind FAKE_DOCKER_SOCKET; never a real engine
+import json, os, socket, sys
+path = os.environ.get("FAKE_DOCKER_SOCKET")
+if not path:
+    sys.exit("fake docker: no FAKE_DOCKER_SOCKET")
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+s.sendall((json.dumps(["docker", *sys.argv[1:]]) + "\\n").encode())
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+reply = json.loads(data)
+sys.stdout.write(reply["stdout"])
+sys.stderr.write(reply["stderr"])
+sys.exit(reply["exit"])
+"""
+
+
+class DockerStub:
+    """Answers the stub's calls from one FakeDocker, on a Unix socket of its own (a thread)."""
+
+    @staticmethod
+    @functools.lru_cache(maxsize=1)
+    def folder() -> str:
+        path = Path(tempfile.mkdtemp(prefix="fake-docker-bin-")) / "docker"
+        path.write_text(_STUB.format(python=sys.executable))
+        path.chmod(0o755)
+        return str(path.parent)
+
+    def __init__(self, docker: "FakeDocker") -> None:
+        self.docker = docker
+        self.socket_path = os.path.join(tempfile.mkdtemp(prefix="fake-docker-"), "s")
+        self._server = socket.socket(socket.AF_UNIX)
+        self._server.bind(self.socket_path)
+        self._server.listen(8)
+        threading.Thread(target=self._serve, name="fake-docker", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return          # closed
+            with conn:
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                argv = json.loads(data)
+                res = self.docker.handle(argv, shlex.join(argv))
+                conn.sendall(json.dumps({"exit": res.exited if res.exited is not None else 124,
+                                         "stdout": res.stdout, "stderr": res.stderr}).encode())
+
+    def close(self) -> None:
+        self._server.close()
 
 
 @dataclass
@@ -701,6 +867,21 @@ class FakeChecks:
     failing: set[str] = field(default_factory=set)
     calls: list[str] = field(default_factory=list)
     dns_answer: list[str] | None = None   # what the domain resolves to: the real dns check judges it
+    cert_days: int = 60                   # days the served certificate has left (`inv status`)
+    cert_error: Exception | None = None   # reading the served certificate fails so
+
+    def certificate(self, target: checks.PublicSite, timeout: float) -> CertificateInfo:
+        """What the edge serves: a staging certificate ``cert_days`` from expiry (or ``cert_error``)."""
+        self.calls.append(f"certificate {target.ip}")
+        if self.cert_error is not None:
+            raise self.cert_error
+        now = datetime.now(timezone.utc)
+        return CertificateInfo(subject=f"CN={target.domain}", subject_cn=target.domain,
+                               issuer="CN=(STAGING) Ersatz Edamame E1", issuer_cn="(STAGING) Ersatz Edamame E1",
+                               issuer_o="(STAGING) Let's Encrypt", san=(target.domain,),
+                               not_before=(now - timedelta(days=30)).isoformat(),
+                               not_after=(now + timedelta(days=self.cert_days, hours=1)).isoformat(),
+                               serial="1", sha256="0" * 64)
 
     def __call__(self, target: checks.PublicSite, config: checks.ChecksConfig) -> ChecksReport:
         self.calls.append(target.ip)
