@@ -85,8 +85,8 @@ class StatusReport:
             "certificate": None if self.certificate is None else {
                 "not_after": self.certificate.not_after, "days_left": self.certificate.days_left(self.checked_at),
                 "issuer": self.certificate.issuer_cn or self.certificate.issuer},
-            # BACKUP: the newest backup once backups exist (null until then)
-            "last_backup": None if snap is None or snap.last_backup is None else {"at": snap.last_backup},
+            "last_backup": None if snap is None or snap.last_backup is None else {
+                "at": snap.last_backup, "age_seconds": _whole(self._age(snap.last_backup))},
         }
 
     def _release(self) -> dict[str, Any] | None:
@@ -135,7 +135,9 @@ class StatusReport:
             lines.append(_row("certificate", f"{cert['days_left']} days left (until {cert['not_after'][:10]}, "
                                              f"{cert['issuer']})"))
         backup = data["last_backup"]
-        lines.append(_row("last backup", "no backups yet" if backup is None else f"{backup['at']}"))
+        if self.snapshot is not None:
+            lines.append(_row("last backup", "none found (`inv backups` tells why)" if backup is None else
+                              f"{backup['at']}, {duration(backup['age_seconds'])} ago"))
         if self.snapshot is not None and self.snapshot.services:
             table = [("service", "state", "health", "up", "restarts", "image")] + [
                 (s["name"], s["state"] if self.runtime == "compose" else f"{s['state']} {s['running']}/{s['desired']}",

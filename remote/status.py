@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import yaml
@@ -45,16 +45,21 @@ def disk_command(layout: ReleaseLayout) -> str:
     return f"df -Pk {q(layout.base)} | tail -n 1"
 
 
-def _common(layout: ReleaseLayout) -> list[tuple[str, str, bool]]:
+def backup_command(database: Sequence[str]) -> str:
+    """pgBackRest's info (JSON) from the running PostgreSQL container that the ``docker ps``
+    filters find; nothing when none runs on this node."""
+    found = " ".join(f"--filter {q(f)}" for f in database)
+    return f'c=$(docker ps -q {found} | head -n 1); [ -z "$c" ] || docker exec "$c" pgbr info --output=json'
+
+
+def _common(layout: ReleaseLayout, database: Sequence[str]) -> list[tuple[str, str, bool]]:
     return [
         ("now", "date +%s", False),                          # the droplet's clock: uptimes need no clock sync
         ("current", f"readlink {q(layout.current)}", False),
         ("meta", f"cat {q(layout.current_meta)}", False),
         ("compose", f"cat {q(layout.current + '/compose.yml')}", False),  # the live release's services
         ("disk", disk_command(layout), False),
-        # BACKUP: the age of the last backup goes here once backups exist (another engineer is
-        # adding them): a command printing the newest backup's time, read by parse_backup.
-        ("backup", "true", False),
+        ("backup", backup_command(database), False),
     ]
 
 
@@ -63,12 +68,13 @@ def compose_probe(layout: ReleaseLayout, project: str) -> str:
     containers = (f"docker ps -aq --no-trunc --filter label=com.docker.compose.project={q(project)} "
                   f"--filter label=com.docker.compose.oneoff=False | xargs -r docker inspect --format "
                   f"{q(CONTAINER_FORMAT)}")
-    return _sections([*_common(layout), ("containers", containers, True)])
+    database = (f"label=com.docker.compose.project={project}", "label=com.docker.compose.service=postgres")
+    return _sections([*_common(layout, database), ("containers", containers, True)])
 
 
 def swarm_probe(layout: ReleaseLayout, stack: str) -> str:
     """The status of a swarm from its leader in one command: nodes, services, every task."""
-    return _sections([*_common(layout),
+    return _sections([*_common(layout, (f"label=com.docker.swarm.service.name={stack}_postgres",)),
                       ("nodes", "docker node ls --format '{{json .}}'", True),
                       ("services", f"docker service ls --filter label=com.docker.stack.namespace={q(stack)} "
                                    "--format '{{json .}}'", True),
@@ -168,7 +174,7 @@ class Snapshot:
     services: tuple[ServiceState, ...]      # the live release's, in its compose file's order
     disk: Disk | None
     nodes: tuple[dict[str, Any], ...] = ()  # a swarm's nodes: hostname, status, availability, manager
-    last_backup: str | None = None          # BACKUP: when the newest backup was made, once backups exist
+    last_backup: str | None = None          # when the newest backup ended (ISO 8601, UTC); None: none, or unknown
     errors: tuple[str, ...] = ()            # what could not be read (Docker not answering)
 
     def service(self, name: str) -> ServiceState | None:
@@ -220,8 +226,16 @@ def parse_disk(text: str) -> Disk | None:
 
 
 def parse_backup(text: str) -> str | None:
-    """BACKUP: the newest backup's time from the probe's backup section; no backups yet."""
-    return None
+    """When the newest backup ended, from pgBackRest's info JSON; None with no backup (or no
+    answer: PostgreSQL not running on this node, the repository unreachable)."""
+    try:
+        doc = json.loads(text, strict=False)
+        stops = [b["timestamp"]["stop"] for stanza in doc for b in stanza.get("backup") or []]
+    except (json.JSONDecodeError, TypeError, KeyError, AttributeError):
+        return None
+    if not stops:
+        return None
+    return datetime.fromtimestamp(max(stops), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _common_parts(sections: dict[str, str]) -> dict[str, Any]:

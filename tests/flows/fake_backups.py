@@ -63,6 +63,10 @@ class FakeDatabase:
                                  "info": {"size": 31457280, "repository": {"size": 9000, "delta": 9000}},
                                  "archive": {"start": "00000001000000000000000A", "stop": "00000001000000000000000A"}})
             return Result(command, 0, f"INFO: backup command end: completed successfully\n")
+        if argv[:1] == ["pgbr"] and argv[-1] == "--output=json" and "info" in argv:
+            if self.problem:
+                return Result(command, 1, "", f"ERROR: [039]: {self.problem}\n")
+            return Result(command, 0, json.dumps([{"name": "main", "backup": self.backups}]))
         if argv[:1] == ["pgbr"] and argv[-1] == "check":
             self.checks += 1
             if self.archive_fails or self.problem:

@@ -367,7 +367,14 @@ class SwarmEngine(FakeDocker):
             if not any(t.node == self.node_id and t.desired == "Running" and f"{t.service}.{t.slot}.{t.id}" == name
                        for t in self.swarm.tasks):
                 return Result(command, 1, "", f"Error: No such container: {name}\n")
-            return self._one_off(argv[argv.index(name) + 1:], command)
+            inner = argv[argv.index(name) + 1:]
+            if name.split(".")[0].endswith("_postgres") and inner[:1] in (["pgbr"], ["backup-status"]):
+                return self.database.exec(inner, command)   # pgBackRest in the postgres task's container
+            return self._one_off(inner, command)
+        wanted = [a.split("=", 2)[2] for a in argv if a.startswith("label=com.docker.swarm.service.name=")]
+        if argv[:2] == ["docker", "ps"] and "-q" in argv and wanted:   # a service's running tasks here
+            return Result(command, 0, "".join(f"{t.service}.{t.slot}.{t.id}\n" for t in self.swarm.tasks
+                                              if t.node == self.node_id and t.desired == "Running" and t.service in wanted))
         if argv[:2] == ["docker", "ps"] and not any(a.startswith("label=com.docker.compose") for a in argv):
             mine = [t for t in self.swarm.tasks if t.node == self.node_id]
             return Result(command, 0, "CONTAINER ID   IMAGE   STATUS   NAMES\n" + "".join(

@@ -180,7 +180,11 @@ class FakeDocker:
             name = next(a for a in argv[2:] if not a.startswith("-"))
             if not any(c.state == "running" and name in (c.id, self._name(c)) for c in self._all()):
                 return Result(command, 1, "", f"Error response from daemon: container {name} is not running\n")
-            return self._one_off(argv[argv.index(name) + 1:], command)
+            inner = argv[argv.index(name) + 1:]
+            if inner[:1] in (["pgbr"], ["backup-status"]) and self.containers.get("postgres") is not None \
+                    and name in (self.containers["postgres"].id, self._name(self.containers["postgres"])):
+                return self.database.exec(inner, command)   # pgBackRest in the postgres container
+            return self._one_off(inner, command)
         if argv[:2] == ["docker", "inspect"]:
             return self._inspect(argv, command)
         if argv[:3] == ["docker", "image", "inspect"]:

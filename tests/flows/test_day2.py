@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import jsonschema
@@ -91,13 +93,22 @@ def test_status_is_one_screen_from_one_command_on_the_leader_and_exits_0_when_he
     assert re.search(r"^release +\S+ +live for ", screen, re.M)
     assert re.search(r"^last deploy +deploy \(full\): success, \d+ s ago", screen, re.M)
     assert re.search(r"^certificate +60 days left \(until \d{4}-\d\d-\d\d, \(STAGING\)", screen, re.M)
-    assert re.search(r"^last backup +no backups yet", screen, re.M)
+    assert re.search(r"^last backup +none found", screen, re.M)     # a new stack: no backup yet
     for service in ("traefik", "api", "django", "worker", "postgres"):
         assert re.search(rf"^{service} +running", screen, re.M)
     sent = stack.commands_since(since)
     assert len(sent[NODES[0]]) == 1                      # everything about what runs: one round trip
     assert all(len(sent[n]) == 1 and sent[n][0].startswith("df ") for n in NODES[1:stack.nodes])
     assert (out.run.folder / "status.txt").read_text() == screen
+
+
+def test_status_shows_when_the_newest_backup_ended_from_the_same_round_trip(stack):
+    stack.world.docker.database.full("20261206-010000F", stop=time.time() - 7200)
+    stack.world.docker.database.full("20261206-020000F", stop=time.time() - 3600)
+    out, screen = run(stack.world, "status", flows.status)
+    assert out.exit_code == 0, out.message
+    newest = datetime.fromtimestamp(stack.world.docker.database.backups[-1]["timestamp"]["stop"], timezone.utc)
+    assert re.search(rf"^last backup +{newest:%Y-%m-%dT%H:%M:%S}Z, 1 h( 0 min)? ago", screen, re.M), screen
 
 
 def test_status_json_follows_the_documented_schema(stack):
