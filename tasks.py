@@ -6,6 +6,7 @@ import sys
 from invoke import Collection, task
 
 from deploy import flows
+from deploy.backups import RestoreInputError
 from deploy.flows.logs import DEFAULT_TAIL
 from deploy.settings import Flags
 from deploy.taskrun import run_task
@@ -39,15 +40,32 @@ def _flags(no_timestamp: bool = False, skip_allowlist: bool = False, deploy_env:
             "skip_allowlist": "Do not create or update the Cloud Firewall SSH allowlist.",
             "deploy_env": "Override DEPLOY_ENV (production, staging, development).",
             "nodes": "Droplets to run on (NODES): 1 is one droplet with Compose; more form a Docker Swarm. Unset: as "
-                     "many as the cluster has (1 for a new stack)."})
+                     "many as the cluster has (1 for a new stack).",
+            "restore": "Disaster recovery: fill the new droplet's database from the backups in Spaces before it "
+                       "serves: 'latest' or a backup's label.",
+            "restore_to": "Disaster recovery to a moment (ISO 8601 with a zone), instead of --restore.",
+            "yes": "With --restore/--restore-to: do not ask for the droplet's name (needed without a terminal)."})
 def deploy(c, update_only=False, plan=False, env_file=None, skip_allowlist=False, no_timestamp=False,
-           deploy_env=None, nodes=None):
+           deploy_env=None, nodes=None, restore=None, restore_to=None, yes=False):
     """Provision (or find) the droplet, ship the stack, start it, wait until healthy, verify, collect."""
-    mode = ("update" if update_only else "full") + ("-plan" if plan else "")
-    flow = flows.plan if plan else flows.deploy
+    recovering = bool(restore or restore_to)
+    mode = ("update" if update_only else "restore" if recovering else "full") + ("-plan" if plan else "")
     flags = _flags(no_timestamp, skip_allowlist, deploy_env)
     if nodes is not None:
         flags["NODES"] = nodes  # text from the command line: load_settings converts and checks it
+    if recovering:
+        def flow(run, s):
+            if restore and restore_to:
+                raise RestoreInputError("--restore and --restore-to name two targets; a recovery goes to one",
+                                        "keep --restore latest|LABEL, or --restore-to TIMESTAMP")
+            if update_only or plan:
+                raise RestoreInputError("--restore fills a new droplet: it goes with neither --update-only nor --plan",
+                                        "drop --update-only/--plan; to restore a running stack use `inv restore`")
+            target = flows.RestoreTarget.of(restore == "latest", None if restore in (None, "latest") else restore, restore_to)
+            flows.recover(run, s, target, yes=yes)
+        run_task(c, "deploy", mode, flags, env_file, flow)
+        return
+    flow = flows.plan if plan else flows.deploy
     run_task(c, "deploy", mode, flags, env_file, lambda run, s: flow(run, s, update_only=update_only))
 
 

@@ -59,6 +59,12 @@ def restore_args(target_time: str | None = None, label: str | None = None) -> li
     return [*args, "restore"]
 
 
+def status_one_off(t: ComposeProject) -> str:
+    """backup-status.sh in a one-off postgres container, for a droplet whose server is not
+    running yet (a disaster recovery): the repository's part answers; the archiver's is null."""
+    return _c(t, "run", "--rm", "--no-deps", "-T", "--entrypoint", "backup-status", SERVICE)
+
+
 def restore(t: ComposeProject, args: Sequence[str]) -> str:
     """The restore in a one-off container of the postgres service: its image, its environment
     (the repository's settings), its data volume; the server must be stopped."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from deploy import steps, wiring
 from deploy.flows import reach
-from deploy.flows.backup import RestoreTarget, backup_now, list_backups, restore
+from deploy.flows.backup import RestoreTarget, backup_now, list_backups, recover, restore
 from deploy.flows.destroy import destroy
 from deploy.flows.inspect import collect_only, list_releases, lock_release, lock_status, verify, verify_only
 from deploy.flows.logs import logs
@@ -23,7 +23,7 @@ from deploy.wiring import REAL_EDGES, Edges
 
 __all__ = ["RestoreTarget", "backup_now", "collect_only", "deploy", "destroy", "django_shell", "exec_in", "list_backups",
            "list_releases", "lock_release", "lock_status", "logs", "manage", "plan", "provision_only", "prune", "push_only",
-           "restore", "rollback", "status", "up_only", "verify", "verify_only"]
+           "recover", "restore", "rollback", "status", "up_only", "verify", "verify_only"]
 
 
 def provision_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES, wait: bool = True) -> None:

@@ -7,6 +7,9 @@ anything it takes a backup of the current state, so a restore made by mistake ca
     restore     find -> connect node 1 -> lock -> check the target -> confirm -> backup now ->
                 stop the writers -> archive the last WAL -> stop postgres -> restore ->
                 start the live release -> verify
+    deploy --restore (disaster recovery): confirm -> `inv deploy` of the current release on a new
+                droplet whose database is filled from the repository after the build and before
+                anything starts (Recovery, called by deploy.flows.release.ship) -> verify
 """
 from __future__ import annotations
 
@@ -16,10 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from core.errors import OperatorError
-from deploy import backups, confirm, releases, steps
+from deploy import backup_config, backups, confirm, releases, steps
 from deploy.backup_steps import LOG_DIR, read_status, size, take
 from deploy.backups import BackupError, BackupSet, BackupStatus, RestoreInputError
-from deploy.flows import reach
+from deploy.flows import reach, release
 from deploy.flows.inspect import verify
 from deploy.report.run import Run
 from deploy.runtime import ComposeRuntime, Runtime, for_cluster
@@ -42,6 +45,14 @@ class RestoreTarget:
     label: str | None = None
     time: str | None = None
 
+    def flag(self) -> str:
+        """The same target as `inv restore`'s options."""
+        if self.label:
+            return f"--backup {self.label}"
+        if self.time:
+            return f"--to '{self.time}'"
+        return "--latest"
+
     def describe(self) -> str:
         if self.label:
             return f"the end of backup {self.label}"
@@ -57,6 +68,64 @@ class RestoreTarget:
                                     "e.g. `inv restore --latest`, `inv restore --backup 20261206-030000F` or "
                                     "`inv restore --to '2026-12-06 03:00:00+00'`")
         return cls(latest=bool(latest), label=label or None, time=to or None)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """A disaster recovery's part of a deploy: the new droplet's empty database filled from the
+    repository in Spaces before the release goes live, so the app never serves a request on an
+    empty database."""
+
+    target: RestoreTarget
+
+    @staticmethod
+    def require(settings: Settings) -> None:
+        if not backup_config.off_droplet(settings.stack_env):
+            raise RestoreInputError("--restore needs the backups that were off the droplet, and SPACES_BUCKET is not set "
+                                    "(backups on the lost droplet went with it)",
+                                    "set SPACES_BUCKET, SPACES_REGION, SPACES_KEY, SPACES_SECRET and BACKUP_CIPHER_PASS "
+                                    "as they were when the backups were taken")
+
+    def check(self, leader: Host) -> None:
+        """Only an empty stack is filled: a droplet with a live release has a database in use."""
+        current = releases.live(sync.list_releases(leader))
+        if current is not None:
+            raise RestoreInputError(f"{leader.name} already runs release {current} with its own database; "
+                                    "--restore only fills a new droplet's empty one, and nothing was changed",
+                                    f"restore in place with `inv restore {self.target.flag()}` (it backs up the "
+                                    "current state first), or remove the stack with `inv destroy` first")
+
+    def apply(self, run: Run, leader: Host, runtime: Runtime, release_id: str) -> None:
+        if not isinstance(runtime, ComposeRuntime):
+            raise OperatorError("a disaster recovery onto a swarm is not supported yet; nothing is live",
+                                "recover onto one droplet (`inv deploy --restore ... --nodes 1`), then scale out with "
+                                "`inv deploy --nodes N`")
+        self.check(leader)
+        project = runtime.spec.for_release(leader.layout, release_id)
+        with run.step("restore") as step:
+            res = leader.run(backup_cmd.status_one_off(project), "reading the backup repository", check=False, timeout=300)
+            status = backups.parse_status(res.stdout)
+            args = _checked(status, self.target)
+            run.record("restore", {"target": self.target.describe(), "repository": status.repo,
+                                   "backups": [b.label for b in status.backups]})
+            res = leader.run(backup_cmd.restore(project, args), f"restoring to {self.target.describe()}",
+                             check=False, timeout=6 * 3600)
+            run.artifacts.write_text(f"{LOG_DIR}/restore.log", res.output)
+            if not res.ok:
+                raise BackupError(f"the restore failed before it finished: {res.tail(lines=3)}; nothing is live",
+                                  "run the same `inv deploy --restore` again (it resumes where it stopped); "
+                                  "pgBackRest's output is in backups/restore.log")
+            step.note(f"database restored to {self.target.describe()}; it replays the WAL when it starts")
+
+
+def recover(run: Run, settings: Settings, target: RestoreTarget, yes: bool = False, edges: Edges = REAL_EDGES,
+            ask=input) -> None:
+    """`inv deploy --restore`: a new droplet, the current release, the database from Spaces."""
+    settings.require("DOMAIN")
+    Recovery.require(settings)
+    name = settings.droplet_name
+    confirm.typed_name(name, f"deploy {name} and fill its database from the backups, to {target.describe()}", yes, ask=ask)
+    release.deploy(run, settings, edges=edges, fill=Recovery(target))
 
 
 @contextmanager

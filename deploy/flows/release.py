@@ -8,6 +8,8 @@ and for N. What differs between Compose and Swarm is the runtime's (deploy/runti
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 from core.errors import OperatorError
 from deploy import releases, steps, wiring
 from deploy.flows import reach
@@ -20,7 +22,17 @@ from remote import sync
 from remote.host import Host
 
 
-def deploy(run: Run, settings: Settings, update_only: bool = False, edges: Edges = REAL_EDGES) -> None:
+class Filler(Protocol):
+    """Fills a new stack's empty database before its first release starts (a disaster
+    recovery, deploy.flows.backup.Recovery)."""
+
+    def check(self, leader: Host) -> None: ...
+
+    def apply(self, run: Run, leader: Host, runtime: Runtime, release_id: str) -> None: ...
+
+
+def deploy(run: Run, settings: Settings, update_only: bool = False, edges: Edges = REAL_EDGES,
+           fill: Filler | None = None) -> None:
     settings.require("DOMAIN")
     account = None if update_only else steps.token_check(run, edges.cloud, wiring.cloud_spec(settings, need_key=False))
     require_stack_keys(settings)  # before anything is created: nothing is made for a deploy that cannot start
@@ -33,12 +45,14 @@ def deploy(run: Run, settings: Settings, update_only: bool = False, edges: Edges
     with reach.connected(run, settings, edges, cluster.nodes) as inventory:
         if not update_only:
             reach.settle(run, settings, inventory, new=True)
-        ship(run, settings, runtime, inventory, local, update_only)
+        if fill is not None:
+            fill.check(inventory.targets[0])   # before the push: refused, it changes nothing
+        ship(run, settings, runtime, inventory, local, update_only, fill)
         verify(run, settings, edges, cluster, runtime, inventory)
 
 
 def ship(run: Run, settings: Settings, runtime: Runtime, inventory: Inventory, local: sync.LocalRelease,
-         update_only: bool) -> None:
+         update_only: bool, fill: Filler | None = None) -> None:
     """Under the deploy lock: push the release to the leader, build its images while the live
     release serves, put it live, retire the nodes beyond the count, prune old releases. A
     failure before going live changes nothing live; a failure after it switches back."""
@@ -49,6 +63,8 @@ def ship(run: Run, settings: Settings, runtime: Runtime, inventory: Inventory, l
             pushed, image_map = _push_and_build(run, settings, leader, local, every=not update_only)
             recreate = (sync.services_for_mounts(local.compose, pushed.changed + pushed.removed, local.compose_dir)
                         if pushed.previous_release else set())  # first release: every container is new
+            if fill is not None:
+                fill.apply(run, leader, runtime, pushed.release_id)
             runtime.go_live(run, leader, Candidate(pushed.release_id, pushed.previous_release, image_map,
                                                    frozenset(recreate)))
             runtime.retire(run, leader)
@@ -111,6 +127,8 @@ def up_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
                 meta = sync.read_release_meta(leader, current) or {}
                 runtime.restart(run, leader, current, meta.get("images") or {})
                 return
+            if fill is not None:
+                fill.apply(run, leader, runtime, pushed.release_id)
             runtime.go_live(run, leader, Candidate(pushed.id, current, pushed.meta.get("images") or {},
                                                    _mount_changes(settings, leader, current, pushed)))
             steps.prune(run, inventory.targets, settings.releases_keep)
@@ -138,6 +156,8 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = R
                                         "deploy that release's sources again, or pick another release from "
                                         "`inv releases`")
                 step.note(f"{current or '(none)'} -> {chosen.id}")
+            if fill is not None:
+                fill.apply(run, leader, runtime, pushed.release_id)
             runtime.go_live(run, leader, Candidate(chosen.id, current, wanted,
                                                    _mount_changes(settings, leader, current, chosen),
                                                    migrate=False, publish=False))

@@ -33,7 +33,9 @@ class FakeDatabase:
                              "archive": {"start": "000000010000000000000002", "stop": "000000010000000000000002"}})
         return self
 
-    def status(self) -> str:
+    def status(self, server: bool = True) -> str:
+        """backup-status.sh's document; ``server`` False: run where PostgreSQL is not running (a
+        one-off container), so the archiver and the schedule are null."""
         code = 0 if self.backups else 2
         info: list[dict] = [{"name": "main", "status": {"code": code, "message": "ok" if code == 0 else "no valid backups"},
                              "backup": self.backups,
@@ -45,8 +47,10 @@ class FakeDatabase:
                     "last_failed_wal": None, "last_failed_at": now - 5 if self.archive_fails else None,
                     "in_recovery": False, "now": now}
         return json.dumps({"repo": self.repo, "info": None if self.problem else info, "info_error": self.problem,
-                           "archiver": archiver, "wal_ready_segments": 7 if self.archive_fails else 0,
-                           "schedule": {"state": "ok", "message": "nothing due", "at": now - 60}, "now": now})
+                           "archiver": archiver if server else None,
+                           "wal_ready_segments": 7 if self.archive_fails and server else 0,
+                           "schedule": {"state": "ok", "message": "nothing due", "at": now - 60} if server else None,
+                           "now": now})
 
     def exec(self, argv: list[str], command: str) -> Result:
         if argv == ["backup-status"]:

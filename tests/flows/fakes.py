@@ -230,7 +230,11 @@ class FakeDocker:
                 return Result(command, self.build_output[0], "", self.build_output[1])
             return self._build(compose, opts["--project-directory"], services or _buildable(compose), command)
         if sub == "run" and "--entrypoint" in args and args[args.index("--entrypoint") + 1] == "pgbr":
+            if self.runs_database():   # pgBackRest's own refusal
+                return Result(command, 1, "", "ERROR: [038]: unable to restore while PostgreSQL is running\n")
             return self.database.restore(args[args.index("postgres") + 1:], command)
+        if sub == "run" and "--entrypoint" in args and args[args.index("--entrypoint") + 1] == "backup-status":
+            return Result(command, 0, self.database.status(server=False))
         if sub == "stop":
             self._remove([c.id for c in self._all() if c.service in services], stop=True)
             return Result(command, 0, "")

@@ -188,3 +188,83 @@ def test_on_a_swarm_backups_run_in_postgres_on_node_one_and_an_in_place_restore_
     out = restore(world, latest=True)
     assert out.exit_code == 1 and "on a swarm" in out.message
     assert world.docker.database.restores == []
+
+
+# -- disaster recovery: inv deploy --restore ------------------------------------------------------
+SPACES = {"SPACES_BUCKET": "acme-backups", "SPACES_REGION": "ams3", "SPACES_KEY": "DO00QWERTYUIOPASDFGH",
+          "SPACES_SECRET": "s3cret-Vb7Nq2Lx9Rt4Wm8Kp3Zs6Yd1Hf5Jc0", "BACKUP_CIPHER_PASS": "Zq8wX3vN5tR7yB2mK4pL9sD6fG1hJ0aQ"}
+
+
+def recover(world, yes=True, ask=None, **target):
+    kwargs = {"yes": yes} | ({"ask": ask} if ask else {})
+    return world.invoke("deploy", flows.recover, mode="restore",
+                        target=flows.RestoreTarget.of(target.get("latest", False), target.get("label"), target.get("to")),
+                        **kwargs)
+
+
+@pytest.fixture
+def lost(world):
+    """The droplet is gone; its backups are in Spaces (the fake repository keeps them)."""
+    world.set_env(**SPACES)
+    world.cloud.exists = False
+    world.docker.database.repo = "s3"
+    world.docker.database.full("20261206-010000F", stop=datetime.now(timezone.utc).timestamp() - 7200)
+    return world
+
+
+def test_recovery_fills_the_new_droplets_database_before_anything_starts(lost):
+    out = recover(lost, latest=True)
+    assert out.exit_code == 0, out.message
+    names = out.step_names
+    assert names.index("build") < names.index("restore") < names.index("up"), names
+    (args,) = lost.docker.database.restores
+    assert "--delta" in args and "--type=time" not in args and "--set=20261206-010000F" not in args
+    assert out.manifest["details"]["restore"]["target"] == "the newest archived transaction"
+    assert {"postgres", "api"} <= set(lost.docker.containers) and lost.current() is not None
+    assert "provision" in lost.cloud.calls   # a new droplet
+
+
+def test_recovery_to_a_label_or_a_moment_passes_the_target(lost):
+    out = recover(lost, label="20261206-010000F")
+    assert out.exit_code == 0, out.message
+    assert "--set=20261206-010000F" in lost.docker.database.restores[-1]
+
+
+def test_recovery_onto_a_stack_with_a_live_release_is_refused_before_the_push(lost):
+    out = lost.invoke("deploy", flows.deploy)
+    assert out.exit_code == 0, out.message
+    live = lost.current()
+    out = recover(lost, latest=True)
+    assert out.exit_code == 2, out.message
+    assert "already runs release" in out.message and "inv restore --latest" in out.message
+    assert lost.docker.database.restores == [] and lost.current() == live and "push" not in out.step_names
+
+
+def test_recovery_without_backups_off_the_droplet_is_refused_before_a_droplet_is_made(world):
+    world.cloud.exists = False
+    out = recover(world, latest=True)
+    assert out.exit_code == 2
+    assert "SPACES_BUCKET is not set" in out.message and not any(c.startswith("provision") for c in world.cloud.calls)
+
+
+def test_recovery_with_no_terminal_and_no_yes_makes_nothing(lost):
+    out = recover(lost, yes=False, latest=True)
+    assert out.exit_code == 2 and "no terminal" in out.message
+    assert not any(c.startswith("provision") for c in lost.cloud.calls) and lost.docker.database.restores == []
+
+
+def test_a_recovery_target_in_the_future_is_refused_and_nothing_goes_live(lost):
+    out = recover(lost, to="2099-01-01T00:00:00Z")
+    assert out.exit_code == 2 and "in the future" in out.message, out.message
+    assert lost.docker.database.restores == [] and lost.current() is None
+
+
+def test_a_failed_recovery_leaves_nothing_live_and_the_same_command_finishes_it(lost):
+    lost.docker.database.restore_fails = "ERROR: [039]: HTTP request failed: connection reset"
+    out = recover(lost, latest=True)
+    assert out.exit_code != 0 and "nothing is live" in out.message and "inv deploy --restore" in out.message
+    assert lost.current() is None
+    lost.docker.database.restore_fails = ""
+    out = recover(lost, latest=True)
+    assert out.exit_code == 0, out.message
+    assert len(lost.docker.database.restores) == 2 and lost.current() is not None
