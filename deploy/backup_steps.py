@@ -10,14 +10,20 @@ from deploy.checks.model import CheckResult
 from deploy.report.run import Run
 from deploy.runtime import Runtime
 from remote import backup as backup_cmd
+from remote.commands import ComposeProject
 from remote.host import Host
 
 # pgBackRest's own words, redacted like every artifact.
 LOG_DIR = "backups"
 
 
-def read_status(run: Run, leader: Host, runtime: Runtime) -> BackupStatus:
-    res = leader.run(backup_cmd.status(runtime.database()), "reading the backup status", check=False, timeout=120)
+def read_status(run: Run, leader: Host, runtime: Runtime, stopped: ComposeProject | None = None) -> BackupStatus:
+    """The repository's state from the running PostgreSQL container; ``stopped``: from a
+    one-off container of that project instead (the server is down: a restore to finish)."""
+    if stopped is not None:
+        res = leader.run(backup_cmd.status_one_off(stopped), "reading the backup repository", check=False, timeout=300)
+    else:
+        res = leader.run(backup_cmd.status(runtime.database()), "reading the backup status", check=False, timeout=120)
     if res.exited == backup_cmd.NO_CONTAINER:
         raise BackupError(f"PostgreSQL is not running on {leader.name}",
                           "`inv up` starts the live release again; `inv status` shows what runs")

@@ -181,14 +181,36 @@ def restore(run: Run, settings: Settings, target: RestoreTarget, yes: bool = Fal
             raise OperatorError("restoring in place on a swarm is not supported yet",
                                 "scale to one droplet, or restore with `inv deploy --restore` on a new cluster")
         with steps.locked(run, leader, "(restore)", settings.lock_wait):
-            status = read_status(run, leader, runtime)
-            args = _checked(status, target)
+            earlier = _unfinished(run, leader)
             current = _live_release(leader)
+            # An unfinished restore left the server stopped: the repository is read from a one-off container.
+            status = read_status(run, leader, runtime, stopped=runtime.spec.on(leader.layout) if earlier else None)
+            args = _checked(status, target)
             confirm.typed_name(name, f"replace the database on {name} with {target.describe()}", yes, ask=ask)
-            undo = take(run, leader, runtime, "full" if not status.backups else "diff", "before the restore")
-            run.log(f"the database as it was is backup {undo.label}: `inv restore --backup {undo.label}` undoes this restore")
-            _restore_in_place(run, settings, leader, runtime, current, args, target, undo)
+            if earlier is None:
+                undo = take(run, leader, runtime, "full" if not status.backups else "diff", "before the restore").label
+                _stop_writers(run, leader, runtime)
+            else:   # the database is half restored: the backup taken before the first attempt undoes it
+                undo = str(earlier.get("undo") or "?")
+            run.log(f"the database as it was is backup {undo}: `inv restore --backup {undo}` undoes this restore")
+            _restore_in_place(run, leader, runtime, current, args, target, undo)
         verify(run, settings, edges, *_cluster_again(run, settings, edges))
+
+
+def _unfinished(run: Run, leader: Host) -> dict | None:
+    """An earlier restore that stopped halfway (its marker is still there), named with the
+    backup that holds the database as it was before it; None when there is none."""
+    res = leader.run(f"cat {cmd.q(leader.layout.base + '/' + RESTORE_MARKER)}", "looking for an unfinished restore",
+                     check=False, timeout=30)
+    if not res.ok:
+        return None
+    try:
+        earlier = json.loads(res.stdout)
+    except json.JSONDecodeError:
+        earlier = {}
+    run.warn(f"an earlier restore to {earlier.get('target', '?')} did not finish; this one replaces it. The database "
+             f"as it was before that one is backup {earlier.get('undo', '?')}")
+    return earlier
 
 
 def _checked(status: BackupStatus, target: RestoreTarget) -> list[str]:
@@ -216,10 +238,8 @@ def _live_release(leader: Host) -> str:
     return current
 
 
-def _restore_in_place(run: Run, settings: Settings, leader: Host, runtime: ComposeRuntime, current: str,
-                      args: list[str], target: RestoreTarget, undo: BackupSet) -> None:
+def _stop_writers(run: Run, leader: Host, runtime: ComposeRuntime) -> None:
     project = runtime.spec.on(leader.layout)
-    marker = f"{leader.layout.base}/{RESTORE_MARKER}"
     with run.step("stop-writers") as step:
         leader.run(cmd._c(project, "stop", *WRITERS), "stopping the services that write", timeout=300)
         # Every transaction committed so far reaches the repository before the server stops.
@@ -229,7 +249,13 @@ def _restore_in_place(run: Run, settings: Settings, leader: Host, runtime: Compo
                               "the database is unchanged and the writers are stopped: `inv up` starts them again; "
                               + backups.repository_fix(res.output))
         step.note(", ".join(WRITERS) + " stopped; WAL archived")
-    leader.put(marker, json.dumps({"target": target.describe(), "undo": undo.label, "release": current}).encode(), mode=0o600)
+
+
+def _restore_in_place(run: Run, leader: Host, runtime: ComposeRuntime, current: str,
+                      args: list[str], target: RestoreTarget, undo: str) -> None:
+    project = runtime.spec.on(leader.layout)
+    marker = f"{leader.layout.base}/{RESTORE_MARKER}"
+    leader.put(marker, json.dumps({"target": target.describe(), "undo": undo, "release": current}).encode(), mode=0o600)
     with run.step("restore") as step:
         leader.run(cmd._c(project, "stop", backup_cmd.SERVICE), "stopping PostgreSQL", timeout=300)
         res = leader.run(backup_cmd.restore(project, args), f"restoring to {target.describe()}", check=False, timeout=6 * 3600)
@@ -237,7 +263,7 @@ def _restore_in_place(run: Run, settings: Settings, leader: Host, runtime: Compo
         if not res.ok:
             raise BackupError(f"the restore failed before it finished: {res.tail(lines=3)}; the stack stays stopped, "
                               "so nothing runs on a half-restored database",
-                              f"run the same `inv restore` again (it resumes), or `inv restore --backup {undo.label}` "
+                              f"run the same `inv restore` again (it resumes), or `inv restore --backup {undo}` "
                               "to return to the database as it was; pgBackRest's output is in backups/restore.log")
         step.note(f"restored to {target.describe()}")
     meta = sync.read_release_meta(leader, current) or {}

@@ -6,7 +6,7 @@
 #   else the newest backup older than BACKUP_DIFF_HOURS (24): a differential.
 # Differentials, not incrementals: a restore needs the full and at most one differential, never
 # a chain where one lost link loses the rest. Recovery points between backups come from the WAL,
-# archived continuously (archive_timeout 60 s). The outcome of each round is written to
+# archived continuously (archive_timeout 30 s). The outcome of each round is written to
 # BACKUP_STATUS_FILE for backup-status.sh (the deployer's checks read it).
 set -uo pipefail
 here="$(dirname "$(readlink -f "$0")")"

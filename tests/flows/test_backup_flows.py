@@ -138,6 +138,14 @@ def test_a_restore_that_fails_halfway_leaves_the_stack_stopped_and_says_how_to_f
     assert "postgres" not in deployed.docker.containers and not WRITERS & set(deployed.docker.containers)
     marker = json.loads((deployed.base / "restore-pending.json").read_text())
     assert marker["undo"] == undo and not deployed.lock_held()
+    # The way out it names works: the same command, with the stack still stopped, finishes the job.
+    db.restore_fails = ""
+    out = restore(deployed, latest=True)
+    assert out.exit_code == 0, out.message
+    assert f"an earlier restore to the newest archived transaction did not finish" in out.message
+    assert f"backup {undo}" in out.message
+    assert WRITERS | {"postgres"} <= set(deployed.docker.containers)
+    assert not (deployed.base / "restore-pending.json").exists()
 
 
 def test_a_restore_while_another_holds_the_lock_is_refused(deployed):
