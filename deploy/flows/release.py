@@ -127,8 +127,6 @@ def up_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
                 meta = sync.read_release_meta(leader, current) or {}
                 runtime.restart(run, leader, current, meta.get("images") or {})
                 return
-            if fill is not None:
-                fill.apply(run, leader, runtime, pushed.release_id)
             runtime.go_live(run, leader, Candidate(pushed.id, current, pushed.meta.get("images") or {},
                                                    _mount_changes(settings, leader, current, pushed)))
             steps.prune(run, inventory.targets, settings.releases_keep)
@@ -156,8 +154,6 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = R
                                         "deploy that release's sources again, or pick another release from "
                                         "`inv releases`")
                 step.note(f"{current or '(none)'} -> {chosen.id}")
-            if fill is not None:
-                fill.apply(run, leader, runtime, pushed.release_id)
             runtime.go_live(run, leader, Candidate(chosen.id, current, wanted,
                                                    _mount_changes(settings, leader, current, chosen),
                                                    migrate=False, publish=False))
