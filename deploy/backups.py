@@ -197,8 +197,9 @@ def repository_fix(problem: str) -> str:
         return ("BACKUP_CIPHER_PASS may have changed: the repository can only be read with the pass it was made with; "
                 "put the old one back")
     if "database does not match" in text or "system-id" in text or "stanza" in text:
-        return ("The repository holds another database's backups (a lost droplet's?): `inv deploy --restore latest` "
-                "brings that data back, or set BACKUP_REPO_PATH to a new path for a fresh start")
+        return ("The repository holds another database's backups (a lost droplet's, when this one was deployed without "
+                "--restore): `inv destroy` then `inv deploy --restore latest` brings that data back; or set "
+                "BACKUP_REPO_PATH to a new path to start afresh")
     if "resolve" in text or "connect" in text or "timeout" in text or "timed out" in text:
         return "The repository cannot be reached from the droplet: check SPACES_ENDPOINT/SPACES_REGION and the droplet's egress"
     return "pgBackRest's own words are in backups/ in the run folder"

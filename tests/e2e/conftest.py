@@ -19,6 +19,8 @@ from tests.conftest import need
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = {"LAB_NAME": "sdtest-e2e", "LAB_API_PORT": "8787", "LAB_SUBNET": "10.78.0.0/24"}
+if os.environ.get("E2E_LAB"):   # NAME,PORT,SUBNET: a second e2e lab beside one already running
+    LAB = dict(zip(LAB, os.environ["E2E_LAB"].split(",")))
 SWARM_LAB = {"LAB_NAME": "sdtest-swarm", "LAB_API_PORT": "8789", "LAB_SUBNET": "10.75.0.0/24"}
 
 
@@ -82,8 +84,14 @@ def lab(tmp_path_factory):
 MODULE_ORDER = ("test_lab_deploy.py", "test_zero_downtime.py")
 
 
+# The disaster recovery replaces the droplet: its module comes after all the others.
+LAST = ("test_backups.py",)
+
+
 def pytest_collection_modifyitems(session, config, items) -> None:
     def rank(item) -> int:
         name = item.path.name
+        if name in LAST:
+            return len(MODULE_ORDER) + 1
         return MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER)
     items.sort(key=rank)   # stable: file order within each module, other modules after
