@@ -17,6 +17,10 @@ from remote.host import Host
 LOG_DIR = "backups"
 
 
+BUSY_RETRY_SECONDS = 5.0          # while another backup holds pgBackRest's lock
+BUSY_WAIT_LIMIT = 6 * 3600.0
+
+
 def read_status(run: Run, leader: Host, runtime: Runtime, stopped: ComposeProject | None = None) -> BackupStatus:
     """The repository's state from the running PostgreSQL container; ``stopped``: from a
     one-off container of that project instead (the server is down: a restore to finish)."""
@@ -37,7 +41,16 @@ def take(run: Run, leader: Host, runtime: Runtime, kind: str, why: str) -> Backu
     """A backup now; the newest backup in the repository afterwards is it."""
     with run.step("backup") as step:
         started = time.monotonic()
-        res = leader.run(backup_cmd.backup(runtime.database(), kind), f"{kind} backup ({why})", check=False, timeout=6 * 3600)
+        waited = False
+        while True:
+            res = leader.run(backup_cmd.backup(runtime.database(), kind), f"{kind} backup ({why})", check=False,
+                             timeout=6 * 3600)
+            if res.ok or "unable to acquire lock" not in res.output or time.monotonic() - started > BUSY_WAIT_LIMIT:
+                break
+            if not waited:   # the schedule's backup (e.g. a new stack's first full): this one follows it
+                run.log("another backup is running (the schedule's); waiting for it to end")
+                waited = True
+            time.sleep(BUSY_RETRY_SECONDS)
         run.artifacts.write_text(f"{LOG_DIR}/backup-{kind}.log", res.output)
         if not res.ok:
             raise BackupError(f"the {kind} backup failed: {res.tail(lines=3)}", backups.repository_fix(res.output))

@@ -187,8 +187,13 @@ def checks(status: BackupStatus) -> list[CheckResult]:
 
 
 def repository_fix(problem: str) -> str:
-    """The way out for pgBackRest's usual complaints, by what it said."""
-    text = problem.lower()
+    """The way out for pgBackRest's usual complaints, by what it said: its ERROR lines when
+    there are any (the options it echoes at INFO name the cipher, the keys and the repository)."""
+    errors = [line for line in problem.splitlines() if "ERROR" in line or "HINT" in line]
+    text = "\n".join(errors or [problem]).lower()
+    if "unable to acquire lock" in text:
+        return ("another backup is running (the schedule's, every BACKUP_CHECK_SECONDS, or another `inv backup`): "
+                "wait for it to end (`inv backups` lists it then) and run this again")
     if "invalidaccesskeyid" in text or "signaturedoesnotmatch" in text or "403" in text or "accessdenied" in text:
         return "Check SPACES_KEY and SPACES_SECRET (a Spaces access key with access to SPACES_BUCKET), then deploy"
     if "nosuchbucket" in text or "404" in text:

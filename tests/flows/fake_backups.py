@@ -21,6 +21,7 @@ class FakeDatabase:
     restore_fails: str = ""           # the restore's error (e.g. a full disk)
     restores: list[list[str]] = field(default_factory=list)
     checks: int = 0
+    busy: int = 0                     # backups refused for pgBackRest's lock (the schedule's runs) before one gets it
     clock: float = field(default_factory=time.time)
 
     def now(self) -> float:
@@ -58,6 +59,11 @@ class FakeDatabase:
         if argv[:1] == ["pgbr"] and argv[-1] == "backup":
             if self.problem:
                 return Result(command, 1, "", f"ERROR: [039]: {self.problem}\n")
+            if self.busy:
+                self.busy -= 1
+                return Result(command, 50, "INFO: backup command begin 2.45: --repo1-cipher-type=aes-256-cbc\n"
+                              "ERROR: [050]: unable to acquire lock on file '/tmp/pgbackrest/main-backup.lock': "
+                              "Resource temporarily unavailable\n       HINT: is another pgBackRest process running?\n")
             kind = next(a.split("=", 1)[1] for a in argv if a.startswith("--type="))
             self.clock = self.now() + 1
             base = next((b["label"] for b in self.backups if b["type"] == "full"), None)

@@ -276,3 +276,14 @@ def test_a_failed_recovery_leaves_nothing_live_and_the_same_command_finishes_it(
     out = recover(lost, latest=True)
     assert out.exit_code == 0, out.message
     assert len(lost.docker.database.restores) == 2 and lost.current() is not None
+
+
+def test_inv_backup_while_the_schedules_backup_runs_waits_for_it_then_takes_its_own(deployed, monkeypatch):
+    from deploy import backup_steps
+    monkeypatch.setattr(backup_steps, "BUSY_RETRY_SECONDS", 0.01)
+    db = deployed.docker.database.full()
+    db.busy = 3
+    out = deployed.invoke("backup", flows.backup_now, mode="backup")
+    assert out.exit_code == 0, out.message
+    assert "another backup is running (the schedule's); waiting for it to end" in out.message
+    assert db.busy == 0 and len(db.backups) == 2 and out.manifest["details"]["backup"]["type"] == "diff"
