@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,9 @@ class SshEndpoint:
     port: int = 22
     known_hosts_path: Path = Path("~/.config/stackdeploy/known_hosts")
     connect_timeout: float = 10.0
+    # A live sshd answers a channel open at once; paramiko's own default is an hour, and invoke's
+    # command timeout only starts once the channel is open.
+    channel_timeout: float = 30.0
     retries: int = 5          # extra attempts after the first, on connection failures only
     backoff: float = 2.0      # seconds before the first retry; doubles each time (capped)
     max_backoff: float = 30.0
@@ -123,18 +127,66 @@ def _known_hosts_for(target: SshEndpoint, path: Path) -> HostKeys:
     return keys
 
 
+class _Connection(fabric.Connection):
+    """A Fabric connection several threads may share (the progress watcher polls beside the command
+    it watches, remote/progress.py), and whose commands never wait on a dead connection.
+
+    Fabric reconnects inside every ``run`` when the transport is gone (``@opens``). Two threads
+    finding it gone at once both called ``SSHClient.connect`` on the one client: each replaced the
+    client's transport with its own, one was left negotiated and never authenticated, and a
+    command opened its channel on a transport still authenticating, which the server does not
+    answer (paramiko then waits ``channel_timeout``, an hour by default). Here (re)connecting
+    is one thread at a time; the others wait for it and use the connection it made. A connection
+    attempt that fails is closed, not left half open, and a connection that does not answer a
+    channel open within the deadline is closed, so the next command reconnects."""
+
+    _reconnect_lock: threading.Lock | None = None   # class attributes: real attributes to Fabric's
+    _channel_timeout: float = 30.0                  # DataProxy, not config keys
+
+    def __init__(self, *args, channel_timeout: float = 30.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._reconnect_lock = threading.Lock()
+        self._channel_timeout = channel_timeout
+
+    def open(self):
+        assert self._reconnect_lock is not None
+        with self._reconnect_lock:
+            if self.is_connected:      # another thread reconnected while this one waited
+                return None
+            try:
+                return super().open()
+            except BaseException:
+                self.client.close()    # no half-open transport (negotiated, not authenticated) stays
+                raise
+
+    def create_session(self) -> paramiko.Channel:
+        self.open()
+        transport = self.transport    # set by open() only once authenticated, never a half-made one
+        if transport is None:
+            raise paramiko.SSHException("not connected")
+        try:
+            return transport.open_session(timeout=self._channel_timeout)
+        except paramiko.SSHException:
+            # Open but not answering (the droplet frozen, its network gone without a reset): every
+            # channel of it would wait the same way. Closed, the next command connects afresh.
+            transport.close()
+            raise
+
+
 def _new_connection(target: SshEndpoint, pkey: paramiko.PKey, known_hosts: Path) -> fabric.Connection:
     # load_ssh_configs=False: the user's ~/.ssh/config must not redirect our connection.
     # in_stream=False: remote commands never read our terminal (no prompts, no stdin leaks).
     config = fabric.Config(overrides={"load_ssh_configs": False,
                                       "run": {"hide": True, "in_stream": False}})
-    conn = fabric.Connection(
+    conn = _Connection(
         host=target.host, user=target.user, port=target.port, config=config,
         connect_timeout=int(max(1, round(target.connect_timeout))),
-        forward_agent=False,
+        forward_agent=False,   # _Connection.create_session sets up no agent forwarding
         connect_kwargs={"pkey": pkey, "allow_agent": False, "look_for_keys": False,
                         "banner_timeout": target.connect_timeout,
-                        "auth_timeout": target.connect_timeout},
+                        "auth_timeout": target.connect_timeout,
+                        "channel_timeout": target.channel_timeout},
+        channel_timeout=target.channel_timeout,
     )
     client = conn.client
     keys = _known_hosts_for(target, known_hosts)

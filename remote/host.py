@@ -253,12 +253,15 @@ class Host:
     def run(self, command: str, what: str = "", *, check: bool = True, timeout: float | None = None,
             hint: str = DEFAULT_HINT) -> Result:
         """Run ``command``. With ``check`` a failure raises RemoteCommandError naming ``what``,
-        the host and the command's last stderr line; without, the Result is returned as is."""
+        the host and the command's last stderr line; without, the Result is returned as is.
+        A session that ended without an exit status raises ConnectionLost either way: that is no
+        answer from the command (read as one, a health poll cut off by a drop said "gone" and
+        the cutover blamed the new container)."""
         try:
             result = self._exec().run(command, timeout=timeout)
         except _DROPPED as exc:
             raise self._lost(what or f"running `{command.split(None, 1)[0]}`", exc) from None
-        if check and result.exited == SESSION_ENDED:
+        if result.exited == SESSION_ENDED:
             raise self._lost(what or f"running `{command.split(None, 1)[0]}`", EOFError("the session ended "
                                                                                         "without an exit status"))
         if check and not result.ok:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
 import threading
 import time
 
@@ -126,6 +127,60 @@ def test_polls_share_one_real_ssh_connection_with_the_command_they_watch(tmp_pat
     assert any(seen_running)     # the marker exists only while the long command runs
     log = (run.folder / "run.log").read_text()
     assert "[up] command: running" in log and log.rstrip().splitlines()[-2].endswith("[up] command: waiting")
+
+
+def _sessions_killed(sshd, target: Host) -> None:
+    """Every SSH session of the sshd killed (as the e2e fault does on a droplet: `pkill -KILL -f
+    '^sshd: deploy'`), the listener kept; returns once this side has seen the connection close."""
+    transport = target.executor.conn.transport
+    subprocess.run(["pkill", "-KILL", "-P", str(sshd.proc.pid)], check=True)
+    deadline = time.monotonic() + 10
+    while transport.is_active():
+        assert time.monotonic() < deadline, "the killed session's connection stayed open"
+        time.sleep(0.01)
+
+
+def test_the_command_and_its_polls_reconnect_at_once_after_a_drop_and_none_hangs(tmp_path, sshd):
+    """After a drop mid-cutover the main thread goes on (record the outcome, restore the live
+    release) while the progress watcher's next poll runs on its own thread: both found the one
+    Fabric connection closed and both reconnected through it at the same time. Two SSHClient.connect
+    calls on one client replaced each other's transport; a command then opened its channel on a
+    transport still authenticating, the server never answered it and paramiko waits an hour for
+    that answer (the e2e test_ssh_dropped_mid_cutover hung there for 900 s). Here several threads
+    run their next command at the same instant after the drop: each gets its answer."""
+    ssh = SshEndpoint(host="127.0.0.1", user=sshd.user, key_path=sshd.user_key, port=sshd.port,
+                      known_hosts_path=pin(sshd, tmp_path / "known_hosts"), connect_timeout=5, retries=1,
+                      backoff=0.1)
+    target = Host(name="droplet", host="127.0.0.1", layout=ReleaseLayout("/tmp/unused"),
+                  connector=connector(ssh)).open()
+    threads_per_round = 6
+    try:
+        for attempt in range(3):
+            assert target.run("echo up").stdout.strip() == "up"
+            _sessions_killed(sshd, target)
+            start = threading.Barrier(threads_per_round)
+            answers: dict[int, object] = {}
+
+            def command(i: int) -> None:
+                start.wait()
+                try:
+                    answers[i] = target.run(f"echo {i}", "polling").stdout.strip()
+                except Exception as exc:  # noqa: BLE001 - recorded, asserted below
+                    answers[i] = f"{type(exc).__name__}: {exc}"
+
+            threads = [threading.Thread(target=command, args=(i,), daemon=True) for i in range(threads_per_round)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 30
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+            hung = sum(t.is_alive() for t in threads)
+            assert hung == 0, f"attempt {attempt}: {hung} command(s) still waiting 30 s after the reconnect"
+            assert answers == {i: str(i) for i in range(threads_per_round)}, f"attempt {attempt}: {answers}"
+        # one live connection afterwards: no half-open transport was left behind by a lost race
+        assert target.executor.conn.transport.is_authenticated()
+    finally:
+        target.close()
 
 
 def test_a_poll_hanging_past_the_step_end_delays_it_briefly_and_reports_nothing_late(tmp_path, monkeypatch):

@@ -195,3 +195,60 @@ def test_a_session_killed_under_a_command_is_a_lost_connection_not_a_failed_comm
         assert host.run("echo back").stdout.strip() == "back"       # the next command reconnects
     finally:
         host.close()
+
+
+def test_a_session_killed_under_an_unchecked_command_is_a_lost_connection_not_an_empty_answer(sshd, target, tmp_path):
+    """check=False returns the command's own answer, whatever its exit status; a session killed
+    under it gave none. Returned as a Result (exit -1, no output), the cutover's health poll read
+    it as a container "gone", removed the new container and blamed the service (found by the e2e
+    test_ssh_dropped_mid_cutover once the drop landed under that poll)."""
+    conn = connect(target)
+    host = Host(name="sshd", host=conn.host, layout=ReleaseLayout(str(tmp_path / "base")),
+                connector=lambda quick: SshExecutor(conn)).open()
+    try:
+        killer = threading.Timer(1, lambda: subprocess.run(["pkill", "-KILL", "-P", str(sshd.proc.pid)], check=True))
+        killer.start()
+        with pytest.raises(ConnectionLost) as lost:
+            host.run("sleep 20; echo running healthy", "polling the health", check=False)
+        killer.join()
+        assert "dropped while polling the health" in lost.value.message
+        assert host.run("echo back", check=False).stdout.strip() == "back"
+    finally:
+        host.close()
+
+
+def test_a_connection_that_stops_answering_fails_the_next_command_within_the_channel_deadline(sshd, target, tmp_path):
+    """The session's sshd frozen (a hung droplet, a network gone without a reset): the TCP
+    connection stays open and nothing answers. Opening the next command's channel used to wait
+    paramiko's default hour (invoke's timeout only starts once the channel is open); now it gives
+    up after the endpoint's channel_timeout with a lost connection, and the next command connects
+    afresh."""
+    conn = connect(dataclasses.replace(target, channel_timeout=2))
+    host = Host(name="sshd", host=conn.host, layout=ReleaseLayout(str(tmp_path / "base")),
+                connector=lambda quick: SshExecutor(conn)).open()
+    sessions = subprocess.run(["pgrep", "-P", str(sshd.proc.pid)], capture_output=True, text=True).stdout.split()
+    outcome: list[BaseException | str] = []
+
+    def next_command() -> None:
+        try:
+            outcome.append(host.run("echo answered", "checking", timeout=5).stdout.strip())
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            outcome.append(exc)
+
+    try:
+        subprocess.run(["kill", "-STOP", *sessions], check=True)
+        started = time.monotonic()
+        waiting = threading.Thread(target=next_command, daemon=True)
+        waiting.start()
+        waiting.join(20)
+        assert not waiting.is_alive(), "the command still waits on a connection that does not answer"
+        assert time.monotonic() - started < 10
+        [lost] = outcome
+        assert isinstance(lost, ConnectionLost), lost
+        assert "dropped while checking" in lost.message and "run the same command again" in lost.hint
+    finally:
+        subprocess.run(["kill", "-KILL", *sessions], check=False)
+    try:
+        assert host.run("echo back").stdout.strip() == "back"       # a new connection, not the frozen one
+    finally:
+        host.close()
