@@ -5,7 +5,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from lab.droplets.backend import DROPLET_LABEL
 from lab.droplets.network import ensure_network
 from lab.errors import LabError
 from lab.images import builder, recipes
+from lab.ports import port_free
 from lab.services import dns as labdns
 from lab.services import pebble
 from lab.services import registry as labregistry
@@ -65,12 +65,7 @@ def build_images(cfg: LabConfig, log: Log = print) -> list[str]:
 
 
 def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+    return port_free(port)
 
 
 def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
