@@ -95,6 +95,8 @@ def status_fixes(st: dict[str, Any]) -> list[str]:
         fixes.append("fix: droplets " + ", ".join(map(str, st["unknown_droplets"])) + " remain from a "
                      "removed state folder; `inv lab.down` removes them (and what was deployed on "
                      "them) and the rest of the lab, then `inv lab.up`")
+    elif st["api"]["state"] == "missing" and all(s["state"] == "missing" for s in st["services"].values()):
+        fixes.append("the lab is not up: `inv lab.up` starts it")
     elif st["api"]["state"] != "running" or any(s["state"] != "running" or s["restarts"]
                                                  for s in st["services"].values()):
         fixes.append("fix: `inv lab.up` replaces the lab services that are not running and restarts the API")

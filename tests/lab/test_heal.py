@@ -146,6 +146,7 @@ def test_droplets_the_api_no_longer_knows_are_named_never_removed(project, tmp_p
         # The command named is the way out: down (the API left without its state stops too), up.
         inv(project, cfg, "lab.down")
         assert inspect("container", droplet) is None and not _is_api(st["pid"])
+        assert inv(project, cfg, "lab.status").stdout.rstrip().endswith("the lab is not up: `inv lab.up` starts it")
         inv(project, cfg, "lab.up")
         _all_running(inv(project, cfg, "lab.status").stdout)
     finally:
