@@ -1,11 +1,11 @@
 """What the lab tasks do, as functions of a LabConfig (tasks.py only parses flags)."""
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +23,8 @@ from lab.droplets.backend import DROPLET_LABEL
 from lab.droplets.network import ensure_network
 from lab.errors import LabError
 from lab.images import builder, recipes
+from lab.ports import port_free
+from lab.services import containers
 from lab.services import dns as labdns
 from lab.services import pebble
 from lab.services import registry as labregistry
@@ -65,19 +67,60 @@ def build_images(cfg: LabConfig, log: Log = print) -> list[str]:
 
 
 def _port_free(port: int) -> bool:
-    with socket.socket() as s:
+    return port_free(port)
+
+
+def _api_state_file(cfg: LabConfig) -> Path:
+    return (cfg.state_dir / "api-state.json").resolve()
+
+
+def api_processes(cfg: LabConfig) -> list[int]:
+    """Every lab API process serving this lab's state folder, whatever state.json says (or
+    whether it is still there): found by the --state-file its command line names."""
+    want = str(_api_state_file(cfg)).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            s.bind(("127.0.0.1", port))
-            return True
+            args = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
-            return False
+            continue
+        if b"lab.fake_do" in args and b"--state-file" in args:
+            i = args.index(b"--state-file")
+            if args[i + 1:i + 2] == [want]:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def unknown_droplets(cfg: LabConfig) -> list[dict[str, Any]]:
+    """Droplet containers of this lab that its API's state file does not list (the state folder
+    was removed under them): a new API would not know them, and would clash with their names."""
+    try:
+        known = set(json.loads(_api_state_file(cfg).read_text()).get("droplets") or {})
+    except (OSError, ValueError, AttributeError):
+        known = set()
+    return [d for d in droplets(cfg) if str(d["id"]) not in known]
 
 
 def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
-    """Images, network, keypair, the fake API in the background, the lab domain. Idempotent."""
+    """Images, network, keypair, the fake API in the background, the lab domain. Idempotent.
+
+    Heals what it can: lab service containers that crashed, stopped, or were started for a
+    state folder since removed are replaced (ensure_container), and an API left running
+    without its state is stopped. Droplet containers hold what was deployed on them: ones the
+    API no longer knows are never removed here; the error names them and `inv lab.down`."""
     problem = engine_problem()
     if problem:
         raise LabError(problem)
+    lost = unknown_droplets(cfg)
+    if lost:
+        names = ", ".join(d["container"] for d in lost)
+        raise LabError(f"droplet containers of lab {cfg.name} remain that its state folder "
+                       f"({cfg.state_dir}) no longer lists, so a new lab API would not know them: "
+                       f"{names}. They hold what was deployed on them; when you no longer need "
+                       f"that, run `inv lab.down` (removes them and the rest of lab {cfg.name}), "
+                       "then `inv lab.up`")
     build_images(cfg, log)
     gateway = ensure_network(cfg)
     state.ensure_dir(cfg.state_dir)
@@ -96,6 +139,9 @@ def up(cfg: LabConfig, log: Log = print) -> dict[str, Any]:
     if st and _api_alive(st):
         log(f"lab API already running at {st['api_url']} (pid {st['pid']})")
         return st
+    stopped = stop_api(cfg)     # one that no longer answers, or serves a removed state folder
+    if stopped:
+        log(f"lab API: stopped pid {', '.join(map(str, stopped))}, which ran without a working state")
     if not _port_free(cfg.api_port):
         raise LabError(f"lab setting `api_port` (LAB_API_PORT) = {cfg.api_port}: 127.0.0.1:"
                        f"{cfg.api_port} is already in use; choose another port")
@@ -148,27 +194,63 @@ def droplets(cfg: LabConfig) -> list[dict[str, Any]]:
         net = info.get("NetworkSettings", {}).get("Networks", {}).get(cfg.network) or {}
         out.append({"id": int(labels[DROPLET_LABEL]), "container": info.get("Name", "").lstrip("/"),
                     "hostname": info.get("Config", {}).get("Hostname"), "ip": net.get("IPAddress"),
-                    "state": info.get("State", {}).get("Status")})
+                    **containers.describe(info)})
     return sorted(out, key=lambda d: d["id"])
+
+
+SERVICES = {labdns.ROLE: "DNS server", pebble.ROLE: "ACME CA (Pebble)",
+            labregistry.ROLE: "container registry", labs3.ROLE: "S3 endpoint"}
+
+
+def api_state(cfg: LabConfig, st: dict[str, Any] | None) -> dict[str, Any]:
+    """running (answers), not answering (its process is there), exited (state.json names a
+    process that is gone), stray (running for a state folder that is gone), or missing."""
+    pids = api_processes(cfg)
+    if st and _api_alive(st):
+        now = "running"
+    elif st and st.get("pid") in pids:
+        now = "not answering"
+    elif pids:
+        now = "stray"
+    elif st:
+        now = "exited"
+    else:
+        now = "missing"
+    return {"state": now, "pid": (st or {}).get("pid") if now != "stray" else pids[0],
+            "url": (st or {}).get("api_url"), "log": str(cfg.state_dir / "api.log")}
 
 
 def status(cfg: LabConfig) -> dict[str, Any]:
     st = state.read(cfg.state_dir)
     images = {t: (inspect("image", t) is not None)
               for t in [recipes.DROPLET_TAG, *recipes.INFRA, *recipes.STANDINS]}
-    return {"api_running": bool(st and _api_alive(st)), "api_url": (st or {}).get("api_url"),
-            "pid": (st or {}).get("pid"), "network": cfg.network,
+    api = api_state(cfg, st)
+    services = {role: {"what": what, **containers.service(cfg, role)} for role, what in SERVICES.items()}
+    if services[labs3.ROLE]["state"] == "running" and labs3.state_of(cfg) == "unreachable":
+        services[labs3.ROLE]["state"] = "unreachable"
+    return {"api_running": api["state"] == "running", "api_url": (st or {}).get("api_url"),
+            "pid": (st or {}).get("pid"), "api": api, "services": services, "network": cfg.network,
             "network_exists": inspect("network", cfg.network) is not None,
-            "droplets": droplets(cfg), "images": images,
-            "s3": {"endpoint": labs3.address(cfg), "bucket": labs3.BUCKET, "state": labs3.state_of(cfg)}}
+            "droplets": droplets(cfg), "unknown_droplets": [d["id"] for d in unknown_droplets(cfg)],
+            "images": images,
+            "s3": {"endpoint": labs3.address(cfg), "bucket": labs3.BUCKET,
+                   "state": services[labs3.ROLE]["state"]}}
 
 
-def stop_api(cfg: LabConfig, timeout: float = 10.0) -> bool:
-    st = state.read(cfg.state_dir) or {}
-    pid = st.get("pid")
-    if not pid or not _pid_is_api(pid):
-        return False
-    os.kill(pid, signal.SIGTERM)
+def stop_api(cfg: LabConfig, timeout: float = 10.0) -> list[int]:
+    """Stop the lab API state.json names and any other serving this state folder; their pids."""
+    pid = (state.read(cfg.state_dir) or {}).get("pid")
+    pids = sorted({*([pid] if pid and _pid_is_api(pid) else []), *api_processes(cfg)})
+    for pid in pids:
+        _stop(pid, timeout)
+    return pids
+
+
+def _stop(pid: int, timeout: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
     deadline = time.monotonic() + timeout
     while _pid_is_api(pid) and time.monotonic() < deadline:
         try:
@@ -179,15 +261,13 @@ def stop_api(cfg: LabConfig, timeout: float = 10.0) -> bool:
         time.sleep(0.1)
     if _pid_is_api(pid):
         os.kill(pid, signal.SIGKILL)
-    return True
 
 
 def down(cfg: LabConfig, purge_images: bool = False, log: Log = print) -> dict[str, list[str]]:
     """Remove what this lab made, found by its label (and its state files); nothing else."""
     removed: dict[str, list[str]] = {"api": [], "containers": [], "volumes": [], "networks": [],
                                      "images": [], "files": []}
-    if stop_api(cfg):
-        removed["api"].append(str((state.read(cfg.state_dir) or {}).get("pid")))
+    removed["api"] = [str(pid) for pid in stop_api(cfg)]
     for kind, key in (("container", "containers"), ("volume", "volumes"), ("network", "networks")):
         for obj in list_labelled(kind, cfg.label):
             if kind == "container":
@@ -198,7 +278,7 @@ def down(cfg: LabConfig, purge_images: bool = False, log: Log = print) -> dict[s
     if purge_images:
         removed["images"] = builder.remove_standins(log)
     for name in ("state.json", "api-state.json", "api.log", "id_ed25519", "id_ed25519.pub",
-                 "stack.env", "known_hosts", "dashboard-password"):
+                 "stack.env", "known_hosts", "dashboard-password", state.INSTANCE_FILE):
         p = cfg.state_dir / name
         if p.exists():
             p.unlink()
@@ -245,4 +325,5 @@ def env_values(cfg: LabConfig, stack_example: Path = Path(__file__).resolve().pa
     return {**values, **spaces}
 
 
-__all__ = ["up", "down", "status", "env_values", "build_images", "droplets", "stop_api"]
+__all__ = ["up", "down", "status", "env_values", "build_images", "droplets", "stop_api",
+           "api_processes", "unknown_droplets"]

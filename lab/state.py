@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
 STATE_FILE = "state.json"
+INSTANCE_FILE = "instance"
 
 
 def ensure_dir(state_dir: Path) -> Path:
@@ -22,6 +24,27 @@ def write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     path.chmod(0o600)
+
+
+def instance(state_dir: Path) -> str:
+    """A random id made once per state folder: service containers carry it (in their spec), so
+    one started for a folder that was since removed (its bind mounts point at deleted files) is
+    told apart from one started for this folder, even at the same path. Safe to race: the first
+    writer wins, everyone reads its id."""
+    path = ensure_dir(state_dir) / INSTANCE_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{INSTANCE_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    tmp.write_text(secrets.token_hex(16) + "\n")
+    try:
+        os.link(tmp, path)            # atomic, and refuses to replace an id another writer made
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()
 
 
 def read(state_dir: Path) -> dict[str, Any] | None:

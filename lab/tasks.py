@@ -48,21 +48,59 @@ def up(c, port=None, subnet=None, images=None, name=None):
 
 @task(help={"json_": "Print the status as JSON"})
 def status(c, json_=False):
-    """Show the lab API, its S3 endpoint, its droplets (id, IP, state) and which images are built."""
+    """Show each lab service (API, DNS, Pebble, registry, S3) and droplet: running, restarting, exited or missing."""
     cfg = _guard(lambda: _cfg(c))
     st = _guard(lambda: control.status(cfg))
     if json_:
         print(json.dumps(st, indent=2))
         return
-    print(f"API: {'running at ' + st['api_url'] if st['api_running'] else 'not running'}")
-    print(f"network: {st['network']} ({'present' if st['network_exists'] else 'absent'})")
-    print(f"S3: https://{st['s3']['endpoint']}/{st['s3']['bucket']} ({st['s3']['state']})")
-    for d in st["droplets"]:
-        print(f"droplet {d['id']}: {d['hostname']} {d['ip']} {d['state']} ({d['container']})")
-    if not st["droplets"]:
-        print("droplets: none")
+    for line in status_lines(st):
+        print(line)
     missing = [t for t, ok in st["images"].items() if not ok]
     print("images: all built" if not missing else f"images missing: {', '.join(missing)}")
+    for line in status_fixes(st):
+        print(line)
+
+
+API_STATES = {"running": "running at {url} (pid {pid})",
+              "not answering": "not answering (pid {pid}; its log: {log})",
+              "exited": "exited (pid {pid} is gone; its log: {log})",
+              "stray": "running without its state folder (pid {pid})",
+              "missing": "missing (never started, or `inv lab.down`)"}
+
+
+def status_lines(st: dict[str, Any]) -> list[str]:
+    """One line per lab service (the API, DNS, Pebble, registry, S3), then per droplet."""
+    from lab.services.containers import summary
+    lines = ["API: " + API_STATES[st["api"]["state"]].format(**st["api"])]
+    for role, svc in st["services"].items():
+        if role == "s3":
+            continue
+        lines.append(f"{svc['what']}: {summary(svc)} ({svc['container']})")
+    s3 = st["services"]["s3"]
+    lines.append(f"S3: https://{st['s3']['endpoint']}/{st['s3']['bucket']} ({summary(s3)})")
+    lines.append(f"network: {st['network']} ({'present' if st['network_exists'] else 'missing'})")
+    for d in st["droplets"]:
+        unknown = " (not known to the lab API)" if d["id"] in st["unknown_droplets"] else ""
+        lines.append(f"droplet {d['id']}: {d['hostname']} {d['ip']} {summary(d)} ({d['container']}){unknown}")
+    if not st["droplets"]:
+        lines.append("droplets: none")
+    return lines
+
+
+def status_fixes(st: dict[str, Any]) -> list[str]:
+    """What to run when something is not as `inv lab.up` leaves it."""
+    fixes = []
+    if st["unknown_droplets"]:
+        fixes.append("fix: droplets " + ", ".join(map(str, st["unknown_droplets"])) + " remain from a "
+                     "removed state folder; `inv lab.down` removes them (and what was deployed on "
+                     "them) and the rest of the lab, then `inv lab.up`")
+    elif st["api"]["state"] == "missing" and all(s["state"] == "missing" for s in st["services"].values()):
+        fixes.append("the lab is not up: `inv lab.up` starts it")
+    elif st["api"]["state"] != "running" or any(s["state"] != "running" or s["restarts"]
+                                                 for s in st["services"].values()):
+        fixes.append("fix: `inv lab.up` replaces the lab services that are not running and restarts the API")
+    return fixes
 
 
 @task(help={"purge_images": "Also remove the lab-built images (the next lab.up rebuilds them)"})

@@ -33,6 +33,14 @@ Route = tuple[str, "re.Pattern[str]", Callable[..., Any]]
 ResponseHook = Callable[[str, str, int, Any], Any]
 
 
+class ApiHTTPServer(ThreadingHTTPServer):
+    """The API's listener. SO_REUSEADDR (http.server's default, stated here because
+    lab.ports.port_free probes the port the same way before `inv lab.up` starts the API): a
+    restarted API takes its port back while the last one's connections are in TIME_WAIT."""
+    allow_reuse_address = True
+    daemon_threads = True
+
+
 class FakeDigitalOcean:
     def __init__(self, token: str, backend: DropletBackend | None = None,
                  operator_ip: str = "127.0.0.1", max_per_page: int = 200,
@@ -69,8 +77,7 @@ class FakeDigitalOcean:
         class Handler(_Handler):
             api = fake
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = ApiHTTPServer((host, port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="fake-do", daemon=True)
         self._thread.start()

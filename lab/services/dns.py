@@ -113,7 +113,9 @@ def ensure(cfg: LabConfig, log: Log = print) -> str:
     directory = zones_dir(cfg)
     directory.mkdir(parents=True, exist_ok=True)
     if not (directory / "zones.conf").exists():
-        _write(directory / "zones.conf", zones_conf([]))
+        # The zone files are the API's last publish: a lost zones.conf (knotd does not start
+        # without it) is made again from them, so a restarted knotd serves what the API holds.
+        _write(directory / "zones.conf", zones_conf([p.name[:-len(".zone")] for p in directory.glob("*.zone")]))
     name = ensure_container(cfg, ROLE, DNS_TAG, cfg.dns_ip, ["-v", f"{directory}:/zones:ro"], log=log)
     wait_until(lambda: answers(cfg.dns_ip), name, "DNS server")
     return cfg.dns_ip

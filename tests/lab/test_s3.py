@@ -294,6 +294,6 @@ def test_inv_lab_up_status_env_and_down_handle_the_endpoint(tmp_path, images):
         inv("lab.down")
         assert inspect("container", container_name(cfg, s3.ROLE)) is None
         assert not s3.s3_dir(cfg).exists()
-        assert f"S3: {endpoint} (absent)" in inv("lab.status").stdout
+        assert f"S3: {endpoint} (missing)" in inv("lab.status").stdout
     finally:
         control.down(cfg, log=quiet)
