@@ -46,7 +46,17 @@ if [ -n "${SPACES_BUCKET:-}" ]; then
         export PGBACKREST_REPO1_S3_URI_STYLE=path
     fi
     if [ -n "${SPACES_CA_FILE:-}" ]; then
-        export PGBACKREST_REPO1_STORAGE_CA_FILE="$SPACES_CA_FILE"
+        # A copy inside the container: the mounted file lives in the release folder the
+        # container was created from, which pruning removes while postgres keeps running.
+        ca_copy=/tmp/stack-spaces-ca.pem
+        if [ -s "$SPACES_CA_FILE" ]; then
+            cp -f "$SPACES_CA_FILE" "$ca_copy.$$" 2>/dev/null && mv -f "$ca_copy.$$" "$ca_copy" 2>/dev/null || true
+        fi
+        if [ -s "$ca_copy" ]; then
+            export PGBACKREST_REPO1_STORAGE_CA_FILE="$ca_copy"
+        else
+            export PGBACKREST_REPO1_STORAGE_CA_FILE="$SPACES_CA_FILE"
+        fi
     fi
 else
     export PGBACKREST_REPO1_TYPE=posix
