@@ -19,7 +19,6 @@ import shlex
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -27,7 +26,7 @@ import requests
 from lab import config as labconfig
 from lab.docker import list_labelled
 from tests.e2e.conftest import REPO
-from tests.e2e.test_lab_deploy import QUIET, STATE, api
+from tests.e2e.test_lab_deploy import QUIET, STATE, _notes, api
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 
@@ -112,7 +111,7 @@ def test_restore_to_a_moment_keeps_every_row_committed_before_it_and_none_after_
     assert rows(lab, "pitr_probe") == list(range(1, 51))          # before T: all; after T: none
     if "note" in STATE:
         session, base = api(lab, STATE["ip"])
-        assert STATE["note"] in [n["text"] for n in session.get(f"{base}/notes", timeout=15).json()]
+        assert STATE["note"] in _notes(lab)
     undo = undo_label(res.stdout)
     t0 = time.monotonic()
     res = lab.inv("restore", "--backup", undo, "--yes", extra=QUIET)
@@ -153,10 +152,12 @@ class Writer(threading.Thread):
 
 def _delete_droplet(lab) -> None:
     endpoint = lab.values["DIGITALOCEAN_END_POINT"].rstrip("/")
+    endpoint = endpoint if endpoint.endswith("/v2") else endpoint + "/v2"
     headers = {"Authorization": f"Bearer {lab.values['DIGITALOCEAN_TOKEN']}"}
-    found = requests.get(f"{endpoint}/v2/droplets", headers=headers, timeout=30).json()["droplets"]
-    [droplet] = [d for d in found if d["name"] == "stackdeploy-1"]
-    r = requests.delete(f"{endpoint}/v2/droplets/{droplet['id']}", headers=headers, timeout=30)
+    answer = requests.get(f"{endpoint}/droplets", headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    [droplet] = [d for d in answer.json()["droplets"] if d["name"] == "stackdeploy-1"]
+    r = requests.delete(f"{endpoint}/droplets/{droplet['id']}", headers=headers, timeout=30)
     assert r.status_code == 204, r.text
 
 
@@ -195,7 +196,7 @@ def test_disaster_recovery_after_the_droplet_is_deleted_under_a_writer(deployed)
     assert lost_s <= 60, f"{lost} rows ({lost_s:.1f} s) lost"
     assert rto <= 300, f"delete -> /api/health 200 with the rows took {rto:.0f} s"
     if "note" in STATE:
-        assert STATE["note"] in [n["text"] for n in session.get(f"{base}/notes", timeout=15).json()]
+        assert STATE["note"] in _notes(lab)
 
 
 def test_no_secret_in_any_run_folder_or_output(deployed):
@@ -203,9 +204,11 @@ def test_no_secret_in_any_run_folder_or_output(deployed):
     secrets = [lab.values[k] for k in ("SPACES_KEY", "SPACES_SECRET", "BACKUP_CIPHER_PASS", "POSTGRES_PASSWORD",
                                        "POSTGRES_APP_PASSWORD") if len(lab.values.get(k, "")) >= 8]
     assert len(secrets) == 5
-    places = [p for p in lab.logs.rglob("*") if p.is_file()] + [lab.tmp / "inv.log"]
+    places = [p for p in lab.logs.rglob("*") if p.is_file()]
     assert any("backup" in str(p) for p in places)      # the backup tasks' folders are among them
-    for path in places:
-        text = path.read_text(errors="replace")
+    # every inv command's output, but `inv lab.env`'s, which prints the settings on purpose
+    outputs = [block for block in (lab.tmp / "inv.log").read_text(errors="replace").split("\n$ ")
+               if not block.lstrip("$ ").startswith("lab.env")]
+    for path, text in [(p, p.read_text(errors="replace")) for p in places] + [("inv output", o) for o in outputs]:
         for secret in secrets:
             assert secret not in text, f"a secret leaked into {path}"

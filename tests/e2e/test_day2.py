@@ -69,13 +69,13 @@ def test_status_answers_within_2_seconds_and_exits_0_when_healthy(deployed):
 
 
 def test_status_exits_1_while_a_service_is_stopped_and_0_once_it_is_back(deployed):
-    as_root(deployed, f"docker stop {PROJECT}-worker-1")
+    as_root(deployed, f"docker stop $(docker ps -q --filter label=com.docker.compose.project={PROJECT} --filter label=com.docker.compose.service=worker)")
     try:
         code, data = status_json(deployed)
         assert code == 1 and data["health"] == "degraded"
         assert any(p.startswith("worker: exited") for p in data["problems"]), data["problems"]
     finally:
-        as_root(deployed, f"docker start {PROJECT}-worker-1")
+        as_root(deployed, f"docker start $(docker ps -aq --filter label=com.docker.compose.project={PROJECT} --filter label=com.docker.compose.service=worker --filter status=exited)")
     deadline = time.monotonic() + 120
     while (found := status_json(deployed))[0] != 0:
         assert time.monotonic() < deadline, found[1]["problems"]
@@ -120,7 +120,7 @@ def test_a_canary_secret_printed_by_a_service_never_appears_in_inv_logs(deployed
     marker = f"canary-{uuid.uuid4().hex[:8]}"
     line = shlex.quote(f"{marker} the password is {secret} and the url redis://:{secret}@redis:6379/0")
     # as the service's own user: it may write to its PID 1's stdout (root has no capabilities there)
-    as_root(deployed, f"docker exec {PROJECT}-api-1 sh -c {shlex.quote(f'echo {line} > /proc/1/fd/1')}")
+    as_root(deployed, f"docker exec $(docker ps -q --filter label=com.docker.compose.project={PROJECT} --filter label=com.docker.compose.service=api | head -n 1) sh -c {shlex.quote(f'echo {line} > /proc/1/fd/1')}")
     res = day2(deployed, "logs", "-s", "api", "--since", "5m", "--grep", marker)
     assert res.returncode == 0, res.stderr
     assert marker in res.stdout and "***REDACTED***" in res.stdout

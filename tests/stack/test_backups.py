@@ -119,6 +119,7 @@ def test_a_point_in_time_restore_brings_back_exactly_the_rows_committed_before_t
     c = cluster
     c.sql("CREATE TABLE rows (id serial PRIMARY KEY, label text NOT NULL)")
     c.pgbr("--type=full", "backup")
+    time.sleep(1.1)   # pgBackRest keeps a backup's stop time in whole seconds: a target must be after it
     insert_rows(c, "before", 20)
     target = c.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
     time.sleep(0.05)
