@@ -224,6 +224,13 @@ class SshExecutor:
         self.conn.close()
 
 
+def _still_connected(executor: Executor) -> bool:
+    """After a command ended without an exit status: True when its connection is still up (the
+    command was killed by a signal: sshd sends exit-signal, not exit-status); False when the
+    session itself died under it (a drop)."""
+    return bool(getattr(getattr(executor, "conn", None), "is_connected", False))
+
+
 @dataclass
 class Host:
     """One droplet. ``open()`` connects (through ``connector``); ``close()`` is idempotent."""
@@ -261,7 +268,7 @@ class Host:
             result = self._exec().run(command, timeout=timeout)
         except _DROPPED as exc:
             raise self._lost(what or f"running `{command.split(None, 1)[0]}`", exc) from None
-        if result.exited == SESSION_ENDED:
+        if result.exited == SESSION_ENDED and not _still_connected(self._exec()):
             raise self._lost(what or f"running `{command.split(None, 1)[0]}`", EOFError("the session ended "
                                                                                         "without an exit status"))
         if check and not result.ok:
