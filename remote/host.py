@@ -16,7 +16,7 @@ import collections
 import contextlib
 import posixpath
 import secrets
-import socket
+import time
 import sys
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Protocol
@@ -100,11 +100,12 @@ class LineSplitter:
     """Bytes as they arrive -> whole lines (UTF-8, a broken sequence replaced), each handed to
     ``on_line`` without its line end; the last ``keep`` lines are kept for an error message."""
 
-    def __init__(self, on_line: Callable[[str], None], keep: int = STREAM_TAIL_LINES) -> None:
+    def __init__(self, on_line: Callable[[str], None], keep: int = STREAM_TAIL_LINES,
+                 tail: collections.deque[str] | None = None) -> None:
         self._on_line = on_line
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._pending = ""
-        self.tail: collections.deque[str] = collections.deque(maxlen=keep)
+        self.tail: collections.deque[str] = collections.deque(maxlen=keep) if tail is None else tail
 
     def feed(self, data: bytes) -> None:
         self._pending += self._decoder.decode(data)
@@ -187,25 +188,34 @@ class SshExecutor:
         if not self.conn.is_connected:
             self.conn.open()
         channel = self.conn.transport.open_session()
-        lines = LineSplitter(on_line)
+        # One splitter per stream, sharing the tail: a stderr line must not finish a stdout line
+        # still waiting for its newline (sshd forwards the two pipes in its own order).
+        out = LineSplitter(on_line)
+        err = LineSplitter(on_line, tail=out.tail)
         try:
             if pty:
                 channel.get_pty(width=PTY_WIDTH)
-            channel.set_combine_stderr(True)
-            # A short timeout per read: Ctrl-C (KeyboardInterrupt) is seen between reads.
-            channel.settimeout(0.5)
             channel.exec_command(command)
             while True:
-                try:
+                # stderr first: what is ready on it was written no later than the stdout now ready.
+                got = False
+                while channel.recv_stderr_ready():
+                    got = True
+                    err.feed(channel.recv_stderr(32768))
+                if channel.recv_ready():
                     data = channel.recv(32768)
-                except socket.timeout:
-                    continue
-                if not data:
+                    if data:
+                        got = True
+                        out.feed(data)
+                if (channel.eof_received or channel.closed) and not channel.recv_ready() \
+                        and not channel.recv_stderr_ready():
                     break
-                lines.feed(data)
-            lines.close()
-            channel.settimeout(None)
-            return Result(command, channel.recv_exit_status(), "\n".join(lines.tail) + ("\n" if lines.tail else ""))
+                if not got:
+                    # Short waits: Ctrl-C (KeyboardInterrupt) is seen between them.
+                    time.sleep(0.02)
+            err.close()
+            out.close()
+            return Result(command, channel.recv_exit_status(), "\n".join(out.tail) + ("\n" if out.tail else ""))
         finally:
             channel.close()
 

@@ -23,6 +23,14 @@ def test_lines_arrive_while_the_command_still_runs(host):
     assert res.exited == 0
 
 
+def test_a_line_on_stderr_never_lands_inside_an_unfinished_stdout_line(host):
+    """stdout and stderr are two streams: a partial stdout line is finished by stdout's own next
+    bytes, not by whatever stderr printed meanwhile (CI: 'no newlinesecond')."""
+    seen: list[str] = []
+    host.stream("printf 'partial'; sleep 0.3; echo err >&2; sleep 0.3; echo ' end'", seen.append)
+    assert seen == ["err", "partial end"]
+
+
 def test_only_the_tail_is_kept_and_the_exit_status_is_returned(host):
     count = 0
 
