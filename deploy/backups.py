@@ -40,11 +40,20 @@ class BackupSet:
     stored: int               # bytes this backup takes in the repository (compressed, encrypted)
     wal_start: str
     wal_stop: str
+    lsn_stop: int = 0         # where the backup is consistent (pgBackRest's lsn.stop)
+
+    @property
+    def timeline(self) -> int:
+        """The timeline the backup was taken on: its first WAL segment's name starts with it."""
+        try:
+            return int(self.wal_start[:8], 16)
+        except ValueError:
+            return 0
 
     def record(self) -> dict[str, Any]:
         return {"label": self.label, "type": self.kind, "started": self.started.isoformat(),
                 "stopped": self.stopped.isoformat(), "size": self.size, "stored": self.stored,
-                "wal": [self.wal_start, self.wal_stop]}
+                "wal": [self.wal_start, self.wal_stop], "timeline": self.timeline}
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,10 @@ class BackupStatus:
     schedule_state: str
     schedule_message: str
     now: datetime
+    # The newest timeline in the archive (the live database's, as every restore starts a new,
+    # higher one) and its history: (parent timeline, LSN where it was left), oldest first.
+    timeline: int = 0                  # 0: unknown (an image that does not report it)
+    history: tuple[tuple[int, int], ...] = ()
 
     @property
     def off_droplet(self) -> bool:
@@ -84,6 +97,19 @@ class BackupStatus:
         raise RestoreInputError(f"no backup is labelled {label!r}",
                                 f"use one of: {known} (`inv backups` lists them)")
 
+    def on_live_history(self, backup: BackupSet) -> bool:
+        """Whether the live timeline descends from ``backup``: PostgreSQL can replay from it to the
+        live timeline's end. A backup on a timeline a restore abandoned cannot."""
+        if not self.timeline or backup.timeline == self.timeline:
+            return True
+        return any(parent == backup.timeline and backup.lsn_stop <= left for parent, left in self.history)
+
+    def restore_base(self, before: datetime | None = None) -> BackupSet | None:
+        """The newest backup a restore to the live timeline's end (``before`` None) or to the time
+        ``before`` starts from: on the live history, ended before the target."""
+        usable = [b for b in self.backups if self.on_live_history(b) and (before is None or b.stopped <= before)]
+        return usable[-1] if usable else None
+
     def record(self) -> dict[str, Any]:
         return {"repository": "spaces" if self.off_droplet else "droplet", "problem": self.problem,
                 "backups": [b.record() for b in self.backups],
@@ -95,6 +121,33 @@ class BackupStatus:
 
 def _at(epoch: Any) -> datetime | None:
     return datetime.fromtimestamp(float(epoch), timezone.utc) if epoch not in (None, "") else None
+
+
+def lsn(text: str) -> int:
+    """A PostgreSQL LSN ("16/B374D848") as a number; 0 when unreadable."""
+    high, _, low = (text or "").partition("/")
+    try:
+        return (int(high, 16) << 32) | int(low, 16)
+    except ValueError:
+        return 0
+
+
+def parse_history(text: str) -> tuple[tuple[int, int], ...]:
+    """A timeline history file: "parent<TAB>switchpoint<TAB>reason" per line, comments skipped."""
+    out = []
+    for line in (text or "").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].isdigit() and lsn(fields[1]):
+            out.append((int(fields[0]), lsn(fields[1])))
+    return tuple(out)
+
+
+def _timeline(doc: dict[str, Any]) -> tuple[int, tuple[tuple[int, int], ...]]:
+    found = doc.get("timeline") or {}
+    try:
+        return int(found.get("id") or "0", 16), parse_history(found.get("history") or "")
+    except ValueError:
+        return 0, ()
 
 
 def parse_status(text: str) -> BackupStatus:
@@ -117,19 +170,22 @@ def parse_status(text: str) -> BackupStatus:
         BackupSet(label=b["label"], kind=b["type"], started=_at(b["timestamp"]["start"]),
                   stopped=_at(b["timestamp"]["stop"]), size=int(b["info"]["size"]),
                   stored=int(b["info"]["repository"]["delta"]),
-                  wal_start=(b.get("archive") or {}).get("start") or "", wal_stop=(b.get("archive") or {}).get("stop") or "")
+                  wal_start=(b.get("archive") or {}).get("start") or "", wal_stop=(b.get("archive") or {}).get("stop") or "",
+                  lsn_stop=lsn((b.get("lsn") or {}).get("stop") or ""))
         for b in stanza.get("backup") or [])
     archives = [a for a in stanza.get("archive") or [] if a.get("min")]
     wal_range = (archives[0]["min"], archives[-1]["max"]) if archives else None
     archiver = doc.get("archiver") or {}
     schedule = doc.get("schedule") or {}
+    timeline, history = _timeline(doc)
     return BackupStatus(repo=doc.get("repo") or "", backups=backups, problem=problem, wal_range=wal_range,
                         last_archived_at=_at(archiver.get("last_archived_at")),
                         archive_failures=int(archiver.get("failed_count") or 0),
                         last_failed_at=_at(archiver.get("last_failed_at")),
                         wal_waiting=int(doc.get("wal_ready_segments") or 0),
                         schedule_state=schedule.get("state", ""), schedule_message=schedule.get("message", ""),
-                        now=_at(doc.get("now")) or datetime.now(timezone.utc))
+                        now=_at(doc.get("now")) or datetime.now(timezone.utc),
+                        timeline=timeline, history=history)
 
 
 def _age(delta: timedelta) -> str:

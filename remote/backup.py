@@ -42,16 +42,20 @@ def archive_now(filters: Sequence[str]) -> str:
     return in_database(filters, ["pgbr", "--log-level-console=warn", "check"])
 
 
-def restore_args(target_time: str | None = None, label: str | None = None) -> list[str]:
+def restore_args(target_time: str | None = None, label: str | None = None, base: str | None = None) -> list[str]:
     """pgBackRest's restore options: to a point in time (``target_time``, exclusive, so a
     transaction committed at that instant is not replayed), to the end of one backup
     (``label``: consistent, no WAL beyond it), or to the end of the archived WAL (neither).
+    ``base``: the backup a time or end-of-WAL restore starts from (one on the live timeline's
+    history: pgBackRest would pick the newest, which may sit on a timeline a restore abandoned).
 
     ``--delta`` rewrites only what differs, so a restore interrupted halfway is finished by
     running it again. The server promotes itself once the target is reached."""
     args = ["--log-level-console=info", "--delta"]
     if target_time and label:
         raise ValueError("a restore goes to a point in time or to a backup, not both")
+    if base and not label:
+        args.append(f"--set={base}")
     if target_time:
         args += ["--type=time", f"--target={target_time}", "--target-exclusive", "--target-action=promote"]
     elif label:

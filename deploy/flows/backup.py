@@ -189,6 +189,8 @@ def restore(run: Run, settings: Settings, target: RestoreTarget, yes: bool = Fal
             confirm.typed_name(name, f"replace the database on {name} with {target.describe()}", yes, ask=ask)
             if earlier is None:
                 undo = take(run, leader, runtime, "full" if not status.backups else "diff", "before the restore").label
+                if not target.label and not target.time:
+                    args = backup_cmd.restore_args(base=undo)   # on the live timeline, and the least WAL to replay
                 _stop_writers(run, leader, runtime)
             else:   # the database is half restored: the backup taken before the first attempt undoes it
                 undo = str(earlier.get("undo") or "?")
@@ -226,8 +228,13 @@ def _checked(status: BackupStatus, target: RestoreTarget) -> list[str]:
     if target.time:
         moment = backups.parse_target(target.time)
         backups.check_target(status, moment)
-        return backup_cmd.restore_args(target_time=backups.pg_time(moment))
-    return backup_cmd.restore_args()
+        base = status.restore_base(before=moment)
+        if base is None:
+            raise RestoreInputError(f"no backup on the live database's history ended before {moment.isoformat()}",
+                                    "pick a later time (`inv backups` lists the backups and the window)")
+        return backup_cmd.restore_args(target_time=backups.pg_time(moment), base=base.label)
+    base = status.restore_base()
+    return backup_cmd.restore_args(base=base.label if base else None)
 
 
 def _live_release(leader: Host) -> str:

@@ -21,11 +21,25 @@ archiver=$(psql -X -A -t -q -h "$PGBACKREST_PG1_SOCKET_PATH" -p "$PGBACKREST_PG1
        FROM pg_stat_archiver" 2>/dev/null) || archiver=null
 [ -n "$archiver" ] || archiver=null
 ready=$(find "$PGBACKREST_PG1_PATH/pg_wal/archive_status" -name '*.ready' 2>/dev/null | wc -l)
+# The newest timeline's history: after a restore, the repository holds timelines that the live
+# database did not come from; a restore to "latest" or to a time must start from a backup on the
+# live one's history (deploy/backups.py chooses it).
+timeline=null
+newest=$(printf '%s' "$info" | jq -r '[.[0].archive[]? | select(.max != null) | {id, max}] | max_by(.max) // empty | "\(.id) \(.max[0:8])"' 2>/dev/null)
+if [ -n "$newest" ]; then
+    read -r archive_id tli <<<"$newest"
+    text=""
+    if [ "$tli" != "00000001" ]; then
+        text=$(pgbackrest repo-get "archive/$PGBACKREST_STANZA/$archive_id/$tli.history" 2>/dev/null) || text=""
+    fi
+    timeline=$(jq -n --arg id "$tli" --arg history "$text" '{id: $id, history: $history}')
+fi
 schedule=$(cat "${BACKUP_STATUS_FILE:-/tmp/backup-schedule.json}" 2>/dev/null) || schedule=null
 printf '%s' "$schedule" | jq -e . >/dev/null 2>&1 || schedule=null
 
 jq -n --arg repo "$PGBACKREST_REPO1_TYPE" --arg info_error "$info_error" --argjson info "$info" \
     --argjson archiver "$archiver" --argjson ready "$ready" --argjson schedule "$schedule" \
+    --argjson timeline "$timeline" \
     --argjson now "$(date +%s)" \
     '{repo: $repo, info: $info, info_error: $info_error, archiver: $archiver,
-      wal_ready_segments: $ready, schedule: $schedule, now: $now}'
+      wal_ready_segments: $ready, schedule: $schedule, timeline: $timeline, now: $now}'

@@ -83,3 +83,38 @@ def test_the_fix_follows_the_error_line_not_the_options_pgbackrest_echoes():
     assert "SPACES_KEY" in backups.repository_fix("ERROR: [039]: HTTP request failed with 403 (Forbidden): InvalidAccessKeyId")
     assert "BACKUP_CIPHER_PASS" in backups.repository_fix("INFO: begin --repo1-cipher-type=aes-256-cbc\n"
                                                           "ERROR: [095]: unable to read: cipher header invalid")
+
+
+def _set(label, stop, wal, lsn_stop):
+    return {"label": label, "type": "diff", "timestamp": {"start": stop - 5, "stop": stop},
+            "info": {"size": 1, "repository": {"delta": 1}}, "archive": {"start": wal, "stop": wal},
+            "lsn": {"start": "0/1", "stop": lsn_stop}}
+
+
+def _branched(timeline):
+    """A full backup (timeline 1), the backup before a restore (1), one on the timeline that
+    restore made (2) and then undone from the second backup: the live timeline is 3."""
+    info = [{"name": "main", "status": {"code": 0, "message": "ok"}, "backup": [
+        _set("F", NOW - 900, "000000010000000000000002", "0/2000100"),
+        _set("PRE", NOW - 600, "000000010000000000000004", "0/4000100"),
+        _set("ABANDONED", NOW - 300, "000000020000000000000004", "0/4000100")],
+        "archive": [{"min": "000000010000000000000001", "max": "000000030000000000000005"}]}]
+    return status(info=info, timeline=timeline)
+
+
+def test_a_restore_starts_from_the_newest_backup_on_the_live_timelines_history():
+    s = _branched({"id": "00000003", "history": "1\t0/4000100\treached consistency"})
+    assert [s.on_live_history(b) for b in s.backups] == [True, True, False]
+    assert s.restore_base().label == "PRE"
+    assert s.restore_base(before=datetime.fromtimestamp(NOW - 700, timezone.utc)).label == "F"
+    assert s.restore_base(before=datetime.fromtimestamp(NOW - 1000, timezone.utc)) is None
+
+
+def test_a_backup_past_the_point_its_timeline_was_left_is_off_the_history():
+    s = _branched({"id": "00000003", "history": "1\t0/3000000\tbefore 2026-12-06 14:00:00+00"})
+    assert [b.label for b in s.backups if s.on_live_history(b)] == ["F"]
+
+
+def test_without_a_timeline_in_the_status_every_backup_counts():
+    s = _branched(None)          # an image from before the timeline was reported
+    assert s.restore_base().label == "ABANDONED"

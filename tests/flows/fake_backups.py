@@ -51,6 +51,7 @@ class FakeDatabase:
                            "archiver": archiver if server else None,
                            "wal_ready_segments": 7 if self.archive_fails and server else 0,
                            "schedule": {"state": "ok", "message": "nothing due", "at": now - 60} if server else None,
+                           "timeline": {"id": "00000001", "history": ""} if self.backups else None,
                            "now": now})
 
     def exec(self, argv: list[str], command: str) -> Result:

@@ -70,7 +70,8 @@ def test_a_restore_backs_up_first_stops_the_writers_archives_restores_and_starts
     assert names.index("backup") < names.index("stop-writers") < names.index("restore") < names.index("checks")
     undo = db.backups[-1]["label"]
     assert f"`inv restore --backup {undo}` undoes this restore" in out.message
-    assert db.checks == 1 and db.restores == [["--log-level-console=info", "--delta", "restore"]]
+    # From the backup just taken: on the live timeline, with the least WAL left to replay.
+    assert db.checks == 1 and db.restores == [["--log-level-console=info", "--delta", f"--set={undo}", "restore"]]
     stops = [argv for argv in deployed.docker.calls if argv[1:2] == ["compose"] and "stop" in argv]
     assert set(stops[0][stops[0].index("stop") + 1:]) == WRITERS and stops[1][-1] == "postgres"
     assert WRITERS | {"postgres"} <= set(deployed.docker.containers)     # all started again
@@ -226,7 +227,9 @@ def test_recovery_fills_the_new_droplets_database_before_anything_starts(lost):
     names = out.step_names
     assert names.index("build") < names.index("restore") < names.index("up"), names
     (args,) = lost.docker.database.restores
-    assert "--delta" in args and "--type=time" not in args and "--set=20261206-010000F" not in args
+    # To the end of the WAL, from the newest backup on the live timeline (named: pgBackRest's own
+    # pick may be on a timeline an earlier restore abandoned).
+    assert "--delta" in args and "--type=time" not in args and "--set=20261206-010000F" in args
     assert out.manifest["details"]["restore"]["target"] == "the newest archived transaction"
     assert {"postgres", "api"} <= set(lost.docker.containers) and lost.current() is not None
     assert "provision" in lost.cloud.calls   # a new droplet

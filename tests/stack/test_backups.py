@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy import backups
 from remote import backup
 from tests.conftest import need
 
@@ -191,3 +192,50 @@ def test_the_repository_is_encrypted_and_the_cipher_pass_is_on_no_command_line(c
     backup_ = subprocess.run(AS_PG + [str(SCRIPTS / "pgbr"), "--type=full", "backup"], capture_output=True,
                              timeout=60, env=wrong_env)
     assert backup_.returncode != 0
+
+
+def _labels(c: Cluster) -> list[str]:
+    return c.sql("SELECT coalesce(string_agg(label, ',' ORDER BY id), '') FROM rows").split(",")
+
+
+def _newest_label(c: Cluster) -> str:
+    return json.loads(c.pgbr("info", "--output=json").stdout)[0]["backup"][-1]["label"]
+
+
+def test_latest_after_a_restore_and_its_undo_follows_the_live_timeline(cluster):
+    """A point-in-time restore (timeline 2) undone by restoring the backup taken before it
+    (timeline 3) leaves the repository's newest backup on timeline 2, off the live history.
+    "latest" (what a disaster recovery restores) is the end of the live timeline: every row
+    written after the undo, none written on the abandoned timeline."""
+    c = cluster
+    c.sql("CREATE TABLE rows (id serial PRIMARY KEY, label text NOT NULL)")
+    c.pgbr("--type=full", "backup")
+    time.sleep(1.1)
+    target = c.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+    time.sleep(0.05)
+    insert_rows(c, "kept", 3)
+    c.pgbr("--type=diff", "backup")                 # the pre-restore backup, as `inv restore` takes it
+    pre_restore = _newest_label(c)
+    c.pgbr("check")
+    c.stop()
+    c.pgbr(*backup.restore_args(target_time=target))  # the mistake: timeline 2, without the kept rows
+    c.start()
+    insert_rows(c, "abandoned", 2)
+    c.pgbr("--type=diff", "backup")                 # the backup taken before the undo, on timeline 2
+    c.pgbr("check")
+    c.stop()
+    c.pgbr(*backup.restore_args(label=pre_restore))   # the undo: timeline 3
+    c.start()
+    insert_rows(c, "after-undo", 2)
+    c.pgbr("check")
+    status = backups.parse_status(c.script("backup-status.sh"))   # what the deployer chooses from
+    c.stop()
+
+    shutil.rmtree(c.data)                          # the droplet is lost
+    c.data.mkdir(mode=0o700)
+    shutil.chown(c.data, "postgres", "postgres")
+    base = status.restore_base()
+    assert base is not None and base.label == pre_restore   # the newest backup is the abandoned one's
+    c.pgbr(*backup.restore_args(base=base.label))
+    c.start()
+    assert _labels(c) == [f"kept-{i}" for i in range(3)] + [f"after-undo-{i}" for i in range(2)]
