@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -35,9 +35,15 @@ CONTAINER_FORMAT = (
 def _sections(parts: Sequence[tuple[str, str, bool]]) -> str:
     """(name, command, keep_errors): each command's output after its marker line, which starts
     on a line of its own even after a file without a final newline. A file that is not there is
-    an empty section (2>/dev/null); docker's errors are kept (the engine down)."""
-    return "; ".join(f"printf '\\n%s\\n' {q(SECTION + name)}; {{ {command}; }} {'2>&1' if keep else '2>/dev/null'}"
-                     for name, command, keep in parts)
+    an empty section (2>/dev/null); docker's errors are kept (the engine down).
+
+    The commands run at once, each into a file of its own, printed in order when all have ended:
+    the probe costs its slowest part (pgBackRest asking the repository), not the sum of all."""
+    starts = " ".join(f"{{ {command}; }} >\"$d/{k}\" {'2>&1' if keep else '2>/dev/null'} &"
+                      for k, (_, command, keep) in enumerate(parts))
+    prints = "; ".join(f"printf '\\n%s\\n' {q(SECTION + name)}; cat \"$d/{k}\""
+                       for k, (name, _, _) in enumerate(parts))
+    return f'd=$(mktemp -d) && {{ {starts} wait; {prints}; rm -rf "$d"; }}'
 
 
 def disk_command(layout: ReleaseLayout) -> str:

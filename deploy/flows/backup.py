@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from core.errors import OperatorError
 from deploy import backup_config, backups, confirm, releases, steps
 from deploy.backup_steps import LOG_DIR, read_status, size, take
-from deploy.backups import BackupError, BackupSet, BackupStatus, RestoreInputError
+from deploy.backups import BackupError, BackupStatus, RestoreInputError
 from deploy.flows import reach, release
 from deploy.flows.inspect import verify
 from deploy.report.run import Run

@@ -21,6 +21,11 @@ REPO = Path(__file__).resolve().parents[2]
 LAB = {"LAB_NAME": "sdtest-e2e", "LAB_API_PORT": "8787", "LAB_SUBNET": "10.78.0.0/24"}
 if os.environ.get("E2E_LAB"):   # NAME,PORT,SUBNET: a second e2e lab beside one already running
     LAB = dict(zip(LAB, os.environ["E2E_LAB"].split(",")))
+# The burst check would spend the API's per-minute budget that the data tests need; it gets
+# its own verify at the end.
+QUIET = {"CHECK_RATE_LIMIT": "false", "CHECK_SAMPLES": "3"}
+# What the first deploy found (the droplet's address, timings), for the modules that build on it.
+STATE: dict = {}
 SWARM_LAB = {"LAB_NAME": "sdtest-swarm", "LAB_API_PORT": "8789", "LAB_SUBNET": "10.75.0.0/24"}
 
 
@@ -95,3 +100,14 @@ def pytest_collection_modifyitems(session, config, items) -> None:
             return len(MODULE_ORDER) + 1
         return MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER)
     items.sort(key=rank)   # stable: file order within each module, other modules after
+
+
+@pytest.fixture(scope="module")
+def deployed(lab):
+    """The lab with the stack deployed: the first module's deployment, or one made here when a
+    module runs alone."""
+    if "ip" not in STATE:
+        res = lab.inv("deploy", extra=QUIET)
+        assert res.returncode == 0, res.stdout[-4000:]
+        STATE["ip"] = lab.manifest()["target"]["ip"]
+    return lab

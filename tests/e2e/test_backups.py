@@ -25,8 +25,8 @@ import requests
 
 from lab import config as labconfig
 from lab.docker import list_labelled
-from tests.e2e.conftest import REPO
-from tests.e2e.test_lab_deploy import QUIET, STATE, _notes, api
+from tests.e2e.conftest import QUIET, REPO, STATE
+from tests.e2e.test_lab_deploy import _notes, api
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 
@@ -71,13 +71,9 @@ def undo_label(output: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def deployed(lab):
-    if "ip" not in STATE:                     # run alone: make the deployment first
-        res = lab.inv("deploy", extra=QUIET)
-        assert res.returncode == 0, res.stdout[-4000:]
-        STATE["ip"] = lab.manifest()["target"]["ip"]
-    assert lab.values.get("SPACES_BUCKET"), "the lab prints Spaces settings (inv lab.env)"
-    return lab
+def deployed(deployed):
+    assert deployed.values.get("SPACES_BUCKET"), "the lab prints Spaces settings (inv lab.env)"
+    return deployed
 
 
 def test_backups_reach_the_s3_endpoint_and_verify_sees_them(deployed):

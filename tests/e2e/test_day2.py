@@ -17,22 +17,13 @@ import uuid
 
 import pytest
 
-from tests.e2e.conftest import REPO
-from tests.e2e.test_lab_deploy import QUIET, STATE, api
+from tests.e2e.conftest import QUIET, REPO, STATE
+from tests.e2e.test_lab_deploy import api
 from tests.e2e.test_lab_faults import as_root
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 
 PROJECT = "stackdeploy"
-
-
-@pytest.fixture(scope="module")
-def deployed(lab):
-    if "ip" not in STATE:                     # run alone: make the deployment first
-        res = lab.inv("deploy", extra=QUIET)
-        assert res.returncode == 0, res.stdout[-4000:]
-        STATE["ip"] = lab.manifest()["target"]["ip"]
-    return lab
 
 
 def argv(lab, task: str, *rest: str) -> list[str]:
@@ -84,8 +75,9 @@ def test_status_exits_1_while_a_service_is_stopped_and_0_once_it_is_back(deploye
 
 def test_logs_follow_shows_a_request_made_after_it_started_within_2_seconds(deployed):
     marker = f"day2-{uuid.uuid4().hex}"
-    proc = subprocess.Popen(argv(deployed, "logs", "--follow", "-s", "traefik"), cwd=REPO, env=deployed.env(QUIET),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # PYTHONFAULTHANDLER: should it not end after Ctrl-C, SIGABRT prints where each thread waits
+    proc = subprocess.Popen(argv(deployed, "logs", "--follow", "-s", "traefik"), cwd=REPO,
+                            env=deployed.env(QUIET) | {"PYTHONFAULTHANDLER": "1"}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert _line_within(proc, lambda line: " traefik " in line, 60), "no backlog line: not following"
         session, base = api(deployed, STATE["ip"])
@@ -97,8 +89,13 @@ def test_logs_follow_shows_a_request_made_after_it_started_within_2_seconds(depl
         (deployed.tmp / "figures.log").open("a").write(f"logs --follow: a request shown after {elapsed:.2f} s\n")
     finally:
         proc.send_signal(signal.SIGINT)      # Ctrl-C: how a follow ends
-        code = proc.wait(30)
-    assert code == 0, proc.stderr.read()
+        try:
+            _, err = proc.communicate(timeout=30)   # read on: a terminal never blocks its writer
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"inv logs --follow did not end within 30 s of Ctrl-C; where it waited:\n{err[-8000:]}")
+    assert proc.returncode == 0, err
 
 
 def _line_within(proc: subprocess.Popen, wanted, seconds: float) -> str | None:

@@ -16,17 +16,13 @@ from deploy.checks import PublicSite
 from deploy.checks.pinned import PinnedAdapter, pinned_session
 from lab import config as labconfig
 from lab.services import pebble
+from tests.e2e.conftest import QUIET, STATE
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 
-# The burst check would spend the API's per-minute budget that the data tests need; it gets
-# its own verify at the end.
-QUIET = {"CHECK_RATE_LIMIT": "false", "CHECK_SAMPLES": "3"}
 REMOTE_FILES = ("compose-ps.txt", "compose-ps.json", "traefik-static.yml", "dynamic.yml", "traefik-rawdata.json",
                 "traefik-env.txt", "traefik-logs.txt", "curl-root.txt", "curl-api-health.txt", "current-release.txt",
                 "docker-df.txt", "memory.txt")
-STATE: dict = {}
-
 
 def api(lab, ip: str):
     """A session to the lab's API that waits out a 429: the verify at the end of this module

@@ -23,8 +23,8 @@ import requests
 
 from lab import config as labconfig
 from lab.docker import docker, list_labelled
-from tests.e2e.conftest import REPO
-from tests.e2e.test_lab_deploy import QUIET, STATE, _notes, api
+from tests.e2e.conftest import QUIET, REPO, STATE
+from tests.e2e.test_lab_deploy import _notes, api
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 

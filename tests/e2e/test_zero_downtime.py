@@ -15,7 +15,8 @@ import re
 import pytest
 
 from lab.prober import DEFAULT_ROUTES, Prober
-from tests.e2e.test_lab_deploy import QUIET, STATE, api
+from tests.e2e.conftest import QUIET, STATE
+from tests.e2e.test_lab_deploy import api
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 
