@@ -104,6 +104,7 @@ class Recovery:
         project = runtime.spec.for_release(leader.layout, release_id)
         with run.step("restore") as step:
             res = leader.run(backup_cmd.status_one_off(project), "reading the backup repository", check=False, timeout=300)
+            run.artifacts.write_text(f"{LOG_DIR}/status.json", res.stdout)
             status = backups.parse_status(res.stdout)
             args = _checked(status, self.target)
             run.record("restore", {"target": self.target.describe(), "repository": status.repo,

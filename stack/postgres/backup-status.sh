@@ -21,13 +21,20 @@ archiver=$(psql -X -A -t -q -h "$PGBACKREST_PG1_SOCKET_PATH" -p "$PGBACKREST_PG1
        FROM pg_stat_archiver" 2>/dev/null) || archiver=null
 [ -n "$archiver" ] || archiver=null
 ready=$(find "$PGBACKREST_PG1_PATH/pg_wal/archive_status" -name '*.ready' 2>/dev/null | wc -l)
-# The newest timeline's history: after a restore, the repository holds timelines that the live
-# database did not come from; a restore to "latest" or to a time must start from a backup on the
-# live one's history (deploy/backups.py chooses it).
+# The newest timeline and its history: after a restore, the repository holds timelines the live
+# database did not come from, and a restore to "latest" or to a time must start from a backup on
+# the live one's history (deploy/backups.py chooses it). The newest timeline is the highest of the
+# newest WAL segment's and of the history files: a timeline just promoted has its history file in
+# the repository before its first segment (archive_timeout later), and PostgreSQL follows it.
 timeline=null
 newest=$(printf '%s' "$info" | jq -r '[.[0].archive[]? | select(.max != null) | {id, max}] | max_by(.max) // empty | "\(.id) \(.max[0:8])"' 2>/dev/null)
 if [ -n "$newest" ]; then
     read -r archive_id tli <<<"$newest"
+    newest_history=$(pgbackrest repo-ls "archive/$PGBACKREST_STANZA/$archive_id" --filter='^[0-9A-F]{8}\.history$' \
+                     --sort=desc 2>/dev/null | head -n 1)
+    if [ -n "$newest_history" ] && [[ "${newest_history%.history}" > "$tli" ]]; then
+        tli="${newest_history%.history}"
+    fi
     text=""
     if [ "$tli" != "00000001" ]; then
         text=$(pgbackrest repo-get "archive/$PGBACKREST_STANZA/$archive_id/$tli.history" 2>/dev/null) || text=""
