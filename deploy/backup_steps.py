@@ -10,7 +10,6 @@ from deploy.checks.model import CheckResult
 from deploy.report.run import Run
 from deploy.runtime import Runtime
 from remote import backup as backup_cmd
-from remote.commands import ComposeProject
 from remote.host import Host
 
 # pgBackRest's own words, redacted like every artifact.
@@ -21,11 +20,12 @@ BUSY_RETRY_SECONDS = 5.0          # while another backup holds pgBackRest's lock
 BUSY_WAIT_LIMIT = 6 * 3600.0
 
 
-def read_status(run: Run, leader: Host, runtime: Runtime, stopped: ComposeProject | None = None) -> BackupStatus:
+def read_status(run: Run, leader: Host, runtime: Runtime, stopped: bool = False) -> BackupStatus:
     """The repository's state from the running PostgreSQL container; ``stopped``: from a
-    one-off container of that project instead (the server is down: a restore to finish)."""
-    if stopped is not None:
-        res = leader.run(backup_cmd.status_one_off(stopped), "reading the backup repository", check=False, timeout=300)
+    one-off container of the service instead (the server is down: a restore to finish)."""
+    if stopped:
+        res = leader.run(runtime.database_one_off(leader, "backup-status"), "reading the backup repository",
+                         check=False, timeout=300)
     else:
         res = leader.run(backup_cmd.status(runtime.database()), "reading the backup status", check=False, timeout=120)
     if res.exited == backup_cmd.NO_CONTAINER:

@@ -66,10 +66,48 @@ def restore_args(target_time: str | None = None, label: str | None = None, base:
 def status_one_off(t: ComposeProject) -> str:
     """backup-status.sh in a one-off postgres container, for a droplet whose server is not
     running yet (a disaster recovery): the repository's part answers; the archiver's is null."""
-    return _c(t, "run", "--rm", "--no-deps", "-T", "--entrypoint", "backup-status", SERVICE)
+    return compose_one_off(t, "backup-status")
 
 
 def restore(t: ComposeProject, args: Sequence[str]) -> str:
     """The restore in a one-off container of the postgres service: its image, its environment
     (the repository's settings), its data volume; the server must be stopped."""
-    return _c(t, "run", "--rm", "--no-deps", "-T", "--entrypoint", "pgbr", SERVICE, *args)
+    return compose_one_off(t, "pgbr", args)
+
+
+# -- on a swarm: the postgres service's task runs on node 1 (the data node) -------------------------
+
+def swarm_stop(stack: str, services: Sequence[str]) -> str:
+    """The services scaled to no task, waiting until their tasks have stopped (`docker service
+    scale` converges before it returns). The next `docker stack deploy` of the release gives them
+    their replicas back."""
+    return join(["docker", "service", "scale", *(f"{stack}_{s}=0" for s in services)])
+
+
+# The postgres service's own image, env, user and mounts (its data volume, the test CA) from its
+# task spec: the service is scaled to no task, so the one-off container is the only user of the
+# volume. The env (the repository's secrets) goes through a file only the deploy user reads,
+# removed on exit, never onto a command line. Node 1 holds the volume: this runs there.
+_SWARM_DB_ONE_OFF = (
+    "set -e; svc={svc}; "
+    "spec() {{ docker service inspect --format \"$1\" \"$svc\"; }}; "
+    "image=$(spec '{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}'); "
+    "user=$(spec '{{{{.Spec.TaskTemplate.ContainerSpec.User}}}}'); "
+    "mounts=$(spec '{{{{range .Spec.TaskTemplate.ContainerSpec.Mounts}}}}--mount=type={{{{.Type}}}}"
+    "{{{{if .Source}}}},source={{{{.Source}}}}{{{{end}}}},target={{{{.Target}}}}{{{{if .ReadOnly}}}},readonly{{{{end}}}} "
+    "{{{{end}}}}'); "
+    "env=$(mktemp); trap 'rm -f \"$env\"' EXIT; "
+    "spec '{{{{range .Spec.TaskTemplate.ContainerSpec.Env}}}}{{{{println .}}}}{{{{end}}}}' > \"$env\"; "
+    "set +e; docker run --rm -i ${{user:+--user \"$user\"}} $mounts --env-file \"$env\" --entrypoint {entry} "
+    "\"$image\" {argv}")
+
+
+def swarm_one_off(stack: str, entrypoint: str, argv: Sequence[str] = ()) -> str:
+    """``entrypoint argv`` in a one-off container of the stack's postgres service, on its data
+    volume (the service's task must be stopped for a restore)."""
+    return _SWARM_DB_ONE_OFF.format(svc=q(f"{stack}_{SERVICE}"), entry=q(entrypoint), argv=join(argv))
+
+
+def compose_one_off(t: ComposeProject, entrypoint: str, argv: Sequence[str] = ()) -> str:
+    """``entrypoint argv`` in a one-off container of the Compose project's postgres service."""
+    return _c(t, "run", "--rm", "--no-deps", "-T", "--entrypoint", entrypoint, SERVICE, *argv)

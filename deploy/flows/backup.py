@@ -13,6 +13,8 @@ anything it takes a backup of the current state, so a restore made by mistake ca
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,21 +98,20 @@ class Recovery:
                                     "current state first), or remove the stack with `inv destroy` first")
 
     def apply(self, run: Run, leader: Host, runtime: Runtime, release_id: str) -> None:
-        if not isinstance(runtime, ComposeRuntime):
-            raise OperatorError("a disaster recovery onto a swarm is not supported yet; nothing is live",
-                                "recover onto one droplet (`inv deploy --restore ... --nodes 1`), then scale out with "
-                                "`inv deploy --nodes N`")
+        if not isinstance(runtime, ComposeRuntime):   # recover() restores onto one droplet, then scales out
+            raise OperatorError("a disaster recovery fills one droplet's database, then grows the swarm; nothing is live",
+                                "run `inv deploy --restore ...` again: it deploys node 1 first")
         self.check(leader)
-        project = runtime.spec.for_release(leader.layout, release_id)
         with run.step("restore") as step:
-            res = leader.run(backup_cmd.status_one_off(project), "reading the backup repository", check=False, timeout=300)
+            res = leader.run(runtime.database_one_off(leader, "backup-status", release_id=release_id),
+                             "reading the backup repository", check=False, timeout=300)
             run.artifacts.write_text(f"{LOG_DIR}/status.json", res.stdout)
             status = backups.parse_status(res.stdout)
             args = _checked(status, self.target)
             run.record("restore", {"target": self.target.describe(), "repository": status.repo,
                                    "backups": [b.label for b in status.backups]})
-            res = leader.run(backup_cmd.restore(project, args), f"restoring to {self.target.describe()}",
-                             check=False, timeout=6 * 3600)
+            res = leader.run(runtime.database_one_off(leader, "pgbr", args, release_id=release_id),
+                             f"restoring to {self.target.describe()}", check=False, timeout=6 * 3600)
             run.artifacts.write_text(f"{LOG_DIR}/restore.log", res.output)
             if not res.ok:
                 raise BackupError(f"the restore failed before it finished: {res.tail(lines=3)}; nothing is live",
@@ -126,7 +127,16 @@ def recover(run: Run, settings: Settings, target: RestoreTarget, yes: bool = Fal
     Recovery.require(settings)
     name = settings.droplet_name
     confirm.typed_name(name, f"deploy {name} and fill its database from the backups, to {target.describe()}", yes, ask=ask)
-    release.deploy(run, settings, edges=edges, fill=Recovery(target))
+    nodes = settings.nodes or 1
+    if nodes == 1:
+        release.deploy(run, settings, edges=edges, fill=Recovery(target))
+        return
+    # A swarm: node 1 (the data node) is deployed and filled first, as one droplet, before any
+    # service starts; growing to NODES then moves that stack onto the swarm with its volume,
+    # as `inv deploy --nodes N` does for any droplet (docs/scaling-out.md).
+    run.log(f"disaster recovery onto {nodes} nodes: node 1 with its database first, then the swarm")
+    release.deploy(run, dataclasses.replace(settings, nodes=1), edges=edges, fill=Recovery(target))
+    release.deploy(run, settings, edges=edges)
 
 
 @contextmanager
@@ -178,14 +188,11 @@ def list_backups(run: Run, settings: Settings, edges: Edges = REAL_EDGES, as_jso
 def restore(run: Run, settings: Settings, target: RestoreTarget, yes: bool = False, edges: Edges = REAL_EDGES,
             ask=input) -> None:
     with _on_database(run, settings, edges) as (leader, runtime, name):
-        if not isinstance(runtime, ComposeRuntime):
-            raise OperatorError("restoring in place on a swarm is not supported yet",
-                                "scale to one droplet, or restore with `inv deploy --restore` on a new cluster")
         with steps.locked(run, leader, "(restore)", settings.lock_wait):
             earlier = _unfinished(run, leader)
             current = _live_release(leader)
             # An unfinished restore left the server stopped: the repository is read from a one-off container.
-            status = read_status(run, leader, runtime, stopped=runtime.spec.on(leader.layout) if earlier else None)
+            status = read_status(run, leader, runtime, stopped=earlier is not None)
             args = _checked(status, target)
             confirm.typed_name(name, f"replace the database on {name} with {target.describe()}", yes, ask=ask)
             if earlier is None:
@@ -246,10 +253,9 @@ def _live_release(leader: Host) -> str:
     return current
 
 
-def _stop_writers(run: Run, leader: Host, runtime: ComposeRuntime) -> None:
-    project = runtime.spec.on(leader.layout)
+def _stop_writers(run: Run, leader: Host, runtime: Runtime) -> None:
     with run.step("stop-writers") as step:
-        leader.run(cmd._c(project, "stop", *WRITERS), "stopping the services that write", timeout=300)
+        leader.run(runtime.stop_command(leader, WRITERS), "stopping the services that write", timeout=300)
         # Every transaction committed so far reaches the repository before the server stops.
         res = leader.run(backup_cmd.archive_now(runtime.database()), "archiving the last WAL", check=False, timeout=300)
         if not res.ok:
@@ -259,14 +265,14 @@ def _stop_writers(run: Run, leader: Host, runtime: ComposeRuntime) -> None:
         step.note(", ".join(WRITERS) + " stopped; WAL archived")
 
 
-def _restore_in_place(run: Run, leader: Host, runtime: ComposeRuntime, current: str,
+def _restore_in_place(run: Run, leader: Host, runtime: Runtime, current: str,
                       args: list[str], target: RestoreTarget, undo: str) -> None:
-    project = runtime.spec.on(leader.layout)
     marker = f"{leader.layout.base}/{RESTORE_MARKER}"
     leader.put(marker, json.dumps({"target": target.describe(), "undo": undo, "release": current}).encode(), mode=0o600)
     with run.step("restore") as step:
-        leader.run(cmd._c(project, "stop", backup_cmd.SERVICE), "stopping PostgreSQL", timeout=300)
-        res = leader.run(backup_cmd.restore(project, args), f"restoring to {target.describe()}", check=False, timeout=6 * 3600)
+        leader.run(runtime.stop_command(leader, [backup_cmd.SERVICE]), "stopping PostgreSQL", timeout=300)
+        res = leader.run(runtime.database_one_off(leader, "pgbr", args), f"restoring to {target.describe()}",
+                         check=False, timeout=6 * 3600)
         run.artifacts.write_text(f"{LOG_DIR}/restore.log", res.output)
         if not res.ok:
             raise BackupError(f"the restore failed before it finished: {res.tail(lines=3)}; the stack stays stopped, "

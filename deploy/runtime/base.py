@@ -64,5 +64,14 @@ class Runtime(Protocol):
         """A one-off container of ``service``'s live image and env running ``argv`` on the leader,
         removed when it ends (`inv manage`)."""
 
+    def stop_command(self, leader: Host, services: Sequence[str]) -> str:
+        """Stop ``services`` until the release is started again (`restart`), waiting until
+        their containers have stopped; their data stays."""
+
+    def database_one_off(self, leader: Host, entrypoint: str, argv: Sequence[str] = (),
+                         release_id: str | None = None) -> str:
+        """``entrypoint argv`` in a one-off container of the postgres service (its image, env
+        and data volume) on the leader; ``release_id``: that release's, not the live one's."""
+
     down_hint: str
 

@@ -12,6 +12,8 @@ from deploy.report.run import Run
 from deploy.runtime.base import Candidate
 from deploy.settings import Settings
 from deploy.wiring import Inventory
+from remote import backup as backup_cmd
+from remote import commands as cmd
 from remote import compose, images, logs, oneoff, progress, status, sync
 from remote.host import ConnectionLost, Host
 
@@ -71,6 +73,14 @@ class ComposeRuntime:
 
     def one_off_command(self, leader: Host, service: str, argv: Sequence[str], tty: bool) -> str:
         return oneoff.compose_one_off(self.spec.on(leader.layout), service, argv, tty)
+
+    def stop_command(self, leader: Host, services: Sequence[str]) -> str:
+        return cmd._c(self.spec.on(leader.layout), "stop", *services)
+
+    def database_one_off(self, leader: Host, entrypoint: str, argv: Sequence[str] = (),
+                         release_id: str | None = None) -> str:
+        project = self.spec.for_release(leader.layout, release_id) if release_id else self.spec.on(leader.layout)
+        return backup_cmd.compose_one_off(project, entrypoint, argv)
 
     def _watched_up(self, run: Run, target: Host) -> AbstractContextManager[None]:
         """Live progress of the up step: each recreated service's state (created, starting,

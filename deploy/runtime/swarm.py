@@ -20,6 +20,7 @@ from deploy.report.run import Run
 from deploy.runtime.base import Candidate
 from deploy.settings import Settings
 from deploy.wiring import Edges, Inventory
+from remote import backup as backup_cmd
 from remote import collect as remote_collect
 from remote import commands as cmd
 from remote import logs, oneoff, registry_cmds, stackfile, status, swarm, swarm_release, sync
@@ -130,6 +131,15 @@ class SwarmRuntime:
 
     def one_off_command(self, leader: Host, service: str, argv: Sequence[str], tty: bool) -> str:
         return oneoff.swarm_one_off(self.project, service, argv, tty)
+
+    def stop_command(self, leader: Host, services: Sequence[str]) -> str:
+        return backup_cmd.swarm_stop(self.project, services)
+
+    def database_one_off(self, leader: Host, entrypoint: str, argv: Sequence[str] = (),
+                         release_id: str | None = None) -> str:
+        """The live postgres service's spec (a release not yet deployed has none on a swarm: a
+        disaster recovery restores onto one droplet first, deploy/flows/backup.py)."""
+        return backup_cmd.swarm_one_off(self.project, entrypoint, argv)
 
     # -- the pieces ---------------------------------------------------------------------------------
 

@@ -235,3 +235,37 @@ def test_growing_back_to_three_adds_a_node_and_promotes_managers_with_zero_faile
     assert len(data["details"]["swarm"]["managers"]) == 3          # node 2, a worker at two nodes, promoted
     assert data["details"]["stack-up"]["services"]["stackdeploy_api"] == "3/3"
     assert sorted(_droplets(swarm_lab)) == [leader_name, f"{leader_name}-2", f"{leader_name}-3"]
+
+
+def _psql(lab, statements: str) -> str:
+    """SQL in PostgreSQL's task on node 1 (the data node), one transaction per statement."""
+    node1 = _droplets(lab)[STATE["leader"]]
+    pg = "$(docker ps -q --filter label=com.docker.swarm.service.name=stackdeploy_postgres)"
+    argv = (f"docker exec -i {pg} psql -X -q -A -t -v ON_ERROR_STOP=1 "
+            f"-U {lab.values['POSTGRES_USER']} -d {lab.values['POSTGRES_DB']}")
+    res = subprocess.run(["docker", "exec", "-i", node1, "sh", "-c", argv], input=statements,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_a_restore_on_the_swarm_brings_a_backup_back_and_every_service_with_its_replicas(swarm_lab):
+    """Issue 21 on a swarm: pgBackRest on node 1, the writers and PostgreSQL scaled to no task, the
+    restore in a one-off container from the service's spec on its volume, the stack deployed again."""
+    assert swarm_lab.values.get("SPACES_BUCKET"), "the lab prints Spaces settings (inv lab.env)"
+    _psql(swarm_lab, "CREATE TABLE IF NOT EXISTS swarm_probe (n int PRIMARY KEY);\nINSERT INTO swarm_probe VALUES (1);\n")
+    res = swarm_lab.inv("backup", extra=NODES)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    label = swarm_lab.manifest()["details"]["backup"]["label"]
+    _psql(swarm_lab, "INSERT INTO swarm_probe VALUES (2);\n")
+    t0 = time.monotonic()
+    res = swarm_lab.inv("restore", "--backup", label, "--yes", extra=NODES)
+    seconds = time.monotonic() - t0
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
+    print(f"swarm restore --backup: {seconds:.1f} s")
+    assert _psql(swarm_lab, "SELECT n FROM swarm_probe ORDER BY n;\n").split() == ["1"]
+    node1 = _droplets(swarm_lab)[STATE["leader"]]
+    listed = subprocess.run(["docker", "exec", node1, "docker", "service", "ls", "--format", "{{.Name}} {{.Replicas}}"],
+                            capture_output=True, text=True, timeout=60).stdout
+    replicas = dict(line.split() for line in listed.splitlines())
+    assert replicas["stackdeploy_api"] == "3/3" and replicas["stackdeploy_postgres"] == "1/1", replicas

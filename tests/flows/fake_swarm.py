@@ -358,9 +358,18 @@ class SwarmEngine(FakeDocker):
             del auths[argv[2]]
             path.write_text(json.dumps({"auths": auths}))
             return Result(command, 0, f"Removing login credentials for {argv[2]}\n")
-        if argv[:2] == ["docker", "run"]:       # a one-off container (remote/oneoff.py)
+        if argv[:2] == ["docker", "run"]:       # a one-off container (remote/oneoff.py, remote/backup.py)
             image = next(a for a, before in zip(argv[2:], argv[1:]) if not a.startswith("-")
-                         and before not in ("--network", "--env-file"))
+                         and before not in ("--network", "--env-file", "--entrypoint", "--user"))
+            entry = argv[argv.index("--entrypoint") + 1] if "--entrypoint" in argv else None
+            if entry == "pgbr":                 # the restore on the postgres service's volume
+                if self.runs_database():        # pgBackRest's own refusal
+                    return Result(command, 1, "", "ERROR: [038]: unable to restore while PostgreSQL is running\n")
+                if not any(a.startswith("--mount=type=volume,source=stackdeploy_pgdata,") for a in argv):
+                    return Result(command, 1, "", "fake swarm: the restore one-off lacks the data volume\n")
+                return self.database.restore(argv[argv.index(image) + 1:], command)
+            if entry == "backup-status":
+                return Result(command, 0, self.database.status(server=False))
             return self._one_off(argv[argv.index(image) + 1:], command)
         if argv[:2] == ["docker", "exec"]:      # into a task's container on this node: <service>.<slot>.<task id>
             name = next(a for a in argv[2:] if not a.startswith("-"))
@@ -513,6 +522,12 @@ class SwarmEngine(FakeDocker):
                 return Result(command, 0, "".join(s.services[n].image + "\n" for n in names))
             if ".Networks" in fmt:
                 return Result(command, 0, "".join(f"net-{n.removeprefix(s.services[n].stack + '_')} \n" for n in names))
+            if ".ContainerSpec.Mounts" in fmt:     # the stack file's volumes: pgdata on postgres
+                return Result(command, 0, "".join(
+                    "--mount=type=volume,source=stackdeploy_pgdata,target=/var/lib/postgresql/data \n"
+                    if n.endswith("_postgres") else "\n" for n in names))
+            if ".ContainerSpec.User" in fmt:
+                return Result(command, 0, "".join("postgres\n" if n.endswith("_postgres") else "\n" for n in names))
             if ".ContainerSpec.Env" in fmt:
                 return Result(command, 0, "".join(f"{k}={v}\n" for n in names
                                                   for k, v in _environment(s.services[n].spec).items()))
@@ -530,12 +545,14 @@ class SwarmEngine(FakeDocker):
                         for when, text in s.engine(host).service_logs.get(short, [])]
             return Result(command, 0, "".join(line + "\n" for _, line in sorted(out)))
         if sub == "scale":
-            name, _, count = args[-1].partition("=")
-            if name not in s.services:
-                return Result(command, 1, "", f"Error: no such service: {name}\n")
-            s.services[name].replicas = int(count)
-            s._reconcile(s.services[name])
-            return Result(command, 0, f"{name} scaled to {count}\n")
+            wanted = [a.partition("=") for a in args if "=" in a]
+            missing = [name for name, _, _ in wanted if name not in s.services]
+            if missing:
+                return Result(command, 1, "", f"Error: no such service: {missing[0]}\n")
+            for name, _, count in wanted:
+                s.services[name].replicas = int(count)
+                s._reconcile(s.services[name])
+            return Result(command, 0, "".join(f"{name} scaled to {count}\n" for name, _, count in wanted))
         return Result(command, 1, "", f"fake swarm: unsupported service {sub}\n")
 
     def _stack(self, args: list[str], command: str, config: str) -> Result:

@@ -188,15 +188,26 @@ def test_verify_warns_that_backups_on_the_droplet_share_its_fate(deployed):
     assert "backups are on the same droplet as the data" in out.message and "SPACES_BUCKET" in out.message
 
 
-def test_on_a_swarm_backups_run_in_postgres_on_node_one_and_an_in_place_restore_is_refused(world, docr):
+def test_on_a_swarm_backups_and_a_restore_run_on_node_one_and_the_stack_comes_back_with_its_replicas(world, docr):
     world.cloud.exists = False
-    use_swarm(world, docr, nodes=3)
+    swarm = use_swarm(world, docr, nodes=3)
     assert world.invoke("deploy", flows.deploy).exit_code == 0
     out = world.invoke("backup", flows.backup_now, mode="backup")
     assert out.exit_code == 0 and out.manifest["details"]["backup"]["type"] == "full", out.message
+    replicas = {name: svc.replicas for name, svc in swarm.services.items()}
+    db = world.docker.database
     out = restore(world, latest=True)
-    assert out.exit_code == 1 and "on a swarm" in out.message
-    assert world.docker.database.restores == []
+    assert out.exit_code == 0, out.message
+    names = out.step_names
+    assert names.index("backup") < names.index("stop-writers") < names.index("restore") < names.index("stack-up")
+    undo = db.backups[-1]["label"]
+    assert db.restores == [["--log-level-console=info", "--delta", f"--set={undo}", "restore"]]
+    # the writers and then postgres were scaled to no task; the release's stack file gave them back
+    scaled = [argv[3:] for argv in world.docker.calls if argv[1:3] == ["service", "scale"]]
+    assert {"stackdeploy_api=0", "stackdeploy_worker=0", "stackdeploy_beat=0"} <= set(scaled[0])
+    assert scaled[1] == ["stackdeploy_postgres=0"]
+    assert {name: svc.replicas for name, svc in swarm.services.items()} == replicas
+    assert not world.lock_held()
 
 
 # -- disaster recovery: inv deploy --restore ------------------------------------------------------
@@ -290,3 +301,19 @@ def test_inv_backup_while_the_schedules_backup_runs_waits_for_it_then_takes_its_
     assert out.exit_code == 0, out.message
     assert "another backup is running (the schedule's); waiting for it to end" in out.message
     assert db.busy == 0 and len(db.backups) == 2 and out.manifest["details"]["backup"]["type"] == "diff"
+
+
+def test_recovery_onto_a_swarm_fills_node_one_before_anything_starts_then_grows_the_swarm(lost, docr):
+    repository = lost.docker.database           # the backups in Spaces
+    swarm = use_swarm(lost, docr, nodes=3)
+    lost.docker.database = repository
+    out = recover(lost, latest=True)
+    assert out.exit_code == 0, out.message
+    names = out.step_names
+    # node 1 as one droplet: restored before its first start; then the swarm forms and takes the stack over
+    assert names.index("build") < names.index("restore") < names.index("up") < names.index("swarm") \
+        < names.index("stack-up"), names
+    (args,) = lost.docker.database.restores
+    assert "--set=20261206-010000F" in args
+    assert sorted(n.hostname for n in swarm.nodes.values()) == ["stackdeploy-1", "stackdeploy-1-2", "stackdeploy-1-3"]
+    assert {"postgres", "api"} <= set(swarm.running())
