@@ -77,11 +77,16 @@ def restore(t: ComposeProject, args: Sequence[str]) -> str:
 
 # -- on a swarm: the postgres service's task runs on node 1 (the data node) -------------------------
 
-def swarm_stop(stack: str, services: Sequence[str]) -> str:
-    """The services scaled to no task, waiting until their tasks have stopped (`docker service
-    scale` converges before it returns). The next `docker stack deploy` of the release gives them
-    their replicas back."""
-    return join(["docker", "service", "scale", *(f"{stack}_{s}=0" for s in services)])
+def swarm_stop(stack: str, services: Sequence[str], timeout_s: int = 300) -> str:
+    """The services scaled to no task at once (-d: the CLI would wait for each in turn), then
+    waiting until no task of theirs runs on any node; exit 1 past ``timeout_s``. The next
+    `docker stack deploy` of the release gives them their replicas back."""
+    names = [f"{stack}_{s}" for s in services]
+    scale = join(["docker", "service", "scale", "-d", *(f"{n}=0" for n in names)])
+    tasks = join(["docker", "service", "ps", "--format", "{{.CurrentState}}", *names])
+    return (f"{scale} >/dev/null && for _ in $(seq 1 {timeout_s}); do "
+            f"{tasks} | grep -qE '^(New|Allocated|Pending|Assigned|Accepted|Preparing|Ready|Starting|Running)' "
+            f"|| exit 0; sleep 1; done; echo 'tasks of {' '.join(names)} still run after {timeout_s} s' >&2; exit 1")
 
 
 # The postgres service's own image, env, user and mounts (its data volume, the test CA) from its

@@ -544,6 +544,10 @@ class SwarmEngine(FakeDocker):
                 out += [(when, f"{when} {full}.{task.slot}@{host}    | {text}")
                         for when, text in s.engine(host).service_logs.get(short, [])]
             return Result(command, 0, "".join(line + "\n" for _, line in sorted(out)))
+        if sub == "ps":                        # the tasks of the services named, on every node
+            names = [a for a in args[args.index("--format") + 2:]]
+            rows = s.task_rows([t for t in s.tasks if t.service in names])
+            return Result(command, 0, "".join(r["CurrentState"] + "\n" for r in rows))
         if sub == "scale":
             wanted = [a.partition("=") for a in args if "=" in a]
             missing = [name for name, _, _ in wanted if name not in s.services]

@@ -203,9 +203,10 @@ def test_on_a_swarm_backups_and_a_restore_run_on_node_one_and_the_stack_comes_ba
     undo = db.backups[-1]["label"]
     assert db.restores == [["--log-level-console=info", "--delta", f"--set={undo}", "restore"]]
     # the writers and then postgres were scaled to no task; the release's stack file gave them back
-    scaled = [argv[3:] for argv in world.docker.calls if argv[1:3] == ["service", "scale"]]
+    scaled = [argv[4:] for argv in world.docker.calls if argv[1:4] == ["service", "scale", "-d"]]
     assert {"stackdeploy_api=0", "stackdeploy_worker=0", "stackdeploy_beat=0"} <= set(scaled[0])
     assert scaled[1] == ["stackdeploy_postgres=0"]
+    assert any(argv[1:3] == ["service", "ps"] for argv in world.docker.calls)   # waited for the tasks to stop
     assert {name: svc.replicas for name, svc in swarm.services.items()} == replicas
     assert not world.lock_held()
 
