@@ -16,10 +16,12 @@ import collections
 import contextlib
 import posixpath
 import secrets
-import time
+import signal
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Protocol
+from typing import IO, Any, Callable, Iterator, Protocol
 
 import fabric
 import paramiko
@@ -192,32 +194,36 @@ class SshExecutor:
         # still waiting for its newline (sshd forwards the two pipes in its own order).
         out = LineSplitter(on_line)
         err = LineSplitter(on_line, tail=out.tail)
-        try:
-            if pty:
-                channel.get_pty(width=PTY_WIDTH)
-            channel.exec_command(command)
-            while True:
-                # stderr first: what is ready on it was written no later than the stdout now ready.
-                got = False
-                while channel.recv_stderr_ready():
-                    got = True
-                    err.feed(channel.recv_stderr(32768))
-                if channel.recv_ready():
-                    data = channel.recv(32768)
-                    if data:
+        with _ctrl_c_as_flag() as interrupted:
+            try:
+                if pty:
+                    channel.get_pty(width=PTY_WIDTH)
+                channel.exec_command(command)
+                while not interrupted.is_set():
+                    # stderr first: what is ready on it was written no later than the stdout now ready.
+                    got = False
+                    while channel.recv_stderr_ready():
                         got = True
-                        out.feed(data)
-                if (channel.eof_received or channel.closed) and not channel.recv_ready() \
-                        and not channel.recv_stderr_ready():
-                    break
-                if not got:
-                    # Short waits: Ctrl-C (KeyboardInterrupt) is seen between them.
-                    time.sleep(0.02)
-            err.close()
-            out.close()
-            return Result(command, channel.recv_exit_status(), "\n".join(out.tail) + ("\n" if out.tail else ""))
-        finally:
-            channel.close()
+                        err.feed(channel.recv_stderr(32768))
+                    if channel.recv_ready():
+                        data = channel.recv(32768)
+                        if data:
+                            got = True
+                            out.feed(data)
+                    if (channel.eof_received or channel.closed) and not channel.recv_ready() \
+                            and not channel.recv_stderr_ready():
+                        break
+                    if not got:
+                        time.sleep(0.02)
+                # the exit status follows the output's end: read it before this side closes
+                exited = None if interrupted.is_set() else channel.recv_exit_status()
+            finally:
+                channel.close()
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        err.close()
+        out.close()
+        return Result(command, exited, "\n".join(out.tail) + ("\n" if out.tail else ""))
 
     def interactive(self, command: str, pty: bool, stdin: IO[str], stdout: IO[str], stderr: IO[str]) -> int | None:
         """Run ``command`` attached to this terminal: ``stdin`` goes to it, its output comes back
@@ -232,6 +238,24 @@ class SshExecutor:
             with contextlib.suppress(Exception):   # its transport may be gone already
                 self._sftp.close()
         self.conn.close()
+
+
+@contextlib.contextmanager
+def _ctrl_c_as_flag() -> Iterator[threading.Event]:
+    """Ctrl-C (SIGINT) sets the flag instead of raising KeyboardInterrupt wherever the main thread
+    happens to be: raised inside paramiko between a lock's acquire and its try, it left the lock
+    held, the transport thread waited on it forever and `inv logs --follow` never ended (CI). The
+    loop checks the flag between reads and raises KeyboardInterrupt itself once the channel is
+    closed. Off the main thread (no signal handler there) the flag is never set."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _still_connected(executor: Executor) -> bool:

@@ -4,7 +4,10 @@ pty hangs the remote command up, and a command attached to a terminal passes its
 from __future__ import annotations
 
 import io
+import os
+import signal
 import subprocess
+import threading
 import time
 import uuid
 
@@ -87,3 +90,20 @@ def test_utf8_split_across_reads_is_one_character():
         lines.feed(data[i:i + 1])
     lines.close()
     assert seen == ["café", "zwei", "drei"] and list(lines.tail) == ["zwei", "drei"]
+
+
+def test_a_real_ctrl_c_ends_the_stream_at_once_and_hangs_the_remote_command_up(host):
+    """SIGINT, as a terminal's Ctrl-C sends it, while the stream waits: KeyboardInterrupt comes
+    out of stream (raised by it, after the channel is closed, never inside paramiko), and the
+    pty's hang-up ends the remote command."""
+    marker = f"sigint-{uuid.uuid4().hex[:8]}"
+    timer = threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        host.stream(f"exec -a {marker} sleep 60", lambda line: None, pty=True)
+    assert time.monotonic() - t0 < 5
+    deadline = time.monotonic() + 10
+    while host.run(f"pgrep -f {marker}", check=False).ok:
+        assert time.monotonic() < deadline, "the remote command outlived the Ctrl-C"
+        time.sleep(0.2)
