@@ -248,7 +248,8 @@ def _ctrl_c_as_flag() -> Iterator[threading.Event]:
     loop checks the flag between reads and raises KeyboardInterrupt itself once the channel is
     closed. Off the main thread (no signal handler there) the flag is never set."""
     flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:   # started with SIGINT ignored (nohup, `&` in a script)
         yield flag
         return
     previous = signal.signal(signal.SIGINT, lambda *_: flag.set())

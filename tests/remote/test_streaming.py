@@ -92,11 +92,15 @@ def test_utf8_split_across_reads_is_one_character():
     assert seen == ["café", "zwei", "drei"] and list(lines.tail) == ["zwei", "drei"]
 
 
-def test_a_real_ctrl_c_ends_the_stream_at_once_and_hangs_the_remote_command_up(host):
+def test_a_real_ctrl_c_ends_the_stream_at_once_and_hangs_the_remote_command_up(host, request):
     """SIGINT, as a terminal's Ctrl-C sends it, while the stream waits: KeyboardInterrupt comes
     out of stream (raised by it, after the channel is closed, never inside paramiko), and the
     pty's hang-up ends the remote command."""
     marker = f"sigint-{uuid.uuid4().hex[:8]}"
+    # as in a terminal: SIGINT raises (this test process may have inherited it ignored, as a
+    # job a script put in the background does)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     timer = threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     t0 = time.monotonic()
