@@ -42,8 +42,9 @@ class Trap:
     """``action`` at the first call to an edge (cloud API, SSH connect, command, upload, checks)
     made while step ``step`` runs (and naming ``match``): "ctrl-c", "sigterm", "drop" (the SSH connection dies, and
     every later command or upload on it fails as paramiko's do) "blip" (it dies under that one
-    call; the next command reconnects, as Fabric does) or "reboot" (it dies, and reconnecting
-    finds nothing listening)."""
+    call; the next command reconnects, as Fabric does), "stale" (it dies, and the connection still
+    looks open until a new one is made: every call on it fails as paramiko's do, a reconnect works)
+    or "reboot" (it dies, and reconnecting finds nothing listening)."""
 
     step: str
     action: str
@@ -53,6 +54,9 @@ class Trap:
     dropped: bool = field(default=False, init=False)
 
     def __call__(self, edge: str, detail: str = "") -> None:
+        if self.dropped and self.action == "stale" and edge == "connect":
+            self.dropped = False          # a fresh connection works
+            return
         if self.dropped and edge in ("run", "put"):
             if self.action == "reboot":   # the reconnect finds nothing listening on port 22
                 raise paramiko.ssh_exception.NoValidConnectionsError({("203.0.113.10", 22): ConnectionRefusedError()})
@@ -60,7 +64,7 @@ class Trap:
         if self.fired_at is not None or not self.running or self.running[-1] != self.step or self.match not in detail:
             return
         self.fired_at = f"{edge} {detail}".strip()
-        if self.action in ("drop", "blip", "reboot"):
+        if self.action in ("drop", "blip", "stale", "reboot"):
             self.dropped = self.action != "blip"
             raise paramiko.SSHException("SSH session not active")
         if self.action == "ctrl-c":

@@ -118,6 +118,19 @@ def test_a_dropped_ssh_connection_names_the_fix_and_the_lock_left_held(world, ba
     assert "Traceback" not in out.message and "error-traceback.txt" not in out.files
 
 
+def test_a_drop_mid_push_whose_connection_still_looks_open_releases_the_lock_on_a_fresh_one(world, baseline, running):
+    """The lab's drop mid-push (CI): the upload fails, and the lock's release on the same connection
+    fails too before paramiko notices it is gone. The release is tried once more on a new
+    connection, and the lock is free for the next run."""
+    trap = Trap("push", "stale", running, match=".upload-").install(world)
+    out = _deploy(world, False)
+    assert trap.fired_at and ".upload-" in trap.fired_at
+    assert out.step("push")["status"] == "failed"
+    assert_clean_ending(world, out, code=1, outcome="failed", live=baseline.live, lock="released",
+                        fix=["SSH connection to 203.0.113.10 dropped", "run the same command again"],
+                        volumes=baseline.docker.volumes)
+
+
 def test_a_droplet_rebooting_mid_build_keeps_the_runs_own_error_and_reports_the_lock(world, baseline, running):
     """The reconnects for the lock release and the collection meet a refused port 22: the run
     still ends with its own error (the dropped connection), not the reconnect's."""
