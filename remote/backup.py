@@ -63,18 +63,6 @@ def restore_args(target_time: str | None = None, label: str | None = None, base:
     return [*args, "restore"]
 
 
-def status_one_off(t: ComposeProject) -> str:
-    """backup-status.sh in a one-off postgres container, for a droplet whose server is not
-    running yet (a disaster recovery): the repository's part answers; the archiver's is null."""
-    return compose_one_off(t, "backup-status")
-
-
-def restore(t: ComposeProject, args: Sequence[str]) -> str:
-    """The restore in a one-off container of the postgres service: its image, its environment
-    (the repository's settings), its data volume; the server must be stopped."""
-    return compose_one_off(t, "pgbr", args)
-
-
 # -- on a swarm: the postgres service's task runs on node 1 (the data node) -------------------------
 
 def swarm_stop(stack: str, services: Sequence[str], timeout_s: int = 300) -> str:
