@@ -133,12 +133,15 @@ def layout(settings: Settings) -> ReleaseLayout:
     return ReleaseLayout(settings.remote_base)
 
 
-def inventory(settings: Settings, nodes: Sequence[Node], edges: Edges = REAL_EDGES) -> Inventory:
-    """One Host per node; with several, each collects into remote/<name>/."""
+def inventory(settings: Settings, nodes: Sequence[Node], edges: Edges = REAL_EDGES,
+              timer: Callable[[str], Callable[[str, float], None]] | None = None) -> Inventory:
+    """One Host per node; with several, each collects into remote/<name>/. ``timer`` (a Run's
+    command_timer) gives each host the observer that profiles its commands."""
     several = len(nodes) > 1
     return Inventory([Host(name=h.name, host=h.ip, layout=layout(settings),
                              connector=edges.connector(ssh_target(settings, h.ip)),
-                             artifact_prefix=f"remote/{h.name}/" if several else "remote/")
+                             artifact_prefix=f"remote/{h.name}/" if several else "remote/",
+                             observer=timer(h.name) if timer else None)
                       for h in nodes])
 
 

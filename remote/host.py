@@ -259,6 +259,23 @@ def _ctrl_c_as_flag() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
+_LABEL_WORDS = 5
+
+
+def command_label(command: str) -> str:
+    """A short name for a shell command in a profile: its first few words that are neither
+    options, paths nor assignments (``docker compose stackdeploy up``), never its arguments'
+    values at length. Secrets are redacted by whoever writes the profile."""
+    words = []
+    for word in command.replace(";", " ").replace("&&", " ").split():
+        if word.startswith(("-", "/", "'", '"', "$", "<", ">", "|")) or "=" in word or "/" in word:
+            continue
+        words.append(word[:24])
+        if len(words) == _LABEL_WORDS:
+            break
+    return " ".join(words) or command[:24]
+
+
 def _still_connected(executor: Executor) -> bool:
     """After a command ended without an exit status: True when its connection is still up (the
     command was killed by a signal: sshd sends exit-signal, not exit-status); False when the
@@ -276,6 +293,8 @@ class Host:
     connector: Callable[[bool], Executor] = field(repr=False)
     artifact_prefix: str = "remote/"    # remote/<name>/ once an inventory holds several
     executor: Executor | None = field(default=None, repr=False)
+    # Told each command's label and wall time (the run's profile of where the seconds go).
+    observer: Callable[[str, float], None] | None = field(default=None, repr=False)
 
     def open(self, quick: bool = False) -> "Host":
         """Connect. ``quick``: give up at once when the SSH port does not answer (verify)."""
@@ -299,10 +318,13 @@ class Host:
         A session that ended without an exit status raises ConnectionLost either way: that is no
         answer from the command (read as one, a health poll cut off by a drop said "gone" and
         the cutover blamed the new container)."""
+        t0 = time.monotonic()
         try:
             result = self._exec().run(command, timeout=timeout)
         except _DROPPED as exc:
             raise self._lost(what or f"running `{command.split(None, 1)[0]}`", exc) from None
+        finally:
+            self._observe(what or command_label(command), t0)
         if result.exited == SESSION_ENDED and not _still_connected(self._exec()):
             raise self._lost(what or f"running `{command.split(None, 1)[0]}`", EOFError("the session ended "
                                                                                         "without an exit status"))
@@ -311,19 +333,25 @@ class Host:
         return result
 
     def put(self, path: str, data: bytes, mode: int | None = None) -> None:
+        t0 = time.monotonic()
         try:
             self._exec().put(path, data, mode)
         except _DROPPED as exc:
             raise self._lost(f"writing {path}", exc) from None
+        finally:
+            self._observe("upload", t0)
 
     def stream(self, command: str, on_line: Callable[[str], None], what: str = "", *, pty: bool = False) -> Result:
         """Run ``command``, each output line to ``on_line`` as it arrives (nothing kept but the
         tail); the Result is returned as is, like run(check=False). A dropped connection raises
         ConnectionLost. Ctrl-C ends the command (KeyboardInterrupt propagates)."""
+        t0 = time.monotonic()
         try:
             return self._exec().stream(command, on_line, pty=pty)
         except _DROPPED as exc:
             raise self._lost(what or f"running `{command.split(None, 1)[0]}`", exc) from None
+        finally:
+            self._observe(what or command_label(command), t0)
 
     def interactive(self, command: str, what: str = "", *, pty: bool, stdin: IO[str] | None = None,
                     stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int | None:
@@ -334,6 +362,10 @@ class Host:
                                             stderr or sys.stderr)
         except _DROPPED as exc:
             raise self._lost(what or f"running `{command.split(None, 1)[0]}`", exc) from None
+
+    def _observe(self, label: str, t0: float) -> None:
+        if self.observer is not None:
+            self.observer(label, time.monotonic() - t0)
 
     def _lost(self, what: str, exc: BaseException) -> ConnectionLost:
         return ConnectionLost(f"the SSH connection to {self.host} dropped while {what} "

@@ -47,7 +47,7 @@ def _inspect(run: Run, settings: Settings, edges: Edges, cluster: Cluster, runti
     """Collect what the nodes that answer can tell; what is not serving as it should and
     (``backups``) the backup checks that fail."""
     own = inventory is None
-    inventory = inventory or wiring.inventory(settings, cluster.nodes, edges)
+    inventory = inventory or wiring.inventory(settings, cluster.nodes, edges, run.command_timer)
     try:
         for target in inventory:
             if not target.connected:

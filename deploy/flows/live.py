@@ -67,7 +67,7 @@ def reached(run: Run, settings: Settings, edges: Edges) -> Iterator[tuple[Cluste
     all (an interactive task must not sit through a minute of retries). Other nodes are connected
     by whoever needs them. Closed whatever happens."""
     cluster = find(run, settings, edges)
-    inventory = wiring.inventory(settings, cluster.nodes, edges)
+    inventory = wiring.inventory(settings, cluster.nodes, edges, run.command_timer)
     try:
         steps.connect(run, inventory.targets[0], quick=True)
         yield cluster, for_cluster(cluster, settings, edges), inventory

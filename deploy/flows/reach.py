@@ -135,7 +135,7 @@ def provision(run: Run, settings: Settings, edges: Edges, account: cloud.Account
 @contextmanager
 def connected(run: Run, settings: Settings, edges: Edges, nodes: tuple[Node, ...]) -> Iterator[Inventory]:
     """An inventory whose targets are all connected; closed whatever happens."""
-    inventory = wiring.inventory(settings, nodes, edges)
+    inventory = wiring.inventory(settings, nodes, edges, run.command_timer)
     try:
         for target in inventory:
             steps.connect(run, target)

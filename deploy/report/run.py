@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 
@@ -109,6 +109,10 @@ class Run:
         self.error: str | None = None
         self.exit_code = 0
         self._partial_reasons: list[str] = []
+        self._open_steps: list[str] = []
+        # (step, host, command label) -> [count, seconds, longest]: where a run's seconds go
+        self._commands: dict[tuple[str, str, str], list[float]] = {}
+        self._commands_lock = threading.Lock()
         self._finished = False
         self._previous_sigterm: Any = None
         self.unwritable: ArtifactError | None = None   # the first write into the folder that failed
@@ -180,6 +184,7 @@ class Run:
         self.steps.append(step)
         self.log(f"[{name}] start")
         self._progress.begin(name)
+        self._open_steps.append(name)
         t0 = time.monotonic() if since is None else since
         try:
             yield StepHandle(step)
@@ -188,9 +193,30 @@ class Run:
             step.message = self._redacted_error(exc)
             raise
         finally:
+            self._open_steps.remove(name)
             self._progress.end(name)  # its last item states are reported before its end line
             step.seconds = round(time.monotonic() - t0, 3)
             self.log(f"[{name}] {step.status} in {step.seconds:.1f}s" + (f": {step.message}" if step.message else ""))
+
+    def command_timer(self, host: str) -> Callable[[str, float], None]:
+        """A Host's observer: each remote command's time, added up per step and command in
+        run.json's ``commands`` (the profile of where a run's seconds go)."""
+        def observe(label: str, seconds: float) -> None:
+            key = (self._open_steps[-1] if self._open_steps else "-", host, label)
+            with self._commands_lock:
+                entry = self._commands.setdefault(key, [0, 0.0, 0.0])
+                entry[0] += 1
+                entry[1] += seconds
+                entry[2] = max(entry[2], seconds)
+        return observe
+
+    def command_profile(self, limit: int = 60) -> list[dict[str, Any]]:
+        """The commands that took longest in all, per step: what run.json's ``commands`` holds."""
+        with self._commands_lock:
+            rows = sorted(self._commands.items(), key=lambda kv: -kv[1][1])[:limit]
+        return [{"step": step, "host": host, "command": redact(label, self.registry), "count": int(n),
+                 "seconds": round(total, 3), "longest": round(longest, 3)}
+                for (step, host, label), (n, total, longest) in rows]
 
     def record(self, key: str, value: Any) -> None:
         """Keep a step's typed result in run.json's details (dataclasses become plain data)."""
@@ -313,6 +339,7 @@ class Run:
             "error": self.error,
             "target": self.target,
             "steps": [asdict(s) for s in self.steps],
+            "commands": self.command_profile(),
             "checks": self.checks,
             "warnings": self.warnings,
             "skipped": self.skipped,

@@ -76,7 +76,7 @@ class SwarmRuntime:
         surplus = self.cluster.surplus
         if not surplus:
             return
-        leaving = wiring.inventory(self.settings, surplus, self.edges)
+        leaving = wiring.inventory(self.settings, surplus, self.edges, run.command_timer)
         try:
             for target in leaving:
                 try:

@@ -57,6 +57,26 @@ def test_manifest_records_steps_outcome_and_files(tmp_path):
         assert key in data
 
 
+def test_run_json_profiles_remote_commands_per_step_longest_first_and_redacted(tmp_path):
+    reg = SecretRegistry()
+    reg.add_value("s3cr3t-value-123")
+    with Run(tmp_path, "deploy", "update", ["inv", "deploy"], console=quiet(), registry=reg) as run:
+        timer = run.command_timer("droplet-1")
+        with run.step("push"):
+            timer("upload", 0.5)
+            timer("upload", 1.5)
+        with run.step("up"):
+            timer("docker compose up", 4.0)
+            timer("echo s3cr3t-value-123", 0.1)
+        timer("docker ps", 0.2)             # outside any step
+    data = json.loads((run.folder / "run.json").read_text())
+    rows = [(c["step"], c["host"], c["command"], c["count"], c["seconds"], c["longest"]) for c in data["commands"]]
+    assert rows[:2] == [("up", "droplet-1", "docker compose up", 1, 4.0, 4.0),
+                        ("push", "droplet-1", "upload", 2, 2.0, 1.5)]
+    assert ("-", "droplet-1", "docker ps", 1, 0.2, 0.2) in rows
+    assert "s3cr3t-value-123" not in json.dumps(data["commands"])
+
+
 @pytest.mark.parametrize("exc, outcome, code", [
     (ConfigError("DOMAIN", "is not set", "set it"), "config-error", 2),
     (RuntimeError("boom"), "failed", 1),

@@ -65,6 +65,16 @@ def test_update_only_with_no_change_builds_nothing(world):
     assert out.manifest["details"]["up"]["recreated"] == []
 
 
+def test_run_json_profiles_the_remote_commands_of_each_step(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    rows = out.manifest["commands"]
+    assert {r["step"] for r in rows} >= {"lock", "push", "up", "collect"}
+    assert {r["step"] for r in rows} <= set(out.step_names) | {"-"}
+    assert {r["host"] for r in rows} == {out.manifest["target"]["name"]} and all(r["count"] >= 1 for r in rows)
+    assert [r["seconds"] for r in rows] == sorted((r["seconds"] for r in rows), reverse=True)
+
+
 def test_a_changed_bind_mounted_file_recreates_only_its_service(world):
     assert world.invoke("deploy", flows.deploy).exit_code == 0
     traefik = world.docker.containers["traefik"].id

@@ -65,3 +65,11 @@ def test_failed_build_image_from_progress_lines():
            "The command '/bin/sh -c false' returned a non-zero code: 1\n")
     assert failed_build_image(out) == "p-bad"
     assert failed_build_image("failed to solve") is None
+
+
+def test_a_command_is_named_in_the_profile_by_its_leading_words_not_its_paths_or_options():
+    from remote.host import command_label
+    assert command_label("docker compose -p stackdeploy -f /opt/x/current/compose.yml --env-file /opt/x/.env "
+                         "up -d --wait api") == "docker compose stackdeploy up api"
+    assert command_label("cd /opt/x && FOO=1 flock -n /run/x.lock true") == "cd flock true"
+    assert command_label("/usr/bin/true") == "/usr/bin/true"
