@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from remote import commands as cmd
-from remote import swarm
+from remote import compose, swarm
 from remote.compose import ComposeSpec
 from remote.host import Host
 
@@ -64,6 +64,17 @@ def env_lines(docker_env_json: str) -> str:
     return "\n".join(sorted(values)) + "\n"
 
 
+def _probe_starting(target: Host, services: list[dict[str, Any]]) -> None:
+    """A container Docker still calls "starting" (just replaced: its first check is up to an
+    interval away) whose own healthcheck passes now counts as healthy; ``probed`` says so."""
+    starting = [s["container"] for s in services
+                if s.get("state") == "running" and s.get("health") == "starting" and s.get("container")]
+    answering = compose.answering_now(target, starting) if starting else set()
+    for s in services:
+        if s.get("container") in answering:
+            s["health"], s["probed"] = "healthy", True
+
+
 def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any]) -> CollectResult:
     """Run every collection item on ``target``; ``write(relpath, text)`` is the artifact writer.
     Files land under the target's artifact prefix (remote/, or remote/<host>/ for several)."""
@@ -93,6 +104,7 @@ def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any]) -
                    lambda out: json.dumps(parse_compose_ps(out), indent=2) + "\n")
     if ps_json:
         result.services = json.loads(ps_json)
+        _probe_starting(target, result.services)
 
     item("traefik-static.yml", cmd.exec_cat(t, TRAEFIK_SERVICE, TRAEFIK_STATIC))
     item("dynamic.yml", cmd.exec_cat(t, TRAEFIK_SERVICE, TRAEFIK_DYNAMIC))

@@ -96,6 +96,35 @@ def health_status(container: str) -> str:
     return join(["docker", "inspect", "--format", fmt, container])
 
 
+def healthcheck_tests(containers: Iterable[str]) -> str:
+    """``<id> <name> <healthcheck as JSON>`` per container (``null`` without one)."""
+    ids = sorted(containers)
+    return join(["docker", "inspect", "--format", "{{.Id}} {{.Name}} {{json .Config.Healthcheck}}", *ids]) if ids else "true"
+
+
+def probe_argv(test: Sequence[str] | None) -> list[str] | None:
+    """The healthcheck's own command, to run in the container now (``docker exec``): Docker runs
+    it only every ``interval`` (10 s in the stack), the deployer wants to know at once."""
+    if not test or test[0] == "NONE":
+        return None
+    if test[0] == "CMD-SHELL":
+        return ["/bin/sh", "-c", " ".join(test[1:])]
+    return list(test[1:] if test[0] == "CMD" else test)
+
+
+def probe(container: str, argv: Sequence[str] | None, timeout: int = 10) -> str:
+    """One look at a new container: ``<state> <docker's health> <now>``, where ``now`` is ``ok``
+    or ``no`` by its healthcheck command run at once while Docker still says ``starting`` (``-``
+    otherwise). ``gone`` when it no longer exists."""
+    look = health_status(container)
+    if argv is None:
+        return f"s=$({look} 2>/dev/null) || {{ echo gone; exit 0; }}; echo \"$s -\""
+    check = "timeout " + str(int(timeout)) + " " + join(["docker", "exec", container, *argv]) + " >/dev/null 2>&1"
+    return (f"s=$({look} 2>/dev/null) || {{ echo gone; exit 0; }}; "
+            f"if [ \"$s\" = 'running starting' ]; then if {check}; then echo \"$s ok\"; else echo \"$s no\"; fi; "
+            f"else echo \"$s -\"; fi")
+
+
 def stop_and_remove(containers: Iterable[str], grace_seconds: int) -> str:
     """SIGTERM (or the image's stop signal), ``grace_seconds`` to finish in-flight work, then remove."""
     ids = sorted(containers)
@@ -113,6 +142,19 @@ def config_hashes(t: ComposeProject) -> str:
     """``<service> <hash>`` per service: the hash compose labels a container with, for the
     config the files describe now (a container whose label differs is out of date)."""
     return _c(t, "config", "--hash", "*")
+
+
+def config_hash_labels(containers: Iterable[str]) -> str:
+    """``<service> <config hash>`` per container, in one command."""
+    ids = sorted(containers)
+    fmt = '{{index .Config.Labels "com.docker.compose.service"}} {{index .Config.Labels "com.docker.compose.config-hash"}}'
+    return join(["docker", "inspect", "--format", fmt, *ids]) if ids else "true"
+
+
+def recreate_detached(t: ComposeProject, services: Iterable[str]) -> str:
+    """New containers for ``services`` and nothing else, without waiting for Docker's health (the
+    deployer runs each one's healthcheck itself, at once)."""
+    return _c(t, "up", "-d", "--no-build", "--no-deps", "--force-recreate", *sorted(services))
 
 
 def container_config_hash(container: str) -> str:

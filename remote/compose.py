@@ -11,6 +11,7 @@ import json
 import posixpath
 import re
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -114,8 +115,10 @@ def states_from_ps(rows: Iterable[dict]) -> dict[str, ServiceState]:
     return out
 
 
-def failing_services(states: dict[str, ServiceState]) -> list[tuple[str, str]]:
-    """(service, reason) for every service that is not ok, root causes first.
+def failing_services(states: dict[str, ServiceState], probed: set[str] = frozenset()) -> list[tuple[str, str]]:
+    """(service, reason) for every service that is not ok, root causes first. ``probed``:
+    containers that answered their own healthcheck while Docker, which runs it only every
+    interval, still said "starting".
 
     A service stuck in "created" usually waits on an unhealthy dependency, so it
     is listed after the unhealthy/exited ones.
@@ -123,7 +126,7 @@ def failing_services(states: dict[str, ServiceState]) -> list[tuple[str, str]]:
     rank = {"unhealthy": 0, "exited": 1, "dead": 1, "restarting": 2, "starting": 3}
     found = []
     for s in states.values():
-        if s.ok:
+        if s.ok or (s.state == "running" and s.health == "starting" and s.container_id in probed):
             continue
         if s.health == "unhealthy":
             key, why = "unhealthy", f"unhealthy ({s.status})"
@@ -172,8 +175,8 @@ def build_images(config: dict, project: str) -> dict[str, str]:
 
 # --- remote ---------------------------------------------------------------------------
 
-def _run(target: Host, command: str, timeout: float | None = None) -> Result:
-    return target.run(command, check=False, timeout=timeout)
+def _run(target: Host, command: str, timeout: float | None = None, what: str = "") -> Result:
+    return target.run(command, what, check=False, timeout=timeout)
 
 
 def snapshot(target: Host, spec: ComposeSpec) -> dict[str, ServiceState]:
@@ -380,28 +383,86 @@ def _hashes(target: Host, t: cmd.ComposeProject) -> dict[str, str]:
     return dict(line.split(None, 1) for line in out.splitlines() if len(line.split()) == 2)
 
 
-def _wait_healthy(target: Host, container: str, timeout: float, poll: float,
-                  sleep: Callable[[float], None]) -> str | None:
-    """None once the container is healthy (or running without a healthcheck); else why not."""
+def _labels(target: Host, states: dict[str, ServiceState]) -> dict[str, str]:
+    """service -> the config hash its running container was created with (one command)."""
+    ids = [s.container_id for s in states.values() if s.state == "running" and s.container_id]
+    out = _run(target, cmd.config_hash_labels(ids)).stdout if ids else ""
+    return dict(line.split(None, 1) for line in out.splitlines() if len(line.split()) == 2)
+
+
+def depends_on(definition: dict) -> set[str]:
+    deps = (definition or {}).get("depends_on") or {}
+    return set(deps) if isinstance(deps, (dict, list)) else set()
+
+
+# How often the deployer looks at a new container: its own healthcheck command run at once, so a
+# replacement waits for the service, not for Docker's next check (every 10 s in the stack).
+POLL = 0.25
+
+READY, WAIT = "ready", "wait"
+
+
+def judge(probe_line: str) -> str:
+    """``READY``, ``WAIT``, or why the new container will not become healthy, from cmd.probe's line."""
+    parts = probe_line.split()
+    if len(parts) != 3:
+        return probe_line.strip() or "gone"
+    state, health, now = parts
+    if state == "running" and (health in ("healthy", "none") or (health == "starting" and now == "ok")):
+        return READY
+    if health == "unhealthy" or state not in ("running", "created"):
+        return f"{state} {health}"
+    return WAIT
+
+
+def _tests(target: Host, containers: Iterable[str]) -> dict[str, list[str] | None]:
+    """container (by id and by name) -> its healthcheck's command (None without one)."""
+    out: dict[str, list[str] | None] = {}
+    for line in _run(target, cmd.healthcheck_tests(containers), what="reading healthchecks").stdout.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) != 3:
+            continue
+        try:
+            check = json.loads(parts[2]) or {}
+        except json.JSONDecodeError:
+            check = {}
+        out[parts[0]] = out[parts[1].lstrip("/")] = cmd.probe_argv(check.get("Test"))
+    return out
+
+
+def answering_now(target: Host, containers: list[str]) -> set[str]:
+    """Of these containers, the ones Docker still calls "starting" that pass their own healthcheck
+    when it is run now (Docker runs it only every interval): healthy in all but Docker's record."""
+    if not containers:
+        return set()
+    tests = _tests(target, containers)
+    with ThreadPoolExecutor(max_workers=len(containers), thread_name_prefix="probe") as pool:
+        verdicts = pool.map(lambda c: judge(_run(target, cmd.probe(c, tests.get(c)), what="probing a starting container").stdout), containers)
+        return {c for c, verdict in zip(containers, verdicts) if verdict == READY}
+
+
+def _wait_ready(target: Host, container: str, argv: list[str] | None, timeout: float, poll: float,
+                sleep: Callable[[float], None]) -> str | None:
+    """None once the container answers its own healthcheck (or runs without one); else why not."""
     deadline = time.monotonic() + timeout
-    status = "unknown"
+    verdict = WAIT
     while True:
-        status = _run(target, cmd.health_status(container)).stdout.strip() or "gone"
-        if status in ("running healthy", "running none"):
+        verdict = judge(_run(target, cmd.probe(container, argv), what="probing a new container").stdout)
+        if verdict == READY:
             return None
-        if not status.startswith(("running", "created")) or status.endswith("unhealthy"):
-            return status
+        if verdict != WAIT:
+            return verdict
         if time.monotonic() >= deadline:
-            return f"{status} after {timeout:g} s"
+            return f"still starting after {timeout:g} s"
         sleep(poll)
 
 
-def replace(target: Host, spec: ComposeSpec, service: str, grace: int, health_timeout: float,
-            poll: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> str:
-    """Start-first replacement of one service: a new container beside the old one(s), healthy
-    before the old ones get SIGTERM and ``grace`` seconds to finish what they serve. Until then
-    both answer on the service's name (Traefik and the API dial the next address when one
-    refuses). If the new one never becomes healthy it is removed and the old ones serve on."""
+def start_beside(target: Host, spec: ComposeSpec, service: str, health_timeout: float, poll: float = POLL,
+                 sleep: Callable[[float], None] = time.sleep) -> tuple[str, list[str]]:
+    """Start-first, first half: a new container of ``service`` beside the old one(s), ready by its
+    own healthcheck; (the new container, the old ones). Until the old ones stop, both answer on
+    the service's name (Traefik and the API dial the next address when one refuses). If the new
+    one never becomes healthy it is removed and the old ones serve on."""
     t = spec.on(target.layout)
     old = _ids(target, spec.project, service)
     res = _run(target, cmd.scale_up(t, service, len(old) + 1), timeout=health_timeout + 120)
@@ -410,7 +471,7 @@ def replace(target: Host, spec: ComposeSpec, service: str, grace: int, health_ti
         target.run(cmd.remove_now(new), "removing the new container", check=False)
         raise ComposeError(service, f"could not start a new container beside the old one ({res.tail()})",
                            {"compose-scale.txt": res.output}, hint="read compose-scale.txt in the run folder")
-    why = _wait_healthy(target, new[0], health_timeout, poll, sleep)
+    why = _wait_ready(target, new[0], _tests(target, new).get(new[0]), health_timeout, poll, sleep)
     if why is not None:
         diag = {f"logs-{service}-new.txt": _run(target, cmd.container_logs(new[0], spec.log_tail)).output,
                 f"health-{service}-new.json": _run(target, cmd.health(new[0])).output}
@@ -418,8 +479,65 @@ def replace(target: Host, spec: ComposeSpec, service: str, grace: int, health_ti
         raise ComposeError(service, f"the new container did not become healthy ({why}); the old one kept serving",
                            diag, hint=f"read logs-{service}-new.txt and health-{service}-new.json in the run folder; "
                                       "fix the service and deploy again")
+    return new[0], old
+
+
+def drain(target: Host, service: str, old: list[str], grace: int) -> None:
+    """Start-first, second half: the old containers get SIGTERM and ``grace`` seconds to finish
+    what they serve, then go."""
     target.run(cmd.stop_and_remove(old, grace), f"stopping the old {service} container", timeout=grace + 60)
-    return new[0]
+
+
+def replace(target: Host, spec: ComposeSpec, service: str, grace: int, health_timeout: float,
+            poll: float = POLL, sleep: Callable[[float], None] = time.sleep) -> str:
+    """One service replaced start-first: new beside old, healthy, then the old ones drained."""
+    new, old = start_beside(target, spec, service, health_timeout, poll, sleep)
+    drain(target, service, old, grace)
+    return new
+
+
+def replace_all(target: Host, spec: ComposeSpec, names: list[str], definitions: dict[str, dict],
+                poll: float = POLL, sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    """Replace ``names`` (dependencies first, as rolling_order gives them) start-first, each as soon
+    as the ones it depends on among them are healthy: the cutover lasts as long as its longest
+    chain (django, then the api that calls it), not the sum. Old containers drain in the
+    background while the next ones start. A service that fails keeps its old container serving
+    (so do those that wait on it); the others finish, the old ones are drained, then the first
+    failure is raised."""
+    if not names:
+        return []
+    wanted = set(names)
+    errors: dict[str, Exception] = {}
+    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="replace") as pool, \
+            ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="drain") as drains:
+        futures: dict[str, Future[str]] = {}
+        drained: list[Future[None]] = []
+
+        def one(name: str) -> str:
+            for dep in sorted(depends_on(definitions.get(name) or {}) & wanted):
+                futures[dep].result()          # raises when the dependency's replacement failed
+            new, old = start_beside(target, spec, name, spec.wait_timeout, poll, sleep)
+            drained.append(drains.submit(drain, target, name, old, grace_seconds(definitions.get(name) or {})))
+            return new
+
+        for name in names:                      # dependencies are submitted before their dependents
+            futures[name] = pool.submit(one, name)
+        for name in names:
+            try:
+                futures[name].result()
+            except Exception as exc:  # noqa: BLE001 - raised below once every replacement has ended
+                errors[name] = exc
+        pool.shutdown(wait=True)
+        for done in drained:
+            try:
+                done.result()
+            except Exception as exc:  # noqa: BLE001
+                errors.setdefault("(drain)", exc)
+    if errors:
+        root = next(exc for name, exc in errors.items()
+                    if not (depends_on(definitions.get(name) or {}) & set(errors)))
+        raise root
+    return list(names)
 
 
 def _remove_strays(target: Host, spec: ComposeSpec, services: Iterable[str], wanted: dict[str, str]) -> None:
@@ -443,43 +561,87 @@ def in_place(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str
     config = _build_config(target, t)
     wanted = _hashes(target, t)
     rolling = set(rolling_order(config))
+    labels = _labels(target, before)
     out = []
     for name, state in sorted(before.items()):
         if name in rolling and name not in services_to_recreate or state.state != "running":
             continue
-        label = _run(target, cmd.container_config_hash(state.container_id)).stdout.strip()
+        label = labels.get(name, "")
         if name in services_to_recreate or (label and wanted.get(name) and label != wanted[name]):
             out.append(name)
     return out
 
 
 def cutover(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str] = (),
-            poll: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> UpResult:
+            poll: float = POLL, sleep: Callable[[float], None] = time.sleep) -> UpResult:
     """Bring the live release up with no dropped request where the stack allows it: every
-    start-first service whose config changed is replaced new-beside-old, dependencies first; then
-    ``up`` handles the rest (stop-first services such as beat, never twice; PostgreSQL, Redis and
-    Traefik only when their own definition changed). With nothing running yet it is a plain up."""
+    start-first service whose config changed is replaced new-beside-old, independent ones at the
+    same time and dependencies first (replace_all); then what is left: nothing, a stop-first
+    service nothing depends on (beat, Traefik) recreated and awaited by its own healthcheck, or
+    else ``up`` (PostgreSQL, Redis, a service added or removed). With nothing running yet it is a
+    plain up."""
     before = snapshot(target, spec)
     if not any(s.state == "running" for s in before.values()):
         return up(target, spec, services_to_recreate)
+    recreate = set(services_to_recreate)
     t = spec.on(target.layout)
     config = _build_config(target, t)
     wanted = _hashes(target, t)
     services = config.get("services") or {}
-    _remove_strays(target, spec, rolling_order(config), wanted)
+    rolling = rolling_order(config)
+    _remove_strays(target, spec, rolling, wanted)
     before = snapshot(target, spec)
-    replaced: list[str] = []
-    for name in rolling_order(config):
-        current = before.get(name)
-        if current is None or current.state != "running" or name in services_to_recreate:
-            continue
-        label = _run(target, cmd.container_config_hash(current.container_id)).stdout.strip()
-        if label and wanted.get(name) and label != wanted[name]:
-            replace(target, spec, name, grace_seconds(services.get(name) or {}), spec.wait_timeout, poll, sleep)
-            replaced.append(name)
-    rest = up(target, spec, services_to_recreate)
+    labels = _labels(target, before)
+    outdated = [n for n in rolling if n in before and before[n].state == "running" and n not in recreate
+                and labels.get(n) and wanted.get(n) and labels[n] != wanted[n]]
+    replaced = replace_all(target, spec, outdated, services, poll, sleep)
+    now = snapshot(target, spec)
+    probed = {s.container_id for n, s in now.items() if n in replaced}
+    rest = _rest(target, spec, services, wanted, now, recreate, poll, sleep)
+    if rest is None:
+        rest = up(target, spec, services_to_recreate)
+    else:
+        probed |= rest[1]
+        failing = failing_services(rest[0], probed)
+        if failing:
+            names = [n for n, _ in failing]
+            raise ComposeError(names[0], failing[0][1], diagnostics(target, spec, names))
+        rest = UpResult(services=rest[0], recreated=[], rebuilt=[])
     after = rest.services
     recreated = sorted(n for n, s in after.items() if n not in before or before[n].container_id != s.container_id)
     rebuilt = sorted(n for n, s in after.items()
                      if n not in before or (s.image_id and before[n].image_id != s.image_id))
     return UpResult(services=after, recreated=recreated, rebuilt=rebuilt, output=rest.output, replaced=replaced)
+
+
+def _rest(target: Host, spec: ComposeSpec, services: dict[str, dict], wanted: dict[str, str],
+          now: dict[str, ServiceState], recreate: set[str], poll: float,
+          sleep: Callable[[float], None]) -> tuple[dict[str, ServiceState], set[str]] | None:
+    """After the start-first replacements: the services still out of date recreated here when
+    nothing depends on them, each awaited by its own healthcheck; (the states, the containers
+    found healthy so). None when `up` must do it: a service missing, one to remove, or one others
+    depend on (compose's ordering then matters)."""
+    if set(services) != set(now) or any(s.state != "running" for s in now.values()):
+        return None
+    labels = _labels(target, now)
+    stale = sorted(n for n in services if n in recreate or labels.get(n) != wanted.get(n))
+    if any(n in depends_on(d) for n in stale for d in services.values()):
+        return None
+    if not stale:
+        return now, set()
+    t = spec.on(target.layout)
+    res = _run(target, cmd.recreate_detached(t, stale), timeout=spec.wait_timeout + 300)
+    if not res.ok:
+        return None
+    states = snapshot(target, spec)
+    new = {n: states[n].container_id for n in stale if n in states}
+    tests = _tests(target, new.values())
+    with ThreadPoolExecutor(max_workers=len(stale), thread_name_prefix="await") as pool:
+        verdicts = dict(zip(stale, pool.map(
+            lambda n: _wait_ready(target, new[n], tests.get(new[n]), spec.wait_timeout, poll, sleep)
+            if n in new else "gone", stale)))
+    bad = [(n, why) for n, why in verdicts.items() if why is not None]
+    if bad:
+        raise ComposeError(bad[0][0], f"did not become healthy ({bad[0][1]})",
+                           diagnostics(target, spec, [n for n, _ in bad], {"compose-up.txt": res.output}))
+    return snapshot(target, spec), set(new.values())

@@ -32,7 +32,7 @@ class ComposeRuntime:
 
     def go_live(self, run: Run, leader: Host, release: Candidate) -> None:
         if release.migrate:
-            _migrate(run, leader, self.spec, release.release_id, release.live, self.compose_file)
+            _migrate(run, leader, self.spec, release, self.compose_file)
         steps.switch(run, leader, release.release_id)
         recreate = set(release.recreate)
         with self._watched_up(run, leader):
@@ -88,16 +88,23 @@ class ComposeRuntime:
         return run.watching("up", progress.ServiceStates(target, self.spec))
 
 
-def _migrate(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, live: str | None,
-            compose_file: dict) -> None:
+def _migrate(run: Run, target: Host, spec: compose.ComposeSpec, release: Candidate, compose_file: dict) -> None:
     """The release's migration, once, before the cutover, while the live release serves. A first
-    release has no database yet: its own start migrates."""
+    release has no database yet: its own start migrates. Migrations ship in the image: when the
+    migrating service's image is the one the live release runs, there is nothing new to apply
+    (and no one-off container to pay for)."""
+    release_id, live = release.release_id, release.live
     found = compose.migration(compose_file)
     if found is None or not live:
         run.skip_step("migrate", "first release: the database is created by its first start" if found
                       else "the stack declares no x-release-migrate")
         return
     service, argv = found
+    image = (release.images.get(service) or {}).get("id")
+    live_image = (((sync.read_release_meta(target, live) or {}).get("images") or {}).get(service) or {}).get("id")
+    if image and image == live_image:
+        run.skip_step("migrate", f"{service}'s image is the live release's: no new migration")
+        return
     with run.step("migrate") as step:
         try:
             with steps.interruptible(run, target, release_id, live):

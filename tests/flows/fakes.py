@@ -157,6 +157,9 @@ class FakeDocker:
     # `up` leaves its new containers "starting" until a `compose ps` has shown them so (or 5 s
     # passed), then makes them healthy: the states a progress poller sees on a real droplet.
     slow_start: bool = False
+    # Docker's health lags as on a droplet whose healthchecks run every 10 s: a new container stays
+    # "starting" (only its healthcheck run at once, `docker exec`, tells it is ready).
+    lagging_health: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)   # one call at a time, as dockerd
     seen_starting: threading.Event = field(default_factory=threading.Event, repr=False)   # a poll came
 
@@ -249,13 +252,16 @@ class FakeDocker:
             definition = compose[name]
             new = self._start(name, definition, self.images.get(definition.get("image", name), name))
             self.extra[new.id] = new
+            if self.lagging_health and new.health == "healthy":
+                new.health = "starting"
             if self.slow_start:                       # "starting" until a poll has seen it (or 5 s)
                 new.final_health, new.health = new.health, "starting"
                 self.seen_starting.clear()
             self._maybe_interrupt(f"scale {name}")      # the new container started, then Ctrl-C
             return Result(command, 0, "")
         if sub == "up":
-            return self._up(compose, opts["-p"], services or list(compose), "--force-recreate" in args, command)
+            return self._up(compose, opts["-p"], services or list(compose), "--force-recreate" in args, command,
+                            wait="--wait" in args)
         if sub == "ps":
             return Result(command, 0, self._ps(opts["-p"], "--format" in args))
         if sub == "config" and "--hash" in args:
@@ -302,7 +308,8 @@ class FakeDocker:
             out.append(f" Image {ref} Built")
         return Result(command, 0, "\n".join(out) + "\n")
 
-    def _up(self, compose: dict, project: str, services: list[str], force: bool, command: str) -> Result:
+    def _up(self, compose: dict, project: str, services: list[str], force: bool, command: str,
+            wait: bool = True) -> Result:
         started: list[Container] = []
         for name in services:
             ref = (compose.get(name) or {}).get("image", name)
@@ -331,7 +338,10 @@ class FakeDocker:
                 self._lock.acquire()
             for c in started:
                 c.health = final[c.id]
-        sick = [n for n in services if self.containers[n].health != "healthy"]
+        if self.lagging_health:
+            for c in started:
+                c.health = "starting" if c.health == "healthy" else c.health
+        sick = [n for n in services if self.containers[n].health not in ("healthy", "" if wait else "starting")]
         if sick:
             return Result(command, 1, "", f"container {project}-{sick[0]}-1 is unhealthy\n")
         return Result(command, 0, "")
@@ -355,8 +365,13 @@ class FakeDocker:
                 "service": c.service, "container": "/" + self._name(c), "state": c.state,
                 "health": c.health if c.state == "running" else "", "started": c.started, "restarts": c.restarts,
                 "image": c.image, "exit": c.exit_code}) + "\n" for c in found))
+        if "com.docker.compose.service" in fmt and "config-hash" in fmt:
+            return Result(command, 0, "".join(f"{c.service} {c.config_hash}\n" for c in found))
         if "config-hash" in fmt:
             return Result(command, 0, "".join(c.config_hash + "\n" for c in found))
+        if ".Config.Healthcheck" in fmt:   # `health <service>`, answered by `docker exec` (FakeDocker.answer)
+            return Result(command, 0, "".join(f'{c.id} /{self._name(c)} {{"Test": ["CMD", "health", "{c.service}"]}}\n'
+                                              for c in found))
         if "{{.State.Status}}" in fmt:
             for c in found:
                 if c.health == "starting" and c.final_health:

@@ -57,7 +57,8 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
 
 @pytest.fixture
 def world(baseline: Baseline) -> World:
-    """The baseline droplet with one release live, and a local change to ship (the api)."""
+    """The baseline droplet with one release live, and a local change to ship (the api, and django
+    so that its migration runs)."""
     w = baseline.world
     for name, path in (("droplet", w.base), ("stack", w.stack)):
         shutil.rmtree(path)
@@ -65,8 +66,8 @@ def world(baseline: Baseline) -> World:
     w.env_file.write_text(baseline.env)
     fresh = World(tmp=w.tmp, stack=w.stack, base=w.base, logs=w.logs, env_file=w.env_file,
                   docker=baseline.docker.copy())
-    main = fresh.stack / "api" / "app" / "main.py"
-    main.write_text(main.read_text() + "\n# the next release\n")
+    for changed in (fresh.stack / "api" / "app" / "main.py", fresh.stack / "django" / "config" / "settings.py"):
+        changed.write_text(changed.read_text() + "\n# the next release\n")
     return fresh
 
 

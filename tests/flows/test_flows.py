@@ -339,6 +339,38 @@ def test_changed_services_are_replaced_start_first_dependencies_first(world):
     assert out.manifest["details"]["recreated_in_place"] == ["beat"]
 
 
+def test_the_cutover_waits_on_each_services_own_healthcheck_and_replaces_independent_ones_together(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    world.docker.lagging_health = True       # Docker would say "healthy" only at its next check
+    world.docker.events.clear()
+    django_probes = []
+
+    def answer(argv):                        # the new django needs a few polls to come up
+        if argv[:1] == ["health"]:
+            if argv[1] == "django":
+                django_probes.append(argv)
+            code = 1 if argv[1] == "django" and len(django_probes) < 4 else 0
+            world.docker.events.append(("probe", argv[1], code))
+            return code, ""
+        return 0, ""
+
+    world.docker.answer = answer
+    for path in ("api/app/main.py", "django/config/settings.py"):
+        (world.stack / path).write_text((world.stack / path).read_text() + "\n# next release\n")
+    index = world.stack / "frontend" / "index.html"
+    index.write_text(index.read_text() + "<!-- next -->\n")
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 0, out.message
+    events = world.docker.events
+    first = {name: events.index(next(e for e in events if e[:2] == ("start", name))) for name in ("django", "api", "frontend")}
+    django_ready = events.index(("probe", "django", 0))
+    assert first["api"] > django_ready               # the api calls django: it waits for the new one
+    assert first["frontend"] < django_ready          # the front end does not wait for django
+    assert world.docker.containers["api"].health == "starting"   # Docker has not checked it yet: the deployer did
+    collected = {s["service"]: s for s in out.manifest["details"]["services"]}
+    assert collected["api"]["health"] == "healthy" and collected["api"]["probed"] is True
+
+
 def test_a_new_container_that_never_gets_healthy_is_removed_and_the_old_one_never_stopped(world):
     assert world.invoke("deploy", flows.deploy).exit_code == 0
     old_api = world.docker.containers["api"].id
@@ -358,6 +390,11 @@ def test_migrations_run_once_per_release_before_the_switch(world):
     out = world.invoke("deploy", flows.deploy)
     assert out.step("migrate")["status"] == "skipped"            # first release: its start migrates
     assert world.docker.migrations == []
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.step("migrate")["status"] == "skipped"            # django's image is the live one: nothing new
+    assert "no new migration" in out.step("migrate")["message"] and world.docker.migrations == []
+    settings = world.stack / "django" / "config" / "settings.py"
+    settings.write_text(settings.read_text() + "\n# next release\n")
     out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
     assert out.step("migrate")["status"] == "ok"
     assert world.docker.migrations == [["--rm", "--no-deps", "-T", "django", "python", "manage.py", "migrate",
