@@ -4,6 +4,7 @@ through the artifact writer, so through the redactor."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -64,6 +65,9 @@ def env_lines(docker_env_json: str) -> str:
     return "\n".join(sorted(values)) + "\n"
 
 
+COLLECT_THREADS = 8
+
+
 def _probe_starting(target: Host, services: list[dict[str, Any]]) -> None:
     """A container Docker still calls "starting" (just replaced: its first check is up to an
     interval away) whose own healthcheck passes now counts as healthy; ``probed`` says so."""
@@ -99,36 +103,40 @@ def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any]) -
         result.written.append(path)
         return text
 
-    item("compose-ps.txt", cmd.ps(t))
-    ps_json = item("compose-ps.json", cmd.ps(t, json=True),
-                   lambda out: json.dumps(parse_compose_ps(out), indent=2) + "\n")
-    if ps_json:
-        result.services = json.loads(ps_json)
-        _probe_starting(target, result.services)
-
-    item("traefik-static.yml", cmd.exec_cat(t, TRAEFIK_SERVICE, TRAEFIK_STATIC))
-    item("dynamic.yml", cmd.exec_cat(t, TRAEFIK_SERVICE, TRAEFIK_DYNAMIC))
-    traefik_id = _container_of(result.services, TRAEFIK_SERVICE)
-    if traefik_id:
-        item("traefik-rawdata.json", cmd.traefik_api_get(traefik_id, "/api/rawdata", TRAEFIK_API_PORT),
-             lambda raw: _pretty_json(cmd.http_body(raw)))
-        item("traefik-env.txt", cmd.container_env(traefik_id), env_lines)
-    else:
-        for name in ("traefik-rawdata.json", "traefik-env.txt"):
-            result.failed[name] = "the traefik container is not running"
-            write(f"{target.artifact_prefix}{name}", "# collection failed\n# error: the traefik container is not running "
-                                    "(see compose-ps.txt)\n")
-    item("traefik-logs.txt", cmd.logs(t, TRAEFIK_SERVICE, tail=LOG_TAIL))
-    for svc in result.services:
-        if svc["service"] and svc["service"] != TRAEFIK_SERVICE and svc["container"]:
-            item(f"env/{svc['service']}.txt", cmd.container_env(svc["container"]), env_lines)
-    item("curl-root.txt", cmd.curl_headers(spec.domain, "/"))
-    item("curl-api-health.txt", cmd.curl_headers(spec.domain, "/api/health"))
-    current = item("current-release.txt", cmd.readlink_current(target.layout))
-    result.current_release = (current or "").strip().rsplit("/", 1)[-1] or None
-    item("docker-df.txt", cmd.docker_system_df())
-    item("memory.txt", cmd.free_m())
-    item("host.txt", "uname -a; uptime; df -h /")
+    # Every item is one command on its own channel of the connection: they run side by side, in
+    # two rounds (the second needs the containers the first found).
+    with ThreadPoolExecutor(max_workers=COLLECT_THREADS, thread_name_prefix="collect") as pool:
+        ps_json = pool.submit(item, "compose-ps.json", cmd.ps(t, json=True),
+                              lambda out: json.dumps(parse_compose_ps(out), indent=2) + "\n")
+        current = pool.submit(item, "current-release.txt", cmd.readlink_current(target.layout))
+        for name, command in (("compose-ps.txt", cmd.ps(t)),
+                              ("traefik-static.yml", cmd.exec_cat(t, TRAEFIK_SERVICE, TRAEFIK_STATIC)),
+                              ("dynamic.yml", cmd.exec_cat(t, TRAEFIK_SERVICE, TRAEFIK_DYNAMIC)),
+                              ("traefik-logs.txt", cmd.logs(t, TRAEFIK_SERVICE, tail=LOG_TAIL)),
+                              ("curl-root.txt", cmd.curl_headers(spec.domain, "/")),
+                              ("curl-api-health.txt", cmd.curl_headers(spec.domain, "/api/health")),
+                              ("docker-df.txt", cmd.docker_system_df()),
+                              ("memory.txt", cmd.free_m()),
+                              ("host.txt", "uname -a; uptime; df -h /")):
+            pool.submit(item, name, command)
+        if ps_json.result():
+            result.services = json.loads(ps_json.result())
+            pool.submit(_probe_starting, target, result.services)   # its failure leaves "starting" said
+        traefik_id = _container_of(result.services, TRAEFIK_SERVICE)
+        if traefik_id:
+            pool.submit(item, "traefik-rawdata.json", cmd.traefik_api_get(traefik_id, "/api/rawdata", TRAEFIK_API_PORT),
+                        lambda raw: _pretty_json(cmd.http_body(raw)))
+            pool.submit(item, "traefik-env.txt", cmd.container_env(traefik_id), env_lines)
+        else:
+            for name in ("traefik-rawdata.json", "traefik-env.txt"):
+                result.failed[name] = "the traefik container is not running"
+                write(f"{target.artifact_prefix}{name}", "# collection failed\n# error: the traefik container is not "
+                                                         "running (see compose-ps.txt)\n")
+        for svc in result.services:
+            if svc["service"] and svc["service"] != TRAEFIK_SERVICE and svc["container"]:
+                pool.submit(item, f"env/{svc['service']}.txt", cmd.container_env(svc["container"]), env_lines)
+    result.current_release = (current.result() or "").strip().rsplit("/", 1)[-1] or None
+    result.written.sort()
     return result
 
 

@@ -144,22 +144,10 @@ def config_hashes(t: ComposeProject) -> str:
     return _c(t, "config", "--hash", "*")
 
 
-def config_hash_labels(containers: Iterable[str]) -> str:
-    """``<service> <config hash>`` per container, in one command."""
-    ids = sorted(containers)
-    fmt = '{{index .Config.Labels "com.docker.compose.service"}} {{index .Config.Labels "com.docker.compose.config-hash"}}'
-    return join(["docker", "inspect", "--format", fmt, *ids]) if ids else "true"
-
-
 def recreate_detached(t: ComposeProject, services: Iterable[str]) -> str:
     """New containers for ``services`` and nothing else, without waiting for Docker's health (the
     deployer runs each one's healthcheck itself, at once)."""
     return _c(t, "up", "-d", "--no-build", "--no-deps", "--force-recreate", *sorted(services))
-
-
-def container_config_hash(container: str) -> str:
-    return join(["docker", "inspect", "--format", '{{index .Config.Labels "com.docker.compose.config-hash"}}',
-                 container])
 
 
 def remove_now(containers: Iterable[str]) -> str:
@@ -262,12 +250,28 @@ def disk_usage() -> str:
 
 
 def inspect_containers(container_ids: Iterable[str]) -> str:
-    """One line per container: id, image id, compose service name."""
+    """One line per container: id, image id, compose service name, compose config hash."""
     ids = list(container_ids)
     if not ids:
         raise ValueError("no container ids to inspect")
-    fmt = '{{.Id}} {{.Image}} {{index .Config.Labels "com.docker.compose.service"}}'
+    fmt = ('{{.Id}} {{.Image}} {{index .Config.Labels "com.docker.compose.service"}} '
+           '{{index .Config.Labels "com.docker.compose.config-hash"}}')
     return join(["docker", "inspect", "--format", fmt, *ids])
+
+
+def container_states(project: str) -> str:
+    """``<id> <service> <docker's status text>`` per container of the project, newest first: a
+    cheap read (no compose CLI) for a poller."""
+    fmt = '{{.ID}} {{.Label "com.docker.compose.service"}} {{.Status}}'
+    return join(["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
+                 "--filter", "label=com.docker.compose.oneoff=False", "--format", fmt])
+
+
+def project_containers(project: str) -> str:
+    """``<id> <service> <config hash>`` for every container of the project, running or not."""
+    fmt = '{{.ID}} {{.Label "com.docker.compose.service"}} {{.Label "com.docker.compose.config-hash"}}'
+    return join(["docker", "ps", "-a", "--no-trunc", "--filter", f"label=com.docker.compose.project={project}",
+                 "--filter", "label=com.docker.compose.oneoff=False", "--format", fmt])
 
 
 def health(container: str) -> str:

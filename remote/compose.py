@@ -55,6 +55,7 @@ class ServiceState:
     status: str         # docker's human text, e.g. "Up 3 minutes (healthy)"
     container_id: str
     image_id: str = ""
+    config_hash: str = ""   # compose's label: the config the container was created with
 
     @property
     def ok(self) -> bool:
@@ -192,10 +193,9 @@ def snapshot(target: Host, spec: ComposeSpec) -> dict[str, ServiceState]:
     ids = {}
     for line in res.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 3:
-            ids[parts[2]] = (parts[0], parts[1])
-    return {name: ServiceState(s.name, s.state, s.health, s.status,
-                               ids.get(name, (s.container_id, ""))[0], ids.get(name, ("", ""))[1])
+        if len(parts) in (3, 4):
+            ids[parts[2]] = (parts[0], parts[1], parts[3] if len(parts) == 4 else "")
+    return {name: ServiceState(s.name, s.state, s.health, s.status, *ids.get(name, (s.container_id, "", "")))
             for name, s in states.items()}
 
 
@@ -354,24 +354,37 @@ def grace_seconds(definition: dict, default: int = 10) -> int:
     return max(1, round(total)) if total else default
 
 
-def rolling_order(config: dict) -> list[str]:
-    """Start-first services, dependencies first (django before the api that calls it)."""
-    services = config.get("services") or {}
-    rolling = {n for n, d in services.items() if update_order(d or {}) == START_FIRST}
+def dependency_order(services: dict[str, dict]) -> list[str]:
+    """Every service, each after the ones it depends on (ties by name)."""
     ordered: list[str] = []
 
     def visit(name: str, seen: tuple[str, ...] = ()) -> None:
         if name in ordered or name in seen:
             return
-        deps = (services.get(name) or {}).get("depends_on") or {}
-        for dep in sorted(deps if isinstance(deps, (dict, list)) else []):
+        for dep in sorted(depends_on(services.get(name) or {})):
             visit(dep, seen + (name,))
-        if name in rolling:
-            ordered.append(name)
+        ordered.append(name)
 
     for name in sorted(services):
         visit(name)
-    return ordered
+    return [n for n in ordered if n in services]
+
+
+def rolling_order(config: dict) -> list[str]:
+    """Start-first services, dependencies first (django before the api that calls it)."""
+    services = config.get("services") or {}
+    return [n for n in dependency_order(services) if update_order(services.get(n) or {}) == START_FIRST]
+
+
+def depends_on(definition: dict, healthy: bool = False) -> set[str]:
+    """The services ``definition`` depends on; ``healthy``: only those it needs healthy (compose's
+    ``condition: service_healthy``), the ones its replacement waits for."""
+    deps = (definition or {}).get("depends_on") or {}
+    if isinstance(deps, list):
+        return set() if healthy else set(deps)
+    if not isinstance(deps, dict):
+        return set()
+    return {n for n, c in deps.items() if not healthy or (c or {}).get("condition") == "service_healthy"}
 
 
 def _ids(target: Host, project: str, service: str) -> list[str]:
@@ -381,18 +394,6 @@ def _ids(target: Host, project: str, service: str) -> list[str]:
 def _hashes(target: Host, t: cmd.ComposeProject) -> dict[str, str]:
     out = _run(target, cmd.config_hashes(t)).stdout
     return dict(line.split(None, 1) for line in out.splitlines() if len(line.split()) == 2)
-
-
-def _labels(target: Host, states: dict[str, ServiceState]) -> dict[str, str]:
-    """service -> the config hash its running container was created with (one command)."""
-    ids = [s.container_id for s in states.values() if s.state == "running" and s.container_id]
-    out = _run(target, cmd.config_hash_labels(ids)).stdout if ids else ""
-    return dict(line.split(None, 1) for line in out.splitlines() if len(line.split()) == 2)
-
-
-def depends_on(definition: dict) -> set[str]:
-    deps = (definition or {}).get("depends_on") or {}
-    return set(deps) if isinstance(deps, (dict, list)) else set()
 
 
 # How often the deployer looks at a new container: its own healthcheck command run at once, so a
@@ -488,160 +489,157 @@ def drain(target: Host, service: str, old: list[str], grace: int) -> None:
     target.run(cmd.stop_and_remove(old, grace), f"stopping the old {service} container", timeout=grace + 60)
 
 
-def replace(target: Host, spec: ComposeSpec, service: str, grace: int, health_timeout: float,
-            poll: float = POLL, sleep: Callable[[float], None] = time.sleep) -> str:
-    """One service replaced start-first: new beside old, healthy, then the old ones drained."""
-    new, old = start_beside(target, spec, service, health_timeout, poll, sleep)
-    drain(target, service, old, grace)
-    return new
+def recreate_in_place(target: Host, spec: ComposeSpec, service: str, health_timeout: float, poll: float = POLL,
+                      sleep: Callable[[float], None] = time.sleep) -> str:
+    """Stop-first: the service's one container replaced by a new one (never two at once: beat's
+    scheduler), awaited by its own healthcheck; the new container."""
+    res = _run(target, cmd.recreate_detached(spec.on(target.layout), [service]), timeout=health_timeout + 120)
+    ids = _ids(target, spec.project, service)
+    if not res.ok or len(ids) != 1:
+        raise ComposeError(service, f"could not recreate it ({res.tail()})", {"compose-up.txt": res.output},
+                           hint="read compose-up.txt in the run folder")
+    why = _wait_ready(target, ids[0], _tests(target, ids).get(ids[0]), health_timeout, poll, sleep)
+    if why is not None:
+        raise ComposeError(service, f"did not become healthy ({why})",
+                           diagnostics(target, spec, [service], {"compose-up.txt": res.output}))
+    return ids[0]
 
 
-def replace_all(target: Host, spec: ComposeSpec, names: list[str], definitions: dict[str, dict],
-                poll: float = POLL, sleep: Callable[[float], None] = time.sleep) -> list[str]:
-    """Replace ``names`` (dependencies first, as rolling_order gives them) start-first, each as soon
-    as the ones it depends on among them are healthy: the cutover lasts as long as its longest
-    chain (django, then the api that calls it), not the sum. Old containers drain in the
-    background while the next ones start. A service that fails keeps its old container serving
-    (so do those that wait on it); the others finish, the old ones are drained, then the first
-    failure is raised."""
-    if not names:
+IN_PLACE = "in-place"
+
+
+def roll(target: Host, spec: ComposeSpec, plan: dict[str, str], definitions: dict[str, dict],
+         poll: float = POLL, sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    """Carry out a cutover plan (plan_cutover): each service in its own thread as soon as the ones
+    it needs healthy among them are, start-first (new beside old, old drained in the background
+    while the next ones start) or in place. The cutover lasts as long as its longest chain
+    (django, then the api that calls it), not the sum. A service that fails keeps its old
+    container serving where it was start-first, and so do those that wait on it; the others
+    finish, the old ones drain, then the first failure is raised. Returns the services replaced
+    start-first."""
+    if not plan:
         return []
-    wanted = set(names)
     errors: dict[str, Exception] = {}
-    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="replace") as pool, \
-            ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="drain") as drains:
+    with ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="cutover") as pool, \
+            ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="drain") as drains:
         futures: dict[str, Future[str]] = {}
         drained: list[Future[None]] = []
 
         def one(name: str) -> str:
-            for dep in sorted(depends_on(definitions.get(name) or {}) & wanted):
+            definition = definitions.get(name) or {}
+            for dep in sorted(depends_on(definition, healthy=True) & set(plan)):
                 futures[dep].result()          # raises when the dependency's replacement failed
+            if plan[name] == IN_PLACE:
+                return recreate_in_place(target, spec, name, spec.wait_timeout, poll, sleep)
             new, old = start_beside(target, spec, name, spec.wait_timeout, poll, sleep)
-            drained.append(drains.submit(drain, target, name, old, grace_seconds(definitions.get(name) or {})))
+            drained.append(drains.submit(drain, target, name, old, grace_seconds(definition)))
             return new
 
-        for name in names:                      # dependencies are submitted before their dependents
+        for name in plan:                       # in dependency order: a dependency is submitted first
             futures[name] = pool.submit(one, name)
-        for name in names:
+        for name in plan:
             try:
                 futures[name].result()
             except Exception as exc:  # noqa: BLE001 - raised below once every replacement has ended
                 errors[name] = exc
-        pool.shutdown(wait=True)
-        for done in drained:
+        for done in list(drained):
             try:
                 done.result()
             except Exception as exc:  # noqa: BLE001
                 errors.setdefault("(drain)", exc)
     if errors:
-        root = next(exc for name, exc in errors.items()
-                    if not (depends_on(definitions.get(name) or {}) & set(errors)))
-        raise root
-    return list(names)
+        raise next(exc for name, exc in errors.items()
+                   if not (depends_on(definitions.get(name) or {}, healthy=True) & set(errors)))
+    return [n for n, how in plan.items() if how == START_FIRST]
 
 
-def _remove_strays(target: Host, spec: ComposeSpec, services: Iterable[str], wanted: dict[str, str]) -> None:
-    """A start-first replacement cut short (Ctrl-C, lost SSH) can leave a second container of a
-    service running beside the first. Where one of them matches the config, the others go."""
-    for name in services:
-        ids = _ids(target, spec.project, name)
-        if len(ids) < 2:
-            continue
-        labels = {c: _run(target, cmd.container_config_hash(c)).stdout.strip() for c in ids}
-        if any(label == wanted.get(name) for label in labels.values()):
-            strays = [c for c, label in labels.items() if label != wanted.get(name)]
-            target.run(cmd.stop_and_remove(strays, 10), f"removing a stray {name} container", timeout=120)
+@dataclass(frozen=True)
+class CutoverPlan:
+    steps: dict[str, str]       # service -> START_FIRST | IN_PLACE, dependencies first
+    stop_first: list[str]       # running services recreated stop-first (announced before)
+    compose_up: bool            # `compose up --wait` finishes the job (its ordering matters)
 
 
-def in_place(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str] = ()) -> list[str]:
-    """Running services that the live release's config will recreate stop-first (the old container
-    stops before the new one starts): what a deploy must announce before it begins."""
-    before = snapshot(target, spec)
-    t = spec.on(target.layout)
-    config = _build_config(target, t)
-    wanted = _hashes(target, t)
-    rolling = set(rolling_order(config))
-    labels = _labels(target, before)
-    out = []
-    for name, state in sorted(before.items()):
-        if name in rolling and name not in services_to_recreate or state.state != "running":
-            continue
-        label = labels.get(name, "")
-        if name in services_to_recreate or (label and wanted.get(name) and label != wanted[name]):
-            out.append(name)
+def plan_cutover(services: dict[str, dict], before: dict[str, ServiceState], wanted: dict[str, str],
+                 recreate: set[str]) -> CutoverPlan:
+    """What a cutover does, from the config (``services``, ``wanted`` config hashes) and what runs
+    (``before``). Start-first services whose config changed are replaced beside the old ones; a
+    stop-first one nothing depends on (beat, Traefik) is recreated in place in the same plan; a
+    service missing or to remove, one not running, or a stop-first change that others depend on
+    (PostgreSQL, Redis) leaves the rest to `compose up`. ``recreate``: bind-mounted files
+    changed, so recreated whatever their hash (stop-first)."""
+    running = {n: s for n, s in before.items() if s.state == "running"}
+
+    def outdated(name: str) -> bool:
+        label, want = running[name].config_hash, wanted.get(name)
+        return name in recreate or bool(label and want and label != want)
+
+    order = dependency_order(services)
+    start_first = [n for n in order if n in running and n not in recreate
+                   and update_order(services.get(n) or {}) == START_FIRST and outdated(n)]
+    stop_first = [n for n in sorted(running) if n not in start_first and outdated(n)]
+    compose_up = (set(services) != set(before) or len(running) != len(before)
+                  or any(n in depends_on(d) for n in stop_first for d in services.values()))
+    chosen = set(start_first) | (set() if compose_up else set(stop_first))
+    return CutoverPlan({n: START_FIRST if n in start_first else IN_PLACE for n in order if n in chosen},
+                       stop_first, compose_up)
+
+
+def _containers(target: Host, project: str) -> dict[str, list[tuple[str, str]]]:
+    """service -> [(container, config hash)], every container of the project."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for line in _run(target, cmd.project_containers(project), what="listing the containers").stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            out.setdefault(parts[1], []).append((parts[0], parts[2]))
     return out
 
 
+def _remove_strays(target: Host, spec: ComposeSpec, services: Iterable[str], wanted: dict[str, str]) -> bool:
+    """A start-first replacement cut short (Ctrl-C, lost SSH) can leave a second container of a
+    service running beside the first. Where one of them matches the config, the others go.
+    True when any went."""
+    removed = False
+    for name, found in _containers(target, spec.project).items():
+        if name not in services or len(found) < 2 or not any(h == wanted.get(name) for _, h in found):
+            continue
+        strays = [c for c, h in found if h != wanted.get(name)]
+        target.run(cmd.stop_and_remove(strays, 10), f"removing a stray {name} container", timeout=120)
+        removed = True
+    return removed
+
+
 def cutover(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str] = (),
-            poll: float = POLL, sleep: Callable[[float], None] = time.sleep) -> UpResult:
-    """Bring the live release up with no dropped request where the stack allows it: every
-    start-first service whose config changed is replaced new-beside-old, independent ones at the
-    same time and dependencies first (replace_all); then what is left: nothing, a stop-first
-    service nothing depends on (beat, Traefik) recreated and awaited by its own healthcheck, or
-    else ``up`` (PostgreSQL, Redis, a service added or removed). With nothing running yet it is a
-    plain up."""
+            poll: float = POLL, sleep: Callable[[float], None] = time.sleep,
+            announce: Callable[[list[str]], None] = lambda stop_first: None) -> UpResult:
+    """Bring the live release up with no dropped request where the stack allows it (plan_cutover,
+    then roll); ``announce`` is told the services recreated stop-first before anything changes.
+    With nothing running yet it is a plain up."""
     before = snapshot(target, spec)
     if not any(s.state == "running" for s in before.values()):
+        announce([])
         return up(target, spec, services_to_recreate)
-    recreate = set(services_to_recreate)
     t = spec.on(target.layout)
     config = _build_config(target, t)
     wanted = _hashes(target, t)
     services = config.get("services") or {}
-    rolling = rolling_order(config)
-    _remove_strays(target, spec, rolling, wanted)
-    before = snapshot(target, spec)
-    labels = _labels(target, before)
-    outdated = [n for n in rolling if n in before and before[n].state == "running" and n not in recreate
-                and labels.get(n) and wanted.get(n) and labels[n] != wanted[n]]
-    replaced = replace_all(target, spec, outdated, services, poll, sleep)
-    now = snapshot(target, spec)
-    probed = {s.container_id for n, s in now.items() if n in replaced}
-    rest = _rest(target, spec, services, wanted, now, recreate, poll, sleep)
-    if rest is None:
+    if _remove_strays(target, spec, rolling_order(config), wanted):
+        before = snapshot(target, spec)
+    plan = plan_cutover(services, before, wanted, set(services_to_recreate))
+    announce(plan.stop_first)
+    replaced = roll(target, spec, plan.steps, services, poll, sleep)
+    if plan.compose_up:
         rest = up(target, spec, services_to_recreate)
     else:
-        probed |= rest[1]
-        failing = failing_services(rest[0], probed)
+        after = snapshot(target, spec)
+        probed = {s.container_id for n, s in after.items() if n in plan.steps}
+        failing = failing_services(after, probed)
         if failing:
             names = [n for n, _ in failing]
             raise ComposeError(names[0], failing[0][1], diagnostics(target, spec, names))
-        rest = UpResult(services=rest[0], recreated=[], rebuilt=[])
+        rest = UpResult(services=after, recreated=[], rebuilt=[])
     after = rest.services
     recreated = sorted(n for n, s in after.items() if n not in before or before[n].container_id != s.container_id)
     rebuilt = sorted(n for n, s in after.items()
                      if n not in before or (s.image_id and before[n].image_id != s.image_id))
     return UpResult(services=after, recreated=recreated, rebuilt=rebuilt, output=rest.output, replaced=replaced)
-
-
-def _rest(target: Host, spec: ComposeSpec, services: dict[str, dict], wanted: dict[str, str],
-          now: dict[str, ServiceState], recreate: set[str], poll: float,
-          sleep: Callable[[float], None]) -> tuple[dict[str, ServiceState], set[str]] | None:
-    """After the start-first replacements: the services still out of date recreated here when
-    nothing depends on them, each awaited by its own healthcheck; (the states, the containers
-    found healthy so). None when `up` must do it: a service missing, one to remove, or one others
-    depend on (compose's ordering then matters)."""
-    if set(services) != set(now) or any(s.state != "running" for s in now.values()):
-        return None
-    labels = _labels(target, now)
-    stale = sorted(n for n in services if n in recreate or labels.get(n) != wanted.get(n))
-    if any(n in depends_on(d) for n in stale for d in services.values()):
-        return None
-    if not stale:
-        return now, set()
-    t = spec.on(target.layout)
-    res = _run(target, cmd.recreate_detached(t, stale), timeout=spec.wait_timeout + 300)
-    if not res.ok:
-        return None
-    states = snapshot(target, spec)
-    new = {n: states[n].container_id for n in stale if n in states}
-    tests = _tests(target, new.values())
-    with ThreadPoolExecutor(max_workers=len(stale), thread_name_prefix="await") as pool:
-        verdicts = dict(zip(stale, pool.map(
-            lambda n: _wait_ready(target, new[n], tests.get(new[n]), spec.wait_timeout, poll, sleep)
-            if n in new else "gone", stale)))
-    bad = [(n, why) for n, why in verdicts.items() if why is not None]
-    if bad:
-        raise ComposeError(bad[0][0], f"did not become healthy ({bad[0][1]})",
-                           diagnostics(target, spec, [n for n, _ in bad], {"compose-up.txt": res.output}))
-    return snapshot(target, spec), set(new.values())

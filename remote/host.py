@@ -260,6 +260,9 @@ def _ctrl_c_as_flag() -> Iterator[threading.Event]:
 
 
 _LABEL_WORDS = 5
+# Channels one Host opens at once: below OpenSSH's default MaxSessions (10), with room for an
+# interactive session beside a busy run.
+MAX_CHANNELS = 8
 
 
 def command_label(command: str) -> str:
@@ -295,6 +298,10 @@ class Host:
     executor: Executor | None = field(default=None, repr=False)
     # Told each command's label and wall time (the run's profile of where the seconds go).
     observer: Callable[[str, float], None] | None = field(default=None, repr=False)
+    # Commands run side by side on one connection (the cutover, collect, the status probe); sshd
+    # refuses a connection's channels beyond MaxSessions (10 by default), so a few wait their turn.
+    _channels: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(MAX_CHANNELS),
+                                                  repr=False)
 
     def open(self, quick: bool = False) -> "Host":
         """Connect. ``quick``: give up at once when the SSH port does not answer (verify)."""
@@ -320,7 +327,8 @@ class Host:
         the cutover blamed the new container)."""
         t0 = time.monotonic()
         try:
-            result = self._exec().run(command, timeout=timeout)
+            with self._channels:
+                result = self._exec().run(command, timeout=timeout)
         except _DROPPED as exc:
             raise self._lost(what or f"running `{command.split(None, 1)[0]}`", exc) from None
         finally:
@@ -335,7 +343,8 @@ class Host:
     def put(self, path: str, data: bytes, mode: int | None = None) -> None:
         t0 = time.monotonic()
         try:
-            self._exec().put(path, data, mode)
+            with self._channels:
+                self._exec().put(path, data, mode)
         except _DROPPED as exc:
             raise self._lost(f"writing {path}", exc) from None
         finally:
@@ -347,7 +356,8 @@ class Host:
         ConnectionLost. Ctrl-C ends the command (KeyboardInterrupt propagates)."""
         t0 = time.monotonic()
         try:
-            return self._exec().stream(command, on_line, pty=pty)
+            with self._channels:
+                return self._exec().stream(command, on_line, pty=pty)
         except _DROPPED as exc:
             raise self._lost(what or f"running `{command.split(None, 1)[0]}`", exc) from None
         finally:

@@ -10,7 +10,7 @@ from typing import Mapping
 
 from remote import commands as cmd
 from remote import images
-from remote.compose import ComposeSpec, ServiceState, parse_ps_json, states_from_ps
+from remote.compose import ComposeSpec, ServiceState
 from remote.host import Host
 
 POLL_TIMEOUT = 30        # seconds; a poll that hangs must not hold the step up for long
@@ -24,20 +24,40 @@ def label(state: ServiceState) -> str:
     return state.state or "unknown"
 
 
+_HEALTH = {"(healthy)": "healthy", "(health: starting)": "starting", "(unhealthy)": "unhealthy"}
+_STATES = (("Up", "running"), ("Exited", "exited"), ("Created", "created"), ("Restarting", "restarting"),
+           ("Removal", "removing"), ("Dead", "dead"), ("Paused", "paused"))
+
+
+def parse_status(status: str) -> tuple[str, str]:
+    """(state, health) from docker's status text: ``Up 3 seconds (health: starting)`` ->
+    (running, starting); ``Exited (1) 2 seconds ago`` -> (exited, "")."""
+    state = next((word for prefix, word in _STATES if status.startswith(prefix)), status.split(" ", 1)[0].lower())
+    if "(Paused)" in status:
+        state = "paused"
+    health = next((word for text, word in _HEALTH.items() if status.endswith(text)), "")
+    return state, health if state == "running" else ""
+
+
 class ServiceStates:
     """The services whose container changed since the first poll, with their state: a container
     that keeps running untouched is not progress; a recreated one goes created -> starting ->
-    healthy. Services are keyed by compose service name."""
+    healthy. Services are keyed by compose service name; beside an old container, the newest
+    one is the service's. Read with `docker ps` (no compose CLI: cheap on the droplet while it
+    starts containers)."""
 
     def __init__(self, target: Host, spec: ComposeSpec) -> None:
         self.target, self.spec = target, spec
         self._baseline: dict[str, tuple[str, str]] | None = None
 
     def __call__(self) -> dict[str, str]:
-        res = self.target.run(cmd.ps(self.spec.on(self.target.layout), json=True), check=False,
-                              timeout=POLL_TIMEOUT)
-        rows = states_from_ps(parse_ps_json(res.stdout)) if res.ok else {}
-        now = {name: (s.container_id, label(s)) for name, s in rows.items()}
+        res = self.target.run(cmd.container_states(self.spec.project), check=False, timeout=POLL_TIMEOUT)
+        now: dict[str, tuple[str, str]] = {}
+        for line in res.stdout.splitlines() if res.ok else []:
+            parts = line.split(" ", 2)
+            if len(parts) == 3 and parts[1] not in now:          # newest first
+                state, health = parse_status(parts[2])
+                now[parts[1]] = (parts[0], label(ServiceState(parts[1], state, health, parts[2], parts[0])))
         if self._baseline is None:
             self._baseline = now
         return {name: word for name, (container, word) in sorted(now.items())

@@ -129,11 +129,12 @@ def _up(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, want
             # `current` names the new release already: from here on an interrupt switches back
             with steps.interruptible(run, target, release_id, fallback,
                                 restore=lambda: _restore(run, target, spec, fallback, fallback_recreate)):
-                stop_first = compose.in_place(target, spec, recreate)
-                run.record("recreated_in_place", stop_first)
-                if stop_first:  # said before it happens: these have one container, replaced stop-first
-                    run.log(f"recreated in place, a brief interruption for what uses them: {', '.join(stop_first)}")
-                result = compose.cutover(target, spec, services_to_recreate=recreate)
+                def announce(stop_first: list[str]) -> None:
+                    run.record("recreated_in_place", stop_first)
+                    if stop_first:  # said before it happens: these have one container, replaced stop-first
+                        run.log(f"recreated in place, a brief interruption for what uses them: {', '.join(stop_first)}")
+
+                result = compose.cutover(target, spec, services_to_recreate=recreate, announce=announce)
                 _ensure_wanted(target, spec, result, wanted)
         except (compose.ComposeError, ConnectionLost) as exc:
             # After a lost connection the next command reconnects: after a brief drop the live

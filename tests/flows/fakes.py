@@ -208,8 +208,18 @@ class FakeDocker:
         if argv[:2] == ["docker", "ps"]:   # -aq with label filters (project, service, oneoff) and status=running
             service = next((a.split("=", 2)[2] for a in argv if a.startswith("label=com.docker.compose.service=")), None)
             running = "status=running" in argv
-            return Result(command, 0, "".join(c.id + "\n" for c in self._all() if service in (None, c.service)
-                                              and (not running or c.state == "running")))
+            found = [c for c in self._all() if service in (None, c.service) and (not running or c.state == "running")]
+            if "--format" in argv and "{{.Status}}" in argv[argv.index("--format") + 1]:   # commands.container_states
+                if any(c.health == "starting" for c in found):
+                    self.seen_starting.set()
+                health = {"healthy": " (healthy)", "starting": " (health: starting)", "unhealthy": " (unhealthy)"}
+                return Result(command, 0, "".join(
+                    f"{c.id[:12]} {c.service} "
+                    + (f"Up 1 minute{health.get(c.health, '')}" if c.state == "running" else c.state.capitalize())
+                    + "\n" for c in reversed(found)))
+            if "--format" in argv:      # remote/commands.project_containers
+                return Result(command, 0, "".join(f"{c.id} {c.service} {c.config_hash}\n" for c in found))
+            return Result(command, 0, "".join(c.id + "\n" for c in found))
         if argv[:2] in (["docker", "stop"], ["docker", "rm"]):
             self._remove([a for a in argv[2:] if not a.startswith("-") and not a.isdigit()], stop=argv[1] == "stop")
             return Result(command, 0, "")
@@ -365,10 +375,8 @@ class FakeDocker:
                 "service": c.service, "container": "/" + self._name(c), "state": c.state,
                 "health": c.health if c.state == "running" else "", "started": c.started, "restarts": c.restarts,
                 "image": c.image, "exit": c.exit_code}) + "\n" for c in found))
-        if "com.docker.compose.service" in fmt and "config-hash" in fmt:
-            return Result(command, 0, "".join(f"{c.service} {c.config_hash}\n" for c in found))
-        if "config-hash" in fmt:
-            return Result(command, 0, "".join(c.config_hash + "\n" for c in found))
+        if fmt.startswith("{{.Id}} {{.Image}}"):   # remote/commands.inspect_containers
+            return Result(command, 0, "".join(f"{c.id} {c.image} {c.service} {c.config_hash}\n" for c in found))
         if ".Config.Healthcheck" in fmt:   # `health <service>`, answered by `docker exec` (FakeDocker.answer)
             return Result(command, 0, "".join(f'{c.id} /{self._name(c)} {{"Test": ["CMD", "health", "{c.service}"]}}\n'
                                               for c in found))

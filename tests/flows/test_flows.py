@@ -328,7 +328,7 @@ def test_changed_services_are_replaced_start_first_dependencies_first(world):
     out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
     assert out.exit_code == 0, out.message
     # django's image is shared by worker, flower and beat; the api calls django: django goes first
-    assert out.manifest["details"]["up"]["replaced"] == ["django", "api", "worker", "flower"]
+    assert out.manifest["details"]["up"]["replaced"] == ["django", "api", "flower", "worker"]
     events = world.docker.events
     for name in ("django", "api", "worker", "flower"):
         started = events.index(next(e for e in events if e[:2] == ("start", name)))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
+
 from remote.compose import (ServiceState, failed_build_image, failing_services, parse_ps_json,
                             states_from_ps)
 from remote.sync import diff_manifests, is_ignored, new_release_id, services_for_changes
@@ -73,3 +75,86 @@ def test_a_command_is_named_in_the_profile_by_its_leading_words_not_its_paths_or
                          "up -d --wait api") == "docker compose stackdeploy up api"
     assert command_label("cd /opt/x && FOO=1 flock -n /run/x.lock true") == "cd flock true"
     assert command_label("/usr/bin/true") == "/usr/bin/true"
+
+
+def test_a_host_never_opens_more_channels_at_once_than_sshd_allows():
+    import threading
+    import time as _time
+    from remote.host import MAX_CHANNELS, Host, Result
+    from remote.layout import ReleaseLayout
+    active, peak, lock = [0], [0], threading.Lock()
+
+    class Slow:
+        host = "203.0.113.10"
+
+        def run(self, command, timeout=None):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            _time.sleep(0.05)
+            with lock:
+                active[0] -= 1
+            return Result(command, 0, "")
+
+    target = Host("droplet-1", "203.0.113.10", ReleaseLayout("/srv/app"), connector=lambda quick: Slow()).open()
+    threads = [threading.Thread(target=target.run, args=("true",)) for _ in range(3 * MAX_CHANNELS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == MAX_CHANNELS <= 9        # OpenSSH's default MaxSessions is 10 (SFTP holds one)
+
+
+def _stack_services():
+    sf = {"update_config": {"order": "start-first"}}
+    healthy = {"condition": "service_healthy"}
+    return {"postgres": {}, "redis": {}, "traefik": {},
+            "django": {"deploy": sf, "depends_on": {"postgres": healthy, "redis": healthy}},
+            "api": {"deploy": sf, "depends_on": {"django": healthy, "redis": healthy}},
+            "beat": {"depends_on": {"django": healthy}},
+            "frontend": {"deploy": sf}}
+
+
+def _running(hashes):
+    from remote.compose import ServiceState
+    return {n: ServiceState(n, "running", "healthy", "Up", f"id-{n}", f"img-{n}", h) for n, h in hashes.items()}
+
+
+def test_a_cutover_plan_replaces_changed_services_in_dependency_order_and_leaves_compose_out_when_it_can():
+    from remote.compose import IN_PLACE, START_FIRST, plan_cutover
+    services = _stack_services()
+    live = {n: "old" for n in services}
+    wanted = dict(live, django="new", beat="new", frontend="new")
+    plan = plan_cutover(services, _running(live), wanted, set())
+    assert list(plan.steps.items()) == [("django", START_FIRST), ("beat", IN_PLACE), ("frontend", START_FIRST)]
+    assert plan.stop_first == ["beat"] and not plan.compose_up
+    # a bind-mounted file of Traefik changed: recreated in place, whatever its hash says
+    plan = plan_cutover(services, _running(live), live, {"traefik"})
+    assert plan.steps == {"traefik": IN_PLACE} and plan.stop_first == ["traefik"] and not plan.compose_up
+    assert plan_cutover(services, _running(live), live, set()).steps == {}
+
+
+def test_a_cutover_plan_leaves_to_compose_up_what_others_depend_on_or_what_is_missing():
+    from remote.compose import START_FIRST, plan_cutover
+    services = _stack_services()
+    live = {n: "old" for n in services}
+    plan = plan_cutover(services, _running(live), dict(live, postgres="new", api="new"), set())
+    assert plan.steps == {"api": START_FIRST} and plan.stop_first == ["postgres"] and plan.compose_up
+    gone = {n: h for n, h in live.items() if n != "frontend"}
+    assert plan_cutover(services, _running(gone), live, set()).compose_up          # a service to start
+    assert plan_cutover({n: d for n, d in services.items() if n != "beat"}, _running(live), live, set()).compose_up
+
+
+@pytest.mark.parametrize("status, expected", [
+    ("Up 3 seconds (health: starting)", ("running", "starting")),
+    ("Up 2 minutes (healthy)", ("running", "healthy")),
+    ("Up 5 seconds (unhealthy)", ("running", "unhealthy")),
+    ("Up 2 minutes", ("running", "")),
+    ("Exited (1) 3 seconds ago", ("exited", "")),
+    ("Created", ("created", "")),
+    ("Restarting (1) 2 seconds ago", ("restarting", "")),
+    ("Up 1 minute (Paused)", ("paused", "")),
+])
+def test_the_progress_poller_reads_state_and_health_from_dockers_status_text(status, expected):
+    from remote.progress import parse_status
+    assert parse_status(status) == expected
