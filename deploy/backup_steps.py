@@ -83,7 +83,7 @@ def check(run: Run, leader: Host, runtime: Runtime) -> list[str]:
             results = backups.checks(status)
         except BackupError as exc:
             results = [CheckResult("backups: repository", "fail", "unknown", "readable", f"{exc.message}; {exc.hint}")]
-        run.checks = list(run.checks or []) + [r.to_dict() for r in results]
+        run.add_checks([r.to_dict() for r in results])
         for r in results:
             if r.status in ("warn", "fail"):
                 run.warn(f"{r.name}: {r.message}")

@@ -306,7 +306,7 @@ def run_checks(run: Run, run_checks_edge, target: checks.PublicSite, config: che
         report = run_checks_edge(target, config)
         for rel, text in report.files.items():
             run.artifacts.write_text(rel, text)
-        run.checks = [r.to_dict() for r in report.results]
+        run.add_checks([r.to_dict() for r in report.results], first=True)
         failed = report.by_status("fail")
         warned = report.by_status("warn")
         summary = f"{len(report.results) - len(failed) - len(warned)} pass, {len(warned)} warn, {len(failed)} fail"

@@ -27,9 +27,11 @@ def verify(run: Run, settings: Settings, edges: Edges, cluster: Cluster | None, 
         run.skip_step("collect", "no droplet IP")
         return
     settings.require("DOMAIN")
-    report = steps.run_checks(run, edges.run_checks, wiring.check_target(settings, cluster.leader.ip),
-                              wiring.checks_config(settings))
+    # The checks go from here to the edge while collect reads the nodes over SSH: side by side.
+    checked = run.beside(lambda: steps.run_checks(run, edges.run_checks, wiring.check_target(settings, cluster.leader.ip),
+                                                  wiring.checks_config(settings)))
     down, backup_failed = _inspect(run, settings, edges, cluster, runtime, inventory, backups=True)
+    report = checked.result()
     failed = report.by_status("fail") + [_named(name) for name in backup_failed]
     if failed or down:
         problems = ([f"{len(failed)} check(s) failed: " + ", ".join(r.name for r in failed)] if failed else []) \

@@ -8,12 +8,13 @@ import socket
 import threading
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, is_dataclass
 from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from rich.console import Console
 
@@ -23,6 +24,7 @@ from deploy.report.artifacts import ArtifactError, ArtifactWriter
 from deploy.report.progress import Poll, Progress
 from deploy.redact import REGISTRY, SecretRegistry, redact
 
+T = TypeVar("T")
 OUTCOMES = ("success", "failed", "partial", "config-error", "interrupted")
 FIXED_FOLDER = "latest"
 
@@ -109,7 +111,9 @@ class Run:
         self.error: str | None = None
         self.exit_code = 0
         self._partial_reasons: list[str] = []
-        self._open_steps: list[str] = []
+        self._open_steps: list[str] = []            # every thread's, in the order they began
+        self._thread = threading.local()             # this thread's open steps; beside()'s signal
+        self._checks_lock = threading.Lock()
         # (step, host, command label) -> [count, seconds, longest]: where a run's seconds go
         self._commands: dict[tuple[str, str, str], list[float]] = {}
         self._commands_lock = threading.Lock()
@@ -185,6 +189,11 @@ class Run:
         self.log(f"[{name}] start")
         self._progress.begin(name)
         self._open_steps.append(name)
+        mine = self._thread.__dict__.setdefault("steps", [])
+        mine.append(name)
+        began = self._thread.__dict__.pop("began", None)
+        if began is not None:
+            began.set()
         t0 = time.monotonic() if since is None else since
         try:
             yield StepHandle(step)
@@ -194,6 +203,7 @@ class Run:
             raise
         finally:
             self._open_steps.remove(name)
+            mine.remove(name)
             self._progress.end(name)  # its last item states are reported before its end line
             step.seconds = round(time.monotonic() - t0, 3)
             self.log(f"[{name}] {step.status} in {step.seconds:.1f}s" + (f": {step.message}" if step.message else ""))
@@ -202,7 +212,10 @@ class Run:
         """A Host's observer: each remote command's time, added up per step and command in
         run.json's ``commands`` (the profile of where a run's seconds go)."""
         def observe(label: str, seconds: float) -> None:
-            key = (self._open_steps[-1] if self._open_steps else "-", host, label)
+            # The step this thread is in; a worker thread of a step (collect's, the cutover's) has
+            # none of its own: the step begun last is its.
+            mine = self._thread.__dict__.get("steps") or self._open_steps
+            key = (mine[-1] if mine else "-", host, label)
             with self._commands_lock:
                 entry = self._commands.setdefault(key, [0, 0.0, 0.0])
                 entry[0] += 1
@@ -218,6 +231,32 @@ class Run:
                  "seconds": round(total, 3), "longest": round(longest, 3)}
                 for (step, host, label), (n, total, longest) in rows]
 
+    def beside(self, work: Callable[[], T]) -> Future[T]:
+        """``work`` in a thread beside the caller (checks from here while collect reads the droplet);
+        returns once ``work`` has begun its first step, so run.json keeps the steps in the order
+        they were started."""
+        began = threading.Event()
+
+        def body() -> T:
+            self._thread.began = began
+            try:
+                return work()
+            finally:
+                self._thread.__dict__.pop("began", None)
+                began.set()
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside")
+        future = pool.submit(body)
+        pool.shutdown(wait=False)
+        began.wait()
+        return future
+
+    def add_checks(self, results: list[dict[str, Any]], first: bool = False) -> None:
+        """Check results for run.json; ``first``: before those already there (the checks from here
+        come before the backup checks, whichever finished first)."""
+        with self._checks_lock:
+            self.checks = (list(results) + list(self.checks or [])) if first else (list(self.checks or []) + list(results))
+
     def record(self, key: str, value: Any) -> None:
         """Keep a step's typed result in run.json's details (dataclasses become plain data)."""
         self.details[key] = _plain(value)
@@ -225,7 +264,7 @@ class Run:
     def _elapsed(self) -> float:
         return round(time.monotonic() - self._t0, 3)
 
-    def _record_failure_outside_steps(self, exc: Exception) -> None:
+    def _record_failure_outside_steps(self, exc: BaseException) -> None:
         """An error raised between steps (a task checking a required setting, say) still gets a
         failed row, so a failed run never shows only ok rows. A missing setting is the settings
         step's failure; anything else gets a row named after the task."""
@@ -281,6 +320,7 @@ class Run:
                 except ArtifactError as unwritable:
                     self.unwritable = self.unwritable or unwritable
         elif isinstance(exc, (KeyboardInterrupt, Terminated)):
+            self._record_failure_outside_steps(exc)      # a signal between two steps still shows
             self.error = format_error("interrupted by " + ("SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"),
                                       f"run `{self.rerun}` again to finish; `inv verify` shows what serves now")
         self.ended_at = _utc_now()

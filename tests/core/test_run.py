@@ -77,6 +77,39 @@ def test_run_json_profiles_remote_commands_per_step_longest_first_and_redacted(t
     assert "s3cr3t-value-123" not in json.dumps(data["commands"])
 
 
+def test_a_ctrl_c_between_two_steps_still_shows_where_the_run_stopped(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with Run(tmp_path, "deploy", "full", ["inv", "deploy"], console=quiet(), registry=SecretRegistry()) as run:
+            with run.step("push"):
+                pass
+            raise KeyboardInterrupt
+    data = json.loads((run.folder / "run.json").read_text())
+    assert data["outcome"] == "interrupted"
+    assert [(s["name"], s["status"], s["message"]) for s in data["steps"]] == [("push", "ok", ""),
+                                                                               ("deploy", "failed", "interrupted")]
+
+
+def test_a_step_run_beside_another_keeps_the_order_they_began_in_and_its_own_commands(tmp_path):
+    import threading
+    with Run(tmp_path, "verify", "verify", ["inv", "verify"], console=quiet(), registry=SecretRegistry()) as run:
+        timer, release = run.command_timer("droplet-1"), threading.Event()
+
+        def checks():
+            with run.step("checks"):
+                release.wait(5)
+                timer("curl", 0.3)
+            return "checked"
+
+        beside = run.beside(checks)
+        with run.step("collect"):
+            timer("docker ps", 0.1)
+            release.set()
+            assert beside.result() == "checked"
+    data = json.loads((run.folder / "run.json").read_text())
+    assert [s["name"] for s in data["steps"]] == ["checks", "collect"]
+    assert {(c["step"], c["command"]) for c in data["commands"]} == {("checks", "curl"), ("collect", "docker ps")}
+
+
 @pytest.mark.parametrize("exc, outcome, code", [
     (ConfigError("DOMAIN", "is not set", "set it"), "config-error", 2),
     (RuntimeError("boom"), "failed", 1),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,19 +21,35 @@ from tests.flows.conftest import Outcome, World, strong_stack_secrets
 INTERRUPTS = {"ctrl-c": 130, "sigterm": 143}     # core/errors.py: EXIT_INTERRUPTED, EXIT_TERMINATED
 
 
-def track_steps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the steps running now, innermost last (Run.step, observed)."""
-    running: list[str] = []
+class RunningSteps(list):
+    """The names of the steps running now, in the order they began (Run.step, observed);
+    ``innermost()`` is the calling thread's own innermost step (a step run beside another, as
+    verify's checks are, has its own thread), else the one begun last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._thread = threading.local()
+
+    def innermost(self) -> str | None:
+        mine = self._thread.__dict__.get("steps")
+        return mine[-1] if mine else (self[-1] if self else None)
+
+
+def track_steps(monkeypatch: pytest.MonkeyPatch) -> RunningSteps:
+    running = RunningSteps()
     original = Run.step
 
     @contextmanager
     def step(self: Run, name: str, since: float | None = None) -> Iterator[Any]:
         with original(self, name, since) as handle:
+            mine = running._thread.__dict__.setdefault("steps", [])
             running.append(name)
+            mine.append(name)
             try:
                 yield handle
             finally:
-                running.pop()
+                running.remove(name)
+                mine.pop()
     monkeypatch.setattr(Run, "step", step)
     return running
 
@@ -48,7 +65,7 @@ class Trap:
 
     step: str
     action: str
-    running: list[str]
+    running: RunningSteps
     match: str = ""                 # only at a call whose detail (command, path) contains this
     fired_at: str | None = None
     dropped: bool = field(default=False, init=False)
@@ -61,7 +78,7 @@ class Trap:
             if self.action == "reboot":   # the reconnect finds nothing listening on port 22
                 raise paramiko.ssh_exception.NoValidConnectionsError({("203.0.113.10", 22): ConnectionRefusedError()})
             raise paramiko.SSHException("SSH session not active")
-        if self.fired_at is not None or not self.running or self.running[-1] != self.step or self.match not in detail:
+        if self.fired_at is not None or self.running.innermost() != self.step or self.match not in detail:
             return
         self.fired_at = f"{edge} {detail}".strip()
         if self.action in ("drop", "blip", "stale", "reboot"):
@@ -73,6 +90,8 @@ class Trap:
         assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None), \
             "no SIGTERM handler while a run is in progress"
         os.kill(os.getpid(), signal.SIGTERM)
+        if threading.current_thread() is not threading.main_thread():
+            return      # the handler interrupts the main thread; a step run beside it goes on
         for _ in range(200):
             time.sleep(0.01)    # the handler runs here, between two bytecodes of this thread
         raise AssertionError("SIGTERM did not end the run")

@@ -29,6 +29,7 @@ FULL = ["token-check", "provision", "connect", "bootstrap", "lock", "push", "bui
 UPDATE = ["token-check", "discover", "connect", "lock", "push", "build", "migrate", "switch", "up", "checks",
           "collect", "drift", "backup-checks"]
 AFTER_UP = {"checks", "collect", "drift", "backup-checks"}        # the new release is live and healthy by then
+BESIDE = {"checks": "collect"}   # the checks run in a thread beside collect
 CUTOVER = {"migrate", "up"}     # steps whose first command is already under the interrupt guard
 ME = f"{getpass.getuser()}@{socket.gethostname()}"
 
@@ -89,7 +90,13 @@ def test_an_interrupt_in_each_step_ends_cleanly(world, baseline, running, signal
     trap = Trap(step, signal_name, running).install(world)
     out = _deploy(world, update_only)
     assert trap.fired_at, f"nothing reached an edge during {step}"
-    assert out.step(step)["status"] == "failed" and out.step(step)["message"] == "interrupted"
+    if step in BESIDE and signal_name == "sigterm":   # a signal interrupts the main thread's step
+        # the main thread was in collect or between steps (a row named after the task says so);
+        # the checks themselves went on
+        assert len({s["name"] for s in out.manifest["steps"] if s["message"] == "interrupted"}
+                   & {BESIDE[step], "deploy"}) == 1
+    else:
+        assert out.step(step)["status"] == "failed" and out.step(step)["message"] == "interrupted"
     rerun = "`inv deploy --update-only` again" if update_only else "`inv deploy` again"
     live = pushed(out) if step in AFTER_UP else baseline.live
     assert_clean_ending(world, out, code=INTERRUPTS[signal_name], outcome="interrupted", live=live,
