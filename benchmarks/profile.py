@@ -75,6 +75,11 @@ def scenario(lab: LabRun, name: str, argv: tuple[str, ...], ip: str = "", domain
         seconds, res = lab.inv(*argv, ok=False)
         traffic = {}
     run = lab.last_run()
+    if res.returncode:
+        print(f"--- {name}: exit {res.returncode}: {run.get('error')}", flush=True)
+    if probe and prober.report.failed:
+        print(f"--- {name}: failed requests: "
+              + "; ".join(f"{p.route} at {p.at:.1f} s: {p.status or p.error}" for p in prober.report.failed), flush=True)
     return {"name": name, "exit": res.returncode, "seconds": seconds, "traffic": traffic,
             "steps": [(s["name"], s["seconds"]) for s in run["steps"] if s["status"] != "skipped"],
             "commands": run.get("commands", [])[:TOP_COMMANDS],

@@ -1,0 +1,46 @@
+"""The image's start, in one Python process: the settings are checked, then for the web role the
+schema is migrated, the static files collected and gunicorn serves with the app already loaded.
+
+Each of these was a `manage.py` of its own, and each paid for importing Django again: about
+8 s from container start to serving on a loaded droplet, where one process takes about half.
+That time is how long a release's cutover waits for django (and the api waits for django).
+Other roles (Celery's worker, beat, flower) are checked and then replaced by their command.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main(argv: list[str]) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        call_command("check", verbosity=0)
+        if argv[:1] == ["gunicorn"]:
+            call_command("migrate", interactive=False)
+            call_command("collectstatic", interactive=False, verbosity=0)
+    except ImproperlyConfigured as exc:
+        # Bad settings are an operator error: say what to fix, no traceback.
+        print(f"django: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if argv[:1] == ["gunicorn"]:
+        from django.db import connections
+        from gunicorn.app.wsgiapp import run
+
+        connections.close_all()      # never a database connection shared by the forked workers
+
+        # --preload: the workers fork from this process with the app loaded, not import it again.
+        sys.argv = [*argv, "--preload"]
+        run()
+        return
+    os.execvp(argv[0], argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
