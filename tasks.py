@@ -44,15 +44,19 @@ def _flags(no_timestamp: bool = False, skip_allowlist: bool = False, deploy_env:
             "restore": "Disaster recovery: fill the new droplet's database from the backups in Spaces before it "
                        "serves: 'latest' or a backup's label.",
             "restore_to": "Disaster recovery to a moment (ISO 8601 with a zone), instead of --restore.",
-            "yes": "With --restore/--restore-to: do not ask for the droplet's name (needed without a terminal)."})
+            "yes": "With --restore/--restore-to: do not ask for the droplet's name (needed without a terminal).",
+            "skip_backup": "Apply new migrations without the backup taken before them (SKIP_BACKUP; written in "
+                           "run.json and the summary)."})
 def deploy(c, update_only=False, plan=False, env_file=None, skip_allowlist=False, no_timestamp=False,
-           deploy_env=None, nodes=None, restore=None, restore_to=None, yes=False):
+           deploy_env=None, nodes=None, restore=None, restore_to=None, yes=False, skip_backup=False):
     """Provision (or find) the droplet, ship the stack, start it, wait until healthy, verify, collect."""
     recovering = bool(restore or restore_to)
     mode = ("update" if update_only else "restore" if recovering else "full") + ("-plan" if plan else "")
     flags = _flags(no_timestamp, skip_allowlist, deploy_env)
     if nodes is not None:
         flags["NODES"] = nodes  # text from the command line: load_settings converts and checks it
+    if skip_backup:
+        flags["SKIP_BACKUP"] = True
     if recovering:
         def flow(run, s):
             if restore and restore_to:
@@ -91,12 +95,15 @@ def push(c, env_file=None, no_timestamp=False):
     run_task(c, "push", "update", _flags(no_timestamp), env_file, flows.push_only)
 
 
-@task(help=COMMON_HELP)
-def up(c, env_file=None, no_timestamp=False):
+@task(help={**COMMON_HELP, "skip_backup": "Apply new migrations without the backup taken before them (SKIP_BACKUP)."})
+def up(c, env_file=None, no_timestamp=False, skip_backup=False):
     """Put the release `inv push` left live, with a deploy's zero-downtime cutover, or restart the live one.
 
     With nothing newer pushed, the live release starts again (after a reboot, a container removed by hand)."""
-    run_task(c, "up", "update", _flags(no_timestamp), env_file, flows.up_only)
+    flags = _flags(no_timestamp)
+    if skip_backup:
+        flags["SKIP_BACKUP"] = True
+    run_task(c, "up", "update", flags, env_file, flows.up_only)
 
 
 @task(help=COMMON_HELP)

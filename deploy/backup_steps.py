@@ -3,6 +3,7 @@ status, take a backup, and turn the status into verify's checks."""
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from deploy import backups
 from deploy.backups import BackupError, BackupSet, BackupStatus
@@ -63,6 +64,29 @@ def take(run: Run, leader: Host, runtime: Runtime, kind: str, why: str) -> Backu
                   f"{time.monotonic() - started:.1f} s")
     run.record("backup", {**made.record(), "why": why, "seconds": round(time.monotonic() - started, 1)})
     return made
+
+
+def before_migrating(run: Run, leader: Host, runtime: Runtime, live: str | None,
+                     skip: bool) -> Callable[[list[str]], str | None]:
+    """What a deploy calls once it knows the migrations it is about to apply: the backup that
+    undoes them (an incremental one: the WAL since it replays to any later moment), its label;
+    ``skip`` (--skip-backup): none, said in the log, run.json and the summary. A failed backup
+    stops the deploy before anything is migrated."""
+    def backup(pending: list[str]) -> str | None:
+        if skip:
+            run.warn(f"migrating {', '.join(pending)} without a backup first (--skip-backup)")
+            run.record("backup_before_migrate", {"skipped": True, "migrations": pending})
+            return None
+        try:
+            made = take(run, leader, runtime, "incr", f"before migrating {', '.join(pending)}")
+        except BackupError as exc:
+            raise BackupError(f"the backup before migrating failed, so nothing was migrated"
+                              + (f" and release {live} still serves" if live else "") + f": {exc.message}",
+                              f"{exc.hint}; or deploy with --skip-backup to migrate without one "
+                              "(written in run.json)") from None
+        run.record("backup_before_migrate", {"skipped": False, "label": made.label, "migrations": pending})
+        return made.label
+    return backup
 
 
 def size(n: int) -> str:

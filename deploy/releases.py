@@ -65,5 +65,8 @@ def line(r: ReleaseInfo) -> str:
     """`* <id>  success  2026-11-26T13:00:00+00:00  by ops@laptop  api=3f2a1b4c9d0e ...` (* = live)."""
     imgs = " ".join(f"{n}={str(e.get('id', '')).removeprefix('sha256:')[:12]}"
                     for n, e in sorted((r.meta.get("images") or {}).items()))
+    migrated = r.meta.get("migrations") or {}
+    applied = (f"  migrated {', '.join(migrated['applied'])} after backup {migrated.get('backup') or '(none: --skip-backup)'}"
+               if migrated.get("applied") else "")
     return (f"{'*' if r.current else ' '} {r.id}  {r.outcome or 'never-live':11} {r.created or '?'}"
-            f"  by {r.meta.get('by') or '?'}  {imgs or '(no image map)'}")
+            f"  by {r.meta.get('by') or '?'}  {imgs or '(no image map)'}{applied}")

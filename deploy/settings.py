@@ -211,6 +211,9 @@ class Settings:
         5, "Attempts for transient API errors (429, 5xx, timeouts).", path="cloud.max_retries")
     skip_allowlist: bool = setting(
         False, "Do not touch the Cloud Firewall (same as --skip-allowlist).", path="allowlist.skip")
+    skip_backup: bool = setting(
+        False, "Migrate without the backup a deploy takes before applying new migrations (same as "
+               "--skip-backup; written in run.json and the summary).", path="backups.skip_before_migrate")
     operator_ip_url: str = setting(
         "https://api.ipify.org", "URL answering with the operator's public IP, for the SSH allowlist.",
         path="allowlist.operator_ip_url")

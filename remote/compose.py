@@ -319,6 +319,34 @@ def migration(compose_file: dict) -> tuple[str, list[str]] | None:
     return str(spec["service"]), [str(a) for a in spec["command"]]
 
 
+_PLANNED = re.compile(r"^\s*([A-Za-z_]\w*\.\w+)\s*$", re.M)
+
+
+def planned_migrations(output: str) -> list[str]:
+    """``app.migration`` names from Django's ``migrate --plan`` (each followed by its operations,
+    indented); none when it says "No planned migration operations"."""
+    if "Planned operations:" not in output:
+        raise ValueError("not the output of `manage.py migrate --plan`")
+    return _PLANNED.findall(output.split("Planned operations:", 1)[1])
+
+
+def pending_migrations(target: Host, spec: ComposeSpec, release_id: str, service: str, argv: list[str]) -> list[str]:
+    """The migrations the release's ``migrate`` would apply now (its argv with ``--plan``: nothing
+    is applied), in order."""
+    plan_argv = [a for a in argv if a != "--noinput"] + ["--plan"]
+    res = _run(target, cmd.run_once(spec.for_release(target.layout, release_id), service, plan_argv),
+               timeout=spec.wait_timeout + 300, what="listing the migrations to apply")
+    try:
+        if res.ok:
+            return planned_migrations(res.stdout)
+    except ValueError:
+        pass
+    raise ComposeError(service, f"could not list the migrations to apply ({' '.join(plan_argv)}): {res.tail()}",
+                       {"migrate-plan.txt": res.output},
+                       hint="read migrate-plan.txt in the run folder; the release's migrate command must accept "
+                            "Django's --plan")
+
+
 def migrate(target: Host, spec: ComposeSpec, release_id: str, service: str, argv: list[str]) -> str:
     """Run a release's migration once, with its image and env, while the live release serves."""
     res = _run(target, cmd.run_once(spec.for_release(target.layout, release_id), service, argv),

@@ -468,12 +468,17 @@ def record_outcome(target: Host, release_id: str, outcome: str) -> None:
     """Store the deploy outcome (e.g. success/failed/rolled-back) in the release metadata."""
     if not outcome or "\n" in outcome:
         raise ValueError("outcome must be a short single-line word such as 'success'")
+    update_release_meta(target, release_id, outcome=outcome,
+                        outcome_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def update_release_meta(target: Host, release_id: str, **fields: Any) -> None:
+    """Set ``fields`` in a release's metadata (the outcome, the migrations it applied)."""
     meta = read_release_meta(target, release_id)
     if meta is None:
         raise ReleaseError(f"release {release_id} has no metadata in {target.layout.releases}",
                            "pick an id from `inv releases`")
-    meta["outcome"] = outcome
-    meta["outcome_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta.update(fields)
     target.put(target.layout.meta(release_id), json.dumps(meta, indent=1, sort_keys=True).encode())
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from core.errors import OperatorError
-from deploy import releases, steps, wiring
+from deploy import backup_steps, releases, steps, wiring
 from deploy.flows import reach
 from deploy.flows.inspect import verify
 from deploy.report.run import Run
@@ -65,8 +65,10 @@ def ship(run: Run, settings: Settings, runtime: Runtime, inventory: Inventory, l
                         if pushed.previous_release else set())  # first release: every container is new
             if fill is not None:
                 fill.apply(run, leader, runtime, pushed.release_id)
-            runtime.go_live(run, leader, Candidate(pushed.release_id, pushed.previous_release, image_map,
-                                                   frozenset(recreate)))
+            runtime.go_live(run, leader, Candidate(
+                pushed.release_id, pushed.previous_release, image_map, frozenset(recreate),
+                before_migrating=backup_steps.before_migrating(run, leader, runtime, pushed.previous_release,
+                                                               settings.skip_backup)))
             runtime.retire(run, leader)
             steps.prune(run, inventory.targets, settings.releases_keep)
     except OperatorError:
@@ -127,8 +129,9 @@ def up_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
                 meta = sync.read_release_meta(leader, current) or {}
                 runtime.restart(run, leader, current, meta.get("images") or {})
                 return
-            runtime.go_live(run, leader, Candidate(pushed.id, current, pushed.meta.get("images") or {},
-                                                   _mount_changes(settings, leader, current, pushed)))
+            runtime.go_live(run, leader, Candidate(
+                pushed.id, current, pushed.meta.get("images") or {}, _mount_changes(settings, leader, current, pushed),
+                before_migrating=backup_steps.before_migrating(run, leader, runtime, current, settings.skip_backup)))
             steps.prune(run, inventory.targets, settings.releases_keep)
 
 

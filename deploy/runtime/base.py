@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from deploy.report.run import Run
 from deploy.wiring import Inventory
@@ -21,6 +21,9 @@ class Candidate:
     recreate: frozenset[str] = field(default_factory=frozenset)   # bind-mounted files changed (Compose)
     migrate: bool = True                     # run the release's migration first (not for a rollback)
     publish: bool = True                     # push its images and write its stack file (Swarm)
+    # Called with the migrations about to be applied, before any is: takes the backup that
+    # undoes them and returns its label (None: none taken, --skip-backup); raising stops the deploy.
+    before_migrating: Callable[[list[str]], str | None] | None = None
 
 
 class Runtime(Protocol):

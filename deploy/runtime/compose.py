@@ -92,7 +92,9 @@ def _migrate(run: Run, target: Host, spec: compose.ComposeSpec, release: Candida
     """The release's migration, once, before the cutover, while the live release serves. A first
     release has no database yet: its own start migrates. Migrations ship in the image: when the
     migrating service's image is the one the live release runs, there is nothing new to apply
-    (and no one-off container to pay for)."""
+    (and no one-off container to pay for). Otherwise the release lists what it would apply
+    (``migrate --plan``); with nothing, nothing more happens; else the backup that undoes it is
+    taken first (``release.before_migrating``), and both are recorded in the release and run.json."""
     release_id, live = release.release_id, release.live
     found = compose.migration(compose_file)
     if found is None or not live:
@@ -108,14 +110,23 @@ def _migrate(run: Run, target: Host, spec: compose.ComposeSpec, release: Candida
     with run.step("migrate") as step:
         try:
             with steps.interruptible(run, target, release_id, live):
+                pending = compose.pending_migrations(target, spec, release_id, service, argv)
+                if not pending:
+                    run.record("migrations", {"applied": [], "backup": None})
+                    step.note("no migration to apply")
+                    return
+                label = release.before_migrating(pending) if release.before_migrating else None
+                record = {"applied": pending, "backup": label}
+                run.record("migrations", record)
                 output = compose.migrate(target, spec, release_id, service, argv)
+                sync.update_release_meta(target, release_id, migrations=record)
         except compose.ComposeError as exc:
             steps.keep_diagnostics(run, target, exc)
             sync.record_outcome(target, release_id, "failed")
             exc.message = f"{exc.message}; still serving release {live}"
             raise
         run.artifacts.write_text(f"{target.artifact_prefix}migrate.txt", output)
-        step.note(output.strip().splitlines()[-1] if output.strip() else "done")
+        step.note(f"applied {', '.join(pending)}" + (f" after backup {label}" if label else " (no backup taken)"))
 
 
 def _up(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, wanted: dict[str, dict[str, str]],

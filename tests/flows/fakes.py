@@ -157,6 +157,9 @@ class FakeDocker:
     # `up` leaves its new containers "starting" until a `compose ps` has shown them so (or 5 s
     # passed), then makes them healthy: the states a progress poller sees on a real droplet.
     slow_start: bool = False
+    # The migrations a release's `migrate` would apply (Django's `migrate --plan` lists them).
+    pending_migrations: list[str] = field(default_factory=list)
+    migration_plans: list[list[str]] = field(default_factory=list)
     # Docker's health lags as on a droplet whose healthchecks run every 10 s: a new container stays
     # "starting" (only its healthcheck run at once, `docker exec`, tells it is ready).
     lagging_health: bool = False
@@ -251,10 +254,17 @@ class FakeDocker:
         if sub == "stop":
             self._remove([c.id for c in self._all() if c.service in services], stop=True)
             return Result(command, 0, "")
+        if sub == "run" and args[-2:] == ["migrate", "--plan"]:     # what the migration would apply
+            self.migration_plans.append(args)
+            return Result(command, 0, "Planned operations:\n" + ("".join(
+                f"{m}\n    Add field to a model\n" for m in self.pending_migrations)
+                or "  No planned migration operations.\n"))
         if sub == "run":
             self.migrations.append(args)
             if args[-2:] == ["migrate", "--noinput"]:    # the release's migration (x-release-migrate)
-                return Result(command, 0, "Operations to perform:\n  No migrations to apply.\n")
+                applied, self.pending_migrations = self.pending_migrations, []
+                return Result(command, 0, "Operations to perform:\n" + ("".join(f"  Applying {m}... OK\n" for m in applied)
+                                                                        or "  No migrations to apply.\n"))
             service = next(a for a in args if not a.startswith("-"))
             return self._one_off(args[args.index(service) + 1:], command)
         if sub == "up" and "--scale" in args:

@@ -386,20 +386,65 @@ def test_a_new_container_that_never_gets_healthy_is_removed_and_the_old_one_neve
     assert "remote/diagnostics/logs-api-new.txt" in out.files
 
 
-def test_migrations_run_once_per_release_before_the_switch(world):
+def _change_django(world, note: str = "next release") -> None:
+    settings = world.stack / "django" / "config" / "settings.py"
+    settings.write_text(settings.read_text() + f"\n# {note}\n")
+
+
+def test_migrations_are_listed_first_and_applied_once_per_release_before_the_switch_after_a_backup(world):
     out = world.invoke("deploy", flows.deploy)
     assert out.step("migrate")["status"] == "skipped"            # first release: its start migrates
     assert world.docker.migrations == []
     out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
     assert out.step("migrate")["status"] == "skipped"            # django's image is the live one: nothing new
-    assert "no new migration" in out.step("migrate")["message"] and world.docker.migrations == []
-    settings = world.stack / "django" / "config" / "settings.py"
-    settings.write_text(settings.read_text() + "\n# next release\n")
+    assert "no new migration" in out.step("migrate")["message"] and world.docker.migration_plans == []
+    _change_django(world)                                         # a new image, no new migration
     out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
-    assert out.step("migrate")["status"] == "ok"
+    assert out.step("migrate")["message"] == "no migration to apply" and "backup" not in out.step_names
+    assert len(world.docker.migration_plans) == 1 and world.docker.migrations == []
+    world.docker.pending_migrations = ["notes.0002_note_tags", "notes.0003_drop_body"]
+    _change_django(world, "with migrations")
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 0, out.message
     assert world.docker.migrations == [["--rm", "--no-deps", "-T", "django", "python", "manage.py", "migrate",
                                         "--noinput"]]
-    assert out.step_names.index("migrate") < out.step_names.index("switch")
+    names = out.step_names
+    assert names.index("migrate") < names.index("backup") < names.index("switch")   # the backup is the migration's first act
+    label = world.docker.database.backups[-1]["label"]
+    assert out.step("migrate")["message"] == f"applied notes.0002_note_tags, notes.0003_drop_body after backup {label}"
+    record = {"applied": ["notes.0002_note_tags", "notes.0003_drop_body"], "backup": label}
+    assert out.manifest["details"]["migrations"] == record
+    assert world.release_meta(out.manifest["details"]["push"]["release_id"])["migrations"] == record
+    listed = world.invoke("releases", flows.list_releases)
+    assert f"migrated notes.0002_note_tags, notes.0003_drop_body after backup {label}" in listed.message
+
+
+def test_a_backup_that_fails_before_migrating_stops_the_deploy_with_nothing_migrated(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    live = world.current()
+    world.docker.pending_migrations = ["notes.0002_note_tags"]
+    world.docker.database.problem = "unable to find a valid repository"
+    _change_django(world)
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 1
+    assert "the backup before migrating failed, so nothing was migrated" in out.manifest["error"]
+    assert f"release {live} still serves" in out.manifest["error"] and "--skip-backup" in out.message
+    assert world.docker.migrations == [] and world.current() == live and not world.lock_held()
+
+
+def test_skip_backup_migrates_without_one_and_says_so(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    world.docker.pending_migrations = ["notes.0002_note_tags"]
+    backups = len(world.docker.database.backups)
+    world.env_file.write_text(world.env_file.read_text() + "SKIP_BACKUP=true\n")
+    _change_django(world)
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 0, out.message
+    assert "backup" not in out.step_names and len(world.docker.migrations) == 1
+    assert len(world.docker.database.backups) == backups
+    assert out.manifest["details"]["backup_before_migrate"] == {"skipped": True, "migrations": ["notes.0002_note_tags"]}
+    assert any("without a backup first (--skip-backup)" in w for w in out.manifest["warnings"])
+    assert "without a backup first" in (out.run.folder / "summary.md").read_text()
 
 
 def test_ctrl_c_during_the_build_leaves_the_live_release_serving_and_recorded(world):
