@@ -65,7 +65,7 @@ def env_lines(docker_env_json: str) -> str:
     return "\n".join(sorted(values)) + "\n"
 
 
-COLLECT_THREADS = 8
+COLLECT_THREADS = 5     # as many as a Host opens channels at once (remote/host.MAX_CHANNELS)
 
 
 def _probe_starting(target: Host, services: list[dict[str, Any]]) -> None:

@@ -166,7 +166,12 @@ class _Connection(fabric.Connection):
             raise paramiko.SSHException("not connected")
         try:
             return transport.open_session(timeout=self._channel_timeout)
-        except paramiko.SSHException:
+        except paramiko.ChannelException:
+            raise    # the server answered, refusing this channel (its sessions all taken): the
+            # connection is fine and carries the other commands (SshExecutor.run tries again)
+        except paramiko.SSHException as exc:
+            if str(exc) == "Unable to open channel." and transport.is_active():
+                raise    # another thread's refusal, taken by this one (paramiko shares it)
             # Open but not answering (the droplet frozen, its network gone without a reset): every
             # channel of it would wait the same way. Closed, the next command connects afresh.
             transport.close()

@@ -137,12 +137,30 @@ class SshExecutor:
         self._sftp_transport: Any = None
 
     def run(self, command: str, timeout: float | None = None) -> Result:
-        try:
-            res = self.conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
-        except CommandTimedOut as exc:
-            res = exc.result
-            return Result(command, None, res.stdout or "", res.stderr or "")
-        return Result(command, res.exited, res.stdout or "", res.stderr or "")
+        for attempt in range(CHANNEL_RETRIES + 1):
+            try:
+                res = self.conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+            except CommandTimedOut as exc:
+                res = exc.result
+                return Result(command, None, res.stdout or "", res.stderr or "")
+            except paramiko.SSHException as exc:
+                # sshd refused the channel (its sessions are all taken): the command never
+                # started, so it is tried again once one is free
+                if attempt == CHANNEL_RETRIES or not self._refused_channel(exc):
+                    raise
+                time.sleep(CHANNEL_RETRY_SECONDS * (attempt + 1))
+                continue
+            return Result(command, res.exited, res.stdout or "", res.stderr or "")
+        raise AssertionError("unreachable")
+
+    def _refused_channel(self, exc: paramiko.SSHException) -> bool:
+        """A channel the server would not open, on a connection that is still up. Paramiko says
+        ChannelException, or, when threads open channels at once and one takes another's
+        refusal, only "Unable to open channel." while the transport stays active."""
+        if isinstance(exc, paramiko.ChannelException):
+            return True
+        transport = getattr(self.conn, "transport", None)
+        return str(exc) == "Unable to open channel." and bool(transport and transport.is_active())
 
     def _client(self) -> Any:
         """An SFTP client on the connection's live transport. A command reconnects by itself
@@ -260,9 +278,13 @@ def _ctrl_c_as_flag() -> Iterator[threading.Event]:
 
 
 _LABEL_WORDS = 5
-# Channels one Host opens at once: below OpenSSH's default MaxSessions (10), with room for an
-# interactive session beside a busy run.
-MAX_CHANNELS = 8
+# Channels one Host opens at once, SFTP's aside: well below OpenSSH's default MaxSessions (10).
+# sshd counts a session until it has processed the channel's close, a moment after the command's
+# exit status reached us; with 8 at once (and SFTP) the lab's sshd refused channels ("Connect
+# failed") in CI, so there is a margin, and a refused open is tried again (CHANNEL_RETRIES).
+MAX_CHANNELS = 5
+CHANNEL_RETRIES = 5
+CHANNEL_RETRY_SECONDS = 0.2
 
 
 def command_label(command: str) -> str:

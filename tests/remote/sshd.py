@@ -31,6 +31,7 @@ class Sshd:
     user_key: Path
     host_key: Path
     proc: subprocess.Popen | None = None
+    max_sessions: int = 50
 
     def config_text(self) -> str:
         auth = self.workdir / "authorized_keys"
@@ -41,7 +42,7 @@ class Sshd:
             "PermitRootLogin yes", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
             "AllowAgentForwarding no", "X11Forwarding no", "PrintMotd no",
-            "Subsystem sftp internal-sftp", "MaxStartups 50", "MaxSessions 50",
+            "Subsystem sftp internal-sftp", "MaxStartups 50", f"MaxSessions {self.max_sessions}",
             "LogLevel ERROR", "",
         ])
 
@@ -79,14 +80,14 @@ class Sshd:
         self.start()
 
 
-def make_sshd(workdir: Path) -> Sshd:
+def make_sshd(workdir: Path, max_sessions: int = 50) -> Sshd:
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o700)
     user_key = keygen(workdir / "user_key")
     host_key = keygen(workdir / "host_key")
     (workdir / "authorized_keys").write_text((workdir / "user_key.pub").read_text())
     server = Sshd(workdir=workdir, port=free_port(), user=getpass.getuser(),
-                  user_key=user_key, host_key=host_key)
+                  user_key=user_key, host_key=host_key, max_sessions=max_sessions)
     server.start()
     return server
 

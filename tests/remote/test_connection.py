@@ -252,3 +252,28 @@ def test_a_connection_that_stops_answering_fails_the_next_command_within_the_cha
         assert host.run("echo back").stdout.strip() == "back"       # a new connection, not the frozen one
     finally:
         host.close()
+
+
+def test_commands_beyond_sshds_sessions_wait_for_a_free_channel_instead_of_failing(tmp_path):
+    """sshd refuses a connection's channels beyond MaxSessions ("Connect failed"); the command
+    never started, so it is opened again once a session is free (CI's lab: collect lost items)."""
+    import threading
+    from remote.host import SshExecutor
+    from tests.remote.sshd import make_sshd, pin
+    server = make_sshd(tmp_path / "sshd", max_sessions=2)
+    try:
+        endpoint = SshEndpoint(host="127.0.0.1", user=server.user, key_path=server.user_key, port=server.port,
+                               known_hosts_path=pin(server, tmp_path / "known_hosts"), connect_timeout=5,
+                               retries=2, backoff=0.1)
+        executor = SshExecutor(connect(endpoint))
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(executor.run("sleep 0.3; echo ok")))
+                   for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        executor.close()
+        assert [(r.exited, r.stdout.strip()) for r in results] == [(0, "ok")] * 6
+    finally:
+        server.stop()

@@ -102,7 +102,7 @@ def test_a_host_never_opens_more_channels_at_once_than_sshd_allows():
         t.start()
     for t in threads:
         t.join()
-    assert peak[0] == MAX_CHANNELS <= 9        # OpenSSH's default MaxSessions is 10 (SFTP holds one)
+    assert peak[0] == MAX_CHANNELS <= 6        # OpenSSH's default MaxSessions is 10 (SFTP holds one; a margin)
 
 
 def _stack_services():
