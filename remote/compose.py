@@ -637,6 +637,22 @@ def _remove_strays(target: Host, spec: ComposeSpec, services: Iterable[str], wan
     return removed
 
 
+def _await_starting(target: Host, spec: ComposeSpec, states: dict[str, ServiceState], probed: set[str],
+                    poll: float, sleep: Callable[[float], None]) -> set[str]:
+    """Containers this cutover did not start that Docker still calls "starting" (one started by
+    an earlier run cut short, or restarted by Docker): awaited by their own healthcheck as
+    `compose up --wait` would, at once; the ones found healthy."""
+    starting = [s.container_id for s in states.values()
+                if s.state == "running" and s.health == "starting" and s.container_id not in probed]
+    if not starting:
+        return set()
+    tests = _tests(target, starting)
+    with ThreadPoolExecutor(max_workers=len(starting), thread_name_prefix="await") as pool:
+        verdicts = list(pool.map(lambda c: _wait_ready(target, c, tests.get(c), spec.wait_timeout, poll, sleep),
+                                 starting))
+    return {c for c, why in zip(starting, verdicts) if why is None}
+
+
 def cutover(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str] = (),
             poll: float = POLL, sleep: Callable[[float], None] = time.sleep,
             announce: Callable[[list[str]], None] = lambda stop_first: None) -> UpResult:
@@ -661,6 +677,7 @@ def cutover(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str]
     else:
         after = snapshot(target, spec)
         probed = {s.container_id for n, s in after.items() if n in plan.steps}
+        probed |= _await_starting(target, spec, after, probed, poll, sleep)
         failing = failing_services(after, probed)
         if failing:
             names = [n for n, _ in failing]

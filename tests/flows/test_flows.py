@@ -371,6 +371,19 @@ def test_the_cutover_waits_on_each_services_own_healthcheck_and_replaces_indepen
     assert collected["api"]["health"] == "healthy" and collected["api"]["probed"] is True
 
 
+def test_a_container_left_starting_by_an_earlier_run_is_awaited_by_its_own_healthcheck(world):
+    """CI: a run cut short had recreated Traefik; the next cutover found it "starting" in Docker's
+    record, not in its own plan, and failed it instead of waiting as `compose up --wait` would."""
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    world.docker.containers["traefik"].health = "starting"
+    probes = []
+    world.docker.answer = lambda argv: (probes.append(argv[1:]) or (0, "")) if argv[:1] == ["health"] else (0, "")
+    (world.stack / "api" / "app" / "main.py").write_text("# v2\n")
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 0, out.message
+    assert ["traefik"] in probes and out.manifest["details"]["up"]["replaced"] == ["api"]
+
+
 def test_a_new_container_that_never_gets_healthy_is_removed_and_the_old_one_never_stopped(world):
     assert world.invoke("deploy", flows.deploy).exit_code == 0
     old_api = world.docker.containers["api"].id
