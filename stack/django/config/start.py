@@ -25,6 +25,11 @@ def main(argv: list[str]) -> None:
         if argv[:1] == ["gunicorn"]:
             call_command("migrate", interactive=False)
             call_command("collectstatic", interactive=False, verbosity=0)
+            from django.urls import get_resolver
+
+            # The URLconf (and every view it imports) loads on a worker's first request: here,
+            # before the workers fork, the first requests a new container gets are not the slow ones.
+            get_resolver().url_patterns
     except ImproperlyConfigured as exc:
         # Bad settings are an operator error: say what to fix, no traceback.
         print(f"django: configuration error: {exc}", file=sys.stderr)
