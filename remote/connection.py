@@ -7,6 +7,7 @@ generates a new droplet's host key and pins it before the first connection
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import stat
@@ -22,6 +23,11 @@ from paramiko.hostkeys import HostKeys
 
 from remote.errors import RemoteError
 from remote.host import SshExecutor
+
+# Paramiko logs a refused channel ("Secsh channel N open FAILED") at ERROR; with no handler of
+# its own that reached the operator's terminal, though the command is tried again
+# (SshExecutor.run) and any real failure is reported by the run itself.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 # Errors that mean "nothing is listening yet / network not ready": worth retrying
 # (a freshly booted droplet refuses SSH for a while). Auth and host-key errors are not.
