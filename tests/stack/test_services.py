@@ -300,3 +300,33 @@ def test_a_connection_accepted_just_before_sigterm_is_still_served(workdir, stac
     finally:
         if proc.poll() is None:
             stop(proc)
+
+
+def test_a_stopping_django_refuses_new_connections_at_once_while_its_workers_finish(workdir, stack_env):
+    """During a start-first replacement the api reaches the old django by DNS until it exits.
+    gunicorn's master closed only its own copy of the listening socket on SIGTERM: with a worker
+    still busy the kernel kept accepting connections nobody would take (the api waited on one,
+    then answered 503). Now the socket is shut down at SIGTERM, so a dial is refused at once and
+    moves to the next address."""
+    import signal as _signal
+    port = free_port()
+    proc = start([str(STACK / "django" / "entrypoint.sh"), "gunicorn", "config.wsgi:application",
+                  "--bind", f"127.0.0.1:{port}", "--workers", "2"], workdir / "django-stop.log", env=stack_env,
+                 cwd=STACK / "django")
+    busy = []
+    try:
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/internal/health", timeout=2).status_code == 200,
+                   60, "django", proc=proc, log=workdir / "django-stop.log")
+        for _ in range(2):      # each worker reads a request that never ends: both stay busy
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /internal/health HTTP/1.1\r\nHost: django\r\n")
+            busy.append(s)
+        time.sleep(0.5)
+        proc.send_signal(_signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        for s in busy:
+            s.close()
+        stop(proc)

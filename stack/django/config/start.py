@@ -40,8 +40,9 @@ def main(argv: list[str]) -> None:
 
         connections.close_all()      # never a database connection shared by the forked workers
 
-        # --preload: the workers fork from this process with the app loaded, not import it again.
-        sys.argv = [*argv, "--preload"]
+        # --preload: the workers fork from this process with the app loaded, not import it again;
+        # the config module: how a worker stops listening on SIGTERM.
+        sys.argv = [*argv, "--preload", "--config", "python:config.gunicorn_conf"]
         run()
         return
     os.execvp(argv[0], argv)
