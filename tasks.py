@@ -118,11 +118,13 @@ def collect(c, env_file=None, no_timestamp=False):
     run_task(c, "collect", "collect", _flags(no_timestamp), env_file, flows.collect_only)
 
 
-@task(help={**COMMON_HELP, "release": "Release id to return to (default: the one before the current release)."})
-def rollback(c, release=None, env_file=None, no_timestamp=False):
+@task(help={**COMMON_HELP, "release": "Release id to return to (default: the one before the current release).",
+            "keep_schema": "Go back over migrations applied since that release, leaving the schema as it is (for "
+                           "migrations known to be backward compatible); without it such a rollback is refused."})
+def rollback(c, release=None, env_file=None, no_timestamp=False, keep_schema=False):
     """Put the previous (or a named) healthy release live again without a build, then verify and collect."""
     run_task(c, "rollback", "rollback", _flags(no_timestamp), env_file,
-             lambda run, s: flows.rollback(run, s, release))
+             lambda run, s: flows.rollback(run, s, release, keep_schema=keep_schema))
 
 
 @task(help=COMMON_HELP)

@@ -40,6 +40,34 @@ def rollback_target(found: Sequence[ReleaseInfo], release: str | None) -> Releas
     return older[-1]
 
 
+def migrations_in_the_way(found: Sequence[ReleaseInfo], chosen: ReleaseInfo) -> list[tuple[str, list[str], str | None]]:
+    """The migrations releases newer than ``chosen`` applied, each as (release, migrations, the
+    backup taken before them): the schema ``chosen``'s code has never seen."""
+    out = []
+    for r in found:
+        applied = (r.meta.get("migrations") or {}).get("applied") if r.id > chosen.id else None
+        if applied:
+            out.append((r.id, list(applied), (r.meta.get("migrations") or {}).get("backup")))
+    return out
+
+
+def schema_refusal(chosen: ReleaseInfo, in_the_way: list[tuple[str, list[str], str | None]],
+                   named: bool) -> OperatorError:
+    """Why a rollback across migrations does not happen by itself, and the two ways on."""
+    names = [m for _, applied, _ in in_the_way for m in applied]
+    by = ", ".join(r for r, _, _ in in_the_way)
+    again = f"inv rollback{f' --release {chosen.id}' if named else ''} --keep-schema"
+    first_release, _, backup = in_the_way[0]
+    restore = (f"`inv restore --backup {backup}` (the backup taken before them; what was written since is lost)"
+               if backup else f"`inv restore --to <a moment before release {first_release}>` (no backup was taken "
+                              "before them: --skip-backup)")
+    return OperatorError(
+        f"release {chosen.id} expects an older schema: {len(names)} migration(s) applied since by {by} "
+        f"({', '.join(names)}); nothing changed",
+        f"if they only add (columns, tables) the old code runs on the new schema: `{again}`; if they drop or "
+        f"rename, put the data back first: {restore}, then `{again}`")
+
+
 def pushed(found: Sequence[ReleaseInfo]) -> ReleaseInfo | None:
     """The newest release, when `inv push` left it built and it never went live (nor failed)."""
     newest = found[-1] if found else None

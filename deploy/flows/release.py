@@ -140,8 +140,11 @@ def _mount_changes(settings: Settings, leader: Host, current: str | None, chosen
     return releases.mount_changes(sync.read_compose(settings.stack_dir / "compose.yml"), live_meta, chosen)
 
 
-def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = REAL_EDGES) -> None:
-    """Start a previous successful release again: its files, env snapshot and images; no rebuild."""
+def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = REAL_EDGES,
+             keep_schema: bool = False) -> None:
+    """Start a previous successful release again: its files, env snapshot and images; no rebuild.
+    Across migrations applied since that release it is refused (its code expects the older
+    schema) unless ``keep_schema``: the operator knows them to be backward compatible."""
     cluster = reach.find(run, settings, edges)
     runtime = for_cluster(cluster, settings, edges)
     with reach.connected(run, settings, edges, cluster.nodes) as inventory:
@@ -156,6 +159,14 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = R
                     raise OperatorError(f"release {chosen.id} cannot start again: {why}",
                                         "deploy that release's sources again, or pick another release from "
                                         "`inv releases`")
+                in_the_way = releases.migrations_in_the_way(found, chosen)
+                if in_the_way and not keep_schema:
+                    raise releases.schema_refusal(chosen, in_the_way, named=release is not None)
+                if in_the_way:
+                    names = [m for _, applied, _ in in_the_way for m in applied]
+                    run.warn(f"release {chosen.id} goes back on the schema of {len(names)} later migration(s) "
+                             f"({', '.join(names)}): --keep-schema")
+                    run.record("rollback_schema", {"kept": True, "migrations": names})
                 step.note(f"{current or '(none)'} -> {chosen.id}")
             runtime.go_live(run, leader, Candidate(chosen.id, current, wanted,
                                                    _mount_changes(settings, leader, current, chosen),

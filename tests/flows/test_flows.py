@@ -432,6 +432,30 @@ def test_migrations_are_listed_first_and_applied_once_per_release_before_the_swi
     assert f"migrated notes.0002_note_tags, notes.0003_drop_body after backup {label}" in listed.message
 
 
+def test_a_rollback_across_applied_migrations_is_refused_naming_both_ways_on_unless_the_schema_is_kept(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    before = world.current()
+    world.docker.pending_migrations = ["notes.0002_drop_body"]
+    _change_django(world)
+    migrated = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert migrated.exit_code == 0, migrated.message
+    after, label = world.current(), migrated.manifest["details"]["migrations"]["backup"]
+    containers = {n: c.id for n, c in world.docker.containers.items()}
+    out = world.invoke("rollback", flows.rollback, mode="rollback", release=None)
+    assert out.exit_code == 1
+    said = " ".join(out.message.split())
+    assert f"release {before} expects an older schema: 1 migration(s) applied since by {after} (notes.0002_drop_body)" in said
+    assert "nothing changed" in said and "inv rollback --keep-schema" in said
+    assert f"inv restore --backup {label}" in said and "what was written since is lost" in said
+    assert world.current() == after and {n: c.id for n, c in world.docker.containers.items()} == containers
+    assert not world.lock_held()
+    out = world.invoke("rollback", flows.rollback, mode="rollback", release=None, keep_schema=True)
+    assert out.exit_code == 0, out.message
+    assert world.current() == before
+    assert out.manifest["details"]["rollback_schema"] == {"kept": True, "migrations": ["notes.0002_drop_body"]}
+    assert any("--keep-schema" in w for w in out.manifest["warnings"])
+
+
 def test_a_backup_that_fails_before_migrating_stops_the_deploy_with_nothing_migrated(world):
     assert world.invoke("deploy", flows.deploy).exit_code == 0
     live = world.current()
