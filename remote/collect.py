@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from remote import commands as cmd
-from remote import compose, swarm
+from remote import cutover, swarm
 from remote.compose import ComposeSpec
 from remote.host import Host
 
@@ -73,7 +73,7 @@ def _probe_starting(target: Host, services: list[dict[str, Any]]) -> None:
     interval away) whose own healthcheck passes now counts as healthy; ``probed`` says so."""
     starting = [s["container"] for s in services
                 if s.get("state") == "running" and s.get("health") == "starting" and s.get("container")]
-    answering = compose.answering_now(target, starting) if starting else set()
+    answering = cutover.answering_now(target, starting) if starting else set()
     for s in services:
         if s.get("container") in answering:
             s["health"], s["probed"] = "healthy", True

@@ -1,5 +1,5 @@
 """One droplet: the release runs under Docker Compose, replaced service by service with zero
-downtime (remote/compose.py's cutover), and a failed start puts the previous release back."""
+downtime (remote/cutover.py), and a failed start puts the previous release back."""
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +14,7 @@ from deploy.settings import Settings
 from deploy.wiring import Inventory
 from remote import backup as backup_cmd
 from remote import commands as cmd
-from remote import compose, images, logs, oneoff, progress, status, sync
+from remote import compose, cutover, images, logs, oneoff, progress, status, sync
 from remote.host import ConnectionLost, Host
 
 
@@ -145,7 +145,7 @@ def _up(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, want
                     if stop_first:  # said before it happens: these have one container, replaced stop-first
                         run.log(f"recreated in place, a brief interruption for what uses them: {', '.join(stop_first)}")
 
-                result = compose.cutover(target, spec, services_to_recreate=recreate, announce=announce)
+                result = cutover.cutover(target, spec, services_to_recreate=recreate, announce=announce)
                 _ensure_wanted(target, spec, result, wanted)
         except (compose.ComposeError, ConnectionLost) as exc:
             # After a lost connection the next command reconnects: after a brief drop the live
@@ -187,7 +187,7 @@ def _ensure_wanted(target: Host, spec: compose.ComposeSpec, result: compose.UpRe
 def _restore(run: Run, target: Host, spec: compose.ComposeSpec, fallback: str, recreate: set[str]) -> str:
     try:
         sync.switch(target, fallback)
-        compose.cutover(target, spec, services_to_recreate=recreate)
+        cutover.cutover(target, spec, services_to_recreate=recreate)
     except OperatorError as exc:
         run.warn(f"restoring release {fallback} failed: {exc.message}")
         return f"restoring release {fallback} failed too ({exc.message})"

@@ -121,7 +121,7 @@ def _running(hashes):
 
 
 def test_a_cutover_plan_replaces_changed_services_in_dependency_order_and_leaves_compose_out_when_it_can():
-    from remote.compose import IN_PLACE, START_FIRST, plan_cutover
+    from remote.cutover import IN_PLACE, START_FIRST, plan_cutover
     services = _stack_services()
     live = {n: "old" for n in services}
     wanted = dict(live, django="new", beat="new", frontend="new")
@@ -135,7 +135,7 @@ def test_a_cutover_plan_replaces_changed_services_in_dependency_order_and_leaves
 
 
 def test_a_cutover_plan_leaves_to_compose_up_what_others_depend_on_or_what_is_missing():
-    from remote.compose import START_FIRST, plan_cutover
+    from remote.cutover import START_FIRST, plan_cutover
     services = _stack_services()
     live = {n: "old" for n in services}
     plan = plan_cutover(services, _running(live), dict(live, postgres="new", api="new"), set())
