@@ -22,8 +22,11 @@ def _after_dashes() -> list[str]:
     return sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
 
 
-def _flags(no_timestamp: bool = False, skip_allowlist: bool = False, deploy_env: str | None = None) -> Flags:
+def _flags(no_timestamp: bool = False, skip_allowlist: bool = False, deploy_env: str | None = None,
+           skip_backup: bool = False) -> Flags:
     flags: Flags = {}
+    if skip_backup:
+        flags["SKIP_BACKUP"] = True
     if no_timestamp:
         flags["LOGS_TIMESTAMP"] = False
     if skip_allowlist:
@@ -52,11 +55,9 @@ def deploy(c, update_only=False, plan=False, env_file=None, skip_allowlist=False
     """Provision (or find) the droplet, ship the stack, start it, wait until healthy, verify, collect."""
     recovering = bool(restore or restore_to)
     mode = ("update" if update_only else "restore" if recovering else "full") + ("-plan" if plan else "")
-    flags = _flags(no_timestamp, skip_allowlist, deploy_env)
+    flags = _flags(no_timestamp, skip_allowlist, deploy_env, skip_backup)
     if nodes is not None:
         flags["NODES"] = nodes  # text from the command line: load_settings converts and checks it
-    if skip_backup:
-        flags["SKIP_BACKUP"] = True
     if recovering:
         def flow(run, s):
             if restore and restore_to:
@@ -100,10 +101,7 @@ def up(c, env_file=None, no_timestamp=False, skip_backup=False):
     """Put the release `inv push` left live, with a deploy's zero-downtime cutover, or restart the live one.
 
     With nothing newer pushed, the live release starts again (after a reboot, a container removed by hand)."""
-    flags = _flags(no_timestamp)
-    if skip_backup:
-        flags["SKIP_BACKUP"] = True
-    run_task(c, "up", "update", flags, env_file, flows.up_only)
+    run_task(c, "up", "update", _flags(no_timestamp, skip_backup=skip_backup), env_file, flows.up_only)
 
 
 @task(help=COMMON_HELP)

@@ -160,6 +160,7 @@ class FakeDocker:
     # The migrations a release's `migrate` would apply (Django's `migrate --plan` lists them).
     pending_migrations: list[str] = field(default_factory=list)
     migration_plans: list[list[str]] = field(default_factory=list)
+    plan_error: str = ""          # what `migrate --plan` fails with (a broken release, the database gone)
     # Docker's health lags as on a droplet whose healthchecks run every 10 s: a new container stays
     # "starting" (only its healthcheck run at once, `docker exec`, tells it is ready).
     lagging_health: bool = False
@@ -256,6 +257,8 @@ class FakeDocker:
             return Result(command, 0, "")
         if sub == "run" and args[-2:] == ["migrate", "--plan"]:     # what the migration would apply
             self.migration_plans.append(args)
+            if self.plan_error:
+                return Result(command, 1, "", self.plan_error)
             return Result(command, 0, "Planned operations:\n" + ("".join(
                 f"{m}\n    Add field to a model\n" for m in self.pending_migrations)
                 or "  No planned migration operations.\n"))

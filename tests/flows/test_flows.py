@@ -469,6 +469,19 @@ def test_a_backup_that_fails_before_migrating_stops_the_deploy_with_nothing_migr
     assert world.docker.migrations == [] and world.current() == live and not world.lock_held()
 
 
+def test_a_release_that_cannot_list_its_migrations_is_not_switched_to_and_nothing_is_migrated(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    live = world.current()
+    world.docker.plan_error = "django.db.utils.OperationalError: could not connect to server\n"
+    _change_django(world)
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 1
+    assert "could not list the migrations to apply" in out.manifest["error"]
+    assert f"still serving release {live}" in out.manifest["error"]
+    assert "remote/diagnostics/migrate-plan.txt" in out.files and "migrate-plan.txt" in out.message
+    assert world.docker.migrations == [] and world.current() == live and not world.lock_held()
+
+
 def test_skip_backup_migrates_without_one_and_says_so(world):
     assert world.invoke("deploy", flows.deploy).exit_code == 0
     world.docker.pending_migrations = ["notes.0002_note_tags"]
