@@ -118,11 +118,14 @@ def collect(c, env_file=None, no_timestamp=False):
 
 @task(help={**COMMON_HELP, "release": "Release id to return to (default: the one before the current release).",
             "keep_schema": "Go back over migrations applied since that release, leaving the schema as it is (for "
-                           "migrations known to be backward compatible); without it such a rollback is refused."})
-def rollback(c, release=None, env_file=None, no_timestamp=False, keep_schema=False):
+                           "migrations known to be backward compatible); without it such a rollback is refused.",
+            "restore": "Go back over migrations applied since that release by restoring the backup taken before "
+                       "them: lists what was written since (lost), then asks for the droplet's name.",
+            "yes": "With --restore: do not ask for the droplet's name (needed without a terminal)."})
+def rollback(c, release=None, env_file=None, no_timestamp=False, keep_schema=False, restore=False, yes=False):
     """Put the previous (or a named) healthy release live again without a build, then verify and collect."""
     run_task(c, "rollback", "rollback", _flags(no_timestamp), env_file,
-             lambda run, s: flows.rollback(run, s, release, keep_schema=keep_schema))
+             lambda run, s: flows.rollback(run, s, release, keep_schema=keep_schema, restore=restore, yes=yes))
 
 
 @task(help=COMMON_HELP)

@@ -3,7 +3,7 @@ status, take a backup, and turn the status into verify's checks."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from deploy import backups
 from deploy.backups import BackupError, BackupSet, BackupStatus
@@ -40,6 +40,12 @@ def read_status(run: Run, leader: Host, runtime: Runtime, stopped: bool = False)
 
 def take(run: Run, leader: Host, runtime: Runtime, kind: str, why: str) -> BackupSet:
     """A backup now; the newest backup in the repository afterwards is it."""
+    return take_reading(run, leader, runtime, kind, why)[0]
+
+
+def take_reading(run: Run, leader: Host, runtime: Runtime, kind: str, why: str) -> tuple[BackupSet, BackupStatus]:
+    """A backup now, and the repository's status read right after it (with the write counters
+    a later rollback compares against)."""
     with run.step("backup") as step:
         started = time.monotonic()
         waited = False
@@ -63,29 +69,31 @@ def take(run: Run, leader: Host, runtime: Runtime, kind: str, why: str) -> Backu
         step.note(f"{made.kind} {made.label}, {size(made.size)} ({size(made.stored)} stored) in "
                   f"{time.monotonic() - started:.1f} s")
     run.record("backup", {**made.record(), "why": why, "seconds": round(time.monotonic() - started, 1)})
-    return made
+    return made, status
 
 
 def before_migrating(run: Run, leader: Host, runtime: Runtime, live: str | None,
-                     skip: bool) -> Callable[[list[str]], str | None]:
+                     skip: bool) -> Callable[[list[str]], dict[str, Any]]:
     """What a deploy calls once it knows the migrations it is about to apply: the backup that
-    undoes them (an incremental one: the WAL since it replays to any later moment), its label;
-    ``skip`` (--skip-backup): none, said in the log, run.json and the summary. A failed backup
-    stops the deploy before anything is migrated."""
-    def backup(pending: list[str]) -> str | None:
+    undoes them (an incremental one: the WAL since it replays to any later moment), as the
+    release's record keeps it: its label and the rows written per table when it was taken
+    (`inv rollback --restore` counts what a restore would lose from them). ``skip``
+    (--skip-backup): none, said in the log, run.json and the summary. A failed backup stops the
+    deploy before anything is migrated."""
+    def backup(pending: list[str]) -> dict[str, Any]:
         if skip:
             run.warn(f"migrating {', '.join(pending)} without a backup first (--skip-backup)")
             run.record("backup_before_migrate", {"skipped": True, "migrations": pending})
-            return None
+            return {"backup": None}
         try:
-            made = take(run, leader, runtime, "incr", f"before migrating {', '.join(pending)}")
+            made, status = take_reading(run, leader, runtime, "incr", f"before migrating {', '.join(pending)}")
         except BackupError as exc:
             raise BackupError(f"the backup before migrating failed, so nothing was migrated"
                               + (f" and release {live} still serves" if live else "") + f": {exc.message}",
                               f"{exc.hint}; or deploy with --skip-backup to migrate without one "
                               "(written in run.json)") from None
         run.record("backup_before_migrate", {"skipped": False, "label": made.label, "migrations": pending})
-        return made.label
+        return {"backup": made.label, "backup_end": made.stopped.isoformat(), "writes_at_backup": status.writes}
     return backup
 
 

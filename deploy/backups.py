@@ -73,6 +73,9 @@ class BackupStatus:
     # higher one) and its history: (parent timeline, LSN where it was left), oldest first.
     timeline: int = 0                  # 0: unknown (an image that does not report it)
     history: tuple[tuple[int, int], ...] = ()
+    # Rows written per table since the statistics began: (inserted, updated, deleted); None
+    # when the server did not say (stopped, or an image that does not report it).
+    writes: dict[str, tuple[int, int, int]] | None = None
 
     @property
     def off_droplet(self) -> bool:
@@ -185,11 +188,41 @@ def parse_status(text: str) -> BackupStatus:
                         wal_waiting=int(doc.get("wal_ready_segments") or 0),
                         schedule_state=schedule.get("state", ""), schedule_message=schedule.get("message", ""),
                         now=_at(doc.get("now")) or datetime.now(timezone.utc),
-                        timeline=timeline, history=history)
+                        timeline=timeline, history=history, writes=_writes(doc.get("writes")))
+
+
+def _writes(found: Any) -> dict[str, tuple[int, int, int]] | None:
+    if not isinstance(found, dict):
+        return None
+    try:
+        return {str(table): (int(n[0]), int(n[1]), int(n[2])) for table, n in found.items()}
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def written_since(then: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, tuple[int, int, int]] | None:
+    """Rows inserted, updated and deleted per table between two readings of the counters (each
+    table that changed); None when either reading is missing or the counters went back (the
+    statistics were reset by a crash or a restore in between: the count is unknown)."""
+    if then is None or now is None:
+        return None
+    out = {}
+    for table, counts in now.items():
+        before = tuple(then.get(table) or (0, 0, 0))
+        diff = tuple(int(a) - int(b) for a, b in zip(counts, before))
+        if any(d < 0 for d in diff):
+            return None
+        if any(diff):
+            out[table] = diff
+    return out
 
 
 def _age(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
+    return age(int(delta.total_seconds()))
+
+
+def age(seconds: int) -> str:
+    """A span for people: "45 s", "12 min", "3 h"."""
     if seconds < 120:
         return f"{seconds} s"
     if seconds < 7200:

@@ -56,16 +56,17 @@ def schema_refusal(chosen: ReleaseInfo, in_the_way: list[tuple[str, list[str], s
     """Why a rollback across migrations does not happen by itself, and the two ways on."""
     names = [m for _, applied, _ in in_the_way for m in applied]
     by = ", ".join(r for r, _, _ in in_the_way)
-    again = f"inv rollback{f' --release {chosen.id}' if named else ''} --keep-schema"
+    again = f"inv rollback{f' --release {chosen.id}' if named else ''}"
     first_release, _, backup = in_the_way[0]
-    restore = (f"`inv restore --backup {backup}` (the backup taken before them; what was written since is lost)"
-               if backup else f"`inv restore --to <a moment before release {first_release}>` (no backup was taken "
-                              "before them: --skip-backup)")
+    restore = (f"`{again} --restore` (puts the database back to backup {backup}, taken before them, and lists what "
+               "was written since, which is lost, before it asks)"
+               if backup else f"`inv restore --to '<a moment before release {first_release} migrated>'`, then "
+                              f"`{again} --keep-schema` (no backup was taken before them: --skip-backup)")
     return OperatorError(
         f"release {chosen.id} expects an older schema: {len(names)} migration(s) applied since by {by} "
         f"({', '.join(names)}); nothing changed",
-        f"if they only add (columns, tables) the old code runs on the new schema: `{again}`; if they drop or "
-        f"rename, put the data back first: {restore}, then `{again}`")
+        f"if they only add (columns, tables) the old code runs on the new schema: `{again} --keep-schema`; if they "
+        f"drop or rename, put the data back with the code: {restore}")
 
 
 def pushed(found: Sequence[ReleaseInfo]) -> ReleaseInfo | None:

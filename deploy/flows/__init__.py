@@ -14,7 +14,8 @@ from deploy.flows.inspect import collect_only, list_releases, lock_release, lock
 from deploy.flows.logs import logs
 from deploy.flows.plan import plan
 from deploy.flows.prune import prune
-from deploy.flows.release import deploy, push_only, rollback, up_only
+from deploy.flows.release import deploy, push_only, up_only
+from deploy.flows.rollback import rollback
 from deploy.flows.shell import django_shell, exec_in, manage
 from deploy.flows.status import status
 from deploy.report.run import Run

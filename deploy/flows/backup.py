@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -107,7 +107,7 @@ class Recovery:
                              "reading the backup repository", check=False, timeout=300)
             run.artifacts.write_text(f"{LOG_DIR}/status.json", res.stdout)
             status = backups.parse_status(res.stdout)
-            args = _checked(status, self.target)
+            args = checked(status, self.target)
             run.record("restore", {"target": self.target.describe(), "repository": status.repo,
                                    "backups": [b.label for b in status.backups]})
             res = leader.run(runtime.database_one_off(leader, "pgbr", args, release_id=release_id),
@@ -189,25 +189,25 @@ def restore(run: Run, settings: Settings, target: RestoreTarget, yes: bool = Fal
             ask=input) -> None:
     with _on_database(run, settings, edges) as (leader, runtime, name):
         with steps.locked(run, leader, "(restore)", settings.lock_wait):
-            earlier = _unfinished(run, leader)
+            earlier = unfinished(run, leader)
             current = _live_release(leader)
             # An unfinished restore left the server stopped: the repository is read from a one-off container.
             status = read_status(run, leader, runtime, stopped=earlier is not None)
-            args = _checked(status, target)
+            args = checked(status, target)
             confirm.typed_name(name, f"replace the database on {name} with {target.describe()}", yes, ask=ask)
             if earlier is None:
                 undo = take(run, leader, runtime, "full" if not status.backups else "diff", "before the restore").label
                 if not target.label and not target.time:
                     args = backup_cmd.restore_args(base=undo)   # on the live timeline, and the least WAL to replay
-                _stop_writers(run, leader, runtime)
+                stop_writers(run, leader, runtime)
             else:   # the database is half restored: the backup taken before the first attempt undoes it
                 undo = str(earlier.get("undo") or "?")
             run.log(f"the database as it was is backup {undo}: `inv restore --backup {undo}` undoes this restore")
-            _restore_in_place(run, leader, runtime, current, args, target, undo)
+            restore_in_place(run, leader, runtime, current, args, target, undo)
         verify(run, settings, edges, *_cluster_again(run, settings, edges))
 
 
-def _unfinished(run: Run, leader: Host) -> dict | None:
+def unfinished(run: Run, leader: Host) -> dict | None:
     """An earlier restore that stopped halfway (its marker is still there), named with the
     backup that holds the database as it was before it; None when there is none."""
     res = leader.run(f"cat {cmd.q(leader.layout.base + '/' + RESTORE_MARKER)}", "looking for an unfinished restore",
@@ -223,7 +223,7 @@ def _unfinished(run: Run, leader: Host) -> dict | None:
     return earlier
 
 
-def _checked(status: BackupStatus, target: RestoreTarget) -> list[str]:
+def checked(status: BackupStatus, target: RestoreTarget) -> list[str]:
     """pgBackRest's restore options for the target, refused before anything changes when no
     backup and WAL can reach it."""
     if status.problem:
@@ -253,7 +253,7 @@ def _live_release(leader: Host) -> str:
     return current
 
 
-def _stop_writers(run: Run, leader: Host, runtime: Runtime) -> None:
+def stop_writers(run: Run, leader: Host, runtime: Runtime) -> None:
     with run.step("stop-writers") as step:
         leader.run(runtime.stop_command(leader, WRITERS), "stopping the services that write", timeout=300)
         # Every transaction committed so far reaches the repository before the server stops.
@@ -265,8 +265,11 @@ def _stop_writers(run: Run, leader: Host, runtime: Runtime) -> None:
         step.note(", ".join(WRITERS) + " stopped; WAL archived")
 
 
-def _restore_in_place(run: Run, leader: Host, runtime: Runtime, current: str,
-                      args: list[str], target: RestoreTarget, undo: str) -> None:
+def restore_in_place(run: Run, leader: Host, runtime: Runtime, current: str,
+                     args: list[str], target: RestoreTarget, undo: str,
+                     start: Callable[[], None] | None = None) -> None:
+    """The restore itself, PostgreSQL stopped, then the stack started on it: ``current`` again,
+    or what ``start`` puts live (a rollback's release)."""
     marker = f"{leader.layout.base}/{RESTORE_MARKER}"
     leader.put(marker, json.dumps({"target": target.describe(), "undo": undo, "release": current}).encode(), mode=0o600)
     with run.step("restore") as step:
@@ -280,8 +283,11 @@ def _restore_in_place(run: Run, leader: Host, runtime: Runtime, current: str,
                               f"run the same `inv restore` again (it resumes), or `inv restore --backup {undo}` "
                               "to return to the database as it was; pgBackRest's output is in backups/restore.log")
         step.note(f"restored to {target.describe()}")
-    meta = sync.read_release_meta(leader, current) or {}
-    runtime.restart(run, leader, current, meta.get("images") or {})
+    if start is None:
+        meta = sync.read_release_meta(leader, current) or {}
+        runtime.restart(run, leader, current, meta.get("images") or {})
+    else:
+        start()
     leader.run(f"rm -f {cmd.q(marker)}", "clearing the restore marker", timeout=30)
 
 

@@ -1,10 +1,11 @@
-"""The tasks that change what runs: deploy, push, up and rollback, written once for one droplet
+"""The tasks that change what runs: deploy, push and up, written once for one droplet
 and for N. What differs between Compose and Swarm is the runtime's (deploy/runtime/).
 
     deploy      provision (or find) -> connect, bootstrap -> lock -> push, build -> go live -> verify
     push        find -> connect the leader -> lock -> push, build (nothing live changes)
     up          find -> connect -> lock -> the pushed release goes live (or the live one restarts)
-    rollback    find -> connect -> lock -> a previous healthy release goes live again -> verify
+
+rollback (deploy/flows/rollback.py) puts a previous release live again.
 """
 from __future__ import annotations
 
@@ -130,47 +131,12 @@ def up_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
                 runtime.restart(run, leader, current, meta.get("images") or {})
                 return
             runtime.go_live(run, leader, Candidate(
-                pushed.id, current, pushed.meta.get("images") or {}, _mount_changes(settings, leader, current, pushed),
+                pushed.id, current, pushed.meta.get("images") or {}, mount_changes(settings, leader, current, pushed),
                 before_migrating=backup_steps.before_migrating(run, leader, runtime, current, settings.skip_backup)))
             steps.prune(run, inventory.targets, settings.releases_keep)
 
 
-def _mount_changes(settings: Settings, leader: Host, current: str | None, chosen: sync.ReleaseInfo) -> frozenset[str]:
+def mount_changes(settings: Settings, leader: Host, current: str | None, chosen: sync.ReleaseInfo) -> frozenset[str]:
     live_meta = (sync.read_release_meta(leader, current) or {}) if current else None
     return releases.mount_changes(sync.read_compose(settings.stack_dir / "compose.yml"), live_meta, chosen)
 
-
-def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = REAL_EDGES,
-             keep_schema: bool = False) -> None:
-    """Start a previous successful release again: its files, env snapshot and images; no rebuild.
-    Across migrations applied since that release it is refused (its code expects the older
-    schema) unless ``keep_schema``: the operator knows them to be backward compatible."""
-    cluster = reach.find(run, settings, edges)
-    runtime = for_cluster(cluster, settings, edges)
-    with reach.connected(run, settings, edges, cluster.nodes) as inventory:
-        leader = inventory.targets[0]
-        with steps.locked(run, leader, release or "(previous)", settings.lock_wait):
-            with run.step("choose-release") as step:
-                found = sync.list_releases(leader)
-                current, chosen = releases.live(found), releases.rollback_target(found, release)
-                wanted = chosen.meta.get("images") or {}
-                why = runtime.can_return_to(leader, chosen.id, wanted)
-                if why:
-                    raise OperatorError(f"release {chosen.id} cannot start again: {why}",
-                                        "deploy that release's sources again, or pick another release from "
-                                        "`inv releases`")
-                in_the_way = releases.migrations_in_the_way(found, chosen)
-                if in_the_way and not keep_schema:
-                    raise releases.schema_refusal(chosen, in_the_way, named=release is not None)
-                if in_the_way:
-                    names = [m for _, applied, _ in in_the_way for m in applied]
-                    run.warn(f"release {chosen.id} goes back on the schema of {len(names)} later migration(s) "
-                             f"({', '.join(names)}): --keep-schema")
-                    run.record("rollback_schema", {"kept": True, "migrations": names})
-                step.note(f"{current or '(none)'} -> {chosen.id}")
-            runtime.go_live(run, leader, Candidate(chosen.id, current, wanted,
-                                                   _mount_changes(settings, leader, current, chosen),
-                                                   migrate=False, publish=False))
-            if current and current != chosen.id:
-                sync.record_outcome(leader, current, "rolled-back")
-        verify(run, settings, edges, cluster, runtime, inventory)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from deploy.report.run import Run
 from deploy.wiring import Inventory
@@ -23,7 +23,7 @@ class Candidate:
     publish: bool = True                     # push its images and write its stack file (Swarm)
     # Called with the migrations about to be applied, before any is: takes the backup that
     # undoes them and returns its label (None: none taken, --skip-backup); raising stops the deploy.
-    before_migrating: Callable[[list[str]], str | None] | None = None
+    before_migrating: Callable[[list[str]], dict[str, Any]] | None = None
 
 
 class Runtime(Protocol):

@@ -115,8 +115,9 @@ def _migrate(run: Run, target: Host, spec: compose.ComposeSpec, release: Candida
                     run.record("migrations", {"applied": [], "backup": None})
                     step.note("no migration to apply")
                     return
-                label = release.before_migrating(pending) if release.before_migrating else None
-                record = {"applied": pending, "backup": label}
+                undo = release.before_migrating(pending) if release.before_migrating else {"backup": None}
+                label = undo.get("backup")
+                record = {"applied": pending, **undo}
                 run.record("migrations", record)
                 output = compose.migrate(target, spec, release_id, service, argv)
                 sync.update_release_meta(target, release_id, migrations=record)

@@ -20,6 +20,15 @@ archiver=$(psql -X -A -t -q -h "$PGBACKREST_PG1_SOCKET_PATH" -p "$PGBACKREST_PG1
             'in_recovery', pg_is_in_recovery(), 'now', extract(epoch FROM now()))
        FROM pg_stat_archiver" 2>/dev/null) || archiver=null
 [ -n "$archiver" ] || archiver=null
+# Rows written per table of the app's database since the statistics began (inserted, updated,
+# deleted): read beside a backup and again later, the difference is what a restore to that
+# backup would lose (inv rollback --restore lists it). Reset by a crash or a restore.
+writes=$(psql -X -A -t -q -h "$PGBACKREST_PG1_SOCKET_PATH" -p "$PGBACKREST_PG1_PORT" -U "$PGBACKREST_PG1_USER" \
+    -d "${POSTGRES_DB:-postgres}" -c \
+    "SELECT coalesce(json_object_agg(schemaname || '.' || relname, json_build_array(n_tup_ins, n_tup_upd, n_tup_del)),
+                     '{}')
+       FROM pg_stat_user_tables" 2>/dev/null) || writes=null
+[ -n "$writes" ] || writes=null
 ready=$(find "$PGBACKREST_PG1_PATH/pg_wal/archive_status" -name '*.ready' 2>/dev/null | wc -l)
 # The newest timeline and its history: after a restore, the repository holds timelines the live
 # database did not come from, and a restore to "latest" or to a time must start from a backup on
@@ -46,7 +55,7 @@ printf '%s' "$schedule" | jq -e . >/dev/null 2>&1 || schedule=null
 
 jq -n --arg repo "$PGBACKREST_REPO1_TYPE" --arg info_error "$info_error" --argjson info "$info" \
     --argjson archiver "$archiver" --argjson ready "$ready" --argjson schedule "$schedule" \
-    --argjson timeline "$timeline" \
+    --argjson timeline "$timeline" --argjson writes "$writes" \
     --argjson now "$(date +%s)" \
     '{repo: $repo, info: $info, info_error: $info_error, archiver: $archiver,
-      wal_ready_segments: $ready, schedule: $schedule, timeline: $timeline, now: $now}'
+      wal_ready_segments: $ready, schedule: $schedule, timeline: $timeline, writes: $writes, now: $now}'

@@ -23,5 +23,5 @@ def test_only_migrations_of_releases_newer_than_the_target_stand_in_the_way():
 def test_without_a_backup_before_them_the_refusal_names_a_point_in_time_restore():
     target = _r("20261202T0000Z-b")
     err = releases.schema_refusal(target, [("20261204T0000Z-d", ["notes.0003_drop"], None)], named=True)
-    assert "inv restore --to <a moment before release 20261204T0000Z-d>" in err.hint
+    assert "inv restore --to '<a moment before release 20261204T0000Z-d migrated>'" in err.hint
     assert "inv rollback --release 20261202T0000Z-b --keep-schema" in err.hint

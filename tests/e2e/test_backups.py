@@ -117,6 +117,96 @@ def test_restore_to_a_moment_keeps_every_row_committed_before_it_and_none_after_
     record(restore_to_time_seconds=round(restore_s, 1), undo_restore_seconds=round(undo_s, 1))
 
 
+DROP_CREATED_AT = """from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("notes", "0001_initial")]
+    operations = [
+        migrations.AlterModelOptions(name="note", options={"ordering": ["-id"]}),
+        migrations.RemoveField(model_name="note", name="created_at"),
+    ]
+"""
+
+
+def _without_created_at(models: str) -> str:
+    """Release B's notes model: the created_at column dropped (its data with it)."""
+    out = models.replace("    created_at = models.DateTimeField(auto_now_add=True)\n", "")
+    out = out.replace('ordering = ["-created_at", "-id"]', 'ordering = ["-id"]')
+    out = out.replace(', "created_at": self.created_at.isoformat()', "")
+    assert out.count("created_at") == 0, out
+    return out
+
+
+def _live(lab) -> str:
+    """The live release's id, from `inv releases` (* marks it)."""
+    res = lab.inv("releases", extra=QUIET)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    return next(line.split()[1] for line in res.stdout.splitlines() if line.startswith("* "))
+
+
+def _notes_with_dates(lab) -> dict[str, str | None]:
+    session, base = api(lab, STATE["ip"])
+    r = session.get(f"{base}/notes", timeout=15)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    items = body if isinstance(body, list) else body.get("notes", body.get("results", []))
+    return {n["text"]: n.get("created_at") for n in items}
+
+
+def test_a_migration_dropping_a_column_is_backed_up_first_refused_by_rollback_and_undone_by_rollback_restore(deployed):
+    """Issue 22: release B drops notes.created_at; deploy backs up first; `inv rollback` is
+    refused naming both ways out; `inv rollback --restore` lists what it loses, then brings
+    the column and its data back under release A."""
+    lab = deployed
+    session, base = api(lab, STATE["ip"])
+    kept = f"kept-{time.time_ns()}"
+    assert session.post(f"{base}/notes", json={"text": kept}, timeout=15).status_code == 201
+    dated = _notes_with_dates(lab)
+    assert dated[kept]
+    release_a = _live(lab)
+    models = lab.stack / "django" / "notes" / "models.py"
+    migration = lab.stack / "django" / "notes" / "migrations" / "0002_drop_created_at.py"
+    original = models.read_text()
+    try:
+        models.write_text(_without_created_at(original))
+        migration.write_text(DROP_CREATED_AT)
+        res = lab.inv("deploy", "--update-only", extra=QUIET)
+        assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+        data = lab.manifest()
+        applied = data["details"]["migrations"]
+        assert applied["applied"] == ["notes.0002_drop_created_at"] and applied["backup"], applied
+        names = [s["name"] for s in data["steps"]]
+        assert names.index("backup") < names.index("up")                 # the backup came before the migration
+        release_b = _live(lab)
+        assert release_b != release_a
+        assert all(v is None for v in _notes_with_dates(lab).values())   # the column is gone
+        lost = f"lost-{time.time_ns()}"
+        assert session.post(f"{base}/notes", json={"text": lost}, timeout=15).status_code == 201
+
+        res = lab.inv("rollback", extra=QUIET)
+        said = " ".join((res.stdout + res.stderr).split())
+        assert res.returncode == 1, said[-3000:]
+        assert "expects an older schema" in said and "notes.0002_drop_created_at" in said
+        assert "inv rollback --keep-schema" in said and "inv rollback --restore" in said
+        assert _live(lab) == release_b
+
+        t0 = time.monotonic()
+        res = lab.inv("rollback", "--restore", "--yes", extra=QUIET)
+        seconds = time.monotonic() - t0
+        assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+        assert f"restoring backup {applied['backup']} loses every write committed since it ended" in res.stdout
+        assert re.search(r"public\.notes_note: 1 inserted, 0 updated, 0 deleted", res.stdout), res.stdout[-3000:]
+        assert _live(lab) == release_a
+        now = _notes_with_dates(lab)
+        assert now[kept] == dated[kept]          # the column and its data are back
+        assert lost not in now                   # written after the backup: lost, as listed
+        record(rollback_restore_seconds=round(seconds, 1))
+    finally:
+        models.write_text(original)
+        migration.unlink(missing_ok=True)
+
+
 class Writer(threading.Thread):
     """One row every 100 ms through one psql session on the droplet; a row counts once psql has
     echoed after its INSERT (autocommit: committed)."""

@@ -23,6 +23,8 @@ class FakeDatabase:
     checks: int = 0
     busy: int = 0                     # backups refused for pgBackRest's lock (the schedule's runs) before one gets it
     clock: float = field(default_factory=time.time)
+    # pg_stat_user_tables' counters, table -> [inserted, updated, deleted]: what the app wrote
+    writes: dict[str, list[int]] = field(default_factory=lambda: {"public.notes_note": [3, 0, 0]})
 
     def now(self) -> float:
         return max(self.clock, time.time())
@@ -52,6 +54,7 @@ class FakeDatabase:
                            "wal_ready_segments": 7 if self.archive_fails and server else 0,
                            "schedule": {"state": "ok", "message": "nothing due", "at": now - 60} if server else None,
                            "timeline": {"id": "00000001", "history": ""} if self.backups else None,
+                           "writes": self.writes if server else None,
                            "now": now})
 
     def exec(self, argv: list[str], command: str) -> Result:

@@ -425,7 +425,8 @@ def test_migrations_are_listed_first_and_applied_once_per_release_before_the_swi
     assert names.index("migrate") < names.index("backup") < names.index("switch")   # the backup is the migration's first act
     label = world.docker.database.backups[-1]["label"]
     assert out.step("migrate")["message"] == f"applied notes.0002_note_tags, notes.0003_drop_body after backup {label}"
-    record = {"applied": ["notes.0002_note_tags", "notes.0003_drop_body"], "backup": label}
+    record = {"applied": ["notes.0002_note_tags", "notes.0003_drop_body"], "backup": label,
+              "backup_end": out.manifest["details"]["backup"]["stopped"], "writes_at_backup": {"public.notes_note": [3, 0, 0]}}
     assert out.manifest["details"]["migrations"] == record
     assert world.release_meta(out.manifest["details"]["push"]["release_id"])["migrations"] == record
     listed = world.invoke("releases", flows.list_releases)
@@ -446,7 +447,8 @@ def test_a_rollback_across_applied_migrations_is_refused_naming_both_ways_on_unl
     said = " ".join(out.message.split())
     assert f"release {before} expects an older schema: 1 migration(s) applied since by {after} (notes.0002_drop_body)" in said
     assert "nothing changed" in said and "inv rollback --keep-schema" in said
-    assert f"inv restore --backup {label}" in said and "what was written since is lost" in said
+    assert f"`inv rollback --restore` (puts the database back to backup {label}, taken before them" in said
+    assert "which is lost, before it asks" in said
     assert world.current() == after and {n: c.id for n, c in world.docker.containers.items()} == containers
     assert not world.lock_held()
     out = world.invoke("rollback", flows.rollback, mode="rollback", release=None, keep_schema=True)

@@ -174,6 +174,22 @@ def test_the_status_document_shows_backups_archiving_and_the_schedule_due(cluste
     assert doc["info"][0]["cipher"] == "aes-256-cbc"
 
 
+def test_the_status_document_counts_the_rows_written_per_table_and_the_deployer_sees_what_was_written_since(cluster):
+    c = cluster
+    c.sql("CREATE TABLE notes (id serial PRIMARY KEY, body text)")
+    c.sql("INSERT INTO notes (body) VALUES ('a'), ('b'), ('c')")
+    wait_until(lambda: backups.parse_status(c.script("backup-status.sh")).writes.get("public.notes") == (3, 0, 0), 30,
+               "the statistics of the first insert")
+    before = backups.parse_status(c.script("backup-status.sh"))
+    c.sql("INSERT INTO notes (body) VALUES ('d'), ('e')")
+    c.sql("UPDATE notes SET body = 'A' WHERE body = 'a'")
+    c.sql("DELETE FROM notes WHERE body = 'b'")
+    wait_until(lambda: backups.parse_status(c.script("backup-status.sh")).writes.get("public.notes") == (5, 1, 1), 30,
+               "the statistics of the later writes")
+    after = backups.parse_status(c.script("backup-status.sh"))
+    assert backups.written_since(before.writes, after.writes) == {"public.notes": (2, 1, 1)}
+
+
 def test_the_repository_is_encrypted_and_the_cipher_pass_is_on_no_command_line(cluster):
     c = cluster
     c.pgbr("--type=full", "backup")
