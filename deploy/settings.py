@@ -325,11 +325,13 @@ class Settings:
             out[name] = {"value": shown if value is not None else None, "source": self.sources.get(name, "default")}
         return out
 
-    def stack_env_file(self) -> str:
-        """The env file the stack gets on the droplet: only the keys stack/.env.example names."""
+    def stack_env_file(self, overrides: Mapping[str, str] | None = None) -> str:
+        """The env file the stack gets on the droplet: only the keys stack/.env.example names
+        (``overrides``: values the deployer fills, e.g. a rotated key's fallback)."""
         lines = ["# Written by stackdeploy; only the keys named in stack/.env.example."]
         for key, value in self.stack_env.items():
             raw = value.reveal() if isinstance(value, Secret) else value
+            raw = (overrides or {}).get(key, raw)
             lines.append(f"{key}={_quote_env_value(raw)}")
         return "\n".join(lines) + "\n"
 

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from core.errors import OperatorError, Terminated
-from deploy import checks, cloud, hostkey
+from deploy import checks, cloud, hostkey, rotation
 from deploy import plan as deploy_plan
+from deploy.redact import Secret, is_secret_name
 from deploy.report.run import Run
+from deploy.settings import Settings
 from deploy.wiring import CloudPort
 from remote import collect as remote_collect
 from remote import commands as cmd
@@ -142,6 +144,27 @@ def _unlock(run: Run, target: Host, holder: lock.LockHolder, failing: bool) -> N
                  "releases it")
         if not failing:
             raise
+
+
+def release_env(run: Run, target: Host, settings: Settings) -> str:
+    """The env file for the release about to be pushed: the operator's stack values, and what
+    the deployer fills from the live release's (DJANGO_SECRET_KEY_FALLBACKS: deploy/rotation.py).
+    The secrets changed since the live release are named in the run, never their values."""
+    res = target.run(f"cat {cmd.q(target.layout.current_env)} 2>/dev/null || true", "reading the live release's env")
+    live = rotation.parse(res.stdout)
+    for name, value in live.items():     # the old values are secrets too: masked wherever they appear
+        if is_secret_name(name):
+            run.registry.add_value(value)
+    new = {k: (v.reveal() if isinstance(v, Secret) else str(v)) for k, v in settings.stack_env.items()}
+    rotated = rotation.changed(live, new, {k for k in new if is_secret_name(k)})
+    if rotated:
+        run.record("secrets_rotated", rotated)
+        run.log("secrets changed since the live release: " + "; ".join(
+            f"{n} ({rotation.RESTARTS.get(n, 'the services that use it start with the new value')})" for n in rotated))
+    overrides = {}
+    if rotation.FALLBACKS in new:
+        overrides[rotation.FALLBACKS] = rotation.fallbacks(live, new)
+    return settings.stack_env_file(overrides)
 
 
 def push(run: Run, target: Host, local: sync.LocalRelease, env_content: str,

@@ -61,6 +61,10 @@ class ReleaseLayout:
     def current_meta(self) -> str:
         return posixpath.join(self.current, RELEASE_META)
 
+    @property
+    def current_env(self) -> str:
+        return posixpath.join(self.current, RELEASE_ENV)
+
     def env_file(self, release_id: str) -> str:
         return posixpath.join(self.release(release_id), RELEASE_ENV)
 

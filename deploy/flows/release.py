@@ -81,7 +81,7 @@ def _push_and_build(run: Run, settings: Settings, leader: Host, local: sync.Loca
                     every: bool) -> tuple[sync.PushResult, dict[str, dict[str, str]]]:
     """The release's files to the leader, then its images built there (``every``: all services;
     otherwise those whose build inputs changed, plus any whose image is missing)."""
-    pushed = steps.push(run, leader, local, settings.stack_env_file(), settings.min_free_mb)
+    pushed = steps.push(run, leader, local, steps.release_env(run, leader, settings), settings.min_free_mb)
     return pushed, steps.build(run, leader, wiring.compose_spec(settings), pushed, local.compose,
                                None if every else pushed.changed_services)
 

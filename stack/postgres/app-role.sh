@@ -6,14 +6,19 @@
 # executed by the image's entrypoint, over the init socket) and on every start from start.sh
 # (over TCP), so a data volume made by an older release, where the superuser owns the tables,
 # is handed over too: its rows stay readable and migrations can alter its tables.
-# The password comes from the environment through \getenv: never on a command line.
+# The passwords come from the environment through \getenv: never on a command line. Both the
+# app role's and the superuser's (POSTGRES_PASSWORD, which the image only sets at initdb) are set
+# on every start, so rotating one is: change it in .env, deploy (PostgreSQL restarts with it).
 
 ensure_app_role() {
     : "${POSTGRES_APP_USER:?set POSTGRES_APP_USER in .env (the app role, not the superuser)}"
     : "${POSTGRES_APP_PASSWORD:?set POSTGRES_APP_PASSWORD in .env (a long random string)}"
+    : "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env (a long random string)}"
     psql -v ON_ERROR_STOP=1 --no-psqlrc -q -U "$POSTGRES_USER" -d "$POSTGRES_DB" \
-        -v app_user="$POSTGRES_APP_USER" -v db="$POSTGRES_DB" <<'SQL'
+        -v app_user="$POSTGRES_APP_USER" -v db="$POSTGRES_DB" -v super_user="$POSTGRES_USER" <<'SQL'
 \getenv app_password POSTGRES_APP_PASSWORD
+\getenv super_password POSTGRES_PASSWORD
+ALTER ROLE :"super_user" PASSWORD :'super_password';
 SELECT format('CREATE ROLE %I LOGIN', :'app_user')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app_user') \gexec
 ALTER ROLE :"app_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS

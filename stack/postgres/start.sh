@@ -1,7 +1,7 @@
 #!/bin/bash
 # PostgreSQL's container command: the image's own entrypoint (first start: initdb and
 # /docker-entrypoint-initdb.d), then, once the real server listens on TCP, app-role.sh on
-# every start (idempotent), then /tmp/app-role.ready, which the healthcheck requires, then the
+# every start (idempotent: the roles and their passwords as the environment says), then /tmp/app-role.ready, which the healthcheck requires, then the
 # backup schedule (backup-schedule.sh) beside the server.
 # Stop signals go to the server as SIGINT (fast shutdown), as the image would send them.
 set -Eeuo pipefail
@@ -25,7 +25,9 @@ until pg_isready -q -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"; do
     sleep 0.5
 done
 
-if PGHOST=127.0.0.1 PGPASSWORD="$POSTGRES_PASSWORD" bash /usr/local/lib/stack-postgres/app-role.sh; then
+# Over the local socket (trust inside the container): the roles' passwords are set from the
+# environment here, so a password changed in .env is the one in force once the server runs.
+if bash /usr/local/lib/stack-postgres/app-role.sh; then
     touch /tmp/app-role.ready
     echo "start.sh: app role ${POSTGRES_APP_USER} ensured (owner of ${POSTGRES_DB}, not a superuser)"
     bash /usr/local/lib/stack-postgres/backup-schedule.sh &

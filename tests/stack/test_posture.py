@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from tests.conftest import need
 
+from lab.stackenv import format_env
 from remote import commands as cmd
 
 from . import posture_lab
@@ -199,3 +201,56 @@ def test_front_end_sends_a_content_security_policy(stack):
     assert len(policies) == 2 and policies[0] == policies[1], res.stdout + res.stderr
     assert "default-src 'self'" in policies[0] and "script-src 'self'" in policies[0]
     assert "'unsafe-inline'" not in policies[0] and "'unsafe-eval'" not in policies[0]
+
+
+# -- last: it rotates the stack's secrets --------------------------------------------------------
+
+_SIGN = ("import os, sys, django; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); django.setup()\n"
+         "from django.core import signing\n"
+         "if sys.argv[1] == 'dumps': print(signing.dumps({'user': 42}, salt='session'))\n"
+         "else:\n"
+         "    try: print(signing.loads(sys.argv[2], salt='session'))\n"
+         "    except signing.BadSignature: print('BadSignature')\n")
+
+
+def _superuser_login(stack: PostureStack, password: str) -> subprocess.CompletedProcess:
+    """A TCP login as the superuser inside the postgres container (how anything but the local
+    socket reaches it)."""
+    return docker("exec", "-e", f"PGPASSWORD={password}", stack.containers["postgres"], "psql", "-X", "-At", "-h",
+                  "127.0.0.1", "-U", stack.env["POSTGRES_USER"], "-d", stack.env["POSTGRES_DB"], "-c", "SELECT 1",
+                  check=False)
+
+
+def test_rotated_secrets_take_effect_on_restart_old_passwords_are_refused_and_old_signatures_still_load(stack):
+    """Issue 22: the new values in .env, compose up (what a deploy does), and PostgreSQL sets
+    both roles' passwords from its environment on start (the superuser's is otherwise fixed at
+    initdb), Redis its requirepass, and Django keeps accepting what the old key signed through
+    DJANGO_SECRET_KEY_FALLBACKS (the deployer fills it: deploy/rotation.py)."""
+    old = dict(stack.env)
+    signed = docker("exec", stack.containers["django"], "python", "-c", _SIGN, "dumps", check=False).stdout.strip()
+    assert signed.count(":") >= 2, signed
+    new = {**old, **{k: secrets.token_urlsafe(40) for k in ("POSTGRES_PASSWORD", "POSTGRES_APP_PASSWORD",
+                                                            "REDIS_PASSWORD", "DJANGO_SECRET_KEY")},
+           "DJANGO_SECRET_KEY_FALLBACKS": old["DJANGO_SECRET_KEY"]}
+    (stack.folder / ".env").write_text(format_env(new))
+    stack.env.update(new)
+    up = stack.compose("up", "-d", "--wait", "--wait-timeout", "300", timeout=600, check=False)
+    ps = stack.compose("ps", "--all", "--format", "json", check=False).stdout
+    stack.containers.update({json.loads(l)["Service"]: json.loads(l)["ID"] for l in ps.splitlines() if l.strip()})
+    assert up.returncode == 0, up.stderr[-3000:] + stack.compose("logs", "--tail", "30", check=False).stdout[-6000:]
+    assert _superuser_login(stack, new["POSTGRES_PASSWORD"]).stdout.strip() == "1"
+    refused = _superuser_login(stack, old["POSTGRES_PASSWORD"])
+    assert refused.returncode != 0 and "password authentication failed" in refused.stderr
+    assert _psql_as_app(stack, "SELECT current_user") == f"[('{new['POSTGRES_APP_USER']}',)]"   # the new app password
+    code = ("import socket, sys\n"
+            "s = socket.create_connection(('redis', 6379), 3)\n"
+            "for p in sys.argv[1:]: s.sendall(b'AUTH ' + p.encode() + b'\\r\\n'); print(s.recv(200))\n")
+    res = docker("exec", stack.containers["api"], "python", "-c", code, old["REDIS_PASSWORD"], new["REDIS_PASSWORD"],
+                 check=False)
+    assert "WRONGPASS" in res.stdout.splitlines()[0] and "+OK" in res.stdout.splitlines()[1], res.stdout + res.stderr
+    res = docker("exec", stack.containers["django"], "python", "-c", _SIGN, "loads", signed, check=False)
+    assert res.stdout.strip() == "{'user': 42}", res.stdout + res.stderr
+    # ...and only through the fallback: without it the old signature is refused
+    code = _SIGN.replace("django.setup()", "os.environ['DJANGO_SECRET_KEY_FALLBACKS'] = ''; django.setup()")
+    res = docker("exec", stack.containers["django"], "python", "-c", code, "loads", signed, check=False)
+    assert res.stdout.strip() == "BadSignature", res.stdout + res.stderr

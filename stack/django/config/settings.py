@@ -18,6 +18,8 @@ USES_DATABASE = ROLE in {"web", "worker"}
 # key so Django starts without being handed the real one.
 SECRET_KEY = (required("DJANGO_SECRET_KEY", "set it in .env to a long random string") if SERVES_HTTP
               else secrets.token_urlsafe(50))
+# Keys rotated out (the deployer fills it after a rotation): sessions and links signed with them stay valid.
+SECRET_KEY_FALLBACKS = os.environ.get("DJANGO_SECRET_KEY_FALLBACKS", "").split() if SERVES_HTTP else []
 DEPLOY_ENV = deploy_env()
 DOMAIN = required("DOMAIN", "set it in .env to the public domain, e.g. example.com")
 INTERNAL_API_TOKEN = (required("INTERNAL_API_TOKEN", "set it in .env to a long random string") if SERVES_HTTP
