@@ -10,7 +10,10 @@ from collections.abc import Callable, Mapping
 import bcrypt
 
 from deploy.redact import is_secret_name
+from deploy.rotation import FALLBACKS
 
+# Filled by the deployer on each deploy: the lab generates none (a value would be the operator's).
+DEPLOYER_FILLED = frozenset({FALLBACKS})
 
 
 def parse_example(text: str) -> dict[str, str]:
@@ -49,7 +52,9 @@ def lab_values(example: Mapping[str, str], domain: str, operator_ip: str,
     password must not change between two deploys of the same lab."""
     out: dict[str, str] = {}
     for key, value in example.items():
-        if key.endswith("BASIC_AUTH"):
+        if key in DEPLOYER_FILLED:
+            out[key] = ""
+        elif key.endswith("BASIC_AUTH"):
             # bcrypt salts differ per call: keep the line while it still matches the password.
             line = kept.get(key, "")
             out[key] = line if htpasswd_matches(line, "admin", dashboard_password) else htpasswd_bcrypt("admin", dashboard_password)

@@ -124,6 +124,16 @@ def test_lab_env_generates_secrets_once_and_keeps_the_rest():
     assert stackenv.htpasswd_matches(upgraded["FLOWER_BASIC_AUTH"], "admin", "pw")
 
 
+def test_lab_env_leaves_the_key_fallbacks_for_the_deployer_to_fill():
+    # A generated value would be taken as the operator's own fallbacks, and a rotated
+    # DJANGO_SECRET_KEY would lose its real fallback (the e2e rotation found it).
+    example = stackenv.parse_example((REPO / "stack" / ".env.example").read_text())
+    values = stackenv.lab_values(example, "app.lab.test", "10.77.0.1", {}, "pw")
+    assert values["DJANGO_SECRET_KEY_FALLBACKS"] == "" and len(values["DJANGO_SECRET_KEY"]) >= 32
+    kept = {**values, "DJANGO_SECRET_KEY_FALLBACKS": "generated-by-an-older-lab-0123456789abcdef"}
+    assert stackenv.lab_values(example, "app.lab.test", "10.77.0.1", kept, "pw")["DJANGO_SECRET_KEY_FALLBACKS"] == ""
+
+
 def test_lab_env_values_pass_the_deployers_secret_checks(tmp_path):
     # `inv lab.env` output is what scripts/demo.sh and the e2e tests deploy with.
     example_text = (REPO / "stack" / ".env.example").read_text()
