@@ -266,15 +266,18 @@ def _isolate_failed_build(target: Host, t: cmd.ComposeProject, spec: ComposeSpec
     return None
 
 
-def up(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str] = ()) -> UpResult:
+def up(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str] = (),
+       only: Iterable[str] | None = None) -> UpResult:
     """Start the live release's images (never builds) and wait until every service is healthy.
 
     ``services_to_recreate`` are recreated even when compose sees no change (their bind-mounted
-    files changed in the new release; see sync.services_for_mounts)."""
+    files changed in the new release; see sync.services_for_mounts). ``only``: those services
+    alone (--no-deps), the others left as they run."""
     t = spec.on(target.layout)
     before = snapshot(target, spec)
     log = []
-    res = _run(target, cmd.up(t, spec.wait_timeout), timeout=spec.wait_timeout + 300)
+    res = _run(target, cmd.up(t, spec.wait_timeout, services=only, no_deps=only is not None),
+               timeout=spec.wait_timeout + 300)
     log.append(res.output)
     if res.exited == 0 and services_to_recreate:
         res = _run(target, cmd.up(t, spec.wait_timeout, services=services_to_recreate, no_deps=True,

@@ -9,7 +9,7 @@ import json
 import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from remote import commands as cmd
@@ -249,6 +249,7 @@ class CutoverPlan:
     steps: dict[str, str]       # service -> START_FIRST | IN_PLACE, dependencies first
     stop_first: list[str]       # running services recreated stop-first (announced before)
     compose_up: bool            # `compose up --wait` finishes the job (its ordering matters)
+    first: list[str] = field(default_factory=list)   # stop-first, others depend on them: before the steps
 
 
 def plan_cutover(services: dict[str, dict], before: dict[str, ServiceState], wanted: dict[str, str],
@@ -256,9 +257,10 @@ def plan_cutover(services: dict[str, dict], before: dict[str, ServiceState], wan
     """What a cutover does, from the config (``services``, ``wanted`` config hashes) and what runs
     (``before``). Start-first services whose config changed are replaced beside the old ones; a
     stop-first one nothing depends on (beat, Traefik) is recreated in place in the same plan; a
-    service missing or to remove, one not running, or a stop-first change that others depend on
-    (PostgreSQL, Redis) leaves the rest to `compose up`. ``recreate``: bind-mounted files
-    changed, so recreated whatever their hash (stop-first)."""
+    service missing or to remove, or one not running, leaves the rest to `compose up`. A
+    stop-first change that others depend on (PostgreSQL, Redis: a rotated password) is
+    recreated first, so the replacements of what depends on it start against the new one.
+    ``recreate``: bind-mounted files changed, so recreated whatever their hash (stop-first)."""
     running = {n: s for n, s in before.items() if s.state == "running"}
 
     def outdated(name: str) -> bool:
@@ -269,11 +271,11 @@ def plan_cutover(services: dict[str, dict], before: dict[str, ServiceState], wan
     start_first = [n for n in order if n in running and n not in recreate
                    and update_order(services.get(n) or {}) == START_FIRST and outdated(n)]
     stop_first = [n for n in sorted(running) if n not in start_first and outdated(n)]
-    compose_up = (set(services) != set(before) or len(running) != len(before)
-                  or any(n in depends_on(d) for n in stop_first for d in services.values()))
-    chosen = set(start_first) | (set() if compose_up else set(stop_first))
+    first = [n for n in order if n in stop_first and any(n in depends_on(d) for d in services.values())]
+    compose_up = set(services) != set(before) or len(running) != len(before)
+    chosen = set(start_first) | (set() if compose_up else set(stop_first) - set(first))
     return CutoverPlan({n: START_FIRST if n in start_first else IN_PLACE for n in order if n in chosen},
-                       stop_first, compose_up)
+                       stop_first, compose_up, first)
 
 
 def _containers(target: Host, project: str) -> dict[str, list[tuple[str, str]]]:
@@ -334,6 +336,8 @@ def cutover(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str]
         before = snapshot(target, spec)
     plan = plan_cutover(services, before, wanted, set(services_to_recreate))
     announce(plan.stop_first)
+    if plan.first:
+        up(target, spec, only=plan.first)
     replaced = roll(target, spec, plan.steps, services, poll, sleep)
     if plan.compose_up:
         rest = up(target, spec, services_to_recreate)

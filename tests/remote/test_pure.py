@@ -134,12 +134,23 @@ def test_a_cutover_plan_replaces_changed_services_in_dependency_order_and_leaves
     assert plan_cutover(services, _running(live), live, set()).steps == {}
 
 
-def test_a_cutover_plan_leaves_to_compose_up_what_others_depend_on_or_what_is_missing():
-    from remote.cutover import START_FIRST, plan_cutover
+def test_a_changed_service_others_depend_on_is_recreated_first_so_their_new_containers_find_it_new():
+    # A rotated database password: the new django only connects to a PostgreSQL that runs with
+    # it, so PostgreSQL (stop-first: one container on its volume) is recreated before the roll.
+    from remote.cutover import IN_PLACE, START_FIRST, plan_cutover
     services = _stack_services()
     live = {n: "old" for n in services}
-    plan = plan_cutover(services, _running(live), dict(live, postgres="new", api="new"), set())
-    assert plan.steps == {"api": START_FIRST} and plan.stop_first == ["postgres"] and plan.compose_up
+    plan = plan_cutover(services, _running(live), dict(live, postgres="new", redis="new", django="new", api="new",
+                                                       beat="new"), set())
+    assert plan.first == ["postgres", "redis"]
+    assert list(plan.steps.items()) == [("django", START_FIRST), ("api", START_FIRST), ("beat", IN_PLACE)]
+    assert plan.stop_first == ["beat", "postgres", "redis"] and not plan.compose_up
+
+
+def test_a_cutover_plan_leaves_to_compose_up_what_is_missing():
+    from remote.cutover import plan_cutover
+    services = _stack_services()
+    live = {n: "old" for n in services}
     gone = {n: h for n, h in live.items() if n != "frontend"}
     assert plan_cutover(services, _running(gone), live, set()).compose_up          # a service to start
     assert plan_cutover({n: d for n, d in services.items() if n != "beat"}, _running(live), live, set()).compose_up
