@@ -104,7 +104,8 @@ def test_database_and_redis_passwords_and_the_key_rotate_in_one_deploy_and_the_o
     refused = superuser_login(lab, old["POSTGRES_PASSWORD"])
     assert refused.returncode != 0 and "password authentication failed" in refused.stderr, refused.stderr
     ping = ["sh", "-c", 'REDISCLI_AUTH="$1" redis-cli ping', "sh"]
-    assert "WRONGPASS" in in_service(lab, "redis", ping + [old["REDIS_PASSWORD"]]).stdout
+    refused = in_service(lab, "redis", ping + [old["REDIS_PASSWORD"]])
+    assert "WRONGPASS" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
     assert in_service(lab, "redis", ping + [lab.values["REDIS_PASSWORD"]]).stdout.strip() == "PONG"
     assert STATE.get("note") is None or STATE["note"] in _notes(lab)      # django reads with the new app password
     checks = {c["name"]: c["status"] for c in data["checks"]}
