@@ -200,14 +200,16 @@ IN_PLACE = "in-place"
 
 
 def roll(target: Host, spec: ComposeSpec, plan: dict[str, str], definitions: dict[str, dict],
-         poll: float = POLL, sleep: Callable[[float], None] = time.sleep) -> list[str]:
+         poll: float = POLL, sleep: Callable[[float], None] = time.sleep, together: bool = False) -> list[str]:
     """Carry out a cutover plan (plan_cutover): each service in its own thread as soon as the ones
     it needs healthy among them are, start-first (new beside old, old drained in the background
     while the next ones start) or in place. The cutover lasts as long as its longest chain
     (django, then the api that calls it), not the sum. A service that fails keeps its old
     container serving where it was start-first, and so do those that wait on it; the others
-    finish, the old ones drain, then the first failure is raised. Returns the services replaced
-    start-first."""
+    finish, the old ones drain, then the first failure is raised. ``together`` (a rollback: these
+    versions ran side by side before): every service starts at once, none waits for the new
+    containers of what it depends on (the old ones serve it meanwhile). Returns the services
+    replaced start-first."""
     if not plan:
         return []
     errors: dict[str, Exception] = {}
@@ -218,7 +220,8 @@ def roll(target: Host, spec: ComposeSpec, plan: dict[str, str], definitions: dic
 
         def one(name: str) -> str:
             definition = definitions.get(name) or {}
-            for dep in sorted(depends_on(definition, healthy=True) & set(plan)):
+            waits = set() if together else depends_on(definition, healthy=True) & set(plan)
+            for dep in sorted(waits):
                 futures[dep].result()          # raises when the dependency's replacement failed
             if plan[name] == IN_PLACE:
                 return recreate_in_place(target, spec, name, spec.wait_timeout, poll, sleep)
@@ -320,7 +323,7 @@ def _await_starting(target: Host, spec: ComposeSpec, states: dict[str, ServiceSt
 
 def cutover(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str] = (),
             poll: float = POLL, sleep: Callable[[float], None] = time.sleep,
-            announce: Callable[[list[str]], None] = lambda stop_first: None) -> UpResult:
+            announce: Callable[[list[str]], None] = lambda stop_first: None, together: bool = False) -> UpResult:
     """Bring the live release up with no dropped request where the stack allows it (plan_cutover,
     then roll); ``announce`` is told the services recreated stop-first before anything changes.
     With nothing running yet it is a plain up."""
@@ -338,7 +341,7 @@ def cutover(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str]
     announce(plan.stop_first)
     if plan.first:
         up(target, spec, only=plan.first)
-    replaced = roll(target, spec, plan.steps, services, poll, sleep)
+    replaced = roll(target, spec, plan.steps, services, poll, sleep, together=together)
     if plan.compose_up:
         rest = up(target, spec, services_to_recreate)
     else:

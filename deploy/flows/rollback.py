@@ -82,7 +82,7 @@ def _going_live(run: Run, settings: Settings, leader: Host, runtime: Runtime, cu
     def go() -> None:
         runtime.go_live(run, leader, Candidate(chosen.id, current, chosen.meta.get("images") or {},
                                                mount_changes(settings, leader, current, chosen),
-                                               migrate=False, publish=False))
+                                               migrate=False, publish=False, together=True))
     return go
 
 

@@ -22,8 +22,12 @@ class Candidate:
     migrate: bool = True                     # run the release's migration first (not for a rollback)
     publish: bool = True                     # push its images and write its stack file (Swarm)
     # Called with the migrations about to be applied, before any is: takes the backup that
-    # undoes them and returns its label (None: none taken, --skip-backup); raising stops the deploy.
+    # undoes them and returns what the release records of it (its label: None with
+    # --skip-backup); raising stops the deploy.
     before_migrating: Callable[[list[str]], dict[str, Any]] | None = None
+    # A return to services that ran side by side before (a rollback): every replacement starts
+    # at once instead of after the new containers of what it depends on (Compose).
+    together: bool = False
 
 
 class Runtime(Protocol):

@@ -37,7 +37,7 @@ class ComposeRuntime:
         recreate = set(release.recreate)
         with self._watched_up(run, leader):
             _up(run, leader, self.spec, release.release_id, release.images, recreate,
-                     fallback=release.live, fallback_recreate=recreate)
+                     fallback=release.live, fallback_recreate=recreate, together=release.together)
 
     def restart(self, run: Run, leader: Host, release_id: str, images_: dict[str, dict[str, str]]) -> None:
         with self._watched_up(run, leader):
@@ -132,7 +132,7 @@ def _migrate(run: Run, target: Host, spec: compose.ComposeSpec, release: Candida
 
 def _up(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, wanted: dict[str, dict[str, str]],
        recreate: set[str] = frozenset(), fallback: str | None = None,
-       fallback_recreate: set[str] = frozenset()) -> compose.UpResult:
+       fallback_recreate: set[str] = frozenset(), together: bool = False) -> compose.UpResult:
     """Start the live release and wait until healthy; then compare what runs with ``wanted`` (the
     release's image ids). On failure, switch back to ``fallback`` and start it again, so the run
     can say which release is serving."""
@@ -146,7 +146,8 @@ def _up(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, want
                     if stop_first:  # said before it happens: these have one container, replaced stop-first
                         run.log(f"recreated in place, a brief interruption for what uses them: {', '.join(stop_first)}")
 
-                result = cutover.cutover(target, spec, services_to_recreate=recreate, announce=announce)
+                result = cutover.cutover(target, spec, services_to_recreate=recreate, announce=announce,
+                                         together=together)
                 _ensure_wanted(target, spec, result, wanted)
         except (compose.ComposeError, ConnectionLost) as exc:
             # After a lost connection the next command reconnects: after a brief drop the live

@@ -371,6 +371,35 @@ def test_the_cutover_waits_on_each_services_own_healthcheck_and_replaces_indepen
     assert collected["api"]["health"] == "healthy" and collected["api"]["probed"] is True
 
 
+def test_a_rollback_starts_every_replacement_at_once_the_api_not_waiting_for_the_new_django(world):
+    # The pair ran side by side during the update it undoes: its chain (django, then the api)
+    # was the rollback's length (issue 23: a rollback is a switch).
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    for path in ("api/app/main.py", "django/config/settings.py"):
+        (world.stack / path).write_text((world.stack / path).read_text() + "\n# next release\n")
+    assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
+    world.docker.lagging_health = True       # Docker would say "healthy" only at its next check
+    world.docker.events.clear()
+    django_probes = []
+
+    def answer(argv):                        # the returning django needs a few polls to come up
+        if argv[:1] == ["health"]:
+            if argv[1] == "django":
+                django_probes.append(argv)
+            code = 1 if argv[1] == "django" and len(django_probes) < 4 else 0
+            world.docker.events.append(("probe", argv[1], code))
+            return code, ""
+        return 0, ""
+
+    world.docker.answer = answer
+    out = world.invoke("rollback", flows.rollback, mode="rollback", release=None)
+    assert out.exit_code == 0, out.message
+    events = world.docker.events
+    api_started = events.index(next(e for e in events if e[:2] == ("start", "api")))
+    assert api_started < events.index(("probe", "django", 0))      # not after the new django is healthy
+    assert {"api", "django"} <= set(out.manifest["details"]["up"]["replaced"])
+
+
 def test_a_container_left_starting_by_an_earlier_run_is_awaited_by_its_own_healthcheck(world):
     """CI: a run cut short had recreated Traefik; the next cutover found it "starting" in Docker's
     record, not in its own plan, and failed it instead of waiting as `compose up --wait` would."""
