@@ -62,7 +62,6 @@ import ipaddress
 import logging
 import os
 import re
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypedDict
@@ -70,14 +69,13 @@ from typing import Any, Callable, Mapping, TypedDict
 from dotenv import dotenv_values
 
 from core.errors import ConfigError
-from deploy import acme, backup_config, resolvers
-from deploy.redact import (DISTINCTIVE_ONE_CLASS_LENGTH, MIN_SECRET_VALUE_LENGTH, REGISTRY, Secret,
-                           SecretRegistry, char_classes, is_distinctive, is_secret_name)
+from deploy import acme, backup_config, resolvers, secret_rules
+from deploy.redact import REGISTRY, Secret, SecretRegistry, is_secret_name
+from deploy.secret_rules import PLACEHOLDER
 from deploy.tls import STAGING_CA_URL
 
 DEPLOY_ENVS = ("production", "staging", "development")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
-_PLACEHOLDER = re.compile(r"(?i)change[-_ ]?me|replace[-_ ]?me|^<.*>$|^x{4,}$")
 _REGISTRY_NAME = re.compile(r"^[a-z0-9-]{1,63}$")
 
 Check = Callable[[Any], "str | None"]
@@ -537,7 +535,7 @@ def load_settings(
         else:
             raw_value = environ.get(name) or file_values.get(name) or ""
         # Non-secret example values are sensible defaults; a secret's example value never is.
-        if not raw_value and example_value and not is_secret_name(name) and not _PLACEHOLDER.search(example_value):
+        if not raw_value and example_value and not is_secret_name(name) and not PLACEHOLDER.search(example_value):
             raw_value = example_value
         if is_secret_name(name):
             secret_keys.add(name)
@@ -553,85 +551,11 @@ def load_settings(
     backup_config.validate(settings, stack_env, where)
     for name, value in [(k.env, values[k.env]) for k in KEYS if k.secret] + list(stack_env.items()):
         if isinstance(value, Secret) and value:
-            _refuse_weak_secret(name, value.reveal(), example.get(name, ""), where)
-    _check_app_role(stack_env, where)
+            secret_rules.refuse_weak_secret(name, value.reveal(), example.get(name, ""), where)
+    secret_rules.check_app_role(stack_env, where)
 
     return dataclasses.replace(settings, stack_env=stack_env, secret_keys=frozenset(secret_keys),
                                env_file=env_path if env_path.is_file() else None)
-
-
-# Stack secrets that must be long random values, and their minimum length.
-_RANDOM_SECRETS = {"DJANGO_SECRET_KEY": 32, "INTERNAL_API_TOKEN": 32, "POSTGRES_PASSWORD": 16, "BACKUP_CIPHER_PASS": 32,
-                   "POSTGRES_APP_PASSWORD": 32, "REDIS_PASSWORD": 32}
-# Secrets compose puts into URLs (redis://:PASSWORD@redis:6379/0): no character that needs escaping.
-_URL_SECRETS = ("REDIS_PASSWORD",)
-_URL_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
-# A PostgreSQL role name app-role.sh can use unquoted in messages and the operator in psql.
-_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-# A random value of 16 or more characters practically never has fewer different characters.
-_MIN_DISTINCT_CHARACTERS = 8
-_TOKEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
-_DO_TOKENS_PAGE = "https://cloud.digitalocean.com/account/api/tokens"
-# Basic-auth settings hold one htpasswd line, user:bcrypt-hash (Traefik checks $2y$, $2b$, $2a$);
-# the older apr1/SHA1 forms are cheap to brute-force once a hash leaks.
-_BASIC_AUTH_SECRETS = ("FLOWER_BASIC_AUTH", "ADMIN_BASIC_AUTH")
-_BCRYPT_LINE = re.compile(r"^[^:\s]+:\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
-_BCRYPT_COMMAND = ("htpasswd -nbB admin 'a long password' (apache2-utils), or python3 -c 'import bcrypt; "
-                   "print(\"admin:\" + bcrypt.hashpw(b\"a long password\", bcrypt.gensalt()).decode())'")
-
-
-def _refuse_weak_secret(name: str, value: str, example_value: str, where: str) -> None:
-    """ConfigError when a secret is a placeholder, guessable, or too short or common to be
-    masked in logs (the redactor masks such values only where they stand as a value)."""
-    problem = _weakness(name, value, example_value)
-    if problem is None:
-        return
-    if name in _BASIC_AUTH_SECRETS:
-        fix = f"make the line with: {_BCRYPT_COMMAND}; then set {name} to it, in single quotes, in {where}"
-    elif name == "DIGITALOCEAN_TOKEN":
-        fix = f"create a read+write token at {_DO_TOKENS_PAGE} and set {name} to it in {where}"
-    else:
-        fix = f"generate a value with: {_TOKEN_COMMAND}; then set {name} to it in {where}"
-    raise ConfigError(name, problem, fix)
-
-
-def _weakness(name: str, value: str, example_value: str) -> str | None:
-    if value == example_value or _PLACEHOLDER.search(value):
-        return "is a placeholder or the example value from stack/.env.example"
-    if name in _BASIC_AUTH_SECRETS:
-        if not _BCRYPT_LINE.match(value):
-            return "is not a bcrypt htpasswd line (user:$2y$..., as htpasswd -B writes it)"
-        return None
-    minimum = _RANDOM_SECRETS.get(name)
-    if minimum is None:
-        if not is_distinctive(value):
-            return (f"is too short or too common to be masked in logs (at least {MIN_SECRET_VALUE_LENGTH} "
-                    f"characters, and {DISTINCTIVE_ONE_CLASS_LENGTH} for a lone word or number)")
-        return None
-    if len(value) < minimum:
-        return f"is too short: {len(value)} characters, at least {minimum} are needed"
-    if name in _URL_SECRETS and not _URL_SAFE.match(value):
-        return "has characters a redis:// URL would need escaped: use letters, digits, - and _ only"
-    if char_classes(value) < 2:
-        return "uses one kind of character only (all letters or all digits): too easy to guess"
-    if len(set(value)) < _MIN_DISTINCT_CHARACTERS:
-        return (f"repeats too few different characters ({len(set(value))}; a random value has at "
-                f"least {_MIN_DISTINCT_CHARACTERS})")
-    return None
-
-
-def _check_app_role(stack_env: Mapping[str, Any], where: str) -> None:
-    """The app's PostgreSQL role must be a plain name and not the superuser itself."""
-    app, superuser = str(stack_env.get("POSTGRES_APP_USER") or ""), str(stack_env.get("POSTGRES_USER") or "")
-    if not app:
-        return  # a missing stack key is reported by require_stack_keys, with the others
-    if not _ROLE_NAME.match(app):
-        raise ConfigError("POSTGRES_APP_USER", f"={app!r} is not a plain role name",
-                          f"use lower-case letters, digits and _ (e.g. stack_app) in {where}")
-    if app == superuser:
-        raise ConfigError("POSTGRES_APP_USER", "is the same role as POSTGRES_USER (the superuser)",
-                          f"set POSTGRES_APP_USER to another name, e.g. stack_app, in {where}; "
-                          "the stack creates that role and hands it the database")
 
 
 _REQUIRED_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?")
@@ -652,7 +576,7 @@ def missing_stack_keys(settings: Settings) -> list[str]:
     missing = []
     for name, value in settings.stack_env.items():
         raw = value.reveal() if isinstance(value, Secret) else value
-        if (name in required and not raw) or (raw and _PLACEHOLDER.search(raw)):
+        if (name in required and not raw) or (raw and PLACEHOLDER.search(raw)):
             missing.append(name)
     return missing
 
@@ -663,88 +587,3 @@ def require_stack_keys(settings: Settings) -> None:
     if missing:
         raise ConfigError(missing[0], "is empty or still a placeholder (stack/.env.example names it)",
                           f"set {', '.join(missing)} in {settings.env_file or 'the env file'}")
-
-
-def _default_text(key: Key) -> str:
-    """A default as an operator writes it (lists comma-separated); None as empty."""
-    if key.default is None:
-        return ""
-    if isinstance(key.default, bool):
-        return "true" if key.default else "false"
-    return ",".join(key.default) if isinstance(key.default, tuple) else str(key.default)
-
-
-def reference_markdown() -> str:
-    """The configuration table of the docs (python -m deploy.settings), from the declarations."""
-    rows = ["| key | default (invoke.yaml key) | secret | meaning |", "|---|---|---|---|"]
-    for k in KEYS:
-        names = " / ".join(f"`{n}`" for n in (k.env, *k.aliases))
-        shown = str(k.default) if isinstance(k.default, bool) else _default_text(k)
-        where = (f"`{shown}`" if k.default is not None else "unset") + f" (deploy.{k.path})" if k.path else "-"
-        rows.append(f"| {names} | {where} | {'yes' if k.secret else 'no'} | {k.doc} |")
-    return "\n".join(rows) + "\n"
-
-
-ENV_EXAMPLE_HEADER = """\
-# Generated by `python -m deploy.settings --env-example` from the declarations in
-# deploy/settings.py and from stack/.env.example: change those, then regenerate this file
-# (tests/core/test_env_example.py fails when it drifts).
-# Copy to .env and fill in. .env is ignored by git; never commit it.
-# Real environment variables win over this file; task flags win over both.
-# A commented line shows the built-in default; invoke.yaml's deploy: section may override it too.
-"""
-
-
-def env_example(stack_example: Path) -> str:
-    """The root .env.example: every setting (essential ones uncommented), then the stack's keys
-    from stack/.env.example with their comments, secret values left empty."""
-    out = [ENV_EXAMPLE_HEADER, "# --- the deployer " + "-" * 80]
-    for k in KEYS:
-        doc = k.doc + (f" Also read as {', '.join(k.aliases)}." if k.aliases else "") + (" Secret." if k.secret else "")
-        out += textwrap.wrap(doc, width=98, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False)
-        out.append(f"{k.env}={k.example}" if k.example is not None else f"# {k.env}={_default_text(k)}")
-    out += ["", "# --- the stack (stack/.env.example is the contract; exactly these keys are uploaded) " + "-" * 14,
-            "# Secret values are left empty here: stack/.env.example's examples are refused.", ""]
-    out += _stack_section(stack_example.read_text(encoding="utf-8").splitlines())
-    return "\n".join(out).rstrip("\n") + "\n"
-
-
-def _stack_section(lines: list[str]) -> list[str]:
-    """stack/.env.example without its header, without the keys declared above, secrets emptied."""
-    body = lines[next((i for i, line in enumerate(lines) if not line.strip()), len(lines)):]
-    out: list[str] = []
-    comments: list[str] = []  # the comment block above the next key
-    for line in body:
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            comments.append(line)
-            continue
-        name = stripped.removeprefix("export ").split("=", 1)[0].strip()
-        if not stripped:
-            out += comments
-            comments = []
-            if out and out[-1] != "":
-                out.append("")
-        elif name in KEYS_BY_ENV:
-            comments = []
-        else:
-            out += comments + [f"{name}=" if is_secret_name(name) else line]
-            comments = []
-    return out + comments
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m deploy.settings", description=(
-        "Print the configuration table (docs/configuration.md, else README.md) or the root .env.example, "
-        "both generated from the declarations in deploy/settings.py."))
-    parser.add_argument("--env-example", action="store_true", help="print the root .env.example instead of the table")
-    args = parser.parse_args(argv)
-    root = Path(__file__).resolve().parent.parent
-    print(env_example(root / "stack" / ".env.example") if args.env_example else reference_markdown(), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

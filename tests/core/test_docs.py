@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.settings import KEYS, reference_markdown
+from deploy.settings import KEYS
+from deploy.settings_docs import reference_markdown
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGURATION = REPO / "docs" / "configuration.md"
@@ -28,7 +29,7 @@ def missing_settings(text: str) -> list[str]:
 
 def test_every_setting_is_in_the_configuration_reference():
     missing = missing_settings(CONFIGURATION.read_text())
-    assert not missing, f"add these to docs/configuration.md (python -m deploy.settings): {missing}"
+    assert not missing, f"add these to docs/configuration.md (python -m deploy.settings_docs): {missing}"
 
 
 def test_a_setting_missing_from_the_configuration_reference_is_caught():
@@ -88,7 +89,7 @@ def test_a_broken_link_is_caught(tmp_path):
                                                             "there.md#no-such-heading"]
 
 
-REGENERATE = "regenerate it with `python -m deploy.settings` and paste it over the table"
+REGENERATE = "regenerate it with `python -m deploy.settings_docs` and paste it over the table"
 
 
 def _table_in(text: str) -> list[str]:

@@ -3,7 +3,8 @@ stack/.env.example, names every key the stack needs and the deployer's essential
 from pathlib import Path
 
 import deploy.settings as settings
-from deploy.settings import KEYS, env_example, parse_stack_example, read_env_file, required_stack_keys
+from deploy.settings import KEYS, parse_stack_example, read_env_file, required_stack_keys
+from deploy.settings_docs import env_example
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -12,7 +13,7 @@ def test_root_env_example_is_the_generated_one():
     committed = (REPO / ".env.example").read_text()
     assert committed == env_example(REPO / "stack" / ".env.example"), (
         ".env.example drifted from deploy/settings.py or stack/.env.example; regenerate it with "
-        "`python -m deploy.settings --env-example > .env.example`")
+        "`python -m deploy.settings_docs --env-example > .env.example`")
 
 
 def test_a_changed_declaration_or_stack_contract_is_drift(tmp_path, monkeypatch):
