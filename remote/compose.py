@@ -284,7 +284,8 @@ def up(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str] = ()
                                 force_recreate=True), timeout=spec.wait_timeout + 300)
         log.append(res.output)
     after = snapshot(target, spec)
-    failing = failing_services(after)
+    judged = after if only is None else {n: s for n, s in after.items() if n in set(only)}
+    failing = failing_services(judged)
     if res.exited != 0 or failing:
         if not failing:
             last = res.output.strip().splitlines()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import uuid
 
 import pytest
@@ -155,6 +156,27 @@ def test_unhealthy_service_is_named_with_its_logs_and_health(host, deploy):
     assert "probe-says-no" in e.diagnostics["health-sick.json"]
     assert "sick" in e.diagnostics["compose-ps.txt"] and "compose-up.txt" in e.diagnostics
     assert "logs-api.txt" not in e.diagnostics  # only the failing services
+
+
+def test_up_of_some_services_judges_those_alone(conn, host, deploy):
+    """A rotated database password: PostgreSQL is recreated alone first (``only``), while the
+    old django, which still holds the old password, crash-loops until its replacement starts.
+    That is not the database's failure (CI, 2026-12-07: the deploy failed on it and switched back)."""
+    spec, write, release, _ = deploy
+    write({"db": "true", "app": "test ! -f /tmp/broken"}, {"db": HEALTHY, "app": HEALTHY})
+    release()
+    first = compose.up(host, spec)
+    app = first.services["app"].container_id
+    conn.run(f"docker exec {app} /bin/sh -c ': > /tmp/broken'")
+    for _ in range(60):                      # Docker's own check (every 1 s, 2 retries) calls it unhealthy
+        if compose.snapshot(host, spec)["app"].health == "unhealthy":
+            break
+        time.sleep(0.5)
+    again = compose.up(host, spec, only=["db"])
+    assert again.services["db"].ok and again.services["app"].health == "unhealthy"
+    with pytest.raises(ComposeError) as err:     # the whole stack is still judged whole
+        compose.up(host, spec)
+    assert err.value.service == "app"
 
 
 def test_build_failure_names_the_service_and_switches_nothing(host, deploy):
