@@ -27,6 +27,11 @@ RESTARTS = {
 }
 
 
+# What a migration needs from the database as it runs now: rotated, the release's one-offs run
+# with the live release's env until PostgreSQL is recreated with the new values.
+DATABASE = frozenset({"POSTGRES_PASSWORD", "POSTGRES_APP_PASSWORD"})
+
+
 def parse(text: str) -> dict[str, str]:
     """An env file as the deployer writes it (single-quoted values are literal)."""
     return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}

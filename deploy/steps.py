@@ -146,15 +146,11 @@ def _unlock(run: Run, target: Host, holder: lock.LockHolder, failing: bool) -> N
             raise
 
 
-def release_env(run: Run, target: Host, settings: Settings) -> str:
+def release_env(run: Run, target: Host, settings: Settings) -> tuple[str, list[str]]:
     """The env file for the release about to be pushed: the operator's stack values, and what
-    the deployer fills from the live release's (DJANGO_SECRET_KEY_FALLBACKS: deploy/rotation.py).
-    The secrets changed since the live release are named in the run, never their values."""
-    res = target.run(f"cat {cmd.q(target.layout.current_env)} 2>/dev/null || true", "reading the live release's env")
-    live = rotation.parse(res.stdout)
-    for name, value in live.items():     # the old values are secrets too: masked wherever they appear
-        if is_secret_name(name):
-            run.registry.add_value(value)
+    the deployer fills from the live release's (DJANGO_SECRET_KEY_FALLBACKS: deploy/rotation.py);
+    and the secrets changed since the live release, named in the run, never their values."""
+    live = release_env_values(run, target)
     new = {k: (v.reveal() if isinstance(v, Secret) else str(v)) for k, v in settings.stack_env.items()}
     rotated = rotation.changed(live, new, {k for k in new if is_secret_name(k)})
     if rotated:
@@ -164,7 +160,19 @@ def release_env(run: Run, target: Host, settings: Settings) -> str:
     overrides = {}
     if rotation.FALLBACKS in new:
         overrides[rotation.FALLBACKS] = rotation.fallbacks(live, new)
-    return settings.stack_env_file(overrides)
+    return settings.stack_env_file(overrides), rotated
+
+
+def release_env_values(run: Run, target: Host, release_id: str | None = None) -> dict[str, str]:
+    """A release's env file as values (the live one's by default; empty when there is none).
+    Its secrets join the redactor: a value rotated out is masked wherever it appears."""
+    path = target.layout.env_file(release_id) if release_id else target.layout.current_env
+    res = target.run(f"cat {cmd.q(path)} 2>/dev/null || true", "reading a release's env")
+    values = rotation.parse(res.stdout)
+    for name, value in values.items():
+        if is_secret_name(name):
+            run.registry.add_value(value)
+    return values
 
 
 def push(run: Run, target: Host, local: sync.LocalRelease, env_content: str,

@@ -7,6 +7,7 @@ removed here (no ``down -v``): update-only deploys keep their data.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
 import re
@@ -35,9 +36,14 @@ class ComposeSpec:
         hash of an unchanged service stable across releases, so it is not recreated."""
         return self._in(layout.current)
 
-    def for_release(self, layout: ReleaseLayout, release_id: str) -> cmd.ComposeProject:
-        """A release that is not live (yet): its images are built from its own folder."""
-        return self._in(layout.release(release_id))
+    def for_release(self, layout: ReleaseLayout, release_id: str, env_from: str | None = None) -> cmd.ComposeProject:
+        """A release that is not live (yet): its images are built from its own folder.
+        ``env_from``: another release's env file instead of its own (the live one's, for a
+        migration while the database still has the live release's passwords)."""
+        project = self._in(layout.release(release_id))
+        if env_from is None:
+            return project
+        return dataclasses.replace(project, env_file=layout.env_file(env_from))
 
     def _in(self, folder: str) -> cmd.ComposeProject:
         files = (*self.compose_files, RELEASE_IMAGES)
@@ -332,29 +338,47 @@ def planned_migrations(output: str) -> list[str]:
     return _PLANNED.findall(output.split("Planned operations:", 1)[1])
 
 
-def pending_migrations(target: Host, spec: ComposeSpec, release_id: str, service: str, argv: list[str]) -> list[str]:
-    """The migrations the release's ``migrate`` would apply now (its argv with ``--plan``: nothing
-    is applied), in order."""
-    plan_argv = [a for a in argv if a != "--noinput"] + ["--plan"]
-    res = _run(target, cmd.run_once(spec.for_release(target.layout, release_id), service, plan_argv),
-               timeout=spec.wait_timeout + 300, what="listing the migrations to apply")
+def plan_argv(argv: list[str]) -> list[str]:
+    """The release's migrate command asked only to list what it would apply (Django's --plan)."""
+    return [a for a in argv if a != "--noinput"] + ["--plan"]
+
+
+def read_plan(res: Result, service: str, argv: list[str]) -> list[str]:
+    """The migrations a ``migrate --plan`` run (``res``) would apply, in order; ComposeError with
+    its output when it failed or printed something else."""
     try:
         if res.ok:
             return planned_migrations(res.stdout)
     except ValueError:
         pass
-    raise ComposeError(service, f"could not list the migrations to apply ({' '.join(plan_argv)}): {res.tail()}",
+    raise ComposeError(service, f"could not list the migrations to apply ({' '.join(argv)}): {res.tail()}",
                        {"migrate-plan.txt": res.output},
                        hint="read migrate-plan.txt in the run folder; the release's migrate command must accept "
                             "Django's --plan")
 
 
-def migrate(target: Host, spec: ComposeSpec, release_id: str, service: str, argv: list[str]) -> str:
-    """Run a release's migration once, with its image and env, while the live release serves."""
-    res = _run(target, cmd.run_once(spec.for_release(target.layout, release_id), service, argv),
-               timeout=spec.wait_timeout + 300)
+def read_migration(res: Result, service: str, argv: list[str]) -> str:
+    """A migration run's output; ComposeError with it when the migration failed."""
     if not res.ok:
         raise ComposeError(service, f"the migration ({' '.join(argv)}) failed: {res.tail()}", {"migrate.txt": res.output},
                            hint="read migrate.txt in the run folder; migrations must stay compatible with the "
                                 "release that is serving (expand first, contract a release later)")
     return res.output
+
+
+def pending_migrations(target: Host, spec: ComposeSpec, release_id: str, service: str, argv: list[str],
+                       env_from: str | None = None) -> list[str]:
+    """The migrations the release's ``migrate`` would apply now (its argv with ``--plan``: nothing
+    is applied), in order."""
+    listing = plan_argv(argv)
+    res = _run(target, cmd.run_once(spec.for_release(target.layout, release_id, env_from), service, listing),
+               timeout=spec.wait_timeout + 300, what="listing the migrations to apply")
+    return read_plan(res, service, listing)
+
+
+def migrate(target: Host, spec: ComposeSpec, release_id: str, service: str, argv: list[str],
+            env_from: str | None = None) -> str:
+    """Run a release's migration once, with its image and env, while the live release serves."""
+    res = _run(target, cmd.run_once(spec.for_release(target.layout, release_id, env_from), service, argv),
+               timeout=spec.wait_timeout + 300)
+    return read_migration(res, service, argv)

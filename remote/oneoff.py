@@ -27,15 +27,33 @@ def compose_one_off(t: cmd.ComposeProject, service: str, argv: Sequence[str], tt
 # (where `ps` would show its secrets). The stack's networks are attachable (remote/stackfile.py).
 _SWARM_ONE_OFF = (
     "set -e; svc={svc}; "
-    "image=$(docker service inspect --format '{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}' \"$svc\"); "
-    "network=$(docker service inspect --format '{{{{range .Spec.TaskTemplate.Networks}}}}{{{{.Target}}}} "
-    "{{{{end}}}}' \"$svc\" | cut -d' ' -f1); "
+    "image={image}; "
+    "network={network}; "
     "env=$(mktemp); trap 'rm -f \"$env\"' EXIT; "
     "docker service inspect --format '{{{{range .Spec.TaskTemplate.ContainerSpec.Env}}}}{{{{println .}}}}"
     "{{{{end}}}}' \"$svc\" > \"$env\"; "
     "set +e; docker run --rm {flags} --network \"$network\" --env-file \"$env\" \"$image\" {argv}")
 
 
-def swarm_one_off(stack: str, service: str, argv: Sequence[str], tty: bool) -> str:
-    """`docker run` on the leader of the live service's image and env, on its network."""
-    return _SWARM_ONE_OFF.format(svc=cmd.q(f"{stack}_{service}"), flags="-it" if tty else "-i", argv=cmd.join(argv))
+_LIVE_IMAGE = "$(docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' \"$svc\")"
+_NETWORKS = "docker service inspect --format '{{range .Spec.TaskTemplate.Networks}}{{.Target}} {{end}}'"
+_FIRST_NETWORK = f"$({_NETWORKS} \"$svc\" | cut -d' ' -f1)"
+# The first of the service's networks that ``{other}`` is on too (the database's, for a migration).
+_ESCAPED = _NETWORKS.replace("{", "{{").replace("}", "}}")   # formatted once more below
+_SHARED_NETWORK = (f"$(for n in $({_ESCAPED} \"$svc\"); do {_ESCAPED} {{other}} | tr ' ' '\\n' "
+                   f"| grep -qx \"$n\" && {{{{ echo \"$n\"; break; }}}}; done)")
+
+
+def swarm_one_off(stack: str, service: str, argv: Sequence[str], tty: bool, image: str | None = None,
+                  beside: str | None = None) -> str:
+    """`docker run` on the leader of the live service's image (or ``image``: a release's, not
+    deployed yet) with the live service's env, on its first network (or the first it shares
+    with the service ``beside``)."""
+    network = _SHARED_NETWORK.format(other=cmd.q(f"{stack}_{beside}")) if beside else _FIRST_NETWORK
+    return _SWARM_ONE_OFF.format(svc=cmd.q(f"{stack}_{service}"), image=cmd.q(image) if image else _LIVE_IMAGE,
+                                 network=network, flags="-it" if tty else "-i", argv=cmd.join(argv))
+
+
+def swarm_service_exists(stack: str, service: str) -> str:
+    """Exit 0 when the stack runs ``service`` (a swarm's first release does not yet)."""
+    return f"docker service inspect {cmd.q(f'{stack}_{service}')} >/dev/null 2>&1"

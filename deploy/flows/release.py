@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from core.errors import OperatorError
-from deploy import backup_steps, releases, steps, wiring
+from deploy import backup_steps, releases, rotation, steps, wiring
 from deploy.flows import reach
 from deploy.flows.inspect import verify
 from deploy.report.run import Run
@@ -61,7 +61,8 @@ def ship(run: Run, settings: Settings, runtime: Runtime, inventory: Inventory, l
     try:
         with steps.locked(run, leader, local.release_id, settings.lock_wait):
             runtime.prepare(run, inventory)
-            pushed, image_map = _push_and_build(run, settings, leader, local, every=not update_only)
+            env, rotated = steps.release_env(run, leader, settings)
+            pushed, image_map = _push_and_build(run, settings, leader, local, env, every=not update_only)
             recreate = (sync.services_for_mounts(local.compose, pushed.changed + pushed.removed, local.compose_dir)
                         if pushed.previous_release else set())  # first release: every container is new
             if fill is not None:
@@ -69,7 +70,8 @@ def ship(run: Run, settings: Settings, runtime: Runtime, inventory: Inventory, l
             runtime.go_live(run, leader, Candidate(
                 pushed.release_id, pushed.previous_release, image_map, frozenset(recreate),
                 before_migrating=backup_steps.before_migrating(run, leader, runtime, pushed.previous_release,
-                                                               settings.skip_backup)))
+                                                               settings.skip_backup),
+                migrate_with_live_env=bool(rotation.DATABASE & set(rotated))))
             runtime.retire(run, leader)
             steps.prune(run, inventory.targets, settings.releases_keep)
     except OperatorError:
@@ -77,11 +79,12 @@ def ship(run: Run, settings: Settings, runtime: Runtime, inventory: Inventory, l
         raise
 
 
-def _push_and_build(run: Run, settings: Settings, leader: Host, local: sync.LocalRelease,
+def _push_and_build(run: Run, settings: Settings, leader: Host, local: sync.LocalRelease, env: str,
                     every: bool) -> tuple[sync.PushResult, dict[str, dict[str, str]]]:
-    """The release's files to the leader, then its images built there (``every``: all services;
-    otherwise those whose build inputs changed, plus any whose image is missing)."""
-    pushed = steps.push(run, leader, local, steps.release_env(run, leader, settings), settings.min_free_mb)
+    """The release's files and ``env`` file to the leader, then its images built there
+    (``every``: all services; otherwise those whose build inputs changed, plus any whose image
+    is missing)."""
+    pushed = steps.push(run, leader, local, env, settings.min_free_mb)
     return pushed, steps.build(run, leader, wiring.compose_spec(settings), pushed, local.compose,
                                None if every else pushed.changed_services)
 
@@ -104,7 +107,8 @@ def push_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
         reach.settle(run, settings, inventory, new=False)
         leader = inventory.targets[0]
         with steps.locked(run, leader, local.release_id, settings.lock_wait):
-            pushed, _ = _push_and_build(run, settings, leader, local, every=False)
+            pushed, _ = _push_and_build(run, settings, leader, local, steps.release_env(run, leader, settings)[0],
+                                        every=False)
     run.log(f"release {pushed.release_id} is on {leader.name}, built and not live: `inv up` puts it live")
 
 
@@ -132,7 +136,10 @@ def up_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES) -> None:
                 return
             runtime.go_live(run, leader, Candidate(
                 pushed.id, current, pushed.meta.get("images") or {}, mount_changes(settings, leader, current, pushed),
-                before_migrating=backup_steps.before_migrating(run, leader, runtime, current, settings.skip_backup)))
+                before_migrating=backup_steps.before_migrating(run, leader, runtime, current, settings.skip_backup),
+                migrate_with_live_env=bool(current and rotation.DATABASE & set(rotation.changed(
+                    steps.release_env_values(run, leader), steps.release_env_values(run, leader, pushed.id),
+                    rotation.DATABASE)))))
             steps.prune(run, inventory.targets, settings.releases_keep)
 
 

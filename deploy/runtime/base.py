@@ -28,6 +28,9 @@ class Candidate:
     # A return to services that ran side by side before (a rollback): every replacement starts
     # at once instead of after the new containers of what it depends on (Compose).
     together: bool = False
+    # The database passwords change with this release: its migration runs with the live
+    # release's env, as PostgreSQL takes the new ones only when the cutover recreates it.
+    migrate_with_live_env: bool = False
 
 
 class Runtime(Protocol):

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from typing import Sequence
 
 from core.errors import OperatorError
-from deploy import steps, wiring
+from deploy import migrations, steps, wiring
 from deploy.report.run import Run
 from deploy.runtime.base import Candidate
 from deploy.settings import Settings
@@ -89,45 +89,14 @@ class ComposeRuntime:
 
 
 def _migrate(run: Run, target: Host, spec: compose.ComposeSpec, release: Candidate, compose_file: dict) -> None:
-    """The release's migration, once, before the cutover, while the live release serves. A first
-    release has no database yet: its own start migrates. Migrations ship in the image: when the
-    migrating service's image is the one the live release runs, there is nothing new to apply
-    (and no one-off container to pay for). Otherwise the release lists what it would apply
-    (``migrate --plan``); with nothing, nothing more happens; else the backup that undoes it is
-    taken first (``release.before_migrating``), and both are recorded in the release and run.json."""
-    release_id, live = release.release_id, release.live
-    found = compose.migration(compose_file)
-    if found is None or not live:
-        run.skip_step("migrate", "first release: the database is created by its first start" if found
-                      else "the stack declares no x-release-migrate")
-        return
-    service, argv = found
-    image = (release.images.get(service) or {}).get("id")
-    live_image = (((sync.read_release_meta(target, live) or {}).get("images") or {}).get(service) or {}).get("id")
-    if image and image == live_image:
-        run.skip_step("migrate", f"{service}'s image is the live release's: no new migration")
-        return
-    with run.step("migrate") as step:
-        try:
-            with steps.interruptible(run, target, release_id, live):
-                pending = compose.pending_migrations(target, spec, release_id, service, argv)
-                if not pending:
-                    run.record("migrations", {"applied": [], "backup": None})
-                    step.note("no migration to apply")
-                    return
-                undo = release.before_migrating(pending) if release.before_migrating else {"backup": None}
-                label = undo.get("backup")
-                record = {"applied": pending, **undo}
-                run.record("migrations", record)
-                output = compose.migrate(target, spec, release_id, service, argv)
-                sync.update_release_meta(target, release_id, migrations=record)
-        except compose.ComposeError as exc:
-            steps.keep_diagnostics(run, target, exc)
-            sync.record_outcome(target, release_id, "failed")
-            exc.message = f"{exc.message}; still serving release {live}"
-            raise
-        run.artifacts.write_text(f"{target.artifact_prefix}migrate.txt", output)
-        step.note(f"applied {', '.join(pending)}" + (f" after backup {label}" if label else " (no backup taken)"))
+    """The release's migration in a one-off container of its own compose project (the live
+    release's env while the database passwords rotate: deploy/rotation.py)."""
+    env_from = release.live if release.migrate_with_live_env else None
+    rid = release.release_id
+    migrations.migrate(
+        run, target, release, compose_file,
+        plan=lambda service, argv: compose.pending_migrations(target, spec, rid, service, argv, env_from),
+        apply=lambda service, argv: compose.migrate(target, spec, rid, service, argv, env_from))
 
 
 def _up(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, wanted: dict[str, dict[str, str]],

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 from core.errors import OperatorError
-from deploy import cloud, steps, wiring
+from deploy import cloud, migrations, steps, wiring
 from deploy.cloud import registry
 from deploy.cluster import Cluster
 from deploy.report.run import Run
@@ -23,7 +23,7 @@ from deploy.wiring import Edges, Inventory
 from remote import backup as backup_cmd
 from remote import collect as remote_collect
 from remote import commands as cmd
-from remote import logs, oneoff, registry_cmds, stackfile, status, swarm, swarm_release, sync
+from remote import compose, logs, oneoff, registry_cmds, stackfile, status, swarm, swarm_release, sync
 from remote.host import Host
 
 
@@ -39,6 +39,7 @@ class SwarmRuntime:
         # the count is the cluster's (NODES may be unset): delete_surplus deletes beyond it
         self.spec = dataclasses.replace(wiring.cloud_spec(settings, need_key=False), nodes=len(cluster.nodes))
         self.timeout = float(settings.health_timeout)
+        self.compose_file = sync.read_compose(settings.stack_dir / "compose.yml")
 
     def database(self) -> tuple[str, ...]:
         return (f"label=com.docker.swarm.service.name={self.project}_postgres",)
@@ -57,6 +58,8 @@ class SwarmRuntime:
         if not release.publish:
             self._redeploy(run, leader, release.release_id, release.live)
             return
+        if release.migrate:
+            self._migrate(run, leader, release)
         with self._registry_login(run, leader) as (prefix, config_dir):
             steps.switch(run, leader, release.release_id)
             self._stack_up(run, leader, release, prefix, config_dir)
@@ -142,6 +145,30 @@ class SwarmRuntime:
         return backup_cmd.swarm_one_off(self.project, entrypoint, argv)
 
     # -- the pieces ---------------------------------------------------------------------------------
+
+    def _migrate(self, run: Run, leader: Host, release: Candidate) -> None:
+        """The release's migration before Swarm rolls anything: a one-off container of its image
+        (built on the leader) with the live service's env, on the network it shares with the
+        database. The stack's first start on the swarm has no live service to take them from:
+        the service's own start applies them."""
+        found = compose.migration(self.compose_file)
+        if found and release.live and not leader.run(oneoff.swarm_service_exists(self.project, found[0]),
+                                                     check=False).ok:
+            run.skip_step("migrate", f"the stack's first start on the swarm: {found[0]}'s start applies the migrations")
+            return
+
+        def one_off(service: str, argv: list[str], what: str):
+            ref = (release.images.get(service) or {}).get("ref")
+            return leader.run(oneoff.swarm_one_off(self.project, service, argv, tty=False, image=ref,
+                                                   beside=backup_cmd.SERVICE), what, check=False,
+                              timeout=self.timeout + 300)
+
+        migrations.migrate(
+            run, leader, release, self.compose_file,
+            plan=lambda service, argv: compose.read_plan(
+                one_off(service, compose.plan_argv(argv), "listing the migrations to apply"), service,
+                compose.plan_argv(argv)),
+            apply=lambda service, argv: compose.read_migration(one_off(service, argv, "migrating"), service, argv))
 
     def _stack_path(self, leader: Host, release_id: str) -> str:
         return leader.layout.release(release_id) + "/" + swarm_release.STACK_FILE

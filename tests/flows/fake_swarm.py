@@ -370,7 +370,14 @@ class SwarmEngine(FakeDocker):
                 return self.database.restore(argv[argv.index(image) + 1:], command)
             if entry == "backup-status":
                 return Result(command, 0, self.database.status(server=False))
-            return self._one_off(argv[argv.index(image) + 1:], command)
+            inner = argv[argv.index(image) + 1:]
+            if inner[-2:] in (["migrate", "--plan"], ["migrate", "--noinput"]):   # the release's migration
+                self.migration_images.append(image)
+                network = argv[argv.index("--network") + 1]
+                if network != "net-internal":   # the network the database is on
+                    return Result(command, 1, "", f"could not translate host name \"postgres\" ({network!r})\n")
+                return self.migrate_command(inner, command)
+            return self._one_off(inner, command)
         if argv[:2] == ["docker", "exec"]:      # into a task's container on this node: <service>.<slot>.<task id>
             name = next(a for a in argv[2:] if not a.startswith("-"))
             if not any(t.node == self.node_id and t.desired == "Running" and f"{t.service}.{t.slot}.{t.id}" == name
@@ -509,6 +516,9 @@ class SwarmEngine(FakeDocker):
                      "Replicas": s.replicas(v), "Image": v.image, "Ports": ""}
                     for v in s.services.values() if stack is None or v.stack == stack]
             return Result(command, 0, "".join(json.dumps(r) + "\n" for r in rows))
+        if sub == "inspect" and "--format" not in args:     # remote/oneoff.swarm_service_exists
+            missing = [n for n in args[1:] if n not in s.services]
+            return Result(command, 1 if missing else 0, "", f"Error: no such service: {missing[0]}\n" if missing else "")
         if sub == "inspect":
             fmt = args[args.index("--format") + 1]
             names = args[args.index("--format") + 2:]
@@ -520,8 +530,10 @@ class SwarmEngine(FakeDocker):
             # remote/oneoff.py's one-off: the live task spec's image, networks and env
             if ".ContainerSpec.Image" in fmt:
                 return Result(command, 0, "".join(s.services[n].image + "\n" for n in names))
-            if ".Networks" in fmt:
-                return Result(command, 0, "".join(f"net-{n.removeprefix(s.services[n].stack + '_')} \n" for n in names))
+            if ".Networks" in fmt:   # the stack's: django on internal and dashboards, postgres on internal and backups
+                nets = {"django": "net-dashboards net-internal", "postgres": "net-backups net-internal"}
+                return Result(command, 0, "".join(f"{nets.get(n.removeprefix(s.services[n].stack + '_'), 'net-' + n.removeprefix(s.services[n].stack + '_'))} \n"
+                                                  for n in names))
             if ".ContainerSpec.Mounts" in fmt:     # the stack file's volumes: pgdata on postgres
                 return Result(command, 0, "".join(
                     "--mount=type=volume,source=stackdeploy_pgdata,target=/var/lib/postgresql/data \n"

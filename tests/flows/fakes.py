@@ -115,6 +115,21 @@ class FakeDocker:
     def _name(self, c: Container) -> str:
         return f"{self.project}-{c.service}-{1 if self.containers.get(c.service) is c else 2}"
 
+    def migrate_command(self, args: list[str], command: str) -> Result:
+        """The release's migration (x-release-migrate) in a one-off: ``--plan`` lists what it would
+        apply, as Django prints it; ``--noinput`` applies it."""
+        if args[-1] == "--plan":
+            self.migration_plans.append(args)
+            if self.plan_error:
+                return Result(command, 1, "", self.plan_error)
+            return Result(command, 0, "Planned operations:\n" + ("".join(
+                f"{m}\n    Add field to a model\n" for m in self.pending_migrations)
+                or "  No planned migration operations.\n"))
+        self.migrations.append(args)
+        applied, self.pending_migrations = self.pending_migrations, []
+        return Result(command, 0, "Operations to perform:\n" + ("".join(f"  Applying {m}... OK\n" for m in applied)
+                                                                or "  No migrations to apply.\n"))
+
     def _one_off(self, argv: list[str], command: str) -> Result:
         self.ran.append(argv)
         code, output = self.answer(argv)
@@ -160,6 +175,7 @@ class FakeDocker:
     # The migrations a release's `migrate` would apply (Django's `migrate --plan` lists them).
     pending_migrations: list[str] = field(default_factory=list)
     migration_plans: list[list[str]] = field(default_factory=list)
+    migration_images: list[str] = field(default_factory=list)   # the image of each swarm migration one-off
     plan_error: str = ""          # what `migrate --plan` fails with (a broken release, the database gone)
     # Docker's health lags as on a droplet whose healthchecks run every 10 s: a new container stays
     # "starting" (only its healthcheck run at once, `docker exec`, tells it is ready).
@@ -255,19 +271,10 @@ class FakeDocker:
         if sub == "stop":
             self._remove([c.id for c in self._all() if c.service in services], stop=True)
             return Result(command, 0, "")
-        if sub == "run" and args[-2:] == ["migrate", "--plan"]:     # what the migration would apply
-            self.migration_plans.append(args)
-            if self.plan_error:
-                return Result(command, 1, "", self.plan_error)
-            return Result(command, 0, "Planned operations:\n" + ("".join(
-                f"{m}\n    Add field to a model\n" for m in self.pending_migrations)
-                or "  No planned migration operations.\n"))
+        if sub == "run" and args[-2:] in (["migrate", "--plan"], ["migrate", "--noinput"]):
+            return self.migrate_command(args, command)
         if sub == "run":
             self.migrations.append(args)
-            if args[-2:] == ["migrate", "--noinput"]:    # the release's migration (x-release-migrate)
-                applied, self.pending_migrations = self.pending_migrations, []
-                return Result(command, 0, "Operations to perform:\n" + ("".join(f"  Applying {m}... OK\n" for m in applied)
-                                                                        or "  No migrations to apply.\n"))
             service = next(a for a in args if not a.startswith("-"))
             return self._one_off(args[args.index(service) + 1:], command)
         if sub == "up" and "--scale" in args:
@@ -612,7 +619,7 @@ class FakeDroplet:
                           + json.dumps({"routers": {}, "services": {}}))
         if first == "docker":
             argv = shlex.split(command.split(" && ")[0])
-            for stop in ("||", "2>/dev/null", "2>&1"):   # shell plumbing after the docker argv
+            for stop in ("||", ">/dev/null", "2>/dev/null", "2>&1"):   # shell plumbing after the docker argv
                 argv = argv[:argv.index(stop)] if stop in argv else argv
             return self.docker.handle(argv, command)
         if first == "curl":  # the HTTPS probes answer headers

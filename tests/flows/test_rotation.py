@@ -56,3 +56,31 @@ def test_database_and_redis_passwords_changed_are_named_and_a_plain_deploy_names
     assert out.manifest["details"]["secrets_rotated"] == ["POSTGRES_APP_PASSWORD", "POSTGRES_PASSWORD", "REDIS_PASSWORD"]
     assert "PostgreSQL restarts with it" in out.message and "Redis restarts with it" in out.message
     assert _release_env(world)["REDIS_PASSWORD"] in world.env_file.read_text()   # the new values went live
+
+
+def _migration_env_files(world) -> list[str]:
+    """The --env-file of each migration one-off (`compose run ... migrate`), in order."""
+    return [argv[argv.index("--env-file") + 1] for argv in world.docker.calls
+            if "run" in argv and "migrate" in argv and "--env-file" in argv]
+
+
+def test_a_database_password_rotated_with_new_migrations_migrates_with_the_live_env_then_rotates(world):
+    from tests.flows.test_flows import _change_django
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    live = world.current()
+    world.docker.pending_migrations = ["notes.0002_note_tags"]
+    _change_django(world)
+    world.set_env(POSTGRES_APP_PASSWORD=secrets.token_urlsafe(32))
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 0, out.message
+    assert world.docker.migrations and world.docker.pending_migrations == []
+    # PostgreSQL still has the live release's password while the migration runs
+    assert set(_migration_env_files(world)) == {str(world.base / "releases" / live / ".env")}
+    # without a rotation, a migration runs with its own release's env
+    world.docker.calls.clear()
+    world.docker.pending_migrations = ["notes.0003_more"]
+    _change_django(world, "again")
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 0, out.message
+    release = out.manifest["details"]["push"]["release_id"]
+    assert set(_migration_env_files(world)) == {str(world.base / "releases" / release / ".env")}

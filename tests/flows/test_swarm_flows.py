@@ -222,3 +222,26 @@ def test_a_plan_with_three_nodes_changes_nothing(world, swarm):
     assert state == (releases(world), world.current(), swarm.running(), len(swarm.deploys), len(swarm.nodes),
                      sorted(world.cloud.members))
     assert not set(world.cloud.calls[calls:]) & world.cloud.WRITES and not world.lock_held()
+
+
+def test_on_the_swarm_new_migrations_are_listed_backed_up_and_applied_before_swarm_rolls_anything(world, swarm):
+    """One flow for one droplet and for N: the migrate step of a Compose deploy, on a swarm (a
+    one-off of the release's image, with the live service's env, on the database's network)."""
+    from tests.flows.test_flows import _change_django
+    deployed(world)
+    assert world.docker.migration_plans == []                  # the first release: django's start migrates
+    world.docker.pending_migrations = ["notes.0002_drop_body"]
+    _change_django(world)
+    deploys = len(swarm.deploys)
+    out = deployed(world, update_only=True)
+    label = world.docker.database.backups[-1]["label"]
+    assert out.step("migrate")["message"] == f"applied notes.0002_drop_body after backup {label}"
+    names = out.step_names
+    assert names.index("migrate") < names.index("backup") < names.index("stack-up")
+    release = out.manifest["details"]["push"]["release_id"]
+    assert world.docker.migration_images and all(i.endswith(":" + release) for i in world.docker.migration_images)
+    assert len(swarm.deploys) == deploys + 1                   # the stack deployed once, after migrating
+    assert world.release_meta(world.current())["migrations"]["applied"] == ["notes.0002_drop_body"]
+    # and a rollback across it is refused as on one droplet
+    refused = world.invoke("rollback", flows.rollback, mode="rollback", release=None)
+    assert refused.exit_code == 1 and "expects an older schema" in refused.message
