@@ -269,3 +269,42 @@ def test_a_restore_on_the_swarm_brings_a_backup_back_and_every_service_with_its_
                             capture_output=True, text=True, timeout=60).stdout
     replicas = dict(line.split() for line in listed.splitlines())
     assert replicas["stackdeploy_api"] == "3/3" and replicas["stackdeploy_postgres"] == "1/1", replicas
+
+
+ADD_TAGS = """from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("notes", "0001_initial")]
+    operations = [migrations.AddField(model_name="note", name="tags", field=models.CharField(max_length=100, default=""))]
+"""
+
+
+def test_a_release_with_a_migration_is_backed_up_and_migrated_before_swarm_rolls_it(swarm_lab):
+    """Issue 22 on a swarm (one flow for one droplet and for N): the migrate step runs in a one-off
+    of the new django image on the database's network, after a backup, before `stack deploy`;
+    a rollback across it is refused, and `--keep-schema` (it only adds a column) goes back."""
+    models = swarm_lab.stack / "django" / "notes" / "models.py"
+    migration = swarm_lab.stack / "django" / "notes" / "migrations" / "0002_note_tags.py"
+    original = models.read_text()
+    try:
+        models.write_text(original.replace("    created_at = models.DateTimeField(auto_now_add=True)\n",
+                                           "    created_at = models.DateTimeField(auto_now_add=True)\n"
+                                           "    tags = models.CharField(max_length=100, default=\"\")\n"))
+        migration.write_text(ADD_TAGS)
+        res = swarm_lab.inv("deploy", "--update-only", extra=NODES)
+        assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
+        data = swarm_lab.manifest()
+        applied = data["details"]["migrations"]
+        assert applied["applied"] == ["notes.0002_note_tags"] and applied["backup"], applied
+        names = [s["name"] for s in data["steps"]]
+        assert names.index("migrate") < names.index("backup") < names.index("stack-up")
+        assert "tags" in _psql(swarm_lab, "SELECT column_name FROM information_schema.columns "
+                                          "WHERE table_name = 'notes_note';\n").split()
+        res = swarm_lab.inv("rollback", extra=NODES)
+        assert res.returncode == 1 and "expects an older schema" in res.stdout + res.stderr
+        res = swarm_lab.inv("rollback", "--keep-schema", extra=NODES)
+        assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
+    finally:
+        models.write_text(original)
+        migration.unlink(missing_ok=True)
