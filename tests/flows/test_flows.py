@@ -339,13 +339,14 @@ def test_changed_services_are_replaced_start_first_dependencies_first(world):
     assert out.manifest["details"]["recreated_in_place"] == ["beat"]
 
 
-def test_the_cutover_waits_on_each_services_own_healthcheck_and_replaces_independent_ones_together(world):
-    assert world.invoke("deploy", flows.deploy).exit_code == 0
-    world.docker.lagging_health = True       # Docker would say "healthy" only at its next check
+def _django_slow_to_answer(world) -> None:
+    """Docker's record lags (as with a 10 s interval) and the next django answers its own
+    healthcheck only on the fourth poll; each probe lands in world.docker.events."""
+    world.docker.lagging_health = True
     world.docker.events.clear()
     django_probes = []
 
-    def answer(argv):                        # the new django needs a few polls to come up
+    def answer(argv):
         if argv[:1] == ["health"]:
             if argv[1] == "django":
                 django_probes.append(argv)
@@ -355,6 +356,11 @@ def test_the_cutover_waits_on_each_services_own_healthcheck_and_replaces_indepen
         return 0, ""
 
     world.docker.answer = answer
+
+
+def test_the_cutover_waits_on_each_services_own_healthcheck_and_replaces_independent_ones_together(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    _django_slow_to_answer(world)
     for path in ("api/app/main.py", "django/config/settings.py"):
         (world.stack / path).write_text((world.stack / path).read_text() + "\n# next release\n")
     index = world.stack / "frontend" / "index.html"
@@ -378,20 +384,7 @@ def test_a_rollback_starts_every_replacement_at_once_the_api_not_waiting_for_the
     for path in ("api/app/main.py", "django/config/settings.py"):
         (world.stack / path).write_text((world.stack / path).read_text() + "\n# next release\n")
     assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
-    world.docker.lagging_health = True       # Docker would say "healthy" only at its next check
-    world.docker.events.clear()
-    django_probes = []
-
-    def answer(argv):                        # the returning django needs a few polls to come up
-        if argv[:1] == ["health"]:
-            if argv[1] == "django":
-                django_probes.append(argv)
-            code = 1 if argv[1] == "django" and len(django_probes) < 4 else 0
-            world.docker.events.append(("probe", argv[1], code))
-            return code, ""
-        return 0, ""
-
-    world.docker.answer = answer
+    _django_slow_to_answer(world)
     out = world.invoke("rollback", flows.rollback, mode="rollback", release=None)
     assert out.exit_code == 0, out.message
     events = world.docker.events
