@@ -158,8 +158,11 @@ def release_env(run: Run, target: Host, settings: Settings) -> tuple[str, list[s
         run.log("secrets changed since the live release: " + "; ".join(
             f"{n} ({rotation.RESTARTS.get(n, 'the services that use it start with the new value')})" for n in rotated))
     overrides = {}
-    if rotation.FALLBACKS in new:
-        overrides[rotation.FALLBACKS] = rotation.fallbacks(live, new)
+    for key, name in rotation.FALLBACK_OF.items():
+        if name in new:
+            overrides[name] = rotation.fallbacks(live, new, key)
+    if rotation.LOGIN in new:
+        overrides[rotation.LOGIN] = rotation.app_login(live, new)
     return settings.stack_env_file(overrides), rotated
 
 

@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 import bcrypt
 
 from deploy.redact import is_secret_name
-from deploy.rotation import FALLBACKS
+from deploy.rotation import FALLBACK_OF, LOGIN
 
 # Filled by the deployer on each deploy: the lab generates none (a value would be the operator's).
-DEPLOYER_FILLED = frozenset({FALLBACKS})
+DEPLOYER_FILLED = frozenset({*FALLBACK_OF.values(), LOGIN})
 
 
 def parse_example(text: str) -> dict[str, str]:

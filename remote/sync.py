@@ -24,12 +24,13 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from remote import commands as cmd
+from remote import stack_secrets
 from remote.errors import RemoteError
 from remote.layout import RELEASE_ENV, RELEASE_IMAGES, RELEASE_META, RELEASE_STACK
 from remote.host import Host
 
 IGNORED_DIRS = frozenset({"node_modules", "__pycache__", ".git", "dist", ".pytest_cache",
-                          ".venv"})
+                          ".venv", ".secrets"})   # .secrets: a local compose run's password files
 RM_BATCH = 400  # paths per rm command: keeps each SSH exec request well under sshd's limit
 
 Manifest = dict[str, dict[str, Any]]
@@ -367,12 +368,24 @@ def parse_fingerprint(text: str) -> Manifest:
 
 def drift(target: Host, release_id: str, manifest: Mapping[str, Mapping[str, Any]]) -> Drift:
     """Compare a published release's files with its manifest (files changed behind our back)."""
-    own = (RELEASE_META, RELEASE_ENV, RELEASE_IMAGES, RELEASE_STACK)   # the deployer's own files
+    # the deployer's own files; the servers' passwords are never hashed into an artifact
+    own = (RELEASE_META, RELEASE_ENV, RELEASE_IMAGES, RELEASE_STACK, f"{stack_secrets.SECRETS_DIR}/*")
     found = parse_fingerprint(target.run(cmd.release_fingerprint(target.layout, release_id, own),
                                          f"reading release {release_id}'s files", timeout=300).stdout)
     return Drift(changed=sorted(p for p in manifest if p in found and not same_entry(found[p], manifest[p])),
                  missing=sorted(p for p in manifest if p not in found),
                  extra=sorted(p for p in found if p not in manifest))
+
+
+def _put_server_secrets(target: Host, release_dir: str, env_content: str) -> None:
+    """The files PostgreSQL and Redis read their passwords from (remote/stack_secrets.py), over
+    sftp only, like the env file."""
+    found = stack_secrets.files_from_env_text(env_content)
+    if not found:
+        return
+    target.run(stack_secrets.make_dirs(release_dir), "preparing the servers' password files")
+    for path, content in found.items():
+        target.put(posixpath.join(release_dir, path), content.encode("utf-8"), mode=0o444)
 
 
 def push(target: Host, local: LocalRelease, env_content: str, by: str = "", min_free_mb: int = 0) -> PushResult:
@@ -426,6 +439,7 @@ def push(target: Host, local: LocalRelease, env_content: str, by: str = "", min_
         target.put(layout.upload(release_id), archive)
         target.run(cmd.extract_archive(layout.upload(release_id), staging), "unpacking the release", timeout=600)
         target.put(posixpath.join(staging, RELEASE_ENV), env_content.encode("utf-8"), mode=0o600)
+        _put_server_secrets(target, staging, env_content)
         target.run(cmd.chain(cmd.make_files_read_only(staging), cmd.rename(staging, layout.release(release_id))),
                    "publishing the release")
     except RemoteError as exc:

@@ -57,6 +57,8 @@ def plan(run: Run, settings: Settings, update_only: bool = False, edges: Edges =
             target = inventory.targets[0]
             try:
                 steps.connect(run, target, quick=True)
+                # the env file a push would write: with what the deployer fills from the live release's
+                env = steps.release_env(run, target, settings)[0]
                 releases.append(steps.plan_release(run, target, local, compose, env, update_only))
             except OperatorError as exc:
                 run.mark_partial(f"the release plan for {target.name}", f"{exc.message} ({exc.hint})")

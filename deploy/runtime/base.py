@@ -29,7 +29,7 @@ class Candidate:
     # at once instead of after the new containers of what it depends on (Compose).
     together: bool = False
     # The database passwords change with this release: its migration runs with the live
-    # release's env, as PostgreSQL takes the new ones only when the cutover recreates it.
+    # release's env, as the new login gets its password only as the cutover begins.
     migrate_with_live_env: bool = False
 
 
@@ -59,6 +59,10 @@ class Runtime(Protocol):
     def database(self) -> tuple[str, ...]:
         """`docker ps` filters that find the running PostgreSQL container on the leader (the
         node that holds the data)."""
+
+    def service_filters(self, service: str) -> tuple[str, ...]:
+        """`docker ps` filters that find a running container of ``service`` on the leader (for
+        PostgreSQL and Redis, which run there alone)."""
 
     # -- the day-2 tasks: what runs now, its logs, a command in it -----------------------------------
 

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from typing import Sequence
 
 from core.errors import OperatorError
-from deploy import migrations, steps, wiring
+from deploy import live_secrets, migrations, steps, wiring
 from deploy.report.run import Run
 from deploy.runtime.base import Candidate
 from deploy.settings import Settings
@@ -33,11 +33,12 @@ class ComposeRuntime:
     def go_live(self, run: Run, leader: Host, release: Candidate) -> None:
         if release.migrate:
             _migrate(run, leader, self.spec, release, self.compose_file)
-        steps.switch(run, leader, release.release_id)
         recreate = set(release.recreate)
-        with self._watched_up(run, leader):
-            _up(run, leader, self.spec, release.release_id, release.images, recreate,
-                     fallback=release.live, fallback_recreate=recreate, together=release.together)
+        with live_secrets.applied(run, leader, release.live, release.release_id, self.service_filters):
+            steps.switch(run, leader, release.release_id)
+            with self._watched_up(run, leader):
+                _up(run, leader, self.spec, release.release_id, release.images, recreate,
+                    fallback=release.live, fallback_recreate=recreate, together=release.together)
 
     def restart(self, run: Run, leader: Host, release_id: str, images_: dict[str, dict[str, str]]) -> None:
         with self._watched_up(run, leader):
@@ -61,7 +62,10 @@ class ComposeRuntime:
         return down
 
     def database(self) -> tuple[str, ...]:
-        return (f"label=com.docker.compose.project={self.spec.project}", "label=com.docker.compose.service=postgres")
+        return self.service_filters("postgres")
+
+    def service_filters(self, service: str) -> tuple[str, ...]:
+        return (f"label=com.docker.compose.project={self.spec.project}", f"label=com.docker.compose.service={service}")
 
     def snapshot(self, leader: Host) -> status.Snapshot:
         res = leader.run(status.compose_probe(leader.layout, self.spec.project), "reading what runs",

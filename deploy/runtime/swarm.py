@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 from core.errors import OperatorError
-from deploy import cloud, migrations, steps, wiring
+from deploy import cloud, live_secrets, migrations, steps, wiring
 from deploy.cloud import registry
 from deploy.cluster import Cluster
 from deploy.report.run import Run
@@ -42,7 +42,10 @@ class SwarmRuntime:
         self.compose_file = sync.read_compose(settings.stack_dir / "compose.yml")
 
     def database(self) -> tuple[str, ...]:
-        return (f"label=com.docker.swarm.service.name={self.project}_postgres",)
+        return self.service_filters("postgres")
+
+    def service_filters(self, service: str) -> tuple[str, ...]:
+        return (f"label=com.docker.swarm.service.name={self.project}_{service}",)
 
     def prepare(self, run: Run, inventory: Inventory) -> None:
         """Form the swarm over the VPC (idempotent: joins new nodes, reconciles manager roles)."""
@@ -60,7 +63,8 @@ class SwarmRuntime:
             return
         if release.migrate:
             self._migrate(run, leader, release)
-        with self._registry_login(run, leader) as (prefix, config_dir):
+        with self._registry_login(run, leader) as (prefix, config_dir), \
+                live_secrets.applied(run, leader, release.live, release.release_id, self.service_filters):
             steps.switch(run, leader, release.release_id)
             self._stack_up(run, leader, release, prefix, config_dir)
 
@@ -229,7 +233,8 @@ class SwarmRuntime:
     def _redeploy(self, run: Run, leader: Host, release_id: str, live: str | None) -> None:
         """A release's own stack file again (its images are in the registry): Swarm rolls each
         service that differs, start-first (a rollback; `inv up` of the live release)."""
-        with self._registry_login(run, leader, read_write=False) as (_prefix, config_dir):
+        with self._registry_login(run, leader, read_write=False) as (_prefix, config_dir), \
+                live_secrets.applied(run, leader, live, release_id, self.service_filters):
             if release_id != live:
                 steps.switch(run, leader, release_id)
             with run.step("stack-up") as step:

@@ -10,6 +10,17 @@ set -Eeuo pipefail
 # shellcheck source=backup-env.sh
 source /usr/local/lib/stack-postgres/backup-env.sh
 
+# The superuser's password for the image's first-start initdb, from the deployer's file (never in
+# the container's environment: docker inspect does not show it, and a rotation changes nothing
+# compose compares). app-role.sh sets every password from the same file once the server runs.
+secrets=/run/stack-secrets/passwords
+if [ ! -s "$secrets" ]; then
+    echo "start.sh: no passwords in $secrets: the deployer writes .secrets/postgres/passwords beside the release's .env (deploy with inv deploy)" >&2
+    exit 1
+fi
+IFS= read -r POSTGRES_PASSWORD < "$secrets" || true
+export POSTGRES_PASSWORD
+
 docker-entrypoint.sh "$@" &
 pid=$!
 schedule=""
@@ -26,7 +37,7 @@ until pg_isready -q -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"; do
 done
 
 # Over the local socket (trust inside the container): the roles' passwords are set from the
-# environment here, so a password changed in .env is the one in force once the server runs.
+# deployer's file here, so the passwords of the release that is live are in force once it runs.
 if bash /usr/local/lib/stack-postgres/app-role.sh; then
     touch /tmp/app-role.ready
     echo "start.sh: app role ${POSTGRES_APP_USER} ensured (owner of ${POSTGRES_DB}, not a superuser)"

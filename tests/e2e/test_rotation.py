@@ -3,9 +3,9 @@ routes and rates of test_zero_downtime.py): DJANGO_SECRET_KEY alone, then POSTGR
 POSTGRES_APP_PASSWORD, REDIS_PASSWORD and DJANGO_SECRET_KEY in one deploy. Each deploy must
 go live with the new values; the old database superuser password is refused afterwards; what
 Django signed with the old key still loads (DJANGO_SECRET_KEY_FALLBACKS). Failed requests are
-figures (.test-logs/rotation-figures.json): the key alone is a start-first replacement of
-django and none may fail; the passwords restart PostgreSQL and Redis in place (their data
-holds them), which costs requests today.
+figures (.test-logs/rotation-figures.json), and none may fail: the key is a start-first
+replacement of django; the passwords are taken by the running PostgreSQL and Redis beside the
+old ones before the clients are replaced, and the old ones retired after (deploy/live_secrets.py).
 
 Runs after test_zero_downtime.py on the same lab droplet; its values replace the lab's in
 lab.env, and the rotated-out ones join the canary of test_backups.py."""
@@ -100,9 +100,19 @@ def test_database_and_redis_passwords_and_the_key_rotate_in_one_deploy_and_the_o
                                                   "REDIS_PASSWORD"]
     record(all_four={"failed": len(report.failed), **report.summary(),
                      "failures": sorted({f"{p.route} {p.status or p.error}" for p in report.failed})})
+    assert data["details"]["secrets_live"] == {"postgres": True, "redis": True}
+    assert not {"postgres", "redis"} & set(data["details"]["up"]["recreated"]), data["details"]["up"]
     assert superuser_login(lab, lab.values["POSTGRES_PASSWORD"]).stdout.strip() == "1"
     refused = superuser_login(lab, old["POSTGRES_PASSWORD"])
     assert refused.returncode != 0 and "password authentication failed" in refused.stderr, refused.stderr
+    # the app's old login (the role itself) no longer logs in; the clients use its alternate
+    app = lab.values["POSTGRES_APP_USER"]
+    refused = in_service(lab, "postgres", ["psql", "-X", "-At", "-h", "127.0.0.1", "-U", app, "-d",
+                                           lab.values["POSTGRES_DB"], "-c", "SELECT 1"],
+                         env={"PGPASSWORD": old["POSTGRES_APP_PASSWORD"]})
+    assert refused.returncode != 0 and "password authentication failed" in refused.stderr, refused.stderr
+    session = in_service(lab, "django", ["python", "-c", "import os; print(os.environ['POSTGRES_USER'])"])
+    assert session.stdout.strip() == f"{app}_alt", session.stdout + session.stderr
     ping = ["sh", "-c", 'REDISCLI_AUTH="$1" redis-cli ping', "sh"]
     refused = in_service(lab, "redis", ping + [old["REDIS_PASSWORD"]])
     assert "WRONGPASS" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
@@ -110,3 +120,4 @@ def test_database_and_redis_passwords_and_the_key_rotate_in_one_deploy_and_the_o
     assert STATE.get("note") is None or STATE["note"] in _notes(lab)      # django reads with the new app password
     checks = {c["name"]: c["status"] for c in data["checks"]}
     assert not [n for n, s in checks.items() if s == "fail"], checks
+    assert_available(report)

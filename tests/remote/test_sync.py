@@ -310,3 +310,31 @@ def test_an_upload_after_fabric_reconnected_uses_an_sftp_client_on_the_new_conne
     executor.put("/opt/app/releases/r1/.release.json", b'{"outcome": "success"}')
     assert first.written == {"/opt/app/releases/r1/.env": b"A=1\n"}
     assert second.written == {"/opt/app/releases/r1/.release.json": b'{"outcome": "success"}'}
+
+
+def test_the_servers_password_files_are_written_beside_the_env_closed_to_others_and_are_not_drift(
+        host, base, stack, commands_run):
+    """PostgreSQL and Redis read their passwords from .secrets/ in the release (remote/stack_secrets.py):
+    written over sftp only, the folder closed to other users, each release with its own copy
+    (a rollback takes the older passwords back), and never in the manifest or the drift."""
+    env = ("POSTGRES_PASSWORD=su-" + os.urandom(6).hex() + "\nPOSTGRES_APP_USER=app\n"
+           "POSTGRES_APP_PASSWORD=app-" + os.urandom(6).hex() + "\nREDIS_PASSWORD=r-" + os.urandom(6).hex() + "\n")
+    values = dict(line.split("=", 1) for line in env.splitlines())
+    first = push(host, stack, now=T0, env=env)
+    folder = rel(base, first.release_id) / ".secrets"
+    assert (folder / "postgres" / "passwords").read_text() == (
+        f"{values['POSTGRES_PASSWORD']}\napp\n{values['POSTGRES_APP_PASSWORD']}\n")
+    assert (folder / "redis" / "password").read_text() == values["REDIS_PASSWORD"] + "\n"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / "redis").stat().st_mode) == 0o755
+    assert stat.S_IMODE((folder / "redis" / "password").stat().st_mode) == 0o444
+    sync.switch(host, first.release_id)
+    local = sync.LocalRelease.read(stack, now=T0 + timedelta(minutes=1))
+    assert not [p for p in local.manifest if ".secrets" in p]
+    assert sync.drift(host, first.release_id, local.manifest).paths == []
+    second = push(host, stack, now=T0 + timedelta(minutes=1),
+                  env=env.replace(values["REDIS_PASSWORD"], "r-rotated-" + os.urandom(6).hex()))
+    assert second.drift.paths == [] and second.removed == []
+    assert (folder / "redis" / "password").read_text() == values["REDIS_PASSWORD"] + "\n"   # the first's, kept
+    assert (rel(base, second.release_id) / ".secrets" / "redis" / "password").read_text().startswith("r-rotated-")
+    assert not any(v in c for c in commands_run for v in values.values() if v != "app")

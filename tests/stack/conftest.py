@@ -40,17 +40,19 @@ def workdir():
 @pytest.fixture(scope="session")
 def redis_server(workdir):
     """compose's own redis command (Debian's redis-server is what the lab image runs too):
-    requirepass from REDIS_PASSWORD via a config file, protected mode on; paths and port adapted.
+    requirepass from the deployer's password file via a config file, protected mode on; paths and port adapted.
     Yields the URL with the password, as compose builds it for the clients."""
     need(shutil.which("redis-server") is not None, "redis-server (apt: redis-server)", provided_by=PROVIDED_BY)
     port = free_port()
     log = workdir / "redis.log"
     password = secrets.token_urlsafe(32)
     (script,) = compose()["services"]["redis"]["command"]
+    secret = workdir / "redis-password"
+    secret.write_text(password + "\n")
     script = (script.replace("$$", "$")  # compose's escape for a literal $
+              .replace("/run/stack-secrets/password", str(secret))
               .replace("/tmp/redis.conf", str(workdir / "redis.conf")).replace("/data", str(workdir)))
-    proc = start(["sh", "-c", f"{script} --port {port} --bind 127.0.0.1 --save ''"], log,
-                 env={"REDIS_PASSWORD": password})
+    proc = start(["sh", "-c", f"{script} --port {port} --bind 127.0.0.1 --save ''"], log, env={})
     wait_until(lambda: port_open(port), 15, "redis", proc=proc, log=log)
     yield f"redis://:{password}@127.0.0.1:{port}"
     stop(proc)
@@ -106,6 +108,8 @@ def stack_env(workdir, redis_server, postgres_server):
         "REDIS_URL": f"{redis_server}/0",
         "CELERY_RESULT_URL": f"{redis_server}/1",
         "INTERNAL_API_TOKEN": secrets.token_urlsafe(32),
+        # the token before the last rotation, as the deployer fills it (deploy/rotation.py)
+        "INTERNAL_API_TOKEN_FALLBACKS": secrets.token_urlsafe(32),
         "DJANGO_STATIC_ROOT": str(workdir / "static"),
         "PYTHONDONTWRITEBYTECODE": "1",
     }

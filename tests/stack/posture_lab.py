@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.stackenv import format_env, lab_values, parse_example
+from remote import stack_secrets
 
 from .helpers import STACK, VENV_BIN
 
@@ -114,12 +115,27 @@ def _seed_old_database(project: str, values: dict[str, str]) -> None:
         docker("rm", "-f", "-v", name, check=False)
 
 
+def write_server_secrets(folder: Path, values: dict[str, str]) -> None:
+    """What the deployer writes beside a release's .env for PostgreSQL and Redis
+    (remote/stack_secrets.py), readable by their containers' own users."""
+    for path, content in stack_secrets.files(values).items():
+        file = folder / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.parent.chmod(0o755)
+        tmp = file.with_name(file.name + ".tmp")
+        tmp.write_text(content)
+        tmp.chmod(0o444)
+        tmp.replace(file)
+
+
 def start(tmp: Path) -> PostureStack:
     project = f"sdposture{secrets.token_hex(3)}"
     folder = tmp / "stack"
-    shutil.copytree(STACK, folder, ignore=shutil.ignore_patterns("node_modules", "dist", "__pycache__", ".env"))
+    shutil.copytree(STACK, folder, ignore=shutil.ignore_patterns("node_modules", "dist", "__pycache__", ".env",
+                                                                 ".secrets"))
     values = _values()
     (folder / ".env").write_text(format_env(values))
+    write_server_secrets(folder, values)
     (folder / "posture.override.yml").write_text(_override(project))
     stack = PostureStack(project=project, folder=folder, env=values)
     try:

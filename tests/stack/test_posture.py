@@ -18,6 +18,7 @@ from tests.conftest import need
 
 from lab.stackenv import format_env
 from remote import commands as cmd
+from remote import stack_secrets
 
 from . import posture_lab
 from .posture_lab import OLD_NOTE, PostureStack, docker
@@ -29,9 +30,10 @@ ROOT_NAMES = {"", "0", "root", "0:0", "root:root"}
 SECRET_HOLDERS = {
     "DJANGO_SECRET_KEY": {"django"},
     "INTERNAL_API_TOKEN": {"api", "django"},
-    "POSTGRES_PASSWORD": {"postgres"},
-    "POSTGRES_APP_PASSWORD": {"postgres", "django", "worker"},
-    "REDIS_PASSWORD": {"redis", "api", "django", "worker", "beat", "flower"},
+    # PostgreSQL and Redis read theirs from files (.secrets/, remote/stack_secrets.py), not env
+    "POSTGRES_PASSWORD": set(),
+    "POSTGRES_APP_PASSWORD": {"django", "worker"},
+    "REDIS_PASSWORD": {"api", "django", "worker", "beat", "flower"},
     "FLOWER_BASIC_AUTH": {"traefik"},
 }
 
@@ -221,33 +223,103 @@ def _superuser_login(stack: PostureStack, password: str) -> subprocess.Completed
                   check=False)
 
 
-def test_rotated_secrets_take_effect_on_restart_old_passwords_are_refused_and_old_signatures_still_load(stack):
-    """Issue 22: the new values in .env, compose up (what a deploy does), and PostgreSQL sets
-    both roles' passwords from its environment on start (the superuser's is otherwise fixed at
-    initdb), Redis its requirepass, and Django keeps accepting what the old key signed through
+def _login(stack: PostureStack, user: str, password: str) -> str:
+    """A TCP login from the django container as ``user``: who the session runs as, or the error."""
+    code = ("import os, psycopg, sys\n"
+            "try:\n"
+            "    with psycopg.connect(host='postgres', dbname=os.environ['POSTGRES_DB'], user=sys.argv[1],\n"
+            "                         password=sys.argv[2], autocommit=True, connect_timeout=5) as c:\n"
+            "        print(c.execute('SELECT current_user').fetchone()[0])\n"
+            "except psycopg.OperationalError as e: print('refused' if 'password authentication failed' in str(e) else e)\n")
+    res = docker("exec", stack.containers["django"], "python", "-c", code, user, password, check=False)
+    return res.stdout.strip() or res.stderr[-500:]
+
+
+def _redis_auth(stack: PostureStack, *passwords: str) -> list[str]:
+    code = ("import socket, sys\n"
+            "for p in sys.argv[1:]:\n"
+            "    s = socket.create_connection(('redis', 6379), 3); s.sendall(b'AUTH ' + p.encode() + b'\\r\\n')\n"
+            "    print('ok' if s.recv(200).startswith(b'+OK') else 'refused')\n")
+    res = docker("exec", stack.containers["api"], "python", "-c", code, *passwords, check=False)
+    return res.stdout.split()
+
+
+def _on_the_host(command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+
+
+def test_rotated_passwords_are_taken_live_without_restarting_the_servers_and_old_ones_are_refused_after(stack, tmp_path):
+    """Issue 22, what `inv deploy` does when the passwords change in .env (deploy/live_secrets.py),
+    with its own commands (remote/stack_secrets.py) on the real PostgreSQL and Redis: the new
+    passwords are accepted beside the old ones, the clients are recreated with the new ones
+    (PostgreSQL and Redis are not), then the old ones are refused; the servers start again with
+    the new ones alone; and Django still accepts what the old key signed, through
     DJANGO_SECRET_KEY_FALLBACKS (the deployer fills it: deploy/rotation.py)."""
     old = dict(stack.env)
+    app, alternate = old["POSTGRES_APP_USER"], stack_secrets.alternate(old["POSTGRES_APP_USER"])
+    servers = {n: stack.containers[n] for n in ("postgres", "redis")}
     signed = docker("exec", stack.containers["django"], "python", "-c", _SIGN, "dumps", check=False).stdout.strip()
     assert signed.count(":") >= 2, signed
     new = {**old, **{k: secrets.token_urlsafe(40) for k in ("POSTGRES_PASSWORD", "POSTGRES_APP_PASSWORD",
                                                             "REDIS_PASSWORD", "DJANGO_SECRET_KEY")},
-           "DJANGO_SECRET_KEY_FALLBACKS": old["DJANGO_SECRET_KEY"]}
+           "DJANGO_SECRET_KEY_FALLBACKS": old["DJANGO_SECRET_KEY"], stack_secrets.LOGIN: alternate}
+    live, target = tmp_path / "live", tmp_path / "target"
+    posture_lab.write_server_secrets(live, old)
+    posture_lab.write_server_secrets(target, new)
+    pg = ("label=com.docker.compose.project=" + stack.project, "label=com.docker.compose.service=postgres")
+    redis = ("label=com.docker.compose.project=" + stack.project, "label=com.docker.compose.service=redis")
+
+    # the first half: both logins and both Redis passwords work
+    for command in (stack_secrets.postgres(pg, str(target / stack_secrets.POSTGRES_FILE), keep_other=True),
+                    stack_secrets.redis_add(redis, str(live / stack_secrets.REDIS_FILE),
+                                            str(target / stack_secrets.REDIS_FILE))):
+        res = _on_the_host(command)
+        assert res.returncode == 0, res.stderr
+        assert not any(new[k] in res.stdout + res.stderr for k in ("POSTGRES_PASSWORD", "REDIS_PASSWORD"))
+    assert _login(stack, app, old["POSTGRES_APP_PASSWORD"]) == app
+    assert _login(stack, alternate, new["POSTGRES_APP_PASSWORD"]) == app      # its sessions run as the app role
+    assert _superuser_login(stack, new["POSTGRES_PASSWORD"]).stdout.strip() == "1"
+    assert _redis_auth(stack, old["REDIS_PASSWORD"], new["REDIS_PASSWORD"]) == ["ok", "ok"]
+
+    # the clients start with the new values; the servers' files are the new release's
     (stack.folder / ".env").write_text(format_env(new))
+    posture_lab.write_server_secrets(stack.folder, new)
     stack.env.update(new)
     up = stack.compose("up", "-d", "--wait", "--wait-timeout", "300", timeout=600, check=False)
     ps = stack.compose("ps", "--all", "--format", "json", check=False).stdout
     stack.containers.update({json.loads(l)["Service"]: json.loads(l)["ID"] for l in ps.splitlines() if l.strip()})
     assert up.returncode == 0, up.stderr[-3000:] + stack.compose("logs", "--tail", "30", check=False).stdout[-6000:]
-    assert _superuser_login(stack, new["POSTGRES_PASSWORD"]).stdout.strip() == "1"
+    assert {n: stack.containers[n] for n in servers} == servers, "PostgreSQL and Redis kept running"
+    assert _psql_as_app(stack, "SELECT current_user, session_user") == f"[('{app}', '{alternate}')]"
+
+    # the second half: the old ones are refused
+    for command in (stack_secrets.postgres(pg, str(target / stack_secrets.POSTGRES_FILE), keep_other=False),
+                    stack_secrets.redis_only(redis, str(target / stack_secrets.REDIS_FILE),
+                                             str(target / stack_secrets.REDIS_FILE))):
+        res = _on_the_host(command)
+        assert res.returncode == 0, res.stderr
+    assert _login(stack, app, old["POSTGRES_APP_PASSWORD"]) == "refused"
+    assert _login(stack, alternate, new["POSTGRES_APP_PASSWORD"]) == app
     refused = _superuser_login(stack, old["POSTGRES_PASSWORD"])
     assert refused.returncode != 0 and "password authentication failed" in refused.stderr
-    assert _psql_as_app(stack, "SELECT current_user") == f"[('{new['POSTGRES_APP_USER']}',)]"   # the new app password
-    code = ("import socket, sys\n"
-            "s = socket.create_connection(('redis', 6379), 3)\n"
-            "for p in sys.argv[1:]: s.sendall(b'AUTH ' + p.encode() + b'\\r\\n'); print(s.recv(200))\n")
-    res = docker("exec", stack.containers["api"], "python", "-c", code, old["REDIS_PASSWORD"], new["REDIS_PASSWORD"],
-                 check=False)
-    assert "WRONGPASS" in res.stdout.splitlines()[0] and "+OK" in res.stdout.splitlines()[1], res.stdout + res.stderr
+    assert _redis_auth(stack, old["REDIS_PASSWORD"], new["REDIS_PASSWORD"]) == ["refused", "ok"]
+    health = stack.inspect("redis")["Config"]["Healthcheck"]["Test"][1]
+    assert docker("exec", servers["redis"], "sh", "-c", health, check=False).returncode == 0   # it reads the new one
+
+    # a wrong live password is refused without saying any password
+    res = _on_the_host(stack_secrets.redis_add(redis, str(live / stack_secrets.REDIS_FILE),
+                                               str(target / stack_secrets.REDIS_FILE)))
+    assert res.returncode != 0 and "refused the live password" in res.stderr
+    assert old["REDIS_PASSWORD"] not in res.stderr and new["REDIS_PASSWORD"] not in res.stderr
+
+    # started again, they read the new release's files: the new passwords alone
+    docker("restart", servers["postgres"], servers["redis"], timeout=120)
+    up = stack.compose("up", "-d", "--wait", "--wait-timeout", "180", timeout=300, check=False)
+    assert up.returncode == 0, up.stderr[-3000:]
+    assert _login(stack, alternate, new["POSTGRES_APP_PASSWORD"]) == app
+    assert _login(stack, app, old["POSTGRES_APP_PASSWORD"]) == "refused"
+    assert _redis_auth(stack, old["REDIS_PASSWORD"], new["REDIS_PASSWORD"]) == ["refused", "ok"]
+
     res = docker("exec", stack.containers["django"], "python", "-c", _SIGN, "loads", signed, check=False)
     assert res.stdout.strip() == "{'user': 42}", res.stdout + res.stderr
     # ...and only through the fallback: without it the old signature is refused

@@ -113,6 +113,11 @@ def test_django_internal_api_requires_the_shared_token(django_server, stack_env)
     assert requests.get(url, headers={"X-Internal-Token": "wrong"}, timeout=5).status_code == 403
     ok = requests.get(url, headers={"X-Internal-Token": stack_env["INTERNAL_API_TOKEN"]}, timeout=5)
     assert ok.status_code == 200 and "notes" in ok.json()
+    # the token before the last rotation: an api not yet replaced still sends it (issue 22)
+    previous = requests.get(url, headers={"X-Internal-Token": stack_env["INTERNAL_API_TOKEN_FALLBACKS"]}, timeout=5)
+    assert previous.status_code == 200
+    joined = stack_env["INTERNAL_API_TOKEN"] + stack_env["INTERNAL_API_TOKEN_FALLBACKS"]
+    assert requests.get(url, headers={"X-Internal-Token": joined}, timeout=5).status_code == 403
 
 
 def _notes_in_postgres(pg) -> int:

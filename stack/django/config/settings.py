@@ -24,6 +24,8 @@ DEPLOY_ENV = deploy_env()
 DOMAIN = required("DOMAIN", "set it in .env to the public domain, e.g. example.com")
 INTERNAL_API_TOKEN = (required("INTERNAL_API_TOKEN", "set it in .env to a long random string") if SERVES_HTTP
                       else "")
+# The token before the last rotation (the deployer fills it): the api still sends it until it is replaced.
+INTERNAL_API_TOKEN_FALLBACKS = os.environ.get("INTERNAL_API_TOKEN_FALLBACKS", "").split() if SERVES_HTTP else []
 DEBUG = False
 
 # `django` is the compose service name FastAPI uses; localhost for the healthcheck;

@@ -8,8 +8,11 @@ from django.http import HttpRequest
 
 
 def has_internal_token(request: HttpRequest) -> bool:
-    sent = request.headers.get("X-Internal-Token", "")
+    """The token, or one rotated out by the last rotation (INTERNAL_API_TOKEN_FALLBACKS: an api
+    not yet replaced still sends it while a new django serves)."""
+    sent = request.headers.get("X-Internal-Token", "").encode()
     if not settings.INTERNAL_API_TOKEN:  # a container without the token serves nobody
         return False
-    # Constant-time comparison: the token must not leak through response timing.
-    return hmac.compare_digest(sent.encode(), settings.INTERNAL_API_TOKEN.encode())
+    # Constant-time comparison of every accepted token: none leaks through response timing.
+    accepted = [settings.INTERNAL_API_TOKEN, *settings.INTERNAL_API_TOKEN_FALLBACKS]
+    return sum(hmac.compare_digest(sent, token.encode()) for token in accepted) > 0

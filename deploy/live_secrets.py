@@ -1,0 +1,78 @@
+"""The server passwords a release changes, applied in the running PostgreSQL and Redis around
+its go-live, so a rotation restarts neither and refuses no connection (remote/stack_secrets.py
+has the two halves; docs/secrets.md the whole story)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+from core.errors import OperatorError
+from deploy.report.run import Run
+from remote import stack_secrets
+from remote.host import Host
+
+Filters = Callable[[str], Sequence[str]]   # service -> `docker ps` filters of its container on the leader
+
+
+@contextmanager
+def applied(run: Run, leader: Host, live: str | None, target: str, filters: Filters) -> Iterator[None]:
+    """Before the body: the new passwords accepted beside the old ones. After it: the old ones
+    retired. If the body raises (the live release serves again): the live release's passwords
+    alone, as before."""
+    changed = _changed(leader, live, target)
+    if not changed:
+        yield
+        return
+    layout = leader.layout
+    live_dir, target_dir = layout.release(live or ""), layout.release(target)
+    pg, redis = stack_secrets.POSTGRES_FILE in changed, stack_secrets.REDIS_FILE in changed
+    try:
+        _accept_both(run, leader, live_dir, target_dir, pg, redis, filters)
+        yield
+    except BaseException:
+        # Also when the first half stopped part-way: what it added is taken back.
+        _retire(run, leader, live_dir, pg, redis, filters, "putting the live release's passwords back")
+        raise
+    _retire(run, leader, target_dir, pg, redis, filters, "retiring the old passwords")
+
+
+def _accept_both(run: Run, leader: Host, live_dir: str, target_dir: str, pg: bool, redis: bool,
+                 filters: Filters) -> None:
+    with run.step("secrets") as step:
+        if pg:
+            leader.run(stack_secrets.postgres(filters("postgres"), f"{target_dir}/{stack_secrets.POSTGRES_FILE}",
+                                              keep_other=True),
+                       "PostgreSQL: the new passwords beside the old login's", timeout=60)
+        if redis:
+            leader.run(stack_secrets.redis_add(filters("redis"), f"{live_dir}/{stack_secrets.REDIS_FILE}",
+                                               f"{target_dir}/{stack_secrets.REDIS_FILE}"),
+                       "Redis: the new password beside the old one", timeout=60)
+        run.record("secrets_live", {"postgres": pg, "redis": redis})
+        step.note("the running " + " and ".join(n for n, on in (("PostgreSQL", pg), ("Redis", redis)) if on)
+                  + " accept the new passwords and the old ones until the cutover ends")
+
+
+def _changed(leader: Host, live: str | None, target: str) -> list[str]:
+    if not live or live == target:
+        return []
+    layout = leader.layout
+    res = leader.run(stack_secrets.changed(layout.release(live), layout.release(target)),
+                     "comparing the servers' passwords", check=False, timeout=30)
+    return res.stdout.split()
+
+
+def _retire(run: Run, leader: Host, keep_dir: str, pg: bool, redis: bool, filters: Filters, what: str) -> None:
+    """The passwords in ``keep_dir`` alone. A failure is said, not raised: the release that serves
+    works either way, and the other passwords still work until the next rotation or restart."""
+    try:
+        if pg:
+            leader.run(stack_secrets.postgres(filters("postgres"), f"{keep_dir}/{stack_secrets.POSTGRES_FILE}",
+                                              keep_other=False), f"PostgreSQL: {what}", timeout=60)
+        if redis:
+            file = f"{keep_dir}/{stack_secrets.REDIS_FILE}"
+            leader.run(stack_secrets.redis_only(filters("redis"), file, file), f"Redis: {what}", timeout=60)
+    except (OperatorError, ConnectionError) as exc:
+        run.record("secrets_not_retired", True)
+        run.warn(f"{what} failed ({getattr(exc, 'message', exc)}): the passwords of both releases still work "
+                 "until PostgreSQL and Redis next start, when they take the live release's alone (on the "
+                 "droplet: `docker restart` of their containers)")
