@@ -282,10 +282,22 @@ def runs_diff(c, a, b="latest"):
         raise Exit(message=str(exc), code=2) from None
 
 
+@task(name="rotate-ssh-key",
+      help={**COMMON_HELP, "new_key": "The new key pair's private key (its .pub beside it), made with ssh-keygen."})
+def rotate_ssh_key(c, new_key="", env_file=None, no_timestamp=False):
+    """Replace the deploy SSH key on every node and in DigitalOcean, never without a working key.
+
+    The new key is authorized and tried before the old one is removed (on the droplets and in
+    the account); afterwards set SSH_KEY_PATH to the new key. Running it again finishes a
+    rotation that was cut short."""
+    run_task(c, "rotate-ssh-key", "rotate", _flags(no_timestamp), env_file,
+             lambda run, s: flows.rotate_ssh_key(run, s, new_key=new_key))
+
+
 lock = Collection("lock", lock_status, lock_release)
 runs = Collection("runs", runs_list, runs_diff)
 ns = Collection(deploy, provision, push, up, verify, collect, rollback, releases, backup, backups, restore, prune, destroy,
-                status, logs_, exec_, manage, shell, lock, runs)
+                status, logs_, exec_, manage, shell, rotate_ssh_key, lock, runs)
 try:
     from lab.tasks import ns as lab_ns
 except ImportError:  # the lab is optional for a cloud-only install

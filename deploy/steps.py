@@ -67,6 +67,13 @@ def pin_host_key(run: Run, known_hosts: Path, d: cloud.DropletInfo, port: int) -
     run.log(f"pinned the SSH host key of {d.name} ({entry}) in {known_hosts}")
 
 
+def cloud_events(run: Run) -> Callable[[str, str], None]:
+    """The cloud adapter's events into the run: its retries as warnings, the rest as log lines."""
+    def on_event(level: str, message: str) -> None:
+        run.warn(message) if level == "warning" else run.log(message)
+    return on_event
+
+
 def connect(run: Run, target: Host, quick: bool = False) -> Host:
     with run.step("connect") as step:
         target.open(quick=quick)

@@ -39,6 +39,11 @@ class SshError(RemoteError):
     """A connection problem: what failed, and a ``hint`` to fix it."""
 
 
+class KeyRefused(SshError):
+    """The server answered and refused the key (not a network failure): `inv rotate-ssh-key`
+    tells a revoked key from an unreachable droplet by it."""
+
+
 @dataclass(frozen=True)
 class SshEndpoint:
     host: str
@@ -244,7 +249,7 @@ def connect(target: SshEndpoint, sleep: Callable[[float], None] = time.sleep) ->
                 f"{known_hosts}") from None
         except paramiko.AuthenticationException:
             conn.close()
-            raise SshError(
+            raise KeyRefused(
                 f"the server refused key {target.key_path} for user {target.user} "
                 f"on {target.host}:{target.port}",
                 f"register the public key {target.key_path}.pub for user {target.user} on the "

@@ -17,6 +17,7 @@ from deploy.flows.prune import prune
 from deploy.flows.release import deploy, push_only, up_only
 from deploy.flows.rollback import rollback
 from deploy.flows.shell import django_shell, exec_in, manage
+from deploy.flows.ssh_key import rotate_ssh_key
 from deploy.flows.status import status
 from deploy.report.run import Run
 from deploy.settings import Settings
@@ -24,7 +25,7 @@ from deploy.wiring import REAL_EDGES, Edges
 
 __all__ = ["RestoreTarget", "backup_now", "collect_only", "deploy", "destroy", "django_shell", "exec_in", "list_backups",
            "list_releases", "lock_release", "lock_status", "logs", "manage", "plan", "provision_only", "prune", "push_only",
-           "recover", "restore", "rollback", "status", "up_only", "verify", "verify_only"]
+           "recover", "restore", "rollback", "rotate_ssh_key", "status", "up_only", "verify", "verify_only"]
 
 
 def provision_only(run: Run, settings: Settings, edges: Edges = REAL_EDGES, wait: bool = True) -> None:

@@ -69,7 +69,7 @@ def destroy(run: Run, settings: Settings, edges: Edges = REAL_EDGES, yes: bool =
     kept_here = hostkey.kept_names(known_hosts, settings.droplet_name)
     with run.step("inventory") as step:
         past = [_address(e) for e in hostkey.pinned_with(known_hosts, kept_here)]
-        found = edges.cloud.stack_inventory(spec, past, on_event=_events(run))
+        found = edges.cloud.stack_inventory(spec, past, on_event=steps.cloud_events(run))
         removals = found.removals(include_data)
         kept = len(found.kept) + (0 if include_data else len(found.data))
         step.note(f"{len(removals)} to remove, {kept} kept"
@@ -95,17 +95,10 @@ def destroy(run: Run, settings: Settings, edges: Edges = REAL_EDGES, yes: bool =
     with _deploy_lock(run, settings, edges, found):
         _confirm(run, settings.droplet_name, yes, ask)
         with run.step("remove") as step:
-            gone = edges.cloud.remove_stack(spec, removals, on_event=_events(run))
+            gone = edges.cloud.remove_stack(spec, removals, on_event=steps.cloud_events(run))
             step.note(f"{len(gone)} removed: " + ", ".join(f"{i.kind} {i.name}" for i in gone))
     _forget(run, known_hosts, local)
     run.log(f"stack {settings.droplet_name} is removed" + (f"; {kept} kept (listed above)" if kept else ""))
-
-
-def _events(run: Run) -> Callable[[str, str], None]:
-    """The cloud adapter's events into the run: its retries as warnings, the rest as log lines."""
-    def on_event(level: str, message: str) -> None:
-        run.warn(message) if level == "warning" else run.log(message)
-    return on_event
 
 
 def _spec(run: Run, settings: Settings) -> cloud.CloudSpec:

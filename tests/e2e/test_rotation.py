@@ -1,8 +1,9 @@
 """Secrets rotated by editing .env and deploying (issue 22), on the lab, under the prober (the
-routes and rates of test_zero_downtime.py): DJANGO_SECRET_KEY alone, then POSTGRES_PASSWORD,
-POSTGRES_APP_PASSWORD, REDIS_PASSWORD and DJANGO_SECRET_KEY in one deploy. Each deploy must
-go live with the new values; the old database superuser password is refused afterwards; what
-Django signed with the old key still loads (DJANGO_SECRET_KEY_FALLBACKS). Failed requests are
+routes and rates of test_zero_downtime.py): DJANGO_SECRET_KEY alone, POSTGRES_PASSWORD,
+POSTGRES_APP_PASSWORD and REDIS_PASSWORD one at a time, then all four in one deploy. Each
+deploy must go live with the new values; each old password is refused afterwards; an admin
+signed in before the key's rotation is still signed in after it, and what Django signed with
+the old key still loads (DJANGO_SECRET_KEY_FALLBACKS). Failed requests are
 figures (.test-logs/rotation-figures.json), and none may fail: the key is a start-first
 replacement of django; the passwords are taken by the running PostgreSQL and Redis beside the
 old ones before the clients are replaced, and the old ones retired after (deploy/live_secrets.py).
@@ -12,14 +13,20 @@ lab.env, and the rotated-out ones join the canary of test_backups.py."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
+import requests
 
-from tests.e2e.conftest import REPO, STATE
+from deploy.checks.model import PublicSite
+from deploy.checks.pinned import pinned_session
+from tests.e2e.conftest import QUIET, REPO, STATE
 from tests.e2e.test_lab_deploy import _notes
+from tests.remote.sshd import keygen
 from tests.e2e.test_zero_downtime import UNDER_LOAD, assert_available, probed
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
@@ -73,8 +80,35 @@ def live(deployed):
     return deployed
 
 
-def test_a_rotated_django_key_drops_no_request_and_what_the_old_key_signed_still_loads(live):
+def admin_session(lab):
+    """A signed-in Django admin session on admin.<domain>, through Traefik's basic auth, as a
+    browser has it: the session cookie of a real login (a new superuser's)."""
+    user, password = "e2e-admin", secrets.token_urlsafe(18)
+    made = in_service(lab, "django", ["python", "manage.py", "createsuperuser", "--noinput", "--username", user,
+                                      "--email", "e2e@example.test"], env={"DJANGO_SUPERUSER_PASSWORD": password})
+    assert made.returncode == 0, made.stdout + made.stderr
+    session = pinned_session(PublicSite(ip=STATE["ip"], domain=lab.values["DOMAIN"], deploy_env="staging"))
+    session.auth = ("admin", (lab.tmp / "lab-state" / "dashboard-password").read_text().strip())
+    base = f"https://admin.{lab.values['DOMAIN']}/admin"
+    form = session.get(f"{base}/login/", timeout=15)
+    assert form.status_code == 200, form.status_code
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
+    signed_in = session.post(f"{base}/login/?next=/admin/", timeout=15, allow_redirects=False,
+                             data={"username": user, "password": password, "csrfmiddlewaretoken": csrf,
+                                   "next": "/admin/"}, headers={"Referer": f"{base}/login/"})
+    assert signed_in.status_code == 302 and signed_in.headers["Location"] == "/admin/", signed_in.status_code
+    return session, base
+
+
+def signed_in(session, base: str) -> bool:
+    page = session.get(f"{base}/", timeout=15, allow_redirects=False)
+    return page.status_code == 200 and "Site administration" in page.text
+
+
+def test_a_rotated_django_key_drops_no_request_and_a_signed_in_admin_stays_signed_in(live):
     lab = live
+    session, base = admin_session(lab)
+    assert signed_in(session, base)
     signed = in_service(lab, "django", ["python", "-c", SIGN, "dumps"])
     assert signed.returncode == 0, signed.stderr
     rotate(lab, DJANGO_SECRET_KEY=secrets.token_urlsafe(48))
@@ -83,41 +117,102 @@ def test_a_rotated_django_key_drops_no_request_and_what_the_old_key_signed_still
     data = lab.manifest()
     assert data["details"]["secrets_rotated"] == ["DJANGO_SECRET_KEY"]
     assert data["details"]["up"]["replaced"] == ["django"], data["details"]["up"]
+    record(django_key={"failed": len(report.failed), **report.summary()})
+    assert signed_in(session, base), "the admin signed in before the rotation was sent to the login page"
     loaded = in_service(lab, "django", ["python", "-c", SIGN, "loads", signed.stdout.strip()])
     assert loaded.stdout.strip() == "still signed in", loaded.stdout + loaded.stderr
-    record(django_key={"failed": len(report.failed), **report.summary()})
+    assert_available(report)
+
+
+def app_login(lab) -> str:
+    """The database login django uses now (the app role or its alternate)."""
+    res = in_service(lab, "django", ["python", "-c", "import os; print(os.environ['POSTGRES_USER'])"])
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def psql_as(lab, user: str, password: str) -> subprocess.CompletedProcess:
+    return in_service(lab, "postgres", ["psql", "-X", "-At", "-h", "127.0.0.1", "-U", user, "-d",
+                                        lab.values["POSTGRES_DB"], "-c", "SELECT 1"], env={"PGPASSWORD": password})
+
+
+def assert_refused(res: subprocess.CompletedProcess, words: str) -> None:
+    # redis-cli exits 0 after an error reply: the words say it
+    assert words in res.stdout + res.stderr, res.stdout + res.stderr
+
+
+def assert_only_new_passwords_work(lab, old: dict[str, str], login_before: str) -> None:
+    """Each rotated password: the new one works, the old one is refused (by the login that had it)."""
+    if "POSTGRES_PASSWORD" in old:
+        assert superuser_login(lab, lab.values["POSTGRES_PASSWORD"]).stdout.strip() == "1"
+        assert_refused(superuser_login(lab, old["POSTGRES_PASSWORD"]), "password authentication failed")
+    if "POSTGRES_APP_PASSWORD" in old:
+        login = app_login(lab)
+        assert login != login_before and {login, login_before} == {lab.values["POSTGRES_APP_USER"],
+                                                                  lab.values["POSTGRES_APP_USER"] + "_alt"}
+        assert psql_as(lab, login, lab.values["POSTGRES_APP_PASSWORD"]).stdout.strip() == "1"
+        assert_refused(psql_as(lab, login_before, old["POSTGRES_APP_PASSWORD"]), "password authentication failed")
+    if "REDIS_PASSWORD" in old:
+        ping = ["sh", "-c", 'REDISCLI_AUTH="$1" redis-cli ping', "sh"]
+        assert_refused(in_service(lab, "redis", ping + [old["REDIS_PASSWORD"]]), "WRONGPASS")
+        assert in_service(lab, "redis", ping + [lab.values["REDIS_PASSWORD"]]).stdout.strip() == "PONG"
+
+
+def rotated_live(lab, names: list[str]) -> tuple[dict, object]:
+    """``names`` rotated by a deploy under the prober; the servers took them running."""
+    login_before = app_login(lab)
+    old = rotate(lab, **{k: secrets.token_urlsafe(40) for k in names})
+    res, report = probed(lab, "deploy", "--update-only")
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    data = lab.manifest()
+    assert data["details"]["secrets_rotated"] == sorted(names)
+    assert not {"postgres", "redis"} & set(data["details"]["up"]["recreated"]), data["details"]["up"]
+    assert_only_new_passwords_work(lab, old, login_before)
+    assert STATE.get("note") is None or STATE["note"] in _notes(lab)      # django reads with the new values
+    checks = {c["name"]: c["status"] for c in data["checks"]}
+    assert not [n for n, s in checks.items() if s == "fail"], checks
+    return data, report
+
+
+@pytest.mark.parametrize("name", ["POSTGRES_PASSWORD", "POSTGRES_APP_PASSWORD", "REDIS_PASSWORD"])
+def test_each_server_password_rotates_alone_with_no_failed_request(live, name):
+    data, report = rotated_live(live, [name])
+    assert data["details"]["secrets_live"] == {"postgres": name != "REDIS_PASSWORD",
+                                               "redis": name == "REDIS_PASSWORD"}
+    record(**{name.lower(): {"failed": len(report.failed), **report.summary()}})
     assert_available(report)
 
 
 def test_database_and_redis_passwords_and_the_key_rotate_in_one_deploy_and_the_old_passwords_stop_working(live):
-    lab = live
-    old = rotate(lab, **{k: secrets.token_urlsafe(40) for k in ("POSTGRES_PASSWORD", "POSTGRES_APP_PASSWORD",
-                                                                "REDIS_PASSWORD", "DJANGO_SECRET_KEY")})
-    res, report = probed(lab, "deploy", "--update-only")
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
-    data = lab.manifest()
-    assert data["details"]["secrets_rotated"] == ["DJANGO_SECRET_KEY", "POSTGRES_APP_PASSWORD", "POSTGRES_PASSWORD",
-                                                  "REDIS_PASSWORD"]
+    data, report = rotated_live(live, ["POSTGRES_PASSWORD", "POSTGRES_APP_PASSWORD", "REDIS_PASSWORD",
+                                       "DJANGO_SECRET_KEY"])
     record(all_four={"failed": len(report.failed), **report.summary(),
                      "failures": sorted({f"{p.route} {p.status or p.error}" for p in report.failed})})
     assert data["details"]["secrets_live"] == {"postgres": True, "redis": True}
-    assert not {"postgres", "redis"} & set(data["details"]["up"]["recreated"]), data["details"]["up"]
-    assert superuser_login(lab, lab.values["POSTGRES_PASSWORD"]).stdout.strip() == "1"
-    refused = superuser_login(lab, old["POSTGRES_PASSWORD"])
-    assert refused.returncode != 0 and "password authentication failed" in refused.stderr, refused.stderr
-    # the app's old login (the role itself) no longer logs in; the clients use its alternate
-    app = lab.values["POSTGRES_APP_USER"]
-    refused = in_service(lab, "postgres", ["psql", "-X", "-At", "-h", "127.0.0.1", "-U", app, "-d",
-                                           lab.values["POSTGRES_DB"], "-c", "SELECT 1"],
-                         env={"PGPASSWORD": old["POSTGRES_APP_PASSWORD"]})
-    assert refused.returncode != 0 and "password authentication failed" in refused.stderr, refused.stderr
-    session = in_service(lab, "django", ["python", "-c", "import os; print(os.environ['POSTGRES_USER'])"])
-    assert session.stdout.strip() == f"{app}_alt", session.stdout + session.stderr
-    ping = ["sh", "-c", 'REDISCLI_AUTH="$1" redis-cli ping', "sh"]
-    refused = in_service(lab, "redis", ping + [old["REDIS_PASSWORD"]])
-    assert "WRONGPASS" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
-    assert in_service(lab, "redis", ping + [lab.values["REDIS_PASSWORD"]]).stdout.strip() == "PONG"
-    assert STATE.get("note") is None or STATE["note"] in _notes(lab)      # django reads with the new app password
-    checks = {c["name"]: c["status"] for c in data["checks"]}
-    assert not [n for n, s in checks.items() if s == "fail"], checks
     assert_available(report)
+
+
+def test_the_deploy_ssh_key_rotates_on_the_droplet_and_in_the_account_and_the_old_one_is_refused(live):
+    """`inv rotate-ssh-key` on the lab droplet's real sshd and the lab's DigitalOcean API: the new
+    key opens the droplet, the old one is refused, the account holds the new one alone; the next
+    task runs with the new key. Last in this module: the lab's env file takes the new key."""
+    lab = live
+    old = Path(lab.values["SSH_KEY_PATH"])
+    new = keygen(lab.tmp / "rotated_ed25519")
+    res = lab.inv("rotate-ssh-key", "--new-key", str(new), extra=QUIET)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert f"SSH_KEY_PATH={new}" in res.stdout
+    login = ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+             "-o", "IdentitiesOnly=yes", f"deploy@{STATE['ip']}", "true"]
+    refused = subprocess.run(["ssh", "-i", str(old), *login[1:]], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
+    assert subprocess.run(["ssh", "-i", str(new), *login[1:]], capture_output=True, timeout=60).returncode == 0
+    keys = requests.get(lab.values["DIGITALOCEAN_END_POINT"] + "account/keys", timeout=10,
+                        headers={"Authorization": f"Bearer {lab.values['DIGITALOCEAN_TOKEN']}"}).json()["ssh_keys"]
+    blobs = {k["public_key"].split()[1] for k in keys}
+    assert blobs == {Path(f"{new}.pub").read_text().split()[1]}, keys
+    lines = [l for l in lab.env_file.read_text().splitlines() if not l.startswith("SSH_KEY_PATH=")]
+    lab.env_file.write_text("\n".join(lines + [f"SSH_KEY_PATH={new}"]) + "\n")
+    lab.values["SSH_KEY_PATH"] = str(new)
+    res = lab.inv("status", extra=QUIET)      # the next task reaches the droplet with the new key
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]

@@ -34,9 +34,18 @@ def probed(lab, *args: str):
     return res, report
 
 
-def assert_available(report) -> None:
+MAX_SILENCE_S = 3.0
+
+
+def assert_available(report, least: int = 100) -> None:
+    """No failed request, and the prober sent all along: at least ``least`` requests, and no
+    moment of more than MAX_SILENCE_S without one begun (all routes stuck at once is an outage
+    too). How many a deploy gets depends on its length, so the floor is low."""
     summary = report.summary()
-    assert summary["sent"] > 200, summary
+    assert summary["sent"] > least, summary
+    starts = sorted(p.at for p in report.probes)
+    silence = max((b - a for a, b in zip(starts, starts[1:])), default=0.0)
+    assert silence <= MAX_SILENCE_S, f"no request begun for {silence:.1f} s: {summary}"
     assert report.failed == [], summary
 
 

@@ -23,6 +23,7 @@ from deploy import flows
 from deploy.report.run import Run
 from deploy.taskrun import PROJECT_ROOT, run_task
 from deploy.wiring import Edges
+from remote.connection import KeyRefused
 from remote.host import Host
 from tests.flows.fakes import Fault, FakeChecks, FakeCloud, FakeDocker, FakeDroplet
 
@@ -94,7 +95,8 @@ class World:
             def open_(quick: bool) -> FakeDroplet:
                 if self.fault is not None:
                     self.fault("connect", ssh.host)
-                droplet = FakeDroplet(self.base, self.docker, host=ssh.host, fault=self.fault)
+                self._authenticate(ssh)
+                droplet = FakeDroplet(self.base, self.docker, host=ssh.host, fault=self.fault, home=self.home)
                 droplet.disk_full_on = self.disk_full_on
                 if self.cloud_init is not None:
                     droplet.cloud_init = list(self.cloud_init)
@@ -105,6 +107,21 @@ class World:
         certificate = getattr(self.checks, "certificate", FakeChecks().certificate)
         return Edges(cloud=self.cloud, connector=self.connector or connect, run_checks=self.checks,
                      certificate=certificate)
+
+    @property
+    def home(self) -> Path:
+        """The deploy user's home on the fake droplet; its ~/.ssh/authorized_keys, once written,
+        decides which keys connect (before that, as right after cloud-init: SSH_KEY_PATH's)."""
+        return self.tmp / "droplet" / "home" / "deploy"
+
+    def _authenticate(self, ssh) -> None:
+        keys = self.home / ".ssh" / "authorized_keys"
+        if not keys.exists():
+            return
+        blob = Path(f"{ssh.key_path}.pub").read_text().split()[1]
+        if not any(blob in line.split() for line in keys.read_text().splitlines()):
+            raise KeyRefused(f"the server refused key {ssh.key_path} for user {ssh.user} on {ssh.host}:{ssh.port}",
+                             "register the public key on the droplet")
 
     def set_env(self, **values: str | None) -> None:
         lines = [l for l in self.env_file.read_text().splitlines()

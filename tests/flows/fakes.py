@@ -584,8 +584,10 @@ class FakeDroplet:
     """An executor for remote.host.Host: shell for files, FakeDocker for docker and curl.
     Files are written through the real SshExecutor.put over a local stand-in for SFTP."""
 
-    def __init__(self, root: Path, docker: FakeDocker, host: str = "203.0.113.10", fault: Fault | None = None) -> None:
+    def __init__(self, root: Path, docker: FakeDocker, host: str = "203.0.113.10", fault: Fault | None = None,
+                 home: Path | None = None) -> None:
         self.root = root
+        self.home = home            # the deploy user's $HOME for the shell's commands (its ~/.ssh)
         self.docker = docker
         self.host = host
         self.commands: list[str] = []
@@ -624,6 +626,8 @@ class FakeDroplet:
             return self.docker.handle(argv, command)
         if first == "curl":  # the HTTPS probes answer headers
             return Result(command, 0, "HTTP/2 200\nstrict-transport-security: max-age=31536000\n")
+        if self.home is not None:
+            command = f"export HOME={shlex.quote(str(self.home))}\n{command}"
         return _shell().run(command, timeout or 60)
 
     def _script(self, command: str, timeout: float) -> Result:
@@ -762,6 +766,7 @@ class FakeCloud:
     backups: tuple[str, ...] = ()
     removed: list[str] = field(default_factory=list)           # "<kind> <name>" removed by remove_stack, in order
     fail_removing: str | None = None                            # remove_stack fails at the first item of this kind, once
+    ssh_keys: list[str] = field(default_factory=list)           # the account's SSH keys (their blobs), in order
 
     def _droplet(self, created: bool) -> cloud.DropletInfo:
         return cloud.DropletInfo(id=42, name="stackdeploy-1", region="fra1", size="s-2vcpu-4gb",
@@ -896,6 +901,18 @@ class FakeCloud:
             self.data = [i for i in self.data if i != item]
             self.removed.append(f"{item.kind} {item.name}")
         return list(items)
+
+    def replace_ssh_key(self, spec: cloud.CloudSpec, new_public_key: str, on_event=None) -> cloud.KeyChange:
+        """As the adapter: the new key registered first, then the old one (``spec``'s) removed."""
+        self.calls.append("replace_ssh_key")
+        new, old = new_public_key.split()[1], spec.ssh_public_key.split()[1]
+        registered = new not in self.ssh_keys
+        if registered:
+            self.ssh_keys.append(new)
+        removed = old in self.ssh_keys
+        if removed:
+            self.ssh_keys.remove(old)
+        return cloud.KeyChange(registered, removed)
 
     def plan_provision(self, spec: cloud.CloudSpec, on_event=None, account=None) -> cloud.ProvisionPlan:
         self.calls.append("plan_provision")

@@ -12,7 +12,7 @@ import paramiko
 import pytest
 
 from lab.ports import free_port
-from remote.connection import SshError, SshEndpoint, connect, load_key
+from remote.connection import KeyRefused, SshError, SshEndpoint, connect, load_key
 from remote.layout import ReleaseLayout
 from remote.host import ConnectionLost, SshExecutor, Host
 from tests.remote.sshd import keygen, pin
@@ -83,7 +83,7 @@ def test_refused_key_fails_fast_without_retry(target, tmp_path):
     wrong = keygen(tmp_path / "not_registered")
     t = dataclasses.replace(target, key_path=wrong, retries=5, backoff=2.0)
     started = time.monotonic()
-    with pytest.raises(SshError) as err:
+    with pytest.raises(KeyRefused) as err:   # told apart from an unreachable host (inv rotate-ssh-key)
         connect(t)
     assert time.monotonic() - started < 3  # a retry would have slept 2 s
     msg = str(err.value)
@@ -97,6 +97,7 @@ def test_refused_port_is_retried_with_backoff_then_explained(target):
     slept: list[float] = []
     with pytest.raises(SshError) as err:
         connect(t, sleep=slept.append)
+    assert not isinstance(err.value, KeyRefused)
     assert slept == [0.5, 1.0, 2.0]  # 4 attempts, doubling waits
     assert "after 4 attempt(s): connection refused" in str(err.value)
     assert "firewall" in err.value.hint
