@@ -1,12 +1,14 @@
 """The stack on a Docker Swarm of three lab droplets (`inv deploy --nodes 3`): a full deploy, an
 update-only under the prober, the Swarm ports closed to everyone but the nodes, a shrink to two
-under the prober, and the worker stopped while traffic runs (reported by `inv verify`, the
-service kept up). Its own lab; the tests run in file order and build on the deployment the
+under the prober, the worker stopped while traffic runs (reported by `inv verify`, the
+service kept up), and the database and Redis passwords rotated under the prober. Its own lab; the tests run in file order and build on the deployment the
 first one makes."""
 from __future__ import annotations
 
 import json
 import re
+import secrets
+import shlex
 import subprocess
 import time
 
@@ -308,3 +310,40 @@ def test_a_release_with_a_migration_is_backed_up_and_migrated_before_swarm_rolls
     finally:
         models.write_text(original)
         migration.unlink(missing_ok=True)
+
+
+def test_database_and_redis_passwords_rotate_on_the_swarm_with_zero_failed_requests(swarm_lab):
+    """Rotation on N nodes as on one (deploy/live_secrets.py around `stack deploy`): the running
+    PostgreSQL and Redis tasks take the new passwords beside the old ones, the clients roll,
+    the old ones are retired; neither server task is replaced, and no request fails."""
+    node1 = _droplets(swarm_lab)[STATE["leader"]]
+    servers = ("$(docker ps -q --filter label=com.docker.swarm.service.name=stackdeploy_postgres) "
+               "$(docker ps -q --filter label=com.docker.swarm.service.name=stackdeploy_redis)")
+    before = subprocess.run(["docker", "exec", node1, "sh", "-c", f"echo {servers}"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    new = {k: secrets.token_urlsafe(40) for k in ("POSTGRES_APP_PASSWORD", "REDIS_PASSWORD")}
+    old = {k: swarm_lab.values[k] for k in new}
+    lines = [l for l in swarm_lab.env_file.read_text().splitlines() if l.split("=", 1)[0] not in new]
+    swarm_lab.env_file.write_text("\n".join(lines + [f"{k}={v}" for k, v in new.items()]) + "\n")
+    swarm_lab.values.update(new)
+    res, summary = _probed(swarm_lab, "deploy", "--update-only", extra=NODES)
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
+    STATE["rotation"] = summary
+    print(f"swarm rotation: {summary['sent']} requests, {summary['failed']} failed: {json.dumps(summary['routes'])}")
+    data = swarm_lab.manifest()
+    assert data["details"]["secrets_rotated"] == ["POSTGRES_APP_PASSWORD", "REDIS_PASSWORD"]
+    assert data["details"]["secrets_live"] == {"postgres": True, "redis": True}
+    after = subprocess.run(["docker", "exec", node1, "sh", "-c", f"echo {servers}"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert after == before and len(after) == 2
+    assert summary["failed"] == 0, json.dumps(summary["routes"])
+    ping = f"docker exec {after[1]} sh -c 'REDISCLI_AUTH=\"$1\" redis-cli ping' sh"
+    refused = subprocess.run(["docker", "exec", node1, "sh", "-c", f"{ping} {shlex.quote(old['REDIS_PASSWORD'])}"],
+                             capture_output=True, text=True)
+    assert "WRONGPASS" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    app = swarm_lab.values["POSTGRES_APP_USER"]
+    login = subprocess.run(["docker", "exec", node1, "sh", "-c",
+                            f"docker exec -e PGPASSWORD={shlex.quote(old['POSTGRES_APP_PASSWORD'])} {after[0]} "
+                            f"psql -X -At -h 127.0.0.1 -U {app} -d {swarm_lab.values['POSTGRES_DB']} -c 'SELECT 1'"],
+                           capture_output=True, text=True)
+    assert login.returncode != 0 and "password authentication failed" in login.stderr, login.stderr

@@ -205,3 +205,29 @@ def test_a_first_half_stopped_part_way_takes_back_what_it_added(world):
                                                         ("postgres", "retire"), ("redis", "only")]
     assert _files_read(world, "app-role.sh")[-1] == live
     assert "secrets_live" not in out.manifest["details"]
+
+
+def test_a_rotation_interrupted_in_the_cutover_serves_on_with_the_live_passwords_and_a_retry_finishes(world,
+                                                                                                      monkeypatch):
+    """Ctrl-C while the clients are being replaced: the live release serves on with its own
+    passwords (put back in the running servers), and the same deploy run again rotates them."""
+    from tests.flows.faults import Trap, track_steps
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    live = world.current()
+    _change_api(world)
+    world.set_env(POSTGRES_APP_PASSWORD=secrets.token_urlsafe(32), REDIS_PASSWORD=secrets.token_urlsafe(32))
+    since = len(world.docker.calls)
+    trap = Trap("up", "ctrl-c", track_steps(monkeypatch)).install(world)
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert trap.fired_at and out.exit_code == 130 and world.current() == live, out.message
+    changes = _live_password_changes(world, since)
+    assert changes[:2] == [("postgres", "keep"), ("redis", "add")] and changes[-2:] == [("postgres", "retire"),
+                                                                                          ("redis", "only")]
+    assert _files_read(world, "app-role.sh")[-1] == live and _files_read(world, "CONFIG SET")[-1] == live
+    assert _release_env(world)["POSTGRES_APP_LOGIN"] == "stack_app"
+    world.fault = None
+    again = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert again.exit_code == 0, again.message
+    assert again.manifest["details"]["secrets_live"] == {"postgres": True, "redis": True}
+    assert _release_env(world)["POSTGRES_APP_LOGIN"] == "stack_app_alt"
+    assert _files_read(world, "app-role.sh")[-1] == world.current() != live
