@@ -5,6 +5,7 @@ the runtime's way of running it.
 
     migrate     skipped (first release, or the image is the live one's) | migrate --plan ->
                 nothing to apply | backup (before_migrating) -> migrate -> recorded
+                | migrate failed -> the migrations it committed unapplied -> the deploy stops
 """
 from __future__ import annotations
 
@@ -53,7 +54,11 @@ def migrate(run: Run, target: Host, release: Candidate, compose_file: dict, plan
                 label = undo.get("backup")
                 record = {"applied": pending, **undo}
                 run.record("migrations", record)
-                output = apply(service, argv)
+                try:
+                    output = apply(service, argv)
+                except compose.ComposeError as exc:
+                    exc.message = f"{exc.message}; {undo_partial(run, service, argv, pending, plan, apply, label)}"
+                    raise
                 sync.update_release_meta(target, release_id, migrations=record)
         except compose.ComposeError as exc:
             steps.keep_diagnostics(run, target, exc)
@@ -62,3 +67,32 @@ def migrate(run: Run, target: Host, release: Candidate, compose_file: dict, plan
             raise
         run.artifacts.write_text(f"{target.artifact_prefix}migrate.txt", output)
         step.note(f"applied {', '.join(pending)}" + (f" after backup {label}" if label else " (no backup taken)"))
+
+
+def undo_partial(run: Run, service: str, argv: list[str], pending: list[str], plan: Runner[list[str]],
+                 apply: Runner[str], backup: str | None) -> str:
+    """After a migration run that failed: the migrations it applied before the failing one
+    (Django commits each on its own) unapplied, so the database is as the live release left it.
+    Returns what the operator is told; never raises (the failure is the news)."""
+    way_back = (f"`inv restore --backup {backup}` puts the database back as it was before" if backup
+                else "no backup was taken before it (--skip-backup)")
+    try:
+        still = plan(service, argv)
+        applied_now = [m for m in pending if m not in still]
+        if not applied_now:
+            run.record("migrations_undone", [])
+            return "none of the release's migrations is applied (the failing one was rolled back): the database is as before"
+        targets = compose.undo_targets(applied_now, apply(service, compose.showmigrations_argv(argv)))
+        for app, to in targets:
+            apply(service, compose.unapply_argv(argv, app, to))
+        left = [m for m in pending if m not in plan(service, argv)]
+    except (compose.ComposeError, ValueError) as exc:
+        reason = getattr(exc, "reason", str(exc))
+        run.record("migrations_undone", None)
+        return f"the migrations applied before the failure could not be undone ({reason}): {way_back}"
+    if left:
+        run.record("migrations_undone", None)
+        return f"{', '.join(left)} stayed applied after unapplying: {way_back}"
+    run.record("migrations_undone", applied_now)
+    return (f"{', '.join(applied_now)}, applied before the failure, unapplied (back to "
+            + ", ".join(f"{app} {to}" for app, to in targets) + "): the database is as before")

@@ -343,6 +343,38 @@ def plan_argv(argv: list[str]) -> list[str]:
     return [a for a in argv if a != "--noinput"] + ["--plan"]
 
 
+def showmigrations_argv(argv: list[str]) -> list[str]:
+    """The release's migrate command asked for every migration in order, applied or not
+    (Django's ``showmigrations --plan``: ``[X]  app.name`` or ``[ ]  app.name`` per line)."""
+    out = [a for a in argv if a != "--noinput"]
+    return out[:out.index("migrate")] + ["showmigrations", "--plan"] if "migrate" in out else out
+
+
+_SHOWN = re.compile(r"^\[( |X)\]\s+([A-Za-z_]\w*\.\w+)", re.M)
+
+
+def unapply_argv(argv: list[str], app: str, target: str) -> list[str]:
+    """The release's migrate command taking ``app`` back to ``target`` (a migration, or "zero")."""
+    out = [a for a in argv if a != "--noinput"]
+    return out + [app, target, "--noinput"]
+
+
+def undo_targets(applied_now: list[str], shown: str) -> list[tuple[str, str]]:
+    """(app, the migration to go back to) for each app of ``applied_now`` (migrations this run
+    applied), from ``showmigrations --plan`` output (its order is the graph's): the app's
+    migration just before its first one applied now, or "zero". In the order to unapply them:
+    the last app applied first. ValueError when the listing does not show them."""
+    order = [name for _, name in _SHOWN.findall(shown)]
+    if not order or any(m not in order for m in applied_now):
+        raise ValueError("the listing does not name the migrations applied")
+    targets: list[tuple[str, str]] = []
+    for app in dict.fromkeys(m.split(".", 1)[0] for m in applied_now):
+        first = min(order.index(m) for m in applied_now if m.split(".", 1)[0] == app)
+        before = [m for m in order[:first] if m.split(".", 1)[0] == app]
+        targets.append((app, before[-1].split(".", 1)[1] if before else "zero"))
+    return list(reversed(targets))
+
+
 def read_plan(res: Result, service: str, argv: list[str]) -> list[str]:
     """The migrations a ``migrate --plan`` run (``res``) would apply, in order; ComposeError with
     its output when it failed or printed something else."""

@@ -207,6 +207,48 @@ def test_a_migration_dropping_a_column_is_backed_up_first_refused_by_rollback_an
         migration.unlink(missing_ok=True)
 
 
+ADD_TAGS = """from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("notes", "0001_initial")]
+    operations = [migrations.AddField(model_name="note", name="tags", field=models.CharField(max_length=100,
+                                                                                         default=""))]
+"""
+BROKEN = """from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("notes", "0002_note_tags")]
+    operations = [migrations.RunSQL("UPDATE notes_note SET no_such_column = 1", migrations.RunSQL.noop)]
+"""
+
+
+def test_a_migration_failing_halfway_leaves_the_database_as_before_and_the_release_live(deployed):
+    """Issue 22: release C brings two migrations; the second fails after Django committed the
+    first. The deploy unapplies the first, says so, and the live release serves on, unchanged."""
+    lab = deployed
+    live = _live(lab)
+    folder = lab.stack / "django" / "notes" / "migrations"
+    try:
+        (folder / "0002_note_tags.py").write_text(ADD_TAGS)
+        (folder / "0003_broken.py").write_text(BROKEN)
+        res = lab.inv("deploy", "--update-only", extra=QUIET)
+        said = " ".join((res.stdout + res.stderr).split())
+        assert res.returncode == 1, said[-3000:]
+        assert "notes.0002_note_tags, applied before the failure, unapplied (back to notes 0001_initial): the " \
+               "database is as before" in said, said[-3000:]
+        assert f"still serving release {live}" in said and _live(lab) == live
+        columns = sql(lab, "SELECT column_name FROM information_schema.columns WHERE table_name = 'notes_note';\n")
+        assert "tags" not in columns.split()
+        applied = sql(lab, "SELECT name FROM django_migrations WHERE app = 'notes' ORDER BY id;\n").split()
+        assert "0002_note_tags" not in applied and "0003_broken" not in applied, applied
+        assert _notes(lab) is not None                                    # the live release serves
+    finally:
+        for name in ("0002_note_tags.py", "0003_broken.py"):
+            (folder / name).unlink(missing_ok=True)
+
+
 class Writer(threading.Thread):
     """One row every 100 ms through one psql session on the droplet; a row counts once psql has
     echoed after its INSERT (autocommit: committed)."""

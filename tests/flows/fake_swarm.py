@@ -58,7 +58,7 @@ from lab.fake_do import FakeDigitalOcean
 from remote import swarm as remote_swarm
 from remote.connection import SshError
 from remote.host import Result
-from tests.flows.fakes import FakeCloud, FakeDocker, FakeDroplet
+from tests.flows.fakes import FakeCloud, FakeDocker, FakeDroplet, is_release_migration
 
 LEADER = "stackdeploy-1"
 NOT_MANAGER = ("Error response from daemon: This node is not a swarm manager. Worker nodes can't be used to "
@@ -371,7 +371,7 @@ class SwarmEngine(FakeDocker):
             if entry == "backup-status":
                 return Result(command, 0, self.database.status(server=False))
             inner = argv[argv.index(image) + 1:]
-            if inner[-2:] in (["migrate", "--plan"], ["migrate", "--noinput"]):   # the release's migration
+            if is_release_migration(inner):   # the release's migration
                 self.migration_images.append(image)
                 network = argv[argv.index("--network") + 1]
                 if network != "net-internal":   # the network the database is on

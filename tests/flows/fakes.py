@@ -116,8 +116,14 @@ class FakeDocker:
         return f"{self.project}-{c.service}-{1 if self.containers.get(c.service) is c else 2}"
 
     def migrate_command(self, args: list[str], command: str) -> Result:
-        """The release's migration (x-release-migrate) in a one-off: ``--plan`` lists what it would
-        apply, as Django prints it; ``--noinput`` applies it."""
+        """The release's migration (x-release-migrate) in a one-off, as Django answers it:
+        ``migrate --plan`` lists what it would apply; ``showmigrations --plan`` every migration,
+        applied or not; ``migrate --noinput`` applies the pending ones in order, each committed on
+        its own, up to ``failing_migration`` (which fails and is rolled back); ``migrate APP
+        TARGET`` unapplies APP's migrations after TARGET ("zero": all)."""
+        if args[-2:] == ["showmigrations", "--plan"]:
+            return Result(command, 0, "".join(f"[X]  {m}\n" for m in self.applied_migrations)
+                          + "".join(f"[ ]  {m}\n" for m in self.pending_migrations))
         if args[-1] == "--plan":
             self.migration_plans.append(args)
             if self.plan_error:
@@ -126,9 +132,24 @@ class FakeDocker:
                 f"{m}\n    Add field to a model\n" for m in self.pending_migrations)
                 or "  No planned migration operations.\n"))
         self.migrations.append(args)
-        applied, self.pending_migrations = self.pending_migrations, []
-        return Result(command, 0, "Operations to perform:\n" + ("".join(f"  Applying {m}... OK\n" for m in applied)
-                                                                or "  No migrations to apply.\n"))
+        named = args[args.index("migrate") + 1:-1]
+        if named:                                   # migrate APP TARGET: unapply after TARGET
+            app, to = named
+            mine = [m for m in self.applied_migrations if m.startswith(app + ".")]
+            keep = 0 if to == "zero" else next(i for i, m in enumerate(mine) if m == f"{app}.{to}") + 1
+            undone = mine[keep:]
+            self.applied_migrations = [m for m in self.applied_migrations if m not in undone]
+            self.pending_migrations = undone + self.pending_migrations
+            return Result(command, 0, "".join(f"  Unapplying {m}... OK\n" for m in reversed(undone)))
+        out = "Operations to perform:\n"
+        while self.pending_migrations:
+            m = self.pending_migrations[0]
+            if m == self.failing_migration:
+                return Result(command, 1, out + f"  Applying {m}...", "django.db.utils.ProgrammingError: "
+                              "column \"body\" does not exist\n")
+            self.applied_migrations.append(self.pending_migrations.pop(0))
+            out += f"  Applying {m}... OK\n"
+        return Result(command, 0, out if "Applying" in out else out + "  No migrations to apply.\n")
 
     def _one_off(self, argv: list[str], command: str) -> Result:
         self.ran.append(argv)
@@ -174,6 +195,8 @@ class FakeDocker:
     slow_start: bool = False
     # The migrations a release's `migrate` would apply (Django's `migrate --plan` lists them).
     pending_migrations: list[str] = field(default_factory=list)
+    applied_migrations: list[str] = field(default_factory=lambda: ["notes.0001_initial"])
+    failing_migration: str = ""   # `migrate` fails at this one, after applying those before it
     migration_plans: list[list[str]] = field(default_factory=list)
     migration_images: list[str] = field(default_factory=list)   # the image of each swarm migration one-off
     plan_error: str = ""          # what `migrate --plan` fails with (a broken release, the database gone)
@@ -271,7 +294,7 @@ class FakeDocker:
         if sub == "stop":
             self._remove([c.id for c in self._all() if c.service in services], stop=True)
             return Result(command, 0, "")
-        if sub == "run" and args[-2:] in (["migrate", "--plan"], ["migrate", "--noinput"]):
+        if sub == "run" and is_release_migration(args):
             return self.migrate_command(args, command)
         if sub == "run":
             self.migrations.append(args)
@@ -501,6 +524,13 @@ def _context_id(context: Path) -> str:
 
 def _buildable(compose: dict) -> list[str]:
     return [name for name, svc in compose.items() if (svc or {}).get("build") is not None]
+
+
+def is_release_migration(argv: list[str]) -> bool:
+    """The release's migrate command, as the deployer varies it (--plan, showmigrations --plan, APP
+    TARGET); not an operator's `inv manage -- showmigrations`."""
+    return (argv[-2:] in (["migrate", "--plan"], ["showmigrations", "--plan"])
+            or (argv[-1:] == ["--noinput"] and "migrate" in argv))
 
 
 class _Shell:

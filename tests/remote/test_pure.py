@@ -169,3 +169,32 @@ def test_a_cutover_plan_leaves_to_compose_up_what_is_missing():
 def test_the_progress_poller_reads_state_and_health_from_dockers_status_text(status, expected):
     from remote.progress import parse_status
     assert parse_status(status) == expected
+
+
+SHOWN = """[X]  contenttypes.0001_initial
+[X]  notes.0001_initial
+[X]  notes.0002_note_tags
+[X]  auth.0012_alter_user_first_name_max_length
+[X]  notes.0003_more
+[X]  tags.0001_initial
+[ ]  notes.0004_broken
+"""
+
+
+def test_undo_targets_go_back_to_each_apps_migration_before_its_first_applied_now_last_app_first():
+    from remote.compose import undo_targets
+    assert undo_targets(["notes.0002_note_tags", "notes.0003_more", "tags.0001_initial"], SHOWN) == [
+        ("tags", "zero"), ("notes", "0001_initial")]
+    assert undo_targets(["notes.0003_more"], SHOWN) == [("notes", "0002_note_tags")]
+    with pytest.raises(ValueError):
+        undo_targets(["notes.0009_unknown"], SHOWN)
+    with pytest.raises(ValueError):
+        undo_targets(["notes.0003_more"], "Traceback (most recent call last):\n")
+
+
+def test_the_migrate_command_varied_for_listing_and_unapplying():
+    from remote.compose import showmigrations_argv, unapply_argv
+    argv = ["python", "manage.py", "migrate", "--noinput"]
+    assert showmigrations_argv(argv) == ["python", "manage.py", "showmigrations", "--plan"]
+    assert unapply_argv(argv, "notes", "0001_initial") == ["python", "manage.py", "migrate", "notes", "0001_initial",
+                                                           "--noinput"]
