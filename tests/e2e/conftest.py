@@ -52,7 +52,11 @@ class Lab:
         return res
 
     def last_run(self) -> Path:
-        return sorted(p for p in self.logs.iterdir() if p.is_dir())[-1]
+        """The run folder that ended last. Names sort by the second a run began; two runs begun in
+        the same second (`inv releases` just before a deploy) are told apart by which folder was
+        written to last (run.json is its last file): by name alone the releases listing would
+        win over the deploy ("releases-list" > "deploy-update"), as it did in CI."""
+        return max((p for p in self.logs.iterdir() if p.is_dir()), key=lambda p: (p.name[:16], p.stat().st_mtime_ns))
 
     def manifest(self, folder: Path | None = None) -> dict:
         return json.loads(((folder or self.last_run()) / "run.json").read_text())
