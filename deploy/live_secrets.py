@@ -57,7 +57,7 @@ def _changed(leader: Host, live: str | None, target: str) -> list[str]:
         return []
     layout = leader.layout
     res = leader.run(stack_secrets.changed(layout.release(live), layout.release(target)),
-                     "comparing the servers' passwords", check=False, timeout=30)
+                     "comparing the servers' passwords", timeout=30)
     return res.stdout.split()
 
 

@@ -110,3 +110,20 @@ def test_a_bad_new_key_changes_nothing_and_says_what_to_give(keyed, given, words
     assert words in out.message, out.message
     assert "ssh-keygen" in out.message or "new key pair" in out.message
     assert _authorized(world) == before and world.cloud.ssh_keys == [_blob(old.with_suffix(".pub").read_text())]
+
+
+def test_an_old_key_that_still_opens_the_droplet_after_its_removal_fails_the_run_naming_the_node(keyed):
+    """sshd lets the old key in another way (another AuthorizedKeysFile): removing it from
+    ~/.ssh/authorized_keys is not enough, and the run must not say the rotation is done."""
+    world, old, new = keyed
+    from tests.flows.fakes import FakeDroplet
+
+    def lets_any_key_in(ssh):
+        return lambda quick: FakeDroplet(world.base, world.docker, host=ssh.host, home=world.home)
+    world.connector = lets_any_key_in
+    out = _rotate(world, new)
+    assert out.exit_code != 0
+    said = " ".join(out.message.split())
+    assert "stackdeploy-1 still lets the old key in" in said and "the new key works" in said
+    assert out.step("refused")["status"] == "failed"
+    assert _authorized(world) == {_blob(NEW_PUB)}           # the part that could be done, done
