@@ -1,6 +1,7 @@
-"""The server passwords a release changes, applied in the running PostgreSQL and Redis around
-its go-live, so a rotation restarts neither and refuses no connection (remote/stack_secrets.py
-has the two halves; docs/secrets.md the whole story)."""
+"""What a release changes in the running servers, applied around its go-live: the server
+passwords in PostgreSQL and Redis (remote/stack_secrets.py has the two halves) and Traefik's
+live routes and users (remote/edge_config.py), so a rotation restarts none of them and refuses
+no connection (docs/secrets.md has the whole story)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -8,7 +9,7 @@ from typing import Callable, Iterator, Sequence
 
 from core.errors import OperatorError
 from deploy.report.run import Run
-from remote import stack_secrets
+from remote import edge_config, stack_secrets
 from remote.host import Host
 
 Filters = Callable[[str], Sequence[str]]   # service -> `docker ps` filters of its container on the leader
@@ -18,7 +19,35 @@ Filters = Callable[[str], Sequence[str]]   # service -> `docker ps` filters of i
 def applied(run: Run, leader: Host, live: str | None, target: str, filters: Filters) -> Iterator[None]:
     """Before the body: the new passwords accepted beside the old ones. After it: the old ones
     retired. If the body raises (the live release serves again): the live release's passwords
-    alone, as before."""
+    alone, as before. Traefik's routes and users are the target's before the body, the live
+    release's again if it raises."""
+    publish_edge(run, leader, target)
+    try:
+        with _passwords(run, leader, live, target, filters):
+            yield
+    except BaseException:
+        if live and live != target:
+            try:
+                publish_edge(run, leader, live)
+            except (OperatorError, ConnectionError) as exc:
+                run.warn(f"putting the live release's Traefik routes and users back failed "
+                         f"({getattr(exc, 'message', exc)}): the next deploy or `inv up` writes them")
+        raise
+
+
+def publish_edge(run: Run, leader: Host, release_id: str) -> None:
+    """Traefik's routes and users from ``release_id`` (a no-op when they are already live)."""
+    layout = leader.layout
+    res = leader.run(edge_config.publish(layout.base, layout.release(release_id)),
+                     "Traefik: the release's routes and users", timeout=30)
+    replaced = res.stdout.split()
+    if replaced:
+        run.record("edge_config", {"release": release_id, "replaced": replaced})
+        run.log(f"Traefik reloads {' and '.join(replaced)} from {edge_config.folder(layout.base)} (no restart)")
+
+
+@contextmanager
+def _passwords(run: Run, leader: Host, live: str | None, target: str, filters: Filters) -> Iterator[None]:
     changed = _changed(leader, live, target)
     if not changed:
         yield

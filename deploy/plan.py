@@ -25,7 +25,7 @@ from rich.table import Table
 
 from deploy import cloud
 from remote import commands as cmd
-from remote import images, lock, swarm, sync
+from remote import edge_config, images, lock, swarm, sync
 from remote.compose import ComposeSpec
 from remote.host import Host
 
@@ -152,6 +152,9 @@ def release_plan(host: str, local: sync.LocalRelease, live: LiveState, spec: Com
         for path in touched:
             for name in sorted(sync.services_for_mounts(local.compose, [path], local.compose_dir)):
                 recreate.setdefault(name, f"bind-mounted {path} changed")
+        if edge_config.ROUTES_FILE in touched:
+            notes.append(f"{edge_config.ROUTES_FILE} changed: Traefik reloads its routes when the release goes "
+                         "live, without a restart (remote/edge_config.py)")
         before = _services(live.compose.get(n, local_files[n]) for n in spec.compose_files)
         for name, why in _definition_changes(before, wanted).items():
             recreate.setdefault(name, why)

@@ -73,6 +73,7 @@ from deploy import acme, backup_config, resolvers, secret_rules
 from deploy.redact import REGISTRY, Secret, SecretRegistry, is_secret_name
 from deploy.secret_rules import PLACEHOLDER
 from deploy.tls import STAGING_CA_URL
+from remote.edge_config import DIR_VAR as EDGE_CONFIG_DIR
 
 DEPLOY_ENVS = ("production", "staging", "development")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
@@ -572,7 +573,8 @@ def required_stack_keys(stack_dir: Path) -> set[str]:
 def missing_stack_keys(settings: Settings) -> list[str]:
     """Stack keys that are empty or still a placeholder while the stack needs them (a required
     key, or any secret that is set to an example placeholder): push refuses to ship them."""
-    required = required_stack_keys(settings.stack_dir)
+    # The deployer fills EDGE_CONFIG_DIR in every release's env (deploy/steps.py::release_env).
+    required = required_stack_keys(settings.stack_dir) - {EDGE_CONFIG_DIR}
     missing = []
     for name, value in settings.stack_env.items():
         raw = value.reveal() if isinstance(value, Secret) else value

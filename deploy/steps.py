@@ -19,7 +19,7 @@ from deploy.settings import Settings
 from deploy.wiring import CloudPort
 from remote import collect as remote_collect
 from remote import commands as cmd
-from remote import cloudinit, compose, images, lock, progress, sync
+from remote import cloudinit, compose, edge_config, images, lock, progress, sync
 from remote import prune as remote_prune
 from remote.connection import host_entry
 from remote.host import ConnectionLost, Host
@@ -170,6 +170,8 @@ def release_env(run: Run, target: Host, settings: Settings) -> tuple[str, list[s
             overrides[name] = rotation.fallbacks(live, new, key)
     if rotation.LOGIN in new:
         overrides[rotation.LOGIN] = rotation.app_login(live, new)
+    if edge_config.DIR_VAR in new:
+        overrides[edge_config.DIR_VAR] = edge_config.folder(target.layout.base)
     return settings.stack_env_file(overrides), rotated
 
 

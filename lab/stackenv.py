@@ -11,9 +11,10 @@ import bcrypt
 
 from deploy.redact import is_secret_name
 from deploy.rotation import FALLBACK_OF, LOGIN
+from remote.edge_config import DIR_VAR as EDGE_CONFIG_DIR
 
 # Filled by the deployer on each deploy: the lab generates none (a value would be the operator's).
-DEPLOYER_FILLED = frozenset({*FALLBACK_OF.values(), LOGIN})
+DEPLOYER_FILLED = frozenset({*FALLBACK_OF.values(), LOGIN, EDGE_CONFIG_DIR})
 
 
 def parse_example(text: str) -> dict[str, str]:

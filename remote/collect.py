@@ -15,7 +15,7 @@ from remote.host import Host
 
 TRAEFIK_SERVICE = "traefik"
 TRAEFIK_STATIC = "/etc/traefik/traefik.yml"
-TRAEFIK_DYNAMIC = "/etc/traefik/dynamic.yml"
+TRAEFIK_DYNAMIC = "/etc/traefik/dynamic/dynamic.yml"   # remote/edge_config.py
 TRAEFIK_API_PORT = 8080
 LOG_TAIL = 500
 

@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 
 from dotenv import dotenv_values
 
+from remote import edge_config
 from remote.commands import join, q
 
 SECRETS_DIR = ".secrets"
@@ -47,6 +48,8 @@ def files(env: Mapping[str, str]) -> dict[str, str]:
         out[POSTGRES_FILE] = f"{env['POSTGRES_PASSWORD']}\n{login}\n{env['POSTGRES_APP_PASSWORD']}\n"
     if env.get("REDIS_PASSWORD"):
         out[REDIS_FILE] = f"{env['REDIS_PASSWORD']}\n"
+    if any(env.get(name) for name in edge_config.BASIC_AUTH.values()):
+        out[edge_config.AUTH_FILE] = edge_config.auth_yaml(env)
     return out
 
 
@@ -58,7 +61,7 @@ def make_dirs(release_dir: str) -> str:
     """``.secrets`` closed to everyone but the deploy user; each server's folder readable, as the
     container's own user (not root) reads it through the bind mount."""
     root = posixpath.join(release_dir, SECRETS_DIR)
-    subs = [posixpath.join(root, s) for s in ("postgres", "redis")]
+    subs = [posixpath.join(root, s) for s in ("postgres", "redis", "traefik")]
     return f"mkdir -p {join(subs)} && chmod 0700 {q(root)} && chmod 0755 {join(subs)}"
 
 

@@ -41,6 +41,7 @@ class ComposeRuntime:
                     fallback=release.live, fallback_recreate=recreate, together=release.together)
 
     def restart(self, run: Run, leader: Host, release_id: str, images_: dict[str, dict[str, str]]) -> None:
+        live_secrets.publish_edge(run, leader, release_id)
         with self._watched_up(run, leader):
             _up(run, leader, self.spec, release_id, images_)
 
@@ -75,7 +76,9 @@ class ComposeRuntime:
     def logs_command(self, leader: Host, request: logs.LogRequest) -> str:
         return logs.compose_command(self.spec.on(leader.layout), request)
 
-    def one_off_command(self, leader: Host, service: str, argv: Sequence[str], tty: bool) -> str:
+    def one_off_command(self, leader: Host, service: str, argv: Sequence[str], tty: bool,
+                        beside: str | None = None) -> str:
+        # one project, one set of networks: the service reaches what it depends on already
         return oneoff.compose_one_off(self.spec.on(leader.layout), service, argv, tty)
 
     def stop_command(self, leader: Host, services: Sequence[str]) -> str:

@@ -17,6 +17,7 @@ import re
 import secrets
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,54 @@ def test_database_and_redis_passwords_and_the_key_rotate_in_one_deploy_and_the_o
                      "failures": sorted({f"{p.route} {p.status or p.error}" for p in report.failed})})
     assert data["details"]["secrets_live"] == {"postgres": True, "redis": True}
     assert_available(report)
+
+
+def container_id(lab, service: str) -> str:
+    key = lab.values["SSH_KEY_PATH"]
+    res = subprocess.run(["ssh", "-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                          "-o", "BatchMode=yes", f"deploy@{STATE['ip']}",
+                          f"docker ps -q --no-trunc --filter label=com.docker.compose.project={PROJECT} "
+                          f"--filter label=com.docker.compose.service={service}"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip(), res.stderr
+    return res.stdout.strip()
+
+
+def flower_status(lab, password: str) -> int:
+    session = pinned_session(PublicSite(ip=STATE["ip"], domain=lab.values["DOMAIN"], deploy_env="staging"))
+    return session.get(f"https://flower.{lab.values['DOMAIN']}/", auth=("admin", password), timeout=15,
+                       allow_redirects=False).status_code
+
+
+def test_a_rotated_dashboard_password_is_reloaded_by_traefik_without_a_restart_or_a_failed_request(live):
+    """FLOWER_BASIC_AUTH is in the folder Traefik's file provider watches (remote/edge_config.py),
+    not in its environment: the edge keeps running, the new password opens Flower, the old one is
+    refused. Rotated back at the end, so the lab's dashboard password stays the one in its state."""
+    from lab.stackenv import htpasswd_bcrypt
+    lab = live
+    dashboard = (lab.tmp / "lab-state" / "dashboard-password").read_text().strip()
+    assert flower_status(lab, dashboard) == 200
+    traefik = container_id(lab, "traefik")
+    figures = {}
+    for new_password, old_password in ((secrets.token_urlsafe(18), dashboard), (dashboard, None)):
+        rotate(lab, FLOWER_BASIC_AUTH=htpasswd_bcrypt("admin", new_password))
+        res, report = probed(lab, "deploy", "--update-only")
+        assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+        data = lab.manifest()
+        assert data["details"]["secrets_rotated"] == ["FLOWER_BASIC_AUTH"]
+        assert data["details"]["edge_config"]["replaced"] == ["auth.yml"]
+        assert data["details"]["up"]["recreated"] == [] and data["details"]["up"]["replaced"] == [], data["details"]["up"]
+        assert container_id(lab, "traefik") == traefik, "Traefik was restarted for a new dashboard password"
+        # Traefik's file provider applies a change within its 2 s throttle.
+        deadline, status = time.monotonic() + 10, 0
+        while time.monotonic() < deadline and status != 200:
+            status = flower_status(lab, new_password)
+            time.sleep(0.25)
+        assert status == 200, f"the new Flower password got {status}"
+        if old_password:
+            assert flower_status(lab, old_password) == 401
+        figures.setdefault("flower_basic_auth", {"failed": len(report.failed), **report.summary()})
+        assert_available(report)
+    record(**figures)
 
 
 def test_the_deploy_ssh_key_rotates_on_the_droplet_and_in_the_account_and_the_old_one_is_refused(live):

@@ -12,6 +12,7 @@ import time
 from deploy import cloud, flows
 from remote.layout import RELEASE_IMAGES, RELEASE_META
 from remote.lock import LockHolder
+from tests.flows.conftest import strong_stack_secrets
 from tests.flows.fakes import Unreachable, gone_pid
 
 FULL_STEPS = ["settings", "token-check", "provision", "connect", "bootstrap", "lock", "push", "build", "migrate",
@@ -78,14 +79,54 @@ def test_run_json_profiles_the_remote_commands_of_each_step(world):
 def test_a_changed_bind_mounted_file_recreates_only_its_service(world):
     assert world.invoke("deploy", flows.deploy).exit_code == 0
     traefik = world.docker.containers["traefik"].id
-    dynamic = world.stack / "traefik" / "dynamic.yml"
-    dynamic.write_text(dynamic.read_text() + "\n# tweak\n")
+    static = world.stack / "traefik" / "traefik.yml"
+    static.write_text(static.read_text() + "\n# tweak\n")
     out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
     assert out.exit_code == 0
     assert world.docker.containers["traefik"].id != traefik
     assert out.manifest["details"]["up"]["recreated"] == ["traefik"]
     assert out.manifest["details"]["recreated_in_place"] == ["traefik"]
     assert "recreated in place, a brief interruption for what uses them: traefik" in out.message
+
+
+def _live_edge(world) -> dict[str, str]:
+    folder = world.base / "edge" / "traefik"
+    return {p.name: p.read_text() for p in folder.iterdir()}
+
+
+def test_changed_routes_and_dashboard_users_go_live_without_restarting_traefik_and_a_rollback_puts_them_back(world):
+    """Issue 22: Traefik's routes (dynamic.yml) and the dashboards' users are in the folder its
+    file provider watches, outside every release: a change is a reload, not a recreate."""
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    first = _live_edge(world)
+    assert first["dynamic.yml"] == (world.stack / "traefik" / "dynamic.yml").read_text()
+    assert "flower-auth:" in first["auth.yml"] and "admin-auth:" in first["auth.yml"]
+    new_user = strong_stack_secrets()["FLOWER_BASIC_AUTH"]
+    traefik = world.docker.containers["traefik"].id
+    dynamic = world.stack / "traefik" / "dynamic.yml"
+    dynamic.write_text(dynamic.read_text() + "\n# tweak\n")
+    world.set_env(FLOWER_BASIC_AUTH=new_user)
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 0
+    assert world.docker.containers["traefik"].id == traefik
+    assert "traefik" not in out.manifest["details"]["up"]["recreated"]
+    second = _live_edge(world)
+    assert second["dynamic.yml"].endswith("# tweak\n") and new_user in second["auth.yml"]
+    assert out.manifest["details"]["edge_config"]["replaced"] == ["auth.yml", "dynamic.yml"]
+    assert world.invoke("rollback", flows.rollback, mode="rollback", release=None).exit_code == 0
+    assert world.docker.containers["traefik"].id == traefik
+    assert _live_edge(world) == first
+
+
+def test_a_failed_go_live_puts_the_live_releases_routes_and_users_back(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    first = _live_edge(world)
+    world.set_env(FLOWER_BASIC_AUTH=strong_stack_secrets()["FLOWER_BASIC_AUTH"])
+    (world.stack / "api" / "app" / "main.py").write_text("# v2\n")
+    world.docker.unhealthy = {"api"}
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 1
+    assert _live_edge(world) == first
 
 
 def test_failed_build_changes_nothing_live_and_a_plain_retry_deploys_what_was_asked(world):
@@ -601,8 +642,8 @@ def test_rollback_recreates_traefik_only_when_its_files_differ(world):
     traefik = world.docker.containers["traefik"].id
     assert world.invoke("rollback", flows.rollback, mode="rollback", release=None).exit_code == 0
     assert world.docker.containers["traefik"].id == traefik          # same Traefik files: left alone
-    dynamic = world.stack / "traefik" / "dynamic.yml"
-    dynamic.write_text(dynamic.read_text() + "\n# tweak\n")
+    static = world.stack / "traefik" / "traefik.yml"
+    static.write_text(static.read_text() + "\n# tweak\n")
     assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
     traefik = world.docker.containers["traefik"].id
     assert world.invoke("rollback", flows.rollback, mode="rollback", release=None).exit_code == 0

@@ -116,6 +116,8 @@ def test_a_full_plan_says_which_rebuilt_services_may_keep_running(world):
 
 def test_plan_names_mounts_images_migrations_env_and_a_held_lock(world):
     assert world.invoke("deploy", flows.deploy).exit_code == 0
+    static = world.stack / "traefik" / "traefik.yml"
+    static.write_text(static.read_text() + "\n# tweak\n")
     dynamic = world.stack / "traefik" / "dynamic.yml"
     dynamic.write_text(dynamic.read_text() + "\n# tweak\n")
     compose = world.stack / "compose.yml"
@@ -130,7 +132,8 @@ def test_plan_names_mounts_images_migrations_env_and_a_held_lock(world):
     out = planned(world, update_only=True)
     assert out.exit_code == 0, out.message
     [release] = plan_of(out)["releases"]
-    assert release["recreate"]["traefik"] == "bind-mounted traefik/dynamic.yml changed"
+    assert release["recreate"]["traefik"] == "bind-mounted traefik/traefik.yml changed"
+    assert any(n.startswith("traefik/dynamic.yml changed: Traefik reloads its routes") for n in release["notes"])
     assert release["migrations"] == {"added": [new_migration], "changed": [], "removed": []}
     assert set(release["build"]) == {"django", "worker", "beat", "flower"}     # one shared image
     assert release["env_file"] == "changed" and any("env file differs" in n for n in release["notes"])
@@ -138,7 +141,8 @@ def test_plan_names_mounts_images_migrations_env_and_a_held_lock(world):
     assert out.step("plan-release")["status"] == "warning"
     assert json.loads((world.base / "lock" / "holder.json").read_text())["who"] == "alice@laptop"
 
-    dynamic.write_text(dynamic.read_text().replace("\n# tweak\n", ""))   # the image change alone
+    for tweaked in (static, dynamic):
+        tweaked.write_text(tweaked.read_text().replace("\n# tweak\n", ""))   # the image change alone
     release = plan_of(planned(world, update_only=True))["releases"][0]
     assert release["recreate"]["redis"] == "image redis:7-bookworm -> redis:7.2-bookworm"
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from lab.stackenv import format_env, lab_values, parse_example
+from remote import edge_config
 from remote.stackfile import dump, swarm_stack
 from tests.conftest import need
 
@@ -30,6 +31,9 @@ def _ref(service: str) -> str:
     return f"10.110.0.2:5000/stackdeploy-{service}:20261127T0300"
 
 
+BASE = "/opt/stackdeploy"
+
+
 def _compose_argv() -> list[str]:
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
@@ -41,7 +45,10 @@ def _compose_argv() -> list[str]:
 def env_values() -> dict[str, str]:
     """The lab's stack variables: generated secrets and bcrypt htpasswd lines (with `$`)."""
     example = parse_example((STACK / ".env.example").read_text())
-    return lab_values(example, "stack.test", "203.0.113.7", {}, "a dashboard password")
+    values = lab_values(example, "stack.test", "203.0.113.7", {}, "a dashboard password")
+    # A secret with `$` in it (a generated one has none): compose and the stack loader must keep it.
+    return {**values, "DJANGO_SECRET_KEY": values["DJANGO_SECRET_KEY"] + "$x$$y",
+            edge_config.DIR_VAR: edge_config.folder(BASE)}
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +124,9 @@ def test_docker_stack_config_accepts_it_and_restores_every_dollar(stack_file, en
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     loaded = yaml.safe_load(result.stdout)
-    traefik_env = loaded["services"]["traefik"]["environment"]
-    # compose printed `$` as `$$`; the stack loader interpolates once more: the hash arrives whole.
-    assert "$" in env_values["FLOWER_BASIC_AUTH"]
-    assert traefik_env["FLOWER_BASIC_AUTH"] == env_values["FLOWER_BASIC_AUTH"]
+    django_env = loaded["services"]["django"]["environment"]
+    # compose printed `$` as `$$`; the stack loader interpolates once more: the key arrives whole.
+    assert django_env["DJANGO_SECRET_KEY"] == env_values["DJANGO_SECRET_KEY"]
     # the shell's own `$`, escaped as `$$` in compose.yml, arrive as one `$` (the password is in a file)
     assert 'REDISCLI_AUTH="$(sed -n "s/^requirepass //p" /tmp/redis.conf' in loaded["services"]["redis"]["healthcheck"]["test"][1]
     assert '[ -s "$f" ]' in " ".join(loaded["services"]["redis"]["command"])
@@ -241,8 +247,11 @@ def test_tmpfs_and_shm_become_tmpfs_mounts(stack):
     assert {"type": "volume", "source": "pg-data", "target": "/var/lib/postgresql/data"} in postgres
     traefik = stack["services"]["traefik"]["volumes"]
     assert {"type": "volume", "source": "traefik-acme", "target": "/letsencrypt"} in traefik
-    binds = {v["target"]: v.get("read_only") for v in traefik if v["type"] == "bind"}
-    assert binds == {"/etc/traefik/traefik.yml": True, "/etc/traefik/dynamic.yml": True, "/etc/traefik/ca": True}
+    binds = {v["target"]: (v["source"], v.get("read_only")) for v in traefik if v["type"] == "bind"}
+    assert binds["/etc/traefik/traefik.yml"][1] and binds["/etc/traefik/ca"][1]
+    # Its live routes and users: the folder outside every release the deployer fills on the edge node.
+    assert binds[edge_config.MOUNT] == (edge_config.folder(BASE), True)
+    assert set(binds) == {"/etc/traefik/traefik.yml", edge_config.MOUNT, "/etc/traefik/ca"}
 
 
 def test_networks_are_overlay_and_the_back_end_stays_internal(stack):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from remote import edge_config
+
 from .gotemplate import render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,8 +85,15 @@ def load_yaml(path: Path) -> dict:
 
 
 def rendered_dynamic(deploy_env: str, **overrides: str) -> dict:
+    """What Traefik loads from the folder the deployer fills: dynamic.yml rendered with its env,
+    and the basic-auth middlewares of auth.yml (remote/edge_config.py) beside it."""
     env = {**BASE_ENV, "DEPLOY_ENV": deploy_env, **overrides}
-    return yaml.safe_load(render((STACK / "traefik" / "dynamic.yml").read_text(), env))
+    dynamic = yaml.safe_load(render((STACK / "traefik" / "dynamic.yml").read_text(), env))
+    auth = yaml.safe_load(render(edge_config.auth_yaml(env), env))
+    clash = set(dynamic["http"]["middlewares"]) & set(auth["http"]["middlewares"])
+    assert not clash, f"defined in both files (Traefik refuses a middleware defined twice): {clash}"
+    dynamic["http"]["middlewares"].update(auth["http"]["middlewares"])
+    return dynamic
 
 
 def compose() -> dict:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.stackenv import format_env, lab_values, parse_example
-from remote import stack_secrets
+from remote import edge_config, stack_secrets
 
 from .helpers import STACK, VENV_BIN
 
@@ -134,8 +134,12 @@ def start(tmp: Path) -> PostureStack:
     shutil.copytree(STACK, folder, ignore=shutil.ignore_patterns("node_modules", "dist", "__pycache__", ".env",
                                                                  ".secrets"))
     values = _values()
+    base = tmp / "base"                        # the droplet's REMOTE_BASE_DIR, as the deployer lays it out
+    values[edge_config.DIR_VAR] = edge_config.folder(str(base))
     (folder / ".env").write_text(format_env(values))
     write_server_secrets(folder, values)
+    # Traefik's routes and users go live the deployer's way (deploy/live_secrets.py): its own command.
+    subprocess.run(["bash", "-c", edge_config.publish(str(base), str(folder))], check=True, timeout=30)
     (folder / "posture.override.yml").write_text(_override(project))
     stack = PostureStack(project=project, folder=folder, env=values)
     try:

@@ -7,6 +7,9 @@ import subprocess
 
 import jsonschema
 import pytest
+import yaml
+
+from remote import edge_config, stack_secrets
 
 from .helpers import SCHEMAS, STACK, VENV_BIN, load_yaml, rendered_dynamic
 
@@ -50,6 +53,8 @@ def test_compose_file_matches_compose_spec():
 
 def _compose_config(env_file, extra_env=None):
     env = {k: v for k, v in os.environ.items() if k not in _env_keys()}
+    # The deployer fills it in every release's env (the example leaves it empty).
+    env[edge_config.DIR_VAR] = edge_config.folder("/opt/stackdeploy")
     env.update(extra_env or {})
     return subprocess.run(
         [str(VENV_BIN / "docker-compose"), "--env-file", str(env_file), "-f", str(STACK / "compose.yml"), "config", "--format", "json"],
@@ -66,11 +71,21 @@ def test_compose_interpolates_with_the_example_env():
     result = _compose_config(STACK / ".env.example")
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
-    traefik_env = config["services"]["traefik"]["environment"]
-    # Single-quoted htpasswd lines arrive verbatim (no $-expansion eating the hash);
-    # `config` prints a literal $ as $$.
-    assert traefik_env["FLOWER_BASIC_AUTH"].replace("$$", "$") == "admin:$2y$05$LfgIdG/jtpEnB5teqiTnJ.0Vww/r/uqAd/DgL7GUBojawMSlFutP."
+    # The dashboards' users are not in Traefik's environment (a rotation would recreate it): the
+    # deployer renders them into auth.yml, single-quoted htpasswd lines verbatim (no $-expansion).
+    assert not {"FLOWER_BASIC_AUTH", "ADMIN_BASIC_AUTH"} & set(config["services"]["traefik"]["environment"])
+    auth = yaml.safe_load(stack_secrets.files_from_env_text((STACK / ".env.example").read_text())[edge_config.AUTH_FILE])
+    users = auth["http"]["middlewares"]["flower-auth"]["basicAuth"]["users"]
+    assert users == ["admin:$2y$05$LfgIdG/jtpEnB5teqiTnJ.0Vww/r/uqAd/DgL7GUBojawMSlFutP."]
     assert config["services"]["api"]["environment"]["RATE_LIMIT_API_RPM"] == "60"
+    traefik_mounts = {v["target"]: v["source"] for v in config["services"]["traefik"]["volumes"]}
+    assert traefik_mounts[edge_config.MOUNT] == edge_config.folder("/opt/stackdeploy")
+
+
+def test_without_the_deployers_edge_folder_compose_names_it():
+    result = _compose_config(STACK / ".env.example", {edge_config.DIR_VAR: ""})
+    assert result.returncode != 0
+    assert "EDGE_CONFIG_DIR is filled by the deployer (deploy with inv deploy)" in result.stderr
 
 
 def test_missing_required_variable_names_it_and_the_fix(tmp_path):
@@ -89,4 +104,4 @@ def test_production_needs_no_admin_credentials(tmp_path):
     env_file.write_text("\n".join(lines + ["DEPLOY_ENV=production"]) + "\n")
     result = _compose_config(env_file)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["services"]["traefik"]["environment"]["ADMIN_BASIC_AUTH"] == ""
+    assert "ADMIN_BASIC_AUTH" not in json.loads(result.stdout)["services"]["traefik"]["environment"]

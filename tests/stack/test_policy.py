@@ -150,7 +150,7 @@ def test_static_config_shape():
     redirect = static["entryPoints"]["web"]["http"]["redirections"]["entryPoint"]
     assert redirect["to"] == "websecure" and redirect["scheme"] == "https"
     assert static["ping"]["entryPoint"] == "traefik"
-    assert static["providers"]["file"] == {"filename": "/etc/traefik/dynamic.yml", "watch": True}
+    assert static["providers"]["file"] == {"directory": "/etc/traefik/dynamic", "watch": True}
     assert "accessLog" in static
     (resolver,) = static["certificatesResolvers"].values()
     assert resolver["acme"]["caServer"] == STAGING_CA

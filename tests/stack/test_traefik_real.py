@@ -7,6 +7,7 @@ we may not reach); routers and middlewares are exactly those in stack/traefik/.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -22,6 +23,8 @@ import yaml
 from urllib3.exceptions import InsecureRequestWarning
 
 from lab.ports import free_port
+
+from remote import edge_config, stack_secrets
 
 from .helpers import BASE_ENV, STACK, VENV_BIN, start, stop, wait_until
 from .servers import echo_server, serving
@@ -39,6 +42,8 @@ class Edge:
     internal: int
     static_path: Path
     log: Path
+    base: Path                 # the droplet's REMOTE_BASE_DIR: releases/ and the live edge folder
+    pid: int
 
     def get(self, host: str, path: str = "/", **kwargs) -> requests.Response:
         with warnings.catch_warnings():
@@ -69,7 +74,8 @@ def _start_edge(tmp: Path, backends: dict[str, str], env: dict[str, str], stack:
     static = yaml.safe_load((STACK / "traefik" / "traefik.yml").read_text())
     for name, port in ports.items():
         static["entryPoints"][name]["address"] = f"127.0.0.1:{port}"
-    static["providers"]["file"]["filename"] = str(tmp / "dynamic.yml")
+    base = tmp / "base"
+    static["providers"]["file"]["directory"] = edge_config.folder(str(base))
     (acme,) = [r["acme"] for r in static["certificatesResolvers"].values()]
     acme["storage"] = str(tmp / "acme.json")
     acme["caServer"] = f"http://127.0.0.1:{free_port()}/directory"  # closed port: no LE traffic
@@ -83,18 +89,31 @@ def _start_edge(tmp: Path, backends: dict[str, str], env: dict[str, str], stack:
     for extra in extra_api_servers:   # listed before the real one: round robin tries them first
         dynamic = dynamic.replace(f"          - url: {backends['api']}\n",
                                   f"          - url: {extra}\n          - url: {backends['api']}\n")
-    (tmp / "dynamic.yml").write_text(dynamic)
+    _go_live(base, "r1", dynamic, env)      # what the deployer does before Traefik first starts
 
     log = tmp / "traefik.log"
     proc = start([str(_traefik_binary()), f"--configFile={static_path}"], log, env=env)
     stack.callback(stop, proc)
-    edge = Edge(ports["web"], ports["websecure"], ports["traefik"], static_path, log)
+    edge = Edge(ports["web"], ports["websecure"], ports["traefik"], static_path, log, base, proc.pid)
 
     def routers_loaded() -> bool:
         return any(r["name"] == "frontend@file" for r in edge.api("/http/routers"))
 
     wait_until(routers_loaded, 20, "traefik with the stack config", proc=proc, log=log)
     return edge
+
+
+def _go_live(base: Path, release: str, dynamic: str, env: dict[str, str]) -> list[str]:
+    """A release folder as the deployer pushes it (its routes and its users' file), then the
+    deployer's own publish command, run in a shell as on the droplet."""
+    folder = base / "releases" / release
+    (folder / "traefik").mkdir(parents=True)
+    (folder / "traefik" / "dynamic.yml").write_text(dynamic)
+    (folder / ".secrets" / "traefik").mkdir(parents=True)
+    (folder / edge_config.AUTH_FILE).write_text(stack_secrets.files(env)[edge_config.AUTH_FILE])
+    done = subprocess.run(["bash", "-c", edge_config.publish(str(base), str(folder))],
+                          capture_output=True, text=True, timeout=30, check=True)
+    return done.stdout.split()
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +199,39 @@ def test_flower_requires_credentials(staging):
     assert resp.status_code == 200 and resp.json()["backend"] == "flower"
     assert "authorization" not in resp.json()["headers"], "basic auth credentials must not reach Flower"
     assert resp.headers["X-Frame-Options"] == "SAMEORIGIN"
+
+
+def test_a_new_dashboard_password_goes_live_without_restarting_traefik_or_failing_a_request(backends, tmp_path):
+    """Issue 22: a rotated FLOWER_BASIC_AUTH is a reload of the watched folder (the deployer's
+    publish), not a Traefik restart: the new password opens Flower within seconds, the old one is
+    refused, and the front end answers every request meanwhile."""
+    with ExitStack() as stack:
+        env = _env("staging", "127.0.0.1/32")
+        edge = _start_edge(tmp_path, backends, env, stack)
+        assert edge.get("flower.stack.test", auth=("flower", FLOWER_PASSWORD)).status_code == 200
+        routes = Path(edge_config.folder(str(edge.base))) / "dynamic.yml"
+        rotated = {**env, "FLOWER_BASIC_AUTH": _htpasswd("flower", "a new flower password", "$2b$")}
+        assert _go_live(edge.base, "r2", routes.read_text(), rotated) == ["auth.yml"]
+        codes, new_code, deadline = [], 0, time.monotonic() + 15
+        while time.monotonic() < deadline and new_code != 200:
+            codes.append(edge.get("stack.test").status_code)
+            new_code = edge.get("flower.stack.test", auth=("flower", "a new flower password")).status_code
+            time.sleep(0.1)
+        assert new_code == 200, "Traefik did not take the new users file within 15 s"
+        assert edge.get("flower.stack.test", auth=("flower", FLOWER_PASSWORD)).status_code == 401
+        assert set(codes) == {200}, codes
+        assert _alive(edge.pid), "Traefik restarted"
+        # Publishing the same release again replaces nothing: no reload for nothing.
+        assert subprocess.run(["bash", "-c", edge_config.publish(str(edge.base), str(edge.base / "releases" / "r2"))],
+                              capture_output=True, text=True, check=True).stdout == ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_admin_off_production_requires_credentials_and_stays_on_admin_paths(staging):
