@@ -121,11 +121,15 @@ def collect(c, env_file=None, no_timestamp=False):
                            "migrations known to be backward compatible); without it such a rollback is refused.",
             "restore": "Go back over migrations applied since that release by restoring the backup taken before "
                        "them: lists what was written since (lost), then asks for the droplet's name.",
+            "unapply": "Go back over migrations applied since that release by unapplying them (the live release "
+                       "runs `migrate APP TARGET`), only when Django can reverse each and none loses a row.",
             "yes": "With --restore: do not ask for the droplet's name (needed without a terminal)."})
-def rollback(c, release=None, env_file=None, no_timestamp=False, keep_schema=False, restore=False, yes=False):
+def rollback(c, release=None, env_file=None, no_timestamp=False, keep_schema=False, restore=False, unapply=False,
+             yes=False):
     """Put the previous (or a named) healthy release live again without a build, then verify and collect."""
     run_task(c, "rollback", "rollback", _flags(no_timestamp), env_file,
-             lambda run, s: flows.rollback(run, s, release, keep_schema=keep_schema, restore=restore, yes=yes))
+             lambda run, s: flows.rollback(run, s, release, keep_schema=keep_schema, restore=restore, yes=yes,
+                                           unapply=unapply))
 
 
 @task(help=COMMON_HELP)

@@ -13,8 +13,9 @@ from typing import Callable, TypeVar
 
 from deploy import steps
 from deploy.report.run import Run
-from deploy.runtime.base import Candidate
-from remote import compose, sync
+from deploy.runtime.base import Candidate, Runtime
+from remote import compose, migration_reversal, sync
+from remote.backup import SERVICE as DATABASE
 from remote.host import Host
 
 T = TypeVar("T")
@@ -96,3 +97,46 @@ def undo_partial(run: Run, service: str, argv: list[str], pending: list[str], pl
     run.record("migrations_undone", applied_now)
     return (f"{', '.join(applied_now)}, applied before the failure, unapplied (back to "
             + ", ".join(f"{app} {to}" for app, to in targets) + "): the database is as before")
+
+
+# -- taking a rollback's migrations back (inv rollback --unapply) -------------------------------------
+
+def reversal(run: Run, leader: Host, runtime: Runtime, compose_file: dict,
+             names: list[str]) -> list[migration_reversal.Verdict] | str:
+    """Whether the live release can take ``names`` back without losing a row (read-only, in a
+    one-off of its migrating service); the reason instead when it cannot be told."""
+    found = compose.migration(compose_file)
+    if found is None:
+        return "the stack declares no x-release-migrate"
+    service, argv = found
+    check = migration_reversal.argv(argv, names)
+    res = leader.run(runtime.one_off_command(leader, service, check, tty=False, beside=DATABASE),
+                     "asking Django whether the migrations can be taken back", check=False, timeout=300)
+    try:
+        if not res.ok:
+            raise ValueError(res.tail())
+        return migration_reversal.parse(res.stdout, names)
+    except ValueError as exc:
+        run.artifacts.write_text(f"{leader.artifact_prefix}migration-reversal.txt", res.output)
+        return f"the check failed ({exc}; migration-reversal.txt in the run folder)"
+
+
+def unapply(run: Run, leader: Host, runtime: Runtime, compose_file: dict, names: list[str]) -> list[tuple[str, str]]:
+    """``names`` unapplied by the live release (``migrate APP TARGET`` per app, last app first);
+    returns the (app, target) pairs. ComposeError when Django refuses one: each ``migrate`` is
+    atomic on PostgreSQL, so what it was taking back stays applied."""
+    service, argv = compose.migration(compose_file) or ("", [])
+
+    def one_off(args: list[str], what: str) -> str:
+        return compose.read_migration(leader.run(runtime.one_off_command(leader, service, args, tty=False, beside=DATABASE), what,
+                                                 check=False, timeout=600), service, args)
+
+    try:
+        targets = compose.undo_targets(names, one_off(compose.showmigrations_argv(argv), "listing the migrations"))
+    except ValueError as exc:
+        raise compose.ComposeError(service, f"the live release does not list {', '.join(names)} ({exc})", {},
+                                   hint="`inv manage showmigrations` shows what it has") from None
+    for app, to in targets:
+        run.artifacts.write_text(f"{leader.artifact_prefix}unapply-{app}.txt",
+                                 one_off(compose.unapply_argv(argv, app, to), f"unapplying {app}'s migrations to {to}"))
+    return targets

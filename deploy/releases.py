@@ -9,6 +9,7 @@ from typing import Mapping, Sequence
 
 from core.errors import OperatorError
 from remote import sync
+from remote.migration_reversal import Verdict
 from remote.sync import ReleaseInfo
 
 ROLLBACK_OK = ("success", "rolled-back")   # releases that were live and healthy
@@ -52,8 +53,10 @@ def migrations_in_the_way(found: Sequence[ReleaseInfo], chosen: ReleaseInfo) -> 
 
 
 def schema_refusal(chosen: ReleaseInfo, in_the_way: list[tuple[str, list[str], str | None]],
-                   named: bool) -> OperatorError:
-    """Why a rollback across migrations does not happen by itself, and the two ways on."""
+                   named: bool, reversal: Sequence[Verdict] | str | None = None) -> OperatorError:
+    """Why a rollback across migrations does not happen by itself, and the ways on: unapplying
+    them when Django can without losing a row (``reversal``: its verdicts, or why it could not
+    tell), restoring the backup taken before them, or keeping the schema."""
     names = [m for _, applied, _ in in_the_way for m in applied]
     by = ", ".join(r for r, _, _ in in_the_way)
     again = f"inv rollback{f' --release {chosen.id}' if named else ''}"
@@ -62,11 +65,20 @@ def schema_refusal(chosen: ReleaseInfo, in_the_way: list[tuple[str, list[str], s
                "was written since, which is lost, before it asks)"
                if backup else f"`inv restore --to '<a moment before release {first_release} migrated>'`, then "
                               f"`{again} --keep-schema` (no backup was taken before them: --skip-backup)")
+    hint = (f"if they only add (columns, tables) the old code runs on the new schema: `{again} --keep-schema`; if they "
+            f"drop or rename, put the data back with the code: {restore}")
+    if isinstance(reversal, str):
+        hint += f". Whether Django could take them back is not known: {reversal}"
+    elif reversal:
+        lossy = [v for v in reversal if not v.lossless]
+        if not lossy:
+            hint = (f"Django can take them back without losing a row: `{again} --unapply` unapplies them, then the "
+                    f"release goes live; or {hint}")
+        else:
+            hint += ". Not --unapply: " + "; ".join(f"{v.migration} {', '.join(v.loses)}" for v in lossy)
     return OperatorError(
         f"release {chosen.id} expects an older schema: {len(names)} migration(s) applied since by {by} "
-        f"({', '.join(names)}); nothing changed",
-        f"if they only add (columns, tables) the old code runs on the new schema: `{again} --keep-schema`; if they "
-        f"drop or rename, put the data back with the code: {restore}")
+        f"({', '.join(names)}); nothing changed", hint)
 
 
 def pushed(found: Sequence[ReleaseInfo]) -> ReleaseInfo | None:

@@ -5,6 +5,9 @@ rollback is refused unless the operator says how the schema follows:
     rollback                 find -> connect -> lock -> choose (refused across migrations) ->
                              the release goes live -> verify
     rollback --keep-schema   the same, the schema left as it is (migrations that only add)
+    rollback --unapply       ... choose -> Django says each migration in the way is reversible and
+                             loses no row -> the live release unapplies them -> the release goes
+                             live -> verify
     rollback --restore       ... choose -> what the restore loses, listed -> typed name ->
                              backup now (undoes it) -> stop the writers -> restore the backup
                              taken before the migrations -> the release goes live -> verify
@@ -15,7 +18,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from core.errors import OperatorError
-from deploy import backups, confirm, releases, steps
+from deploy import backups, confirm, migrations, releases, steps
 from deploy.backup_steps import read_status, take
 from deploy.backups import RestoreInputError
 from deploy.flows import backup as backup_flow
@@ -32,14 +35,18 @@ from remote.sync import ReleaseInfo
 
 
 def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = REAL_EDGES,
-             keep_schema: bool = False, restore: bool = False, yes: bool = False, ask=input) -> None:
+             keep_schema: bool = False, restore: bool = False, yes: bool = False, ask=input,
+             unapply: bool = False) -> None:
     """Start a previous successful release again: its files, env snapshot and images; no rebuild.
     Across migrations applied since that release: refused, unless ``keep_schema`` (the operator
     knows them to be backward compatible) or ``restore`` (the database goes back to the backup
-    taken before them, after the operator has seen what that loses and typed the droplet's name)."""
-    if keep_schema and restore:
-        raise RestoreInputError("--keep-schema and --restore contradict each other: the first leaves the schema as it is, "
-                                "the second puts the database back to before the migrations; nothing was changed",
+    taken before them, after the operator has seen what that loses and typed the droplet's name)
+    or ``unapply`` (the live release takes them back, when Django can do it without losing a row)."""
+    chosen_ways = [f for f, on in (("--keep-schema", keep_schema), ("--restore", restore), ("--unapply", unapply)) if on]
+    if len(chosen_ways) > 1:
+        raise RestoreInputError(f"{' and '.join(chosen_ways)} contradict each other: --keep-schema leaves the schema as "
+                                "it is, --restore puts the database back to a backup, --unapply takes the migrations "
+                                "back; nothing was changed",
                                 "pick one (`inv releases` shows what each release migrated)")
     cluster = reach.find(run, settings, edges)
     runtime = for_cluster(cluster, settings, edges)
@@ -56,18 +63,27 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = R
                                         "`inv releases`")
                 in_the_way = releases.migrations_in_the_way(found, chosen)
                 names = [m for _, applied, _ in in_the_way for m in applied]
-                if restore and not in_the_way:
-                    raise RestoreInputError(f"no migration was applied since release {chosen.id}: --restore has nothing "
-                                            "to undo, and nothing was changed",
+                if (restore or unapply) and not in_the_way:
+                    raise RestoreInputError(f"no migration was applied since release {chosen.id}: "
+                                            f"{'--restore' if restore else '--unapply'} has nothing to undo, and "
+                                            "nothing was changed",
                                             f"`inv rollback{f' --release {chosen.id}' if release else ''}` alone puts it back")
-                if in_the_way and not (keep_schema or restore):
-                    raise releases.schema_refusal(chosen, in_the_way, named=release is not None)
+                if in_the_way and not (keep_schema or restore or unapply):
+                    verdicts = migrations.reversal(run, leader, runtime, _compose_file(settings), names)
+                    raise releases.schema_refusal(chosen, in_the_way, named=release is not None, reversal=verdicts)
+                if in_the_way and unapply:
+                    _require_lossless(run, leader, runtime, settings, chosen, names, named=release is not None)
                 if in_the_way and keep_schema:
                     run.warn(f"release {chosen.id} goes back on the schema of {len(names)} later migration(s) "
                              f"({', '.join(names)}): --keep-schema")
                     run.record("rollback_schema", {"kept": True, "migrations": names})
                 step.note(f"{current or '(none)'} -> {chosen.id}")
             live_again = _going_live(run, settings, leader, runtime, current, chosen)
+            if in_the_way and unapply:
+                with run.step("unapply") as step:
+                    targets = migrations.unapply(run, leader, runtime, _compose_file(settings), names)
+                    run.record("rollback_schema", {"unapplied": names, "to": [list(t) for t in targets]})
+                    step.note(f"unapplied {', '.join(names)} (back to {', '.join(f'{a} {t}' for a, t in targets)})")
             if in_the_way and restore:
                 _restore_then(run, leader, runtime, cluster.leader.name, found, chosen, in_the_way, yes, ask, live_again)
             else:
@@ -75,6 +91,26 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = R
             if current and current != chosen.id:
                 sync.record_outcome(leader, current, "rolled-back")
         verify(run, settings, edges, cluster, runtime, inventory)
+
+
+def _compose_file(settings: Settings) -> dict:
+    return sync.read_compose(settings.stack_dir / "compose.yml")
+
+
+def _require_lossless(run: Run, leader: Host, runtime: Runtime, settings: Settings, chosen: ReleaseInfo,
+                      names: list[str], named: bool) -> None:
+    """--unapply only where Django can take every migration back and none loses a row."""
+    verdicts = migrations.reversal(run, leader, runtime, _compose_file(settings), names)
+    again = f"inv rollback{f' --release {chosen.id}' if named else ''}"
+    ways = f"`{again} --restore` puts the data back with the schema; `{again} --keep-schema` leaves the schema"
+    if isinstance(verdicts, str):
+        raise OperatorError(f"--unapply: whether {', '.join(names)} can be taken back is not known: {verdicts}; "
+                            "nothing changed", ways)
+    lossy = [v for v in verdicts if not v.lossless]
+    if lossy:
+        raise OperatorError("--unapply would lose data or cannot be done: " + "; ".join(
+            f"{v.migration} {', '.join(v.loses)}" for v in lossy) + "; nothing changed", ways)
+    run.log(f"Django can take back {', '.join(names)} without losing a row")
 
 
 def _going_live(run: Run, settings: Settings, leader: Host, runtime: Runtime, current: str | None,

@@ -74,9 +74,11 @@ class Runtime(Protocol):
         """The one command on the leader that prints the services' logs with timestamps (from
         every node on a swarm), following them with ``request.follow``."""
 
-    def one_off_command(self, leader: Host, service: str, argv: Sequence[str], tty: bool) -> str:
+    def one_off_command(self, leader: Host, service: str, argv: Sequence[str], tty: bool,
+                        beside: str | None = None) -> str:
         """A one-off container of ``service``'s live image and env running ``argv`` on the leader,
-        removed when it ends (`inv manage`)."""
+        removed when it ends (`inv manage`); ``beside``: on a network it shares with that service
+        (the database's, for a migration)."""
 
     def stop_command(self, leader: Host, services: Sequence[str]) -> str:
         """Stop ``services`` until the release is started again (`restart`), waiting until

@@ -136,8 +136,9 @@ class SwarmRuntime:
     def logs_command(self, leader: Host, request: logs.LogRequest) -> str:
         return logs.swarm_command(self.project, request)
 
-    def one_off_command(self, leader: Host, service: str, argv: Sequence[str], tty: bool) -> str:
-        return oneoff.swarm_one_off(self.project, service, argv, tty)
+    def one_off_command(self, leader: Host, service: str, argv: Sequence[str], tty: bool,
+                        beside: str | None = None) -> str:
+        return oneoff.swarm_one_off(self.project, service, argv, tty, beside=beside)
 
     def stop_command(self, leader: Host, services: Sequence[str]) -> str:
         return backup_cmd.swarm_stop(self.project, services)

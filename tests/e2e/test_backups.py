@@ -260,6 +260,46 @@ def test_a_migration_failing_halfway_leaves_the_database_as_before_and_the_relea
             (folder / name).unlink(missing_ok=True)
 
 
+TEXT_INDEX = """from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("notes", "0001_initial")]
+    operations = [migrations.AddIndex("note", models.Index(fields=["text"], name="notes_text_idx"))]
+"""
+
+
+def test_a_rollback_across_a_migration_that_loses_nothing_is_offered_and_done_by_unapplying_it(deployed):
+    """Issue 22: release D adds an index. `inv rollback` is refused and offers --unapply (Django,
+    asked in a one-off of D against the live database, can reverse it without losing a row);
+    `inv rollback --unapply` drops the index with D's code, then puts the release before it live."""
+    lab = deployed
+    before = _live(lab)
+    migration = lab.stack / "django" / "notes" / "migrations" / "0002_text_index.py"
+    try:
+        migration.write_text(TEXT_INDEX)
+        res = lab.inv("deploy", "--update-only", extra=QUIET)
+        assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+        assert "notes_text_idx" in sql(lab, "SELECT indexname FROM pg_indexes WHERE tablename = 'notes_note';\n")
+        res = lab.inv("rollback", extra=QUIET)
+        said = " ".join((res.stdout + res.stderr).split())
+        assert res.returncode == 1 and "expects an older schema" in said, said[-3000:]
+        assert "Django can take them back without losing a row: `inv rollback --unapply`" in said, said[-3000:]
+        t0 = time.monotonic()
+        res = lab.inv("rollback", "--unapply", extra=QUIET)
+        seconds = time.monotonic() - t0
+        assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+        assert _live(lab) == before
+        assert "notes_text_idx" not in sql(lab, "SELECT indexname FROM pg_indexes WHERE tablename = 'notes_note';\n")
+        applied = sql(lab, "SELECT name FROM django_migrations WHERE app = 'notes' ORDER BY id;\n").split()
+        assert "0002_text_index" not in applied, applied
+        assert lab.manifest()["details"]["rollback_schema"]["unapplied"] == ["notes.0002_text_index"]
+        assert _notes(lab) is not None
+        record(rollback_unapply_seconds=round(seconds, 1))
+    finally:
+        migration.unlink(missing_ok=True)
+
+
 class Writer(threading.Thread):
     """One row every 100 ms through one psql session on the droplet; a row counts once psql has
     echoed after its INSERT (autocommit: committed)."""

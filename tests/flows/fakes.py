@@ -42,6 +42,7 @@ from deploy.checks.model import CheckResult, ChecksReport
 from deploy.tls import CertificateInfo
 from remote.connection import SshError
 from remote import backup as backup_cmd
+from remote import migration_reversal
 from remote.host import Result, SshExecutor
 
 from tests.flows.fake_backups import FakeDatabase, exec_argv
@@ -120,7 +121,14 @@ class FakeDocker:
         ``migrate --plan`` lists what it would apply; ``showmigrations --plan`` every migration,
         applied or not; ``migrate --noinput`` applies the pending ones in order, each committed on
         its own, up to ``failing_migration`` (which fails and is rolled back); ``migrate APP
-        TARGET`` unapplies APP's migrations after TARGET ("zero": all)."""
+        TARGET`` unapplies APP's migrations after TARGET ("zero": all); the reversal check
+        (remote/migration_reversal.py) says each is reversible, losing what ``migration_losses``
+        names."""
+        if _is_reversal_check(args):
+            names = json.loads(re.search(r"^NAMES = (.*)$", args[-1], re.M).group(1))
+            verdicts = {n: {"reversible": "irreversible" not in " ".join(self.migration_losses.get(n, [])),
+                            "loses": self.migration_losses.get(n, [])} for n in names}
+            return Result(command, 0, "notes imported\n" + migration_reversal.MARK + json.dumps(verdicts) + "\n")
         if args[-2:] == ["showmigrations", "--plan"]:
             return Result(command, 0, "".join(f"[X]  {m}\n" for m in self.applied_migrations)
                           + "".join(f"[ ]  {m}\n" for m in self.pending_migrations))
@@ -197,6 +205,7 @@ class FakeDocker:
     pending_migrations: list[str] = field(default_factory=list)
     applied_migrations: list[str] = field(default_factory=lambda: ["notes.0001_initial"])
     failing_migration: str = ""   # `migrate` fails at this one, after applying those before it
+    migration_losses: dict[str, list[str]] = field(default_factory=dict)   # what reversing one would lose
     migration_plans: list[list[str]] = field(default_factory=list)
     migration_images: list[str] = field(default_factory=list)   # the image of each swarm migration one-off
     plan_error: str = ""          # what `migrate --plan` fails with (a broken release, the database gone)
@@ -530,7 +539,11 @@ def is_release_migration(argv: list[str]) -> bool:
     """The release's migrate command, as the deployer varies it (--plan, showmigrations --plan, APP
     TARGET); not an operator's `inv manage -- showmigrations`."""
     return (argv[-2:] in (["migrate", "--plan"], ["showmigrations", "--plan"])
-            or (argv[-1:] == ["--noinput"] and "migrate" in argv))
+            or (argv[-1:] == ["--noinput"] and "migrate" in argv) or _is_reversal_check(argv))
+
+
+def _is_reversal_check(argv: list[str]) -> bool:
+    return argv[-3:-1] == ["shell", "-c"] and migration_reversal.MARK in argv[-1]
 
 
 class _Shell:
