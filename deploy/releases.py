@@ -1,6 +1,7 @@
 """Which release a task acts on, from the leader's release history (pure: no I/O).
 
-    rollback    the named release, or the newest healthy one before the live one
+    rollback    the named release, or the newest healthy one before the live one that was not
+                rolled away from
     up          the newest release pushed and built after the live one, never live yet
 """
 from __future__ import annotations
@@ -20,8 +21,8 @@ def live(found: Sequence[ReleaseInfo]) -> str | None:
 
 
 def rollback_target(found: Sequence[ReleaseInfo], release: str | None) -> ReleaseInfo:
-    """The named release, or the newest good one before the live one. Only releases that were
-    live and healthy, with their image map, qualify."""
+    """The named release, or the newest good one before the live one that was not rolled back
+    from. Only releases that were live and healthy, with their image map, qualify."""
     current = live(found)
     good = [r for r in found if r.outcome in ROLLBACK_OK and r.meta.get("images") and r.id != current]
     names = ", ".join(r.id for r in good[-5:]) or "none"
@@ -34,22 +35,38 @@ def rollback_target(found: Sequence[ReleaseInfo], release: str | None) -> Releas
             raise OperatorError(f"release {release} {why}; it cannot be rolled back to",
                                 f"pick one of the releases that ran healthy: {names} (see `inv releases`)")
         return pick
-    older = [r for r in good if current is None or r.id < current]
+    # A release the operator rolled away from ("rolled-back") was rejected: the one to go back to
+    # is the newest older release that served until a deploy replaced it. By name, either.
+    older = [r for r in good if (current is None or r.id < current) and r.outcome == "success"]
     if not older:
-        raise OperatorError(f"no release older than {current or '(none)'} ran healthy: nothing to roll back to",
-                            "list releases with `inv releases`")
+        rejected = [r.id for r in good if (current is None or r.id < current)]
+        raise OperatorError(f"no release older than {current or '(none)'} ran healthy without being rolled back "
+                            "from: nothing to roll back to",
+                            (f"name one that was rolled back from, `inv rollback --release {rejected[-1]}`, or "
+                             if rejected else "") + "list releases with `inv releases`")
     return older[-1]
 
 
 def migrations_in_the_way(found: Sequence[ReleaseInfo], chosen: ReleaseInfo) -> list[tuple[str, list[str], str | None]]:
-    """The migrations releases newer than ``chosen`` applied, each as (release, migrations, the
-    backup taken before them): the schema ``chosen``'s code has never seen."""
+    """The migrations releases newer than ``chosen`` applied and no rollback took back since, each
+    as (release, migrations, the backup taken before them): the schema ``chosen``'s code has never
+    seen."""
     out = []
     for r in found:
-        applied = (r.meta.get("migrations") or {}).get("applied") if r.id > chosen.id else None
+        record = r.meta.get("migrations") or {}
+        # undone: a rollback took them back (--unapply, --restore); a later release that applies
+        # them again records them as its own
+        applied = record.get("applied") if r.id > chosen.id and not record.get("undone") else None
         if applied:
             out.append((r.id, list(applied), (r.meta.get("migrations") or {}).get("backup")))
     return out
+
+
+def mark_undone(target, in_the_way: list[tuple[str, list[str], str | None]], how: str) -> None:
+    """Each release's migrations record says a rollback took them back (``how``)."""
+    for release_id, _, _ in in_the_way:
+        record = sync.read_release_meta(target, release_id) or {}
+        sync.update_release_meta(target, release_id, migrations={**(record.get("migrations") or {}), "undone": how})
 
 
 def schema_refusal(chosen: ReleaseInfo, in_the_way: list[tuple[str, list[str], str | None]],

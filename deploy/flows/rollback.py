@@ -83,9 +83,11 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = R
                 with run.step("unapply") as step:
                     targets = migrations.unapply(run, leader, runtime, _compose_file(settings), names)
                     run.record("rollback_schema", {"unapplied": names, "to": [list(t) for t in targets]})
+                    releases.mark_undone(leader, in_the_way, f"unapplied by `inv rollback --unapply` ({run.folder.name})")
                     step.note(f"unapplied {', '.join(names)} (back to {', '.join(f'{a} {t}' for a, t in targets)})")
             if in_the_way and restore:
                 _restore_then(run, leader, runtime, cluster.leader.name, found, chosen, in_the_way, yes, ask, live_again)
+                releases.mark_undone(leader, in_the_way, f"restored away by `inv rollback --restore` ({run.folder.name})")
             else:
                 live_again()
             if current and current != chosen.id:

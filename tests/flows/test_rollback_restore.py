@@ -67,6 +67,14 @@ def test_restore_lists_what_is_lost_then_puts_the_backup_before_the_migrations_b
     assert record["lost"]["rows"] == {"public.django_session": [2, 0, 0], "public.notes_note": [2, 1, 0]}
     assert not (migrated.base / "restore-pending.json").exists() and not migrated.lock_held()
     assert out.step("checks")["status"] != "failed"
+    # The migration is no longer applied: a later rollback to this release is not refused for it.
+    assert migrated.release_meta(migrated.after)["migrations"]["undone"].startswith("restored away by")
+    migrated.docker.pending_migrations = []
+    (migrated.stack / "api" / "app" / "main.py").write_text("# C\n")
+    assert migrated.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
+    again = rollback(migrated)
+    assert again.exit_code == 0, again.message
+    assert migrated.current() == migrated.before
 
 
 def test_without_the_typed_name_or_a_terminal_nothing_is_restored_or_switched(migrated, monkeypatch):
