@@ -84,12 +84,6 @@ def scale_up(t: ComposeProject, service: str, count: int) -> str:
     return _c(t, "up", "-d", "--no-build", "--no-deps", "--no-recreate", "--scale", f"{service}={int(count)}", service)
 
 
-def scale_up_many(t: ComposeProject, counts: dict[str, int]) -> str:
-    """scale_up for several services in one compose run (one config load, not one per service)."""
-    scales = [a for name, n in sorted(counts.items()) for a in ("--scale", f"{name}={int(n)}")]
-    return _c(t, "up", "-d", "--no-build", "--no-deps", "--no-recreate", *scales, *sorted(counts))
-
-
 def service_containers(project: str, service: str) -> str:
     """Ids of a compose service's containers, running or not, one per line."""
     return join(["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=com.docker.compose.project={project}",

@@ -163,41 +163,15 @@ def start_beside(target: Host, spec: ComposeSpec, service: str, health_timeout: 
         target.run(cmd.remove_now(new), "removing the new container", check=False)
         raise ComposeError(service, f"could not start a new container beside the old one ({res.tail()})",
                            {"compose-scale.txt": res.output}, hint="read compose-scale.txt in the run folder")
-    await_beside(target, spec, service, new[0], health_timeout, poll, sleep)
-    return new[0], old
-
-
-def launch_beside(target: Host, spec: ComposeSpec, services: list[str],
-                  health_timeout: float) -> dict[str, tuple[str, list[str]]]:
-    """The first half of start_beside for several services in one compose run (a rollback starts
-    them all at once: one config load on the droplet instead of one per service); service ->
-    (its new container, its old ones). Nothing is left started when it fails."""
-    t = spec.on(target.layout)
-    before = _containers(target, spec.project)
-    old = {s: [c for c, _ in before.get(s, [])] for s in services}
-    res = _run(target, cmd.scale_up_many(t, {s: len(old[s]) + 1 for s in services}), timeout=health_timeout + 120)
-    after = _containers(target, spec.project)
-    new = {s: [c for c, _ in after.get(s, []) if c not in old[s]] for s in services}
-    if not res.ok or any(len(n) != 1 for n in new.values()):
-        target.run(cmd.remove_now([c for n in new.values() for c in n]), "removing the new containers", check=False)
-        odd = next((s for s in services if len(new[s]) != 1), services[0])
-        raise ComposeError(odd, f"could not start new containers beside the old ones ({res.tail()})",
-                           {"compose-scale.txt": res.output}, hint="read compose-scale.txt in the run folder")
-    return {s: (new[s][0], old[s]) for s in services}
-
-
-def await_beside(target: Host, spec: ComposeSpec, service: str, new: str, health_timeout: float,
-                 poll: float = POLL, sleep: Callable[[float], None] = time.sleep) -> None:
-    """The new container ready by its own healthcheck, or removed (the old ones serve on) and the
-    reason raised."""
-    why = _wait_ready(target, new, _tests(target, [new]).get(new), health_timeout, poll, sleep)
+    why = _wait_ready(target, new[0], _tests(target, new).get(new[0]), health_timeout, poll, sleep)
     if why is not None:
-        diag = {f"logs-{service}-new.txt": _run(target, cmd.container_logs(new, spec.log_tail)).output,
-                f"health-{service}-new.json": _run(target, cmd.health(new)).output}
-        target.run(cmd.remove_now([new]), "removing the unhealthy new container", check=False)
+        diag = {f"logs-{service}-new.txt": _run(target, cmd.container_logs(new[0], spec.log_tail)).output,
+                f"health-{service}-new.json": _run(target, cmd.health(new[0])).output}
+        target.run(cmd.remove_now(new), "removing the unhealthy new container", check=False)
         raise ComposeError(service, f"the new container did not become healthy ({why}); the old one kept serving",
                            diag, hint=f"read logs-{service}-new.txt and health-{service}-new.json in the run folder; "
                                       "fix the service and deploy again")
+    return new[0], old
 
 
 def drain(target: Host, service: str, old: list[str], grace: int) -> None:
@@ -233,9 +207,9 @@ def roll(target: Host, spec: ComposeSpec, plan: dict[str, str], definitions: dic
     (django, then the api that calls it), not the sum. A service that fails keeps its old
     container serving where it was start-first, and so do those that wait on it; the others
     finish, the old ones drain, then the first failure is raised. ``together`` (a rollback: these
-    versions ran side by side before): every service starts at once, the start-first ones in one
-    compose run, none waits for the new containers of what it depends on (the old ones serve it
-    meanwhile). Returns the services replaced start-first."""
+    versions ran side by side before): every service starts at once, none waits for the new
+    containers of what it depends on (the old ones serve it meanwhile). Returns the services
+    replaced start-first."""
     if not plan:
         return []
     errors: dict[str, Exception] = {}
@@ -243,8 +217,6 @@ def roll(target: Host, spec: ComposeSpec, plan: dict[str, str], definitions: dic
             ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="drain") as drains:
         futures: dict[str, Future[str]] = {}
         drained: list[Future[None]] = []
-        batch = [n for n, how in plan.items() if how == START_FIRST] if together else []
-        launched = launch_beside(target, spec, batch, spec.wait_timeout) if len(batch) > 1 else {}
 
         def one(name: str) -> str:
             definition = definitions.get(name) or {}
@@ -253,11 +225,7 @@ def roll(target: Host, spec: ComposeSpec, plan: dict[str, str], definitions: dic
                 futures[dep].result()          # raises when the dependency's replacement failed
             if plan[name] == IN_PLACE:
                 return recreate_in_place(target, spec, name, spec.wait_timeout, poll, sleep)
-            if name in launched:
-                new, old = launched[name]
-                await_beside(target, spec, name, new, spec.wait_timeout, poll, sleep)
-            else:
-                new, old = start_beside(target, spec, name, spec.wait_timeout, poll, sleep)
+            new, old = start_beside(target, spec, name, spec.wait_timeout, poll, sleep)
             drained.append(drains.submit(drain, target, name, old, grace_seconds(definition)))
             return new
 

@@ -206,7 +206,6 @@ class FakeDocker:
     applied_migrations: list[str] = field(default_factory=lambda: ["notes.0001_initial"])
     failing_migration: str = ""   # `migrate` fails at this one, after applying those before it
     migration_losses: dict[str, list[str]] = field(default_factory=dict)   # what reversing one would lose
-    scale_runs: list[list[str]] = field(default_factory=list)   # the services of each `up --scale` run
     migration_plans: list[list[str]] = field(default_factory=list)
     migration_images: list[str] = field(default_factory=list)   # the image of each swarm migration one-off
     plan_error: str = ""          # what `migrate --plan` fails with (a broken release, the database gone)
@@ -311,17 +310,16 @@ class FakeDocker:
             service = next(a for a in args if not a.startswith("-"))
             return self._one_off(args[args.index(service) + 1:], command)
         if sub == "up" and "--scale" in args:
-            self.scale_runs.append([args[i + 1].split("=")[0] for i, a in enumerate(args) if a == "--scale"])
-            for name in self.scale_runs[-1]:
-                definition = compose[name]
-                new = self._start(name, definition, self.images.get(definition.get("image", name), name))
-                self.extra[new.id] = new
-                if self.lagging_health and new.health == "healthy":
-                    new.health = "starting"
-                if self.slow_start:                       # "starting" until a poll has seen it (or 5 s)
-                    new.final_health, new.health = new.health, "starting"
-                    self.seen_starting.clear()
-                self._maybe_interrupt(f"scale {name}")      # the new container started, then Ctrl-C
+            name = args[args.index("--scale") + 1].split("=")[0]
+            definition = compose[name]
+            new = self._start(name, definition, self.images.get(definition.get("image", name), name))
+            self.extra[new.id] = new
+            if self.lagging_health and new.health == "healthy":
+                new.health = "starting"
+            if self.slow_start:                       # "starting" until a poll has seen it (or 5 s)
+                new.final_health, new.health = new.health, "starting"
+                self.seen_starting.clear()
+            self._maybe_interrupt(f"scale {name}")      # the new container started, then Ctrl-C
             return Result(command, 0, "")
         if sub == "up":
             return self._up(compose, opts["-p"], services or list(compose), "--force-recreate" in args, command,
