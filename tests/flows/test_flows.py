@@ -287,25 +287,6 @@ def test_rollback_starts_the_previous_release_with_its_images_and_env_without_re
     assert "api=" in listed.message and " by " in listed.message
 
 
-def test_a_rollback_starts_every_start_first_replacement_in_one_compose_run(world):
-    """Issue 23: a rollback's services start at once, their new containers in one `up --scale`
-    (one config load on the droplet, not one per service); an update still rolls them in
-    dependency order, one run each."""
-    assert world.invoke("deploy", flows.deploy).exit_code == 0
-    first = {n: c.image for n, c in world.docker.containers.items()}
-    (world.stack / "api" / "app" / "main.py").write_text("# v2\n")
-    (world.stack / "frontend" / "index.html").write_text("<!doctype html><title>v2</title>\n")
-    _change_django(world)
-    assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
-    assert all(len(run) == 1 for run in world.docker.scale_runs)
-    world.docker.scale_runs.clear()
-    out = world.invoke("rollback", flows.rollback, mode="rollback", release=None)
-    assert out.exit_code == 0, out.message
-    assert world.docker.scale_runs == [["api", "django", "flower", "frontend", "worker"]]
-    assert {n: c.image for n, c in world.docker.containers.items()} == first
-    assert not world.docker.extra                           # the old containers drained and gone
-
-
 def test_rollback_returns_to_the_release_that_was_live_before_not_to_one_rolled_away_from(world):
     """A live, B deployed then rolled back (A live again), C deployed: `inv rollback` puts A back,
     the release C replaced, not B, which the operator rejected (it stays reachable by name)."""
