@@ -8,6 +8,7 @@ import sys
 import uvicorn
 
 from .config import ConfigError, load_settings
+from .drain import DrainingServer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,9 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"api: configuration error: {exc}", file=sys.stderr)
         return 2
-    # http: a protocol that lets connections accepted just before SIGTERM finish (app/drain.py)
-    uvicorn.run("app.main:app", host=args.host, port=args.port, workers=args.workers,
-                server_header=False, log_level="info", http="app.drain:DrainingH11Protocol")
+    # http: a protocol that lets connections accepted just before SIGTERM finish, and a server
+    # that serves those the kernel had queued (app/drain.py)
+    options = dict(host=args.host, port=args.port, workers=args.workers, server_header=False, log_level="info",
+                   http="app.drain:DrainingH11Protocol")
+    if args.workers > 1:   # uvicorn's supervisor: each worker runs uvicorn's own Server
+        uvicorn.run("app.main:app", **options)
+    else:
+        DrainingServer(uvicorn.Config("app.main:app", **options)).run()
     return 0
 
 
