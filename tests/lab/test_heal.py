@@ -24,6 +24,14 @@ from .test_tasks import inv, project  # noqa: F401 - project is a fixture
 pytestmark = [pytest.mark.docker, pytest.mark.lab]
 
 
+def _remove_state(state_dir: Path, tmp_path: Path) -> None:
+    """The state folder gone from its path in one step: the lab API still writes into it (CI at
+    e043569 had rmtree fail with "Directory not empty" as a file appeared mid-removal)."""
+    gone = tmp_path / "removed-state"
+    state_dir.rename(gone)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
 def _until(check, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -52,7 +60,7 @@ def test_up_recovers_a_lab_whose_state_folder_was_removed(project, tmp_path, ima
     try:
         inv(project, cfg, "lab.up")
         old_pid = state.read(cfg.state_dir)["pid"]
-        shutil.rmtree(cfg.state_dir)                # `git clean -xfd`, a new checkout, rm -rf .lab
+        _remove_state(cfg.state_dir, tmp_path)      # `git clean -xfd`, a new checkout, rm -rf .lab
         if engine_restarted_dns:
             # A reboot or a dockerd restart brings the DNS server back without its zones folder:
             # it crash-loops (the failure `inv lab.up` used to end with, its log and no way out).
@@ -133,7 +141,7 @@ def test_droplets_the_api_no_longer_knows_are_named_never_removed(project, tmp_p
         _until(lambda: requests.get(st["api_url"] + f"droplets/{did}", headers=auth, timeout=5)
                .json()["droplet"]["status"] == "active", "the droplet never became active", timeout=180)
         droplet = f"{cfg.name}-droplet-{did}"
-        shutil.rmtree(cfg.state_dir)
+        _remove_state(cfg.state_dir, tmp_path)
 
         up = inv(project, cfg, "lab.up", check=False)
         assert up.returncode == 2 and "Traceback" not in up.stderr
