@@ -282,20 +282,37 @@ class Migration(migrations.Migration):
 """
 
 
-def test_a_release_with_a_migration_is_backed_up_and_migrated_before_swarm_rolls_it(swarm_lab):
-    """Issue 22 on a swarm (one flow for one droplet and for N): the migrate step runs in a one-off
-    of the new django image on the database's network, after a backup, before `stack deploy`;
-    a rollback across it is refused, and `--keep-schema` (it only adds a column) goes back."""
+def test_a_release_with_a_migration_and_rotated_passwords_migrates_first_then_rolls_with_zero_failed_requests(
+        swarm_lab):
+    """Issue 22 on a swarm (one flow for one droplet and for N), in one release, so one swarm
+    rollout pays for both: the migrate step runs in a one-off of the new django image on the
+    database's network, with the live service's env, after a backup, before `stack deploy`; the
+    running PostgreSQL and Redis tasks take the rotated passwords beside the old ones, the
+    clients roll, the old ones are retired (deploy/live_secrets.py); neither server task is
+    replaced, no request fails, and a rollback across the migration is refused."""
+    node1 = _droplets(swarm_lab)[STATE["leader"]]
+    servers = ("$(docker ps -q --filter label=com.docker.swarm.service.name=stackdeploy_postgres) "
+               "$(docker ps -q --filter label=com.docker.swarm.service.name=stackdeploy_redis)")
+    before = subprocess.run(["docker", "exec", node1, "sh", "-c", f"echo {servers}"],
+                            capture_output=True, text=True, check=True).stdout.split()
     models = swarm_lab.stack / "django" / "notes" / "models.py"
     migration = swarm_lab.stack / "django" / "notes" / "migrations" / "0002_note_tags.py"
     original = models.read_text()
+    new = {k: secrets.token_urlsafe(40) for k in ("POSTGRES_APP_PASSWORD", "REDIS_PASSWORD")}
+    old = {k: swarm_lab.values[k] for k in new}
     try:
         models.write_text(original.replace("    created_at = models.DateTimeField(auto_now_add=True)\n",
                                            "    created_at = models.DateTimeField(auto_now_add=True)\n"
                                            "    tags = models.CharField(max_length=100, default=\"\")\n"))
         migration.write_text(ADD_TAGS)
-        res = swarm_lab.inv("deploy", "--update-only", extra=NODES)
+        lines = [l for l in swarm_lab.env_file.read_text().splitlines() if l.split("=", 1)[0] not in new]
+        swarm_lab.env_file.write_text("\n".join(lines + [f"{k}={v}" for k, v in new.items()]) + "\n")
+        swarm_lab.values.update(new)
+        res, summary = _probed(swarm_lab, "deploy", "--update-only", extra=NODES)
         assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
+        STATE["rotation"] = summary
+        print(f"swarm migration + rotation: {summary['sent']} requests, {summary['failed']} failed: "
+              f"{json.dumps(summary['routes'])}")
         data = swarm_lab.manifest()
         applied = data["details"]["migrations"]
         assert applied["applied"] == ["notes.0002_note_tags"] and applied["backup"], applied
@@ -303,47 +320,24 @@ def test_a_release_with_a_migration_is_backed_up_and_migrated_before_swarm_rolls
         assert names.index("migrate") < names.index("backup") < names.index("stack-up")
         assert "tags" in _psql(swarm_lab, "SELECT column_name FROM information_schema.columns "
                                           "WHERE table_name = 'notes_note';\n").split()
+        assert data["details"]["secrets_rotated"] == ["POSTGRES_APP_PASSWORD", "REDIS_PASSWORD"]
+        assert data["details"]["secrets_live"] == {"postgres": True, "redis": True}
+        after = subprocess.run(["docker", "exec", node1, "sh", "-c", f"echo {servers}"],
+                               capture_output=True, text=True, check=True).stdout.split()
+        assert after == before and len(after) == 2
+        assert summary["failed"] == 0, json.dumps(summary["routes"])
+        ping = f"docker exec {after[1]} sh -c 'REDISCLI_AUTH=\"$1\" redis-cli ping' sh"
+        refused = subprocess.run(["docker", "exec", node1, "sh", "-c",
+                                  f"{ping} {shlex.quote(old['REDIS_PASSWORD'])}"], capture_output=True, text=True)
+        assert "WRONGPASS" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+        app = swarm_lab.values["POSTGRES_APP_USER"]
+        login = subprocess.run(["docker", "exec", node1, "sh", "-c",
+                                f"docker exec -e PGPASSWORD={shlex.quote(old['POSTGRES_APP_PASSWORD'])} {after[0]} "
+                                f"psql -X -At -h 127.0.0.1 -U {app} -d {swarm_lab.values['POSTGRES_DB']} -c 'SELECT 1'"],
+                               capture_output=True, text=True)
+        assert login.returncode != 0 and "password authentication failed" in login.stderr, login.stderr
         res = swarm_lab.inv("rollback", extra=NODES)
         assert res.returncode == 1 and "expects an older schema" in res.stdout + res.stderr
-        res = swarm_lab.inv("rollback", "--keep-schema", extra=NODES)
-        assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
     finally:
         models.write_text(original)
         migration.unlink(missing_ok=True)
-
-
-def test_database_and_redis_passwords_rotate_on_the_swarm_with_zero_failed_requests(swarm_lab):
-    """Rotation on N nodes as on one (deploy/live_secrets.py around `stack deploy`): the running
-    PostgreSQL and Redis tasks take the new passwords beside the old ones, the clients roll,
-    the old ones are retired; neither server task is replaced, and no request fails."""
-    node1 = _droplets(swarm_lab)[STATE["leader"]]
-    servers = ("$(docker ps -q --filter label=com.docker.swarm.service.name=stackdeploy_postgres) "
-               "$(docker ps -q --filter label=com.docker.swarm.service.name=stackdeploy_redis)")
-    before = subprocess.run(["docker", "exec", node1, "sh", "-c", f"echo {servers}"],
-                            capture_output=True, text=True, check=True).stdout.split()
-    new = {k: secrets.token_urlsafe(40) for k in ("POSTGRES_APP_PASSWORD", "REDIS_PASSWORD")}
-    old = {k: swarm_lab.values[k] for k in new}
-    lines = [l for l in swarm_lab.env_file.read_text().splitlines() if l.split("=", 1)[0] not in new]
-    swarm_lab.env_file.write_text("\n".join(lines + [f"{k}={v}" for k, v in new.items()]) + "\n")
-    swarm_lab.values.update(new)
-    res, summary = _probed(swarm_lab, "deploy", "--update-only", extra=NODES)
-    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
-    STATE["rotation"] = summary
-    print(f"swarm rotation: {summary['sent']} requests, {summary['failed']} failed: {json.dumps(summary['routes'])}")
-    data = swarm_lab.manifest()
-    assert data["details"]["secrets_rotated"] == ["POSTGRES_APP_PASSWORD", "REDIS_PASSWORD"]
-    assert data["details"]["secrets_live"] == {"postgres": True, "redis": True}
-    after = subprocess.run(["docker", "exec", node1, "sh", "-c", f"echo {servers}"],
-                           capture_output=True, text=True, check=True).stdout.split()
-    assert after == before and len(after) == 2
-    assert summary["failed"] == 0, json.dumps(summary["routes"])
-    ping = f"docker exec {after[1]} sh -c 'REDISCLI_AUTH=\"$1\" redis-cli ping' sh"
-    refused = subprocess.run(["docker", "exec", node1, "sh", "-c", f"{ping} {shlex.quote(old['REDIS_PASSWORD'])}"],
-                             capture_output=True, text=True)
-    assert "WRONGPASS" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
-    app = swarm_lab.values["POSTGRES_APP_USER"]
-    login = subprocess.run(["docker", "exec", node1, "sh", "-c",
-                            f"docker exec -e PGPASSWORD={shlex.quote(old['POSTGRES_APP_PASSWORD'])} {after[0]} "
-                            f"psql -X -At -h 127.0.0.1 -U {app} -d {swarm_lab.values['POSTGRES_DB']} -c 'SELECT 1'"],
-                           capture_output=True, text=True)
-    assert login.returncode != 0 and "password authentication failed" in login.stderr, login.stderr
