@@ -62,13 +62,6 @@ def migrations_in_the_way(found: Sequence[ReleaseInfo], chosen: ReleaseInfo) -> 
     return out
 
 
-def mark_undone(target, in_the_way: list[tuple[str, list[str], str | None]], how: str) -> None:
-    """Each release's migrations record says a rollback took them back (``how``)."""
-    for release_id, _, _ in in_the_way:
-        record = sync.read_release_meta(target, release_id) or {}
-        sync.update_release_meta(target, release_id, migrations={**(record.get("migrations") or {}), "undone": how})
-
-
 def schema_refusal(chosen: ReleaseInfo, in_the_way: list[tuple[str, list[str], str | None]],
                    named: bool, reversal: Sequence[Verdict] | str | None = None) -> OperatorError:
     """Why a rollback across migrations does not happen by itself, and the ways on: unapplying

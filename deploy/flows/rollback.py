@@ -83,16 +83,26 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = R
                 with run.step("unapply") as step:
                     targets = migrations.unapply(run, leader, runtime, _compose_file(settings), names)
                     run.record("rollback_schema", {"unapplied": names, "to": [list(t) for t in targets]})
-                    releases.mark_undone(leader, in_the_way, f"unapplied by `inv rollback --unapply` ({run.folder.name})")
+                    _mark_undone(leader, found, in_the_way, f"unapplied by `inv rollback --unapply` ({run.folder.name})")
                     step.note(f"unapplied {', '.join(names)} (back to {', '.join(f'{a} {t}' for a, t in targets)})")
             if in_the_way and restore:
                 _restore_then(run, leader, runtime, cluster.leader.name, found, chosen, in_the_way, yes, ask, live_again)
-                releases.mark_undone(leader, in_the_way, f"restored away by `inv rollback --restore` ({run.folder.name})")
+                _mark_undone(leader, found, in_the_way, f"restored away by `inv rollback --restore` ({run.folder.name})")
             else:
                 live_again()
             if current and current != chosen.id:
                 sync.record_outcome(leader, current, "rolled-back")
         verify(run, settings, edges, cluster, runtime, inventory)
+
+
+def _mark_undone(leader: Host, found: list[ReleaseInfo], in_the_way: list[tuple[str, list[str], str | None]],
+                 how: str) -> None:
+    """Each of those releases' migration records says a rollback took them back (``how``), so
+    they no longer stand in a later rollback's way (releases.migrations_in_the_way)."""
+    metas = {r.id: r.meta for r in found}
+    for release_id, _, _ in in_the_way:
+        record = metas[release_id].get("migrations") or {}
+        sync.update_release_meta(leader, release_id, migrations={**record, "undone": how})
 
 
 def _compose_file(settings: Settings) -> dict:

@@ -25,3 +25,23 @@ def test_without_a_backup_before_them_the_refusal_names_a_point_in_time_restore(
     err = releases.schema_refusal(target, [("20261204T0000Z-d", ["notes.0003_drop"], None)], named=True)
     assert "inv restore --to '<a moment before release 20261204T0000Z-d migrated>'" in err.hint
     assert "inv rollback --release 20261202T0000Z-b --keep-schema" in err.hint
+
+
+def test_with_only_a_rolled_back_release_before_the_live_one_the_refusal_names_it_for_by_name():
+    rejected = ReleaseInfo("20261201T0000Z-a", None, "rolled-back", False, {"images": {"api": {"ref": "a", "id": "x"}}})
+    found = [rejected, _r("20261202T0000Z-b", current=True)]
+    try:
+        releases.rollback_target(found, None)
+    except releases.OperatorError as err:
+        assert "ran healthy without being rolled back from" in err.message
+        assert "`inv rollback --release 20261201T0000Z-a`" in err.hint
+    else:
+        raise AssertionError("a release rolled back from was picked without being named")
+    assert releases.rollback_target(found, "20261201T0000Z-a") is rejected
+
+
+def test_migrations_a_rollback_took_back_no_longer_stand_in_the_way():
+    undone = _r("20261203T0000Z-c", ["notes.0002_tags"], "label")
+    undone.meta["migrations"]["undone"] = "unapplied by `inv rollback --unapply` (run)"
+    found = [_r("20261202T0000Z-b"), undone, _r("20261204T0000Z-d", current=True)]
+    assert releases.migrations_in_the_way(found, found[0]) == []
