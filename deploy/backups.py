@@ -25,6 +25,10 @@ class BackupError(OperatorError):
     """A backup, restore or its input failed; the message names what and the way out."""
 
 
+class DatabaseNotRunning(BackupError):
+    """No PostgreSQL container runs to ask: the services' state says why."""
+
+
 class RestoreInputError(BackupError):
     exit_code = EXIT_CONFIG
     outcome = "config-error"

@@ -365,7 +365,7 @@ def run_checks(run: Run, run_checks_edge, target: checks.PublicSite, config: che
 
 def collect(run: Run, target: Host, spec: remote_collect.CollectSpec) -> remote_collect.CollectResult:
     with run.step("collect") as step:
-        result = remote_collect.collect(target, spec, run.artifacts.write_text)
+        result = remote_collect.collect(target, spec, run.artifacts.write_text, run.in_this_step())
         run.record("services", result.services)
         run.record("current_release", result.current_release)
         if result.failed:

@@ -79,9 +79,11 @@ def _probe_starting(target: Host, services: list[dict[str, Any]]) -> None:
             s["health"], s["probed"] = "healthy", True
 
 
-def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any]) -> CollectResult:
+def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any],
+            thread_init: Callable[[], None] | None = None) -> CollectResult:
     """Run every collection item on ``target``; ``write(relpath, text)`` is the artifact writer.
-    Files land under the target's artifact prefix (remote/, or remote/<host>/ for several)."""
+    Files land under the target's artifact prefix (remote/, or remote/<host>/ for several).
+    ``thread_init`` runs first in each of its threads (the run's step bookkeeping)."""
     result = CollectResult()
     t = spec.compose.on(target.layout)
 
@@ -105,7 +107,8 @@ def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any]) -
 
     # Every item is one command on its own channel of the connection: they run side by side, in
     # two rounds (the second needs the containers the first found).
-    with ThreadPoolExecutor(max_workers=COLLECT_THREADS, thread_name_prefix="collect") as pool:
+    with ThreadPoolExecutor(max_workers=COLLECT_THREADS, thread_name_prefix="collect",
+                            initializer=thread_init) as pool:
         ps_json = pool.submit(item, "compose-ps.json", cmd.ps(t, json=True),
                               lambda out: json.dumps(parse_compose_ps(out), indent=2) + "\n")
         current = pool.submit(item, "current-release.txt", cmd.readlink_current(target.layout))

@@ -223,6 +223,15 @@ class Run:
                 entry[2] = max(entry[2], seconds)
         return observe
 
+    def in_this_step(self) -> Callable[[], None]:
+        """A worker pool's initializer: its threads' commands count in the caller's step (the
+        step begun last may be another, running beside it)."""
+        steps = list(self._thread.__dict__.get("steps") or [])
+
+        def adopt() -> None:
+            self._thread.steps = list(steps)
+        return adopt
+
     def command_profile(self, limit: int = 60) -> list[dict[str, Any]]:
         """The commands that took longest in all, per step: what run.json's ``commands`` holds."""
         with self._commands_lock:

@@ -110,6 +110,33 @@ def test_a_step_run_beside_another_keeps_the_order_they_began_in_and_its_own_com
     assert {(c["step"], c["command"]) for c in data["commands"]} == {("checks", "curl"), ("collect", "docker ps")}
 
 
+def test_a_steps_worker_threads_count_their_commands_in_it_while_a_later_step_runs_beside(tmp_path):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    with Run(tmp_path, "verify", "verify", ["inv", "verify"], console=quiet(), registry=SecretRegistry()) as run:
+        timer, drift_began, release = run.command_timer("droplet-1"), threading.Event(), threading.Event()
+
+        def collect():
+            with run.step("collect"):
+                drift_began.wait(5)
+                with ThreadPoolExecutor(2, initializer=run.in_this_step()) as pool:
+                    pool.submit(timer, "docker compose ps", 0.6).result()
+                release.wait(5)
+
+        def drift():
+            with run.step("drift"):
+                drift_began.set()
+                release.wait(5)
+
+        collected = run.beside(collect)
+        drifted = run.beside(drift)
+        timer("cat", 0.05)
+        release.set()
+        collected.result(), drifted.result()
+    rows = {(c["command"], c["step"]) for c in json.loads((run.folder / "run.json").read_text())["commands"]}
+    assert rows == {("docker compose ps", "collect"), ("cat", "drift")}
+
+
 @pytest.mark.parametrize("exc, outcome, code", [
     (ConfigError("DOMAIN", "is not set", "set it"), "config-error", 2),
     (RuntimeError("boom"), "failed", 1),

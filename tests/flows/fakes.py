@@ -169,7 +169,8 @@ class FakeDocker:
 
     def runs_database(self) -> bool:
         """A PostgreSQL container runs on this engine (what remote.backup.in_database looks for)."""
-        return "postgres" in self.containers
+        db = self.containers.get("postgres")
+        return db is not None and db.state == "running"
 
     def _remove(self, ids: list[str], stop: bool) -> None:
         for c in [c for c in self._all() if c.id in ids]:

@@ -50,7 +50,18 @@ def track_steps(monkeypatch: pytest.MonkeyPatch) -> RunningSteps:
             finally:
                 running.remove(name)
                 mine.pop()
+    adopt_original = Run.in_this_step
+
+    def in_this_step(self: Run) -> Any:
+        # a step's worker threads (collect's) are in it, as Run counts their commands
+        steps, adopt = list(running._thread.__dict__.get("steps") or []), adopt_original(self)
+
+        def both() -> None:
+            adopt()
+            running._thread.steps = list(steps)
+        return both
     monkeypatch.setattr(Run, "step", step)
+    monkeypatch.setattr(Run, "in_this_step", in_this_step)
     return running
 
 

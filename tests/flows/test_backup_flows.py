@@ -318,3 +318,17 @@ def test_recovery_onto_a_swarm_fills_node_one_before_anything_starts_then_grows_
     assert "--set=20261206-010000F" in args
     assert sorted(n.hostname for n in swarm.nodes.values()) == ["stackdeploy-1", "stackdeploy-1-2", "stackdeploy-1-3"]
     assert {"postgres", "api"} <= set(swarm.running())
+
+
+def test_with_postgres_stopped_verify_names_it_and_adds_no_backup_failure_of_its_own(deployed):
+    """The backup checks read the running server: with none there the services say why, and the
+    backup step says it had nothing to read instead of failing a check of its own."""
+    deployed.docker.database.full()
+    stopped = deployed.docker.containers["postgres"]    # `docker stop`: listed as exited
+    stopped.state, stopped.health, stopped.exit_code = "exited", "", 0
+    out = deployed.invoke("verify", flows.verify_only, mode="verify")
+    assert out.exit_code != 0 and "postgres" in out.message, out.message
+    checks = [c["name"] for c in out.manifest["checks"] or [] if c["status"] == "fail"]
+    assert not [c for c in checks if c.startswith("backups")], checks
+    steps = {s["name"]: s for s in out.manifest["steps"]}
+    assert "backup-checks" not in steps or steps["backup-checks"]["status"] == "skipped"

@@ -29,7 +29,8 @@ FULL = ["token-check", "provision", "connect", "bootstrap", "lock", "push", "bui
 UPDATE = ["token-check", "discover", "connect", "lock", "push", "build", "migrate", "switch", "up", "checks",
           "collect", "drift", "backup-checks"]
 AFTER_UP = {"checks", "collect", "drift", "backup-checks"}        # the new release is live and healthy by then
-BESIDE = {"checks": "collect"}   # the checks run in a thread beside collect
+# The checks, collect and drift run in threads beside the backup checks (verify's main thread)
+BESIDE = {"checks": "backup-checks", "collect": "backup-checks", "drift": "backup-checks"}
 CUTOVER = {"migrate", "up"}     # steps whose first command is already under the interrupt guard
 ME = f"{getpass.getuser()}@{socket.gethostname()}"
 
@@ -91,8 +92,8 @@ def test_an_interrupt_in_each_step_ends_cleanly(world, baseline, running, signal
     out = _deploy(world, update_only)
     assert trap.fired_at, f"nothing reached an edge during {step}"
     if step in BESIDE and signal_name == "sigterm":   # a signal interrupts the main thread's step
-        # the main thread was in collect or between steps (a row named after the task says so);
-        # the checks themselves went on
+        # the main thread was in the backup checks or between steps (a row named after the task
+        # says so); the step in its thread went on
         assert len({s["name"] for s in out.manifest["steps"] if s["message"] == "interrupted"}
                    & {BESIDE[step], "deploy"}) == 1
     else:
