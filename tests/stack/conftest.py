@@ -42,20 +42,26 @@ def redis_server(workdir):
     """compose's own redis command (Debian's redis-server is what the lab image runs too):
     requirepass from the deployer's password file via a config file, protected mode on; paths and port adapted.
     Yields the URL with the password, as compose builds it for the clients."""
+    proc, url = start_redis(workdir, "redis", free_port(), secrets.token_urlsafe(32))
+    yield url
+    stop(proc)
+
+
+def start_redis(workdir: Path, name: str, port: int, password: str) -> tuple[subprocess.Popen, str]:
+    """A redis-server as compose's command starts it, in ``workdir/name``; (process, URL)."""
     need(shutil.which("redis-server") is not None, "redis-server (apt: redis-server)", provided_by=PROVIDED_BY)
-    port = free_port()
-    log = workdir / "redis.log"
-    password = secrets.token_urlsafe(32)
+    home = workdir / name
+    home.mkdir(exist_ok=True)
     (script,) = compose()["services"]["redis"]["command"]
-    secret = workdir / "redis-password"
+    secret = home / "redis-password"
     secret.write_text(password + "\n")
     script = (script.replace("$$", "$")  # compose's escape for a literal $
               .replace("/run/stack-secrets/password", str(secret))
-              .replace("/tmp/redis.conf", str(workdir / "redis.conf")).replace("/data", str(workdir)))
+              .replace("/tmp/redis.conf", str(home / "redis.conf")).replace("/data", str(home)))
+    log = home / "redis.log"
     proc = start(["sh", "-c", f"{script} --port {port} --bind 127.0.0.1 --save ''"], log, env={})
-    wait_until(lambda: port_open(port), 15, "redis", proc=proc, log=log)
-    yield f"redis://:{password}@127.0.0.1:{port}"
-    stop(proc)
+    wait_until(lambda: port_open(port), 15, name, proc=proc, log=log)
+    return proc, f"redis://:{password}@127.0.0.1:{port}"
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ def stack_env(workdir, redis_server, postgres_server):
         # the token before the last rotation, as the deployer fills it (deploy/rotation.py)
         "INTERNAL_API_TOKEN_FALLBACKS": secrets.token_urlsafe(32),
         "DJANGO_STATIC_ROOT": str(workdir / "static"),
+        "WORKER_HEARTBEAT_FILE": str(workdir / "worker.heartbeat"),
         "PYTHONDONTWRITEBYTECODE": "1",
     }
 
@@ -141,18 +148,18 @@ def worker(workdir, stack_env, django_server):
     log = workdir / "worker.log"
     proc = start(["celery", "-A", "config", "worker", "--loglevel=INFO", "--concurrency=1",
                   f"--hostname=celery@{node_host}"], log, env=env, cwd=STACK / "django")
-    check = worker_healthcheck_command()
-    wait_until(lambda: subprocess.run(["sh", "-c", check], env={**os.environ, **env}, cwd=STACK / "django",
-                                      capture_output=True, timeout=20).returncode == 0,
-               60, "celery worker", proc=proc, log=log)
+    wait_until(lambda: worker_healthy(env), 60, "celery worker", proc=proc, log=log)
     yield env
     stop(proc, timeout=20)
 
 
-def worker_healthcheck_command() -> str:
+def worker_healthy(env: dict) -> bool:
+    """compose's healthcheck command for the worker, run here with ``env``."""
     test = compose()["services"]["worker"]["healthcheck"]["test"]
-    assert test[0] == "CMD-SHELL"
-    return test[1].replace("$$", "$")  # compose's escape for a literal $
+    assert test[0] == "CMD"
+    argv = [str(VENV_BIN / "python") if test[1] == "python" else test[1], *test[2:]]
+    return subprocess.run(argv, env={**os.environ, **env}, cwd=STACK / "django", capture_output=True,
+                          timeout=20).returncode == 0
 
 
 def api_env(stack_env: dict, django_url: str, rpm: int, deploy_env: str = "staging") -> dict:

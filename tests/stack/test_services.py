@@ -17,8 +17,8 @@ import requests
 
 from lab.ports import free_port
 
-from .conftest import API_RPM, api_env, start_api
-from .helpers import STACK, VENV_BIN, start, stop, wait_until
+from .conftest import API_RPM, api_env, start_api, start_redis, worker_healthy
+from .helpers import STACK, VENV_BIN, compose, start, stop, wait_until
 
 
 def client(ip: str | None = None) -> dict[str, str]:
@@ -217,6 +217,31 @@ def test_beat_ticks_its_heartbeat_file(workdir, stack_env, worker):
     finally:
         stop(proc)
     assert "Traceback" not in log.read_text()
+
+
+def test_the_workers_healthcheck_passes_while_it_is_connected_to_the_broker_and_not_after(workdir, stack_env):
+    """compose's healthcheck for the worker (a file its consumer keeps fresh) against a real worker
+    and a real Redis: healthy once it consumes, unhealthy soon after the broker goes, healthy again
+    when it is back, and unhealthy once the worker has stopped."""
+    port, password = free_port(), secrets.token_urlsafe(24)
+    broker, url = start_redis(workdir, "worker-broker", port, password)
+    env = {**stack_env, "REDIS_URL": f"{url}/0", "CELERY_RESULT_URL": f"{url}/1",
+           "WORKER_HEARTBEAT_FILE": str(workdir / "worker-broker" / "heartbeat")}
+    log = workdir / "worker-broker" / "worker.log"
+    # As the image starts it: its entrypoint, then compose's command, in one process.
+    command = compose()["services"]["worker"]["command"]
+    worker = start([str(STACK / "django" / "entrypoint.sh"), *command, f"--hostname=celery@hb-{secrets.token_hex(3)}"],
+                   log, env=env, cwd=STACK / "django")
+    try:
+        wait_until(lambda: worker_healthy(env), 60, "worker healthy", proc=worker, log=log)
+        stop(broker)
+        wait_until(lambda: not worker_healthy(env), 20, "worker unhealthy without its broker", proc=worker, log=log)
+        broker, _ = start_redis(workdir, "worker-broker", port, password)
+        wait_until(lambda: worker_healthy(env), 60, "worker healthy again", proc=worker, log=log)
+    finally:
+        stop(worker, timeout=20)
+        stop(broker)
+    assert not worker_healthy(env)
 
 
 def test_flower_answers_its_healthcheck(workdir, stack_env, worker):

@@ -4,7 +4,8 @@ schema is migrated, the static files collected and gunicorn serves with the app 
 Each of these was a `manage.py` of its own, and each paid for importing Django again: about
 8 s from container start to serving on a loaded droplet, where one process takes about half.
 That time is how long a release's cutover waits for django (and the api waits for django).
-Other roles (Celery's worker, beat, flower) are checked and then replaced by their command.
+Celery's roles (worker, beat, flower) are checked and then run their `celery` command in the
+same process; any other command replaces it.
 """
 from __future__ import annotations
 
@@ -45,6 +46,13 @@ def main(argv: list[str]) -> None:
         sys.argv = [*argv, "--preload", "--config", "python:config.gunicorn_conf"]
         run()
         return
+    if argv[:1] == ["celery"]:
+        # In this process, where Django is loaded already: an exec of the `celery` script imported
+        # it all again (about 3 s of a worker's start on a busy droplet).
+        from celery.bin.celery import main as celery_main
+
+        sys.argv = argv
+        sys.exit(celery_main())
     os.execvp(argv[0], argv)
 
 
