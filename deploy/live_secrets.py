@@ -16,15 +16,16 @@ Filters = Callable[[str], Sequence[str]]   # service -> `docker ps` filters of i
 
 
 @contextmanager
-def applied(run: Run, leader: Host, live: str | None, target: str, filters: Filters) -> Iterator[None]:
+def applied(run: Run, leader: Host, live: str | None, target: str, filters: Filters) -> Iterator[bool]:
     """Before the body: the new passwords accepted beside the old ones. After it: the old ones
     retired. If the body raises (the live release serves again): the live release's passwords
     alone, as before. Traefik's routes and users are the target's before the body, the live
-    release's again if it raises."""
+    release's again if it raises. Yields whether passwords change (then the old containers
+    must be gone before the body ends: their new connections would be refused)."""
     publish_edge(run, leader, target)
     try:
-        with _passwords(run, leader, live, target, filters):
-            yield
+        with _passwords(run, leader, live, target, filters) as changing:
+            yield changing
     except BaseException:
         if live and live != target:
             try:
@@ -47,17 +48,17 @@ def publish_edge(run: Run, leader: Host, release_id: str) -> None:
 
 
 @contextmanager
-def _passwords(run: Run, leader: Host, live: str | None, target: str, filters: Filters) -> Iterator[None]:
+def _passwords(run: Run, leader: Host, live: str | None, target: str, filters: Filters) -> Iterator[bool]:
     changed = _changed(leader, live, target)
     if not changed:
-        yield
+        yield False
         return
     layout = leader.layout
     live_dir, target_dir = layout.release(live or ""), layout.release(target)
     pg, redis = stack_secrets.POSTGRES_FILE in changed, stack_secrets.REDIS_FILE in changed
     try:
         _accept_both(run, leader, live_dir, target_dir, pg, redis, filters)
-        yield
+        yield True
     except BaseException:
         # Also when the first half stopped part-way: what it added is taken back.
         _retire(run, leader, live_dir, pg, redis, filters, "putting the live release's passwords back")

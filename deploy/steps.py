@@ -375,11 +375,14 @@ def collect(run: Run, target: Host, spec: remote_collect.CollectSpec) -> remote_
     return result
 
 
-def not_serving(services: list[dict]) -> list[str]:
+def not_serving(services: list[dict], retiring: frozenset[str] = frozenset()) -> list[str]:
     """"service (state)" for each collected container that is not running, or whose
-    healthcheck is not passing (a container without a healthcheck has no health)."""
+    healthcheck is not passing (a container without a healthcheck has no health). ``retiring``:
+    old containers being drained and removed, whatever state they are in."""
     out = []
     for s in services:
+        if any(compose.same_container(str(s.get("id") or ""), c) for c in retiring):
+            continue
         if s.get("state") != "running":
             out.append(f"{s.get('service')} ({s.get('state')})")
         elif s.get("health") not in ("", "healthy"):

@@ -50,6 +50,7 @@ def parse_compose_ps(output: str) -> list[dict[str, Any]]:
         {
             "service": r.get("Service"),
             "container": r.get("Name"),
+            "id": r.get("ID"),
             "state": r.get("State"),
             "health": r.get("Health") or "",
             "status": r.get("Status"),
@@ -63,6 +64,16 @@ def env_lines(docker_env_json: str) -> str:
     """A container's env as KEY=value lines (the writer's redactor masks secret keys)."""
     values = json.loads(docker_env_json or "[]") or []
     return "\n".join(sorted(values)) + "\n"
+
+
+def split_envs(output: str) -> dict[str, str]:
+    """commands.containers_env's output: container name -> its env as JSON."""
+    out = {}
+    for line in output.splitlines():
+        name, _, env = line.partition(" ")
+        if name and env:
+            out[name.lstrip("/")] = env
+    return out
 
 
 COLLECT_THREADS = 5     # as many as a Host opens channels at once (remote/host.MAX_CHANNELS)
@@ -113,9 +124,6 @@ def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any],
                               lambda out: json.dumps(parse_compose_ps(out), indent=2) + "\n")
         current = pool.submit(item, "current-release.txt", cmd.readlink_current(target.layout))
         for name, command in (("compose-ps.txt", cmd.ps(t)),
-                              ("traefik-static.yml", cmd.exec_cat(t, TRAEFIK_SERVICE, TRAEFIK_STATIC)),
-                              ("dynamic.yml", cmd.exec_cat(t, TRAEFIK_SERVICE, TRAEFIK_DYNAMIC)),
-                              ("traefik-logs.txt", cmd.logs(t, TRAEFIK_SERVICE, tail=LOG_TAIL)),
                               ("curl-root.txt", cmd.curl_headers(spec.domain, "/")),
                               ("curl-api-health.txt", cmd.curl_headers(spec.domain, "/api/health")),
                               ("docker-df.txt", cmd.docker_system_df()),
@@ -125,19 +133,27 @@ def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any],
         if ps_json.result():
             result.services = json.loads(ps_json.result())
             pool.submit(_probe_starting, target, result.services)   # its failure leaves "starting" said
+        # The second round reads containers by name with plain docker commands: each `compose`
+        # command loads the whole project first, which on a busy droplet costs more than the read.
         traefik_id = _container_of(result.services, TRAEFIK_SERVICE)
+        traefik_items = ("traefik-static.yml", "dynamic.yml", "traefik-logs.txt", "traefik-rawdata.json")
         if traefik_id:
+            pool.submit(item, "traefik-static.yml", cmd.container_cat(traefik_id, TRAEFIK_STATIC))
+            pool.submit(item, "dynamic.yml", cmd.container_cat(traefik_id, TRAEFIK_DYNAMIC))
+            pool.submit(item, "traefik-logs.txt", cmd.container_logs(traefik_id, LOG_TAIL))
             pool.submit(item, "traefik-rawdata.json", cmd.traefik_api_get(traefik_id, "/api/rawdata", TRAEFIK_API_PORT),
                         lambda raw: _pretty_json(cmd.http_body(raw)))
-            pool.submit(item, "traefik-env.txt", cmd.container_env(traefik_id), env_lines)
         else:
-            for name in ("traefik-rawdata.json", "traefik-env.txt"):
-                result.failed[name] = "the traefik container is not running"
-                write(f"{target.artifact_prefix}{name}", "# collection failed\n# error: the traefik container is not "
-                                                         "running (see compose-ps.txt)\n")
-        for svc in result.services:
-            if svc["service"] and svc["service"] != TRAEFIK_SERVICE and svc["container"]:
-                pool.submit(item, f"env/{svc['service']}.txt", cmd.container_env(svc["container"]), env_lines)
+            for name in traefik_items:
+                _not_running(result, write, f"{target.artifact_prefix}{name}", name)
+        envs = pool.submit(_envs, target, result.services, spec.command_timeout)
+    for name, text in envs.result().items():
+        path = f"{target.artifact_prefix}{name}"
+        if text is None:
+            _not_running(result, write, path, name)
+        else:
+            write(path, env_lines(text))
+            result.written.append(path)
     result.current_release = (current.result() or "").strip().rsplit("/", 1)[-1] or None
     result.written.sort()
     return result
@@ -174,6 +190,24 @@ def collect_swarm(leader: Host, stack: str, write: Callable[[str, str], Any], ti
                                 "health": "" if running >= desired else "unhealthy",
                                 "status": f"{running}/{desired} replicas"})
     return result
+
+
+def _envs(target: Host, services: list[dict[str, Any]], timeout: float) -> dict[str, str | None]:
+    """Every service's environment in one command: artifact name (traefik-env.txt,
+    env/<service>.txt) -> its env as JSON, None for a container that is gone or not running."""
+    named = {svc["container"]: ("traefik-env.txt" if svc["service"] == TRAEFIK_SERVICE else f"env/{svc['service']}.txt")
+             for svc in services if svc.get("service") and svc.get("container")
+             and (svc["service"] != TRAEFIK_SERVICE or svc.get("state") == "running")}
+    found = split_envs(target.run(cmd.containers_env(named), check=False, timeout=timeout).stdout) if named else {}
+    out: dict[str, str | None] = {name: found.get(container) for container, name in named.items()}
+    out.setdefault("traefik-env.txt", None)
+    return out
+
+
+def _not_running(result: CollectResult, write: Callable[[str, str], Any], path: str, name: str) -> None:
+    what = "the traefik container is not running" if name.startswith("traefik") else "its container is gone"
+    result.failed[name] = what
+    write(path, f"# collection failed\n# error: {what} (see compose-ps.txt)\n")
 
 
 def _container_of(services: list[dict[str, Any]], name: str) -> str | None:

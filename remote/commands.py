@@ -316,6 +316,17 @@ def container_env(container: str) -> str:
     return join(["docker", "inspect", "--format", "{{json .Config.Env}}", container])
 
 
+def containers_env(containers: Iterable[str]) -> str:
+    """``/<name> <env as a JSON list>`` per container, in one command (a container gone since it
+    was listed is left out; the others still print). It holds secrets: redact before saving."""
+    return join(["docker", "inspect", "--format", "{{.Name}} {{json .Config.Env}}", *sorted(containers)])
+
+
+def container_cat(container: str, path: str) -> str:
+    """A file from inside a running container (Traefik's configuration), without Compose's start-up."""
+    return join(["docker", "exec", container, "cat", path])
+
+
 def curl_headers(host: str, path: str = "/", timeout: float = 10) -> str:
     """Response headers of https://HOST/path fetched on the droplet itself via Traefik on :443."""
     if not path.startswith("/"):

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import posixpath
 import re
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -73,6 +74,25 @@ class UpResult:
     rebuilt: list[str]          # services whose image id changed (or is new)
     output: str = field(default="", repr=False)
     replaced: list[str] = field(default_factory=list)   # replaced start-first, new beside old
+    # Old containers still draining when the cutover returned (cutover's ``drain_later``).
+    draining: tuple["Draining", ...] = ()
+
+
+@dataclass(frozen=True)
+class Draining:
+    """Old containers of ``service`` finishing what they serve, then removed, in the background."""
+    service: str
+    containers: tuple[str, ...]
+    done: Future = field(repr=False, compare=False)
+
+
+def retiring(draining: Iterable[Draining]) -> frozenset[str]:
+    return frozenset(c for d in draining for c in d.containers)
+
+
+def same_container(one: str, other: str) -> bool:
+    """Two ids of one container, either of them possibly short (docker ps) or full."""
+    return bool(one and other) and (one.startswith(other) or other.startswith(one))
 
 
 DISK_FULL = "no space left on device"
@@ -110,9 +130,12 @@ def parse_ps_json(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
 
 
-def states_from_ps(rows: Iterable[dict]) -> dict[str, ServiceState]:
+def states_from_ps(rows: Iterable[dict], exclude: frozenset[str] = frozenset()) -> dict[str, ServiceState]:
+    """service -> its state; ``exclude``: containers left out (old ones still draining)."""
     out: dict[str, ServiceState] = {}
     for row in rows:
+        if any(same_container(str(row.get("ID", "")), c) for c in exclude):
+            continue
         name = row.get("Service") or row.get("Name", "")
         out[name] = ServiceState(name=name, state=str(row.get("State", "")).lower(),
                                  health=str(row.get("Health", "") or "").lower(),
@@ -184,13 +207,14 @@ def _run(target: Host, command: str, timeout: float | None = None, what: str = "
     return target.run(command, what, check=False, timeout=timeout)
 
 
-def snapshot(target: Host, spec: ComposeSpec) -> dict[str, ServiceState]:
-    """Current service states with full container and image ids."""
+def snapshot(target: Host, spec: ComposeSpec, exclude: frozenset[str] = frozenset()) -> dict[str, ServiceState]:
+    """Current service states with full container and image ids; ``exclude``: containers left
+    out (old ones still draining)."""
     t = spec.on(target.layout)
     res = _run(target, cmd.ps(t, json=True))
     if res.exited != 0:
         return {}
-    states = states_from_ps(parse_ps_json(res.stdout))
+    states = states_from_ps(parse_ps_json(res.stdout), exclude)
     if not states:
         return states
     res = _run(target, cmd.inspect_containers(s.container_id for s in states.values()))

@@ -9,12 +9,14 @@ import json
 import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from remote import commands as cmd
 from remote import compose
-from remote.compose import ComposeError, ComposeSpec, ServiceState, UpResult, diagnostics, failing_services, snapshot, up
+from remote.compose import (ComposeError, ComposeSpec, Draining, ServiceState, UpResult, diagnostics, failing_services,
+                            retiring, snapshot, up)
 from remote.host import Host, Result
 
 
@@ -200,7 +202,8 @@ IN_PLACE = "in-place"
 
 
 def roll(target: Host, spec: ComposeSpec, plan: dict[str, str], definitions: dict[str, dict],
-         poll: float = POLL, sleep: Callable[[float], None] = time.sleep, together: bool = False) -> list[str]:
+         poll: float = POLL, sleep: Callable[[float], None] = time.sleep, together: bool = False,
+         draining: list[Draining] | None = None) -> list[str]:
     """Carry out a cutover plan (plan_cutover): each service in its own thread as soon as the ones
     it needs healthy among them are, start-first (new beside old, old drained in the background
     while the next ones start) or in place. The cutover lasts as long as its longest chain
@@ -208,37 +211,47 @@ def roll(target: Host, spec: ComposeSpec, plan: dict[str, str], definitions: dic
     container serving where it was start-first, and so do those that wait on it; the others
     finish, the old ones drain, then the first failure is raised. ``together`` (a rollback: these
     versions ran side by side before): every service starts at once, none waits for the new
-    containers of what it depends on (the old ones serve it meanwhile). Returns the services
-    replaced start-first."""
+    containers of what it depends on (the old ones serve it meanwhile). ``draining``: the old
+    containers' drains are appended to it and left running (the caller awaits them) once every
+    replacement is healthy; without it they are awaited here. Returns the services replaced
+    start-first."""
     if not plan:
         return []
     errors: dict[str, Exception] = {}
-    with ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="cutover") as pool, \
-            ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="drain") as drains:
-        futures: dict[str, Future[str]] = {}
-        drained: list[Future[None]] = []
+    drains = ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="drain")
+    drained: list[Draining] = []
+    try:
+        with ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="cutover") as pool:
+            futures: dict[str, Future[str]] = {}
 
-        def one(name: str) -> str:
-            definition = definitions.get(name) or {}
-            waits = set() if together else depends_on(definition, healthy=True) & set(plan)
-            for dep in sorted(waits):
-                futures[dep].result()          # raises when the dependency's replacement failed
-            if plan[name] == IN_PLACE:
-                return recreate_in_place(target, spec, name, spec.wait_timeout, poll, sleep)
-            new, old = start_beside(target, spec, name, spec.wait_timeout, poll, sleep)
-            drained.append(drains.submit(drain, target, name, old, grace_seconds(definition)))
-            return new
+            def one(name: str) -> str:
+                definition = definitions.get(name) or {}
+                waits = set() if together else depends_on(definition, healthy=True) & set(plan)
+                for dep in sorted(waits):
+                    futures[dep].result()          # raises when the dependency's replacement failed
+                if plan[name] == IN_PLACE:
+                    return recreate_in_place(target, spec, name, spec.wait_timeout, poll, sleep)
+                new, old = start_beside(target, spec, name, spec.wait_timeout, poll, sleep)
+                drained.append(Draining(name, tuple(old), drains.submit(drain, target, name, old,
+                                                                        grace_seconds(definition))))
+                return new
 
-        for name in plan:                       # in dependency order: a dependency is submitted first
-            futures[name] = pool.submit(one, name)
-        for name in plan:
+            for name in plan:                       # in dependency order: a dependency is submitted first
+                futures[name] = pool.submit(one, name)
+            for name in plan:
+                try:
+                    futures[name].result()
+                except Exception as exc:  # noqa: BLE001 - raised below once every replacement has ended
+                    errors[name] = exc
+    finally:
+        later = draining is not None and not errors
+        drains.shutdown(wait=not later)
+    if later:
+        draining.extend(drained)
+    else:
+        for d in drained:
             try:
-                futures[name].result()
-            except Exception as exc:  # noqa: BLE001 - raised below once every replacement has ended
-                errors[name] = exc
-        for done in list(drained):
-            try:
-                done.result()
+                d.done.result()
             except Exception as exc:  # noqa: BLE001
                 errors.setdefault("(drain)", exc)
     if errors:
@@ -291,12 +304,13 @@ def _containers(target: Host, project: str) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def _remove_strays(target: Host, spec: ComposeSpec, services: Iterable[str], wanted: dict[str, str]) -> bool:
+def _remove_strays(target: Host, containers: dict[str, list[tuple[str, str]]], services: Iterable[str],
+                   wanted: dict[str, str]) -> bool:
     """A start-first replacement cut short (Ctrl-C, lost SSH) can leave a second container of a
-    service running beside the first. Where one of them matches the config, the others go.
-    True when any went."""
+    service running beside the first (``containers``: _containers). Where one of them matches the
+    config, the others go. True when any went."""
     removed = False
-    for name, found in _containers(target, spec.project).items():
+    for name, found in containers.items():
         if name not in services or len(found) < 2 or not any(h == wanted.get(name) for _, h in found):
             continue
         strays = [c for c, h in found if h != wanted.get(name)]
@@ -323,38 +337,51 @@ def _await_starting(target: Host, spec: ComposeSpec, states: dict[str, ServiceSt
 
 def cutover(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str] = (),
             poll: float = POLL, sleep: Callable[[float], None] = time.sleep,
-            announce: Callable[[list[str]], None] = lambda stop_first: None, together: bool = False) -> UpResult:
+            announce: Callable[[list[str]], None] = lambda stop_first: None, together: bool = False,
+            drain_later: bool = False) -> UpResult:
     """Bring the live release up with no dropped request where the stack allows it (plan_cutover,
     then roll); ``announce`` is told the services recreated stop-first before anything changes.
-    With nothing running yet it is a plain up."""
+    With nothing running yet it is a plain up. ``drain_later``: return once every new container is
+    healthy, the old ones still draining (UpResult.draining: the caller awaits them)."""
     before = snapshot(target, spec)
     if not any(s.state == "running" for s in before.values()):
         announce([])
         return up(target, spec, services_to_recreate)
     t = spec.on(target.layout)
-    config = compose.resolved_config(target, t)
-    wanted = _hashes(target, t)
+    # Three reads that need nothing from each other: side by side, each on its own channel.
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="cutover-read") as pool:
+        config_read, hashes_read = pool.submit(compose.resolved_config, target, t), pool.submit(_hashes, target, t)
+        containers_read = pool.submit(_containers, target, spec.project)
+    config, wanted = config_read.result(), hashes_read.result()
     services = config.get("services") or {}
-    if _remove_strays(target, spec, rolling_order(config), wanted):
+    if _remove_strays(target, containers_read.result(), rolling_order(config), wanted):
         before = snapshot(target, spec)
     plan = plan_cutover(services, before, wanted, set(services_to_recreate))
     announce(plan.stop_first)
     if plan.first:
         up(target, spec, only=plan.first)
-    replaced = roll(target, spec, plan.steps, services, poll, sleep, together=together)
-    if plan.compose_up:
-        rest = up(target, spec, services_to_recreate)
-    else:
-        after = snapshot(target, spec)
-        probed = {s.container_id for n, s in after.items() if n in plan.steps}
-        probed |= _await_starting(target, spec, after, probed, poll, sleep)
-        failing = failing_services(after, probed)
-        if failing:
-            names = [n for n, _ in failing]
-            raise ComposeError(names[0], failing[0][1], diagnostics(target, spec, names))
-        rest = UpResult(services=after, recreated=[], rebuilt=[])
+    draining: list[Draining] = []
+    replaced = roll(target, spec, plan.steps, services, poll, sleep, together=together,
+                    draining=draining if drain_later and not plan.compose_up else None)
+    try:
+        if plan.compose_up:
+            rest = up(target, spec, services_to_recreate)
+        else:
+            # Nothing replaced: what runs is what was read at the start of this step (moments ago).
+            after = snapshot(target, spec, retiring(draining)) if plan.steps or plan.first else before
+            probed = {s.container_id for n, s in after.items() if n in plan.steps}
+            probed |= _await_starting(target, spec, after, probed, poll, sleep)
+            failing = failing_services(after, probed)
+            if failing:
+                names = [n for n, _ in failing]
+                raise ComposeError(names[0], failing[0][1], diagnostics(target, spec, names))
+            rest = UpResult(services=after, recreated=[], rebuilt=[])
+    except BaseException:
+        futures_wait([d.done for d in draining])     # the way back starts from a settled stack
+        raise
     after = rest.services
     recreated = sorted(n for n, s in after.items() if n not in before or before[n].container_id != s.container_id)
     rebuilt = sorted(n for n, s in after.items()
                      if n not in before or (s.image_id and before[n].image_id != s.image_id))
-    return UpResult(services=after, recreated=recreated, rebuilt=rebuilt, output=rest.output, replaced=replaced)
+    return UpResult(services=after, recreated=recreated, rebuilt=rebuilt, output=rest.output, replaced=replaced,
+                    draining=tuple(draining))

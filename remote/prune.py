@@ -9,6 +9,7 @@ rollback targets with every image they use, and every volume (no command here na
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from remote import commands as cmd
@@ -62,11 +63,15 @@ class NodePlan:
 
 def plan(target: Host, gone: Doomed, releases: bool) -> NodePlan:
     """What pruning would take from ``target``, with reads only. ``releases``: it holds them (the leader)."""
-    listed = target.run(cmd.list_image_refs(), "listing images").stdout.split()
+    # Three reads, side by side on their own channels (after every release: its time is the deploy's).
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="prune-read") as pool:
+        listed_read = pool.submit(target.run, cmd.list_image_refs(), "listing images")
+        dangling_read = pool.submit(target.run, cmd.list_dangling_images(), "listing dangling images")
+        usage_read = pool.submit(target.run, cmd.disk_usage(), "reading docker's disk use", check=False)
+    listed = listed_read.result().stdout.split()
     images = sorted({r for r in listed if same_image(r, gone.refs) and not same_image(r, gone.kept)})
-    dangling = [line.strip() for line in target.run(cmd.list_dangling_images(), "listing dangling images")
-                .stdout.splitlines() if line.strip()]
-    usage = target.run(cmd.disk_usage(), "reading docker's disk use", check=False).stdout
+    dangling = [line.strip() for line in dangling_read.result().stdout.splitlines() if line.strip()]
+    usage = usage_read.result().stdout
     cache = next((line.partition("|")[2].strip() for line in usage.splitlines()
                   if line.partition("|")[0].strip().lower() == "build cache"), "")
     return NodePlan(target.name, gone.releases if releases else (), tuple(images), tuple(dangling), cache)
@@ -86,8 +91,12 @@ def apply(target: Host, node: NodePlan) -> Pruned:
         target.run(cmd.remove_images(node.images), "removing old images", check=False)
     reclaimed: dict[str, str] = {}
     failed: dict[str, str] = {}
-    for command, what in ((cmd.prune_dangling_images(), "dangling images"), (cmd.prune_builder_cache(), "build cache")):
-        res = target.run(command, f"pruning {what}", check=False, timeout=600)
+    kinds = ((cmd.prune_dangling_images(), "dangling images"), (cmd.prune_builder_cache(), "build cache"))
+    with ThreadPoolExecutor(max_workers=len(kinds), thread_name_prefix="prune") as pool:
+        ran = [(what, pool.submit(target.run, command, f"pruning {what}", check=False, timeout=600))
+               for command, what in kinds]
+    for what, done in ran:
+        res = done.result()
         if res.ok:
             reclaimed[what] = next((l for l in res.stdout.splitlines() if "reclaimed" in l.lower()), "").strip()
         else:

@@ -13,21 +13,23 @@ fi
 # lab of three droplets). Three suites at once slowed the lab droplet so much that its api's
 # health budget (1.5 s) ran out under the prober (CI, 2026-12-07: 1 request in 3,742): two at
 # most. The lab images they share are built once first. The lane's output follows the rest's.
+# Every test's time lands in .test-logs/<lane>.xml (JUnit): what balances the lanes.
 mkdir -p .test-logs
 e2e_log=.test-logs/e2e.log
 swarm_log=.test-logs/swarm.log
 .venv/bin/python -c 'from lab import config, control; control.build_images(config.load({}))'
 (
   set +e   # a failed e2e must not end the lane (set -e is inherited): the swarm's result is wanted too
-  .venv/bin/python -m pytest tests/e2e --ignore=tests/e2e/test_swarm.py --durations=15 >"$e2e_log" 2>&1
+  .venv/bin/python -m pytest tests/e2e --ignore=tests/e2e/test_swarm.py --durations=15 \
+    --junitxml=.test-logs/e2e.xml >"$e2e_log" 2>&1
   echo $? >.test-logs/e2e.rc
-  .venv/bin/python -m pytest tests/e2e/test_swarm.py --durations=5 >"$swarm_log" 2>&1
+  .venv/bin/python -m pytest tests/e2e/test_swarm.py --durations=5 --junitxml=.test-logs/swarm.xml >"$swarm_log" 2>&1
   echo $? >.test-logs/swarm.rc
 ) &
 lane=$!
 trap 'kill "$lane" 2>/dev/null' INT TERM
 set +e
-.venv/bin/python -m pytest --ignore=tests/e2e --durations=15
+.venv/bin/python -m pytest --ignore=tests/e2e --durations=15 --junitxml=.test-logs/rest.xml
 rest=$?
 wait "$lane"
 e2e_rc=$(cat .test-logs/e2e.rc 2>/dev/null || echo 1)

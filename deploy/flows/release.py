@@ -71,7 +71,7 @@ def ship(run: Run, settings: Settings, runtime: Runtime, inventory: Inventory, l
                 pushed.release_id, pushed.previous_release, image_map, frozenset(recreate),
                 before_migrating=backup_steps.before_migrating(run, leader, runtime, pushed.previous_release,
                                                                settings.skip_backup),
-                migrate_with_live_env=bool(rotation.DATABASE & set(rotated))))
+                migrate_with_live_env=bool(rotation.DATABASE & set(rotated)), verified_after=True))
             runtime.retire(run, leader)
             steps.prune(run, inventory.targets, settings.releases_keep)
     except OperatorError:

@@ -78,7 +78,8 @@ def rollback(run: Run, settings: Settings, release: str | None, edges: Edges = R
                              f"({', '.join(names)}): --keep-schema")
                     run.record("rollback_schema", {"kept": True, "migrations": names})
                 step.note(f"{current or '(none)'} -> {chosen.id}")
-            live_again = _going_live(run, settings, leader, runtime, current, chosen)
+            # verify reads the cluster right after a plain go-live: the old containers drain meanwhile
+            live_again = _going_live(run, settings, leader, runtime, current, chosen, verified_after=not restore)
             if in_the_way and unapply:
                 with run.step("unapply") as step:
                     targets = migrations.unapply(run, leader, runtime, _compose_file(settings), names)
@@ -126,11 +127,12 @@ def _require_lossless(run: Run, leader: Host, runtime: Runtime, settings: Settin
 
 
 def _going_live(run: Run, settings: Settings, leader: Host, runtime: Runtime, current: str | None,
-                chosen: ReleaseInfo) -> Callable[[], None]:
+                chosen: ReleaseInfo, verified_after: bool) -> Callable[[], None]:
     def go() -> None:
         runtime.go_live(run, leader, Candidate(chosen.id, current, chosen.meta.get("images") or {},
                                                mount_changes(settings, leader, current, chosen),
-                                               migrate=False, publish=False, together=True))
+                                               migrate=False, publish=False, together=True,
+                                               verified_after=verified_after))
     return go
 
 

@@ -31,6 +31,9 @@ class Candidate:
     # The database passwords change with this release: its migration runs with the live
     # release's env, as the new login gets its password only as the cutover begins.
     migrate_with_live_env: bool = False
+    # The flow reads the cluster right after (verify): the old containers may drain meanwhile,
+    # awaited by Runtime.inspect, instead of before the go-live returns (Compose).
+    verified_after: bool = False
 
 
 class Runtime(Protocol):

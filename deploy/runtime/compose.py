@@ -26,6 +26,7 @@ class ComposeRuntime:
         self.settings = settings
         self.spec = wiring.compose_spec(settings)
         self.compose_file = sync.read_compose(settings.stack_dir / "compose.yml")
+        self._draining: tuple[compose.Draining, ...] = ()   # old containers the last go-live left draining
 
     def prepare(self, run: Run, inventory: Inventory) -> None:
         """Nothing to form: Docker Compose on one droplet needs only Docker."""
@@ -34,11 +35,15 @@ class ComposeRuntime:
         if release.migrate:
             _migrate(run, leader, self.spec, release, self.compose_file)
         recreate = set(release.recreate)
-        with live_secrets.applied(run, leader, release.live, release.release_id, self.service_filters):
+        with live_secrets.applied(run, leader, release.live, release.release_id, self.service_filters) as rotating:
             steps.switch(run, leader, release.release_id)
             with self._watched_up(run, leader):
-                _up(run, leader, self.spec, release.release_id, release.images, recreate,
-                    fallback=release.live, fallback_recreate=recreate, together=release.together)
+                # The old containers drain while verify reads the new ones (inspect awaits them),
+                # unless old passwords are retired right after this: then they must be gone first.
+                result = _up(run, leader, self.spec, release.release_id, release.images, recreate,
+                             fallback=release.live, fallback_recreate=recreate, together=release.together,
+                             drain_later=release.verified_after and not rotating)
+        self._draining += result.draining
 
     def restart(self, run: Run, leader: Host, release_id: str, images_: dict[str, dict[str, str]]) -> None:
         live_secrets.publish_edge(run, leader, release_id)
@@ -54,13 +59,30 @@ class ComposeRuntime:
         """One droplet has no surplus: a cluster of one is never shrunk (deploy/cluster.py refuses 3 -> 1)."""
 
     def inspect(self, run: Run, inventory: Inventory) -> list[str]:
+        """What runs, read while the old containers of the go-live before it may still drain
+        (they are not counted as down); then those drains are awaited: an old container that
+        could not be stopped is named (it would keep serving its release)."""
         down: list[str] = []
         for target in inventory:
             if target.connected:
                 collected = steps.collect(run, target, wiring.collect_spec(self.settings))
                 prefix = f"{target.name}: " if len(inventory) > 1 else ""
-                down += [prefix + s for s in steps.not_serving(collected.services)]
-        return down
+                down += [prefix + s for s in steps.not_serving(collected.services, compose.retiring(self._draining))]
+        return down + self.drained(run)
+
+    def drained(self, run: Run) -> list[str]:
+        """Await the old containers the last go-live left draining; "service (...)" for each that
+        could not be stopped and removed."""
+        draining, self._draining = self._draining, ()
+        failed = []
+        for d in draining:
+            try:
+                d.done.result()
+            except Exception as exc:  # noqa: BLE001 - reported as a service not as it should be
+                failed.append(f"{d.service} (its old container could not be stopped: {exc})")
+        if draining:
+            run.record("drained", sorted(d.service for d in draining))
+        return failed
 
     def database(self) -> tuple[str, ...]:
         return self.service_filters("postgres")
@@ -108,10 +130,12 @@ def _migrate(run: Run, target: Host, spec: compose.ComposeSpec, release: Candida
 
 def _up(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, wanted: dict[str, dict[str, str]],
        recreate: set[str] = frozenset(), fallback: str | None = None,
-       fallback_recreate: set[str] = frozenset(), together: bool = False) -> compose.UpResult:
+       fallback_recreate: set[str] = frozenset(), together: bool = False,
+       drain_later: bool = False) -> compose.UpResult:
     """Start the live release and wait until healthy; then compare what runs with ``wanted`` (the
     release's image ids). On failure, switch back to ``fallback`` and start it again, so the run
-    can say which release is serving."""
+    can say which release is serving. ``drain_later``: the old containers may still drain when it
+    returns (UpResult.draining)."""
     with run.step("up") as step:
         try:
             # `current` names the new release already: from here on an interrupt switches back
@@ -123,7 +147,7 @@ def _up(run: Run, target: Host, spec: compose.ComposeSpec, release_id: str, want
                         run.log(f"recreated in place, a brief interruption for what uses them: {', '.join(stop_first)}")
 
                 result = cutover.cutover(target, spec, services_to_recreate=recreate, announce=announce,
-                                         together=together)
+                                         together=together, drain_later=drain_later)
                 _ensure_wanted(target, spec, result, wanted)
         except (compose.ComposeError, ConnectionLost) as exc:
             # After a lost connection the next command reconnects: after a brief drop the live

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.docker]
 
 REMOTE_FILES = ("compose-ps.txt", "compose-ps.json", "traefik-static.yml", "dynamic.yml", "traefik-rawdata.json",
                 "traefik-env.txt", "traefik-logs.txt", "curl-root.txt", "curl-api-health.txt", "current-release.txt",
-                "docker-df.txt", "memory.txt")
+                "docker-df.txt", "memory.txt", "env/api.txt", "env/django.txt", "env/postgres.txt")
 
 def api(lab, ip: str):
     """A session to the lab's API that waits out a 429: the verify at the end of this module
@@ -230,8 +230,11 @@ def test_verify_alone_with_rate_limit_burst(lab):
     checks = {c["name"]: c for c in data["checks"]}
     assert checks["rate-limit"]["status"] == "pass", checks["rate-limit"]
     assert checks["latency-home"]["status"] == "pass"
-    assert {c["name"]: c["status"] for c in data["checks"] if c["status"] != "pass"} == {}
-    assert data["warnings"] == []
+    # The stack's first full backup runs on its own schedule: it may still be running now (its
+    # check is the first deploy test's; the backup suite takes its own).
+    early = [c for c in data["checks"] if c["name"] == "backups: last backup" and c["message"].startswith("no backup yet")]
+    assert {c["name"]: c["status"] for c in data["checks"] if c["status"] != "pass" and c not in early} == {}
+    assert [w for w in data["warnings"] if not w.startswith("backups: last backup: no backup yet")] == []
     folder = lab.last_run()
     for name in REMOTE_FILES:
         assert (folder / "remote" / name).is_file(), name

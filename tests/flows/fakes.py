@@ -237,6 +237,8 @@ class FakeDocker:
             if not any(c.state == "running" and name in (c.id, self._name(c)) for c in self._all()):
                 return Result(command, 1, "", f"Error response from daemon: container {name} is not running\n")
             inner = argv[argv.index(name) + 1:]
+            if inner[:1] == ["cat"] and inner[1:2] and inner[1].startswith("/etc/traefik/"):
+                return Result(command, 0, "entryPoints: {}\n")    # remote/commands.container_cat
             if inner[:1] in (["pgbr"], ["backup-status"]) and self.containers.get("postgres") is not None \
                     and name in (self.containers["postgres"].id, self._name(self.containers["postgres"])):
                 return self.database.exec(inner, command)   # pgBackRest in the postgres container
@@ -447,6 +449,10 @@ class FakeDocker:
             return Result(command, 0, "".join(f"{c.id} {c.image} {c.service}\n" for c in found))
         if ".State.Health" in fmt:
             return Result(command, 0, "".join(json.dumps({"Status": c.health}) + "\n" for c in found))
+        if fmt.startswith("{{.Name}}") and ".Config.Env" in fmt:    # remote/commands.containers_env
+            return Result(command, 0, "".join(
+                f"/{self._name(c)} " + json.dumps(["PATH=/usr/bin", "POSTGRES_PASSWORD=from-container"]) + "\n"
+                for c in found))
         if ".Config.Env" in fmt:
             return Result(command, 0, json.dumps(["PATH=/usr/bin", "POSTGRES_PASSWORD=from-container"]) + "\n")
         return Result(command, 0, "172.18.0.2\n")

@@ -7,13 +7,17 @@ import getpass
 import json
 import os
 import socket
+import threading
 import time
+
+import pytest
 
 from deploy import cloud, flows
 from remote.layout import RELEASE_IMAGES, RELEASE_META
 from remote.lock import LockHolder
 from tests.flows.conftest import strong_stack_secrets
 from tests.flows.fakes import Unreachable, gone_pid
+from tests.flows.faults import pushed
 
 FULL_STEPS = ["settings", "token-check", "provision", "connect", "bootstrap", "lock", "push", "build", "migrate",
               "switch", "up", "checks", "collect", "drift", "backup-checks"]
@@ -200,6 +204,12 @@ def test_verify_over_ssh_collects_without_taking_the_lock(world):
     assert out.step_names == ["settings", "token-check", "discover", "checks", "connect", "collect", "drift",
                               "backup-checks"]
     assert "remote/compose-ps.json" in out.files
+    # every service's environment, read in one command, each in its own file, redacted
+    services = {s["service"] for s in out.manifest["details"]["services"]}
+    assert {f"remote/env/{s}.txt" for s in services - {"traefik"}} | {"remote/traefik-env.txt"} <= set(out.files)
+    env = (out.run.folder / "remote" / "env" / "postgres.txt").read_text()
+    assert "POSTGRES_PASSWORD=" in env and "from-container" not in env
+    assert sum(" inspect " in c and ".Config.Env" in c for d in world.droplets for c in d.commands) == 2  # deploy, verify
 
 
 def test_verify_fails_naming_a_stopped_service_and_inv_up(world):
@@ -450,6 +460,53 @@ def test_a_rollback_starts_every_replacement_at_once_the_api_not_waiting_for_the
     api_started = events.index(next(e for e in events if e[:2] == ("start", "api")))
     assert api_started < events.index(("probe", "django", 0))      # not after the new django is healthy
     assert {"api", "django"} <= set(out.manifest["details"]["up"]["replaced"])
+
+
+def _next_release(world) -> None:
+    for path in ("api/app/main.py", "django/config/settings.py"):
+        (world.stack / path).write_text((world.stack / path).read_text() + "\n# next release\n")
+
+
+@pytest.mark.parametrize("task", ["update", "rollback"])
+def test_the_old_containers_drain_while_verify_reads_the_new_ones(world, task):
+    """Issue 23: a release is live once its new containers are healthy; the old ones finish what
+    they serve while verify runs, instead of before it begins, and are gone when the run ends."""
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    _next_release(world)
+    if task == "rollback":
+        assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
+    order, collected = [], threading.Event()
+
+    def gate(edge: str, detail: str) -> None:
+        if edge == "run" and ".Config.Env" in detail:      # collect's second round
+            order.append("collect")
+            collected.set()
+        elif edge == "run" and detail.startswith("docker stop"):
+            collected.wait(10)
+            order.append("stop")
+    world.fault = gate
+    out = (world.invoke("rollback", flows.rollback, mode="rollback", release=None) if task == "rollback"
+           else world.invoke("deploy", flows.deploy, mode="update", update_only=True))
+    assert out.exit_code == 0, out.message
+    drained = out.manifest["details"]["drained"]
+    assert {"api", "django"} <= set(drained) and order == ["collect"] + ["stop"] * len(drained), order
+    assert not world.docker.extra          # every old container stopped and removed
+
+
+def test_an_old_container_that_cannot_be_stopped_fails_verify_by_name(world):
+    """It would keep serving the old release beside the new one: not a success."""
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    _next_release(world)
+    old_api = world.docker.containers["api"].id
+
+    def refuse(edge: str, detail: str) -> None:
+        if edge == "run" and detail.startswith("docker stop") and old_api in detail:
+            raise RuntimeError("Error response from daemon: cannot stop container: permission denied")
+    world.fault = refuse
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 1, out.message
+    assert "api (its old container could not be stopped" in out.message and "inv up" in out.message
+    assert out.manifest["details"]["live_release"] == pushed(out)
 
 
 def test_a_container_left_starting_by_an_earlier_run_is_awaited_by_its_own_healthcheck(world):
