@@ -7,38 +7,48 @@ bash scripts/setup.sh
 if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
-# Two lanes on a 2-core machine: everything but tests/e2e in one pytest process; in the other,
-# the lab's end-to-end run (tests/e2e: one lab, its deployment, the fault matrix, releases under
-# traffic, backups, rotation, day-2; mostly waiting on its droplet), then the swarm's (its own
-# lab of three droplets). Three suites at once slowed the lab droplet so much that its api's
-# health budget (1.5 s) ran out under the prober (CI, 2026-12-07: 1 request in 3,742): two at
-# most. The lab images they share are built once first. The lane's output follows the rest's.
-# Every test's time lands in .test-logs/<lane>.xml (JUnit): what balances the lanes.
+# Two lanes on a 2-core machine, two pytest processes at a time (three at once slowed the lab
+# droplet so much that its api's health budget, 1.5 s, ran out under the prober: CI, 2026-12-07,
+# 1 request in 3,742). In the background: the lab's end-to-end run (tests/e2e: one lab, its
+# deployment, the fault matrix, releases under traffic, backups, rotation, day-2), then the
+# suites that start labs and engines of their own (LATE). In front: everything else, then the
+# swarm's end-to-end run (its own lab of three droplets). LATE is chosen from the lanes' JUnit
+# times (benchmarks/ci_lanes.py; at 013764c: e2e 16.3 min, swarm 15.2, the rest 20.9 of which
+# tests/lab 5.8, tests/remote 2.8, tests/cloud 1.4) so both lanes take about as long. The lab
+# images they share are built once first. The background lane's output follows the front one's.
+# Every test's time lands in .test-logs/<suite>.xml (JUnit).
+LATE=(tests/lab tests/remote tests/cloud)
 mkdir -p .test-logs
 e2e_log=.test-logs/e2e.log
+late_log=.test-logs/late.log
 swarm_log=.test-logs/swarm.log
 .venv/bin/python -c 'from lab import config, control; control.build_images(config.load({}))'
 (
-  set +e   # a failed e2e must not end the lane (set -e is inherited): the swarm's result is wanted too
+  set +e   # a failed e2e must not end the lane (set -e is inherited): the other results are wanted too
   .venv/bin/python -m pytest tests/e2e --ignore=tests/e2e/test_swarm.py --durations=15 \
     --junitxml=.test-logs/e2e.xml >"$e2e_log" 2>&1
   echo $? >.test-logs/e2e.rc
-  .venv/bin/python -m pytest tests/e2e/test_swarm.py --durations=5 --junitxml=.test-logs/swarm.xml >"$swarm_log" 2>&1
-  echo $? >.test-logs/swarm.rc
+  .venv/bin/python -m pytest "${LATE[@]}" --durations=10 --junitxml=.test-logs/late.xml >"$late_log" 2>&1
+  echo $? >.test-logs/late.rc
 ) &
 lane=$!
 trap 'kill "$lane" 2>/dev/null' INT TERM
 set +e
-.venv/bin/python -m pytest --ignore=tests/e2e --durations=15 --junitxml=.test-logs/rest.xml
+.venv/bin/python -m pytest --ignore=tests/e2e "${LATE[@]/#/--ignore=}" --durations=15 --junitxml=.test-logs/rest.xml
 rest=$?
+.venv/bin/python -m pytest tests/e2e/test_swarm.py --durations=5 --junitxml=.test-logs/swarm.xml >"$swarm_log" 2>&1
+swarm_rc=$?
 wait "$lane"
 e2e_rc=$(cat .test-logs/e2e.rc 2>/dev/null || echo 1)
-swarm_rc=$(cat .test-logs/swarm.rc 2>/dev/null || echo 1)
+late_rc=$(cat .test-logs/late.rc 2>/dev/null || echo 1)
 echo
-echo "==> tests/e2e without the swarm (run beside the rest; also in $e2e_log)"
+echo "==> tests/e2e/test_swarm.py (after the rest; also in $swarm_log)"
+cat "$swarm_log"
+echo
+echo "==> tests/e2e without the swarm (run beside; also in $e2e_log)"
 cat "$e2e_log"
 echo
-echo "==> tests/e2e/test_swarm.py (after it; also in $swarm_log)"
-cat "$swarm_log"
-echo "exit: rest $rest, e2e $e2e_rc, swarm $swarm_rc"
-[ "$rest" -eq 0 ] && [ "$e2e_rc" -eq 0 ] && [ "$swarm_rc" -eq 0 ]
+echo "==> ${LATE[*]} (after it; also in $late_log)"
+cat "$late_log"
+echo "exit: rest $rest, swarm $swarm_rc, e2e $e2e_rc, ${LATE[*]} $late_rc"
+[ "$rest" -eq 0 ] && [ "$swarm_rc" -eq 0 ] && [ "$e2e_rc" -eq 0 ] && [ "$late_rc" -eq 0 ]

@@ -454,12 +454,19 @@ def test_a_rollback_starts_every_replacement_at_once_the_api_not_waiting_for_the
         (world.stack / path).write_text((world.stack / path).read_text() + "\n# next release\n")
     assert world.invoke("deploy", flows.deploy, mode="update", update_only=True).exit_code == 0
     _django_slow_to_answer(world)
+    for droplet in world.droplets:
+        droplet.commands.clear()
     out = world.invoke("rollback", flows.rollback, mode="rollback", release=None)
     assert out.exit_code == 0, out.message
     events = world.docker.events
     api_started = events.index(next(e for e in events if e[:2] == ("start", "api")))
     assert api_started < events.index(("probe", "django", 0))      # not after the new django is healthy
     assert {"api", "django"} <= set(out.manifest["details"]["up"]["replaced"])
+    # The old containers are the ones the cutover read at its start: each service is listed once
+    # more only to find its new container (on a busy engine each `docker ps` waits seconds).
+    listed = [c for d in world.droplets for c in d.commands
+              if c.startswith("docker ps -aq --no-trunc") and "com.docker.compose.service=api" in c]
+    assert len(listed) == 1, listed
 
 
 def _next_release(world) -> None:
