@@ -137,6 +137,12 @@ def test_rotated_passwords_are_taken_live_around_the_cutover_and_the_servers_kee
     new = world.current()
     assert _live_password_changes(world, since) == [("postgres", "keep"), ("redis", "add"), ("up", ""),
                                                     ("postgres", "retire"), ("redis", "only")]
+    # The old containers are gone before the old passwords are retired (their new connections
+    # would be refused): this go-live does not leave them draining beside verify.
+    calls = [" ".join(argv) for argv in world.docker.calls[since:]]
+    stops = [i for i, c in enumerate(calls) if c.startswith("docker stop")]
+    retired = next(i for i, c in enumerate(calls) if "app-role.sh" in c and "APP_ROLE_KEEP_OTHER=1" not in c)
+    assert stops and max(stops) < retired and "drained" not in out.manifest["details"]
     assert _files_read(world, "app-role.sh") == [new, new]
     assert _files_read(world, "ACL SETUSER") == [live]          # authenticated with the live password
     assert {n: world.docker.containers[n].id for n in servers} == servers
