@@ -145,15 +145,29 @@ def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any],
                         lambda raw: _pretty_json(cmd.http_body(raw)))
         else:
             for name in traefik_items:
-                _not_running(result, write, f"{target.artifact_prefix}{name}", name)
+                write(f"{target.artifact_prefix}{name}", _not_running(result, name))
         envs = pool.submit(_envs, target, result.services, spec.command_timeout)
-    for name, text in envs.result().items():
+    # Like every item, the environments stand alone: a failed read or a malformed line is
+    # written as the artifact in its place, and the others still land.
+    read: dict[str, str | None | Exception]
+    try:
+        read = dict(envs.result())
+    except Exception as exc:  # noqa: BLE001
+        read = {name: exc for name in _env_names(result.services).values()}
+    for name, text in read.items():
         path = f"{target.artifact_prefix}{name}"
         if text is None:
-            _not_running(result, write, path, name)
-        else:
+            write(path, _not_running(result, name))
+            continue
+        try:
+            if isinstance(text, Exception):
+                raise text
             write(path, env_lines(text))
             result.written.append(path)
+        except Exception as exc:  # noqa: BLE001
+            result.failed[name] = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            write(path, f"# collection failed\n# command: docker inspect (every container's environment)\n"
+                        f"# error: {exc}\n")
     result.current_release = (current.result() or "").strip().rsplit("/", 1)[-1] or None
     result.written.sort()
     return result
@@ -192,22 +206,35 @@ def collect_swarm(leader: Host, stack: str, write: Callable[[str, str], Any], ti
     return result
 
 
+def _env_names(services: list[dict[str, Any]]) -> dict[str, str]:
+    """container -> its environment's artifact (traefik-env.txt, env/<service>.txt); Traefik's
+    only while it runs."""
+    return {svc["container"]: ("traefik-env.txt" if svc["service"] == TRAEFIK_SERVICE else f"env/{svc['service']}.txt")
+            for svc in services if svc.get("service") and svc.get("container")
+            and (svc["service"] != TRAEFIK_SERVICE or svc.get("state") == "running")}
+
+
 def _envs(target: Host, services: list[dict[str, Any]], timeout: float) -> dict[str, str | None]:
-    """Every service's environment in one command: artifact name (traefik-env.txt,
-    env/<service>.txt) -> its env as JSON, None for a container that is gone or not running."""
-    named = {svc["container"]: ("traefik-env.txt" if svc["service"] == TRAEFIK_SERVICE else f"env/{svc['service']}.txt")
-             for svc in services if svc.get("service") and svc.get("container")
-             and (svc["service"] != TRAEFIK_SERVICE or svc.get("state") == "running")}
-    found = split_envs(target.run(cmd.containers_env(named), check=False, timeout=timeout).stdout) if named else {}
+    """Every service's environment in one command: artifact name -> its env as JSON, None for a
+    container that is gone or not running. A failed command raises (docker inspect still prints
+    the containers it found when one is gone: that is not a failure)."""
+    named = _env_names(services)
+    found: dict[str, str] = {}
+    if named:
+        res = target.run(cmd.containers_env(named), check=False, timeout=timeout)
+        found = split_envs(res.stdout)
+        if not res.ok and not found:
+            raise RuntimeError(f"exit {res.exited}: {(res.stderr or res.stdout).strip()[-2000:]}")
     out: dict[str, str | None] = {name: found.get(container) for container, name in named.items()}
     out.setdefault("traefik-env.txt", None)
     return out
 
 
-def _not_running(result: CollectResult, write: Callable[[str, str], Any], path: str, name: str) -> None:
+def _not_running(result: CollectResult, name: str) -> str:
+    """The artifact written for ``name`` when its container is not there to read."""
     what = "the traefik container is not running" if name.startswith("traefik") else "its container is gone"
     result.failed[name] = what
-    write(path, f"# collection failed\n# error: {what} (see compose-ps.txt)\n")
+    return f"# collection failed\n# error: {what} (see compose-ps.txt)\n"
 
 
 def _container_of(services: list[dict[str, Any]], name: str) -> str | None:

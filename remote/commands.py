@@ -200,11 +200,6 @@ def images(t: ComposeProject) -> str:
     return _c(t, "images", "--format", "json")
 
 
-def exec_cat(t: ComposeProject, service: str, path: str) -> str:
-    """Print a file from inside a running service (e.g. Traefik's dynamic config)."""
-    return _c(t, "exec", "-T", service, "cat", path)
-
-
 def image_ids(refs: Iterable[str]) -> str:
     """Each present image as ``<id> <tag> <tag>...``; refs that are not on the host are absent."""
     refs = sorted(set(refs))
@@ -309,11 +304,6 @@ def http_body(raw: str) -> str:
     if parts[1] != "200":
         raise ValueError(f"Traefik's API answered {status.strip()}")
     return body
-
-
-def container_env(container: str) -> str:
-    """A container's environment as a JSON list. It holds secrets: redact before saving."""
-    return join(["docker", "inspect", "--format", "{{json .Config.Env}}", container])
 
 
 def containers_env(containers: Iterable[str]) -> str:

@@ -223,6 +223,7 @@ def roll(target: Host, spec: ComposeSpec, plan: dict[str, str], definitions: dic
     errors: dict[str, Exception] = {}
     drains = ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="drain")
     drained: list[Draining] = []
+    later = False
     try:
         with ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="cutover") as pool:
             futures: dict[str, Future[str]] = {}
@@ -247,9 +248,9 @@ def roll(target: Host, spec: ComposeSpec, plan: dict[str, str], definitions: dic
                     futures[name].result()
                 except Exception as exc:  # noqa: BLE001 - raised below once every replacement has ended
                     errors[name] = exc
-    finally:
         later = draining is not None and not errors
-        drains.shutdown(wait=not later)
+    finally:
+        drains.shutdown(wait=not later)     # an interrupt or a failure: the drains end first, as before
     if later:
         draining.extend(drained)
     else:

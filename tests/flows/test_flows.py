@@ -212,6 +212,21 @@ def test_verify_over_ssh_collects_without_taking_the_lock(world):
     assert sum(" inspect " in c and ".Config.Env" in c for d in world.droplets for c in d.commands) == 2  # deploy, verify
 
 
+def test_a_failed_read_of_the_environments_is_written_in_their_place_and_the_rest_is_collected(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+
+    def lost(edge: str, detail: str) -> None:
+        if edge == "run" and ".Config.Env" in detail:
+            raise RuntimeError("Error response from daemon: the engine is restarting")
+    world.fault = lost
+    out = world.invoke("verify", flows.verify_only, mode="verify")
+    assert out.exit_code == 0, out.message
+    assert out.step("collect")["status"] == "warning" and "env/api.txt" in out.step("collect")["message"]
+    assert (out.run.folder / "remote" / "env" / "api.txt").read_text().startswith("# collection failed")
+    assert "the engine is restarting" in (out.run.folder / "remote" / "traefik-env.txt").read_text()
+    assert (out.run.folder / "remote" / "compose-ps.json").read_text().startswith("[")
+
+
 def test_verify_fails_naming_a_stopped_service_and_inv_up(world):
     """Checks from outside do not see every service (beat, the worker): a stopped one must
     still fail verify, by name, with the command that starts it again."""

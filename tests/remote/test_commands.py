@@ -42,8 +42,6 @@ def test_build_up_logs_and_friends():
     assert cmd.config(T) == pre + " config"
     assert cmd.config(T, json=True) == pre + " config --format json"
     assert cmd.images(T) == pre + " images --format json"
-    assert cmd.exec_cat(T, "traefik", "/etc/traefik/dynamic.yml") == \
-        pre + " exec -T traefik cat /etc/traefik/dynamic.yml"
     with pytest.raises(ValueError):
         cmd.up(T, 0)
     assert "down" not in cmd.up(T, 10) and "-v" not in cmd.up(T, 10).split()
@@ -55,7 +53,9 @@ def test_docker_and_host_probes():
     assert api.endswith(" api-get 8080 /api/rawdata")
     assert cmd.container_ip("myapp-api-1", "my net") == \
         "docker inspect --format '{{(index .NetworkSettings.Networks \"my net\").IPAddress}}' myapp-api-1"
-    assert cmd.container_env("c1") == "docker inspect --format '{{json .Config.Env}}' c1"
+    assert cmd.containers_env(["c2", "c1"]) == "docker inspect --format '{{.Name}} {{json .Config.Env}}' c1 c2"
+    assert cmd.container_cat("myapp-traefik-1", "/etc/traefik/traefik.yml") == \
+        "docker exec myapp-traefik-1 cat /etc/traefik/traefik.yml"
     # dangling images only (never a tagged release image), and build cache unused for 3 days
     assert cmd.prune_dangling_images() == "docker image prune --force"
     assert cmd.prune_builder_cache() == "docker builder prune --force --filter until=72h"
@@ -82,7 +82,8 @@ def test_hostile_values_stay_single_arguments():
     line = cmd.logs(cmd.ComposeProject("p", ("c.yml",)), evil)
     assert shlex.split(line)[-1] == evil
     assert shlex.split(cmd.remove_paths("/r", [evil]))[-1] == f"/r/{evil}"
-    assert shlex.split(cmd.container_env(evil))[-1] == evil
+    assert shlex.split(cmd.containers_env([evil]))[-1] == evil
+    assert shlex.split(cmd.container_cat(evil, evil)) == ["docker", "exec", evil, "cat", evil]
 
 
 def test_release_and_lock_commands_do_what_they_say(tmp_path):
