@@ -197,10 +197,13 @@ def _deploy(name: str, definition: Mapping[str, Any], rule: Rule, nodes: int,
     if resources:
         deploy["resources"] = resources
     deploy["restart_policy"] = dict(RESTART_POLICY)
-    # monitor: a new task that fails within 30 s of becoming healthy fails the update; the
-    # healthcheck itself gates "running" (Swarm routes to a task only once it is healthy).
-    deploy["update_config"] = {"order": rule.order, "failure_action": "rollback", "monitor": "30s",
-                               "parallelism": 1, "delay": "5s"}
+    # The healthcheck gates each task (Swarm routes to a task, and starts the next one, only once
+    # it is healthy), so the next replica starts at once (no delay). monitor: a new task that
+    # exits within 10 s of being healthy fails the update and Swarm rolls back. Swarm holds the
+    # update open for the monitor after its last task, so every rollout waits it out once: 30 s
+    # cost each swarm release 20 s more and caught nothing the healthcheck had not.
+    deploy["update_config"] = {"order": rule.order, "failure_action": "rollback", "monitor": "10s",
+                               "parallelism": 1, "delay": "0s"}
     deploy["rollback_config"] = {"order": rule.order, "parallelism": 1}
     return deploy
 

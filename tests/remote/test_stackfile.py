@@ -206,8 +206,8 @@ def test_stateless_services_run_per_node_and_roll_start_first(stack, name):
     deploy = stack["services"][name]["deploy"]
     assert deploy["replicas"] == NODES
     assert "placement" not in deploy
-    assert deploy["update_config"] == {"order": "start-first", "failure_action": "rollback", "monitor": "30s",
-                                       "parallelism": 1, "delay": "5s"}
+    assert deploy["update_config"] == {"order": "start-first", "failure_action": "rollback", "monitor": "10s",
+                                       "parallelism": 1, "delay": "0s"}
     assert deploy["rollback_config"] == {"order": "start-first", "parallelism": 1}
     assert deploy["restart_policy"]["condition"] == "any"
 
