@@ -363,9 +363,11 @@ def run_checks(run: Run, run_checks_edge, target: checks.PublicSite, config: che
     return report
 
 
-def collect(run: Run, target: Host, spec: remote_collect.CollectSpec) -> remote_collect.CollectResult:
+def collect(run: Run, target: Host, spec: remote_collect.CollectSpec,
+            ready: frozenset[str] = frozenset()) -> remote_collect.CollectResult:
+    """``ready``: containers this run's cutover saw answer their own healthcheck moments ago."""
     with run.step("collect") as step:
-        result = remote_collect.collect(target, spec, run.artifacts.write_text, run.in_this_step())
+        result = remote_collect.collect(target, spec, run.artifacts.write_text, run.in_this_step(), ready)
         run.record("services", result.services)
         run.record("current_release", result.current_release)
         if result.failed:

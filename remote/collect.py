@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from remote import commands as cmd
-from remote import cutover, swarm
+from remote import compose, cutover, status, swarm
 from remote.compose import ComposeSpec
 from remote.host import Host
 
@@ -36,28 +36,41 @@ class CollectResult:
     current_release: str | None = None
 
 
-def parse_compose_ps(output: str) -> list[dict[str, Any]]:
-    """``compose ps --format json`` prints either one JSON array or one object per line."""
-    text = output.strip()
-    if not text:
-        return []
-    rows: list[Any]
-    if text.startswith("["):
-        rows = json.loads(text)
-    else:
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return [
+def parse_containers(output: str) -> list[dict[str, Any]]:
+    """remote/status.py's CONTAINER_FORMAT lines -> one row per container, by service then name."""
+    rows = [json.loads(line) for line in output.splitlines() if line.strip()]
+    out = [
         {
-            "service": r.get("Service"),
-            "container": r.get("Name"),
-            "id": r.get("ID"),
-            "state": r.get("State"),
-            "health": r.get("Health") or "",
-            "status": r.get("Status"),
-            "image": r.get("Image"),
+            "service": r.get("service") or "",
+            "container": str(r.get("container") or "").lstrip("/"),
+            "id": r.get("id") or "",
+            "state": r.get("state") or "",
+            "health": r.get("health") or "",
+            "status": _status_words(r),
+            "image": r.get("image") or "",
+            "started": r.get("started") or "",
+            "restarts": int(r.get("restarts") or 0),
         }
         for r in rows
     ]
+    return sorted(out, key=lambda r: (r["service"], r["container"]))
+
+
+def _status_words(row: dict[str, Any]) -> str:
+    state, health = str(row.get("state") or ""), str(row.get("health") or "")
+    if state in ("exited", "dead"):
+        return f"{state} ({row.get('exit')})"
+    return f"{state} ({health})" if health else state
+
+
+def containers_table(services: list[dict[str, Any]]) -> str:
+    """compose-ps.txt: the rows of compose-ps.json as an aligned table."""
+    head = ("SERVICE", "CONTAINER", "STATUS", "RESTARTS", "STARTED", "IMAGE")
+    lines = [head] + [(s["service"], s["container"], s["status"], str(s["restarts"]), s["started"], s["image"])
+                      for s in services]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head) - 1)]
+    return "".join("  ".join([*(c.ljust(w) for c, w in zip(line, widths)), line[-1]]).rstrip() + "\n"
+                   for line in lines)
 
 
 def env_lines(docker_env_json: str) -> str:
@@ -79,24 +92,28 @@ def split_envs(output: str) -> dict[str, str]:
 COLLECT_THREADS = 5     # as many as a Host opens channels at once (remote/host.MAX_CHANNELS)
 
 
-def _probe_starting(target: Host, services: list[dict[str, Any]]) -> None:
+def _probe_starting(target: Host, services: list[dict[str, Any]], ready: frozenset[str] = frozenset()) -> None:
     """A container Docker still calls "starting" (just replaced: its first check is up to an
-    interval away) whose own healthcheck passes now counts as healthy; ``probed`` says so."""
-    starting = [s["container"] for s in services
-                if s.get("state") == "running" and s.get("health") == "starting" and s.get("container")]
-    answering = cutover.answering_now(target, starting) if starting else set()
+    interval away) whose own healthcheck passes now counts as healthy; ``probed`` says so. One the
+    cutover saw pass it moments ago (``ready``) is not probed again ("probed": "cutover"): in a
+    rollback that was five probes more on a droplet busy starting them."""
+    starting = [s for s in services if s.get("state") == "running" and s.get("health") == "starting" and s.get("id")]
+    known = [s for s in starting if any(compose.same_container(s["id"], c) for c in ready)]
+    for s in known:
+        s["health"], s["probed"] = "healthy", "cutover"
+    ask = [s["id"] for s in starting if s not in known]
+    answering = cutover.answering_now(target, ask) if ask else set()
     for s in services:
-        if s.get("container") in answering:
+        if s.get("id") in answering:
             s["health"], s["probed"] = "healthy", True
 
 
 def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any],
-            thread_init: Callable[[], None] | None = None) -> CollectResult:
+            thread_init: Callable[[], None] | None = None, ready: frozenset[str] = frozenset()) -> CollectResult:
     """Run every collection item on ``target``; ``write(relpath, text)`` is the artifact writer.
     Files land under the target's artifact prefix (remote/, or remote/<host>/ for several).
     ``thread_init`` runs first in each of its threads (the run's step bookkeeping)."""
     result = CollectResult()
-    t = spec.compose.on(target.layout)
 
     def run(command: str) -> str:
         res = target.run(command, check=False, timeout=spec.command_timeout)
@@ -120,11 +137,10 @@ def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any],
     # two rounds (the second needs the containers the first found).
     with ThreadPoolExecutor(max_workers=COLLECT_THREADS, thread_name_prefix="collect",
                             initializer=thread_init) as pool:
-        ps_json = pool.submit(item, "compose-ps.json", cmd.ps(t, json=True),
-                              lambda out: json.dumps(parse_compose_ps(out), indent=2) + "\n")
+        ps_json = pool.submit(item, "compose-ps.json", status.compose_containers(spec.compose.project),
+                              lambda out: json.dumps(parse_containers(out), indent=2) + "\n")
         current = pool.submit(item, "current-release.txt", cmd.readlink_current(target.layout))
-        for name, command in (("compose-ps.txt", cmd.ps(t)),
-                              ("curl-root.txt", cmd.curl_headers(spec.domain, "/")),
+        for name, command in (("curl-root.txt", cmd.curl_headers(spec.domain, "/")),
                               ("curl-api-health.txt", cmd.curl_headers(spec.domain, "/api/health")),
                               ("docker-df.txt", cmd.docker_system_df()),
                               ("memory.txt", cmd.free_m()),
@@ -132,7 +148,13 @@ def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any],
             pool.submit(item, name, command)
         if ps_json.result():
             result.services = json.loads(ps_json.result())
-            pool.submit(_probe_starting, target, result.services)   # its failure leaves "starting" said
+            write(f"{target.artifact_prefix}compose-ps.txt", containers_table(result.services))
+            result.written.append(f"{target.artifact_prefix}compose-ps.txt")
+            pool.submit(_probe_starting, target, result.services, ready)   # its failure leaves "starting" said
+        else:
+            result.failed["compose-ps.txt"] = result.failed.get("compose-ps.json", "no containers read")
+            write(f"{target.artifact_prefix}compose-ps.txt", "# collection failed\n# error: the containers could "
+                                                             "not be read (see compose-ps.json)\n")
         # The second round reads containers by name with plain docker commands: each `compose`
         # command loads the whole project first, which on a busy droplet costs more than the read.
         traefik_id = _container_of(result.services, TRAEFIK_SERVICE)

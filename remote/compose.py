@@ -76,6 +76,8 @@ class UpResult:
     replaced: list[str] = field(default_factory=list)   # replaced start-first, new beside old
     # Old containers still draining when the cutover returned (cutover's ``drain_later``).
     draining: tuple["Draining", ...] = ()
+    # Containers the cutover saw answer their own healthcheck (Docker may still say "starting").
+    ready: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

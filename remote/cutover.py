@@ -382,7 +382,7 @@ def cutover(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str]
             if failing:
                 names = [n for n, _ in failing]
                 raise ComposeError(names[0], failing[0][1], diagnostics(target, spec, names))
-            rest = UpResult(services=after, recreated=[], rebuilt=[])
+            rest = UpResult(services=after, recreated=[], rebuilt=[], ready=frozenset(probed))
     except BaseException:
         futures_wait([d.done for d in draining])     # the way back starts from a settled stack
         raise
@@ -391,4 +391,4 @@ def cutover(target: Host, spec: ComposeSpec, services_to_recreate: Iterable[str]
     rebuilt = sorted(n for n, s in after.items()
                      if n not in before or (s.image_id and before[n].image_id != s.image_id))
     return UpResult(services=after, recreated=recreated, rebuilt=rebuilt, output=rest.output, replaced=replaced,
-                    draining=tuple(draining))
+                    draining=tuple(draining), ready=rest.ready)

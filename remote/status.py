@@ -27,7 +27,7 @@ CONTAINER_FORMAT = (
     '{"service":{{json (index .Config.Labels "com.docker.compose.service")}},"container":{{json .Name}},'
     '"state":{{json .State.Status}},"health":{{if .State.Health}}{{json .State.Health.Status}}{{else}}""{{end}},'
     '"started":{{json .State.StartedAt}},"restarts":{{.RestartCount}},"image":{{json .Config.Image}},'
-    '"exit":{{.State.ExitCode}}}')
+    '"exit":{{.State.ExitCode}},"id":{{json .Id}}}')
 
 
 # -- the probe -------------------------------------------------------------------------------------
@@ -71,11 +71,17 @@ def _common(layout: ReleaseLayout, database: Sequence[str]) -> list[tuple[str, s
 
 def compose_probe(layout: ReleaseLayout, project: str) -> str:
     """The status of a Compose droplet in one command (one-off containers left out)."""
-    containers = (f"docker ps -aq --no-trunc --filter label=com.docker.compose.project={q(project)} "
-                  f"--filter label=com.docker.compose.oneoff=False | xargs -r docker inspect --format "
-                  f"{q(CONTAINER_FORMAT)}")
     database = (f"label=com.docker.compose.project={project}", "label=com.docker.compose.service=postgres")
-    return _sections([*_common(layout, database), ("containers", containers, True)])
+    return _sections([*_common(layout, database), ("containers", compose_containers(project), True)])
+
+
+def compose_containers(project: str) -> str:
+    """One CONTAINER_FORMAT line per container of ``project`` (one-off containers left out), read
+    with plain docker commands: `docker compose ps` loads the whole project first, which on a
+    busy droplet costs more than the read (0.6 s on the lab's). Fails when `docker ps` does."""
+    listing = (f"docker ps -aq --no-trunc --filter label=com.docker.compose.project={q(project)} "
+               "--filter label=com.docker.compose.oneoff=False")
+    return f'ids=$({listing}) && {{ [ -z "$ids" ] || docker inspect --format {q(CONTAINER_FORMAT)} $ids; }}'
 
 
 def swarm_probe(layout: ReleaseLayout, stack: str) -> str:

@@ -27,6 +27,7 @@ class ComposeRuntime:
         self.spec = wiring.compose_spec(settings)
         self.compose_file = sync.read_compose(settings.stack_dir / "compose.yml")
         self._draining: tuple[compose.Draining, ...] = ()   # old containers the last go-live left draining
+        self._ready: frozenset[str] = frozenset()   # new containers the last go-live saw answer their healthcheck
 
     def prepare(self, run: Run, inventory: Inventory) -> None:
         """Nothing to form: Docker Compose on one droplet needs only Docker."""
@@ -44,6 +45,7 @@ class ComposeRuntime:
                              fallback=release.live, fallback_recreate=recreate, together=release.together,
                              drain_later=release.verified_after and not rotating)
         self._draining += result.draining
+        self._ready = result.ready
 
     def restart(self, run: Run, leader: Host, release_id: str, images_: dict[str, dict[str, str]]) -> None:
         live_secrets.publish_edge(run, leader, release_id)
@@ -65,7 +67,7 @@ class ComposeRuntime:
         down: list[str] = []
         for target in inventory:
             if target.connected:
-                collected = steps.collect(run, target, wiring.collect_spec(self.settings))
+                collected = steps.collect(run, target, wiring.collect_spec(self.settings), ready=self._ready)
                 prefix = f"{target.name}: " if len(inventory) > 1 else ""
                 down += [prefix + s for s in steps.not_serving(collected.services, compose.retiring(self._draining))]
         return down + self.drained(run)

@@ -429,7 +429,7 @@ class FakeDocker:
             return Result(command, 0, "".join(json.dumps({
                 "service": c.service, "container": "/" + self._name(c), "state": c.state,
                 "health": c.health if c.state == "running" else "", "started": c.started, "restarts": c.restarts,
-                "image": c.image, "exit": c.exit_code}) + "\n" for c in found))
+                "image": c.image, "exit": c.exit_code, "id": c.id}) + "\n" for c in found))
         if fmt.startswith("{{.Id}} {{.Image}}"):   # remote/commands.inspect_containers
             return Result(command, 0, "".join(f"{c.id} {c.image} {c.service} {c.config_hash}\n" for c in found))
         if ".Config.Healthcheck" in fmt:   # `health <service>`, answered by `docker exec` (FakeDocker.answer)

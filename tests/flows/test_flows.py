@@ -458,7 +458,16 @@ def test_the_cutover_waits_on_each_services_own_healthcheck_and_replaces_indepen
     assert first["frontend"] < django_ready          # the front end does not wait for django
     assert world.docker.containers["api"].health == "starting"   # Docker has not checked it yet: the deployer did
     collected = {s["service"]: s for s in out.manifest["details"]["services"]}
+    # verify takes the cutover's word for the containers it saw answer moments ago: no second probe
+    assert collected["api"]["health"] == "healthy" and collected["api"]["probed"] == "cutover"
+    assert [e for e in events if e[:2] == ("probe", "api")] == [("probe", "api", 0)]
+    # `inv verify` alone has no cutover behind it: it asks the starting container itself
+    events.clear()
+    out = world.invoke("verify", flows.verify_only, mode="verify")
+    assert out.exit_code == 0, out.message
+    collected = {s["service"]: s for s in out.manifest["details"]["services"]}
     assert collected["api"]["health"] == "healthy" and collected["api"]["probed"] is True
+    assert ("probe", "api", 0) in events
 
 
 def test_a_rollback_starts_every_replacement_at_once_the_api_not_waiting_for_the_new_django(world):

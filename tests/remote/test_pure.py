@@ -198,3 +198,23 @@ def test_the_migrate_command_varied_for_listing_and_unapplying():
     assert showmigrations_argv(argv) == ["python", "manage.py", "showmigrations", "--plan"]
     assert unapply_argv(argv, "notes", "0001_initial") == ["python", "manage.py", "migrate", "notes", "0001_initial",
                                                            "--noinput"]
+
+
+def test_collect_reads_containers_from_docker_inspect_lines_by_service_with_what_state_they_are_in():
+    import json as _json
+
+    from remote.collect import containers_table, parse_containers
+    lines = [
+        {"service": "worker", "container": "/stackdeploy-worker-1", "state": "exited", "health": "", "exit": 137,
+         "started": "2026-12-07T22:50:29Z", "restarts": 2, "image": "stack-worker:r2", "id": "b" * 64},
+        {"service": "api", "container": "/stackdeploy-api-2", "state": "running", "health": "starting", "exit": 0,
+         "started": "2026-12-07T22:50:30Z", "restarts": 0, "image": "stack-api:r2", "id": "a" * 64},
+    ]
+    rows = parse_containers("".join(_json.dumps(line) + "\n" for line in lines))
+    assert [(r["service"], r["container"], r["status"], r["restarts"]) for r in rows] == [
+        ("api", "stackdeploy-api-2", "running (starting)", 0), ("worker", "stackdeploy-worker-1", "exited (137)", 2)]
+    table = containers_table(rows).splitlines()
+    assert table[0].split() == ["SERVICE", "CONTAINER", "STATUS", "RESTARTS", "STARTED", "IMAGE"]
+    assert table[2].split() == ["worker", "stackdeploy-worker-1", "exited", "(137)", "2", "2026-12-07T22:50:29Z",
+                                "stack-worker:r2"]
+    assert parse_containers("") == [] and containers_table([]).split() == table[0].split()
