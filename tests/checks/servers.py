@@ -42,6 +42,9 @@ class Behaviour:
     # Go's net/http (Traefik) closes and says "Connection: close" when the client asks; some
     # servers keep the connection open anyway.
     honour_connection_close: bool = True
+    # The first request to / and the first to /api/health each wait here for the other (a 503
+    # when it does not come): they are answered only if they are asked at the same time.
+    meet: threading.Barrier | None = None
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Seen:
     notes_hits: int = 0
     via: list[tuple[str, int]] = field(default_factory=list)        # HTTPS (path, connection number)
     connections: int = 0
+    met: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -105,6 +109,14 @@ class _Handler(BaseHTTPRequestHandler):
         headers = dict(behaviour.headers)
         if self.path in ("/", "/api/health"):
             time.sleep(behaviour.delay)
+            with seen.lock:
+                first = self.path not in seen.met
+                seen.met.add(self.path)
+            if behaviour.meet is not None and first:
+                try:
+                    behaviour.meet.wait()
+                except threading.BrokenBarrierError:
+                    return self._send(503, b"asked alone", headers)
         if self.path == "/api/health":
             return self._send(200, behaviour.health_body, {**headers, "Content-Type": "application/json"})
         if self.path == "/api/notes":

@@ -43,6 +43,15 @@ def test_healthy_stack_passes_every_check_and_files_hold_the_evidence(edge):
     json.dumps([r.to_dict() for r in report.results])  # the artifact writer must be able to store it
 
 
+def test_the_route_checks_ask_side_by_side(edge):
+    """The front end and the API are asked at the same time (a no-change deploy waited 1.2 s for
+    the checks one after another): each first request is answered only once the other arrives."""
+    import threading
+    report = run_checks(target_for(edge(meet=threading.Barrier(2, timeout=5))), fast_config(rate_limit_burst=False))
+    assert report.get("home").status == "pass", report.get("home").message
+    assert report.get("api-health").status == "pass", report.get("api-health").message
+
+
 def test_missing_and_weak_headers_fail_naming_the_header(edge):
     headers = {"Strict-Transport-Security": "max-age=300", "X-Content-Type-Options": "nosniff",
                "Referrer-Policy": "unsafe-url"}
