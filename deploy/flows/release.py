@@ -73,7 +73,8 @@ def ship(run: Run, settings: Settings, runtime: Runtime, inventory: Inventory, l
                                                                settings.skip_backup),
                 migrate_with_live_env=bool(rotation.DATABASE & set(rotated)), verified_after=True))
             runtime.retire(run, leader)
-            steps.prune(run, inventory.targets, settings.releases_keep)
+            steps.prune(run, inventory.targets, settings.releases_keep,
+                        built=bool((run.details.get("build") or {}).get("built")))
     except OperatorError:
         inspect_best_effort(run, runtime, inventory)
         raise

@@ -101,3 +101,18 @@ def test_on_a_swarm_every_node_is_pruned_and_the_registry_copies_of_old_releases
         assert not engine.volume_removals
     assert any("/stack-api:" in ref for ref in world.docker.images)   # the leader's registry copies of kept ones
     assert out.message.count("would remove") == 0 and "stackdeploy-1-3: pruned" in out.message
+
+
+def test_a_deploy_that_built_nothing_and_retires_no_release_asks_no_node_to_prune(world):
+    deploy_changes(world, 2)                      # the second built the api: it pruned
+    assert any(a[1:3] == ["builder", "prune"] for a in world.docker.calls)
+    calls = len(world.docker.calls)
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)   # no change: nothing built
+    assert out.exit_code == 0, out.message
+    assert not [a for a in world.docker.calls[calls:] if "prune" in a or a[1:2] == ["images"]]
+    world.set_env(RELEASES_KEEP="2")              # now a release goes beyond the count: pruned, built or not
+    calls = len(world.docker.calls)
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 0, out.message
+    assert any(a[1:3] == ["builder", "prune"] for a in world.docker.calls[calls:])
+    assert len(releases(world)) == 2
