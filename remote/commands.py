@@ -84,14 +84,6 @@ def scale_up(t: ComposeProject, service: str, count: int) -> str:
     return _c(t, "up", "-d", "--no-build", "--no-deps", "--no-recreate", "--scale", f"{service}={int(count)}", service)
 
 
-def scale_up_many(t: ComposeProject, counts: dict[str, int]) -> str:
-    """scale_up for several services in one command: Compose loads the project once and starts
-    the new containers side by side (five `compose up` processes at once cost a busy droplet
-    more than the starts)."""
-    scales = [a for name, count in counts.items() for a in ("--scale", f"{name}={int(count)}")]
-    return _c(t, "up", "-d", "--no-build", "--no-deps", "--no-recreate", *scales, *counts)
-
-
 def service_containers(project: str, service: str) -> str:
     """Ids of a compose service's containers, running or not, one per line."""
     return join(["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=com.docker.compose.project={project}",

@@ -152,22 +152,18 @@ def _wait_ready(target: Host, container: str, argv: list[str] | None, timeout: f
 
 
 def start_beside(target: Host, spec: ComposeSpec, service: str, health_timeout: float, poll: float = POLL,
-                 sleep: Callable[[float], None] = time.sleep, old: list[str] | None = None,
-                 scaled: Future[Result] | None = None) -> tuple[str, list[str]]:
+                 sleep: Callable[[float], None] = time.sleep, old: list[str] | None = None) -> tuple[str, list[str]]:
     """Start-first, first half: a new container of ``service`` beside the old one(s), ready by its
     own healthcheck; (the new container, the old ones). Until the old ones stop, both answer on
     the service's name (Traefik and the API dial the next address when one refuses). If the new
     one never becomes healthy it is removed and the old ones serve on. ``old``: the service's
     containers as the cutover read them (else they are listed here: with five replacements
-    starting, one more `docker ps` waited up to 2.6 s on the lab's busy engine). ``scaled``: the
-    command that started it with others (scale_up_many); whether it started is read here, since
-    that command fails for all when one of them does."""
+    starting, one more `docker ps` waited up to 2.6 s on the lab's busy engine)."""
     t = spec.on(target.layout)
     old = _ids(target, spec.project, service) if old is None else old
-    res = scaled.result() if scaled is not None else _run(target, cmd.scale_up(t, service, len(old) + 1),
-                                                          timeout=health_timeout + 120)
+    res = _run(target, cmd.scale_up(t, service, len(old) + 1), timeout=health_timeout + 120)
     new = [c for c in _ids(target, spec.project, service) if c not in old]
-    if (not res.ok and scaled is None) or len(new) != 1:
+    if not res.ok or len(new) != 1:
         target.run(cmd.remove_now(new), "removing the new container", check=False)
         raise ComposeError(service, f"could not start a new container beside the old one ({res.tail()})",
                            {"compose-scale.txt": res.output}, hint="read compose-scale.txt in the run folder")
@@ -228,15 +224,9 @@ def roll(target: Host, spec: ComposeSpec, plan: dict[str, str], definitions: dic
     drains = ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="drain")
     drained: list[Draining] = []
     later = False
-    together_first = [n for n, how in plan.items() if how == START_FIRST] if together else []
-    olds = {n: (known or {}).get(n) or _ids(target, spec.project, n) for n in together_first}
     try:
-        with ThreadPoolExecutor(max_workers=len(plan) + 1, thread_name_prefix="cutover") as pool:
+        with ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="cutover") as pool:
             futures: dict[str, Future[str]] = {}
-            # Together (nothing waits on another's new container): one command starts them all.
-            scaled = pool.submit(_run, target, cmd.scale_up_many(spec.on(target.layout),
-                                                                 {n: len(olds[n]) + 1 for n in together_first}),
-                                 timeout=spec.wait_timeout + 120) if len(together_first) > 1 else None
 
             def one(name: str) -> str:
                 definition = definitions.get(name) or {}
@@ -246,8 +236,7 @@ def roll(target: Host, spec: ComposeSpec, plan: dict[str, str], definitions: dic
                 if plan[name] == IN_PLACE:
                     return recreate_in_place(target, spec, name, spec.wait_timeout, poll, sleep)
                 new, old = start_beside(target, spec, name, spec.wait_timeout, poll, sleep,
-                                        old=olds.get(name) or (known or {}).get(name),
-                                        scaled=scaled if name in olds else None)
+                                        old=(known or {}).get(name))
                 drained.append(Draining(name, tuple(old), drains.submit(drain, target, name, old,
                                                                         grace_seconds(definition))))
                 return new

@@ -313,17 +313,16 @@ class FakeDocker:
             service = next(a for a in args if not a.startswith("-"))
             return self._one_off(args[args.index(service) + 1:], command)
         if sub == "up" and "--scale" in args:
-            for k in [k for k, a in enumerate(args) if a == "--scale"]:   # one or several services
-                name = args[k + 1].split("=")[0]
-                definition = compose[name]
-                new = self._start(name, definition, self.images.get(definition.get("image", name), name))
-                self.extra[new.id] = new
-                if self.lagging_health and new.health == "healthy":
-                    new.health = "starting"
-                if self.slow_start:                       # "starting" until a poll has seen it (or 5 s)
-                    new.final_health, new.health = new.health, "starting"
-                    self.seen_starting.clear()
-                self._maybe_interrupt(f"scale {name}")      # the new container started, then Ctrl-C
+            name = args[args.index("--scale") + 1].split("=")[0]
+            definition = compose[name]
+            new = self._start(name, definition, self.images.get(definition.get("image", name), name))
+            self.extra[new.id] = new
+            if self.lagging_health and new.health == "healthy":
+                new.health = "starting"
+            if self.slow_start:                       # "starting" until a poll has seen it (or 5 s)
+                new.final_health, new.health = new.health, "starting"
+                self.seen_starting.clear()
+            self._maybe_interrupt(f"scale {name}")      # the new container started, then Ctrl-C
             return Result(command, 0, "")
         if sub == "up":
             return self._up(compose, opts["-p"], services or list(compose), "--force-recreate" in args, command,
