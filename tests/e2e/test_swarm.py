@@ -205,10 +205,16 @@ def test_a_stopped_node_is_survived_and_reported_by_verify(swarm_lab):
     nodes = _droplets(swarm_lab)
     leader_name = STATE["leader"]
     victim_name, victim = next((n, c) for n, c in nodes.items() if n != leader_name)
+    leader = nodes[leader_name]
     with Prober(STATE["ip"], swarm_lab.values["DOMAIN"], DEFAULT_ROUTES) as prober:
         time.sleep(5)
         subprocess.run(["docker", "stop", "-t", "0", victim], check=True, capture_output=True)
-        time.sleep(45)
+        # Until the swarm has marked the node down and every service runs its replicas on the
+        # nodes left, then 5 s more under traffic (a fixed 45 s before: the swarm takes what it takes).
+        deadline = time.monotonic() + 90
+        while not _survived(leader, victim_name) and time.monotonic() < deadline:
+            time.sleep(2)
+        time.sleep(5)
     summary = prober.report.summary()
     STATE["node_loss"] = summary
     print(f"node loss: {summary['sent']} requests, {summary['failed']} failed: {json.dumps(summary['routes'])}")
@@ -223,6 +229,15 @@ def test_a_stopped_node_is_survived_and_reported_by_verify(swarm_lab):
         assert any(s["what"] == f"node {victim_name}" for s in data["skipped"]), data["skipped"]
     finally:
         subprocess.run(["docker", "start", victim], check=True, capture_output=True)
+
+
+def _survived(leader: str, victim: str) -> bool:
+    """The stopped node is Down on the leader and every service runs as many tasks as it wants."""
+    nodes = _as_deploy(leader, "docker node ls --format '{{.Hostname}} {{.Status}}'").stdout.split("\n")
+    down = any(line.split()[:2] == [victim, "Down"] for line in nodes if line.strip())
+    counts = [line.split()[0].split("/") for line in
+              _as_deploy(leader, "docker service ls --format '{{.Replicas}}'").stdout.splitlines() if line.strip()]
+    return down and bool(counts) and all(running == wanted for running, wanted in counts)
 
 
 def test_growing_back_to_three_adds_a_node_and_promotes_managers_with_zero_failed_requests(swarm_lab):
