@@ -22,12 +22,14 @@ from remote.layout import ReleaseLayout
 SECTION = "@@@ section "
 
 # One JSON object per container, from `docker inspect`: what a status row needs and no more (the
-# container's env holds secrets and never leaves the droplet).
+# container's env holds secrets and never leaves the droplet). Only the Go fields' names (.ID, not
+# the JSON's "Id"): one unknown name makes the CLI format a plain map instead, where a container
+# without a healthcheck has no .State.Health and the whole command fails.
 CONTAINER_FORMAT = (
     '{"service":{{json (index .Config.Labels "com.docker.compose.service")}},"container":{{json .Name}},'
     '"state":{{json .State.Status}},"health":{{if .State.Health}}{{json .State.Health.Status}}{{else}}""{{end}},'
     '"started":{{json .State.StartedAt}},"restarts":{{.RestartCount}},"image":{{json .Config.Image}},'
-    '"exit":{{.State.ExitCode}},"id":{{json .Id}}}')
+    '"exit":{{.State.ExitCode}},"id":{{json .ID}}}')
 
 
 # -- the probe -------------------------------------------------------------------------------------
