@@ -9,6 +9,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, is_dataclass
 from functools import partial
@@ -27,6 +28,9 @@ from deploy.redact import REGISTRY, SecretRegistry, redact
 T = TypeVar("T")
 OUTCOMES = ("success", "failed", "partial", "config-error", "interrupted")
 FIXED_FOLDER = "latest"
+# How long a finishing run waits for the work begun beside its main thread (a remote command is
+# bounded by about the same).
+BESIDE_GRACE_S = 90.0
 
 
 @dataclass
@@ -114,6 +118,7 @@ class Run:
         self._open_steps: list[str] = []            # every thread's, in the order they began
         self._thread = threading.local()             # this thread's open steps; beside()'s signal
         self._checks_lock = threading.Lock()
+        self._beside: list[Future[Any]] = []   # work begun beside the main thread (Run.beside)
         # (step, host, command label) -> [count, seconds, longest]: where a run's seconds go
         self._commands: dict[tuple[str, str, str], list[float]] = {}
         self._commands_lock = threading.Lock()
@@ -257,6 +262,7 @@ class Run:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside")
         future = pool.submit(body)
         pool.shutdown(wait=False)
+        self._beside.append(future)
         began.wait()
         return future
 
@@ -310,6 +316,20 @@ class Run:
         self.finish(exc)
         return False
 
+    def _await_beside(self, timeout: float = BESIDE_GRACE_S) -> None:
+        """Work begun beside the main thread ends before the record is written: an interrupt that
+        reached the main thread while collect read the droplet in its own thread left collect
+        writing files after run.json (a half-written file in the run folder; CI at 79ce3b3). Its
+        commands are bounded; a second Ctrl-C stops the wait (a second SIGTERM meets the handler
+        the run replaced, as after any run)."""
+        pending = [f for f in self._beside if not f.done()]
+        if not pending:
+            return
+        try:
+            futures_wait(pending, timeout=timeout)
+        except (KeyboardInterrupt, Terminated):
+            pass
+
     def finish(self, exc: BaseException | None = None) -> None:
         """Write run.json and summary.md. Idempotent; never raises over the original error."""
         if self._finished:
@@ -332,6 +352,9 @@ class Run:
             self._record_failure_outside_steps(exc)      # a signal between two steps still shows
             self.error = format_error("interrupted by " + ("SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"),
                                       f"run `{self.rerun}` again to finish; `inv verify` shows what serves now")
+        # The error is the main thread's: recorded before the steps beside it end (one that fails
+        # because the interrupt closed its connection must not stand in for it).
+        self._await_beside()
         self.ended_at = _utc_now()
         self.duration = self._elapsed()
         if self.error:

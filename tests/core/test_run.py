@@ -110,6 +110,27 @@ def test_a_step_run_beside_another_keeps_the_order_they_began_in_and_its_own_com
     assert {(c["step"], c["command"]) for c in data["commands"]} == {("checks", "curl"), ("collect", "docker ps")}
 
 
+def test_an_interrupt_while_work_runs_beside_waits_for_it_before_the_record_is_written(tmp_path):
+    """Ctrl-C reaches the main thread while collect, in its own thread, still reads the droplet:
+    the run's record is written once collect has written its files, with collect's step ended."""
+    import threading
+    release = threading.Event()
+    with pytest.raises(KeyboardInterrupt):
+        with Run(tmp_path, "verify", "verify", ["inv", "verify"], console=quiet(), registry=SecretRegistry()) as run:
+            def collect():
+                with run.step("collect"):
+                    release.wait(5)
+                    run.artifacts.write_text("remote/compose-ps.txt", "web running\n")
+
+            run.beside(collect)
+            threading.Timer(0.3, release.set).start()
+            raise KeyboardInterrupt
+    data = json.loads((run.folder / "run.json").read_text())
+    assert data["outcome"] == "interrupted"
+    assert {s["name"]: s["status"] for s in data["steps"]}["collect"] == "ok"
+    assert "remote/compose-ps.txt" in [f["path"] for f in data["files"]] and not list(run.folder.rglob(".*.tmp"))
+
+
 def test_a_steps_worker_threads_count_their_commands_in_it_while_a_later_step_runs_beside(tmp_path):
     import threading
     from concurrent.futures import ThreadPoolExecutor
