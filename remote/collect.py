@@ -37,8 +37,9 @@ class CollectResult:
 
 
 def parse_containers(output: str) -> list[dict[str, Any]]:
-    """remote/status.py's CONTAINER_FORMAT lines -> one row per container, by service then name."""
-    rows = [json.loads(line) for line in output.splitlines() if line.strip()]
+    """remote/status.py's CONTAINER_FORMAT lines -> one row per container, by service then name
+    (read as `inv status` reads them: a line that is not one, a docker warning, is left out)."""
+    rows = status.json_rows(output)
     out = [
         {
             "service": r.get("service") or "",

@@ -272,7 +272,8 @@ def _errors(name: str, text: str, parsed: int) -> list[str]:
     return [f"{name}: {noise[-1][:300]}"] if noise and not parsed else []
 
 
-def _json_rows(text: str) -> list[dict[str, Any]]:
+def json_rows(text: str) -> list[dict[str, Any]]:
+    """The JSON objects of ``text``, one a line; any other line (a docker warning) is left out."""
     rows = []
     for line in text.splitlines():
         if line.lstrip().startswith("{"):
@@ -298,7 +299,7 @@ def parse_compose(output: str, project: str, node: str) -> Snapshot:
     """The Compose probe's output; ``node``: the droplet's name (every container runs there)."""
     sections = split_sections(output)
     common = _common_parts(sections)
-    rows = _json_rows(sections.get("containers", ""))
+    rows = json_rows(sections.get("containers", ""))
     by_service: dict[str, list[Replica]] = {}
     for row in rows:
         state = str(row.get("state") or "")
@@ -341,9 +342,9 @@ def parse_swarm(output: str, stack: str) -> Snapshot:
     (Swarm keeps a few per slot)."""
     sections = split_sections(output)
     common = _common_parts(sections)
-    services = _json_rows(sections.get("services", ""))
-    tasks = _json_rows(sections.get("tasks", ""))
-    nodes = _json_rows(sections.get("nodes", ""))
+    services = json_rows(sections.get("services", ""))
+    tasks = json_rows(sections.get("tasks", ""))
+    nodes = json_rows(sections.get("nodes", ""))
     prefix = stack + "_"
     desired: dict[str, int] = {}
     for row in services:

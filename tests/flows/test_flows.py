@@ -227,6 +227,22 @@ def test_a_failed_read_of_the_environments_is_written_in_their_place_and_the_res
     assert (out.run.folder / "remote" / "compose-ps.json").read_text().startswith("[")
 
 
+def test_a_failed_read_of_the_containers_is_written_in_place_of_both_listings_and_the_rest_is_collected(world):
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+
+    def lost(edge: str, detail: str) -> None:
+        if edge == "run" and "com.docker.compose.oneoff=False" in detail and "section" not in detail:
+            raise RuntimeError("Cannot connect to the Docker daemon")
+    world.fault = lost
+    out = world.invoke("verify", flows.verify_only, mode="verify")
+    assert out.step("collect")["status"] == "warning"
+    assert {"compose-ps.json", "compose-ps.txt"} <= set(out.step("collect")["message"].split(": ", 1)[1].split(", "))
+    folder = out.run.folder / "remote"
+    assert "Cannot connect to the Docker daemon" in (folder / "compose-ps.json").read_text()
+    assert (folder / "compose-ps.txt").read_text().startswith("# collection failed")
+    assert (folder / "docker-df.txt").is_file() and (folder / "current-release.txt").is_file()
+
+
 def test_verify_fails_naming_a_stopped_service_and_inv_up(world):
     """Checks from outside do not see every service (beat, the worker): a stopped one must
     still fail verify, by name, with the command that starts it again."""
