@@ -375,11 +375,20 @@ def collect(run: Run, target: Host, spec: remote_collect.CollectSpec,
         result = remote_collect.collect(target, spec, run.artifacts.write_text, run.in_this_step(), ready)
         run.record("services", result.services)
         run.record("current_release", result.current_release)
+        unread_services(run, target.name, result)
         if result.failed:
             step.warn(f"{len(result.failed)} item(s) could not be collected: " + ", ".join(sorted(result.failed)))
         else:
             step.note(f"{len(result.written)} files")
     return result
+
+
+def unread_services(run: Run, where: str, result: remote_collect.CollectResult) -> None:
+    """Services that could not be listed were not found down either: the run is partial."""
+    if result.unread is not None:
+        run.mark_partial(f"the services' state on {where}",
+                         f"listing them failed ({result.unread}), so none could be judged running or "
+                         "healthy; run inv verify again (inv status shows what runs)")
 
 
 def not_serving(services: list[dict], retiring: frozenset[str] = frozenset()) -> list[str]:

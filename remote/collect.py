@@ -34,6 +34,28 @@ class CollectResult:
     failed: dict[str, str] = field(default_factory=dict)
     services: list[dict[str, Any]] = field(default_factory=list)
     current_release: str | None = None
+    # Why the services could not be listed (None: they were). An empty ``services`` then says
+    # nothing about what runs, and verify must not read it as "nothing is down".
+    unread: str | None = None
+
+
+def _item(target: Host, result: CollectResult, write: Callable[[str, str], Any], timeout: float,
+          name: str, command: str, transform: Callable[[str], str] = lambda s: s) -> str | None:
+    """One collection item: its output (``transform``ed) as its artifact, or its error written
+    in its place and kept in ``result.failed``; every item stands alone."""
+    path = f"{target.artifact_prefix}{name}"
+    try:
+        res = target.run(command, check=False, timeout=timeout)
+        if not res.ok:
+            raise RuntimeError(f"exit {res.exited}: {(res.stderr or res.stdout).strip()[-2000:]}")
+        text = transform(res.stdout)
+    except Exception as exc:  # noqa: BLE001 - each item stands alone, its error is its artifact
+        result.failed[name] = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        write(path, f"# collection failed\n# command: {command}\n# error: {exc}\n")
+        return None
+    write(path, text)
+    result.written.append(path)
+    return text
 
 
 def parse_containers(output: str) -> list[dict[str, Any]]:
@@ -116,23 +138,8 @@ def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any],
     ``thread_init`` runs first in each of its threads (the run's step bookkeeping)."""
     result = CollectResult()
 
-    def run(command: str) -> str:
-        res = target.run(command, check=False, timeout=spec.command_timeout)
-        if not res.ok:
-            raise RuntimeError(f"exit {res.exited}: {(res.stderr or res.stdout).strip()[-2000:]}")
-        return res.stdout
-
     def item(name: str, command: str, transform: Callable[[str], str] = lambda s: s) -> str | None:
-        path = f"{target.artifact_prefix}{name}"
-        try:
-            text = transform(run(command))
-        except Exception as exc:  # noqa: BLE001 - each item stands alone, its error is its artifact
-            result.failed[name] = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            write(path, f"# collection failed\n# command: {command}\n# error: {exc}\n")
-            return None
-        write(path, text)
-        result.written.append(path)
-        return text
+        return _item(target, result, write, spec.command_timeout, name, command, transform)
 
     # Every item is one command on its own channel of the connection: they run side by side, in
     # two rounds (the second needs the containers the first found).
@@ -153,7 +160,8 @@ def collect(target: Host, spec: CollectSpec, write: Callable[[str, str], Any],
             result.written.append(f"{target.artifact_prefix}compose-ps.txt")
             pool.submit(_probe_starting, target, result.services, ready)   # its failure leaves "starting" said
         else:
-            result.failed["compose-ps.txt"] = result.failed.get("compose-ps.json", "no containers read")
+            result.unread = result.failed.get("compose-ps.json", "no containers read")
+            result.failed["compose-ps.txt"] = result.unread
             write(f"{target.artifact_prefix}compose-ps.txt", "# collection failed\n# error: the containers could "
                                                              "not be read (see compose-ps.json)\n")
         # The second round reads containers by name with plain docker commands: each `compose`
@@ -204,19 +212,13 @@ def collect_swarm(leader: Host, stack: str, write: Callable[[str, str], Any], ti
     result = CollectResult()
 
     def item(name: str, command: str) -> str | None:
-        path = f"{leader.artifact_prefix}{name}"
-        res = leader.run(command, check=False, timeout=timeout)
-        if not res.ok:
-            result.failed[name] = (res.stderr or res.stdout).strip()[-300:] or f"exit {res.exited}"
-            write(path, f"# collection failed\n# command: {command}\n# error: {result.failed[name]}\n")
-            return None
-        write(path, res.stdout)
-        result.written.append(path)
-        return res.stdout
+        return _item(leader, result, write, timeout, name, command)
 
     item("swarm-nodes.json", swarm.nodes_command())
     services = item("swarm-services.json", f"{swarm.services_command()} --filter "
                                            f"label=com.docker.stack.namespace={stack}")
+    if services is None:
+        result.unread = result.failed["swarm-services.json"]
     item("swarm-tasks.txt", swarm.tasks_command(stack, as_json=False))
     for row in swarm.json_lines(services or ""):
         running, desired = swarm.parse_replicas(str(row.get("Replicas") or "0/0"))

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from remote.errors import RemoteError
-from remote.host import Host
+from remote.host import Host, RemoteCommandError
 
 SWARM_PORT = 2377
+NODE_UPDATE_TRIES = 5        # see update_node
+OUT_OF_SEQUENCE = "update out of sequence"
 ROLE_CHANGE_TIMEOUT = 60.0   # a promotion or demotion shows in `docker node ls` within seconds
 DATA_LABEL = "stackdeploy.data"    # PostgreSQL and Redis stay with their volumes here
 EDGE_LABEL = "stackdeploy.edge"    # Traefik: its ports, certificates and the address DNS names
@@ -242,17 +244,32 @@ def form(nodes: Sequence[Member], register_secret: Callable[[str], None],
         on_event(f"{node.name} joined the swarm as a {role}")
     ids = {n.name: local_state(n.target).node_id for n in nodes}
     for label in (DATA_LABEL, EDGE_LABEL):
-        leader.target.run(label_command(ids[leader.name], label), f"labelling {leader.name} {label}", hint=HINT)
+        update_node(leader.target, label_command(ids[leader.name], label), f"labelling {leader.name} {label}")
     listed = _reconcile_roles(leader.target, [ids[n.name] for n in nodes[:wanted_managers]], on_event)
     for node in nodes:   # a node a failed shrink left paused or drained is wanted again: it takes tasks
         availability = str(listed.get(ids[node.name], {}).get("Availability") or "Active")
         if availability.lower() != "active":
-            leader.target.run(availability_command(ids[node.name], "active"), f"making {node.name} active again",
-                              hint=HINT)
+            update_node(leader.target, availability_command(ids[node.name], "active"),
+                        f"making {node.name} active again")
             on_event(f"{node.name} was {availability.lower()}: active again")
     managers = tuple(n.name for n in nodes if listed.get(ids[n.name], {}).get("ManagerStatus"))
     workers = tuple(n.name for n in nodes if n.name not in managers)
     return SwarmResult(managers=managers, workers=workers, joined=tuple(joined), node_ids=ids)
+
+
+def update_node(leader: Host, command: str, what: str, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Run one node update (availability, label, role). Swarm versions each node object and
+    refuses an update read against a version that moved meanwhile (the node's own heartbeat, a
+    role change settling) as "update out of sequence"; the CLI reads the version anew each
+    call, so that refusal is tried again. Any other failure, or the last try's, raises."""
+    for attempt in range(1, NODE_UPDATE_TRIES + 1):
+        try:
+            leader.run(command, what, hint=HINT)
+            return
+        except RemoteCommandError as exc:
+            if OUT_OF_SEQUENCE not in (exc.result.stderr or "") or attempt == NODE_UPDATE_TRIES:
+                raise
+        sleep(0.25 * attempt)
 
 
 def _listed(leader: Host) -> dict[str, dict]:
@@ -268,8 +285,8 @@ def _reconcile_roles(leader: Host, wanted: Sequence[str], on_event: Callable[[st
     demote = [i for i, n in listed.items() if n.get("ManagerStatus") and i not in wanted]
     for node_id in promote + demote:
         host = listed[node_id].get("Hostname") or node_id
-        leader.run(role_command(node_id, node_id in promote),
-                   f"{'promoting' if node_id in promote else 'demoting'} {host}", hint=HINT)
+        update_node(leader, role_command(node_id, node_id in promote),
+                    f"{'promoting' if node_id in promote else 'demoting'} {host}")
         on_event(f"{host} is now a {'manager' if node_id in promote else 'worker'}")
     if not (promote or demote):
         return listed
@@ -349,7 +366,7 @@ def retire(leader: Host, leaving: Sequence[Leaving], stack: str, timeout: float,
                      timeout, poll=poll, sleep=sleep, clock=clock)
 
     for name, node_id in ids.items():
-        leader.run(availability_command(node_id, "pause"), f"pausing {name} (no new tasks)", hint=HINT)
+        update_node(leader, availability_command(node_id, "pause"), f"pausing {name} (no new tasks)", sleep)
     there: dict[str, int] = {}
     for node_id in ids.values():
         for service, count in _running_on(leader, node_id).items():
@@ -364,7 +381,7 @@ def retire(leader: Host, leaving: Sequence[Leaving], stack: str, timeout: float,
         on_event(f"starting {', '.join(scaled)} elsewhere before {', '.join(ids)} stop(s) theirs")
         settle()
     for name, node_id in ids.items():
-        leader.run(availability_command(node_id, "drain"), f"draining {name}", hint=HINT)
+        update_node(leader, availability_command(node_id, "drain"), f"draining {name}", sleep)
     deadline = clock() + timeout
     while True:
         left = {name: _running_on(leader, node_id, stopping_too=True) for name, node_id in ids.items()}

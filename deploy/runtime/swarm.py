@@ -111,6 +111,7 @@ class SwarmRuntime:
         leader = inventory.targets[0]
         with run.step("collect") as step:
             result = remote_collect.collect_swarm(leader, self.project, run.artifacts.write_text)
+            steps.unread_services(run, leader.name, result)
             reached = 0
             for target in inventory:
                 if not target.connected:

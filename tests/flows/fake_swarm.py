@@ -132,6 +132,11 @@ class FakeSwarm:
     registry: dict[str, str] = field(default_factory=dict)             # pushed ref -> image id
     deploys: list[StackDeploy] = field(default_factory=list)
     unreachable: set[str] = field(default_factory=set)                 # droplet names without SSH
+    # (droplet name, "pause" | "drain" | "active" | "label" | "promote" | "demote") -> how many
+    # such updates of that node Swarm refuses as "update out of sequence": the node object moved
+    # on (its own heartbeat, a role change settling) between the CLI's read of its version and
+    # the update
+    out_of_sequence: dict[tuple[str, str], int] = field(default_factory=dict)
     _now: datetime = field(default_factory=lambda: datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc))
 
     # -- the world's side ----------------------------------------------------------------------
@@ -477,6 +482,12 @@ class SwarmEngine(FakeDocker):
         node = self._find_node(args[-1])
         if node is None:
             return Result(command, 1, "", f"Error: No such node: {args[-1]}\n")
+        kind = (args[args.index("--availability") + 1] if "--availability" in args else
+                "label" if "--label-add" in args else sub)
+        if sub in ("update", "promote", "demote") and s.out_of_sequence.get((node.hostname, kind)):
+            s.out_of_sequence[(node.hostname, kind)] -= 1
+            return Result(command, 1, "", "Error response from daemon: rpc error: code = Unknown "
+                                          "desc = update out of sequence\n")
         if sub == "ps":
             tasks = [t for t in s.tasks if t.node == node.id
                      and ("desired-state=running" not in args or t.desired == "Running")]

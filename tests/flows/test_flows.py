@@ -235,6 +235,10 @@ def test_a_failed_read_of_the_containers_is_written_in_place_of_both_listings_an
             raise RuntimeError("Cannot connect to the Docker daemon")
     world.fault = lost
     out = world.invoke("verify", flows.verify_only, mode="verify")
+    # Nothing was found not running because nothing was read: verify cannot pass on that.
+    assert out.exit_code == 4 and out.manifest["outcome"] == "partial", out.message
+    assert any("Cannot connect to the Docker daemon" in s["why"] and "inv verify" in s["why"]
+               for s in out.manifest["skipped"] if "services" in s["what"])
     assert out.step("collect")["status"] == "warning"
     assert {"compose-ps.json", "compose-ps.txt"} <= set(out.step("collect")["message"].split(": ", 1)[1].split(", "))
     folder = out.run.folder / "remote"

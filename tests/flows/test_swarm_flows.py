@@ -111,6 +111,33 @@ def test_shrinking_to_two_drains_the_third_node_before_deleting_it_and_never_nod
     assert [d.name for d in world.cloud.find_cluster(None)] == NODES[:2]
 
 
+def test_a_node_update_swarm_refuses_as_out_of_sequence_is_sent_again_and_the_shrink_completes(world, swarm):
+    """Swarm versions each node object: an update read against a version that moved meanwhile
+    (the node's heartbeat, a role change settling) is refused, and the next try reads it anew.
+    CI met it pausing a leaving node; a shrink must not fail on it."""
+    deployed(world)
+    third = swarm.node_named("stackdeploy-1-3").id
+    world.set_env(NODES="2")
+    refused = {("stackdeploy-1-3", kind): 1 for kind in ("demote", "pause", "drain")}
+    swarm.out_of_sequence = dict(refused)
+    out = deployed(world)
+    assert out.manifest["details"]["shrink"]["deleted"] == ["stackdeploy-1-3"]
+    leader = [" ".join(a) for a in world.docker.calls]
+    assert leader.count(f"docker node update --availability pause {third}") == 2
+    assert leader.count(f"docker node update --availability drain {third}") == 2
+    assert swarm.out_of_sequence == dict.fromkeys(refused, 0)
+
+
+def test_a_node_update_refused_out_of_sequence_every_time_fails_the_run_naming_the_node(world, swarm):
+    deployed(world)
+    world.set_env(NODES="2")
+    swarm.out_of_sequence = {("stackdeploy-1-3", "pause"): 1000}
+    out = world.invoke("deploy", flows.deploy, mode="full")
+    assert out.exit_code != 0
+    assert "stackdeploy-1-3" in out.message and "update out of sequence" in out.message
+    assert world.cloud.deleted == []
+
+
 def test_growing_from_one_droplet_to_three_keeps_node_one_and_its_data(world, docr):
     """1 -> 3: the Compose droplet becomes node 1 of the swarm; its Compose stack is stopped with
     its volumes kept (PostgreSQL's data among them) once the swarm's stack is about to start."""
@@ -198,6 +225,19 @@ def test_verify_with_one_node_unreachable_is_partial_and_reports_the_others(worl
     assert "remote/stackdeploy-1-2/docker-ps.txt" in out.files
     assert not any(f.startswith("remote/stackdeploy-1-3/") for f in out.files)
     assert "remote/stackdeploy-1/swarm-services.json" in out.files
+
+
+def test_verify_that_cannot_read_the_swarm_services_is_partial_not_a_pass(world, swarm):
+    deployed(world)
+
+    def refused(edge: str, detail: str) -> None:
+        if edge == "run" and detail.startswith("docker service ls"):
+            raise RuntimeError("Error response from daemon: rpc error: code = DeadlineExceeded")
+    world.fault = refused
+    out = world.invoke("verify", flows.verify_only, mode="verify")
+    assert out.manifest["outcome"] == "partial" and out.exit_code == 4, out.message
+    assert any("DeadlineExceeded" in s["why"] for s in out.manifest["skipped"] if "services" in s["what"])
+    assert "DeadlineExceeded" in (out.run.folder / "remote/stackdeploy-1/swarm-services.json").read_text()
 
 
 def test_verify_names_a_node_that_is_down(world, swarm):
