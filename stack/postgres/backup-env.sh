@@ -25,7 +25,7 @@ export PGBACKREST_DELTA=y
 # is a few objects (bundles hold the small files; older unbundled backups still restore), and
 # backups and restores move four files at a time.
 export PGBACKREST_REPO1_BUNDLE=y
-export PGBACKREST_PROCESS_MAX="${BACKUP_PROCESS_MAX:-4}"
+export PGBACKREST_PROCESS_MAX=4
 # WAL waiting for an unreachable repository stays in pg_wal; past this size pgBackRest reports
 # it archived and drops it (PostgreSQL keeps running; point-in-time recovery has a gap until
 # the next backup, and the deployer's check says so) rather than filling the disk.
