@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import posixpath
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Mapping
 
 from remote import commands as cmd
@@ -25,6 +26,7 @@ from remote.swarm import clock_command
 from remote.host import Host
 
 STACK_FILE = RELEASE_STACK
+PUSHES_AT_ONCE = 4   # of the connection's five channels (remote/host.py MAX_CHANNELS)
 HINT = ("check the registry login (DIGITALOCEAN_TOKEN with registry read/write) and the leader's disk; "
         "the run folder's swarm-tasks.txt says why a task did not start")
 
@@ -42,15 +44,21 @@ def registry_refs(local: Mapping[str, str], remote_ref: Callable[[str, str], str
 
 def publish(target: Host, config_dir: str, local: Mapping[str, str], remote: Mapping[str, str]) -> list[str]:
     """Tag and push each service's image under its registry ref; returns the refs pushed (an
-    image pushed by an earlier release is pushed again: the registry answers "layer exists")."""
-    pushed = []
-    for ref in sorted(set(remote.values())):
-        sources = {local[s] for s, r in remote.items() if r == ref}
-        source = sorted(sources)[0]
+    image pushed by an earlier release is pushed again: the registry answers "layer exists").
+    The pushes go side by side, each on its own channel (one at a time, a first release's five
+    images took 39 s in the lab, the slowest alone 16; dockerd uploads a layer the images
+    share once). The first failure raises once every push has ended."""
+    refs = sorted(set(remote.values()))
+    for ref in refs:
+        source = sorted({local[s] for s, r in remote.items() if r == ref})[0]
         target.run(registry_cmds.tag_command(source, ref), f"tagging {source} as {ref}", hint=HINT)
-        target.run(registry_cmds.push_command(config_dir, ref), f"pushing {ref}", timeout=1800, hint=HINT)
-        pushed.append(ref)
-    return pushed
+    with ThreadPoolExecutor(max_workers=min(PUSHES_AT_ONCE, len(refs)) or 1,
+                            thread_name_prefix="push") as pool:
+        pushes = [pool.submit(target.run, registry_cmds.push_command(config_dir, ref), f"pushing {ref}",
+                              timeout=1800, hint=HINT) for ref in refs]
+    for push in pushes:
+        push.result()
+    return refs
 
 
 def normalized_config(target: Host, spec: ComposeSpec) -> dict:

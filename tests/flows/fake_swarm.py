@@ -46,6 +46,7 @@ import itertools
 import json
 import re
 import shlex
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -120,6 +121,22 @@ class StackDeploy:
     config_dir: str
 
 
+class Meeting:
+    """The first ``parties`` arrivals wait for each other (up to ``timeout``); later ones pass."""
+
+    def __init__(self, parties: int, timeout: float = 5.0) -> None:
+        self.parties, self.timeout, self.arrived = parties, timeout, 0
+        self._cond = threading.Condition()
+
+    def arrive(self) -> bool:
+        with self._cond:
+            self.arrived += 1
+            if self.arrived > self.parties:
+                return True
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: self.arrived >= self.parties, self.timeout)
+
+
 @dataclass
 class FakeSwarm:
     cloud: FakeCloud = field(repr=False, compare=False)
@@ -137,6 +154,9 @@ class FakeSwarm:
     # on (its own heartbeat, a role change settling) between the CLI's read of its version and
     # the update
     out_of_sequence: dict[tuple[str, str], int] = field(default_factory=dict)
+    # When set: the first that many pushes each wait (up to 5 s) until all of them are in
+    # flight, and a push that waited in vain fails: pushes sent one at a time never meet.
+    pushes_meet: "Meeting | None" = None
     _now: datetime = field(default_factory=lambda: datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc))
 
     # -- the world's side ----------------------------------------------------------------------
@@ -350,6 +370,9 @@ class SwarmEngine(FakeDocker):
             return Result(command, 0, "")
         if kind == "push":
             ref = argv[-1]
+            if self.swarm.pushes_meet is not None and not self._meet(self.swarm.pushes_meet):
+                return Result(command, 1, "", f"fake swarm: {ref} was pushed alone: no other push joined it in "
+                                              f"{self.swarm.pushes_meet.timeout:g} s\n")
             if ref.split("/", 1)[0] not in _logins(config_dir):
                 return Result(command, 1, "", "unauthorized: authentication required\n")
             if ref not in self.images:
@@ -445,6 +468,13 @@ class SwarmEngine(FakeDocker):
             s._reconcile_all()
             return Result(command, 0, "Node left the swarm.\n")
         return Result(command, 1, "", f"fake swarm: unsupported swarm {args[0]}\n")
+
+    def _meet(self, meeting: Meeting) -> bool:
+        self._lock.release()   # dockerd answers other clients while an upload runs
+        try:
+            return meeting.arrive()
+        finally:
+            self._lock.acquire()
 
     def api_join(self, body: dict, command: str) -> Result:
         """POST /swarm/join on the engine's socket (curl --fail-with-body: exit 22 and the error body)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.flows.conftest import World, flows
-from tests.flows.fake_swarm import FakeSwarm, docr, use_swarm  # noqa: F401 - docr is a fixture
+from tests.flows.fake_swarm import FakeSwarm, Meeting, docr, use_swarm  # noqa: F401 - docr is a fixture
 
 NODES = ["stackdeploy-1", "stackdeploy-1-2", "stackdeploy-1-3"]
 BUILT = ["api", "beat", "django", "flower", "frontend", "postgres", "traefik", "worker"]
@@ -50,6 +50,27 @@ def test_a_three_node_deploy_forms_the_swarm_builds_once_on_node_one_and_runs_ev
         assert {f"remote/{name}/docker-ps.txt", f"remote/{name}/host.txt"} <= out.files
     assert {"remote/stackdeploy-1/swarm-nodes.json", "remote/stackdeploy-1/swarm-services.json"} <= out.files
     assert "api" in world.release_meta(world.current())["images"]
+
+
+def test_the_release_images_are_pushed_to_the_registry_side_by_side(world, swarm):
+    """One at a time, a first release's five images took 39 s to push in the lab (CI,
+    2026-12-08): the slowest alone took 16."""
+    swarm.pushes_meet = Meeting(4)
+    out = deployed(world)
+    assert swarm.pushes_meet.arrived == len(set(swarm.registry)) >= 4
+    assert out.step("stack-up")["status"] == "ok"
+
+
+def test_a_push_that_fails_fails_the_release_naming_its_image_and_nothing_goes_live(world, swarm):
+    deployed(world)
+    good, good_api = world.current(), swarm.running()["api"]
+    next_api(world, "v2")
+    images = len(swarm.registry)                       # a release pushes each of its images
+    swarm.pushes_meet = Meeting(images + 1, timeout=0.2)   # one more than there are: every push fails
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code != 0 and "pushing registry.digitalocean.com/stackdeploy/stack-" in out.message, out.message
+    assert swarm.pushes_meet.arrived == images and len(swarm.registry) == images   # all tried, none pushed
+    assert world.current() == good and swarm.running()["api"] == good_api
 
 
 def test_update_only_on_three_nodes_rebuilds_and_rolls_only_what_changed(world, swarm):
