@@ -103,12 +103,12 @@ def env_lines(docker_env_json: str) -> str:
 
 
 def split_envs(output: str) -> dict[str, str]:
-    """commands.containers_env's output: container name -> its env as JSON."""
+    """commands.containers_env's output: container id -> its env as JSON."""
     out = {}
     for line in output.splitlines():
-        name, _, env = line.partition(" ")
-        if name and env:
-            out[name.lstrip("/")] = env
+        container, _, env = line.partition(" ")
+        if container and env:
+            out[container] = env
     return out
 
 
@@ -232,11 +232,22 @@ def collect_swarm(leader: Host, stack: str, write: Callable[[str, str], Any], ti
 
 
 def _env_names(services: list[dict[str, Any]]) -> dict[str, str]:
-    """container -> its environment's artifact (traefik-env.txt, env/<service>.txt); Traefik's
-    only while it runs."""
-    return {svc["container"]: ("traefik-env.txt" if svc["service"] == TRAEFIK_SERVICE else f"env/{svc['service']}.txt")
-            for svc in services if svc.get("service") and svc.get("container")
-            and (svc["service"] != TRAEFIK_SERVICE or svc.get("state") == "running")}
+    """container id -> its environment's artifact (traefik-env.txt, env/<service>.txt), one
+    container per service (by id: Compose gives a removed container's name to a later one): the running one started last (while a release's old containers drain,
+    the new one's environment is the one in effect; the old one may be gone by the read).
+    Traefik's only while it runs."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for svc in services:
+        if not svc.get("service") or not svc.get("id"):
+            continue
+        if svc["service"] == TRAEFIK_SERVICE and svc.get("state") != "running":
+            continue
+        rank = (svc.get("state") == "running", str(svc.get("started") or ""))
+        best = chosen.get(svc["service"])
+        if best is None or rank > (best.get("state") == "running", str(best.get("started") or "")):
+            chosen[svc["service"]] = svc
+    return {svc["id"]: ("traefik-env.txt" if service == TRAEFIK_SERVICE else f"env/{service}.txt")
+            for service, svc in chosen.items()}
 
 
 def _envs(target: Host, services: list[dict[str, Any]], timeout: float) -> dict[str, str | None]:

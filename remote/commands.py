@@ -307,9 +307,9 @@ def http_body(raw: str) -> str:
 
 
 def containers_env(containers: Iterable[str]) -> str:
-    """``/<name> <env as a JSON list>`` per container, in one command (a container gone since it
+    """``<id> <env as a JSON list>`` per container id, in one command (a container gone since it
     was listed is left out; the others still print). It holds secrets: redact before saving."""
-    return join(["docker", "inspect", "--format", "{{.Name}} {{json .Config.Env}}", *sorted(containers)])
+    return join(["docker", "inspect", "--format", "{{.Id}} {{json .Config.Env}}", *sorted(containers)])
 
 
 def container_cat(container: str, path: str) -> str:

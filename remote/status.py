@@ -80,10 +80,16 @@ def compose_probe(layout: ReleaseLayout, project: str) -> str:
 def compose_containers(project: str) -> str:
     """One CONTAINER_FORMAT line per container of ``project`` (one-off containers left out), read
     with plain docker commands: `docker compose ps` loads the whole project first, which on a
-    busy droplet costs more than the read (0.6 s on the lab's). Fails when `docker ps` does."""
+    busy droplet costs more than the read (0.6 s on the lab's). Fails when `docker ps` does.
+    A container removed between the two (an old one whose drain ended: `docker inspect` then
+    fails the whole read with "No such object") is left out: the pair is read again, and only
+    the third read's error stands."""
     listing = (f"docker ps -aq --no-trunc --filter label=com.docker.compose.project={q(project)} "
                "--filter label=com.docker.compose.oneoff=False")
-    return f'ids=$({listing}) && {{ [ -z "$ids" ] || docker inspect --format {q(CONTAINER_FORMAT)} $ids; }}'
+    inspect = f"docker inspect --format {q(CONTAINER_FORMAT)} $ids"
+    return (f'(for _ in 1 2; do ids=$({listing}) || exit; [ -z "$ids" ] && exit 0; '
+            f'out=$({inspect} 2>/dev/null) && {{ printf \'%s\\n\' "$out"; exit 0; }}; done; '
+            f'ids=$({listing}) && {{ [ -z "$ids" ] || {inspect}; }})')
 
 
 def swarm_probe(layout: ReleaseLayout, stack: str) -> str:

@@ -215,6 +215,10 @@ class FakeDocker:
     lagging_health: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)   # one call at a time, as dockerd
     seen_starting: threading.Event = field(default_factory=threading.Event, repr=False)   # a poll came
+    # Called with the ids of each `docker inspect` of remote/status.py's CONTAINER_FORMAT before
+    # it is answered: a test removes a container there, as a drain that ends between the `docker
+    # ps` that listed it and the inspect does.
+    before_listing: Callable[[list[str]], None] | None = field(default=None, repr=False)
 
     def handle(self, argv: list[str], command: str) -> Result:
         with self._lock:
@@ -424,12 +428,21 @@ class FakeDocker:
 
     def _inspect(self, argv: list[str], command: str) -> Result:
         fmt, ids = argv[argv.index("--format") + 1], argv[argv.index("--format") + 2:]
-        found = [c for c in self._all() for i in ids if c.id.startswith(i) or f"-{c.service}-1" in i]
+        if '"restarts":' in fmt and self.before_listing is not None:
+            self.before_listing(ids)
+        found = [c for c in self._all() for i in ids if c.id.startswith(i) or self._name(c) == i.lstrip("/")]
         if '"restarts":' in fmt:   # remote/status.py's CONTAINER_FORMAT
-            return Result(command, 0, "".join(json.dumps({
+            # as dockerd: the containers it has are printed, each id it has not is an error
+            gone = [i for i in ids if not any(c.id.startswith(i) for c in self._all())]
+            return Result(command, 1 if gone else 0, "".join(json.dumps({
                 "service": c.service, "container": "/" + self._name(c), "state": c.state,
                 "health": c.health if c.state == "running" else "", "started": c.started, "restarts": c.restarts,
-                "image": c.image, "exit": c.exit_code, "id": c.id}) + "\n" for c in found))
+                "image": c.image, "exit": c.exit_code, "id": c.id}) + "\n" for c in found),
+                "".join(f"Error: No such object: {i}\n" for i in gone))
+        if fmt.startswith("{{.Id}}") and ".Config.Env" in fmt:    # remote/commands.containers_env
+            return Result(command, 0, "".join(
+                f"{c.id} " + json.dumps(["PATH=/usr/bin", "POSTGRES_PASSWORD=from-container"]) + "\n"
+                for c in found))
         if fmt.startswith("{{.Id}} {{.Image}}"):   # remote/commands.inspect_containers
             return Result(command, 0, "".join(f"{c.id} {c.image} {c.service} {c.config_hash}\n" for c in found))
         if ".Config.Healthcheck" in fmt:   # `health <service>`, answered by `docker exec` (FakeDocker.answer)
@@ -449,10 +462,6 @@ class FakeDocker:
             return Result(command, 0, "".join(f"{c.id} {c.image} {c.service}\n" for c in found))
         if ".State.Health" in fmt:
             return Result(command, 0, "".join(json.dumps({"Status": c.health}) + "\n" for c in found))
-        if fmt.startswith("{{.Name}}") and ".Config.Env" in fmt:    # remote/commands.containers_env
-            return Result(command, 0, "".join(
-                f"/{self._name(c)} " + json.dumps(["PATH=/usr/bin", "POSTGRES_PASSWORD=from-container"]) + "\n"
-                for c in found))
         if ".Config.Env" in fmt:
             return Result(command, 0, json.dumps(["PATH=/usr/bin", "POSTGRES_PASSWORD=from-container"]) + "\n")
         return Result(command, 0, "172.18.0.2\n")

@@ -544,6 +544,33 @@ def test_the_old_containers_drain_while_verify_reads_the_new_ones(world, task):
     assert not world.docker.extra          # every old container stopped and removed
 
 
+def test_an_old_container_removed_between_the_listing_and_its_inspect_is_left_out_not_a_failed_read(world):
+    """The old containers drain while verify reads the new ones: one removed after `docker ps`
+    listed it and before `docker inspect` read it made the whole listing fail (lab, 2026-12-08:
+    "Error: No such object"), and the run partial."""
+    assert world.invoke("deploy", flows.deploy).exit_code == 0
+    _next_release(world)
+    drained, listed_once = [], threading.Event()
+
+    def drain_ends(ids: list[str]) -> None:   # the api's old container (started first) is removed
+        apis = sorted((c for c in world.docker._all() if c.service == "api" and c.id in ids), key=lambda c: c.started)
+        if len(apis) == 2 and not drained:
+            drained.append(apis[0].id)
+            world.docker.extra = {k: c for k, c in world.docker.extra.items() if c not in apis}
+            world.docker.containers["api"] = apis[1]
+        listed_once.set()
+
+    def drains_wait(edge: str, detail: str) -> None:   # the other old containers drain after the listing
+        if edge == "run" and detail.startswith("docker stop"):
+            listed_once.wait(10)
+    world.docker.before_listing, world.fault = drain_ends, drains_wait
+    out = world.invoke("deploy", flows.deploy, mode="update", update_only=True)
+    assert out.exit_code == 0 and out.manifest["outcome"] == "success", out.message
+    assert drained and out.step("collect")["status"] == "ok"
+    listed = json.loads((out.run.folder / "remote" / "compose-ps.json").read_text())
+    assert {"api", "django", "postgres"} <= {c["service"] for c in listed} and drained[0] not in {c["id"] for c in listed}
+
+
 def test_an_old_container_that_cannot_be_stopped_fails_verify_by_name(world):
     """It would keep serving the old release beside the new one: not a success."""
     assert world.invoke("deploy", flows.deploy).exit_code == 0

@@ -53,7 +53,7 @@ def test_docker_and_host_probes():
     assert api.endswith(" api-get 8080 /api/rawdata")
     assert cmd.container_ip("myapp-api-1", "my net") == \
         "docker inspect --format '{{(index .NetworkSettings.Networks \"my net\").IPAddress}}' myapp-api-1"
-    assert cmd.containers_env(["c2", "c1"]) == "docker inspect --format '{{.Name}} {{json .Config.Env}}' c1 c2"
+    assert cmd.containers_env(["c2", "c1"]) == "docker inspect --format '{{.Id}} {{json .Config.Env}}' c1 c2"
     assert cmd.container_cat("myapp-traefik-1", "/etc/traefik/traefik.yml") == \
         "docker exec myapp-traefik-1 cat /etc/traefik/traefik.yml"
     # dangling images only (never a tagged release image), and build cache unused for 3 days
