@@ -573,27 +573,46 @@ class _Shell:
                                       stdout=subprocess.PIPE, text=True,
                                       env={**os.environ, "LC_ALL": "C",
                                            "PATH": DockerStub.folder() + os.pathsep + os.environ.get("PATH", "")})
-        self._lock = threading.Lock()
+        self.alive = True
 
     def run(self, command: str, timeout: float) -> Result:
         out, err = Path(self._dir, "out"), Path(self._dir, "err")
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        # The command on lines of its own, so a heredoc or a trailing comment cannot eat the `)`.
+        self._proc.stdin.write(f"(\n{command}\n) >{out} 2>{err} </dev/null; echo $?\n")
+        self._proc.stdin.flush()
+        # As `timeout` would over SSH: a hung command ends with 124, and the shell is replaced.
+        if not select.select([self._proc.stdout], [], [], timeout)[0]:
+            self._proc.kill()
+            self.alive = False
+            return Result(command, 124, "", f"timed out after {timeout:g} s\n")
+        code = int(self._proc.stdout.readline())
+        return Result(command, code, out.read_text(), err.read_text())
+
+
+class _Shells:
+    """The shells commands run in, one command per shell at a time: commands sent side by side
+    (collect's, the cutover's) run side by side, as on an SSH connection's channels."""
+
+    def __init__(self) -> None:
+        self._free: list[_Shell] = []
+        self._lock = threading.Lock()
+
+    def run(self, command: str, timeout: float) -> Result:
         with self._lock:
-            assert self._proc.stdin is not None and self._proc.stdout is not None
-            # The command on lines of its own, so a heredoc or a trailing comment cannot eat the `)`.
-            self._proc.stdin.write(f"(\n{command}\n) >{out} 2>{err} </dev/null; echo $?\n")
-            self._proc.stdin.flush()
-            # As `timeout` would over SSH: a hung command ends with 124, and the shell is replaced.
-            if not select.select([self._proc.stdout], [], [], timeout)[0]:
-                self._proc.kill()
-                _shell.cache_clear()
-                return Result(command, 124, "", f"timed out after {timeout:g} s\n")
-            code = int(self._proc.stdout.readline())
-            return Result(command, code, out.read_text(), err.read_text())
+            shell = self._free.pop() if self._free else None
+        shell = shell or _Shell()
+        try:
+            return shell.run(command, timeout)
+        finally:
+            if shell.alive:
+                with self._lock:
+                    self._free.append(shell)
 
 
 @functools.lru_cache(maxsize=1)
-def _shell() -> _Shell:
-    return _Shell()
+def _shell() -> _Shells:
+    return _Shells()
 
 
 class _LocalSftp:
