@@ -53,8 +53,8 @@ def test_a_three_node_deploy_forms_the_swarm_builds_once_on_node_one_and_runs_ev
 
 
 def test_the_release_images_are_pushed_to_the_registry_side_by_side(world, swarm):
-    """One at a time, a first release's five images took 39 s to push in the lab (CI,
-    2026-12-08): the slowest alone took 16."""
+    """A push to a registry across the internet waits on round trips per layer: side by side,
+    a release's pushes overlap them (remote/swarm_release.publish)."""
     swarm.pushes_meet = Meeting(4)
     out = deployed(world)
     assert swarm.pushes_meet.arrived == len(set(swarm.registry)) >= 4
