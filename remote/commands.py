@@ -244,16 +244,6 @@ def disk_usage() -> str:
     return join(["docker", "system", "df", "--format", "{{.Type}}|{{.Reclaimable}}"])
 
 
-def inspect_containers(container_ids: Iterable[str]) -> str:
-    """One line per container: id, image id, compose service name, compose config hash."""
-    ids = list(container_ids)
-    if not ids:
-        raise ValueError("no container ids to inspect")
-    fmt = ('{{.Id}} {{.Image}} {{index .Config.Labels "com.docker.compose.service"}} '
-           '{{index .Config.Labels "com.docker.compose.config-hash"}}')
-    return join(["docker", "inspect", "--format", fmt, *ids])
-
-
 def container_states(project: str) -> str:
     """``<id> <service> <docker's status text>`` per container of the project, newest first: a
     cheap read (no compose CLI) for a poller."""

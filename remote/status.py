@@ -29,7 +29,9 @@ CONTAINER_FORMAT = (
     '{"service":{{json (index .Config.Labels "com.docker.compose.service")}},"container":{{json .Name}},'
     '"state":{{json .State.Status}},"health":{{if .State.Health}}{{json .State.Health.Status}}{{else}}""{{end}},'
     '"started":{{json .State.StartedAt}},"restarts":{{.RestartCount}},"image":{{json .Config.Image}},'
-    '"exit":{{.State.ExitCode}},"id":{{json .ID}}}')
+    '"exit":{{.State.ExitCode}},"id":{{json .ID}},"image_id":{{json .Image}},'
+    '"config_hash":{{json (index .Config.Labels "com.docker.compose.config-hash")}},'
+    '"number":{{json (index .Config.Labels "com.docker.compose.container-number")}}}')
 
 
 # -- the probe -------------------------------------------------------------------------------------

@@ -437,7 +437,8 @@ class FakeDocker:
             return Result(command, 1 if gone else 0, "".join(json.dumps({
                 "service": c.service, "container": "/" + self._name(c), "state": c.state,
                 "health": c.health if c.state == "running" else "", "started": c.started, "restarts": c.restarts,
-                "image": c.image, "exit": c.exit_code, "id": c.id}) + "\n" for c in found),
+                "image": c.image, "exit": c.exit_code, "id": c.id, "image_id": c.image,
+                "config_hash": c.config_hash, "number": self._name(c).rsplit("-", 1)[1]}) + "\n" for c in found),
                 "".join(f"Error: No such object: {i}\n" for i in gone))
         if fmt.startswith("{{.Id}}") and ".Config.Env" in fmt:    # remote/commands.containers_env
             return Result(command, 0, "".join(

@@ -558,9 +558,9 @@ def test_an_old_container_removed_between_the_listing_and_its_inspect_is_left_ou
             drained.append(apis[0].id)
             world.docker.extra = {k: c for k, c in world.docker.extra.items() if c not in apis}
             world.docker.containers["api"] = apis[1]
-        listed_once.set()
+            listed_once.set()
 
-    def drains_wait(edge: str, detail: str) -> None:   # the other old containers drain after the listing
+    def drains_wait(edge: str, detail: str) -> None:   # the other old containers drain after that listing
         if edge == "run" and detail.startswith("docker stop"):
             listed_once.wait(10)
     world.docker.before_listing, world.fault = drain_ends, drains_wait

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from remote.compose import (ServiceState, failed_build_image, failing_services, parse_ps_json,
-                            states_from_ps)
+from remote.compose import ServiceState, failed_build_image, failing_services, states_from_containers
+from remote.status import json_rows
 from remote.sync import diff_manifests, is_ignored, new_release_id, services_for_changes
 
 COMPOSE = {"services": {
@@ -46,18 +46,22 @@ def test_ignore_rules():
     assert is_ignored("node_modules", True) and not is_ignored("node_modules", False)
 
 
-def test_ps_json_both_shapes_and_failure_ranking():
-    lines = ('{"Service":"db","State":"running","Health":"unhealthy","Status":"Up (unhealthy)","ID":"1"}\n'
-             '{"Service":"api","State":"created","Health":"","Status":"Created","ID":"2"}\n'
-             '{"Service":"web","State":"running","Health":"","Status":"Up","ID":"3"}\n')
-    rows = parse_ps_json(lines)
-    assert parse_ps_json("[" + ",".join(lines.strip().splitlines()) + "]") == rows
-    assert parse_ps_json("") == []
-    states = states_from_ps(rows)
+def test_container_rows_give_each_service_its_newest_container_and_failures_rank_root_causes_first():
+    rows = json_rows(
+        '{"service":"db","state":"running","health":"unhealthy","restarts":2,"exit":0,"id":"1","number":"1"}\n'
+        'Warning: a line docker printed that is not a row\n'
+        '{"service":"api","state":"created","health":"","restarts":0,"exit":0,"id":"2","number":"1"}\n'
+        '{"service":"web","state":"running","health":"","restarts":0,"exit":0,"id":"4","number":"2",'
+        '"image_id":"sha256:new","config_hash":"h2"}\n'
+        '{"service":"web","state":"exited","health":"","restarts":0,"exit":137,"id":"3","number":"1"}\n')
+    states = states_from_containers(rows)
     assert states["web"].ok and not states["db"].ok
+    assert (states["web"].container_id, states["web"].image_id, states["web"].config_hash) == ("4", "sha256:new", "h2")
+    assert "web" not in states_from_containers(rows, exclude=frozenset({"3", "4"}))
+    assert states_from_containers(rows, exclude=frozenset({"4"}))["web"].status == "exited with code 137"
     failing = failing_services(states)
     assert [n for n, _ in failing] == ["db", "api"]  # root cause first
-    assert failing[0][1].startswith("unhealthy")
+    assert failing[0][1] == "unhealthy (running, unhealthy, restarted 2 times)"
     assert failing_services({"w": ServiceState("w", "exited", "", "Exited (1)", "x")}) == \
         [("w", "exited (Exited (1))")]
 
