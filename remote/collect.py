@@ -69,21 +69,15 @@ def parse_containers(output: str) -> list[dict[str, Any]]:
             "id": r.get("id") or "",
             "state": r.get("state") or "",
             "health": r.get("health") or "",
-            "status": _status_words(r),
+            "status": status.container_status(r),
             "image": r.get("image") or "",
             "started": r.get("started") or "",
             "restarts": int(r.get("restarts") or 0),
+            "number": status.container_number(r),
         }
         for r in rows
     ]
     return sorted(out, key=lambda r: (r["service"], r["container"]))
-
-
-def _status_words(row: dict[str, Any]) -> str:
-    state, health = str(row.get("state") or ""), str(row.get("health") or "")
-    if state in ("exited", "dead"):
-        return f"{state} ({row.get('exit')})"
-    return f"{state} ({health})" if health else state
 
 
 def containers_table(services: list[dict[str, Any]]) -> str:
@@ -233,18 +227,19 @@ def collect_swarm(leader: Host, stack: str, write: Callable[[str, str], Any], ti
 
 def _env_names(services: list[dict[str, Any]]) -> dict[str, str]:
     """container id -> its environment's artifact (traefik-env.txt, env/<service>.txt), one
-    container per service (by id: Compose gives a removed container's name to a later one): the running one started last (while a release's old containers drain,
-    the new one's environment is the one in effect; the old one may be gone by the read).
-    Traefik's only while it runs."""
+    container per service: the newest running one (while a release's old containers drain, the
+    new one's environment is in effect, and the old one may be gone by the read). By id: Compose
+    gives a removed container's name to a later one. Traefik's only while it runs."""
+    def rank(svc: dict[str, Any]) -> tuple[bool, int]:
+        return svc.get("state") == "running", status.container_number(svc)
+
     chosen: dict[str, dict[str, Any]] = {}
     for svc in services:
         if not svc.get("service") or not svc.get("id"):
             continue
         if svc["service"] == TRAEFIK_SERVICE and svc.get("state") != "running":
             continue
-        rank = (svc.get("state") == "running", str(svc.get("started") or ""))
-        best = chosen.get(svc["service"])
-        if best is None or rank > (best.get("state") == "running", str(best.get("started") or "")):
+        if svc["service"] not in chosen or rank(svc) > rank(chosen[svc["service"]]):
             chosen[svc["service"]] = svc
     return {svc["id"]: ("traefik-env.txt" if service == TRAEFIK_SERVICE else f"env/{service}.txt")
             for service, svc in chosen.items()}

@@ -174,12 +174,10 @@ def up(t: ComposeProject, wait_timeout: int, services: Iterable[str] | None = No
     return _c(t, *args, *sorted(services or ()))
 
 
-def ps(t: ComposeProject, json: bool = False, all: bool = True) -> str:
+def ps(t: ComposeProject, all: bool = True) -> str:
     args = ["ps"]
     if all:
         args.append("--all")
-    if json:
-        args += ["--format", "json"]
     return _c(t, *args)
 
 

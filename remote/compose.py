@@ -58,7 +58,7 @@ class ServiceState:
     name: str
     state: str          # running, exited, created, ...
     health: str         # healthy, unhealthy, starting, or "" without a healthcheck
-    status: str         # docker's human text, e.g. "Up 3 minutes (healthy)"
+    status: str         # in words (status.container_status), e.g. "running (healthy)", "exited (1)"
     container_id: str
     image_id: str = ""
     config_hash: str = ""   # compose's label: the config the container was created with
@@ -202,31 +202,17 @@ def states_from_containers(rows: Iterable[dict], exclude: frozenset[str] = froze
     """status.CONTAINER_FORMAT rows -> service -> the state of its highest-numbered container
     (Compose numbers a service's containers as it creates them: the newest), as `docker compose
     ps` lists them; ``exclude``: containers left out (old ones still draining)."""
-    def number(row: dict) -> int:
-        return int(row["number"]) if str(row.get("number") or "").isdigit() else 0
-
     out: dict[str, ServiceState] = {}
-    for row in sorted(rows, key=number):
+    for row in sorted(rows, key=status.container_number):
         container = str(row.get("id") or "")
         if not row.get("service") or any(same_container(container, c) for c in exclude):
             continue
         state, health = str(row.get("state") or "").lower(), str(row.get("health") or "").lower()
         out[row["service"]] = ServiceState(name=row["service"], state=state, health=health,
-                                           status=_status_text(state, health, row), container_id=container,
+                                           status=status.container_status(row), container_id=container,
                                            image_id=str(row.get("image_id") or ""),
                                            config_hash=str(row.get("config_hash") or ""))
     return out
-
-
-def _status_text(state: str, health: str, row: dict) -> str:
-    """What `docker ps` would say of a container, for messages: "running, unhealthy",
-    "exited with code 1, restarted 3 times"."""
-    parts = [state + (f" with code {row.get('exit')}" if state == "exited" else "")]
-    if health:
-        parts.append(health)
-    if int(row.get("restarts") or 0):
-        parts.append(f"restarted {row.get('restarts')} times")
-    return ", ".join(parts)
 
 
 def diagnostics(target: Host, spec: ComposeSpec, services: Iterable[str],

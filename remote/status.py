@@ -34,6 +34,22 @@ CONTAINER_FORMAT = (
     '"number":{{json (index .Config.Labels "com.docker.compose.container-number")}}}')
 
 
+def container_status(row: dict[str, Any]) -> str:
+    """A CONTAINER_FORMAT row's state in words, for artifacts and messages: "running (healthy)",
+    "exited (1)"."""
+    state, health = str(row.get("state") or ""), str(row.get("health") or "")
+    if state in ("exited", "dead"):
+        return f"{state} ({row.get('exit')})"
+    return f"{state} ({health})" if health else state
+
+
+def container_number(row: dict[str, Any]) -> int:
+    """Compose's number of a CONTAINER_FORMAT row's container: it numbers a service's containers
+    as it creates them, so the highest is the newest (0: not a Compose container)."""
+    number = str(row.get("number") or "")
+    return int(number) if number.isdigit() else 0
+
+
 # -- the probe -------------------------------------------------------------------------------------
 
 def _sections(parts: Sequence[tuple[str, str, bool]]) -> str:

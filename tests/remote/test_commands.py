@@ -16,10 +16,10 @@ T = cmd.ComposeProject(project="myapp", compose_files=("/opt/my app/current/comp
 def test_compose_prefix_pins_project_dir_files_and_env_file():
     assert cmd.compose("myapp", ["/a/compose.yml", "/a/override.yml"], "/a/.env", "ps") == \
         "docker compose -p myapp -f /a/compose.yml -f /a/override.yml --env-file /a/.env ps"
-    assert cmd.ps(T, json=True) == (
+    assert cmd.ps(T) == (
         "docker compose -p myapp --project-directory '/opt/my app/current' "
         "-f '/opt/my app/current/compose.yml' --env-file '/opt/my app/shared/.env' "
-        "ps --all --format json")
+        "ps --all")
 
 
 @pytest.mark.parametrize("bad", [dict(project=""), dict(compose_files=[])])

@@ -58,10 +58,10 @@ def test_container_rows_give_each_service_its_newest_container_and_failures_rank
     assert states["web"].ok and not states["db"].ok
     assert (states["web"].container_id, states["web"].image_id, states["web"].config_hash) == ("4", "sha256:new", "h2")
     assert "web" not in states_from_containers(rows, exclude=frozenset({"3", "4"}))
-    assert states_from_containers(rows, exclude=frozenset({"4"}))["web"].status == "exited with code 137"
+    assert states_from_containers(rows, exclude=frozenset({"4"}))["web"].status == "exited (137)"
     failing = failing_services(states)
     assert [n for n, _ in failing] == ["db", "api"]  # root cause first
-    assert failing[0][1] == "unhealthy (running, unhealthy, restarted 2 times)"
+    assert failing[0][1] == "unhealthy (running (unhealthy))"
     assert failing_services({"w": ServiceState("w", "exited", "", "Exited (1)", "x")}) == \
         [("w", "exited (Exited (1))")]
 
